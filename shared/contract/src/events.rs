@@ -1,0 +1,40 @@
+//! Events services publish on `payment_sessions.events` (DESIGN §3, §4).
+
+use crate::ids::EventId;
+use crate::lifecycle::wire_enum;
+use crate::session::timestamp;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+wire_enum!(
+    /// Every event type; the routing key on the events exchange is the type.
+    EventType {
+        PaymentSessionCreated => "payment_session.created",
+        PaymentSessionUpdated => "payment_session.updated",
+        PaymentSessionCompleted => "payment_session.completed",
+        PaymentSucceeded => "payment.succeeded",
+        PaymentAttemptFailed => "payment.attempt_failed",
+        PaymentFailed => "payment.failed",
+        PaymentCaptured => "payment.captured",
+        PaymentVoided => "payment.voided",
+        MandateCreated => "mandate.created",
+        MandateRevoked => "mandate.revoked",
+    }
+);
+
+/// `{"id": "evt_…", "type", "created_at", "data": {object}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub id: EventId,
+    #[serde(rename = "type")]
+    pub event_type: EventType,
+    #[serde(with = "timestamp")]
+    pub created_at: DateTime<Utc>,
+    pub data: serde_json::Value,
+}
+
+impl Event {
+    pub fn new(event_type: EventType, created_at: DateTime<Utc>, data: serde_json::Value) -> Event {
+        Event { id: EventId::generate(), event_type, created_at, data }
+    }
+}

@@ -1,0 +1,20 @@
+//! The Payment Sessions wire contract (DESIGN.md): message shapes, parse-once
+//! domain values, stable error codes, the lifecycle and the mandate rules.
+//!
+//! Pure by design — no I/O, no async runtime — so upstream Rust publishers and
+//! every service share one definition of what is valid.
+
+pub mod create;
+pub mod error;
+pub mod events;
+mod fields;
+pub mod idempotency;
+pub mod ids;
+pub mod internal;
+pub mod lifecycle;
+pub mod mandate;
+pub mod money;
+pub mod routing;
+pub mod session;
+
+pub use error::{ApiError, ErrorCode, ErrorType};

@@ -1,0 +1,45 @@
+//! Names on the broker that are part of the contract (DESIGN §4).
+
+/// Exchanges, before the optional test-isolation prefix.
+pub mod exchange {
+    pub const COMMANDS: &str = "payment_sessions.commands";
+    pub const EVENTS: &str = "payment_sessions.events";
+    pub const INTERNAL: &str = "payment_sessions.internal";
+    pub const DEAD_LETTER: &str = "payment_sessions.dlx";
+}
+
+/// Command routing keys on `payment_sessions.commands`.
+pub mod command {
+    pub const SESSION_CREATE: &str = "payment_session.create";
+    pub const SESSION_CANCEL: &str = "payment_session.cancel";
+    pub const PAYMENT_CAPTURE: &str = "payment.capture";
+    pub const PAYMENT_VOID: &str = "payment.void";
+    pub const MANDATE_REVOKE: &str = "mandate.revoke";
+    pub const SCHEDULE_TRIGGER: &str = "schedule.trigger";
+    pub const WEBHOOK_ENDPOINT_CREATE: &str = "webhook_endpoint.create";
+    pub const WEBHOOK_ENDPOINT_DELETE: &str = "webhook_endpoint.delete";
+    pub const WEBHOOK_EVENT_REDELIVER: &str = "webhook_event.redeliver";
+}
+
+/// Routing keys on `payment_sessions.internal`.
+pub mod internal {
+    pub const GATEWAY_AUTHORIZE: &str = "gateway.authorize";
+    pub const GATEWAY_CAPTURE: &str = "gateway.capture";
+    pub const GATEWAY_VOID: &str = "gateway.void";
+    pub const GATEWAY_RESULT: &str = "gateway.result";
+}
+
+/// AMQP header names.
+pub mod header {
+    pub const MERCHANT_ID: &str = "merchant-id";
+    pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+    pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+    /// Why a message was dead-lettered by a service (RabbitMQ's own `x-death` says when and where).
+    pub const DEAD_LETTER_REASON: &str = "x-dead-letter-reason";
+    pub const DEAD_LETTER_CODE: &str = "x-dead-letter-code";
+    pub const ORIGINAL_EXCHANGE: &str = "x-original-exchange";
+    pub const ORIGINAL_ROUTING_KEY: &str = "x-original-routing-key";
+    /// W3C trace context.
+    pub const TRACEPARENT: &str = "traceparent";
+    pub const TRACESTATE: &str = "tracestate";
+}

@@ -1,0 +1,107 @@
+//! The `payment_session` object as replies and events carry it (DESIGN §4).
+
+use crate::ids::{CustomerId, MandateId, PaymentMethodId, SessionId};
+use crate::lifecycle::{wire_enum, PaymentOutcome, SessionType, Status};
+use crate::money::Currency;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+wire_enum!(CaptureMethod { Automatic => "automatic", Manual => "manual" });
+wire_enum!(SavePaymentMethod { Always => "always", Never => "never", Prompt => "prompt" });
+wire_enum!(Mode { Test => "test", Live => "live" });
+
+/// Timestamps on the wire are RFC 3339 UTC to the second: `2026-11-24T09:15:00Z`.
+pub mod timestamp {
+    use chrono::{DateTime, SecondsFormat, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn format(t: &DateTime<Utc>) -> String {
+        t.to_rfc3339_opts(SecondsFormat::Secs, true)
+    }
+
+    pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format(t))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        let s = String::deserialize(d)?;
+        DateTime::parse_from_rfc3339(&s).map(|t| t.with_timezone(&Utc)).map_err(serde::de::Error::custom)
+    }
+
+    pub mod option {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+            match t {
+                Some(t) => super::serialize(t, s),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+            Option::<String>::deserialize(d)?
+                .map(|s| DateTime::parse_from_rfc3339(&s).map(|t| t.with_timezone(&Utc)).map_err(serde::de::Error::custom))
+                .transpose()
+        }
+    }
+}
+
+/// Why the last attempt failed; customer-present sessions stay active beside it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastPaymentError {
+    pub error_code: String,
+    pub decline_code: Option<String>,
+    pub message: String,
+    #[serde(with = "timestamp")]
+    pub timestamp: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentSession {
+    pub id: SessionId,
+    /// Always `"payment_session"`.
+    pub object: String,
+    #[serde(rename = "type")]
+    pub session_type: SessionType,
+    pub status: Status,
+    pub payment_outcome: PaymentOutcome,
+    pub amount: i64,
+    pub currency: Currency,
+    pub customer_id: Option<CustomerId>,
+    pub payment_method_id: Option<PaymentMethodId>,
+    pub mandate_id: Option<MandateId>,
+    pub session_url: Option<String>,
+    pub return_url: Option<String>,
+    #[serde(with = "timestamp::option")]
+    pub expires_at: Option<DateTime<Utc>>,
+    pub last_payment_error: Option<LastPaymentError>,
+    pub metadata: BTreeMap<String, String>,
+    pub external_reference: Option<String>,
+    pub mode: Mode,
+    #[serde(with = "timestamp")]
+    pub created_at: DateTime<Utc>,
+    #[serde(with = "timestamp")]
+    pub updated_at: DateTime<Utc>,
+}
+
+impl PaymentSession {
+    pub const OBJECT: &'static str = "payment_session";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_contract_examples_parse_and_serialise_back_identically() {
+        for text in [
+            include_str!("../tests/fixtures/reply-session.json"),
+            include_str!("../tests/fixtures/event-session-completed-data.json"),
+        ] {
+            let v: serde_json::Value = serde_json::from_str(text).unwrap();
+            let s: PaymentSession = serde_json::from_value(v.clone()).unwrap();
+            assert_eq!(serde_json::to_value(&s).unwrap(), v);
+        }
+    }
+}
