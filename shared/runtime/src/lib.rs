@@ -1,1 +1,20 @@
+//! Plumbing every Payment Sessions service shares: configuration, the broker
+//! (topology, confirmed publishing, the consume loop), the database (pool,
+//! migrations, dedupe, outbox), telemetry and health.
 
+pub mod broker;
+pub mod config;
+pub mod consumer;
+pub mod db;
+pub mod dedupe;
+pub mod health;
+pub mod message;
+pub mod metrics;
+pub mod outbox;
+pub mod service;
+pub mod telemetry;
+pub mod topology;
+
+pub use config::{Config, ConfigError, Env};
+pub use consumer::{Handled, Handler, HandlerError};
+pub use message::{Incoming, Outbound};

@@ -1,0 +1,118 @@
+//! The RabbitMQ connection and confirmed publishing.
+
+use crate::message::Outbound;
+use crate::topology::Names;
+use backon::{ExponentialBuilder, Retryable};
+use futures::future::join_all;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::ShortString;
+use lapin::{Channel, Confirmation, Connection, ConnectionProperties};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("no queue is bound for {exchange}/{routing_key}")]
+    Unroutable { exchange: String, routing_key: String },
+    #[error("the broker refused the message (nack)")]
+    Nacked,
+    #[error("no publisher confirm within {0:?}")]
+    Timeout(Duration),
+    #[error("broker error: {0}")]
+    Broker(#[from] lapin::Error),
+}
+
+impl PublishError {
+    /// The channel or connection is unusable: reconnect rather than retry on it.
+    pub fn is_connection_failure(&self) -> bool {
+        matches!(self, PublishError::Broker(_) | PublishError::Timeout(_))
+    }
+}
+
+/// One connection attempt.
+pub async fn connect(url: &str, connection_name: &str) -> Result<Connection, lapin::Error> {
+    let props = ConnectionProperties::default().with_connection_name(connection_name.into());
+    Connection::connect(url, props).await
+}
+
+/// Connects, retrying with capped exponential backoff until it works or `cancel` fires.
+pub async fn connect_with_backoff(url: &str, connection_name: &str, cancel: &CancellationToken) -> Option<Connection> {
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(10))
+        .with_jitter()
+        .without_max_times();
+    let attempt = || connect(url, connection_name);
+    let retried = attempt.retry(backoff).notify(|e, wait| {
+        tracing::warn!(error = %e, retry_in = ?wait, "broker unreachable");
+    });
+    tokio::select! {
+        conn = retried => conn.ok(),
+        _ = cancel.cancelled() => None,
+    }
+}
+
+/// A channel in confirm mode. Every publish is persistent and mandatory, and
+/// counts only once the broker has confirmed it.
+pub struct Publisher {
+    channel: Channel,
+    names: Names,
+    timeout: Duration,
+}
+
+impl Publisher {
+    pub async fn new(conn: &Connection, names: Names, timeout: Duration) -> Result<Publisher, lapin::Error> {
+        let channel = conn.create_channel().await?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        Ok(Publisher { channel, names, timeout })
+    }
+
+    pub async fn publish(&self, msg: &Outbound) -> Result<(), PublishError> {
+        self.publish_batch(std::slice::from_ref(msg)).await.pop().unwrap_or(Ok(()))
+    }
+
+    /// Sends all, then waits for all confirms: one round trip for the batch, and
+    /// the broker keeps the channel's order. Results are in input order.
+    pub async fn publish_batch(&self, msgs: &[Outbound]) -> Vec<Result<(), PublishError>> {
+        let sent = tokio::time::timeout(self.timeout, async {
+            let mut confirms = Vec::with_capacity(msgs.len());
+            for m in msgs {
+                let exchange = self.names.exchange(&m.exchange);
+                let r = self
+                    .channel
+                    .basic_publish(
+                        ShortString::from(exchange.as_str()),
+                        ShortString::from(m.routing_key.as_str()),
+                        BasicPublishOptions { mandatory: true, ..Default::default() },
+                        &m.body,
+                        m.properties(),
+                    )
+                    .await;
+                confirms.push(r);
+            }
+            let waits = confirms.into_iter().map(|c| async move {
+                match c {
+                    Ok(confirm) => confirm.await.map_err(PublishError::from),
+                    Err(e) => Err(PublishError::from(e)),
+                }
+            });
+            join_all(waits).await
+        })
+        .await;
+        match sent {
+            Err(_) => msgs.iter().map(|_| Err(PublishError::Timeout(self.timeout))).collect(),
+            Ok(results) => results
+                .into_iter()
+                .zip(msgs)
+                .map(|(r, m)| match r? {
+                    Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
+                    Confirmation::Ack(Some(_)) => Err(PublishError::Unroutable {
+                        exchange: self.names.exchange(&m.exchange),
+                        routing_key: m.routing_key.clone(),
+                    }),
+                    Confirmation::Nack(_) => Err(PublishError::Nacked),
+                })
+                .collect(),
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! Typed configuration from the environment. A bad value stops start-up with
+//! one line naming the variable and what is wrong with it.
+
+use ps_contract::session::Mode;
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "configuration error: {}: {}", self.var, self.problem)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Where variables come from: the process environment, or a map in tests.
+pub struct Env(HashMap<String, String>);
+
+impl Env {
+    pub fn from_process() -> Env {
+        Env(std::env::vars().collect())
+    }
+
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Env {
+        Env(pairs.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect())
+    }
+
+    pub fn raw(&self, var: &str) -> Option<&str> {
+        self.0.get(var).map(String::as_str).filter(|v| !v.is_empty())
+    }
+
+    pub fn string(&self, var: &'static str, default: &str) -> String {
+        self.raw(var).unwrap_or(default).to_owned()
+    }
+
+    pub fn parsed<T: FromStr>(&self, var: &'static str, default: T) -> Result<T, ConfigError>
+    where
+        T::Err: fmt::Display,
+    {
+        match self.raw(var) {
+            None => Ok(default),
+            Some(v) => v.parse().map_err(|e| ConfigError { var, problem: format!("{v:?} is not valid: {e}") }),
+        }
+    }
+
+    pub fn ranged(&self, var: &'static str, default: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
+        let v = self.parsed(var, default)?;
+        if v < min || v > max {
+            return Err(ConfigError { var, problem: format!("{v} is outside {min}..={max}") });
+        }
+        Ok(v)
+    }
+
+    pub fn flag(&self, var: &'static str, default: bool) -> Result<bool, ConfigError> {
+        match self.raw(var) {
+            None => Ok(default),
+            Some("1" | "true" | "yes") => Ok(true),
+            Some("0" | "false" | "no") => Ok(false),
+            Some(v) => Err(ConfigError { var, problem: format!("{v:?} is not a boolean (true/false)") }),
+        }
+    }
+
+    pub fn url(&self, var: &'static str, default: &str, schemes: &[&str]) -> Result<String, ConfigError> {
+        let v = self.string(var, default);
+        match v.split_once("://") {
+            Some((scheme, rest)) if schemes.contains(&scheme) && !rest.is_empty() => Ok(v),
+            _ => Err(ConfigError { var, problem: format!("must be a {} URL", schemes.join(" or ")) }),
+        }
+    }
+}
+
+/// What every service reads.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub amqp_url: String,
+    pub database_url: String,
+    pub database_pool_size: usize,
+    /// Migrate the schema at start. Off where the service's role has no DDL rights.
+    pub database_migrate: bool,
+    /// Prefixes every exchange and queue name, to isolate test runs on one broker.
+    pub name_prefix: String,
+    pub prefetch: u16,
+    /// Redeliveries before RabbitMQ dead-letters a message that keeps failing.
+    pub delivery_limit: u32,
+    pub publish_timeout: Duration,
+    pub health_addr: SocketAddr,
+    pub mode: Mode,
+    /// Test-only fault injection: abort the process after a handler's commit, before its ack.
+    pub fault_abort_after_commit: bool,
+}
+
+pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/payment_sessions";
+
+impl Config {
+    /// `default_health_port` differs per service so a whole fleet fits on one host.
+    pub fn from_env(env: &Env, default_health_port: u16) -> Result<Config, ConfigError> {
+        let mode = match env.string("PS_MODE", "test").as_str() {
+            "test" => Mode::Test,
+            "live" => Mode::Live,
+            other => return Err(ConfigError { var: "PS_MODE", problem: format!("{other:?} must be test or live") }),
+        };
+        let name_prefix = env.string("AMQP_NAME_PREFIX", "");
+        if !name_prefix.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) || name_prefix.len() > 64 {
+            return Err(ConfigError { var: "AMQP_NAME_PREFIX", problem: "use at most 64 of A-Z a-z 0-9 . _ -".into() });
+        }
+        Ok(Config {
+            amqp_url: env.url("AMQP_URL", DEFAULT_AMQP_URL, &["amqp", "amqps"])?,
+            database_url: env.url("DATABASE_URL", DEFAULT_DATABASE_URL, &["postgres", "postgresql"])?,
+            database_pool_size: env.ranged("DATABASE_POOL_SIZE", 16, 1, 512)? as usize,
+            database_migrate: env.flag("DATABASE_MIGRATE", true)?,
+            name_prefix,
+            prefetch: env.ranged("AMQP_PREFETCH", 32, 1, 10_000)? as u16,
+            delivery_limit: env.ranged("AMQP_DELIVERY_LIMIT", 10, 1, 1000)? as u32,
+            publish_timeout: Duration::from_millis(env.ranged("AMQP_PUBLISH_TIMEOUT_MS", 5000, 100, 120_000)?),
+            health_addr: env.parsed("HEALTH_ADDR", SocketAddr::from(([127, 0, 0, 1], default_health_port)))?,
+            mode,
+            fault_abort_after_commit: env.flag("PS_FAULT_ABORT_AFTER_COMMIT", false)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_design() {
+        let c = Config::from_env(&Env::from_pairs([]), 9101).unwrap();
+        assert_eq!(c.amqp_url, DEFAULT_AMQP_URL);
+        assert_eq!(c.database_url, DEFAULT_DATABASE_URL);
+        assert_eq!(c.health_addr.port(), 9101);
+        assert_eq!(c.mode, Mode::Test);
+    }
+
+    #[test]
+    fn each_bad_value_names_its_variable() {
+        for (var, value) in [
+            ("AMQP_URL", "http://x"),
+            ("DATABASE_URL", "mysql://x"),
+            ("AMQP_PREFETCH", "0"),
+            ("AMQP_PREFETCH", "many"),
+            ("HEALTH_ADDR", "localhost"),
+            ("PS_MODE", "prod"),
+            ("DATABASE_MIGRATE", "maybe"),
+            ("AMQP_NAME_PREFIX", "has space"),
+        ] {
+            let err = Config::from_env(&Env::from_pairs([(var, value)]), 9101).unwrap_err();
+            assert_eq!(err.var, var);
+            let line = err.to_string();
+            assert!(line.starts_with(&format!("configuration error: {var}: ")) && !line.contains('\n'), "{line}");
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! The consume loop: one database transaction per message — dedupe record,
+//! the handler's change, its outgoing messages — then commit, then ack.
+
+use crate::dedupe;
+use crate::message::{Incoming, Outbound};
+use crate::metrics;
+use crate::outbox::{self, RelayWaker};
+use backon::{ExponentialBuilder, Retryable};
+use deadpool_postgres::Pool;
+use futures::future::BoxFuture;
+use futures::{StreamExt, TryStreamExt};
+use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
+use lapin::types::{FieldTable, ShortString};
+use lapin::Connection;
+use ps_contract::{ApiError, ErrorCode};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use deadpool_postgres::Transaction;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// What a handler decided. Everything in it is written to the outbox in the
+/// message's own transaction, so it happens exactly when the change commits.
+#[derive(Debug, Default)]
+pub struct Handled {
+    /// Replies, events and work for other services.
+    pub outbox: Vec<Outbound>,
+    /// Also move the message to its queue's DLQ, with this code and reason.
+    pub dead_letter: Option<(String, String)>,
+}
+
+impl Handled {
+    pub fn send(mut self, msg: impl Into<Option<Outbound>>) -> Self {
+        self.outbox.extend(msg.into());
+        self
+    }
+
+    /// A refusal: an error reply if the sender asked for one. With nobody to
+    /// tell, the message goes to the DLQ carrying the error, so it is never
+    /// silently dropped.
+    pub fn refuse(msg: &Incoming, error: &ApiError) -> Handled {
+        match msg.reply(&error.to_reply(), false) {
+            Some(reply) => Handled::default().send(reply),
+            None => Handled { outbox: vec![], dead_letter: Some((error.code.as_str().to_owned(), error.to_string())) },
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// Worth retrying: the database hiccuped.
+    #[error("database error: {0}")]
+    Db(#[from] tokio_postgres::Error),
+    #[error("database unavailable: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    /// Never going to work for this message (a bug, corrupt stored data).
+    #[error("{0}")]
+    Permanent(String),
+}
+
+pub trait Handler: Send + Sync + 'static {
+    fn handle<'a>(&'a self, tx: &'a Transaction<'_>, msg: &'a Incoming) -> BoxFuture<'a, Result<Handled, HandlerError>>;
+}
+
+pub struct ConsumerContext {
+    /// Names the consumer in the dedupe table: the queue's logical name.
+    pub consumer: &'static str,
+    /// The queue's real (prefixed) name.
+    pub queue: String,
+    pub pool: Pool,
+    pub waker: RelayWaker,
+    pub handler: Arc<dyn Handler>,
+    pub fault_abort_after_commit: bool,
+}
+
+enum Applied {
+    New,
+    Duplicate,
+    DeadLettered,
+}
+
+impl ConsumerContext {
+    async fn apply(&self, msg: &Incoming) -> Result<Applied, HandlerError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        if !dedupe::claim(&tx, self.consumer, &msg.dedupe_key()).await? {
+            tx.commit().await?;
+            return Ok(Applied::Duplicate);
+        }
+        let handled = match self.handler.handle(&tx, msg).await {
+            Ok(h) => h,
+            Err(HandlerError::Permanent(reason)) => {
+                tx.rollback().await?;
+                tracing::error!(%reason, "handler failed permanently; dead-lettering");
+                return self.dead_letter_alone(msg, &reason).await;
+            }
+            Err(e) => return Err(e),
+        };
+        let mut out = handled.outbox;
+        let dead = handled.dead_letter.is_some();
+        if let Some((code, reason)) = handled.dead_letter {
+            out.push(msg.dead_letter(&self.queue, &code, &reason));
+        }
+        outbox::enqueue(&tx, &out).await?;
+        tx.commit().await?;
+        self.waker.wake();
+        if self.fault_abort_after_commit {
+            tracing::error!("fault injection: aborting after commit, before ack");
+            std::process::abort();
+        }
+        Ok(if dead { Applied::DeadLettered } else { Applied::New })
+    }
+
+    async fn dead_letter_alone(&self, msg: &Incoming, reason: &str) -> Result<Applied, HandlerError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        if !dedupe::claim(&tx, self.consumer, &msg.dedupe_key()).await? {
+            tx.commit().await?;
+            return Ok(Applied::Duplicate);
+        }
+        let mut out = vec![msg.dead_letter(&self.queue, ErrorCode::InternalError.as_str(), reason)];
+        out.extend(msg.reply(&ApiError::internal().to_reply(), false));
+        outbox::enqueue(&tx, &out).await?;
+        tx.commit().await?;
+        self.waker.wake();
+        Ok(Applied::DeadLettered)
+    }
+
+    async fn process(&self, delivery: lapin::message::Delivery) {
+        let started = Instant::now();
+        let msg = Incoming::from_delivery(&delivery);
+        let span = tracing::info_span!(
+            "consume",
+            queue = self.consumer,
+            routing_key = %msg.routing_key,
+            message_id = msg.message_id.as_deref().unwrap_or(""),
+            redelivered = msg.redelivered,
+            outcome = tracing::field::Empty,
+        );
+        crate::telemetry::continue_trace(&span, &msg.headers);
+        async {
+            // Database trouble is retried here, briefly, before the message goes
+            // back to the queue, where RabbitMQ counts it against the delivery limit.
+            let backoff = ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(50))
+                .with_max_delay(Duration::from_secs(3))
+                .with_max_times(6)
+                .with_jitter();
+            let result = (|| self.apply(&msg))
+                .retry(backoff)
+                .when(|e| !matches!(e, HandlerError::Permanent(_)))
+                .notify(|e, wait| tracing::warn!(error = %e, retry_in = ?wait, "message not applied; retrying"))
+                .await;
+            let outcome = match result {
+                Ok(applied) => {
+                    if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
+                        // The commit stands; the redelivery will find the dedupe record.
+                        tracing::warn!(error = %e, "ack failed after commit");
+                    }
+                    match applied {
+                        Applied::New => "applied",
+                        Applied::Duplicate => "duplicate",
+                        Applied::DeadLettered => "dead_lettered",
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "message not applied; returning it to the queue");
+                    let _ = delivery.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
+                    "requeued"
+                }
+            };
+            tracing::Span::current().record("outcome", outcome);
+            tracing::info!(outcome, elapsed_ms = started.elapsed().as_millis() as u64, "message handled");
+            metrics::MESSAGES.with_label_values(&[self.consumer, outcome]).inc();
+            metrics::HANDLE_SECONDS.with_label_values(&[self.consumer]).observe(started.elapsed().as_secs_f64());
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumeError {
+    #[error("broker error: {0}")]
+    Broker(#[from] lapin::Error),
+    #[error("the broker cancelled the consumer of {0}")]
+    Cancelled(String),
+}
+
+/// Consumes `ctx.queue` with up to `prefetch` messages in flight, until `stop`
+/// (then finishes what is in flight) or the connection fails.
+pub async fn consume(conn: &Connection, ctx: Arc<ConsumerContext>, prefetch: u16, stop: CancellationToken) -> Result<(), ConsumeError> {
+    let channel = conn.create_channel().await?;
+    channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
+    let consumer = channel
+        .basic_consume(ShortString::from(ctx.queue.as_str()), ShortString::from(""), BasicConsumeOptions::default(), FieldTable::default())
+        .await?;
+    let tag = consumer.tag();
+    tracing::info!(queue = %ctx.queue, prefetch, "consuming");
+    let stopped = stop.clone();
+    consumer
+        .take_until(stopped.cancelled_owned())
+        .map_err(ConsumeError::from)
+        .try_for_each_concurrent(prefetch as usize, |delivery| {
+            let ctx = ctx.clone();
+            async move {
+                ctx.process(delivery).await;
+                Ok(())
+            }
+        })
+        .await?;
+    if !stop.is_cancelled() {
+        return Err(ConsumeError::Cancelled(ctx.queue.clone()));
+    }
+    let _ = channel.basic_cancel(tag, BasicCancelOptions::default()).await;
+    let _ = channel.close(200, ShortString::from("shutting down")).await;
+    Ok(())
+}

@@ -1,0 +1,194 @@
+//! Messages in and out: typed views over AMQP properties and headers.
+
+use lapin::message::Delivery;
+use lapin::protocol::BasicProperties;
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use ps_contract::routing::header;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+/// A message to publish. `exchange` is the logical name (`""` = default exchange).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outbound {
+    pub exchange: String,
+    pub routing_key: String,
+    pub body: Vec<u8>,
+    pub message_id: Option<String>,
+    pub correlation_id: Option<String>,
+    /// String, boolean or integer values only.
+    pub headers: Map<String, Value>,
+    pub kind: OutboundKind,
+}
+
+/// What the relay does when a message cannot be delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboundKind {
+    /// Events, internal work, dead letters: retried until they go.
+    Durable,
+    /// A reply to a `reply_to` queue that may be gone with its client: retried a
+    /// few times, then recorded as failed. The reply stays retrievable by
+    /// replaying the idempotency key.
+    Reply,
+}
+
+impl OutboundKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutboundKind::Durable => "durable",
+            OutboundKind::Reply => "reply",
+        }
+    }
+}
+
+impl Outbound {
+    pub fn json(exchange: &str, routing_key: &str, body: &Value) -> Outbound {
+        Outbound {
+            exchange: exchange.to_owned(),
+            routing_key: routing_key.to_owned(),
+            body: serde_json::to_vec(body).expect("a JSON value serialises"),
+            message_id: None,
+            correlation_id: None,
+            headers: Map::new(),
+            kind: OutboundKind::Durable,
+        }
+    }
+
+    pub fn with_message_id(mut self, id: impl Into<String>) -> Self {
+        self.message_id = Some(id.into());
+        self
+    }
+
+    pub fn with_header(mut self, name: &str, value: impl Into<Value>) -> Self {
+        self.headers.insert(name.to_owned(), value.into());
+        self
+    }
+
+    pub fn properties(&self) -> BasicProperties {
+        let mut p = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type(ShortString::from("application/json"))
+            .with_timestamp(chrono::Utc::now().timestamp() as u64)
+            .with_headers(to_field_table(&self.headers));
+        if let Some(id) = &self.message_id {
+            p = p.with_message_id(ShortString::from(id.as_str()));
+        }
+        if let Some(id) = &self.correlation_id {
+            p = p.with_correlation_id(ShortString::from(id.as_str()));
+        }
+        p
+    }
+}
+
+pub fn to_field_table(headers: &Map<String, Value>) -> FieldTable {
+    let mut t = FieldTable::default();
+    for (k, v) in headers {
+        let value = match v {
+            Value::Bool(b) => AMQPValue::Boolean(*b),
+            Value::Number(n) if n.is_i64() => AMQPValue::LongLongInt(n.as_i64().unwrap_or_default()),
+            Value::String(s) => AMQPValue::LongString(LongString::from(s.as_str())),
+            other => AMQPValue::LongString(LongString::from(other.to_string())),
+        };
+        t.insert(ShortString::from(k.as_str()), value);
+    }
+    t
+}
+
+/// A string header, however the publisher typed it.
+pub fn header_str(headers: Option<&FieldTable>, name: &str) -> Option<String> {
+    let v = headers?.inner().iter().find(|(k, _)| k.as_str().eq_ignore_ascii_case(name))?.1;
+    match v {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+        AMQPValue::LongLongInt(n) => Some(n.to_string()),
+        AMQPValue::LongInt(n) => Some(n.to_string()),
+        AMQPValue::Boolean(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// A delivered message, properties read once.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    pub exchange: String,
+    pub routing_key: String,
+    pub body: Vec<u8>,
+    pub message_id: Option<String>,
+    pub correlation_id: Option<String>,
+    pub reply_to: Option<String>,
+    pub headers: FieldTable,
+    pub redelivered: bool,
+}
+
+impl Incoming {
+    pub fn from_delivery(d: &Delivery) -> Incoming {
+        let p = &d.properties;
+        let text = |v: &Option<ShortString>| v.as_ref().map(|s| s.as_str().to_owned()).filter(|s| !s.is_empty());
+        Incoming {
+            exchange: d.exchange.as_str().to_owned(),
+            routing_key: d.routing_key.as_str().to_owned(),
+            body: d.data.clone(),
+            message_id: text(p.message_id()),
+            correlation_id: text(p.correlation_id()),
+            reply_to: text(p.reply_to()),
+            headers: p.headers().clone().unwrap_or_default(),
+            redelivered: d.redelivered,
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        header_str(Some(&self.headers), name)
+    }
+
+    /// What deduplicates redeliveries: the AMQP `message_id`, or, when a
+    /// publisher sent none, a digest of everything that makes the command what it is.
+    pub fn dedupe_key(&self) -> String {
+        let merchant = self.header(header::MERCHANT_ID).unwrap_or_default();
+        match &self.message_id {
+            Some(id) => format!("{merchant}\u{0}id:{id}"),
+            None => {
+                let mut h = Sha256::new();
+                for part in [self.routing_key.as_bytes(), merchant.as_bytes(), self.header(header::IDEMPOTENCY_KEY).unwrap_or_default().as_bytes(), &self.body] {
+                    h.update((part.len() as u64).to_be_bytes());
+                    h.update(part);
+                }
+                format!("{merchant}\u{0}sha256:{}", hex::encode(h.finalize()))
+            }
+        }
+    }
+
+    /// A reply to this message, if its sender asked for one.
+    pub fn reply(&self, body: &Value, replayed: bool) -> Option<Outbound> {
+        let reply_to = self.reply_to.as_ref()?;
+        let mut out = Outbound::json("", reply_to, body);
+        out.kind = OutboundKind::Reply;
+        out.correlation_id = self.correlation_id.clone();
+        out.message_id = Some(uuid::Uuid::now_v7().to_string());
+        if replayed {
+            out.headers.insert(header::IDEMPOTENT_REPLAYED.to_owned(), Value::Bool(true));
+        }
+        Some(out)
+    }
+
+    /// This message, headed for `<queue>.dlq` with why.
+    pub fn dead_letter(&self, queue: &str, code: &str, reason: &str) -> Outbound {
+        let mut headers = Map::new();
+        for k in self.headers.inner().keys() {
+            if let Some(s) = header_str(Some(&self.headers), k.as_str()) {
+                headers.insert(k.as_str().to_owned(), Value::String(s));
+            }
+        }
+        headers.insert(header::DEAD_LETTER_CODE.to_owned(), code.into());
+        headers.insert(header::DEAD_LETTER_REASON.to_owned(), reason.into());
+        headers.insert(header::ORIGINAL_EXCHANGE.to_owned(), self.exchange.clone().into());
+        headers.insert(header::ORIGINAL_ROUTING_KEY.to_owned(), self.routing_key.clone().into());
+        Outbound {
+            exchange: ps_contract::routing::exchange::DEAD_LETTER.to_owned(),
+            routing_key: queue.to_owned(),
+            body: self.body.clone(),
+            message_id: self.message_id.clone(),
+            correlation_id: self.correlation_id.clone(),
+            headers,
+            kind: OutboundKind::Durable,
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! Prometheus metrics every service shares. Registered once per process in the
+//! default registry, so several services in one test process share them.
+
+use prometheus::{
+    register_histogram_vec, register_int_counter, register_int_counter_vec, register_int_gauge, HistogramVec, IntCounter,
+    IntCounterVec, IntGauge,
+};
+use std::sync::LazyLock;
+
+pub static MESSAGES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "ps_messages_total",
+        "Messages consumed, by queue and outcome (applied, duplicate, dead_lettered, requeued).",
+        &["queue", "outcome"]
+    )
+    .expect("metric registers once")
+});
+
+pub static HANDLE_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register_histogram_vec!(
+        "ps_message_handle_seconds",
+        "Time from delivery to ack, by queue.",
+        &["queue"],
+        vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
+    )
+    .expect("metric registers once")
+});
+
+pub static OUTBOX_PUBLISHED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!("ps_outbox_published_total", "Outbox rows the relay published, by kind.", &["kind"])
+        .expect("metric registers once")
+});
+
+pub static OUTBOX_FAILURES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "ps_outbox_publish_failures_total",
+        "Outbox publishes that failed and will be retried (or, for replies, given up), by reason.",
+        &["reason"]
+    )
+    .expect("metric registers once")
+});
+
+pub static OUTBOX_LAG: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register_histogram_vec!(
+        "ps_outbox_lag_seconds",
+        "Time from commit to confirmed publish.",
+        &["kind"],
+        vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 30.0, 120.0]
+    )
+    .expect("metric registers once")
+});
+
+pub static BROKER_CONNECTED: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!("ps_broker_connected", "1 while the service holds a broker connection.").expect("metric registers once")
+});
+
+pub static BROKER_RECONNECTS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!("ps_broker_reconnects_total", "Broker connections lost and re-established.").expect("metric registers once")
+});
+
+/// Text exposition of everything registered.
+pub fn render() -> String {
+    let families = prometheus::gather();
+    let mut buf = String::new();
+    prometheus::TextEncoder::new().encode_utf8(&families, &mut buf).unwrap_or_default();
+    buf
+}

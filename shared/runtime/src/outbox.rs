@@ -1,0 +1,214 @@
+//! The transactional outbox (DESIGN §5): messages are written in the same
+//! transaction as the change they announce, and a relay publishes them with
+//! confirms. A crash at any point loses nothing; at worst a message goes twice,
+//! with the same `message_id` for consumers to dedupe on.
+
+use crate::broker::{PublishError, Publisher};
+use crate::message::{Outbound, OutboundKind};
+use crate::metrics;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
+use serde_json::{Map, Value};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use deadpool_postgres::Transaction;
+use tokio_util::sync::CancellationToken;
+
+const BATCH: i64 = 200;
+/// A reply nobody is listening for is given up after this many tries.
+const REPLY_MAX_ATTEMPTS: i32 = 8;
+/// How often the relay looks for rows left by a crashed replica, or due for retry.
+const POLL: Duration = Duration::from_secs(1);
+
+pub async fn enqueue(tx: &Transaction<'_>, messages: &[Outbound]) -> Result<(), tokio_postgres::Error> {
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO outbox (exchange, routing_key, message_id, correlation_id, headers, body, kind)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .await?;
+    for m in messages {
+        let mut headers = m.headers.clone();
+        crate::telemetry::inject_current(&mut headers);
+        tx.execute(
+            &stmt,
+            &[&m.exchange, &m.routing_key, &m.message_id, &m.correlation_id, &Value::Object(headers), &m.body, &m.kind.as_str()],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Wakes the relay right after a commit, so a reply does not wait for the poll.
+#[derive(Clone, Default)]
+pub struct RelayWaker(Arc<Notify>);
+
+impl RelayWaker {
+    pub fn wake(&self) {
+        self.0.notify_one();
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error(transparent)]
+    Db(#[from] crate::db::DbError),
+    #[error("the broker connection failed: {0}")]
+    Broker(PublishError),
+}
+
+impl From<tokio_postgres::Error> for RelayError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        RelayError::Db(e.into())
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for RelayError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        RelayError::Db(e.into())
+    }
+}
+
+pub struct Relay {
+    pool: Pool,
+    waker: RelayWaker,
+}
+
+impl Relay {
+    pub fn new(pool: Pool, waker: RelayWaker) -> Relay {
+        Relay { pool, waker }
+    }
+
+    /// Publishes until `stop` fires, then drains once more so a graceful stop
+    /// leaves nothing behind that it could have sent. Returns on a broker failure
+    /// so the caller can reconnect; database trouble is waited out.
+    pub async fn run(&self, publisher: &Publisher, stop: &CancellationToken) -> Result<(), RelayError> {
+        loop {
+            match self.drain(publisher).await {
+                Ok(()) => {}
+                Err(RelayError::Db(e)) => tracing::warn!(error = %e, "outbox relay: database unavailable; will retry"),
+                Err(e) => return Err(e),
+            }
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = self.waker.0.notified() => {}
+                _ = tokio::time::sleep(POLL) => {}
+            }
+        }
+        self.drain(publisher).await
+    }
+
+    /// Publishes every due row, a batch per transaction. Rows are locked with
+    /// SKIP LOCKED, so replicas share the work without publishing a row twice.
+    pub async fn drain(&self, publisher: &Publisher) -> Result<(), RelayError> {
+        loop {
+            let mut client = self.pool.get().await?;
+            let tx = client.transaction().await?;
+            let rows = tx
+                .query(
+                    "SELECT id, exchange, routing_key, message_id, correlation_id, headers, body, kind, attempts, created_at
+                     FROM outbox
+                     WHERE published_at IS NULL AND failed_at IS NULL AND next_attempt_at <= now()
+                     ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+                    &[&BATCH],
+                )
+                .await?;
+            if rows.is_empty() {
+                return Ok(());
+            }
+            let messages: Vec<Outbound> = rows
+                .iter()
+                .map(|r| Outbound {
+                    exchange: r.get(1),
+                    routing_key: r.get(2),
+                    message_id: r.get(3),
+                    correlation_id: r.get(4),
+                    headers: match r.get::<_, Value>(5) {
+                        Value::Object(m) => m,
+                        _ => Map::new(),
+                    },
+                    body: r.get(6),
+                    kind: if r.get::<_, &str>(7) == "reply" { OutboundKind::Reply } else { OutboundKind::Durable },
+                })
+                .collect();
+            let results = publisher.publish_batch(&messages).await;
+
+            let mut broken = None;
+            for ((row, msg), result) in rows.iter().zip(&messages).zip(results) {
+                let id: i64 = row.get(0);
+                match result {
+                    Ok(()) => {
+                        tx.execute("UPDATE outbox SET published_at = now(), attempts = attempts + 1 WHERE id = $1", &[&id]).await?;
+                        metrics::OUTBOX_PUBLISHED.with_label_values(&[msg.kind.as_str()]).inc();
+                        let created: DateTime<Utc> = row.get(9);
+                        let lag = (Utc::now() - created).num_milliseconds().max(0) as f64 / 1000.0;
+                        metrics::OUTBOX_LAG.with_label_values(&[msg.kind.as_str()]).observe(lag);
+                    }
+                    Err(e) => {
+                        let attempts: i32 = row.get::<_, i32>(8) + 1;
+                        let give_up = msg.kind == OutboundKind::Reply && attempts >= REPLY_MAX_ATTEMPTS;
+                        let delay = retry_delay(attempts);
+                        tx.execute(
+                            "UPDATE outbox SET attempts = $2, last_error = $3,
+                                 next_attempt_at = now() + make_interval(secs => $4),
+                                 failed_at = CASE WHEN $5 THEN now() END
+                             WHERE id = $1",
+                            &[&id, &attempts, &e.to_string(), &delay.as_secs_f64(), &give_up],
+                        )
+                        .await?;
+                        let reason = match &e {
+                            PublishError::Unroutable { .. } => "unroutable",
+                            PublishError::Nacked => "nacked",
+                            PublishError::Timeout(_) => "timeout",
+                            PublishError::Broker(_) => "broker",
+                        };
+                        metrics::OUTBOX_FAILURES.with_label_values(&[reason]).inc();
+                        if give_up {
+                            tracing::warn!(outbox_id = id, routing_key = %msg.routing_key, error = %e, "reply undeliverable; recorded as failed");
+                        } else {
+                            tracing::warn!(outbox_id = id, routing_key = %msg.routing_key, error = %e, attempts, "publish failed; will retry");
+                        }
+                        if e.is_connection_failure() && broken.is_none() {
+                            broken = Some(e);
+                        }
+                    }
+                }
+            }
+            tx.commit().await?;
+            if let Some(e) = broken {
+                return Err(RelayError::Broker(e));
+            }
+            if (rows.len() as i64) < BATCH {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// 1 s, 2 s, 4 s … capped at a minute.
+fn retry_delay(attempts: i32) -> Duration {
+    Duration::from_secs(1u64 << attempts.clamp(0, 6) as u32).min(Duration::from_secs(60))
+}
+
+/// Deletes what is done with: published outbox rows, dedupe records and
+/// idempotency keys past their retention. Cheap enough for every replica to run.
+pub async fn sweep(pool: &Pool) -> Result<u64, crate::db::DbError> {
+    let c = pool.get().await?;
+    let mut n = c.execute("DELETE FROM outbox WHERE published_at < now() - interval '1 day'", &[]).await?;
+    n += c.execute("DELETE FROM processed_messages WHERE processed_at < now() - interval '7 days'", &[]).await?;
+    n += c.execute("DELETE FROM idempotency_keys WHERE created_at < now() - interval '24 hours'", &[]).await?;
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delay_grows_then_caps() {
+        assert_eq!(retry_delay(1), Duration::from_secs(2));
+        assert_eq!(retry_delay(5), Duration::from_secs(32));
+        assert_eq!(retry_delay(40), Duration::from_secs(60));
+    }
+}

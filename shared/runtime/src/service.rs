@@ -1,0 +1,191 @@
+//! Runs a service: database, health server, and a broker session that is
+//! re-established whenever the connection drops, until shutdown.
+
+use crate::broker::{self, Publisher};
+use crate::config::Config;
+use crate::consumer::{consume, ConsumerContext, Handler};
+use crate::health::{self, Health};
+use crate::outbox::{Relay, RelayWaker};
+use crate::topology::{self, Names, QueueSpec};
+use crate::{db, metrics, outbox};
+use backon::{ExponentialBuilder, Retryable};
+use deadpool_postgres::Pool;
+use futures::future::try_join_all;
+use lapin::Connection;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// One queue this service consumes and what handles it.
+pub struct Consumes {
+    pub queue: QueueSpec,
+    pub handler: Arc<dyn Handler>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Db(#[from] db::DbError),
+    #[error("cannot serve health on {addr}: {source}")]
+    Health { addr: SocketAddr, source: std::io::Error },
+}
+
+pub struct Running {
+    pub health_addr: SocketAddr,
+    pub pool: Pool,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    /// Resolves when the service has stopped after its stop token fired.
+    pub async fn stopped(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// Connects to the database (waiting for it, within reason), migrates if
+/// configured, binds the health port, then runs the broker side in the background.
+pub async fn start(name: &'static str, config: Config, consumes: Vec<Consumes>, stop: CancellationToken) -> Result<Running, StartError> {
+    let pool = db::pool(&config.database_url, config.database_pool_size)?;
+    if config.database_migrate {
+        let backoff = ExponentialBuilder::default().with_max_delay(Duration::from_secs(5)).with_max_times(12);
+        let applied = (|| db::migrate(&pool))
+            .retry(backoff)
+            .notify(|e, wait| tracing::warn!(error = %e, retry_in = ?wait, "database not ready for migrations"))
+            .await?;
+        if !applied.is_empty() {
+            tracing::info!(?applied, "migrations applied");
+        }
+    }
+    let health = Health::new(pool.clone());
+    let health_addr = health::serve(config.health_addr, health.clone(), stop.clone())
+        .await
+        .map_err(|source| StartError::Health { addr: config.health_addr, source })?;
+    tracing::info!(service = name, %health_addr, "started");
+
+    let sweeper_pool = pool.clone();
+    let sweeper_stop = stop.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = sweeper_stop.cancelled() => break,
+                _ = tokio::time::sleep(Duration::from_secs(600)) => {}
+            }
+            match outbox::sweep(&sweeper_pool).await {
+                Ok(n) if n > 0 => tracing::info!(deleted = n, "retention sweep"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "retention sweep failed"),
+            }
+        }
+    });
+
+    let task = tokio::spawn(supervise(name, config, consumes, pool.clone(), health, stop));
+    Ok(Running { health_addr, pool, task })
+}
+
+async fn supervise(name: &'static str, config: Config, consumes: Vec<Consumes>, pool: Pool, health: Health, stop: CancellationToken) {
+    let names = Names::new(config.name_prefix.clone());
+    let waker = RelayWaker::default();
+    let contexts: Vec<Arc<ConsumerContext>> = consumes
+        .into_iter()
+        .map(|c| {
+            Arc::new(ConsumerContext {
+                consumer: c.queue.name,
+                queue: names.queue(&c.queue),
+                pool: pool.clone(),
+                waker: waker.clone(),
+                handler: c.handler,
+                fault_abort_after_commit: config.fault_abort_after_commit,
+            })
+        })
+        .collect();
+    let relay = Relay::new(pool, waker);
+    let mut connected_before = false;
+    while let Some(conn) = broker::connect_with_backoff(&config.amqp_url, name, &stop).await {
+        if connected_before {
+            metrics::BROKER_RECONNECTS.inc();
+        }
+        connected_before = true;
+        health.set_broker_up(true);
+        let result = session(&conn, &config, &names, &contexts, &relay, &stop).await;
+        health.set_broker_up(false);
+        let _ = conn.close(200, "bye".into()).await;
+        match result {
+            Ok(()) => break,
+            Err(e) => tracing::warn!(error = %e, "broker session ended; reconnecting"),
+        }
+        if stop.is_cancelled() {
+            break;
+        }
+    }
+    tracing::info!(service = name, "stopped");
+}
+
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error("declaring the topology: {0}")]
+    Declare(lapin::Error),
+    #[error(transparent)]
+    Consume(#[from] crate::consumer::ConsumeError),
+    #[error(transparent)]
+    Relay(#[from] crate::outbox::RelayError),
+}
+
+/// One broker connection's worth of work. Ok only after a graceful stop:
+/// consumers finish what is in flight, then the relay publishes what they wrote.
+async fn session(
+    conn: &Connection,
+    config: &Config,
+    names: &Names,
+    contexts: &[Arc<ConsumerContext>],
+    relay: &Relay,
+    stop: &CancellationToken,
+) -> Result<(), SessionError> {
+    let setup = conn.create_channel().await.map_err(SessionError::Declare)?;
+    topology::declare(&setup, names, config.delivery_limit).await.map_err(SessionError::Declare)?;
+    let _ = setup.close(200, "declared".into()).await;
+    let publisher = Publisher::new(conn, names.clone(), config.publish_timeout).await.map_err(SessionError::Declare)?;
+
+    let consumers_stop = stop.child_token();
+    let relay_stop = CancellationToken::new();
+    let consumers = try_join_all(contexts.iter().map(|ctx| consume(conn, ctx.clone(), config.prefetch, consumers_stop.clone())));
+    let relaying = relay.run(&publisher, &relay_stop);
+    tokio::pin!(relaying);
+    let consumed = tokio::select! {
+        r = consumers => r,
+        r = &mut relaying => {
+            consumers_stop.cancel();
+            r?;
+            return Ok(());
+        }
+    };
+    relay_stop.cancel();
+    let drained = relaying.await;
+    consumed?;
+    drained?;
+    Ok(())
+}
+
+/// A token that fires on SIGTERM or SIGINT.
+pub fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                return;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        tracing::info!("shutdown requested: finishing in-flight messages");
+        t.cancel();
+    });
+    token
+}

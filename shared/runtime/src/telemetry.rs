@@ -1,0 +1,91 @@
+//! Structured logs, traces, and trace context carried in message headers.
+
+use lapin::types::FieldTable;
+use opentelemetry::propagation::{Extractor, Injector};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use serde_json::{Map, Value};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::EnvFilter;
+
+/// Flushes spans on drop; keep it alive for the life of `main`.
+pub struct TelemetryGuard(SdkTracerProvider);
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        let _ = self.0.shutdown();
+    }
+}
+
+/// JSON logs to stdout, filtered by `RUST_LOG` (default `info`). Spans go to an
+/// OTLP collector when the standard `OTEL_EXPORTER_OTLP_*ENDPOINT` variables
+/// name one; without one, trace ids are still made and propagated, so an
+/// upstream's trace continues through the fleet.
+pub fn init(service: &'static str) -> TelemetryGuard {
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    let wants_otlp = ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]
+        .iter()
+        .any(|v| std::env::var(v).is_ok_and(|s| !s.is_empty()));
+    let resource = opentelemetry_sdk::Resource::builder().with_service_name(service).build();
+    let mut builder = SdkTracerProvider::builder().with_resource(resource);
+    let mut otlp_error = None;
+    if wants_otlp {
+        match opentelemetry_otlp::SpanExporter::builder().with_http().build() {
+            Ok(exporter) => builder = builder.with_batch_exporter(exporter),
+            Err(e) => otlp_error = Some(e.to_string()),
+        }
+    }
+    let provider = builder.build();
+    let tracer = provider.tracer(service);
+
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let fmt = tracing_subscriber::fmt::layer().json().flatten_event(true).with_current_span(true).with_span_list(false);
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(tracing_opentelemetry::layer().with_tracer(tracer))
+        .try_init();
+    if let Some(e) = otlp_error {
+        tracing::error!(error = %e, "OTLP exporter not started; spans are not exported");
+    }
+    TelemetryGuard(provider)
+}
+
+struct HeaderInjector<'a>(&'a mut Map<String, Value>);
+
+impl Injector for HeaderInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        self.0.insert(key.to_owned(), Value::String(value));
+    }
+}
+
+struct HeaderExtractor<'a>(&'a FieldTable);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        match self.0.inner().iter().find(|(k, _)| k.as_str() == key)?.1 {
+            lapin::types::AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok(),
+            lapin::types::AMQPValue::ShortString(s) => Some(s.as_str()),
+            _ => None,
+        }
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.inner().keys().map(|k| k.as_str()).collect()
+    }
+}
+
+/// Writes the current span's context (`traceparent`) into outgoing headers.
+pub fn inject_current(headers: &mut Map<String, Value>) {
+    let cx = tracing::Span::current().context();
+    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut HeaderInjector(headers)));
+}
+
+/// Makes `span` a child of the trace an incoming message carries, if any.
+pub fn continue_trace(span: &tracing::Span, headers: &FieldTable) {
+    let cx = opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)));
+    let _ = span.set_parent(cx);
+}
