@@ -1,1 +1,458 @@
+//! Test harness: each test gets its own database and its own broker name
+//! prefix on the real PostgreSQL and RabbitMQ, runs the real services' code,
+//! and removes everything it made when it ends, even if it panics.
 
+use deadpool_postgres::Pool;
+use futures::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions, QueueBindOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::protocol::BasicProperties;
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{Channel, Confirmation, Connection};
+use ps_contract::routing::{exchange, header};
+use ps_runtime::message::header_str;
+use ps_runtime::service::Running;
+use ps_runtime::topology::{self, Names, QueueSpec};
+use ps_runtime::{Config, Env};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::process::Child;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+
+pub const WAIT: Duration = Duration::from_secs(30);
+
+pub fn amqp_url() -> String {
+    std::env::var("AMQP_URL").unwrap_or_else(|_| ps_runtime::config::DEFAULT_AMQP_URL.to_owned())
+}
+
+/// Where test databases are created from.
+pub fn admin_database_url() -> String {
+    std::env::var("TEST_DATABASE_ADMIN_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+fn with_database(url: &str, db: &str) -> String {
+    let (base, _) = url.rsplit_once('/').expect("database URL has a path");
+    format!("{base}/{db}")
+}
+
+/// A reply as the upstream sees it.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub body: Value,
+    pub replayed: bool,
+}
+
+impl Reply {
+    pub fn error_code(&self) -> Option<&str> {
+        self.body["error"]["code"].as_str()
+    }
+}
+
+/// A command to publish on the commands exchange.
+pub struct Command {
+    pub routing_key: String,
+    pub body: Vec<u8>,
+    pub headers: Vec<(String, String)>,
+    pub message_id: Option<String>,
+    pub reply: bool,
+}
+
+impl Command {
+    pub fn new(routing_key: &str, body: &Value) -> Command {
+        Command {
+            routing_key: routing_key.to_owned(),
+            body: serde_json::to_vec(body).unwrap(),
+            headers: vec![],
+            message_id: Some(uuid::Uuid::new_v4().to_string()),
+            reply: true,
+        }
+    }
+
+    /// A `payment_session.create` from `merchant` with a fresh idempotency key.
+    pub fn create(merchant: &str, body: &Value) -> Command {
+        Command::new("payment_session.create", body)
+            .header(header::MERCHANT_ID, merchant)
+            .header(header::IDEMPOTENCY_KEY, &uuid::Uuid::new_v4().to_string())
+    }
+
+    pub fn raw_body(mut self, body: &[u8]) -> Command {
+        self.body = body.to_vec();
+        self
+    }
+
+    /// Sets (or replaces) a header.
+    pub fn header(mut self, name: &str, value: &str) -> Command {
+        self.headers.retain(|(n, _)| n != name);
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    pub fn without_header(mut self, name: &str) -> Command {
+        self.headers.retain(|(n, _)| n != name);
+        self
+    }
+
+    pub fn message_id(mut self, id: &str) -> Command {
+        self.message_id = Some(id.to_owned());
+        self
+    }
+
+    pub fn no_reply(mut self) -> Command {
+        self.reply = false;
+        self
+    }
+}
+
+pub struct TestEnv {
+    pub prefix: String,
+    pub names: Names,
+    pub db_name: String,
+    pub database_url: String,
+    pub pool: Pool,
+    conn: Connection,
+    channel: Channel,
+    reply_queue: String,
+    replies: Arc<Mutex<HashMap<String, Reply>>>,
+    reply_arrived: Arc<Notify>,
+    events: tokio::sync::Mutex<mpsc::UnboundedReceiver<Value>>,
+    stops: Vec<CancellationToken>,
+    running: Vec<Running>,
+    children: Vec<Child>,
+    cleaned: bool,
+}
+
+impl TestEnv {
+    pub async fn new() -> TestEnv {
+        // Service logs go to the test's captured output; RUST_LOG widens them.
+        ps_runtime::telemetry::init_for_tests();
+        let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+        let prefix = format!("t{id}.");
+        let names = Names::new(prefix.clone());
+        let db_name = format!("ps_test_{id}");
+
+        let admin = admin_database_url();
+        let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("cannot reach PostgreSQL at {admin}: {e} (run `make services`)"));
+        tokio::spawn(connection);
+        client.batch_execute(&format!("CREATE DATABASE {db_name}")).await.expect("create test database");
+        let database_url = with_database(&admin, &db_name);
+        let pool = ps_runtime::db::pool(&database_url, 8).unwrap();
+        ps_runtime::db::migrate(&pool).await.expect("migrate test database");
+
+        let conn = ps_runtime::broker::connect(&amqp_url(), "test-client")
+            .await
+            .unwrap_or_else(|e| panic!("cannot reach RabbitMQ at {}: {e} (run `make services`)", amqp_url()));
+        let channel = conn.create_channel().await.unwrap();
+        topology::declare(&channel, &names, 10).await.expect("declare topology");
+        channel.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+
+        // Replies: an exclusive queue that vanishes with this connection.
+        let reply_queue = format!("{prefix}test.replies");
+        let replies = Arc::new(Mutex::new(HashMap::new()));
+        let reply_arrived = Arc::new(Notify::new());
+        {
+            let ch = conn.create_channel().await.unwrap();
+            let q = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
+            ch.queue_declare(ShortString::from(reply_queue.as_str()), q, FieldTable::default()).await.unwrap();
+            let mut consumer = ch
+                .basic_consume(ShortString::from(reply_queue.as_str()), "".into(), BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default())
+                .await
+                .unwrap();
+            let (replies, arrived) = (replies.clone(), reply_arrived.clone());
+            tokio::spawn(async move {
+                let _keep = ch;
+                while let Some(Ok(d)) = consumer.next().await {
+                    let corr = d.properties.correlation_id().as_ref().map(|c| c.as_str().to_owned()).unwrap_or_default();
+                    let replayed = header_str(d.properties.headers().as_ref(), header::IDEMPOTENT_REPLAYED).as_deref() == Some("true");
+                    let body = serde_json::from_slice(&d.data).unwrap_or(Value::Null);
+                    replies.lock().unwrap().insert(corr, Reply { body, replayed });
+                    arrived.notify_waiters();
+                }
+            });
+        }
+
+        // Events: every event the fleet publishes, in order.
+        let (tx, rx) = mpsc::unbounded_channel();
+        {
+            let ch = conn.create_channel().await.unwrap();
+            let q = format!("{prefix}test.events");
+            let opts = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
+            ch.queue_declare(ShortString::from(q.as_str()), opts, FieldTable::default()).await.unwrap();
+            ch.queue_bind(ShortString::from(q.as_str()), ShortString::from(names.exchange(exchange::EVENTS).as_str()), "#".into(), QueueBindOptions::default(), FieldTable::default())
+                .await
+                .unwrap();
+            let mut consumer = ch.basic_consume(ShortString::from(q.as_str()), "".into(), BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default()).await.unwrap();
+            tokio::spawn(async move {
+                let _keep = ch;
+                while let Some(Ok(d)) = consumer.next().await {
+                    if tx.send(serde_json::from_slice(&d.data).unwrap_or(Value::Null)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+
+        TestEnv {
+            prefix,
+            names,
+            db_name,
+            database_url,
+            pool,
+            conn,
+            channel,
+            reply_queue,
+            replies,
+            reply_arrived,
+            events: tokio::sync::Mutex::new(rx),
+            stops: vec![],
+            running: vec![],
+            children: vec![],
+            cleaned: false,
+        }
+    }
+
+    /// The environment a service of this test runs with.
+    pub fn service_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AMQP_URL", amqp_url()),
+            ("DATABASE_URL", self.database_url.clone()),
+            ("AMQP_NAME_PREFIX", self.prefix.clone()),
+            ("HEALTH_ADDR", "127.0.0.1:0".to_owned()),
+            ("AMQP_PREFETCH", "16".to_owned()),
+            ("DATABASE_POOL_SIZE", "8".to_owned()),
+            ("CHECKOUT_BASE_URL", "http://127.0.0.1:8080".to_owned()),
+        ]
+    }
+
+    pub fn env(&self) -> Env {
+        let pairs = self.service_env();
+        Env::from_pairs(pairs.iter().map(|(k, v)| (*k, v.as_str())))
+    }
+
+    pub fn config(&self) -> Config {
+        Config::from_env(&self.env(), 0).unwrap()
+    }
+
+    /// Starts session-intake in this process; returns its health address.
+    pub async fn start_intake(&mut self) -> std::net::SocketAddr {
+        let stop = CancellationToken::new();
+        let config = session_intake::IntakeConfig::from_env(&self.env()).unwrap();
+        let running = session_intake::start(config, stop.clone()).await.expect("intake starts");
+        let addr = running.health_addr;
+        self.stops.push(stop);
+        self.running.push(running);
+        addr
+    }
+
+    /// Stops every in-process service gracefully and waits for them.
+    pub async fn stop_services(&mut self) {
+        for s in &self.stops {
+            s.cancel();
+        }
+        for r in self.running.drain(..) {
+            tokio::time::timeout(WAIT, r.stopped()).await.expect("service stops within the deadline");
+        }
+        self.stops.clear();
+    }
+
+    /// Runs a service binary of the workspace as a child process.
+    pub fn spawn_binary(&mut self, name: &str, extra_env: &[(&str, &str)]) -> &mut Child {
+        let path = binary_path(name);
+        let mut cmd = std::process::Command::new(&path);
+        cmd.env_clear().env("RUST_LOG", "warn").env("PATH", std::env::var("PATH").unwrap_or_default());
+        for (k, v) in self.service_env() {
+            cmd.env(k, v);
+        }
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {}: {e}", path.display()));
+        self.children.push(child);
+        self.children.last_mut().unwrap()
+    }
+
+    /// The exit status of a spawned child, if it has exited.
+    pub fn try_wait_child(&mut self, pid: u32) -> Option<std::process::ExitStatus> {
+        self.children.iter_mut().find(|c| c.id() == pid)?.try_wait().ok().flatten()
+    }
+
+    /// Publishes on the commands exchange; returns the correlation id.
+    pub async fn send(&self, cmd: Command) -> String {
+        let corr = uuid::Uuid::new_v4().to_string();
+        let mut headers = FieldTable::default();
+        for (k, v) in &cmd.headers {
+            headers.insert(ShortString::from(k.as_str()), AMQPValue::LongString(LongString::from(v.as_str())));
+        }
+        let mut props = BasicProperties::default().with_delivery_mode(2).with_headers(headers).with_correlation_id(corr.as_str().into());
+        if let Some(id) = &cmd.message_id {
+            props = props.with_message_id(id.as_str().into());
+        }
+        if cmd.reply {
+            props = props.with_reply_to(self.reply_queue.as_str().into());
+        }
+        let exchange = self.names.exchange(exchange::COMMANDS);
+        let confirm = self
+            .channel
+            .basic_publish(exchange.as_str().into(), cmd.routing_key.as_str().into(), BasicPublishOptions { mandatory: true, ..Default::default() }, &cmd.body, props)
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert!(matches!(confirm, Confirmation::Ack(None)), "command was not routed: {confirm:?}");
+        corr
+    }
+
+    pub async fn reply(&self, correlation_id: &str) -> Reply {
+        let wait = async {
+            loop {
+                let arrived = self.reply_arrived.notified();
+                if let Some(r) = self.replies.lock().unwrap().get(correlation_id) {
+                    return r.clone();
+                }
+                arrived.await;
+            }
+        };
+        tokio::time::timeout(WAIT, wait).await.unwrap_or_else(|_| panic!("no reply for {correlation_id} within {WAIT:?}"))
+    }
+
+    /// Sends and waits for the reply.
+    pub async fn call(&self, cmd: Command) -> Reply {
+        let corr = self.send(cmd).await;
+        self.reply(&corr).await
+    }
+
+    /// The next event published, in order.
+    pub async fn next_event(&self) -> Value {
+        let mut rx = self.events.lock().await;
+        tokio::time::timeout(WAIT, rx.recv()).await.expect("an event within the deadline").expect("event stream open")
+    }
+
+    /// The next message to land in `spec`'s dead-letter queue.
+    pub async fn next_dead_letter(&self, spec: &QueueSpec) -> (Vec<u8>, FieldTable) {
+        self.next_message(&self.names.dead_letter_queue(spec)).await
+    }
+
+    /// Takes the next message from `queue` (waiting for one), acking it.
+    pub async fn next_message(&self, queue: &str) -> (Vec<u8>, FieldTable) {
+        let ch = self.conn.create_channel().await.unwrap();
+        let mut consumer = ch
+            .basic_consume(ShortString::from(queue), "".into(), BasicConsumeOptions::default(), FieldTable::default())
+            .await
+            .unwrap();
+        let d = tokio::time::timeout(WAIT, consumer.next()).await.expect("a message within the deadline").unwrap().unwrap();
+        d.acker.ack(BasicAckOptions::default()).await.unwrap();
+        let _ = ch.close(200, "done".into()).await;
+        (d.data, d.properties.headers().clone().unwrap_or_default())
+    }
+
+    /// Messages ready in a queue (not counting ones a consumer holds).
+    pub async fn ready_count(&self, queue: &str) -> u32 {
+        let ch = self.conn.create_channel().await.unwrap();
+        let q = ch
+            .queue_declare(ShortString::from(queue), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
+            .await
+            .unwrap();
+        let _ = ch.close(200, "done".into()).await;
+        q.message_count()
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        self.pool.get().await.unwrap().query_one(sql, &[]).await.unwrap().get(0)
+    }
+
+    /// Stops services and removes the database and every broker object of this test.
+    pub async fn finish(mut self) {
+        self.stop_services().await;
+        self.cleanup_blocking();
+    }
+
+    fn cleanup_blocking(&mut self) {
+        if self.cleaned {
+            return;
+        }
+        self.cleaned = true;
+        for s in &self.stops {
+            s.cancel();
+        }
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let (names, db) = (self.names.clone(), self.db_name.clone());
+        // A runtime of its own: this also runs from Drop, inside the test's runtime.
+        let done = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(remove_everything(names, db))
+        })
+        .join();
+        if let Err(e) = done {
+            eprintln!("test cleanup failed: {e:?}");
+        }
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        self.cleanup_blocking();
+    }
+}
+
+async fn remove_everything(names: Names, db: String) {
+    if let Ok(conn) = ps_runtime::broker::connect(&amqp_url(), "test-cleanup").await {
+        if let Ok(ch) = conn.create_channel().await {
+            for q in names.all_queues() {
+                let _ = ch.queue_delete(ShortString::from(q.as_str()), QueueDeleteOptions::default()).await;
+            }
+            for e in names.all_exchanges() {
+                let _ = ch.exchange_delete(ShortString::from(e.as_str()), ExchangeDeleteOptions::default()).await;
+            }
+        }
+        let _ = conn.close(200, "bye".into()).await;
+    }
+    if let Ok((client, connection)) = tokio_postgres::connect(&admin_database_url(), tokio_postgres::NoTls).await {
+        tokio::spawn(connection);
+        let _ = client.batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).await;
+    }
+}
+
+/// A workspace binary, built by `cargo build --bins` beside the test executable.
+pub fn binary_path(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(|d| d.parent()).expect("test binary lives in target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(path.exists(), "{} is missing: build the workspace binaries first (`cargo build --workspace --bins`)", path.display());
+    path
+}
+
+/// Inserts a customer with a saved card and a mandate over it, as a completed
+/// first_in_series leaves them. Returns (customer_id, payment_method_id, mandate_id).
+pub async fn seed_mandate(pool: &Pool, merchant: &str, terms: Value, card_exp: (i32, i32), off_session: bool) -> (String, String, String) {
+    use ps_contract::ids::{CustomerId, MandateId, PaymentMethodId};
+    let (cus, pm, md) = (CustomerId::generate(), PaymentMethodId::generate(), MandateId::generate());
+    let c = pool.get().await.unwrap();
+    c.execute("INSERT INTO customers (id, merchant_id, name, email) VALUES ($1, $2, 'Bo', 'bo@example.com')", &[&cus.as_str(), &merchant])
+        .await
+        .unwrap();
+    let usage = if off_session { "off_session" } else { "on_session" };
+    c.execute(
+        "INSERT INTO payment_methods (id, merchant_id, customer_id, usage, card_brand, card_last4, exp_month, exp_year, vault_token)
+         VALUES ($1, $2, $3, $4, 'visa', '4242', $5, $6, 'tok_seeded')",
+        &[&pm.as_str(), &merchant, &cus.as_str(), &usage, &card_exp.0, &card_exp.1],
+    )
+    .await
+    .unwrap();
+    if off_session {
+        c.execute(
+            "INSERT INTO mandates (id, merchant_id, customer_id, payment_method_id, status, terms) VALUES ($1, $2, $3, $4, 'active', $5)",
+            &[&md.as_str(), &merchant, &cus.as_str(), &pm.as_str(), &terms],
+        )
+        .await
+        .unwrap();
+    }
+    (cus.to_string(), pm.to_string(), md.to_string())
+}

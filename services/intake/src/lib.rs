@@ -1,1 +1,39 @@
+//! `session-intake`: consumes `payment_session.create`.
 
+mod create;
+mod idempotency;
+mod metrics;
+mod series;
+mod store;
+
+use ps_runtime::config::{ConfigError, Env};
+use ps_runtime::service::{self, Consumes, Running, StartError};
+use ps_runtime::topology;
+use ps_runtime::Config;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+pub const SERVICE: &str = "session-intake";
+pub const DEFAULT_HEALTH_PORT: u16 = 9101;
+pub const DEFAULT_CHECKOUT_BASE_URL: &str = "http://127.0.0.1:8080";
+
+#[derive(Debug, Clone)]
+pub struct IntakeConfig {
+    pub common: Config,
+    pub checkout_base_url: String,
+}
+
+impl IntakeConfig {
+    pub fn from_env(env: &Env) -> Result<IntakeConfig, ConfigError> {
+        Ok(IntakeConfig {
+            common: Config::from_env(env, DEFAULT_HEALTH_PORT)?,
+            checkout_base_url: env.url("CHECKOUT_BASE_URL", DEFAULT_CHECKOUT_BASE_URL, &["http", "https"])?,
+        })
+    }
+}
+
+pub async fn start(config: IntakeConfig, stop: CancellationToken) -> Result<Running, StartError> {
+    let handler = create::CreateHandler { checkout_base_url: config.checkout_base_url, mode: config.common.mode };
+    let consumes = vec![Consumes { queue: topology::INTAKE, handler: Arc::new(handler) }];
+    service::start(SERVICE, config.common, consumes, stop).await
+}

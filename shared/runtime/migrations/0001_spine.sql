@@ -5,6 +5,8 @@ CREATE TABLE processed_messages (
     consumer     TEXT        NOT NULL,
     message_key  TEXT        NOT NULL,
     processed_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    -- The reply sent, so a republished message is answered again rather than ignored.
+    reply        JSONB,
     PRIMARY KEY (consumer, message_key)
 );
 CREATE INDEX processed_messages_age ON processed_messages (processed_at);

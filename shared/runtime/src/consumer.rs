@@ -1,8 +1,8 @@
 //! The consume loop: one database transaction per message — dedupe record,
 //! the handler's change, its outgoing messages — then commit, then ack.
 
-use crate::dedupe;
-use crate::message::{Incoming, Outbound};
+use crate::dedupe::{self, Claim};
+use crate::message::{Incoming, Outbound, OutboundKind};
 use crate::metrics;
 use crate::outbox::{self, RelayWaker};
 use backon::{ExponentialBuilder, Retryable};
@@ -48,14 +48,44 @@ impl Handled {
 
 #[derive(Debug, thiserror::Error)]
 pub enum HandlerError {
-    /// Worth retrying: the database hiccuped.
-    #[error("database error: {0}")]
+    /// Worth retrying only if `is_transient`: a lost connection, a deadlock.
+    #[error("database error: {}", describe_db_error(.0))]
     Db(#[from] tokio_postgres::Error),
     #[error("database unavailable: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),
     /// Never going to work for this message (a bug, corrupt stored data).
     #[error("{0}")]
     Permanent(String),
+}
+
+/// The server's message and SQLSTATE where there is one; tokio-postgres alone says only "db error".
+pub fn describe_db_error(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        None => match std::error::Error::source(e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        },
+    }
+}
+
+impl HandlerError {
+    /// Connection trouble, serialization failures, deadlocks, resource limits and
+    /// administrator shutdowns pass; anything else (a constraint, a type error) is
+    /// a bug that retrying cannot fix.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            HandlerError::Pool(_) => true,
+            HandlerError::Permanent(_) => false,
+            HandlerError::Db(e) => match e.code() {
+                None => true,
+                Some(code) => {
+                    let class = &code.code()[..2];
+                    matches!(class, "08" | "40" | "53" | "55" | "57" | "58")
+                }
+            },
+        }
+    }
 }
 
 pub trait Handler: Send + Sync + 'static {
@@ -83,14 +113,15 @@ impl ConsumerContext {
     async fn apply(&self, msg: &Incoming) -> Result<Applied, HandlerError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        if !dedupe::claim(&tx, self.consumer, &msg.dedupe_key()).await? {
-            tx.commit().await?;
-            return Ok(Applied::Duplicate);
+        let key = msg.dedupe_key();
+        if let Claim::Duplicate { reply } = dedupe::claim(&tx, self.consumer, &key).await? {
+            return self.duplicate(tx, msg, reply).await;
         }
         let handled = match self.handler.handle(&tx, msg).await {
             Ok(h) => h,
-            Err(HandlerError::Permanent(reason)) => {
-                tx.rollback().await?;
+            Err(e) if !e.is_transient() => {
+                drop(tx);
+                let reason = e.to_string();
                 tracing::error!(%reason, "handler failed permanently; dead-lettering");
                 return self.dead_letter_alone(msg, &reason).await;
             }
@@ -100,6 +131,11 @@ impl ConsumerContext {
         let dead = handled.dead_letter.is_some();
         if let Some((code, reason)) = handled.dead_letter {
             out.push(msg.dead_letter(&self.queue, &code, &reason));
+        }
+        if let Some(reply) = out.iter().find(|m| m.kind == OutboundKind::Reply) {
+            if let Ok(body) = serde_json::from_slice::<serde_json::Value>(&reply.body) {
+                dedupe::record_reply(&tx, self.consumer, &key, &body).await?;
+            }
         }
         outbox::enqueue(&tx, &out).await?;
         tx.commit().await?;
@@ -111,12 +147,22 @@ impl ConsumerContext {
         Ok(if dead { Applied::DeadLettered } else { Applied::New })
     }
 
+    /// A message applied before changes nothing. If its sender wants a reply,
+    /// it gets the one the first delivery produced, marked as a replay.
+    async fn duplicate(&self, tx: Transaction<'_>, msg: &Incoming, reply: Option<serde_json::Value>) -> Result<Applied, HandlerError> {
+        if let Some(again) = reply.and_then(|r| msg.reply(&r, true)) {
+            outbox::enqueue(&tx, &[again]).await?;
+        }
+        tx.commit().await?;
+        self.waker.wake();
+        Ok(Applied::Duplicate)
+    }
+
     async fn dead_letter_alone(&self, msg: &Incoming, reason: &str) -> Result<Applied, HandlerError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        if !dedupe::claim(&tx, self.consumer, &msg.dedupe_key()).await? {
-            tx.commit().await?;
-            return Ok(Applied::Duplicate);
+        if let Claim::Duplicate { reply } = dedupe::claim(&tx, self.consumer, &msg.dedupe_key()).await? {
+            return self.duplicate(tx, msg, reply).await;
         }
         let mut out = vec![msg.dead_letter(&self.queue, ErrorCode::InternalError.as_str(), reason)];
         out.extend(msg.reply(&ApiError::internal().to_reply(), false));
@@ -148,7 +194,7 @@ impl ConsumerContext {
                 .with_jitter();
             let result = (|| self.apply(&msg))
                 .retry(backoff)
-                .when(|e| !matches!(e, HandlerError::Permanent(_)))
+                .when(HandlerError::is_transient)
                 .notify(|e, wait| tracing::warn!(error = %e, retry_in = ?wait, "message not applied; retrying"))
                 .await;
             let outcome = match result {

@@ -144,14 +144,15 @@ impl Incoming {
     pub fn dedupe_key(&self) -> String {
         let merchant = self.header(header::MERCHANT_ID).unwrap_or_default();
         match &self.message_id {
-            Some(id) => format!("{merchant}\u{0}id:{id}"),
+            // Length-prefixed, so no merchant-id can make two keys collide.
+            Some(id) => format!("{}:{merchant}:id:{id}", merchant.len()),
             None => {
                 let mut h = Sha256::new();
                 for part in [self.routing_key.as_bytes(), merchant.as_bytes(), self.header(header::IDEMPOTENCY_KEY).unwrap_or_default().as_bytes(), &self.body] {
                     h.update((part.len() as u64).to_be_bytes());
                     h.update(part);
                 }
-                format!("{merchant}\u{0}sha256:{}", hex::encode(h.finalize()))
+                format!("{}:{merchant}:sha256:{}", merchant.len(), hex::encode(h.finalize()))
             }
         }
     }

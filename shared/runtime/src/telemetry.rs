@@ -9,7 +9,8 @@ use serde_json::{Map, Value};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::{EnvFilter, Layer};
 
 /// Flushes spans on drop; keep it alive for the life of `main`.
 pub struct TelemetryGuard(SdkTracerProvider);
@@ -43,15 +44,28 @@ pub fn init(service: &'static str) -> TelemetryGuard {
 
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let fmt = tracing_subscriber::fmt::layer().json().flatten_event(true).with_current_span(true).with_span_list(false);
+    // RUST_LOG filters logs only: quieter logs must not switch off the spans
+    // whose context travels in message headers.
     let _ = tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt)
-        .with(tracing_opentelemetry::layer().with_tracer(tracer))
+        .with(fmt.with_filter(filter))
+        .with(tracing_opentelemetry::layer().with_tracer(tracer).with_filter(LevelFilter::INFO))
         .try_init();
     if let Some(e) = otlp_error {
         tracing::error!(error = %e, "OTLP exporter not started; spans are not exported");
     }
     TelemetryGuard(provider)
+}
+
+/// For tests: the same trace layer and propagation as `init`, logs to the
+/// test's captured output, no exporter.
+pub fn init_for_tests() {
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    let tracer = SdkTracerProvider::builder().build().tracer("tests");
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let _ = tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_test_writer().with_filter(filter))
+        .with(tracing_opentelemetry::layer().with_tracer(tracer).with_filter(LevelFilter::INFO))
+        .try_init();
 }
 
 struct HeaderInjector<'a>(&'a mut Map<String, Value>);

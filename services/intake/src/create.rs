@@ -1,0 +1,195 @@
+//! `payment_session.create`: validate at the edge, claim the idempotency key,
+//! persist the session, answer, and announce it — all in the message's transaction.
+
+use crate::idempotency::{self, Claim};
+use crate::series;
+use crate::store::{self, SessionExtras};
+use base64::Engine;
+use chrono::{DateTime, Duration, Utc};
+use deadpool_postgres::Transaction;
+use futures::future::BoxFuture;
+use ps_contract::create::{CreateSession, CustomerRef, DEFAULT_EXPIRES_IN};
+use ps_contract::events::{Event, EventType};
+use ps_contract::idempotency::{request_fingerprint, IdempotencyKey};
+use ps_contract::ids::{MerchantId, SessionId};
+use ps_contract::lifecycle::SessionState;
+use ps_contract::routing::{command, exchange, header};
+use ps_contract::session::{Mode, PaymentSession};
+use ps_contract::{ApiError, ErrorCode};
+use ps_runtime::{Handled, Handler, HandlerError, Incoming, Outbound};
+use rand::RngCore;
+use serde_json::Value;
+
+pub struct CreateHandler {
+    /// Where `session_url`s point: the hosted checkout.
+    pub checkout_base_url: String,
+    pub mode: Mode,
+}
+
+/// The envelope, checked before the body is looked at.
+struct Envelope {
+    merchant: MerchantId,
+    key: IdempotencyKey,
+}
+
+fn envelope(msg: &Incoming) -> Result<Envelope, ApiError> {
+    if msg.routing_key != command::SESSION_CREATE {
+        return Err(ApiError::new(ErrorCode::UnknownCommand, format!("this queue takes {}, not {:?}", command::SESSION_CREATE, msg.routing_key)));
+    }
+    let merchant = msg
+        .header(header::MERCHANT_ID)
+        .ok_or_else(|| ApiError::param(ErrorCode::MerchantIdMissing, header::MERCHANT_ID, "the merchant-id header is required"))?;
+    let merchant = MerchantId::parse(&merchant).map_err(|e| e.with_param(header::MERCHANT_ID))?;
+    let key = msg
+        .header(header::IDEMPOTENCY_KEY)
+        .ok_or_else(|| ApiError::param(ErrorCode::IdempotencyKeyMissing, header::IDEMPOTENCY_KEY, "the idempotency-key header is required"))?;
+    let key = IdempotencyKey::parse(&key).map_err(|e| e.with_param(header::IDEMPOTENCY_KEY))?;
+    Ok(Envelope { merchant, key })
+}
+
+/// The body as JSON, or why it is not.
+fn parse_json(body: &[u8]) -> Result<Value, String> {
+    let text = std::str::from_utf8(body).map_err(|e| format!("body is not UTF-8: {e}"))?;
+    serde_json::from_str(text).map_err(|e| format!("body is not JSON: {e}"))
+}
+
+/// 192 random bits: the bearer token that makes a `session_url` unguessable.
+fn checkout_token() -> String {
+    let mut bytes = [0u8; 24];
+    rand::rng().fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+impl Handler for CreateHandler {
+    fn handle<'a>(&'a self, tx: &'a Transaction<'_>, msg: &'a Incoming) -> BoxFuture<'a, Result<Handled, HandlerError>> {
+        Box::pin(async move {
+            let env = match envelope(msg) {
+                Ok(env) => env,
+                Err(e) => return Ok(refused(msg, &e)),
+            };
+            let body = match parse_json(&msg.body) {
+                Ok(v) => v,
+                Err(why) => {
+                    // Not even JSON: answer if asked, and keep the message in the DLQ for a person.
+                    let e = ApiError::new(ErrorCode::InvalidJson, why);
+                    let mut h = Handled::refuse(msg, &e);
+                    h.dead_letter = Some((e.code.as_str().to_owned(), e.message.clone()));
+                    return Ok(h);
+                }
+            };
+            let request = match CreateSession::parse(&body) {
+                Ok(r) => r,
+                Err(e) => return Ok(refused(msg, &e)),
+            };
+            let fingerprint = request_fingerprint(command::SESSION_CREATE, &body);
+            match idempotency::claim(tx, &env.merchant, &env.key, command::SESSION_CREATE, &fingerprint).await? {
+                Err(e) => return Ok(refused(msg, &e)),
+                Ok(Claim::Replay(reply)) => {
+                    tracing::info!(merchant = %env.merchant, "idempotent replay");
+                    return Ok(Handled::default().send(msg.reply(&reply, true)));
+                }
+                Ok(Claim::New) => {}
+            }
+            match self.create(tx, &env.merchant, &request, Utc::now()).await? {
+                Ok((session, internal)) => {
+                    let reply = serde_json::to_value(&session).map_err(|e| HandlerError::Permanent(e.to_string()))?;
+                    idempotency::complete(tx, &env.merchant, &env.key, &reply).await?;
+                    let event = Event::new(EventType::PaymentSessionCreated, session.created_at, reply.clone());
+                    let event_body = serde_json::to_value(&event).map_err(|e| HandlerError::Permanent(e.to_string()))?;
+                    crate::metrics::CREATED.with_label_values(&[session.session_type.as_str()]).inc();
+                    tracing::info!(session_id = %session.id, merchant = %env.merchant, session_type = %session.session_type, "session created");
+                    Ok(Handled::default()
+                        .send(msg.reply(&reply, false))
+                        .send(
+                            Outbound::json(exchange::EVENTS, event.event_type.as_str(), &event_body)
+                                .with_message_id(event.id.as_str())
+                                .with_header(header::MERCHANT_ID, env.merchant.as_str()),
+                        )
+                        .send(internal))
+                }
+                Err(e) => {
+                    idempotency::release(tx, &env.merchant, &env.key).await?;
+                    Ok(refused(msg, &e))
+                }
+            }
+        })
+    }
+}
+
+fn refused(msg: &Incoming, e: &ApiError) -> Handled {
+    crate::metrics::REJECTED.with_label_values(&[e.code.as_str()]).inc();
+    tracing::info!(code = %e.code, param = e.param.as_deref().unwrap_or(""), "create refused");
+    Handled::refuse(msg, e)
+}
+
+impl CreateHandler {
+    /// Persists the session. For a `next_in_series`, also validates the mandate and
+    /// starts the payment: the returned message is the `gateway.authorize`.
+    async fn create(
+        &self,
+        tx: &Transaction<'_>,
+        merchant: &MerchantId,
+        req: &CreateSession,
+        now: DateTime<Utc>,
+    ) -> Result<Result<(PaymentSession, Option<Outbound>), ApiError>, HandlerError> {
+        let id = SessionId::generate();
+        let mut session = PaymentSession {
+            id: id.clone(),
+            object: PaymentSession::OBJECT.to_owned(),
+            session_type: req.session_type,
+            status: SessionState::INITIAL.status,
+            payment_outcome: SessionState::INITIAL.outcome,
+            amount: req.amount.minor(),
+            currency: req.currency,
+            customer_id: None,
+            payment_method_id: None,
+            mandate_id: None,
+            session_url: None,
+            return_url: req.return_url.as_ref().map(|u| u.as_str().to_owned()),
+            expires_at: None,
+            last_payment_error: None,
+            metadata: req.metadata.clone(),
+            external_reference: req.external_reference.clone(),
+            mode: self.mode,
+            created_at: now,
+            updated_at: now,
+        };
+
+        let mut token = None;
+        let mut authorize = None;
+        match &req.charge_target {
+            None => {
+                session.customer_id = match &req.customer {
+                    Some(CustomerRef::New(c)) => Some(store::insert_customer(tx, merchant, c).await?),
+                    Some(CustomerRef::Existing(c)) if store::customer_exists(tx, merchant, c).await? => Some(c.clone()),
+                    Some(CustomerRef::Existing(c)) => {
+                        return Ok(Err(ApiError::param(ErrorCode::CustomerNotFound, "customer_id", format!("no such customer: {c}"))))
+                    }
+                    None => None,
+                };
+                let t = checkout_token();
+                session.session_url = Some(format!("{}/pay/{}?t={t}", self.checkout_base_url.trim_end_matches('/'), id));
+                session.expires_at = Some(now + Duration::seconds(req.expires_in.unwrap_or(DEFAULT_EXPIRES_IN)));
+                token = Some(t);
+            }
+            Some(target) => match series::start_charge(tx, merchant, target, req, &mut session, now).await? {
+                Ok(msg) => authorize = Some(msg),
+                Err(e) => return Ok(Err(e)),
+            },
+        }
+
+        let extras = SessionExtras {
+            merchant,
+            capture_method: req.capture_method.as_str(),
+            save_payment_method: req.save_payment_method.as_str(),
+            checkout_token: token.as_deref(),
+            mandate_terms: req.mandate_terms.as_ref().map(|t| serde_json::to_value(t).unwrap_or_default()),
+            subscription_options: req.subscription_options.as_ref().map(|s| serde_json::to_value(s).unwrap_or_default()),
+        };
+        store::insert_session(tx, &session, &extras).await?;
+        if let Some((attempt, key, _)) = &authorize {
+            store::insert_attempt(tx, attempt, &session, merchant, key).await?;
+        }
+        Ok(Ok((session, authorize.map(|(_, _, msg)| msg))))
+    }
+}

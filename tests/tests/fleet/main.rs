@@ -1,0 +1,4 @@
+//! The fleet's integration suite: real binaries' code, real RabbitMQ, real PostgreSQL.
+
+mod intake;
+mod resilience;
