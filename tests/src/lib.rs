@@ -161,7 +161,12 @@ impl TestEnv {
             let q = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
             ch.queue_declare(ShortString::from(reply_queue.as_str()), q, FieldTable::default()).await.unwrap();
             let mut consumer = ch
-                .basic_consume(ShortString::from(reply_queue.as_str()), "".into(), BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default())
+                .basic_consume(
+                    ShortString::from(reply_queue.as_str()),
+                    "".into(),
+                    BasicConsumeOptions { no_ack: true, ..Default::default() },
+                    FieldTable::default(),
+                )
                 .await
                 .unwrap();
             let (replies, arrived) = (replies.clone(), reply_arrived.clone());
@@ -184,10 +189,24 @@ impl TestEnv {
             let q = format!("{prefix}test.events");
             let opts = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
             ch.queue_declare(ShortString::from(q.as_str()), opts, FieldTable::default()).await.unwrap();
-            ch.queue_bind(ShortString::from(q.as_str()), ShortString::from(names.exchange(exchange::EVENTS).as_str()), "#".into(), QueueBindOptions::default(), FieldTable::default())
+            ch.queue_bind(
+                ShortString::from(q.as_str()),
+                ShortString::from(names.exchange(exchange::EVENTS).as_str()),
+                "#".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+            let mut consumer = ch
+                .basic_consume(
+                    ShortString::from(q.as_str()),
+                    "".into(),
+                    BasicConsumeOptions { no_ack: true, ..Default::default() },
+                    FieldTable::default(),
+                )
                 .await
                 .unwrap();
-            let mut consumer = ch.basic_consume(ShortString::from(q.as_str()), "".into(), BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default()).await.unwrap();
             tokio::spawn(async move {
                 let _keep = ch;
                 while let Some(Ok(d)) = consumer.next().await {
@@ -299,7 +318,13 @@ impl TestEnv {
         let exchange = self.names.exchange(exchange::COMMANDS);
         let confirm = self
             .channel
-            .basic_publish(exchange.as_str().into(), cmd.routing_key.as_str().into(), BasicPublishOptions { mandatory: true, ..Default::default() }, &cmd.body, props)
+            .basic_publish(
+                exchange.as_str().into(),
+                cmd.routing_key.as_str().into(),
+                BasicPublishOptions { mandatory: true, ..Default::default() },
+                &cmd.body,
+                props,
+            )
             .await
             .unwrap()
             .await
@@ -341,10 +366,8 @@ impl TestEnv {
     /// Takes the next message from `queue` (waiting for one), acking it.
     pub async fn next_message(&self, queue: &str) -> (Vec<u8>, FieldTable) {
         let ch = self.conn.create_channel().await.unwrap();
-        let mut consumer = ch
-            .basic_consume(ShortString::from(queue), "".into(), BasicConsumeOptions::default(), FieldTable::default())
-            .await
-            .unwrap();
+        let mut consumer =
+            ch.basic_consume(ShortString::from(queue), "".into(), BasicConsumeOptions::default(), FieldTable::default()).await.unwrap();
         let d = tokio::time::timeout(WAIT, consumer.next()).await.expect("a message within the deadline").unwrap().unwrap();
         d.acker.ack(BasicAckOptions::default()).await.unwrap();
         let _ = ch.close(200, "done".into()).await;
@@ -418,6 +441,45 @@ async fn remove_everything(names: Names, db: String) {
         tokio::spawn(connection);
         let _ = client.batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).await;
     }
+}
+
+/// A plain HTTP/1.0 GET on loopback: (status, body).
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await.unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await.unwrap();
+    let status = buf.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+/// Waits, checking `cond` between short pauses, until it holds or `WAIT` passes.
+pub async fn eventually<F: FnMut() -> bool>(what: &str, mut cond: F) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !cond() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Closes, from the broker's side, every connection whose name contains `needle`,
+/// as a broker restart or a network cut would. Returns how many were closed.
+pub fn close_broker_connections(needle: &str) -> usize {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args(["-q", "list_connections", "--no-table-headers", "pid", "client_properties"])
+        .output()
+        .expect("rabbitmqctl runs (the resilience tests need the local broker's CLI)");
+    let listing = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut closed = 0;
+    for line in listing.lines().filter(|l| l.contains(needle)) {
+        let pid = line.split('\t').next().unwrap_or_default();
+        let ok = std::process::Command::new("rabbitmqctl").args(["-q", "close_connection", pid, "test: connection cut"]).status().unwrap();
+        assert!(ok.success(), "close_connection {pid}");
+        closed += 1;
+    }
+    closed
 }
 
 /// A workspace binary, built by `cargo build --bins` beside the test executable.

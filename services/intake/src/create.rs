@@ -34,15 +34,18 @@ struct Envelope {
 
 fn envelope(msg: &Incoming) -> Result<Envelope, ApiError> {
     if msg.routing_key != command::SESSION_CREATE {
-        return Err(ApiError::new(ErrorCode::UnknownCommand, format!("this queue takes {}, not {:?}", command::SESSION_CREATE, msg.routing_key)));
+        return Err(ApiError::new(
+            ErrorCode::UnknownCommand,
+            format!("this queue takes {}, not {:?}", command::SESSION_CREATE, msg.routing_key),
+        ));
     }
     let merchant = msg
         .header(header::MERCHANT_ID)
         .ok_or_else(|| ApiError::param(ErrorCode::MerchantIdMissing, header::MERCHANT_ID, "the merchant-id header is required"))?;
     let merchant = MerchantId::parse(&merchant).map_err(|e| e.with_param(header::MERCHANT_ID))?;
-    let key = msg
-        .header(header::IDEMPOTENCY_KEY)
-        .ok_or_else(|| ApiError::param(ErrorCode::IdempotencyKeyMissing, header::IDEMPOTENCY_KEY, "the idempotency-key header is required"))?;
+    let key = msg.header(header::IDEMPOTENCY_KEY).ok_or_else(|| {
+        ApiError::param(ErrorCode::IdempotencyKeyMissing, header::IDEMPOTENCY_KEY, "the idempotency-key header is required")
+    })?;
     let key = IdempotencyKey::parse(&key).map_err(|e| e.with_param(header::IDEMPOTENCY_KEY))?;
     Ok(Envelope { merchant, key })
 }

@@ -1,8 +1,8 @@
 //! Idempotency keys per merchant (DESIGN §4), kept 24 hours.
 
 use deadpool_postgres::Transaction;
-use ps_contract::ids::MerchantId;
 use ps_contract::idempotency::IdempotencyKey;
+use ps_contract::ids::MerchantId;
 use ps_contract::{ApiError, ErrorCode};
 use serde_json::Value;
 
@@ -35,7 +35,8 @@ pub async fn claim(
             &[&merchant.as_str(), &key.as_str()],
         )
         .await?;
-    let (stored_command, stored_hash, reply, stale): (String, String, Option<Value>, bool) = (row.get(0), row.get(1), row.get(2), row.get(3));
+    let (stored_command, stored_hash, reply, stale): (String, String, Option<Value>, bool) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
     if stale {
         tx.execute("DELETE FROM idempotency_keys WHERE merchant_id = $1 AND key = $2", &[&merchant.as_str(), &key.as_str()]).await?;
         tx.execute(insert, &params).await?;
@@ -55,12 +56,14 @@ pub async fn claim(
     }
 }
 
-pub async fn complete(tx: &Transaction<'_>, merchant: &MerchantId, key: &IdempotencyKey, reply: &Value) -> Result<(), tokio_postgres::Error> {
-    tx.execute(
-        "UPDATE idempotency_keys SET reply = $3 WHERE merchant_id = $1 AND key = $2",
-        &[&merchant.as_str(), &key.as_str(), reply],
-    )
-    .await?;
+pub async fn complete(
+    tx: &Transaction<'_>,
+    merchant: &MerchantId,
+    key: &IdempotencyKey,
+    reply: &Value,
+) -> Result<(), tokio_postgres::Error> {
+    tx.execute("UPDATE idempotency_keys SET reply = $3 WHERE merchant_id = $1 AND key = $2", &[&merchant.as_str(), &key.as_str(), reply])
+        .await?;
     Ok(())
 }
 

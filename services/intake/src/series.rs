@@ -45,7 +45,9 @@ pub async fn start_charge(
                 return Ok(Err(ApiError::param(
                     ErrorCode::PaymentMethodHasNoMandate,
                     "payment_method_id",
-                    format!("{payment_method_id} has no mandate for merchant-initiated payments; it can only be used with the customer present"),
+                    format!(
+                        "{payment_method_id} has no mandate for merchant-initiated payments; it can only be used with the customer present"
+                    ),
                 )));
             }
             if &method.customer_id != customer_id {
@@ -65,13 +67,15 @@ pub async fn start_charge(
         Some(m) => store::mandate_usage(tx, &m.id).await?,
         None => Default::default(),
     };
-    let charge = Charge { merchant_id: merchant, customer_id: named_customer, amount: req.amount, currency: req.currency, today: store::today(now) };
+    let charge =
+        Charge { merchant_id: merchant, customer_id: named_customer, amount: req.amount, currency: req.currency, today: store::today(now) };
     if let Err(e) = validate_charge(mandate.as_ref(), usage, method.expiry, &charge) {
         return Ok(Err(e));
     }
     let mandate = mandate.expect("validate_charge refuses a missing mandate");
 
-    let state = transition(session.session_type, SessionState::INITIAL, Transition::StartAttempt).map_err(|e| HandlerError::Permanent(e.to_string()))?;
+    let state = transition(session.session_type, SessionState::INITIAL, Transition::StartAttempt)
+        .map_err(|e| HandlerError::Permanent(e.to_string()))?;
     session.status = state.status;
     session.payment_outcome = state.outcome;
     session.customer_id = Some(mandate.customer_id.clone());

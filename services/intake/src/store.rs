@@ -20,10 +20,7 @@ pub async fn insert_customer(tx: &Transaction<'_>, merchant: &MerchantId, c: &Ne
 }
 
 pub async fn customer_exists(tx: &Transaction<'_>, merchant: &MerchantId, id: &CustomerId) -> Result<bool, tokio_postgres::Error> {
-    Ok(tx
-        .query_opt("SELECT 1 FROM customers WHERE id = $1 AND merchant_id = $2", &[&id.as_str(), &merchant.as_str()])
-        .await?
-        .is_some())
+    Ok(tx.query_opt("SELECT 1 FROM customers WHERE id = $1 AND merchant_id = $2", &[&id.as_str(), &merchant.as_str()]).await?.is_some())
 }
 
 /// A saved payment method, as a `next_in_series` needs it.
@@ -34,7 +31,11 @@ pub struct SavedMethod {
     pub expiry: CardExpiry,
 }
 
-pub async fn payment_method(tx: &Transaction<'_>, merchant: &MerchantId, id: &PaymentMethodId) -> Result<Option<SavedMethod>, HandlerError> {
+pub async fn payment_method(
+    tx: &Transaction<'_>,
+    merchant: &MerchantId,
+    id: &PaymentMethodId,
+) -> Result<Option<SavedMethod>, HandlerError> {
     let row = tx
         .query_opt(
             "SELECT id, customer_id, usage, exp_month, exp_year FROM payment_methods WHERE id = $1 AND merchant_id = $2",
@@ -65,7 +66,8 @@ async fn mandate_where(tx: &Transaction<'_>, merchant: &MerchantId, clause: &str
     );
     let row = tx.query_opt(sql.as_str(), &[&merchant.as_str(), &id]).await?;
     row.map(|r| {
-        let terms: MandateTerms = serde_json::from_value(r.get(4)).map_err(|e| HandlerError::Permanent(format!("corrupt mandate terms: {e}")))?;
+        let terms: MandateTerms =
+            serde_json::from_value(r.get(4)).map_err(|e| HandlerError::Permanent(format!("corrupt mandate terms: {e}")))?;
         Ok(Mandate {
             id: parse_stored(r.get::<_, &str>(0), MandateId::parse)?,
             merchant_id: merchant.clone(),
@@ -83,7 +85,11 @@ pub async fn mandate(tx: &Transaction<'_>, merchant: &MerchantId, id: &MandateId
 }
 
 /// The mandate a saved method was given under: the active one if any, else the latest.
-pub async fn mandate_for_method(tx: &Transaction<'_>, merchant: &MerchantId, pm: &PaymentMethodId) -> Result<Option<Mandate>, HandlerError> {
+pub async fn mandate_for_method(
+    tx: &Transaction<'_>,
+    merchant: &MerchantId,
+    pm: &PaymentMethodId,
+) -> Result<Option<Mandate>, HandlerError> {
     mandate_where(tx, merchant, "payment_method_id = $2", pm.as_str()).await
 }
 
@@ -98,11 +104,7 @@ pub async fn mandate_usage(tx: &Transaction<'_>, mandate: &MandateId) -> Result<
         )
         .await?;
     let last: Option<DateTime<Utc>> = r.get(2);
-    Ok(MandateUsage {
-        occurrences: r.get::<_, i64>(0) as u32,
-        amount: r.get(1),
-        last_charge_on: last.map(|t| t.date_naive()),
-    })
+    Ok(MandateUsage { occurrences: r.get::<_, i64>(0) as u32, amount: r.get(1), last_charge_on: last.map(|t| t.date_naive()) })
 }
 
 /// What is stored beside the wire object.

@@ -1,1 +1,180 @@
-fn main() {}
+//! `psctl`: what an operator does by hand — migrate, declare the topology, send
+//! a command and read its reply, look into a dead-letter queue.
+
+use clap::{Parser, Subcommand};
+use futures::StreamExt;
+use lapin::options::{
+    BasicConsumeOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
+};
+use lapin::protocol::BasicProperties;
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::Confirmation;
+use ps_contract::routing::{exchange, header};
+use ps_runtime::message::header_str;
+use ps_runtime::topology::{self, Names};
+use ps_runtime::{broker, db, Config, Env};
+use std::io::Read;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "psctl", about = "Payment Sessions operator CLI. Reads AMQP_URL, DATABASE_URL and AMQP_NAME_PREFIX like the services.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Bring the database schema up to date.
+    Migrate,
+    /// Declare every exchange and queue (idempotent).
+    Declare,
+    /// Publish a command and print the reply.
+    Send {
+        /// Routing key, e.g. payment_session.create
+        routing_key: String,
+        #[arg(long)]
+        merchant: String,
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        /// JSON body file; standard input when absent.
+        #[arg(long)]
+        file: Option<std::path::PathBuf>,
+        #[arg(long, default_value_t = 10)]
+        timeout_secs: u64,
+    },
+    /// Show what is in a queue's dead-letter queue, with reasons. Messages stay there.
+    Dlq {
+        /// The queue's name without prefix, e.g. payment_sessions.intake
+        queue: String,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::from_env(&Env::from_process(), 0) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("psctl: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(cli.command, &config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("psctl: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+async fn run(cmd: Cmd, config: &Config) -> Result<()> {
+    let names = Names::new(config.name_prefix.clone());
+    match cmd {
+        Cmd::Migrate => {
+            let pool = db::pool(&config.database_url, 1)?;
+            let applied = db::migrate(&pool).await?;
+            eprintln!("psctl: schema up to date ({} applied now)", applied.len());
+        }
+        Cmd::Declare => {
+            let conn = broker::connect(&config.amqp_url, "psctl").await?;
+            topology::declare(&conn.create_channel().await?, &names, config.delivery_limit).await?;
+            eprintln!("psctl: topology declared");
+        }
+        Cmd::Send { routing_key, merchant, idempotency_key, file, timeout_secs } => {
+            let mut body = Vec::new();
+            match file {
+                Some(path) => body = std::fs::read(path)?,
+                None => {
+                    std::io::stdin().read_to_end(&mut body)?;
+                }
+            }
+            let conn = broker::connect(&config.amqp_url, "psctl").await?;
+            let ch = conn.create_channel().await?;
+            ch.confirm_select(ConfirmSelectOptions::default()).await?;
+            let reply_q = ch
+                .queue_declare(
+                    "".into(),
+                    QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() },
+                    FieldTable::default(),
+                )
+                .await?;
+            let mut replies = ch
+                .basic_consume(
+                    reply_q.name().clone(),
+                    "".into(),
+                    BasicConsumeOptions { no_ack: true, ..Default::default() },
+                    FieldTable::default(),
+                )
+                .await?;
+            let mut headers = FieldTable::default();
+            headers.insert(header::MERCHANT_ID.into(), AMQPValue::LongString(LongString::from(merchant.as_str())));
+            let key = idempotency_key.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+            headers.insert(header::IDEMPOTENCY_KEY.into(), AMQPValue::LongString(LongString::from(key.as_str())));
+            let corr = uuid::Uuid::new_v4().to_string();
+            let props = BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_content_type("application/json".into())
+                .with_message_id(uuid::Uuid::now_v7().to_string().as_str().into())
+                .with_correlation_id(corr.as_str().into())
+                .with_reply_to(reply_q.name().clone())
+                .with_headers(headers);
+            let ex = names.exchange(exchange::COMMANDS);
+            let confirm = ch
+                .basic_publish(
+                    ShortString::from(ex.as_str()),
+                    ShortString::from(routing_key.as_str()),
+                    BasicPublishOptions { mandatory: true, ..Default::default() },
+                    &body,
+                    props,
+                )
+                .await?
+                .await?;
+            if !matches!(confirm, Confirmation::Ack(None)) {
+                return Err(format!("the broker did not accept the command ({confirm:?}); is the topology declared?").into());
+            }
+            let reply = tokio::time::timeout(Duration::from_secs(timeout_secs), replies.next())
+                .await
+                .map_err(|_| format!("no reply within {timeout_secs}s; is the owning service running?"))?
+                .ok_or("reply stream closed")??;
+            if header_str(reply.properties.headers().as_ref(), header::IDEMPOTENT_REPLAYED).as_deref() == Some("true") {
+                eprintln!("psctl: idempotent replay");
+            }
+            println!("{}", String::from_utf8_lossy(&reply.data));
+        }
+        Cmd::Dlq { queue, limit } => {
+            let spec = topology::QUEUES.iter().find(|q| q.name == queue).ok_or_else(|| {
+                format!("unknown queue {queue}; one of: {}", topology::QUEUES.iter().map(|q| q.name).collect::<Vec<_>>().join(", "))
+            })?;
+            let conn = broker::connect(&config.amqp_url, "psctl").await?;
+            let ch = conn.create_channel().await?;
+            let dlq = names.dead_letter_queue(spec);
+            let mut held = Vec::new();
+            while held.len() < limit {
+                let Some(m) = ch.basic_get(ShortString::from(dlq.as_str()), BasicGetOptions::default()).await? else { break };
+                let h = m.delivery.properties.headers().clone();
+                let get = |n| header_str(h.as_ref(), n).unwrap_or_else(|| "-".into());
+                println!(
+                    "{}\tcode={}\treason={}\trouting_key={}\n\t{}",
+                    m.delivery.properties.message_id().as_ref().map(|s| s.as_str()).unwrap_or("-"),
+                    get(header::DEAD_LETTER_CODE),
+                    get(header::DEAD_LETTER_REASON),
+                    get(header::ORIGINAL_ROUTING_KEY),
+                    String::from_utf8_lossy(&m.delivery.data).chars().take(500).collect::<String>()
+                );
+                held.push(m);
+            }
+            // Returned on close: looking must not consume.
+            for m in held {
+                m.delivery.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -29,7 +29,11 @@ impl ReturnUrl {
     pub fn parse(s: &str) -> Result<ReturnUrl, ApiError> {
         let bad = |why: &str| ApiError::param(ErrorCode::UrlInvalid, "return_url", format!("return_url {why}"));
         if s.len() > MAX_URL_LEN {
-            return Err(ApiError::param(ErrorCode::StringTooLong, "return_url", format!("return_url must be at most {MAX_URL_LEN} characters")));
+            return Err(ApiError::param(
+                ErrorCode::StringTooLong,
+                "return_url",
+                format!("return_url must be at most {MAX_URL_LEN} characters"),
+            ));
         }
         let u = url::Url::parse(s).map_err(|e| bad(&format!("is not an absolute URL: {e}")))?;
         if !matches!(u.scheme(), "https" | "http") {
@@ -134,14 +138,9 @@ impl CreateSession {
     /// type, then each field. The first fault is the one reported.
     pub fn parse(body: &Value) -> Result<CreateSession, ApiError> {
         let o = Obj::new(body, "")?;
-        let session_type = o
-            .get("type")
-            .ok_or_else(|| o.missing("type"))?
-            .as_str()
-            .and_then(SessionType::parse)
-            .ok_or_else(|| {
-                ApiError::param(ErrorCode::SessionTypeInvalid, "type", "type must be one_time, first_in_series or next_in_series")
-            })?;
+        let session_type = o.get("type").ok_or_else(|| o.missing("type"))?.as_str().and_then(SessionType::parse).ok_or_else(|| {
+            ApiError::param(ErrorCode::SessionTypeInvalid, "type", "type must be one_time, first_in_series or next_in_series")
+        })?;
 
         let known = |k: &str| COMMON.contains(&k) || ONE_TIME.contains(&k) || FIRST_IN_SERIES.contains(&k) || NEXT_IN_SERIES.contains(&k);
         if let Some(k) = o.keys().find(|k| !known(k)) {
@@ -159,12 +158,12 @@ impl CreateSession {
         let verification_allowed = session_type == SessionType::FirstInSeries;
         let amount = parse_amount(o.require("amount")?, "amount", verification_allowed)?;
         let currency = Currency::parse(o.req_str("currency", 3).map_err(|e| match e.code {
-            ErrorCode::StringTooLong => ApiError::param(ErrorCode::CurrencyInvalid, "currency", "currency must be a 3-letter ISO 4217 code"),
+            ErrorCode::StringTooLong => {
+                ApiError::param(ErrorCode::CurrencyInvalid, "currency", "currency must be a 3-letter ISO 4217 code")
+            }
             _ => e,
         })?)?;
-        let capture_method = o
-            .choice("capture_method", CaptureMethod::parse, "automatic, manual")?
-            .unwrap_or(CaptureMethod::Automatic);
+        let capture_method = o.choice("capture_method", CaptureMethod::parse, "automatic, manual")?.unwrap_or(CaptureMethod::Automatic);
         if capture_method == CaptureMethod::Manual && amount.is_zero() {
             return Err(ApiError::param(
                 ErrorCode::CaptureMethodNotAllowed,
@@ -172,9 +171,8 @@ impl CreateSession {
                 "a zero-amount verification has nothing to capture; use capture_method automatic",
             ));
         }
-        let save_payment_method = o
-            .choice("save_payment_method", SavePaymentMethod::parse, "always, never, prompt")?
-            .unwrap_or(SavePaymentMethod::Never);
+        let save_payment_method =
+            o.choice("save_payment_method", SavePaymentMethod::parse, "always, never, prompt")?.unwrap_or(SavePaymentMethod::Never);
 
         let customer = parse_customer(&o, session_type)?;
         let needs_customer = session_type == SessionType::FirstInSeries || save_payment_method != SavePaymentMethod::Never;
@@ -353,7 +351,10 @@ mod tests {
         assert_eq!(code(with(one_time(), "currency", json!("XYZ"))), (ErrorCode::CurrencyInvalid, p("currency")));
         assert_eq!(code(with(one_time(), "currency", json!("RANDS"))), (ErrorCode::CurrencyInvalid, p("currency")));
         assert_eq!(code(with(one_time(), "capture_method", json!("later"))), (ErrorCode::ParameterInvalidValue, p("capture_method")));
-        assert_eq!(code(with(one_time(), "external_reference", json!("r".repeat(256)))), (ErrorCode::StringTooLong, p("external_reference")));
+        assert_eq!(
+            code(with(one_time(), "external_reference", json!("r".repeat(256)))),
+            (ErrorCode::StringTooLong, p("external_reference"))
+        );
         assert_eq!(code(with(one_time(), "external_reference", json!(""))), (ErrorCode::ParameterInvalidEmpty, p("external_reference")));
         assert_eq!(code(with(one_time(), "return_url", json!("ftp://x.example/"))), (ErrorCode::UrlInvalid, p("return_url")));
         assert_eq!(code(with(one_time(), "return_url", json!("/relative"))), (ErrorCode::UrlInvalid, p("return_url")));
@@ -361,9 +362,15 @@ mod tests {
         assert_eq!(code(with(one_time(), "expires_in", json!(10))), (ErrorCode::ExpiresInOutOfRange, p("expires_in")));
         assert_eq!(code(with(one_time(), "expires_in", json!(1.5))), (ErrorCode::ParameterInvalidInteger, p("expires_in")));
         assert_eq!(code(with(one_time(), "metadata", json!({"n": 1}))), (ErrorCode::MetadataInvalid, p("metadata")));
-        assert_eq!(code(with(one_time(), "customer", json!({"name": "A", "email": "not-an-email"}))), (ErrorCode::EmailInvalid, p("customer.email")));
+        assert_eq!(
+            code(with(one_time(), "customer", json!({"name": "A", "email": "not-an-email"}))),
+            (ErrorCode::EmailInvalid, p("customer.email"))
+        );
         assert_eq!(code(with(one_time(), "customer", json!({"name": "A"}))), (ErrorCode::ParameterMissing, p("customer.email")));
-        assert_eq!(code(with(one_time(), "customer_id", json!("cus_01JDV3W2M8K5F4Q7Z9X0A1B2C3"))), (ErrorCode::ParameterConflict, p("customer_id")));
+        assert_eq!(
+            code(with(one_time(), "customer_id", json!("cus_01JDV3W2M8K5F4Q7Z9X0A1B2C3"))),
+            (ErrorCode::ParameterConflict, p("customer_id"))
+        );
         assert_eq!(code(with(without(one_time(), "customer"), "customer_id", json!("cus_nope"))), (ErrorCode::IdInvalid, p("customer_id")));
         assert_eq!(code(without(one_time(), "customer")), (ErrorCode::ParameterMissing, p("customer")));
     }
@@ -374,7 +381,11 @@ mod tests {
         assert_eq!(code(next.clone()), (ErrorCode::ParameterMissing, Some("mandate_id".into())));
         assert_eq!(code(with(next.clone(), "return_url", json!("https://x.example"))).0, ErrorCode::ParameterNotAllowedForType);
         assert_eq!(code(with(next.clone(), "customer_id", json!("cus_01JDV3W2M8K5F4Q7Z9X0A1B2C3"))).1, Some("payment_method_id".into()));
-        let both = with(with(next.clone(), "mandate_id", json!("md_01JDV4A7A1B2C3D4E5F6G7H8J9")), "customer_id", json!("cus_01JDV3W2M8K5F4Q7Z9X0A1B2C3"));
+        let both = with(
+            with(next.clone(), "mandate_id", json!("md_01JDV4A7A1B2C3D4E5F6G7H8J9")),
+            "customer_id",
+            json!("cus_01JDV3W2M8K5F4Q7Z9X0A1B2C3"),
+        );
         assert_eq!(code(both).0, ErrorCode::ParameterConflict);
         let ok = CreateSession::parse(&with(next, "mandate_id", json!("md_01JDV4A7A1B2C3D4E5F6G7H8J9"))).unwrap();
         assert_eq!(ok.return_url, None);

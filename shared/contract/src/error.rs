@@ -175,11 +175,7 @@ mod tests {
 
     #[test]
     fn reply_shape_matches_the_contract_example() {
-        let e = ApiError::param(
-            ErrorCode::AmountOutOfMandateRange,
-            "amount",
-            "amount 60000 is above the mandate's maximum of 50000",
-        );
+        let e = ApiError::param(ErrorCode::AmountOutOfMandateRange, "amount", "amount 60000 is above the mandate's maximum of 50000");
         let v = e.to_reply();
         assert_eq!(v["error"]["type"], "invalid_request_error");
         assert_eq!(v["error"]["code"], "amount_out_of_mandate_range");

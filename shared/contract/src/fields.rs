@@ -43,7 +43,6 @@ impl<'a> Obj<'a> {
         self.map.get(key).filter(|v| !v.is_null())
     }
 
-
     pub(crate) fn require(&self, key: &str) -> Result<&'a Value, ApiError> {
         self.get(key).ok_or_else(|| self.missing(key))
     }
@@ -60,7 +59,11 @@ impl<'a> Obj<'a> {
         let Some(v) = self.get(key) else { return Ok(None) };
         let s = v.as_str().ok_or_else(|| self.wrong_type(key, "a string"))?;
         if s.is_empty() {
-            return Err(ApiError::param(ErrorCode::ParameterInvalidEmpty, self.param(key), format!("{} must not be empty", self.param(key))));
+            return Err(ApiError::param(
+                ErrorCode::ParameterInvalidEmpty,
+                self.param(key),
+                format!("{} must not be empty", self.param(key)),
+            ));
         }
         if s.chars().count() > max_len {
             return Err(ApiError::param(
@@ -82,17 +85,17 @@ impl<'a> Obj<'a> {
         let n = match v.as_i64() {
             Some(n) => n,
             None if v.is_number() && v.as_f64().is_some_and(|f| f.fract() != 0.0) => {
-                return Err(ApiError::param(ErrorCode::ParameterInvalidInteger, self.param(key), format!("{} must be an integer", self.param(key))))
+                return Err(ApiError::param(
+                    ErrorCode::ParameterInvalidInteger,
+                    self.param(key),
+                    format!("{} must be an integer", self.param(key)),
+                ))
             }
             None if v.is_number() => i64::MAX,
             None => return Err(self.wrong_type(key, "an integer")),
         };
         if n < min || n > max {
-            return Err(ApiError::param(
-                out_of_range,
-                self.param(key),
-                format!("{} must be between {min} and {max}", self.param(key)),
-            ));
+            return Err(ApiError::param(out_of_range, self.param(key), format!("{} must be between {min} and {max}", self.param(key))));
         }
         Ok(Some(n))
     }

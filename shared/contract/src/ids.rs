@@ -88,9 +88,7 @@ impl MerchantId {
     pub const MAX_LEN: usize = 64;
 
     pub fn parse(s: &str) -> Result<Self, ApiError> {
-        let valid = !s.is_empty()
-            && s.len() <= Self::MAX_LEN
-            && s.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-');
+        let valid = !s.is_empty() && s.len() <= Self::MAX_LEN && s.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-');
         if valid {
             Ok(MerchantId(s.to_owned()))
         } else {

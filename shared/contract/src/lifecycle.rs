@@ -258,10 +258,7 @@ mod tests {
         let pending = st(Active, Pending);
         assert_eq!(transition(OneTime, pending, Transition::Cancel).unwrap_err().code, ErrorCode::PaymentProcessing);
         assert_eq!(transition(OneTime, pending, Transition::Expire).unwrap_err().code, ErrorCode::PaymentProcessing);
-        assert_eq!(
-            transition(OneTime, st(Expired, Unpaid), Transition::Cancel).unwrap_err().code,
-            ErrorCode::SessionNotActive
-        );
+        assert_eq!(transition(OneTime, st(Expired, Unpaid), Transition::Cancel).unwrap_err().code, ErrorCode::SessionNotActive);
         // A late processor result for an ended session is refused; lifecycle voids it.
         assert_eq!(
             transition(OneTime, st(Expired, NotStarted), Transition::AttemptSucceeded(Success::Paid)).unwrap_err().code,

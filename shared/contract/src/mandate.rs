@@ -106,9 +106,7 @@ impl MandateTerms {
 pub(crate) fn parse_recurrence(v: &Value, param: &str) -> Result<Recurrence, ApiError> {
     let o = Obj::new(v, param)?;
     o.only(&["type", "interval_count", "on"])?;
-    let kind = o
-        .choice("type", RecurrenceType::parse, "daily, weekly, monthly, yearly")?
-        .ok_or_else(|| o.missing("type"))?;
+    let kind = o.choice("type", RecurrenceType::parse, "daily, weekly, monthly, yearly")?.ok_or_else(|| o.missing("type"))?;
     let interval_count = o.int("interval_count", 1, 366, ErrorCode::RecurrenceInvalid)?.unwrap_or(1) as u32;
     let max_on = match kind {
         RecurrenceType::Daily => 0,
@@ -130,9 +128,7 @@ pub(crate) fn parse_recurrence(v: &Value, param: &str) -> Result<Recurrence, Api
 pub fn parse_mandate_options(v: &Value, currency: Currency) -> Result<MandateTerms, ApiError> {
     let o = Obj::new(v, "mandate_options")?;
     o.only(&["type", "amount", "currency", "recurrence", "validity_period", "max_occurrences", "total_amount"])?;
-    let mandate_type = o
-        .choice("type", MandateType::parse, "on_demand, scheduled")?
-        .unwrap_or(MandateType::OnDemand);
+    let mandate_type = o.choice("type", MandateType::parse, "on_demand, scheduled")?.unwrap_or(MandateType::OnDemand);
 
     if let Some(c) = o.str("currency", 3)? {
         let c = Currency::parse(c).map_err(|e| e.with_param(o.param("currency")))?;
@@ -254,12 +250,7 @@ pub struct Charge<'a> {
 /// Every rule of DESIGN §1, in the order a merchant would want them reported.
 /// `mandate` is `None` when the lookup found nothing; a mandate of another
 /// merchant is reported the same way, so its existence is not revealed.
-pub fn validate_charge(
-    mandate: Option<&Mandate>,
-    usage: MandateUsage,
-    card: CardExpiry,
-    charge: &Charge<'_>,
-) -> Result<(), ApiError> {
+pub fn validate_charge(mandate: Option<&Mandate>, usage: MandateUsage, card: CardExpiry, charge: &Charge<'_>) -> Result<(), ApiError> {
     let fail = |code, param: Option<&str>, message: String| {
         let e = ApiError::new(code, message);
         Err(match param {

@@ -13,30 +13,72 @@ pub struct Currency {
 
 /// (code, minor-unit exponent). Kept to currencies card processors settle.
 const CURRENCIES: &[(&str, u8)] = &[
-    ("AED", 2), ("AUD", 2), ("BHD", 3), ("BRL", 2), ("BWP", 2), ("CAD", 2), ("CHF", 2),
-    ("CLP", 0), ("CNY", 2), ("CZK", 2), ("DKK", 2), ("EGP", 2), ("EUR", 2), ("GBP", 2),
-    ("GHS", 2), ("HKD", 2), ("HUF", 2), ("IDR", 2), ("ILS", 2), ("INR", 2), ("ISK", 0),
-    ("JOD", 3), ("JPY", 0), ("KES", 2), ("KRW", 0), ("KWD", 3), ("MAD", 2), ("MUR", 2),
-    ("MXN", 2), ("MYR", 2), ("NAD", 2), ("NGN", 2), ("NOK", 2), ("NZD", 2), ("OMR", 3),
-    ("PHP", 2), ("PLN", 2), ("QAR", 2), ("RON", 2), ("SAR", 2), ("SEK", 2), ("SGD", 2),
-    ("THB", 2), ("TND", 3), ("TRY", 2), ("TWD", 2), ("TZS", 2), ("UGX", 0), ("USD", 2),
-    ("VND", 0), ("XAF", 0), ("XOF", 0), ("ZAR", 2), ("ZMW", 2),
+    ("AED", 2),
+    ("AUD", 2),
+    ("BHD", 3),
+    ("BRL", 2),
+    ("BWP", 2),
+    ("CAD", 2),
+    ("CHF", 2),
+    ("CLP", 0),
+    ("CNY", 2),
+    ("CZK", 2),
+    ("DKK", 2),
+    ("EGP", 2),
+    ("EUR", 2),
+    ("GBP", 2),
+    ("GHS", 2),
+    ("HKD", 2),
+    ("HUF", 2),
+    ("IDR", 2),
+    ("ILS", 2),
+    ("INR", 2),
+    ("ISK", 0),
+    ("JOD", 3),
+    ("JPY", 0),
+    ("KES", 2),
+    ("KRW", 0),
+    ("KWD", 3),
+    ("MAD", 2),
+    ("MUR", 2),
+    ("MXN", 2),
+    ("MYR", 2),
+    ("NAD", 2),
+    ("NGN", 2),
+    ("NOK", 2),
+    ("NZD", 2),
+    ("OMR", 3),
+    ("PHP", 2),
+    ("PLN", 2),
+    ("QAR", 2),
+    ("RON", 2),
+    ("SAR", 2),
+    ("SEK", 2),
+    ("SGD", 2),
+    ("THB", 2),
+    ("TND", 3),
+    ("TRY", 2),
+    ("TWD", 2),
+    ("TZS", 2),
+    ("UGX", 0),
+    ("USD", 2),
+    ("VND", 0),
+    ("XAF", 0),
+    ("XOF", 0),
+    ("ZAR", 2),
+    ("ZMW", 2),
 ];
 
 impl Currency {
     /// Upper-case ISO 4217 code only: `usd` is refused rather than guessed at.
     pub fn parse(code: &str) -> Result<Currency, ApiError> {
-        CURRENCIES
-            .iter()
-            .find(|(c, _)| *c == code)
-            .map(|(c, e)| Currency { code: c, exponent: *e })
-            .ok_or_else(|| {
-                ApiError::param(
-                    ErrorCode::CurrencyInvalid,
-                    "currency",
-                    format!("currency {code:?} is not a supported upper-case ISO 4217 code"),
-                )
-            })
+        CURRENCIES.iter().find(|(c, _)| *c == code).map(|(c, e)| Currency { code: c, exponent: *e }).ok_or_else(|| {
+            ApiError::param(
+                ErrorCode::CurrencyInvalid,
+                "currency",
+                format!("currency {code:?} is not a supported upper-case ISO 4217 code"),
+            )
+        })
     }
 
     pub fn code(self) -> &'static str {
@@ -146,9 +188,7 @@ pub fn parse_amount(v: &serde_json::Value, param: &str, allow_zero: bool) -> Res
         let least = if allow_zero { 0 } else { 1 };
         return Err(ApiError::param(ErrorCode::AmountTooSmall, param, format!("{param} must be at least {least}, got {n}")));
     }
-    Amount::new(n).map_err(|_| {
-        ApiError::param(ErrorCode::AmountTooLarge, param, format!("{param} exceeds the maximum of {}", Amount::MAX))
-    })
+    Amount::new(n).map_err(|_| ApiError::param(ErrorCode::AmountTooLarge, param, format!("{param} exceeds the maximum of {}", Amount::MAX)))
 }
 
 #[cfg(test)]

@@ -95,10 +95,9 @@ mod tests {
 
     #[test]
     fn the_contract_examples_parse_and_serialise_back_identically() {
-        for text in [
-            include_str!("../tests/fixtures/reply-session.json"),
-            include_str!("../tests/fixtures/event-session-completed-data.json"),
-        ] {
+        for text in
+            [include_str!("../tests/fixtures/reply-session.json"), include_str!("../tests/fixtures/event-session-completed-data.json")]
+        {
             let v: serde_json::Value = serde_json::from_str(text).unwrap();
             let s: PaymentSession = serde_json::from_value(v.clone()).unwrap();
             assert_eq!(serde_json::to_value(&s).unwrap(), v);

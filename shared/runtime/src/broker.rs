@@ -106,10 +106,9 @@ impl Publisher {
                 .zip(msgs)
                 .map(|(r, m)| match r? {
                     Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
-                    Confirmation::Ack(Some(_)) => Err(PublishError::Unroutable {
-                        exchange: self.names.exchange(&m.exchange),
-                        routing_key: m.routing_key.clone(),
-                    }),
+                    Confirmation::Ack(Some(_)) => {
+                        Err(PublishError::Unroutable { exchange: self.names.exchange(&m.exchange), routing_key: m.routing_key.clone() })
+                    }
                     Confirmation::Nack(_) => Err(PublishError::Nacked),
                 })
                 .collect(),

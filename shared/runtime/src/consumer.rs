@@ -7,6 +7,7 @@ use crate::metrics;
 use crate::outbox::{self, RelayWaker};
 use backon::{ExponentialBuilder, Retryable};
 use deadpool_postgres::Pool;
+use deadpool_postgres::Transaction;
 use futures::future::BoxFuture;
 use futures::{StreamExt, TryStreamExt};
 use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
@@ -15,7 +16,6 @@ use lapin::Connection;
 use ps_contract::{ApiError, ErrorCode};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use deadpool_postgres::Transaction;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -195,7 +195,10 @@ impl ConsumerContext {
             let result = (|| self.apply(&msg))
                 .retry(backoff)
                 .when(HandlerError::is_transient)
-                .notify(|e, wait| tracing::warn!(error = %e, retry_in = ?wait, "message not applied; retrying"))
+                .notify(|e, wait| {
+                    metrics::RETRIES.with_label_values(&[self.consumer]).inc();
+                    tracing::warn!(error = %e, retry_in = ?wait, "message not applied; retrying")
+                })
                 .await;
             let outcome = match result {
                 Ok(applied) => {

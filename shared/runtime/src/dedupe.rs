@@ -6,7 +6,9 @@ use serde_json::Value;
 pub enum Claim {
     New,
     /// Applied before. Nothing changes; the reply it got, if any, may be sent again.
-    Duplicate { reply: Option<Value> },
+    Duplicate {
+        reply: Option<Value>,
+    },
 }
 
 /// Records that `consumer` is applying this message. Concurrent deliveries of
@@ -22,17 +24,13 @@ pub async fn claim(tx: &Transaction<'_>, consumer: &str, message_key: &str) -> R
     if n == 1 {
         return Ok(Claim::New);
     }
-    let row = tx
-        .query_opt("SELECT reply FROM processed_messages WHERE consumer = $1 AND message_key = $2", &[&consumer, &message_key])
-        .await?;
+    let row =
+        tx.query_opt("SELECT reply FROM processed_messages WHERE consumer = $1 AND message_key = $2", &[&consumer, &message_key]).await?;
     Ok(Claim::Duplicate { reply: row.and_then(|r| r.get(0)) })
 }
 
 pub async fn record_reply(tx: &Transaction<'_>, consumer: &str, message_key: &str, reply: &Value) -> Result<(), tokio_postgres::Error> {
-    tx.execute(
-        "UPDATE processed_messages SET reply = $3 WHERE consumer = $1 AND message_key = $2",
-        &[&consumer, &message_key, reply],
-    )
-    .await?;
+    tx.execute("UPDATE processed_messages SET reply = $3 WHERE consumer = $1 AND message_key = $2", &[&consumer, &message_key, reply])
+        .await?;
     Ok(())
 }

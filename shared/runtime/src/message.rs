@@ -148,7 +148,12 @@ impl Incoming {
             Some(id) => format!("{}:{merchant}:id:{id}", merchant.len()),
             None => {
                 let mut h = Sha256::new();
-                for part in [self.routing_key.as_bytes(), merchant.as_bytes(), self.header(header::IDEMPOTENCY_KEY).unwrap_or_default().as_bytes(), &self.body] {
+                for part in [
+                    self.routing_key.as_bytes(),
+                    merchant.as_bytes(),
+                    self.header(header::IDEMPOTENCY_KEY).unwrap_or_default().as_bytes(),
+                    &self.body,
+                ] {
                     h.update((part.len() as u64).to_be_bytes());
                     h.update(part);
                 }

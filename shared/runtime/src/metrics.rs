@@ -2,8 +2,8 @@
 //! default registry, so several services in one test process share them.
 
 use prometheus::{
-    register_histogram_vec, register_int_counter, register_int_counter_vec, register_int_gauge, HistogramVec, IntCounter,
-    IntCounterVec, IntGauge,
+    register_histogram_vec, register_int_counter, register_int_counter_vec, register_int_gauge, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge,
 };
 use std::sync::LazyLock;
 
@@ -14,6 +14,11 @@ pub static MESSAGES: LazyLock<IntCounterVec> = LazyLock::new(|| {
         &["queue", "outcome"]
     )
     .expect("metric registers once")
+});
+
+pub static RETRIES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!("ps_message_retries_total", "Transient failures retried while handling a message, by queue.", &["queue"])
+        .expect("metric registers once")
 });
 
 pub static HANDLE_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {

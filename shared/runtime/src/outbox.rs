@@ -8,11 +8,11 @@ use crate::message::{Outbound, OutboundKind};
 use crate::metrics;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
+use deadpool_postgres::Transaction;
 use serde_json::{Map, Value};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
-use deadpool_postgres::Transaction;
 use tokio_util::sync::CancellationToken;
 
 const BATCH: i64 = 200;

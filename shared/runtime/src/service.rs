@@ -103,7 +103,9 @@ async fn supervise(name: &'static str, config: Config, consumes: Vec<Consumes>, 
         .collect();
     let relay = Relay::new(pool, waker);
     let mut connected_before = false;
-    while let Some(conn) = broker::connect_with_backoff(&config.amqp_url, name, &stop).await {
+    // The prefix in the connection name lets an operator (or a test) find this instance's connection.
+    let connection_name = format!("{name} {}", config.name_prefix).trim_end().to_owned();
+    while let Some(conn) = broker::connect_with_backoff(&config.amqp_url, &connection_name, &stop).await {
         if connected_before {
             metrics::BROKER_RECONNECTS.inc();
         }

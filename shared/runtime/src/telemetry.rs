@@ -7,9 +7,9 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use serde_json::{Map, Value};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::{EnvFilter, Layer};
 
 /// Flushes spans on drop; keep it alive for the life of `main`.
@@ -27,9 +27,8 @@ impl Drop for TelemetryGuard {
 /// upstream's trace continues through the fleet.
 pub fn init(service: &'static str) -> TelemetryGuard {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    let wants_otlp = ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]
-        .iter()
-        .any(|v| std::env::var(v).is_ok_and(|s| !s.is_empty()));
+    let wants_otlp =
+        ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"].iter().any(|v| std::env::var(v).is_ok_and(|s| !s.is_empty()));
     let resource = opentelemetry_sdk::Resource::builder().with_service_name(service).build();
     let mut builder = SdkTracerProvider::builder().with_resource(resource);
     let mut otlp_error = None;
@@ -42,7 +41,7 @@ pub fn init(service: &'static str) -> TelemetryGuard {
     let provider = builder.build();
     let tracer = provider.tracer(service);
 
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,tokio_postgres=warn"));
     let fmt = tracing_subscriber::fmt::layer().json().flatten_event(true).with_current_span(true).with_span_list(false);
     // RUST_LOG filters logs only: quieter logs must not switch off the spans
     // whose context travels in message headers.

@@ -13,10 +13,7 @@ pub struct QueueSpec {
     pub bindings: &'static [(&'static str, &'static str)],
 }
 
-pub const INTAKE: QueueSpec = QueueSpec {
-    name: "payment_sessions.intake",
-    bindings: &[(exchange::COMMANDS, command::SESSION_CREATE)],
-};
+pub const INTAKE: QueueSpec = QueueSpec { name: "payment_sessions.intake", bindings: &[(exchange::COMMANDS, command::SESSION_CREATE)] };
 
 pub const GATEWAY: QueueSpec = QueueSpec {
     name: "payment_sessions.gateway",
@@ -136,9 +133,7 @@ pub async fn declare(channel: &Channel, names: &Names, delivery_limit: u32) -> R
         channel.queue_bind(s(&dlq), s(&dlx), s(&queue), QueueBindOptions::default(), FieldTable::default()).await?;
         channel.queue_declare(s(&queue), qopts, quorum_args(Some(delivery_limit), Some((&dlx, &queue)))).await?;
         for (exchange, key) in spec.bindings {
-            channel
-                .queue_bind(s(&queue), s(&names.exchange(exchange)), s(key), QueueBindOptions::default(), FieldTable::default())
-                .await?;
+            channel.queue_bind(s(&queue), s(&names.exchange(exchange)), s(key), QueueBindOptions::default(), FieldTable::default()).await?;
         }
     }
     Ok(())

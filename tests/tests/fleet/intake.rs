@@ -23,10 +23,7 @@ fn next_in_series(customer: &str, pm: &str, amount: i64) -> Value {
 
 async fn stored_session(env: &TestEnv, id: &str) -> (String, String, String, i64) {
     let c = env.pool.get().await.unwrap();
-    let r = c
-        .query_one("SELECT merchant_id, status, payment_outcome, amount FROM payment_sessions WHERE id = $1", &[&id])
-        .await
-        .unwrap();
+    let r = c.query_one("SELECT merchant_id, status, payment_outcome, amount FROM payment_sessions WHERE id = $1", &[&id]).await.unwrap();
     (r.get(0), r.get(1), r.get(2), r.get(3))
 }
 
@@ -188,15 +185,29 @@ async fn twenty_concurrent_duplicates_make_one_session() {
 async fn every_bad_command_gets_its_specific_error_and_the_worker_survives() {
     let mut env = TestEnv::new().await;
     env.start_intake().await;
-    let (cus, pm, _) = seed_mandate(&env.pool, "gym", json!({"type": "on_demand", "currency": "ZAR", "amount": {"min": 100, "max": 50000}}), (12, 2099), true).await;
+    let (cus, pm, _) = seed_mandate(
+        &env.pool,
+        "gym",
+        json!({"type": "on_demand", "currency": "ZAR", "amount": {"min": 100, "max": 50000}}),
+        (12, 2099),
+        true,
+    )
+    .await;
     let (other_cus, other_pm, other_md) = seed_mandate(&env.pool, "rival", on_demand_zar(), (12, 2099), true).await;
     let (rev_cus, rev_pm, rev_md) = seed_mandate(&env.pool, "gym", on_demand_zar(), (12, 2099), true).await;
     env.pool.get().await.unwrap().execute("UPDATE mandates SET status = 'revoked' WHERE id = $1", &[&rev_md]).await.unwrap();
     let (saved_cus, saved_pm, _) = seed_mandate(&env.pool, "gym", Value::Null, (12, 2099), false).await;
     let (exp_cus, exp_pm, _) = seed_mandate(&env.pool, "gym", on_demand_zar(), (1, 2020), true).await;
-    let (fut_cus, fut_pm, _) = seed_mandate(&env.pool, "gym",
-        json!({"type": "on_demand", "currency": "ZAR", "validity_period": {"start_date": "2099-01-01"}}), (12, 2099), true).await;
-    let (cap_cus, cap_pm, _) = seed_mandate(&env.pool, "gym", json!({"type": "on_demand", "currency": "ZAR", "max_occurrences": 1}), (12, 2099), true).await;
+    let (fut_cus, fut_pm, _) = seed_mandate(
+        &env.pool,
+        "gym",
+        json!({"type": "on_demand", "currency": "ZAR", "validity_period": {"start_date": "2099-01-01"}}),
+        (12, 2099),
+        true,
+    )
+    .await;
+    let (cap_cus, cap_pm, _) =
+        seed_mandate(&env.pool, "gym", json!({"type": "on_demand", "currency": "ZAR", "max_occurrences": 1}), (12, 2099), true).await;
     let _ = (&rev_cus, &other_cus, &other_pm);
 
     let with = |mut v: Value, k: &str, x: Value| {
@@ -238,17 +249,37 @@ async fn every_bad_command_gets_its_specific_error_and_the_worker_survives() {
         ("idempotency key too long", create(&ok).header(header::IDEMPOTENCY_KEY, &"k".repeat(256)), "idempotency_key_invalid"),
         ("missing merchant", create(&ok).without_header(header::MERCHANT_ID), "merchant_id_missing"),
         ("bad merchant", create(&ok).header(header::MERCHANT_ID, "a b"), "merchant_id_invalid"),
-        ("another merchant's customer", create(&with(without(ok.clone(), "customer"), "customer_id", json!(other_cus))), "customer_not_found"),
-        ("mandate range inverted", gym(&with(first_in_series(), "mandate_options", json!({"amount": {"min": 9, "max": 1}}))), "mandate_amount_range_invalid"),
-        ("mandate in another currency", gym(&with(first_in_series(), "mandate_options", json!({"currency": "USD"}))), "mandate_currency_mismatch"),
+        (
+            "another merchant's customer",
+            create(&with(without(ok.clone(), "customer"), "customer_id", json!(other_cus))),
+            "customer_not_found",
+        ),
+        (
+            "mandate range inverted",
+            gym(&with(first_in_series(), "mandate_options", json!({"amount": {"min": 9, "max": 1}}))),
+            "mandate_amount_range_invalid",
+        ),
+        (
+            "mandate in another currency",
+            gym(&with(first_in_series(), "mandate_options", json!({"currency": "USD"}))),
+            "mandate_currency_mismatch",
+        ),
         ("next_in_series without target", gym(&json!({"type": "next_in_series", "amount": 100, "currency": "ZAR"})), "parameter_missing"),
-        ("another merchant's mandate", gym(&json!({"type": "next_in_series", "amount": 100, "currency": "ZAR", "mandate_id": other_md})), "mandate_not_found"),
+        (
+            "another merchant's mandate",
+            gym(&json!({"type": "next_in_series", "amount": 100, "currency": "ZAR", "mandate_id": other_md})),
+            "mandate_not_found",
+        ),
         ("another merchant's payment method", gym(&next_in_series(&cus, &other_pm, 100)), "payment_method_not_found"),
         ("another customer's payment method", gym(&next_in_series(&rev_cus, &pm, 100)), "mandate_customer_mismatch"),
         ("revoked mandate", gym(&next_in_series(&rev_cus, &rev_pm, 100)), "mandate_revoked"),
         ("one_time saved method", gym(&next_in_series(&saved_cus, &saved_pm, 100)), "payment_method_has_no_mandate"),
         ("amount above mandate max", gym(&next_in_series(&cus, &pm, 60000)), "amount_out_of_mandate_range"),
-        ("currency other than mandate's", gym(&with(next_in_series(&cus, &pm, 1000), "currency", json!("USD"))), "mandate_currency_mismatch"),
+        (
+            "currency other than mandate's",
+            gym(&with(next_in_series(&cus, &pm, 1000), "currency", json!("USD"))),
+            "mandate_currency_mismatch",
+        ),
         ("expired card", gym(&next_in_series(&exp_cus, &exp_pm, 100)), "payment_method_expired"),
         ("mandate not yet valid", gym(&next_in_series(&fut_cus, &fut_pm, 100)), "mandate_not_yet_valid"),
         ("wrong command on this queue", Command::new("payment_session.create", &ok), "merchant_id_missing"),

@@ -1,6 +1,6 @@
 //! What production does to us: redelivery, a crash between commit and ack.
 
-use integration_tests::{seed_mandate, Command, TestEnv, WAIT};
+use integration_tests::{close_broker_connections, eventually, http_get, seed_mandate, Command, TestEnv, WAIT};
 use ps_contract::routing::header;
 use ps_runtime::topology;
 use serde_json::{json, Value};
@@ -52,12 +52,7 @@ async fn killed_between_commit_and_ack_the_redelivery_creates_nothing_new() {
     env.start_intake().await;
     let reply = env.reply(&corr).await;
     assert_eq!(reply.body["status"], "active", "the reply written before the crash is delivered: {}", reply.body);
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while duplicates_seen() < 1 {
-        assert!(tokio::time::Instant::now() < deadline, "the redelivery never arrived");
-        tokio::task::yield_now().await;
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    eventually("the redelivery to be recognised", || duplicates_seen() >= 1).await;
     assert_eq!(env.count("SELECT count(*) FROM payment_sessions").await, 1, "the redelivery created nothing");
     assert_eq!(env.count("SELECT count(*) FROM customers").await, 1);
     assert_eq!(env.count("SELECT count(*) FROM outbox WHERE routing_key = 'payment_session.created'").await, 1);
@@ -76,4 +71,60 @@ async fn env_child_wait(env: &mut TestEnv, pid: u32) -> std::process::ExitStatus
         assert!(tokio::time::Instant::now() < deadline, "intake did not exit");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test]
+async fn the_broker_cutting_the_connection_costs_nothing() {
+    let mut env = TestEnv::new().await;
+    let health = env.start_intake().await;
+    let first = env.call(Command::create("shop_1", &one_time())).await;
+    assert_eq!(first.body["status"], "active");
+    assert_eq!(http_get(health, "/readyz").await.0, 200);
+
+    let reconnects = ps_runtime::metrics::BROKER_RECONNECTS.get();
+    assert_eq!(close_broker_connections(&format!("session-intake {}", env.prefix)), 1);
+    eventually("intake to reconnect", || ps_runtime::metrics::BROKER_RECONNECTS.get() > reconnects).await;
+
+    // Commands published while it was away, and after, are all answered once.
+    let second = env.call(Command::create("shop_1", &one_time())).await;
+    assert_eq!(second.body["status"], "active");
+    assert_eq!(env.count("SELECT count(*) FROM payment_sessions").await, 2);
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn a_database_outage_delays_but_loses_nothing() {
+    let mut env = TestEnv::new().await;
+    let health = env.start_intake().await;
+    let (status, body) = http_get(health, "/healthz").await;
+    assert_eq!((status, body.trim()), (200, "ok"));
+    assert_eq!(env.call(Command::create("shop_1", &one_time())).await.body["status"], "active");
+
+    // The database goes away: no new connections, existing ones cut.
+    let admin = admin().await;
+    admin.batch_execute(&format!("ALTER DATABASE {} ALLOW_CONNECTIONS false", env.db_name)).await.unwrap();
+    admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", &[&env.db_name]).await.unwrap();
+    let (status, _) = http_get(health, "/readyz").await;
+    assert_eq!(status, 503, "not ready without a database");
+
+    let retries = || ps_runtime::metrics::RETRIES.with_label_values(&[topology::INTAKE.name]).get();
+    let before = retries();
+    let corr = env.send(Command::create("shop_1", &one_time())).await;
+    eventually("intake to retry against the missing database", || retries() > before).await;
+
+    // It comes back; the command goes through exactly once.
+    admin.batch_execute(&format!("ALTER DATABASE {} ALLOW_CONNECTIONS true", env.db_name)).await.unwrap();
+    let reply = env.reply(&corr).await;
+    assert_eq!(reply.body["status"], "active", "{}", reply.body);
+    assert_eq!(env.count("SELECT count(*) FROM payment_sessions").await, 2);
+    assert_eq!(http_get(health, "/readyz").await.0, 200);
+    let metrics = http_get(health, "/metrics").await.1;
+    assert!(metrics.contains("ps_message_retries_total"), "retries are visible to operators");
+    env.finish().await;
+}
+
+async fn admin() -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(&integration_tests::admin_database_url(), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    client
 }

@@ -1,0 +1,32 @@
+# The two commands the README gives: `make run` and `make test`.
+CARGO ?= cargo
+
+.PHONY: run test services build unit fmt lint
+
+run: services build
+	./scripts/run-fleet.sh
+
+test: services build
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+		$(CARGO) nextest run --workspace --no-fail-fast; \
+	else \
+		$(CARGO) test --workspace --no-fail-fast; \
+	fi
+
+services:
+	./scripts/ensure-services.sh
+
+# Integration tests spawn the real service binaries, so build them first.
+build:
+	$(CARGO) build --workspace --bins
+
+# Pure tests only: no broker, no database.
+unit:
+	$(CARGO) test -p ps-contract -p ps-runtime
+
+fmt:
+	$(CARGO) fmt --all
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs the whole fleet in the foreground, each line prefixed with its service's
+# name, until Ctrl-C; then stops every service gracefully (SIGTERM) and waits.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=${CARGO_TARGET_DIR:-target}/debug
+
+services=(session-intake)
+pids=()
+
+stop() {
+    trap - INT TERM
+    echo "fleet: stopping ${services[*]}" >&2
+    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    wait
+}
+trap stop INT TERM
+
+"$bin/psctl" migrate
+for s in "${services[@]}"; do
+    # Process substitution keeps $! the service's own pid, so SIGTERM reaches it.
+    "$bin/$s" > >(sed -u "s/^/[$s] /") 2>&1 &
+    pids+=($!)
+done
+echo "fleet: running ${services[*]}; Ctrl-C stops" >&2
+wait
