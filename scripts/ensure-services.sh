@@ -59,9 +59,9 @@ ensure_postgres() {
         # URL has none. Only a local cluster we may administer is changed.
         is_root && [ -d /etc/postgresql ] || fail "cannot log in to PostgreSQL on 127.0.0.1 as 'postgres' without a password. Allow it in pg_hba.conf (host all postgres 127.0.0.1/32 trust), or set DATABASE_URL and TEST_DATABASE_ADMIN_URL with credentials and PS_SKIP_SERVICE_CHECK=1"
         for hba in /etc/postgresql/*/main/pg_hba.conf; do
-            grep -q '^host all postgres 127.0.0.1/32 trust' "$hba" && continue
-            say "allowing local TCP logins for the postgres role in $hba (development set-up)"
-            sed -i '1i host all postgres 127.0.0.1/32 trust\nhost all postgres ::1/128 trust' "$hba"
+            grep -q '^host all all 127.0.0.1/32 trust' "$hba" && continue
+            say "allowing passwordless TCP logins from 127.0.0.1 in $hba (development set-up)"
+            sed -i '1i host all all 127.0.0.1/32 trust\nhost all all ::1/128 trust' "$hba"
         done
         for v in $(ls /etc/postgresql); do pg_ctlcluster --skip-systemctl-redirect "$v" main reload 2>/dev/null || true; done
         wait_for "PostgreSQL login" 20 pg_login

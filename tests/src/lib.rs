@@ -250,7 +250,16 @@ impl TestEnv {
     }
 
     pub fn env(&self) -> Env {
-        let pairs = self.service_env();
+        self.env_with(&[])
+    }
+
+    /// The service environment with some variables replaced.
+    pub fn env_with(&self, overrides: &[(&'static str, &str)]) -> Env {
+        let mut pairs = self.service_env();
+        for (k, v) in overrides {
+            pairs.retain(|(name, _)| name != k);
+            pairs.push((k, v.to_string()));
+        }
         Env::from_pairs(pairs.iter().map(|(k, v)| (*k, v.as_str())))
     }
 
@@ -260,8 +269,12 @@ impl TestEnv {
 
     /// Starts session-intake in this process; returns its health address.
     pub async fn start_intake(&mut self) -> std::net::SocketAddr {
+        self.start_intake_with(&[]).await
+    }
+
+    pub async fn start_intake_with(&mut self, overrides: &[(&'static str, &str)]) -> std::net::SocketAddr {
         let stop = CancellationToken::new();
-        let config = session_intake::IntakeConfig::from_env(&self.env()).unwrap();
+        let config = session_intake::IntakeConfig::from_env(&self.env_with(overrides)).unwrap();
         let running = session_intake::start(config, stop.clone()).await.expect("intake starts");
         let addr = running.health_addr;
         self.stops.push(stop);

@@ -1,4 +1,5 @@
 //! The fleet's integration suite: real binaries' code, real RabbitMQ, real PostgreSQL.
 
+mod deploy;
 mod intake;
 mod resilience;
