@@ -122,6 +122,8 @@ pub struct TestEnv {
     events: tokio::sync::Mutex<mpsc::UnboundedReceiver<Value>>,
     stops: Vec<CancellationToken>,
     running: Vec<Running>,
+    vault_url: Option<String>,
+    seen_events: Mutex<Vec<Value>>,
     children: Vec<Child>,
     cleaned: bool,
 }
@@ -231,6 +233,8 @@ impl TestEnv {
             events: tokio::sync::Mutex::new(rx),
             stops: vec![],
             running: vec![],
+            vault_url: None,
+            seen_events: Mutex::new(vec![]),
             children: vec![],
             cleaned: false,
         }
@@ -280,6 +284,80 @@ impl TestEnv {
         self.stops.push(stop);
         self.running.push(running);
         addr
+    }
+
+    /// Starts payment-gateway (with its vault on a free port); returns the vault's URL.
+    pub async fn start_gateway(&mut self, overrides: &[(&'static str, &str)]) -> String {
+        let stop = CancellationToken::new();
+        let mut all = vec![("VAULT_ADDR", "127.0.0.1:0")];
+        all.extend_from_slice(overrides);
+        let config = payment_gateway::GatewayConfig::from_env(&self.env_with(&all)).unwrap();
+        let running = payment_gateway::start(config, stop.clone()).await.expect("gateway starts");
+        let url = format!("http://{}", running.vault_addr);
+        self.stops.push(stop);
+        self.running.push(running.service);
+        self.vault_url = Some(url.clone());
+        url
+    }
+
+    pub async fn start_lifecycle(&mut self, overrides: &[(&'static str, &str)]) {
+        let stop = CancellationToken::new();
+        let mut all = vec![("EXPIRY_SWEEP_INTERVAL_MS", "50")];
+        all.extend_from_slice(overrides);
+        let config = session_lifecycle::LifecycleConfig::from_env(&self.env_with(&all)).unwrap();
+        let running = session_lifecycle::start(config, stop.clone()).await.expect("lifecycle starts");
+        self.stops.push(stop);
+        self.running.push(running);
+    }
+
+    /// Starts the checkout against the running gateway's vault. Returns its base URL,
+    /// which is also what intake must put in `session_url`s.
+    pub async fn start_checkout(&mut self) -> String {
+        let stop = CancellationToken::new();
+        let vault = self.vault_url.clone().expect("start the gateway before the checkout");
+        let config =
+            checkout::CheckoutConfig::from_env(&self.env_with(&[("CHECKOUT_ADDR", "127.0.0.1:0"), ("VAULT_URL", &vault)])).unwrap();
+        let running = checkout::start(config, stop.clone()).await.expect("checkout starts");
+        let url = format!("http://{}", running.addr);
+        self.stops.push(stop);
+        self.running.push(running.service);
+        url
+    }
+
+    /// The whole paying fleet in this process: gateway, lifecycle, checkout, and an
+    /// intake whose `session_url`s point at that checkout.
+    pub async fn start_fleet(&mut self) -> String {
+        self.start_gateway(&[]).await;
+        self.start_lifecycle(&[]).await;
+        let checkout = self.start_checkout().await;
+        self.start_intake_with(&[("CHECKOUT_BASE_URL", &checkout)]).await;
+        checkout
+    }
+
+    /// The next event of `event_type` about `object_id`, skipping others.
+    pub async fn event_about(&self, event_type: &str, object_id: &str) -> Value {
+        let mut rx = self.events.lock().await;
+        let wait = async {
+            loop {
+                let e = rx.recv().await.expect("event stream open");
+                self.seen_events.lock().unwrap().push(e.clone());
+                if e["type"] == event_type && (e["data"]["id"] == object_id || e["data"]["session_id"] == object_id) {
+                    return e;
+                }
+            }
+        };
+        tokio::time::timeout(WAIT, wait).await.unwrap_or_else(|_| panic!("no {event_type} about {object_id} within {WAIT:?}"))
+    }
+
+    /// Types of every event seen so far (by `event_about`) whose data is `object_id`, in order.
+    pub fn event_types_about(&self, object_id: &str) -> Vec<String> {
+        self.seen_events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e["data"]["id"] == object_id)
+            .map(|e| e["type"].as_str().unwrap_or_default().to_owned())
+            .collect()
     }
 
     /// Stops every in-process service gracefully and waits for them.
@@ -344,6 +422,35 @@ impl TestEnv {
             .unwrap();
         assert!(matches!(confirm, Confirmation::Ack(None)), "command was not routed: {confirm:?}");
         corr
+    }
+
+    /// Publishes a raw message on one of the fleet's exchanges, as a service would.
+    pub async fn publish(&self, logical_exchange: &str, routing_key: &str, body: &[u8], message_id: &str, merchant: &str) {
+        let mut headers = FieldTable::default();
+        headers.insert(header::MERCHANT_ID.into(), AMQPValue::LongString(LongString::from(merchant)));
+        let props = BasicProperties::default().with_delivery_mode(2).with_message_id(message_id.into()).with_headers(headers);
+        let ex = self.names.exchange(logical_exchange);
+        let confirm = self
+            .channel
+            .basic_publish(
+                ex.as_str().into(),
+                routing_key.into(),
+                BasicPublishOptions { mandatory: true, ..Default::default() },
+                body,
+                props,
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert!(matches!(confirm, Confirmation::Ack(None)), "not routed: {confirm:?}");
+    }
+
+    /// A session as stored, as the wire object.
+    pub async fn session(&self, id: &str) -> Value {
+        let c = self.pool.get().await.unwrap();
+        let s = ps_store::sessions::get(&c, id).await.unwrap().expect("session exists");
+        serde_json::to_value(&s.session).unwrap()
     }
 
     pub async fn reply(&self, correlation_id: &str) -> Reply {
@@ -504,9 +611,22 @@ pub fn binary_path(name: &str) -> std::path::PathBuf {
     path
 }
 
-/// Inserts a customer with a saved card and a mandate over it, as a completed
-/// first_in_series leaves them. Returns (customer_id, payment_method_id, mandate_id).
+/// Inserts a customer with a saved card (4242…) and a mandate over it, as a
+/// completed first_in_series leaves them. Returns (customer_id, payment_method_id, mandate_id).
 pub async fn seed_mandate(pool: &Pool, merchant: &str, terms: Value, card_exp: (i32, i32), off_session: bool) -> (String, String, String) {
+    seed_mandate_with_card(pool, merchant, terms, "4242424242424242", card_exp, off_session).await
+}
+
+/// As `seed_mandate`, with the vault holding `pan` for the saved method.
+pub async fn seed_mandate_with_card(
+    pool: &Pool,
+    merchant: &str,
+    terms: Value,
+    pan: &str,
+    card_exp: (i32, i32),
+    off_session: bool,
+) -> (String, String, String) {
+    let token = format!("tok_seed_{}", uuid::Uuid::new_v4().simple());
     use ps_contract::ids::{CustomerId, MandateId, PaymentMethodId};
     let (cus, pm, md) = (CustomerId::generate(), PaymentMethodId::generate(), MandateId::generate());
     let c = pool.get().await.unwrap();
@@ -516,8 +636,14 @@ pub async fn seed_mandate(pool: &Pool, merchant: &str, terms: Value, card_exp: (
     let usage = if off_session { "off_session" } else { "on_session" };
     c.execute(
         "INSERT INTO payment_methods (id, merchant_id, customer_id, usage, card_brand, card_last4, exp_month, exp_year, vault_token)
-         VALUES ($1, $2, $3, $4, 'visa', '4242', $5, $6, 'tok_seeded')",
-        &[&pm.as_str(), &merchant, &cus.as_str(), &usage, &card_exp.0, &card_exp.1],
+         VALUES ($1, $2, $3, $4, 'visa', $7, $5, $6, $8)",
+        &[&pm.as_str(), &merchant, &cus.as_str(), &usage, &card_exp.0, &card_exp.1, &&pan[pan.len() - 4..], &token],
+    )
+    .await
+    .unwrap();
+    c.execute(
+        "INSERT INTO vault_cards (token, pan, brand, last4, exp_month, exp_year) VALUES ($1, $2, 'visa', $3, $4, $5)",
+        &[&token, &pan, &&pan[pan.len() - 4..], &card_exp.0, &card_exp.1],
     )
     .await
     .unwrap();
@@ -530,4 +656,86 @@ pub async fn seed_mandate(pool: &Pool, merchant: &str, terms: Value, card_exp: (
         .unwrap();
     }
     (cus.to_string(), pm.to_string(), md.to_string())
+}
+
+/// What a browser does at the checkout, over plain HTTP: load the page (taking
+/// its CSRF cookie and field), submit the card form, follow the redirect.
+pub struct CheckoutClient {
+    http: reqwest::Client,
+}
+
+impl Default for CheckoutClient {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A page as the customer sees it.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub status: u16,
+    pub body: String,
+}
+
+impl Page {
+    /// The text of the element with this id, tags stripped.
+    pub fn text_of(&self, id: &str) -> Option<String> {
+        let start = self.body.find(&format!("id=\"{id}\""))?;
+        let open_end = start + self.body[start..].find('>')? + 1;
+        let tag_start = self.body[..start].rfind('<')?;
+        let tag: String = self.body[tag_start + 1..].chars().take_while(|c| c.is_ascii_alphanumeric()).collect();
+        let close = open_end + self.body[open_end..].find(&format!("</{tag}>"))?;
+        let mut text = String::new();
+        let mut in_tag = false;
+        for c in self.body[open_end..close].chars() {
+            match c {
+                '<' => in_tag = true,
+                '>' => in_tag = false,
+                c if !in_tag => text.push(c),
+                _ => {}
+            }
+        }
+        Some(text.split_whitespace().collect::<Vec<_>>().join(" "))
+    }
+
+    pub fn has(&self, id: &str) -> bool {
+        self.body.contains(&format!("id=\"{id}\""))
+    }
+
+    fn csrf(&self) -> Option<String> {
+        let at = self.body.find("name=\"csrf\" value=\"")? + "name=\"csrf\" value=\"".len();
+        Some(self.body[at..].split('"').next()?.to_owned())
+    }
+}
+
+impl CheckoutClient {
+    pub fn new() -> CheckoutClient {
+        CheckoutClient { http: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap() }
+    }
+
+    pub async fn get(&self, url: &str) -> (Page, Option<String>) {
+        let r = self.http.get(url).send().await.unwrap();
+        let cookie = r.headers().get("set-cookie").and_then(|v| v.to_str().ok()).and_then(|v| v.split(';').next()).map(str::to_owned);
+        let status = r.status().as_u16();
+        (Page { status, body: r.text().await.unwrap() }, cookie)
+    }
+
+    /// Loads the page and pays with `card`; returns the page the form leads to.
+    pub async fn pay(&self, url: &str, card: &str, save_card: bool) -> Page {
+        let (page, cookie) = self.get(url).await;
+        assert_eq!(page.status, 200, "checkout page: {}", page.body);
+        let csrf = page.csrf().expect("the page has a card form");
+        let mut form = vec![("csrf", csrf), ("card_number", card.to_owned()), ("expiry", "12/34".into()), ("cvc", "123".into())];
+        if save_card {
+            form.push(("save_card", "on".into()));
+        }
+        let r = self.http.post(url).header("cookie", cookie.unwrap_or_default()).form(&form).send().await.unwrap();
+        let status = r.status().as_u16();
+        if status == 303 {
+            let base = url.split("/pay/").next().unwrap();
+            let location = r.headers()["location"].to_str().unwrap().to_owned();
+            return self.get(&format!("{base}{location}")).await.0;
+        }
+        Page { status, body: r.text().await.unwrap() }
+    }
 }

@@ -1,7 +1,6 @@
 //! `payment_session.create`: validate at the edge, claim the idempotency key,
 //! persist the session, answer, and announce it — all in the message's transaction.
 
-use crate::idempotency::{self, Claim};
 use crate::series;
 use crate::store::{self, SessionExtras};
 use base64::Engine;
@@ -17,6 +16,7 @@ use ps_contract::routing::{command, exchange, header};
 use ps_contract::session::{Mode, PaymentSession};
 use ps_contract::{ApiError, ErrorCode};
 use ps_runtime::{Handled, Handler, HandlerError, Incoming, Outbound};
+use ps_store::idempotency::{self, Claim};
 use rand::RngCore;
 use serde_json::Value;
 
@@ -191,7 +191,7 @@ impl CreateHandler {
         };
         store::insert_session(tx, &session, &extras).await?;
         if let Some((attempt, key, _)) = &authorize {
-            store::insert_attempt(tx, attempt, &session, merchant, key).await?;
+            store::insert_attempt(tx, attempt, &session, merchant, key, req.capture_method.as_str()).await?;
         }
         Ok(Ok((session, authorize.map(|(_, _, msg)| msg))))
     }

@@ -1,7 +1,6 @@
 //! `session-intake`: consumes `payment_session.create`.
 
 mod create;
-mod idempotency;
 mod metrics;
 mod series;
 mod store;

@@ -92,6 +92,7 @@ pub async fn start_charge(
         currency: session.currency,
         capture_method: req.capture_method,
         payment_method_id: Some(method.id),
+        card_token: None,
         mandate_id: Some(mandate.id),
         customer_present: false,
         processor_idempotency_key: key.clone(),

@@ -159,11 +159,12 @@ pub async fn insert_attempt(
     session: &PaymentSession,
     merchant: &MerchantId,
     processor_key: &str,
+    capture_method: &str,
 ) -> Result<(), tokio_postgres::Error> {
     tx.execute(
-        "INSERT INTO payment_attempts (id, session_id, merchant_id, amount, currency, status, processor_idempotency_key)
-         VALUES ($1, $2, $3, $4, $5, 'pending', $6)",
-        &[&attempt, &session.id.as_str(), &merchant.as_str(), &session.amount, &session.currency.code(), &processor_key],
+        "INSERT INTO payment_attempts (id, session_id, merchant_id, amount, currency, status, processor_idempotency_key, source, capture_method)
+         VALUES ($1, $2, $3, $4, $5, 'pending', $6, 'merchant', $7)",
+        &[&attempt, &session.id.as_str(), &merchant.as_str(), &session.amount, &session.currency.code(), &processor_key, &capture_method],
     )
     .await?;
     Ok(())

@@ -1,11 +1,12 @@
 //! Messages between services on `payment_sessions.internal`. Upstream never sees these.
 
 use crate::ids::{AttemptId, MandateId, MerchantId, PaymentMethodId, SessionId};
+use crate::lifecycle::wire_enum;
 use crate::money::Currency;
 use crate::session::CaptureMethod;
 use serde::{Deserialize, Serialize};
 
-/// `gateway.authorize`: charge (or verify) a payment method for one attempt.
+/// `gateway.authorize`: charge (or verify) a card for one attempt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuthorizeRequest {
     pub attempt_id: AttemptId,
@@ -14,8 +15,11 @@ pub struct AuthorizeRequest {
     pub amount: i64,
     pub currency: Currency,
     pub capture_method: CaptureMethod,
-    /// A saved method for merchant-initiated charges; a checkout sends a vault token instead.
+    /// A saved method, for merchant-initiated charges.
     pub payment_method_id: Option<PaymentMethodId>,
+    /// A card just entered at checkout, as the vault's token. Never a card number.
+    #[serde(default)]
+    pub card_token: Option<String>,
     pub mandate_id: Option<MandateId>,
     /// False for a `next_in_series`: the processor is told the customer is absent.
     pub customer_present: bool,
@@ -26,5 +30,63 @@ pub struct AuthorizeRequest {
 impl AuthorizeRequest {
     pub fn idempotency_key_for(attempt: &AttemptId) -> String {
         format!("authorize:{attempt}")
+    }
+}
+
+/// `gateway.capture` (of a reserved authorisation) and `gateway.void`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettleRequest {
+    pub attempt_id: AttemptId,
+    pub session_id: SessionId,
+    pub merchant_id: MerchantId,
+    /// For a capture: at most the authorised amount.
+    pub amount: i64,
+    pub currency: Currency,
+    pub processor_idempotency_key: String,
+}
+
+impl SettleRequest {
+    pub fn idempotency_key_for(operation: Operation, attempt: &AttemptId) -> String {
+        format!("{}:{attempt}", operation.as_str())
+    }
+}
+
+wire_enum!(Operation { Authorize => "authorize", Capture => "capture", Void => "void" });
+wire_enum!(Outcome { Succeeded => "succeeded", Failed => "failed" });
+
+/// What the card looks like outside the vault.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CardSummary {
+    pub brand: String,
+    pub last4: String,
+    pub exp_month: u32,
+    pub exp_year: i32,
+}
+
+/// `gateway.result`: what the processor said.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayResult {
+    pub operation: Operation,
+    pub attempt_id: AttemptId,
+    pub session_id: SessionId,
+    pub merchant_id: MerchantId,
+    pub outcome: Outcome,
+    pub amount: i64,
+    pub currency: Currency,
+    /// `card_declined`, `expired_card`, `incorrect_cvc`, `processing_error`.
+    pub error_code: Option<String>,
+    /// The issuer's reason, e.g. `insufficient_funds`.
+    pub decline_code: Option<String>,
+    pub message: Option<String>,
+    pub card: Option<CardSummary>,
+    /// The vault token of the card, so lifecycle can save it as a payment method.
+    pub card_token: Option<String>,
+    pub processor_reference: Option<String>,
+}
+
+impl GatewayResult {
+    /// Deterministic, so a result published twice is applied once.
+    pub fn message_id(&self) -> String {
+        format!("result:{}:{}", self.operation, self.attempt_id)
     }
 }

@@ -565,3 +565,31 @@ mod tests {
         assert_eq!(back, ranged);
     }
 }
+
+/// The `mandate` object replies and events carry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MandateObject {
+    pub id: MandateId,
+    /// Always `"mandate"`.
+    pub object: String,
+    pub status: MandateStatus,
+    pub customer_id: CustomerId,
+    pub payment_method_id: PaymentMethodId,
+    pub terms: MandateTerms,
+    pub occurrences_used: u32,
+    pub amount_used: i64,
+    #[serde(with = "crate::session::timestamp")]
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// The `payment_method` object: the card as anyone outside the vault sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentMethodObject {
+    pub id: PaymentMethodId,
+    /// Always `"payment_method"`.
+    pub object: String,
+    pub customer_id: CustomerId,
+    pub card: crate::internal::CardSummary,
+    /// `off_session` only with a mandate; a method saved by a `one_time` is `on_session`.
+    pub usage: String,
+}

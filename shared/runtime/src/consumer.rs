@@ -53,6 +53,9 @@ pub enum HandlerError {
     Db(#[from] tokio_postgres::Error),
     #[error("database unavailable: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),
+    /// Worth retrying: something outside the database (a processor) is unavailable.
+    #[error("{0}")]
+    Transient(String),
     /// Never going to work for this message (a bug, corrupt stored data).
     #[error("{0}")]
     Permanent(String),
@@ -75,7 +78,7 @@ impl HandlerError {
     /// a bug that retrying cannot fix.
     pub fn is_transient(&self) -> bool {
         match self {
-            HandlerError::Pool(_) => true,
+            HandlerError::Pool(_) | HandlerError::Transient(_) => true,
             HandlerError::Permanent(_) => false,
             HandlerError::Db(e) => match e.code() {
                 None => true,

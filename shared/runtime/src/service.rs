@@ -35,6 +35,8 @@ pub enum StartError {
 pub struct Running {
     pub health_addr: SocketAddr,
     pub pool: Pool,
+    /// Wakes the outbox relay; for work a service commits outside its consumers.
+    pub waker: RelayWaker,
     task: JoinHandle<()>,
 }
 
@@ -81,13 +83,21 @@ pub async fn start(name: &'static str, config: Config, consumes: Vec<Consumes>, 
         }
     });
 
-    let task = tokio::spawn(supervise(name, config, consumes, pool.clone(), health, stop));
-    Ok(Running { health_addr, pool, task })
+    let waker = RelayWaker::default();
+    let task = tokio::spawn(supervise(name, config, consumes, pool.clone(), health, waker.clone(), stop));
+    Ok(Running { health_addr, pool, waker, task })
 }
 
-async fn supervise(name: &'static str, config: Config, consumes: Vec<Consumes>, pool: Pool, health: Health, stop: CancellationToken) {
+async fn supervise(
+    name: &'static str,
+    config: Config,
+    consumes: Vec<Consumes>,
+    pool: Pool,
+    health: Health,
+    waker: RelayWaker,
+    stop: CancellationToken,
+) {
     let names = Names::new(config.name_prefix.clone());
-    let waker = RelayWaker::default();
     let contexts: Vec<Arc<ConsumerContext>> = consumes
         .into_iter()
         .map(|c| {
@@ -152,7 +162,14 @@ async fn session(
 
     let consumers_stop = stop.child_token();
     let relay_stop = CancellationToken::new();
-    let consumers = try_join_all(contexts.iter().map(|ctx| consume(conn, ctx.clone(), config.prefetch, consumers_stop.clone())));
+    let consumers = async {
+        if contexts.is_empty() {
+            // A service with nothing to consume (the checkout) still relays until stopped.
+            consumers_stop.cancelled().await;
+            return Ok(vec![]);
+        }
+        try_join_all(contexts.iter().map(|ctx| consume(conn, ctx.clone(), config.prefetch, consumers_stop.clone()))).await
+    };
     let relaying = relay.run(&publisher, &relay_stop);
     tokio::pin!(relaying);
     let consumed = tokio::select! {

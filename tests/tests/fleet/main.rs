@@ -2,4 +2,5 @@
 
 mod deploy;
 mod intake;
+mod payments;
 mod resilience;

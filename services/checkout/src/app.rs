@@ -1,0 +1,286 @@
+//! The checkout's HTTP routes: the page at `session_url` and its form.
+
+use crate::pages;
+use axum::extract::{Form, Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use axum::Router;
+use base64::Engine;
+use chrono::Utc;
+use deadpool_postgres::Pool;
+use ps_contract::ids::AttemptId;
+use ps_contract::internal::AuthorizeRequest;
+use ps_contract::lifecycle::{transition, Transition};
+use ps_contract::routing::{exchange, header as h, internal};
+use ps_contract::session::SavePaymentMethod;
+use ps_runtime::outbox::{self, RelayWaker};
+use ps_runtime::Outbound;
+use ps_store::sessions::{self, StoredSession};
+use rand::RngCore;
+use serde::Deserialize;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: Pool,
+    pub waker: RelayWaker,
+    pub vault_url: String,
+    pub http: reqwest::Client,
+}
+
+#[derive(Deserialize)]
+pub struct TokenQuery {
+    t: Option<String>,
+}
+
+/// No `Debug`: this holds a card number.
+#[derive(Deserialize)]
+pub struct PayForm {
+    csrf: String,
+    card_number: String,
+    expiry: String,
+    cvc: String,
+    save_card: Option<String>,
+}
+
+const CSRF_COOKIE: &str = "ps_csrf";
+
+pub fn router(state: AppState) -> Router {
+    Router::new().route("/pay/{id}", get(show).post(pay)).with_state(state)
+}
+
+/// Equal-time comparison, so response timing says nothing about a token.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn random_token() -> String {
+    let mut b = [0u8; 24];
+    rand::rng().fill_bytes(&mut b);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+fn html(status: StatusCode, body: String) -> Response {
+    let mut r = (status, body).into_response();
+    let hs = r.headers_mut();
+    hs.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    // The URL carries a bearer token: keep it out of caches and other sites' referrers.
+    hs.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    hs.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    hs.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    hs.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    hs.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    r
+}
+
+fn not_found() -> Response {
+    html(StatusCode::NOT_FOUND, pages::not_found())
+}
+
+/// The session if `token` opens it; anything else is a plain 404.
+async fn authorised(state: &AppState, id: &str, token: Option<&str>) -> Result<StoredSession, Response> {
+    let Some(token) = token else { return Err(not_found()) };
+    let client = state
+        .pool
+        .get()
+        .await
+        .map_err(|_| html(StatusCode::SERVICE_UNAVAILABLE, pages::message("Try again", "We cannot load this page right now.")))?;
+    match sessions::get(&client, id).await {
+        Ok(Some(s)) if s.checkout_token.as_deref().is_some_and(|t| same(t, token)) => Ok(s),
+        Ok(_) => Err(not_found()),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot load session");
+            Err(html(StatusCode::SERVICE_UNAVAILABLE, pages::message("Try again", "We cannot load this page right now.")))
+        }
+    }
+}
+
+fn action(id: &str, token: &str) -> String {
+    format!("/pay/{id}?t={token}")
+}
+
+/// Renders the page, with a fresh CSRF token in both a cookie and the form.
+fn page(s: &StoredSession, token: &str, error: Option<&str>) -> Response {
+    let csrf = random_token();
+    let id = s.session.id.as_str();
+    let mut r = html(StatusCode::OK, pages::session_page(s, &action(id, token), &csrf, error));
+    let cookie = format!("{CSRF_COOKIE}={csrf}; Path=/pay/{id}; HttpOnly; SameSite=Strict");
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
+}
+
+async fn show(State(state): State<AppState>, Path(id): Path<String>, Query(q): Query<TokenQuery>) -> Response {
+    match authorised(&state, &id, q.t.as_deref()).await {
+        Ok(s) => page(&s, q.t.as_deref().unwrap_or_default(), None),
+        Err(r) => r,
+    }
+}
+
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_owned())
+}
+
+/// `MM/YY`, `MM / YY` or `MM/YYYY`.
+fn parse_expiry(s: &str) -> Option<(u32, i32)> {
+    let cleaned: String = s.chars().filter(|c| !c.is_whitespace()).collect();
+    let (m, y) = cleaned.split_once('/')?;
+    let month: u32 = m.parse().ok()?;
+    let year: i32 = match y.len() {
+        2 => 2000 + y.parse::<i32>().ok()?,
+        4 => y.parse().ok()?,
+        _ => return None,
+    };
+    Some((month, year))
+}
+
+#[derive(Deserialize)]
+struct VaultReply {
+    token: Option<String>,
+    error: Option<VaultError>,
+}
+
+#[derive(Deserialize)]
+struct VaultError {
+    message: String,
+}
+
+async fn pay(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<TokenQuery>,
+    headers: HeaderMap,
+    Form(form): Form<PayForm>,
+) -> Response {
+    let token = q.t.clone().unwrap_or_default();
+    let s = match authorised(&state, &id, q.t.as_deref()).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let csrf_ok = cookie(&headers, CSRF_COOKIE).is_some_and(|c| same(&c, &form.csrf));
+    if !csrf_ok {
+        tracing::warn!(session = %id, "checkout form refused: CSRF token missing or wrong");
+        return html(
+            StatusCode::FORBIDDEN,
+            pages::message("Please try again", "This form has expired. Reload the page and enter your card again."),
+        );
+    }
+    let back = Redirect::to(&action(&id, &token)).into_response();
+    if transition(s.session.session_type, s.state(), Transition::StartAttempt).is_err() {
+        return back; // already paying, paid or ended: the page says which
+    }
+    let Some((exp_month, exp_year)) = parse_expiry(&form.expiry) else {
+        return page(&s, &token, Some("The expiry date must look like MM/YY."));
+    };
+
+    // The card goes to the vault and nowhere else; from here on only its token.
+    let vaulted = state
+        .http
+        .post(format!("{}/v1/cards", state.vault_url.trim_end_matches('/')))
+        .json(&serde_json::json!({"number": form.card_number, "exp_month": exp_month, "exp_year": exp_year, "cvc": form.cvc}))
+        .send()
+        .await;
+    let card_token = match vaulted {
+        Ok(r) => match r.json::<VaultReply>().await {
+            Ok(VaultReply { token: Some(t), .. }) => t,
+            Ok(VaultReply { error: Some(e), .. }) => return page(&s, &token, Some(&e.message)),
+            _ => {
+                return html(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    pages::message("Try again", "We could not process your card right now. No payment was taken."),
+                )
+            }
+        },
+        Err(e) => {
+            tracing::error!(error = %e, "vault unreachable");
+            return html(
+                StatusCode::SERVICE_UNAVAILABLE,
+                pages::message("Try again", "We could not process your card right now. No payment was taken."),
+            );
+        }
+    };
+    let save_card = form.save_card.is_some() && s.save_payment_method == SavePaymentMethod::Prompt;
+    match start_attempt(&state, &id, &card_token, save_card).await {
+        Ok(()) => back,
+        Err(e) => {
+            tracing::error!(session = %id, error = %e, "could not start the attempt");
+            html(StatusCode::SERVICE_UNAVAILABLE, pages::message("Try again", "We could not start your payment. No payment was taken."))
+        }
+    }
+}
+
+/// One transaction: lock the session, move it to `pending`, record the attempt,
+/// and queue the `gateway.authorize`. A second submit finds it pending and starts nothing.
+async fn start_attempt(state: &AppState, id: &str, card_token: &str, save_card: bool) -> Result<(), ps_runtime::HandlerError> {
+    let mut client = state.pool.get().await?;
+    let tx = client.transaction().await?;
+    let Some(mut s) = sessions::lock(&tx, id, None).await? else { return Ok(()) };
+    let Ok(to) = transition(s.session.session_type, s.state(), Transition::StartAttempt) else {
+        return Ok(());
+    };
+    let now = Utc::now();
+    let attempt = AttemptId::generate();
+    let key = AuthorizeRequest::idempotency_key_for(&attempt);
+    tx.execute(
+        "INSERT INTO payment_attempts (id, session_id, merchant_id, amount, currency, status, processor_idempotency_key, source, card_token, save_card, capture_method)
+         VALUES ($1, $2, $3, $4, $5, 'pending', $6, 'checkout', $7, $8, $9)",
+        &[&attempt.as_str(), &id, &s.merchant_id.as_str(), &s.session.amount, &s.session.currency.code(), &key, &card_token, &save_card, &s.capture_method.as_str()],
+    )
+    .await?;
+    s.set_state(to, now);
+    sessions::save(&tx, &s).await?;
+    let req = AuthorizeRequest {
+        attempt_id: attempt.clone(),
+        session_id: s.session.id.clone(),
+        merchant_id: s.merchant_id.clone(),
+        amount: s.session.amount,
+        currency: s.session.currency,
+        capture_method: s.capture_method,
+        payment_method_id: None,
+        card_token: Some(card_token.to_owned()),
+        mandate_id: None,
+        customer_present: true,
+        processor_idempotency_key: key,
+    };
+    let msg = Outbound::json(exchange::INTERNAL, internal::GATEWAY_AUTHORIZE, &serde_json::to_value(&req).unwrap_or_default())
+        .with_message_id(attempt.as_str())
+        .with_header(h::MERCHANT_ID, s.merchant_id.as_str());
+    outbox::enqueue(&tx, &[msg]).await?;
+    tx.commit().await?;
+    state.waker.wake();
+    tracing::info!(session = id, attempt = %attempt, "checkout attempt started");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_formats() {
+        assert_eq!(parse_expiry("12/34"), Some((12, 2034)));
+        assert_eq!(parse_expiry("01 / 2030"), Some((1, 2030)));
+        assert_eq!(parse_expiry("1234"), None);
+        assert_eq!(parse_expiry("12/345"), None);
+    }
+
+    #[test]
+    fn constant_time_equality() {
+        assert!(same("abc", "abc"));
+        assert!(!same("abc", "abd"));
+        assert!(!same("abc", "ab"));
+    }
+}

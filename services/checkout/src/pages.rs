@@ -1,0 +1,154 @@
+//! The checkout's pages, rendered on the server. Every dynamic value is escaped.
+
+use crate::terms;
+use ps_contract::lifecycle::{PaymentOutcome, SessionType, Status};
+use ps_contract::session::SavePaymentMethod;
+use ps_store::sessions::StoredSession;
+
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:28rem;margin:2rem auto;padding:0 1rem;color:#1a1a1a}\
+h1{font-size:1.3rem}.amount{font-size:2rem;font-weight:600;margin:.5rem 0}.merchant{color:#555}\
+.box{border:1px solid #ddd;border-radius:8px;padding:1rem;margin:1rem 0}.error{background:#fdecea;border-color:#f5c2c0}\
+.terms{background:#f6f8fa;font-size:.9rem}label{display:block;margin:.7rem 0 .2rem}\
+input[type=text]{width:100%;padding:.5rem;font-size:1rem;box-sizing:border-box}button{margin-top:1rem;width:100%;padding:.7rem;font-size:1rem}";
+
+fn layout(title: &str, body: &str, refresh: bool) -> String {
+    let meta = if refresh { r#"<meta http-equiv="refresh" content="1">"# } else { "" };
+    format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">\
+         {meta}<title>{}</title><style>{STYLE}</style></head><body>{body}</body></html>",
+        escape(title)
+    )
+}
+
+fn header(s: &StoredSession) -> String {
+    format!(
+        "<p class=\"merchant\" id=\"merchant\">{}</p><p class=\"amount\" id=\"amount\">{}</p>",
+        escape(s.merchant_id.as_str()),
+        escape(&terms::money(s.session.currency, s.session.amount))
+    )
+}
+
+fn return_link(s: &StoredSession, text: &str) -> String {
+    match &s.session.return_url {
+        Some(url) => format!("<p><a id=\"return\" href=\"{}\">{}</a></p>", escape(url), escape(text)),
+        None => String::new(),
+    }
+}
+
+/// The page for a session in its current state; `error` is a card problem to
+/// show above the form (the vault's, before any attempt).
+pub fn session_page(s: &StoredSession, action: &str, csrf: &str, error: Option<&str>) -> String {
+    let st = &s.session;
+    match (st.status, st.payment_outcome) {
+        (Status::Active, PaymentOutcome::Pending) => layout(
+            "Processing payment",
+            &format!(
+                "{}<h1 id=\"state\">Processing your payment…</h1><p>This page updates by itself. Please do not pay again.</p>",
+                header(s)
+            ),
+            true,
+        ),
+        (Status::Active, _) => form(s, action, csrf, error),
+        (Status::Completed, outcome) => {
+            let what = match outcome {
+                PaymentOutcome::Paid => "Payment successful",
+                PaymentOutcome::Reserved => "Payment authorised",
+                PaymentOutcome::PaymentMethodVerified => "Card verified",
+                _ => "Payment not taken",
+            };
+            let mandate =
+                if st.mandate_id.is_some() { "<p id=\"mandate\">Your authorisation for future payments is in place.</p>" } else { "" };
+            layout(what, &format!("{}<h1 id=\"state\">{what}</h1>{mandate}{}", header(s), return_link(s, "Return to the merchant")), false)
+        }
+        (Status::Expired, _) => layout(
+            "Link expired",
+            &format!(
+                "{}<h1 id=\"state\">This payment link has expired</h1><p>No payment was taken. Ask the merchant for a new link.</p>{}",
+                header(s),
+                return_link(s, "Back to the merchant")
+            ),
+            false,
+        ),
+        (Status::Cancelled, _) => layout(
+            "Payment cancelled",
+            &format!(
+                "{}<h1 id=\"state\">This payment was cancelled</h1><p>No payment was taken.</p>{}",
+                header(s),
+                return_link(s, "Back to the merchant")
+            ),
+            false,
+        ),
+    }
+}
+
+fn form(s: &StoredSession, action: &str, csrf: &str, vault_error: Option<&str>) -> String {
+    let st = &s.session;
+    let mut body = header(s);
+    let problem = vault_error
+        .map(str::to_owned)
+        .or_else(|| st.last_payment_error.as_ref().map(|e| format!("{} Please try again or use another card.", e.message)));
+    if let Some(p) = problem {
+        body.push_str(&format!("<div class=\"box error\" id=\"error\" role=\"alert\">{}</div>", escape(&p)));
+    }
+    let verification = st.amount == 0;
+    if st.session_type == SessionType::FirstInSeries {
+        let terms = s.mandate_terms.clone().unwrap_or_else(|| ps_contract::mandate::MandateTerms::unconstrained(st.currency));
+        let text: String = terms::describe(s.merchant_id.as_str(), &terms).iter().map(|p| format!("<p>{}</p>", escape(p))).collect();
+        body.push_str(&format!("<div class=\"box terms\" id=\"terms\"><strong>Authorisation for future payments</strong>{text}</div>"));
+    }
+    let save = if st.session_type == SessionType::OneTime && s.save_payment_method == SavePaymentMethod::Prompt {
+        "<label><input type=\"checkbox\" name=\"save_card\" id=\"save_card\" value=\"on\"> Save this card for future purchases</label>"
+    } else {
+        ""
+    };
+    let button = match (st.session_type, verification) {
+        (SessionType::FirstInSeries, true) => "Verify card and authorise".to_owned(),
+        (SessionType::FirstInSeries, false) => format!("Pay {} and authorise", terms::money(st.currency, st.amount)),
+        _ => format!("Pay {}", terms::money(st.currency, st.amount)),
+    };
+    body.push_str(&format!(
+        "<form method=\"post\" action=\"{}\" autocomplete=\"on\">\
+         <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+         <label for=\"card_number\">Card number</label><input type=\"text\" id=\"card_number\" name=\"card_number\" inputmode=\"numeric\" autocomplete=\"cc-number\" required>\
+         <label for=\"expiry\">Expiry (MM/YY)</label><input type=\"text\" id=\"expiry\" name=\"expiry\" autocomplete=\"cc-exp\" placeholder=\"MM/YY\" required>\
+         <label for=\"cvc\">Security code</label><input type=\"text\" id=\"cvc\" name=\"cvc\" inputmode=\"numeric\" autocomplete=\"cc-csc\" required>\
+         {save}<button type=\"submit\" id=\"pay\">{}</button></form>",
+        escape(action),
+        escape(csrf),
+        escape(&button)
+    ));
+    layout("Checkout", &body, false)
+}
+
+pub fn not_found() -> String {
+    layout("Not found", "<h1>Page not found</h1>", false)
+}
+
+pub fn message(title: &str, text: &str) -> String {
+    layout(title, &format!("<h1>{}</h1><p>{}</p>", escape(title), escape(text)), false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_everything_that_matters() {
+        assert_eq!(escape(r#"<a href="x">'&'</a>"#), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;");
+    }
+}

@@ -1,0 +1,186 @@
+//! `gateway.authorize`, `gateway.capture`, `gateway.void` → processor → `gateway.result`.
+
+use crate::card;
+use crate::processor::{Processor, ProcessorRequest, ProcessorResponse};
+use deadpool_postgres::{Pool, Transaction};
+use futures::future::BoxFuture;
+use ps_contract::internal::{AuthorizeRequest, GatewayResult, Operation, Outcome, SettleRequest};
+use ps_contract::routing::{exchange, header, internal};
+use ps_contract::session::CaptureMethod;
+use ps_runtime::{Handled, Handler, HandlerError, Incoming, Outbound};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub struct GatewayHandler {
+    pub processor: Arc<dyn Processor>,
+    pub timeout: Duration,
+    /// Processor calls are logged on their own connections: a call made is a
+    /// fact even if the message's transaction rolls back.
+    pub pool: Pool,
+}
+
+impl Handler for GatewayHandler {
+    fn handle<'a>(&'a self, tx: &'a Transaction<'_>, msg: &'a Incoming) -> BoxFuture<'a, Result<Handled, HandlerError>> {
+        Box::pin(async move {
+            let result = match msg.routing_key.as_str() {
+                internal::GATEWAY_AUTHORIZE => match serde_json::from_slice::<AuthorizeRequest>(&msg.body) {
+                    Ok(req) => self.authorize(tx, &req).await?,
+                    Err(e) => return Ok(bad(msg, &e.to_string())),
+                },
+                key @ (internal::GATEWAY_CAPTURE | internal::GATEWAY_VOID) => match serde_json::from_slice::<SettleRequest>(&msg.body) {
+                    Ok(req) => {
+                        let op = if key == internal::GATEWAY_CAPTURE { Operation::Capture } else { Operation::Void };
+                        self.settle(op, &req).await?
+                    }
+                    Err(e) => return Ok(bad(msg, &e.to_string())),
+                },
+                other => return Ok(bad(msg, &format!("the gateway does not handle {other:?}"))),
+            };
+            tracing::info!(operation = %result.operation, attempt = %result.attempt_id, outcome = %result.outcome,
+                decline_code = result.decline_code.as_deref().unwrap_or(""), "processor answered");
+            let body = serde_json::to_value(&result).map_err(|e| HandlerError::Permanent(e.to_string()))?;
+            Ok(Handled::default().send(
+                Outbound::json(exchange::INTERNAL, internal::GATEWAY_RESULT, &body)
+                    .with_message_id(result.message_id())
+                    .with_header(header::MERCHANT_ID, result.merchant_id.as_str()),
+            ))
+        })
+    }
+}
+
+fn bad(msg: &Incoming, why: &str) -> Handled {
+    tracing::error!(routing_key = %msg.routing_key, error = why, "malformed internal message");
+    Handled { outbox: vec![], dead_letter: Some(("invalid_message".into(), why.to_owned())) }
+}
+
+impl GatewayHandler {
+    async fn authorize(&self, tx: &Transaction<'_>, req: &AuthorizeRequest) -> Result<GatewayResult, HandlerError> {
+        let token = match (&req.card_token, &req.payment_method_id) {
+            (Some(t), _) => Some(t.clone()),
+            (None, Some(pm)) => tx
+                .query_opt(
+                    "SELECT vault_token FROM payment_methods WHERE id = $1 AND merchant_id = $2",
+                    &[&pm.as_str(), &req.merchant_id.as_str()],
+                )
+                .await?
+                .map(|r| r.get::<_, String>(0)),
+            (None, None) => None,
+        };
+        let call = ProcessorRequest {
+            key: &req.processor_idempotency_key,
+            operation: Operation::Authorize,
+            card_token: token.as_deref(),
+            authorization_key: None,
+            amount: req.amount,
+            currency: req.currency,
+            customer_present: req.customer_present,
+            capture: req.capture_method == CaptureMethod::Automatic,
+        };
+        let resp = self.call(req.attempt_id.as_str(), call).await?;
+        Ok(result(
+            Operation::Authorize,
+            req.attempt_id.clone(),
+            req.session_id.clone(),
+            req.merchant_id.clone(),
+            req.amount,
+            req.currency,
+            resp,
+            token,
+        ))
+    }
+
+    async fn settle(&self, op: Operation, req: &SettleRequest) -> Result<GatewayResult, HandlerError> {
+        let auth_key = AuthorizeRequest::idempotency_key_for(&req.attempt_id);
+        let call = ProcessorRequest {
+            key: &req.processor_idempotency_key,
+            operation: op,
+            card_token: None,
+            authorization_key: Some(&auth_key),
+            amount: req.amount,
+            currency: req.currency,
+            customer_present: false,
+            capture: op == Operation::Capture,
+        };
+        let resp = self.call(req.attempt_id.as_str(), call).await?;
+        Ok(result(op, req.attempt_id.clone(), req.session_id.clone(), req.merchant_id.clone(), req.amount, req.currency, resp, None))
+    }
+
+    /// One processor call with a deadline. A timeout is an unknown outcome: ask
+    /// the processor what happened under this key; if it has nothing, the call
+    /// is retried later with the same key, which cannot charge twice.
+    async fn call(&self, attempt: &str, req: ProcessorRequest<'_>) -> Result<ProcessorResponse, HandlerError> {
+        let (key, op) = (req.key.to_owned(), req.operation);
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(self.timeout, self.processor.execute(req)).await;
+        let elapsed = started.elapsed();
+        match outcome {
+            Ok(Ok(resp)) => {
+                self.log_call(attempt, op, &key, resp.outcome.as_str(), elapsed).await;
+                crate::metrics::CALLS.with_label_values(&[op.as_str(), resp.outcome.as_str()]).inc();
+                Ok(resp)
+            }
+            Ok(Err(e)) => {
+                self.log_call(attempt, op, &key, "error", elapsed).await;
+                crate::metrics::CALLS.with_label_values(&[op.as_str(), "error"]).inc();
+                Err(HandlerError::Transient(e.to_string()))
+            }
+            Err(_) => {
+                self.log_call(attempt, op, &key, "timeout", elapsed).await;
+                crate::metrics::CALLS.with_label_values(&[op.as_str(), "timeout"]).inc();
+                tracing::warn!(attempt, %key, timeout = ?self.timeout, "processor timed out; resolving the outcome by lookup");
+                match self.processor.lookup(&key).await {
+                    Ok(Some(resp)) => {
+                        self.log_call(attempt, op, &key, "resolved_by_lookup", started.elapsed()).await;
+                        Ok(resp)
+                    }
+                    Ok(None) => Err(HandlerError::Transient(format!("processor timed out and has no record of {key} yet"))),
+                    Err(e) => Err(HandlerError::Transient(e.to_string())),
+                }
+            }
+        }
+    }
+
+    async fn log_call(&self, attempt: &str, op: Operation, key: &str, result: &str, elapsed: Duration) {
+        let logged = async {
+            let c = self.pool.get().await.map_err(|e| e.to_string())?;
+            c.execute(
+                "INSERT INTO processor_calls (attempt_id, operation, idempotency_key, result, latency_ms) VALUES ($1, $2, $3, $4, $5)",
+                &[&attempt, &op.as_str(), &key, &result, &(elapsed.as_millis() as i32)],
+            )
+            .await
+            .map_err(|e| e.to_string())
+        };
+        if let Err(e) = logged.await {
+            tracing::warn!(error = %e, "could not record the processor call");
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn result(
+    operation: Operation,
+    attempt_id: ps_contract::ids::AttemptId,
+    session_id: ps_contract::ids::SessionId,
+    merchant_id: ps_contract::ids::MerchantId,
+    amount: i64,
+    currency: ps_contract::money::Currency,
+    resp: ProcessorResponse,
+    card_token: Option<String>,
+) -> GatewayResult {
+    let message = resp.decline_code.as_deref().map(|d| card::decline_message(d).to_owned());
+    GatewayResult {
+        operation,
+        attempt_id,
+        session_id,
+        merchant_id,
+        outcome: resp.outcome,
+        amount,
+        currency,
+        error_code: resp.error_code,
+        decline_code: resp.decline_code,
+        message,
+        card: resp.card,
+        card_token: if resp.outcome == Outcome::Succeeded { card_token } else { None },
+        processor_reference: Some(resp.reference),
+    }
+}

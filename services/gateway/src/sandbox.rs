@@ -1,0 +1,140 @@
+//! The sandbox processor (DESIGN §7): deterministic by card number, with a
+//! ledger of its own keyed by idempotency key, and configurable latency.
+
+use crate::card::{self, SandboxBehaviour};
+use crate::processor::{Processor, ProcessorError, ProcessorRequest, ProcessorResponse};
+use crate::vault;
+use deadpool_postgres::Pool;
+use futures::future::BoxFuture;
+use ps_contract::internal::{Operation, Outcome};
+use std::time::Duration;
+
+pub struct SandboxProcessor {
+    pool: Pool,
+    /// Added after the ledger is written, as a slow network would: a caller that
+    /// times out sees an unknown outcome that `lookup` can resolve.
+    latency: Duration,
+}
+
+impl SandboxProcessor {
+    pub fn new(pool: Pool, latency: Duration) -> SandboxProcessor {
+        SandboxProcessor { pool, latency }
+    }
+
+    async fn stored(&self, client: &deadpool_postgres::Client, key: &str) -> Result<Option<ProcessorResponse>, ProcessorError> {
+        let row = client
+            .query_opt(
+                "SELECT outcome, error_code, decline_code, reference, card_token FROM sandbox_ledger WHERE idempotency_key = $1",
+                &[&key],
+            )
+            .await
+            .map_err(err)?;
+        let Some(r) = row else { return Ok(None) };
+        let token: Option<String> = r.get(4);
+        let card = match token {
+            Some(t) => vault::card_for_token(client, &t).await.map_err(err)?.map(|c| c.summary),
+            None => None,
+        };
+        Ok(Some(ProcessorResponse {
+            outcome: if r.get::<_, &str>(0) == "succeeded" { Outcome::Succeeded } else { Outcome::Failed },
+            error_code: r.get(1),
+            decline_code: r.get(2),
+            reference: r.get(3),
+            card,
+        }))
+    }
+
+    async fn decide(
+        &self,
+        client: &deadpool_postgres::Client,
+        req: &ProcessorRequest<'_>,
+    ) -> Result<(Outcome, Option<&'static str>, Option<&'static str>), ProcessorError> {
+        let fail = |e, d| Ok((Outcome::Failed, Some(e), Some(d)));
+        match req.operation {
+            Operation::Authorize => {
+                let Some(token) = req.card_token else { return fail("processing_error", "missing_card") };
+                let Some(card) = vault::card_for_token(client, token).await.map_err(err)? else {
+                    return fail("processing_error", "unknown_card_token");
+                };
+                match card::sandbox_behaviour(&card.pan) {
+                    SandboxBehaviour::Succeeds => Ok((Outcome::Succeeded, None, None)),
+                    SandboxBehaviour::SucceedsOnlyWithCustomerPresent if req.customer_present => Ok((Outcome::Succeeded, None, None)),
+                    SandboxBehaviour::SucceedsOnlyWithCustomerPresent => fail("card_declined", "generic_decline"),
+                    SandboxBehaviour::Declines { error_code, decline_code } => fail(error_code, decline_code),
+                }
+            }
+            Operation::Capture | Operation::Void => {
+                let Some(auth) = req.authorization_key else { return fail("processing_error", "missing_authorization") };
+                let row = client
+                    .query_opt(
+                        "SELECT outcome, amount FROM sandbox_ledger WHERE idempotency_key = $1 AND operation = 'authorize'",
+                        &[&auth],
+                    )
+                    .await
+                    .map_err(err)?;
+                let settled = client
+                    .query_opt(
+                        "SELECT operation FROM sandbox_ledger WHERE idempotency_key IN ($1, $2) AND outcome = 'succeeded'",
+                        &[&auth.replacen("authorize:", "capture:", 1), &auth.replacen("authorize:", "void:", 1)],
+                    )
+                    .await
+                    .map_err(err)?;
+                match (row, settled) {
+                    (Some(r), None) if r.get::<_, &str>(0) == "succeeded" && req.amount <= r.get::<_, i64>(1) => {
+                        Ok((Outcome::Succeeded, None, None))
+                    }
+                    (Some(_), Some(_)) => fail("processing_error", "already_settled"),
+                    _ => fail("processing_error", "no_authorization"),
+                }
+            }
+        }
+    }
+}
+
+fn err(e: impl std::fmt::Display) -> ProcessorError {
+    ProcessorError(e.to_string())
+}
+
+impl Processor for SandboxProcessor {
+    fn execute<'a>(&'a self, req: ProcessorRequest<'a>) -> BoxFuture<'a, Result<ProcessorResponse, ProcessorError>> {
+        Box::pin(async move {
+            let client = self.pool.get().await.map_err(err)?;
+            if let Some(done) = self.stored(&client, req.key).await? {
+                tracing::info!(key = req.key, "sandbox: idempotent replay, no new charge");
+                return Ok(done);
+            }
+            let (outcome, error_code, decline_code) = self.decide(&client, &req).await?;
+            let reference = format!("sbx_{}", uuid_like(req.key));
+            // A concurrent call with the same key loses the insert and returns the winner's row.
+            client
+                .execute(
+                    "INSERT INTO sandbox_ledger (idempotency_key, operation, card_token, amount, currency, outcome, error_code, decline_code, reference)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (idempotency_key) DO NOTHING",
+                    &[&req.key, &req.operation.as_str(), &req.card_token, &req.amount, &req.currency.code(), &outcome.as_str(), &error_code, &decline_code, &reference],
+                )
+                .await
+                .map_err(err)?;
+            let response = self.stored(&client, req.key).await?.ok_or_else(|| err("ledger row vanished"))?;
+            drop(client);
+            if !self.latency.is_zero() {
+                tokio::time::sleep(self.latency).await;
+            }
+            Ok(response)
+        })
+    }
+
+    fn lookup<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<ProcessorResponse>, ProcessorError>> {
+        Box::pin(async move {
+            let client = self.pool.get().await.map_err(err)?;
+            self.stored(&client, key).await
+        })
+    }
+}
+
+/// A stable reference per key, as a processor's charge id would be.
+fn uuid_like(key: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    format!("{:016x}", h.finish())
+}

@@ -1,0 +1,113 @@
+//! The sandbox vault: takes a card number once, keeps it, hands out a token.
+//! Only token, brand, last4 and expiry ever leave it.
+
+use crate::card;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::{Json, Router};
+use base64::Engine;
+use chrono::Datelike;
+use deadpool_postgres::Pool;
+use ps_contract::internal::CardSummary;
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::net::SocketAddr;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Deserialize)]
+pub struct CardInput {
+    pub number: String,
+    pub exp_month: u32,
+    pub exp_year: i32,
+    pub cvc: String,
+}
+
+/// No `Debug` on purpose: a card number must not reach a log by accident.
+impl CardInput {
+    fn check(&self, today: chrono::NaiveDate) -> Result<String, (&'static str, &'static str)> {
+        let pan = card::normalise(&self.number);
+        if !card::valid_number(&pan) {
+            return Err(("incorrect_number", "The card number is not a valid card number."));
+        }
+        if !(1..=12).contains(&self.exp_month) || self.exp_year < 2000 || self.exp_year > 2100 {
+            return Err(("invalid_expiry", "The expiry date is not valid."));
+        }
+        if (self.exp_year, self.exp_month) < (today.year(), today.month()) {
+            return Err(("expired_card", "The card has expired."));
+        }
+        if !(3..=4).contains(&self.cvc.len()) || !self.cvc.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(("invalid_cvc", "The security code must be 3 or 4 digits."));
+        }
+        Ok(pan)
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct Tokenized {
+    pub token: String,
+    pub card: CardSummary,
+}
+
+async fn tokenize(State(pool): State<Pool>, Json(input): Json<CardInput>) -> (StatusCode, Json<serde_json::Value>) {
+    let pan = match input.check(chrono::Utc::now().date_naive()) {
+        Ok(pan) => pan,
+        Err((code, message)) => return (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({"error": {"code": code, "message": message}}))),
+    };
+    let mut bytes = [0u8; 18];
+    rand::rng().fill_bytes(&mut bytes);
+    let token = format!("tok_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes));
+    let summary = CardSummary {
+        brand: card::brand(&pan).to_owned(),
+        last4: pan[pan.len() - 4..].to_owned(),
+        exp_month: input.exp_month,
+        exp_year: input.exp_year,
+    };
+    let stored = async {
+        let c = pool.get().await.map_err(|e| e.to_string())?;
+        c.execute(
+            "INSERT INTO vault_cards (token, pan, brand, last4, exp_month, exp_year) VALUES ($1, $2, $3, $4, $5, $6)",
+            &[&token, &pan, &summary.brand, &summary.last4, &(summary.exp_month as i32), &summary.exp_year],
+        )
+        .await
+        .map_err(|e| e.to_string())
+    }
+    .await;
+    match stored {
+        Ok(_) => {
+            tracing::info!(brand = %summary.brand, last4 = %summary.last4, "card vaulted");
+            (StatusCode::CREATED, Json(serde_json::to_value(Tokenized { token, card: summary }).unwrap_or_default()))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "vault unavailable");
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": {"code": "vault_unavailable", "message": "try again"}})))
+        }
+    }
+}
+
+/// The card behind a token, for the processor. The number stays in this process.
+pub struct VaultedCard {
+    pub pan: String,
+    pub summary: CardSummary,
+}
+
+pub async fn card_for_token(client: &deadpool_postgres::Client, token: &str) -> Result<Option<VaultedCard>, tokio_postgres::Error> {
+    let row = client.query_opt("SELECT pan, brand, last4, exp_month, exp_year FROM vault_cards WHERE token = $1", &[&token]).await?;
+    Ok(row.map(|r| VaultedCard {
+        pan: r.get(0),
+        summary: CardSummary { brand: r.get(1), last4: r.get(2), exp_month: r.get::<_, i32>(3) as u32, exp_year: r.get(4) },
+    }))
+}
+
+pub async fn serve(addr: SocketAddr, pool: Pool, stop: CancellationToken) -> std::io::Result<SocketAddr> {
+    let app = Router::new().route("/v1/cards", post(tokenize)).with_state(pool);
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await {
+            tracing::error!(error = %e, "vault server stopped");
+        }
+    });
+    Ok(bound)
+}

@@ -1,0 +1,70 @@
+//! `session-lifecycle`: owns session state after creation, payments, mandates
+//! and saved payment methods.
+
+mod attempts;
+mod commands;
+pub mod expiry;
+mod mandates;
+mod results;
+
+use chrono::Utc;
+use deadpool_postgres::Transaction;
+use futures::future::BoxFuture;
+use ps_contract::internal::GatewayResult;
+use ps_contract::routing::internal;
+use ps_runtime::config::{ConfigError, Env};
+use ps_runtime::service::{self, Consumes, Running, StartError};
+use ps_runtime::{topology, Config, Handled, Handler, HandlerError, Incoming};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+pub const SERVICE: &str = "session-lifecycle";
+pub const DEFAULT_HEALTH_PORT: u16 = 9104;
+
+#[derive(Debug, Clone)]
+pub struct LifecycleConfig {
+    pub common: Config,
+    pub expiry_interval: Duration,
+    pub abandon_after: Duration,
+}
+
+impl LifecycleConfig {
+    pub fn from_env(env: &Env) -> Result<LifecycleConfig, ConfigError> {
+        Ok(LifecycleConfig {
+            common: Config::from_env(env, DEFAULT_HEALTH_PORT)?,
+            expiry_interval: Duration::from_millis(env.ranged("EXPIRY_SWEEP_INTERVAL_MS", 5_000, 10, 3_600_000)?),
+            abandon_after: Duration::from_secs(env.ranged("ATTEMPT_ABANDON_AFTER_SECS", 900, 1, 86_400)?),
+        })
+    }
+}
+
+struct LifecycleHandler;
+
+impl Handler for LifecycleHandler {
+    fn handle<'a>(&'a self, tx: &'a Transaction<'_>, msg: &'a Incoming) -> BoxFuture<'a, Result<Handled, HandlerError>> {
+        Box::pin(async move {
+            let now = Utc::now();
+            if msg.routing_key == internal::GATEWAY_RESULT {
+                return match serde_json::from_slice::<GatewayResult>(&msg.body) {
+                    Ok(r) => results::apply(tx, &r, now).await,
+                    Err(e) => Ok(Handled { outbox: vec![], dead_letter: Some(("invalid_message".into(), e.to_string())) }),
+                };
+            }
+            commands::handle(tx, msg, now).await
+        })
+    }
+}
+
+pub async fn start(config: LifecycleConfig, stop: CancellationToken) -> Result<Running, StartError> {
+    let consumes = vec![Consumes { queue: topology::LIFECYCLE, handler: Arc::new(LifecycleHandler) }];
+    let running = service::start(SERVICE, config.common, consumes, stop.clone()).await?;
+    let sweeper = expiry::Sweeper {
+        pool: running.pool.clone(),
+        waker: running.waker.clone(),
+        interval: config.expiry_interval,
+        abandon_after: config.abandon_after,
+    };
+    tokio::spawn(sweeper.run(stop));
+    Ok(running)
+}

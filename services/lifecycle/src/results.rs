@@ -1,0 +1,191 @@
+//! `gateway.result`: what the processor said, applied to the session.
+
+use crate::attempts::{self, Attempt};
+use crate::mandates;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Transaction;
+use ps_contract::events::EventType;
+use ps_contract::internal::{GatewayResult, Operation, Outcome};
+use ps_contract::lifecycle::{transition, SessionType, Status, Success, Transition};
+use ps_contract::mandate::MandateTerms;
+use ps_contract::session::{CaptureMethod, SavePaymentMethod};
+use ps_runtime::{Handled, HandlerError};
+use ps_store::events::event;
+use ps_store::sessions::{self, StoredSession};
+
+pub async fn apply(tx: &Transaction<'_>, r: &GatewayResult, now: DateTime<Utc>) -> Result<Handled, HandlerError> {
+    let Some(attempt) = attempts::lock(tx, r.attempt_id.as_str()).await? else {
+        return Err(HandlerError::Permanent(format!("result for unknown attempt {}", r.attempt_id)));
+    };
+    let Some(mut s) = sessions::lock(tx, &attempt.session_id, None).await? else {
+        return Err(HandlerError::Permanent(format!("attempt {} has no session", r.attempt_id)));
+    };
+    match r.operation {
+        Operation::Authorize => authorized(tx, r, &attempt, &mut s, now).await,
+        Operation::Capture => captured(tx, r, &attempt, &mut s, now).await,
+        Operation::Void => voided(tx, r, &attempt, &mut s, now).await,
+    }
+}
+
+async fn authorized(
+    tx: &Transaction<'_>,
+    r: &GatewayResult,
+    attempt: &Attempt,
+    s: &mut StoredSession,
+    now: DateTime<Utc>,
+) -> Result<Handled, HandlerError> {
+    if attempt.status != "pending" || s.session.status.is_terminal() {
+        return late(tx, r, attempt, s).await;
+    }
+    let ty = s.session.session_type;
+    let mut out = Handled::default();
+    if r.outcome == Outcome::Failed {
+        let to = transition(ty, s.state(), Transition::AttemptFailed).map_err(|e| HandlerError::Permanent(e.to_string()))?;
+        attempts::finish(
+            tx,
+            &attempt.id,
+            "failed",
+            r.error_code.as_deref(),
+            r.decline_code.as_deref(),
+            r.processor_reference.as_deref(),
+            None,
+        )
+        .await?;
+        let message = r.message.clone().unwrap_or_else(|| "The payment failed.".into());
+        s.session.last_payment_error =
+            Some(sessions::payment_error(r.error_code.as_deref().unwrap_or("card_declined"), r.decline_code.as_deref(), &message, now));
+        s.set_state(to, now);
+        sessions::save(tx, s).await?;
+        let m = &s.merchant_id;
+        if ty.customer_present() {
+            out = out.send(event(EventType::PaymentAttemptFailed, m, now, &s.session)).send(event(
+                EventType::PaymentSessionUpdated,
+                m,
+                now,
+                &s.session,
+            ));
+        } else {
+            out = out.send(event(EventType::PaymentFailed, m, now, &s.session)).send(event(
+                EventType::PaymentSessionCompleted,
+                m,
+                now,
+                &s.session,
+            ));
+        }
+        tracing::info!(session = %s.session.id, decline_code = r.decline_code.as_deref().unwrap_or(""), "attempt failed");
+        return Ok(out);
+    }
+
+    let success = if s.session.amount == 0 {
+        Success::Verified
+    } else if s.capture_method == CaptureMethod::Manual {
+        Success::Reserved
+    } else {
+        Success::Paid
+    };
+    let to = transition(ty, s.state(), Transition::AttemptSucceeded(success)).map_err(|e| HandlerError::Permanent(e.to_string()))?;
+    let captured = (success == Success::Paid).then_some(r.amount);
+    attempts::finish(tx, &attempt.id, "succeeded", None, None, r.processor_reference.as_deref(), captured).await?;
+
+    // What a customer-present success leaves behind: a mandate, or a saved card.
+    let keep_card = match ty {
+        SessionType::FirstInSeries => Some(true),
+        SessionType::OneTime if s.save_payment_method == SavePaymentMethod::Always => Some(false),
+        SessionType::OneTime if s.save_payment_method == SavePaymentMethod::Prompt && attempt.save_card => Some(false),
+        _ => None,
+    };
+    let mut mandate = None;
+    if let (Some(off_session), Some(card), Some(token), Some(customer)) = (keep_card, &r.card, &r.card_token, s.session.customer_id.clone())
+    {
+        let method = mandates::save_method(tx, &s.merchant_id, &customer, card, token, off_session).await?;
+        if off_session {
+            let terms = s.mandate_terms.clone().unwrap_or_else(|| MandateTerms::unconstrained(s.session.currency));
+            let m = mandates::create(tx, &s.merchant_id, &customer, &method, &terms, now).await?;
+            s.session.mandate_id = Some(m.id.clone());
+            mandate = Some(m);
+        }
+        s.session.payment_method_id = Some(method);
+    }
+    s.session.last_payment_error = None;
+    s.set_state(to, now);
+    sessions::save(tx, s).await?;
+
+    let m = s.merchant_id.clone();
+    out = out.send(event(EventType::PaymentSucceeded, &m, now, &s.session));
+    if let Some(md) = &mandate {
+        out = out.send(event(EventType::MandateCreated, &m, now, md));
+    }
+    out = out.send(event(EventType::PaymentSessionCompleted, &m, now, &s.session));
+    tracing::info!(session = %s.session.id, outcome = %s.session.payment_outcome, mandate = ?mandate.as_ref().map(|m| m.id.to_string()), "payment succeeded");
+    Ok(out)
+}
+
+/// A result for an attempt already given up on, or a session that has ended:
+/// money taken for a session that will not complete is given back.
+async fn late(tx: &Transaction<'_>, r: &GatewayResult, attempt: &Attempt, s: &StoredSession) -> Result<Handled, HandlerError> {
+    if r.outcome == Outcome::Succeeded && attempt.settlement.is_none() && attempt.status != "succeeded" {
+        tracing::warn!(session = %s.session.id, attempt = %attempt.id, status = %s.session.status, "late success for an ended session: voiding it");
+        attempts::finish(tx, &attempt.id, "succeeded", None, None, r.processor_reference.as_deref(), None).await?;
+        attempts::set_settlement(tx, &attempt.id, Some("void_requested"), None).await?;
+        return Ok(Handled::default().send(attempts::settle_message(Operation::Void, &attempt.id, s, r.amount)));
+    }
+    tracing::info!(attempt = %attempt.id, "result for an attempt already resolved; nothing to do");
+    Ok(Handled::default())
+}
+
+async fn captured(
+    tx: &Transaction<'_>,
+    r: &GatewayResult,
+    attempt: &Attempt,
+    s: &mut StoredSession,
+    now: DateTime<Utc>,
+) -> Result<Handled, HandlerError> {
+    if r.outcome == Outcome::Failed {
+        tracing::warn!(session = %s.session.id, error = r.error_code.as_deref().unwrap_or(""), "capture failed; the reservation stands");
+        attempts::set_settlement(tx, &attempt.id, None, None).await?;
+        return Ok(Handled::default());
+    }
+    let to = match transition(s.session.session_type, s.state(), Transition::Capture) {
+        Ok(to) => to,
+        Err(e) => {
+            tracing::info!(session = %s.session.id, error = %e, "capture result for a settled session; nothing to do");
+            return Ok(Handled::default());
+        }
+    };
+    attempts::set_settlement(tx, &attempt.id, Some("captured"), Some(r.amount)).await?;
+    s.set_state(to, now);
+    sessions::save(tx, s).await?;
+    let m = &s.merchant_id;
+    Ok(Handled::default().send(event(EventType::PaymentCaptured, m, now, &s.session)).send(event(
+        EventType::PaymentSessionUpdated,
+        m,
+        now,
+        &s.session,
+    )))
+}
+
+async fn voided(
+    tx: &Transaction<'_>,
+    r: &GatewayResult,
+    attempt: &Attempt,
+    s: &mut StoredSession,
+    now: DateTime<Utc>,
+) -> Result<Handled, HandlerError> {
+    if r.outcome == Outcome::Failed {
+        tracing::error!(session = %s.session.id, attempt = %attempt.id, error = r.error_code.as_deref().unwrap_or(""), "void failed; needs an operator");
+        attempts::set_settlement(tx, &attempt.id, None, None).await?;
+        return Ok(Handled::default());
+    }
+    attempts::set_settlement(tx, &attempt.id, Some("voided"), None).await?;
+    let m = s.merchant_id.clone();
+    let mut out = Handled::default();
+    // Voiding a reservation changes the session; voiding a late charge does not.
+    if s.session.status == Status::Completed {
+        if let Ok(to) = transition(s.session.session_type, s.state(), Transition::Void) {
+            s.set_state(to, now);
+            sessions::save(tx, s).await?;
+            out = out.send(event(EventType::PaymentSessionUpdated, &m, now, &s.session));
+        }
+    }
+    Ok(out.send(event(EventType::PaymentVoided, &m, now, &s.session)))
+}

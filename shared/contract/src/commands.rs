@@ -1,0 +1,92 @@
+//! Bodies of the commands other than create (DESIGN §4), parsed once.
+
+use crate::error::{ApiError, ErrorCode};
+use crate::fields::Obj;
+use crate::ids::{MandateId, SessionId};
+use crate::money::{parse_amount, Amount};
+use serde_json::Value;
+
+/// `payment_session.cancel`, `payment.void`: `{payment_session_id}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionCommand {
+    pub payment_session_id: SessionId,
+}
+
+/// `payment.capture`: `{payment_session_id, amount?}`; a smaller amount captures part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaptureCommand {
+    pub payment_session_id: SessionId,
+    pub amount: Option<Amount>,
+}
+
+/// `mandate.revoke`: `{mandate_id}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevokeCommand {
+    pub mandate_id: MandateId,
+}
+
+fn session_id(o: &Obj<'_>) -> Result<SessionId, ApiError> {
+    SessionId::parse(o.req_str("payment_session_id", 64)?).map_err(|e| e.with_param("payment_session_id"))
+}
+
+impl SessionCommand {
+    pub fn parse(body: &Value) -> Result<SessionCommand, ApiError> {
+        let o = Obj::new(body, "")?;
+        o.only(&["payment_session_id"])?;
+        Ok(SessionCommand { payment_session_id: session_id(&o)? })
+    }
+}
+
+impl CaptureCommand {
+    pub fn parse(body: &Value) -> Result<CaptureCommand, ApiError> {
+        let o = Obj::new(body, "")?;
+        o.only(&["payment_session_id", "amount"])?;
+        let amount = o.get("amount").map(|v| parse_amount(v, "amount", false)).transpose()?;
+        Ok(CaptureCommand { payment_session_id: session_id(&o)?, amount })
+    }
+}
+
+impl RevokeCommand {
+    pub fn parse(body: &Value) -> Result<RevokeCommand, ApiError> {
+        let o = Obj::new(body, "")?;
+        o.only(&["mandate_id"])?;
+        let id = MandateId::parse(o.req_str("mandate_id", 64)?).map_err(|e| e.with_param("mandate_id"))?;
+        Ok(RevokeCommand { mandate_id: id })
+    }
+}
+
+/// The capture amount must not exceed what was authorised.
+pub fn check_capture_amount(requested: Option<Amount>, authorised: i64) -> Result<i64, ApiError> {
+    match requested {
+        None => Ok(authorised),
+        Some(a) if a.minor() <= authorised => Ok(a.minor()),
+        Some(a) => {
+            Err(ApiError::param(ErrorCode::AmountTooLarge, "amount", format!("cannot capture {a}: only {authorised} was authorised")))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn bodies() {
+        let id = "ps_01JDV3V9QK2H7M4N6P8R0S1T2U";
+        assert_eq!(SessionCommand::parse(&json!({"payment_session_id": id})).unwrap().payment_session_id.as_str(), id);
+        assert_eq!(SessionCommand::parse(&json!({})).unwrap_err().code, ErrorCode::ParameterMissing);
+        assert_eq!(SessionCommand::parse(&json!({"payment_session_id": "nope"})).unwrap_err().code, ErrorCode::IdInvalid);
+        assert_eq!(SessionCommand::parse(&json!({"payment_session_id": id, "x": 1})).unwrap_err().code, ErrorCode::ParameterUnknown);
+        assert_eq!(CaptureCommand::parse(&json!({"payment_session_id": id, "amount": 0})).unwrap_err().code, ErrorCode::AmountTooSmall);
+        assert_eq!(CaptureCommand::parse(&json!({"payment_session_id": id, "amount": 5})).unwrap().amount.unwrap().minor(), 5);
+        assert_eq!(RevokeCommand::parse(&json!({"mandate_id": "md_x"})).unwrap_err().code, ErrorCode::IdInvalid);
+    }
+
+    #[test]
+    fn capture_amounts() {
+        assert_eq!(check_capture_amount(None, 100), Ok(100));
+        assert_eq!(check_capture_amount(Some(Amount::new(60).unwrap()), 100), Ok(60));
+        assert_eq!(check_capture_amount(Some(Amount::new(101).unwrap()), 100).unwrap_err().code, ErrorCode::AmountTooLarge);
+    }
+}

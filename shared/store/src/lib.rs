@@ -1,0 +1,6 @@
+//! Storage shared by the services that write payment sessions, and the events
+//! they emit about them.
+
+pub mod events;
+pub mod idempotency;
+pub mod sessions;

@@ -1,0 +1,143 @@
+//! Payment session rows and the wire object they become.
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::GenericClient;
+use ps_contract::ids::{CustomerId, MandateId, MerchantId, PaymentMethodId, SessionId};
+use ps_contract::lifecycle::{PaymentOutcome, SessionState, SessionType, Status};
+use ps_contract::mandate::MandateTerms;
+use ps_contract::money::Currency;
+use ps_contract::session::{CaptureMethod, LastPaymentError, Mode, PaymentSession, SavePaymentMethod};
+use ps_runtime::HandlerError;
+use std::collections::BTreeMap;
+
+/// A session as stored: the wire object and what only the fleet sees.
+#[derive(Debug, Clone)]
+pub struct StoredSession {
+    pub session: PaymentSession,
+    pub merchant_id: MerchantId,
+    pub capture_method: CaptureMethod,
+    pub save_payment_method: SavePaymentMethod,
+    pub checkout_token: Option<String>,
+    pub mandate_terms: Option<MandateTerms>,
+}
+
+impl StoredSession {
+    pub fn state(&self) -> SessionState {
+        SessionState::new(self.session.status, self.session.payment_outcome)
+    }
+
+    /// Applies a state already checked by `lifecycle::transition`. An ended
+    /// session no longer advertises its checkout URL, but the token stays so the
+    /// customer who holds the link still sees what became of it.
+    pub fn set_state(&mut self, to: SessionState, now: DateTime<Utc>) {
+        self.session.status = to.status;
+        self.session.payment_outcome = to.outcome;
+        self.session.updated_at = now;
+        if to.status.is_terminal() {
+            self.session.session_url = None;
+        }
+    }
+}
+
+fn corrupt(what: &str) -> HandlerError {
+    HandlerError::Permanent(format!("corrupt stored session: {what}"))
+}
+
+fn id<T>(s: Option<String>, parse: fn(&str) -> Result<T, ps_contract::ApiError>) -> Result<Option<T>, HandlerError> {
+    s.map(|s| parse(&s).map_err(|_| corrupt("id"))).transpose()
+}
+
+const COLUMNS: &str = "id, merchant_id, type, status, payment_outcome, amount, currency, capture_method, save_payment_method,
+    customer_id, payment_method_id, mandate_id, checkout_token, session_url, return_url, expires_at, last_payment_error,
+    metadata, external_reference, mode, mandate_terms, created_at, updated_at";
+
+fn from_row(r: &tokio_postgres::Row) -> Result<StoredSession, HandlerError> {
+    let text = |i: usize| r.get::<_, String>(i);
+    let session = PaymentSession {
+        id: SessionId::parse(&text(0)).map_err(|_| corrupt("id"))?,
+        object: PaymentSession::OBJECT.to_owned(),
+        session_type: SessionType::parse(&text(2)).ok_or_else(|| corrupt("type"))?,
+        status: Status::parse(&text(3)).ok_or_else(|| corrupt("status"))?,
+        payment_outcome: PaymentOutcome::parse(&text(4)).ok_or_else(|| corrupt("payment_outcome"))?,
+        amount: r.get(5),
+        currency: Currency::parse(&text(6)).map_err(|_| corrupt("currency"))?,
+        customer_id: id(r.get(9), CustomerId::parse)?,
+        payment_method_id: id(r.get(10), PaymentMethodId::parse)?,
+        mandate_id: id(r.get(11), MandateId::parse)?,
+        session_url: r.get(13),
+        return_url: r.get(14),
+        expires_at: r.get(15),
+        last_payment_error: r
+            .get::<_, Option<serde_json::Value>>(16)
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(|_| corrupt("last_payment_error"))?,
+        metadata: serde_json::from_value::<BTreeMap<String, String>>(r.get(17)).map_err(|_| corrupt("metadata"))?,
+        external_reference: r.get(18),
+        mode: Mode::parse(&text(19)).ok_or_else(|| corrupt("mode"))?,
+        created_at: r.get(21),
+        updated_at: r.get(22),
+    };
+    Ok(StoredSession {
+        session,
+        merchant_id: MerchantId::parse(&text(1)).map_err(|_| corrupt("merchant_id"))?,
+        capture_method: CaptureMethod::parse(&text(7)).ok_or_else(|| corrupt("capture_method"))?,
+        save_payment_method: SavePaymentMethod::parse(&text(8)).ok_or_else(|| corrupt("save_payment_method"))?,
+        checkout_token: r.get(12),
+        mandate_terms: r
+            .get::<_, Option<serde_json::Value>>(20)
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(|_| corrupt("mandate_terms"))?,
+    })
+}
+
+/// Loads and locks a session for change. `merchant` scopes the lookup: another
+/// merchant's session is `None`, exactly as a missing one.
+pub async fn lock(client: &impl GenericClient, id: &str, merchant: Option<&MerchantId>) -> Result<Option<StoredSession>, HandlerError> {
+    let sql = format!("SELECT {COLUMNS} FROM payment_sessions WHERE id = $1 AND ($2::text IS NULL OR merchant_id = $2) FOR UPDATE");
+    let row = client.query_opt(sql.as_str(), &[&id, &merchant.map(|m| m.as_str())]).await?;
+    row.as_ref().map(from_row).transpose()
+}
+
+/// Reads a session without locking, for display.
+pub async fn get(client: &impl GenericClient, id: &str) -> Result<Option<StoredSession>, HandlerError> {
+    let sql = format!("SELECT {COLUMNS} FROM payment_sessions WHERE id = $1");
+    let row = client.query_opt(sql.as_str(), &[&id]).await?;
+    row.as_ref().map(from_row).transpose()
+}
+
+/// Writes back what lifecycle and checkout change. Callers hold the row lock.
+pub async fn save(client: &impl GenericClient, s: &StoredSession) -> Result<(), HandlerError> {
+    let error = s.session.last_payment_error.as_ref().map(|e| serde_json::to_value(e).unwrap_or_default());
+    client
+        .execute(
+            "UPDATE payment_sessions SET status = $2, payment_outcome = $3, customer_id = $4, payment_method_id = $5,
+                 mandate_id = $6, checkout_token = $7, session_url = $8, last_payment_error = $9, updated_at = $10,
+                 version = version + 1
+             WHERE id = $1",
+            &[
+                &s.session.id.as_str(),
+                &s.session.status.as_str(),
+                &s.session.payment_outcome.as_str(),
+                &s.session.customer_id.as_ref().map(|c| c.as_str()),
+                &s.session.payment_method_id.as_ref().map(|p| p.as_str()),
+                &s.session.mandate_id.as_ref().map(|m| m.as_str()),
+                &s.checkout_token,
+                &s.session.session_url,
+                &error,
+                &s.session.updated_at,
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+pub fn payment_error(error_code: &str, decline_code: Option<&str>, message: &str, at: DateTime<Utc>) -> LastPaymentError {
+    LastPaymentError {
+        error_code: error_code.to_owned(),
+        decline_code: decline_code.map(str::to_owned),
+        message: message.to_owned(),
+        timestamp: at,
+    }
+}

@@ -1,0 +1,422 @@
+//! Every session type paying end to end: checkout → gateway (sandbox) → lifecycle.
+
+use integration_tests::{eventually, seed_mandate_with_card, CheckoutClient, Command, TestEnv};
+use ps_contract::routing::exchange;
+use serde_json::{json, Value};
+
+const PAYS: &str = "4242424242424242";
+const DECLINES: &str = "4000000000000002";
+const NO_FUNDS: &str = "4000000000009995";
+const EXPIRED: &str = "4000000000000069";
+const LATER_FAILS: &str = "4000000000000341";
+
+fn one_time(save: &str) -> Value {
+    json!({"type": "one_time", "amount": 12550, "currency": "ZAR", "customer": {"name": "Ada", "email": "ada@example.com"},
+           "return_url": "https://shop.example/return", "save_payment_method": save})
+}
+
+fn first_in_series(amount: i64) -> Value {
+    let mut v: Value = serde_json::from_str(include_str!("../../../shared/contract/tests/fixtures/create-first_in_series.json")).unwrap();
+    v["amount"] = json!(amount);
+    // Valid from today, so a next_in_series may follow at once.
+    v["mandate_options"] = json!({"type": "on_demand", "amount": {"min": 100, "max": 50000}, "max_occurrences": 12});
+    v
+}
+
+fn next_by_mandate(mandate: &str, amount: i64) -> Value {
+    json!({"type": "next_in_series", "amount": amount, "currency": "ZAR", "mandate_id": mandate})
+}
+
+async fn create(env: &TestEnv, merchant: &str, body: &Value) -> Value {
+    let r = env.call(Command::create(merchant, body)).await;
+    assert!(r.body["id"].is_string(), "create failed: {}", r.body);
+    r.body
+}
+
+async fn count(env: &TestEnv, sql: &str, id: &str) -> i64 {
+    env.pool.get().await.unwrap().query_one(sql, &[&id]).await.unwrap().get(0)
+}
+
+#[tokio::test]
+async fn one_time_paid() {
+    let mut env = TestEnv::new().await;
+    env.start_fleet().await;
+    let s = create(&env, "shop", &one_time("never")).await;
+    let id = s["id"].as_str().unwrap();
+    let page = CheckoutClient::new().pay(s["session_url"].as_str().unwrap(), PAYS, false).await;
+    assert!(page.text_of("state").is_some(), "after paying the customer sees a state page: {}", page.body);
+
+    let done = env.event_about("payment_session.completed", id).await;
+    assert_eq!(done["data"]["status"], "completed");
+    assert_eq!(done["data"]["payment_outcome"], "paid");
+    assert_eq!(done["data"]["session_url"], Value::Null);
+    assert_eq!(done["data"]["payment_method_id"], Value::Null, "save_payment_method never");
+    assert_eq!(env.event_types_about(id), ["payment_session.created", "payment.succeeded", "payment_session.completed"]);
+
+    let (page, _) = CheckoutClient::new().get(s["session_url"].as_str().unwrap()).await;
+    assert_eq!(page.text_of("state").as_deref(), Some("Payment successful"));
+    assert!(page.body.contains("href=\"https://shop.example/return\""));
+    assert!(!page.has("card_number"), "a completed session never shows the form");
+    assert_eq!(count(&env, "SELECT count(*) FROM sandbox_ledger l JOIN payment_attempts a ON l.idempotency_key = a.processor_idempotency_key WHERE a.session_id = $1", id).await, 1);
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn one_time_declined_then_retried_and_paid() {
+    let mut env = TestEnv::new().await;
+    env.start_fleet().await;
+    let s = create(&env, "shop", &one_time("never")).await;
+    let (id, url) = (s["id"].as_str().unwrap(), s["session_url"].as_str().unwrap());
+    let customer = CheckoutClient::new();
+    customer.pay(url, DECLINES, false).await;
+    let failed = env.event_about("payment.attempt_failed", id).await;
+    assert_eq!(failed["data"]["status"], "active", "a customer-present session stays active after a decline");
+    assert_eq!(failed["data"]["payment_outcome"], "unpaid");
+    assert_eq!(failed["data"]["last_payment_error"]["decline_code"], "generic_decline");
+    assert_eq!(failed["data"]["last_payment_error"]["error_code"], "card_declined");
+
+    let (page, _) = customer.get(url).await;
+    assert_eq!(page.text_of("error").as_deref(), Some("Your card was declined. Please try again or use another card."));
+    assert!(page.has("card_number"), "the form is offered again");
+
+    customer.pay(url, PAYS, false).await;
+    let done = env.event_about("payment_session.completed", id).await;
+    assert_eq!(done["data"]["payment_outcome"], "paid");
+    assert_eq!(done["data"]["last_payment_error"], Value::Null);
+    assert_eq!(
+        env.event_types_about(id),
+        ["payment_session.created", "payment.attempt_failed", "payment_session.updated", "payment.succeeded", "payment_session.completed"]
+    );
+    assert_eq!(count(&env, "SELECT count(*) FROM payment_attempts WHERE session_id = $1", id).await, 2);
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn one_time_saving_always_prompt_accepted_and_prompt_refused() {
+    let mut env = TestEnv::new().await;
+    env.start_fleet().await;
+    let customer = CheckoutClient::new();
+    let mut saved = vec![];
+    for (save, tick) in [("always", false), ("prompt", true), ("prompt", false)] {
+        let s = create(&env, "shop", &one_time(save)).await;
+        let id = s["id"].as_str().unwrap();
+        let (page, _) = customer.get(s["session_url"].as_str().unwrap()).await;
+        assert_eq!(page.has("save_card"), save == "prompt", "the save choice is offered only for prompt");
+        customer.pay(s["session_url"].as_str().unwrap(), PAYS, tick).await;
+        let done = env.event_about("payment_session.completed", id).await;
+        saved.push(done["data"]["payment_method_id"].as_str().map(str::to_owned));
+    }
+    assert!(saved[0].is_some() && saved[1].is_some(), "always, and prompt when accepted, save the card");
+    assert!(saved[2].is_none(), "prompt refused saves nothing");
+    for pm in saved.iter().flatten() {
+        let usage: String =
+            env.pool.get().await.unwrap().query_one("SELECT usage FROM payment_methods WHERE id = $1", &[pm]).await.unwrap().get(0);
+        assert_eq!(usage, "on_session", "a card saved by one_time is for customer-present use only");
+    }
+
+    // Such a card can never be charged with the customer absent.
+    let c = env.pool.get().await.unwrap();
+    let cus: String =
+        c.query_one("SELECT customer_id FROM payment_methods WHERE id = $1", &[saved[0].as_ref().unwrap()]).await.unwrap().get(0);
+    let next = json!({"type": "next_in_series", "amount": 100, "currency": "ZAR", "customer_id": cus, "payment_method_id": saved[0]});
+    assert_eq!(env.call(Command::create("shop", &next)).await.error_code(), Some("payment_method_has_no_mandate"));
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn first_in_series_paid_leaves_a_mandate_that_next_in_series_charges() {
+    let mut env = TestEnv::new().await;
+    env.start_fleet().await;
+    let s = create(&env, "gym", &first_in_series(19900)).await;
+    let id = s["id"].as_str().unwrap();
+    let (page, _) = CheckoutClient::new().get(s["session_url"].as_str().unwrap()).await;
+    let terms = page.text_of("terms").unwrap();
+    assert!(terms.contains("You authorise gym to charge this card between ZAR 1.00 and ZAR 500.00"), "{terms}");
+    assert!(terms.contains("At most 12 charges"), "{terms}");
+    CheckoutClient::new().pay(s["session_url"].as_str().unwrap(), PAYS, false).await;
+
+    let mandate = env.event_about("mandate.created", &mandate_of(&env, id).await).await;
+    assert_eq!(mandate["data"]["status"], "active");
+    assert_eq!(mandate["data"]["terms"]["max_occurrences"], 12);
+    let done = env.event_about("payment_session.completed", id).await;
+    assert_eq!(done["data"]["payment_outcome"], "paid");
+    let md = done["data"]["mandate_id"].as_str().unwrap().to_owned();
+    assert_eq!(mandate["data"]["id"], md);
+    assert!(done["data"]["customer_id"].is_string() && done["data"]["payment_method_id"].is_string());
+    assert_eq!(env.event_types_about(id), ["payment_session.created", "payment.succeeded", "payment_session.completed"]);
+
+    let next = create(&env, "gym", &next_by_mandate(&md, 19900)).await;
+    let paid = env.event_about("payment_session.completed", next["id"].as_str().unwrap()).await;
+    assert_eq!(paid["data"]["payment_outcome"], "paid");
+    assert_eq!(paid["data"]["mandate_id"], md);
+    env.finish().await;
+}
+
+/// The mandate id is known only once lifecycle has created it.
+async fn mandate_of(env: &TestEnv, session: &str) -> String {
+    let pool = env.pool.clone();
+    let mut found = None;
+    let deadline = tokio::time::Instant::now() + integration_tests::WAIT;
+    while found.is_none() {
+        assert!(tokio::time::Instant::now() < deadline, "no mandate for {session}");
+        found = pool
+            .get()
+            .await
+            .unwrap()
+            .query_one("SELECT mandate_id FROM payment_sessions WHERE id = $1", &[&session])
+            .await
+            .unwrap()
+            .get::<_, Option<String>>(0);
+        if found.is_none() {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+    found.unwrap()
+}
+
+#[tokio::test]
+async fn first_in_series_with_amount_zero_verifies_the_card() {
+    let mut env = TestEnv::new().await;
+    env.start_fleet().await;
+    let s = create(&env, "gym", &first_in_series(0)).await;
+    let id = s["id"].as_str().unwrap();
+    let (page, _) = CheckoutClient::new().get(s["session_url"].as_str().unwrap()).await;
+    assert_eq!(page.text_of("pay").as_deref(), Some("Verify card and authorise"));
+    CheckoutClient::new().pay(s["session_url"].as_str().unwrap(), PAYS, false).await;
+    let done = env.event_about("payment_session.completed", id).await;
+    assert_eq!(done["data"]["payment_outcome"], "payment_method_verified");
+    assert!(done["data"]["mandate_id"].is_string());
+    let (page, _) = CheckoutClient::new().get(s["session_url"].as_str().unwrap()).await;
+    assert_eq!(page.text_of("state").as_deref(), Some("Card verified"));
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn next_in_series_paid_and_declined() {
+    let mut env = TestEnv::new().await;
+    env.start_fleet().await;
+    let terms = json!({"type": "on_demand", "currency": "ZAR"});
+    for (pan, outcome, decline) in
+        [(PAYS, "paid", None), (NO_FUNDS, "unpaid", Some("insufficient_funds")), (EXPIRED, "unpaid", Some("expired_card"))]
+    {
+        let (_, _, md) = seed_mandate_with_card(&env.pool, "gym", terms.clone(), pan, (12, 2099), true).await;
+        let s = create(&env, "gym", &next_by_mandate(&md, 5000)).await;
+        let id = s["id"].as_str().unwrap();
+        let done = env.event_about("payment_session.completed", id).await;
+        assert_eq!(done["data"]["status"], "completed", "{pan}");
+        assert_eq!(done["data"]["payment_outcome"], outcome, "{pan}");
+        assert_eq!(done["data"]["last_payment_error"]["decline_code"].as_str(), decline, "{pan}");
+        let expected = if outcome == "paid" { "payment.succeeded" } else { "payment.failed" };
+        assert_eq!(env.event_types_about(id), ["payment_session.created", expected, "payment_session.completed"], "{pan}");
+    }
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn a_card_that_verifies_but_later_fails() {
+    let mut env = TestEnv::new().await;
+    env.start_fleet().await;
+    let s = create(&env, "gym", &first_in_series(500)).await;
+    CheckoutClient::new().pay(s["session_url"].as_str().unwrap(), LATER_FAILS, false).await;
+    let done = env.event_about("payment_session.completed", s["id"].as_str().unwrap()).await;
+    assert_eq!(done["data"]["payment_outcome"], "paid", "with the customer present it works");
+    let next = create(&env, "gym", &next_by_mandate(done["data"]["mandate_id"].as_str().unwrap(), 500)).await;
+    let later = env.event_about("payment_session.completed", next["id"].as_str().unwrap()).await;
+    assert_eq!(later["data"]["payment_outcome"], "unpaid", "without the customer it is declined");
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn expiry() {
+    let mut env = TestEnv::new().await;
+    env.start_fleet().await;
+    let s = create(&env, "shop", &one_time("never")).await;
+    let id = s["id"].as_str().unwrap();
+    // Time passes: the session is now past its expires_at.
+    env.pool
+        .get()
+        .await
+        .unwrap()
+        .execute("UPDATE payment_sessions SET expires_at = now() - interval '1 second' WHERE id = $1", &[&id])
+        .await
+        .unwrap();
+    let expired = env.event_about("payment_session.updated", id).await;
+    assert_eq!(expired["data"]["status"], "expired");
+    assert_eq!(expired["data"]["payment_outcome"], "not_started");
+    let (page, _) = CheckoutClient::new().get(s["session_url"].as_str().unwrap()).await;
+    assert_eq!(page.text_of("state").as_deref(), Some("This payment link has expired"));
+    assert!(!page.has("card_number"));
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn cancel_and_cancel_by_another_merchant() {
+    let mut env = TestEnv::new().await;
+    env.start_fleet().await;
+    let s = create(&env, "shop", &one_time("never")).await;
+    let id = s["id"].as_str().unwrap();
+    let body = json!({"payment_session_id": id});
+    let foreign = env.call(Command::new("payment_session.cancel", &body).header("merchant-id", "rival")).await;
+    assert_eq!(foreign.error_code(), Some("session_not_found"), "another merchant's session is as if absent");
+    assert!(!foreign.body.to_string().contains("shop"));
+
+    let cancelled = env.call(Command::new("payment_session.cancel", &body).header("merchant-id", "shop")).await;
+    assert_eq!(cancelled.body["status"], "cancelled", "{}", cancelled.body);
+    assert_eq!(env.event_about("payment_session.updated", id).await["data"]["status"], "cancelled");
+    let again = env.call(Command::new("payment_session.cancel", &body).header("merchant-id", "shop")).await;
+    assert_eq!(again.error_code(), Some("session_not_active"));
+    let (page, _) = CheckoutClient::new().get(s["session_url"].as_str().unwrap()).await;
+    assert_eq!(page.text_of("state").as_deref(), Some("This payment was cancelled"));
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn manual_capture_reserves_then_captures_or_voids() {
+    let mut env = TestEnv::new().await;
+    env.start_fleet().await;
+    let mut body = one_time("never");
+    body["capture_method"] = json!("manual");
+    let mut ids = vec![];
+    for _ in 0..2 {
+        let s = create(&env, "shop", &body).await;
+        let id = s["id"].as_str().unwrap().to_owned();
+        CheckoutClient::new().pay(s["session_url"].as_str().unwrap(), PAYS, false).await;
+        let done = env.event_about("payment_session.completed", &id).await;
+        assert_eq!(done["data"]["payment_outcome"], "reserved");
+        ids.push(id);
+    }
+    let capture = env
+        .call(Command::new("payment.capture", &json!({"payment_session_id": ids[0], "amount": 10000})).header("merchant-id", "shop"))
+        .await;
+    assert_eq!(capture.body["payment_outcome"], "reserved", "answered at once; the capture follows: {}", capture.body);
+    let captured = env.event_about("payment.captured", &ids[0]).await;
+    assert_eq!(captured["data"]["payment_outcome"], "paid");
+    assert_eq!(
+        count(&env, "SELECT captured_amount FROM payment_attempts WHERE session_id = $1 AND status = 'succeeded'", &ids[0]).await,
+        10000
+    );
+
+    let void = env.call(Command::new("payment.void", &json!({"payment_session_id": ids[1]})).header("merchant-id", "shop")).await;
+    assert!(void.body["id"].is_string(), "{}", void.body);
+    let voided = env.event_about("payment.voided", &ids[1]).await;
+    assert_eq!(voided["data"]["payment_outcome"], "unpaid");
+    assert_eq!(voided["data"]["status"], "completed");
+
+    // Settled is settled: a capture of the voided session is refused.
+    let late = env.call(Command::new("payment.capture", &json!({"payment_session_id": ids[1]})).header("merchant-id", "shop")).await;
+    assert_eq!(late.error_code(), Some("illegal_transition"));
+    assert_eq!(env.count("SELECT count(*) FROM sandbox_ledger WHERE operation IN ('capture', 'void')").await, 2);
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn a_late_result_after_expiry_is_voided() {
+    let mut env = TestEnv::new().await;
+    // The processor answers after 2 s; an attempt is given up on after 1 s.
+    env.start_gateway(&[("SANDBOX_LATENCY_MS", "2000")]).await;
+    env.start_lifecycle(&[("ATTEMPT_ABANDON_AFTER_SECS", "1")]).await;
+    let checkout = env.start_checkout().await;
+    env.start_intake_with(&[("CHECKOUT_BASE_URL", &checkout)]).await;
+    let s = create(&env, "shop", &one_time("never")).await;
+    let id = s["id"].as_str().unwrap();
+    let page = CheckoutClient::new().pay(s["session_url"].as_str().unwrap(), PAYS, false).await;
+    assert_eq!(page.text_of("state").as_deref(), Some("Processing your payment…"));
+    env.pool.get().await.unwrap().execute("UPDATE payment_sessions SET expires_at = now() WHERE id = $1", &[&id]).await.unwrap();
+
+    let expired = env.event_about("payment_session.updated", id).await;
+    assert_eq!(expired["data"]["status"], "expired");
+    assert_eq!(expired["data"]["last_payment_error"]["decline_code"], "processor_timeout");
+    let voided = env.event_about("payment.voided", id).await;
+    assert_eq!(voided["data"]["status"], "expired", "the session stays expired");
+    let ledger: Vec<(String, String)> = env
+        .pool
+        .get()
+        .await
+        .unwrap()
+        .query("SELECT operation, outcome FROM sandbox_ledger ORDER BY created_at", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(ledger, [("authorize".into(), "succeeded".into()), ("void".into(), "succeeded".into())], "the late charge was given back");
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn revoked_mandate_refuses_every_later_charge() {
+    let mut env = TestEnv::new().await;
+    env.start_fleet().await;
+    let (_, _, md) =
+        seed_mandate_with_card(&env.pool, "gym", json!({"type": "on_demand", "currency": "ZAR"}), PAYS, (12, 2099), true).await;
+    let foreign = env.call(Command::new("mandate.revoke", &json!({"mandate_id": md})).header("merchant-id", "rival")).await;
+    assert_eq!(foreign.error_code(), Some("mandate_not_found"));
+    let revoked = env.call(Command::new("mandate.revoke", &json!({"mandate_id": md})).header("merchant-id", "gym")).await;
+    assert_eq!(revoked.body["status"], "revoked", "{}", revoked.body);
+    assert_eq!(env.event_about("mandate.revoked", &md).await["data"]["status"], "revoked");
+    let refused = env.call(Command::create("gym", &next_by_mandate(&md, 100))).await;
+    assert_eq!(refused.error_code(), Some("mandate_revoked"));
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn redelivering_an_authorize_charges_once() {
+    let mut env = TestEnv::new().await;
+    env.start_fleet().await;
+    let (_, _, md) =
+        seed_mandate_with_card(&env.pool, "gym", json!({"type": "on_demand", "currency": "ZAR"}), PAYS, (12, 2099), true).await;
+    let s = create(&env, "gym", &next_by_mandate(&md, 700)).await;
+    let id = s["id"].as_str().unwrap();
+    env.event_about("payment_session.completed", id).await;
+
+    // The same authorize again, as a broker redelivery after a lost ack would bring it
+    // (a new message id, so only the processor's idempotency key stands in the way).
+    let c = env.pool.get().await.unwrap();
+    let body: Vec<u8> = c.query_one("SELECT body FROM outbox WHERE routing_key = 'gateway.authorize'", &[]).await.unwrap().get(0);
+    env.publish(exchange::INTERNAL, "gateway.authorize", &body, "redelivered-1", "gym").await;
+    let calls = || env.count("SELECT count(*) FROM processor_calls WHERE operation = 'authorize'");
+    let deadline = tokio::time::Instant::now() + integration_tests::WAIT;
+    while calls().await < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "the redelivered authorize was never handled");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        env.count("SELECT count(*) FROM sandbox_ledger WHERE operation = 'authorize'").await,
+        1,
+        "one charge in the sandbox's own ledger"
+    );
+    eventually("lifecycle to see the duplicate result", || {
+        ps_runtime::metrics::MESSAGES.with_label_values(&[ps_runtime::topology::LIFECYCLE.name, "duplicate"]).get() >= 1
+    })
+    .await;
+    assert_eq!(env.count("SELECT count(*) FROM outbox WHERE routing_key = 'payment.succeeded'").await, 1);
+    assert_eq!(env.session(id).await["payment_outcome"], "paid");
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn a_processor_timeout_is_resolved_by_lookup_not_by_charging_again() {
+    let mut env = TestEnv::new().await;
+    env.start_gateway(&[("SANDBOX_LATENCY_MS", "1500"), ("PROCESSOR_TIMEOUT_MS", "200")]).await;
+    env.start_lifecycle(&[]).await;
+    env.start_intake().await;
+    let (_, _, md) =
+        seed_mandate_with_card(&env.pool, "gym", json!({"type": "on_demand", "currency": "ZAR"}), PAYS, (12, 2099), true).await;
+    let s = create(&env, "gym", &next_by_mandate(&md, 900)).await;
+    let done = env.event_about("payment_session.completed", s["id"].as_str().unwrap()).await;
+    assert_eq!(done["data"]["payment_outcome"], "paid");
+    let results: Vec<String> = env
+        .pool
+        .get()
+        .await
+        .unwrap()
+        .query("SELECT result FROM processor_calls ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(results, ["timeout", "resolved_by_lookup"]);
+    assert_eq!(env.count("SELECT count(*) FROM sandbox_ledger").await, 1);
+    env.finish().await;
+}
