@@ -1,17 +1,20 @@
 # The two commands the README gives: `make run` and `make test`.
 CARGO ?= cargo
 
-.PHONY: run test services build unit fmt lint
+.PHONY: run test services browser build unit fmt lint
 
 run: services build
 	./scripts/run-fleet.sh
 
-test: services build
+test: services browser build
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 		$(CARGO) nextest run --workspace --no-fail-fast; \
 	else \
 		$(CARGO) test --workspace --no-fail-fast; \
 	fi
+
+browser:
+	./scripts/ensure-browser.sh
 
 services:
 	./scripts/ensure-services.sh

@@ -124,6 +124,7 @@ pub struct TestEnv {
     running: Vec<Running>,
     vault_url: Option<String>,
     seen_events: Mutex<Vec<Value>>,
+    held_events: Mutex<Vec<Value>>,
     children: Vec<Child>,
     cleaned: bool,
 }
@@ -235,6 +236,7 @@ impl TestEnv {
             running: vec![],
             vault_url: None,
             seen_events: Mutex::new(vec![]),
+            held_events: Mutex::new(vec![]),
             children: vec![],
             cleaned: false,
         }
@@ -334,16 +336,25 @@ impl TestEnv {
         checkout
     }
 
-    /// The next event of `event_type` about `object_id`, skipping others.
+    /// The next event of `event_type` about `object_id`. Events about other
+    /// things are kept for later calls, so waits may come in any order.
     pub async fn event_about(&self, event_type: &str, object_id: &str) -> Value {
+        let matches = |e: &Value| e["type"] == event_type && (e["data"]["id"] == object_id || e["data"]["session_id"] == object_id);
+        {
+            let mut held = self.held_events.lock().unwrap();
+            if let Some(i) = held.iter().position(matches) {
+                return held.remove(i);
+            }
+        }
         let mut rx = self.events.lock().await;
         let wait = async {
             loop {
                 let e = rx.recv().await.expect("event stream open");
                 self.seen_events.lock().unwrap().push(e.clone());
-                if e["type"] == event_type && (e["data"]["id"] == object_id || e["data"]["session_id"] == object_id) {
+                if matches(&e) {
                     return e;
                 }
+                self.held_events.lock().unwrap().push(e);
             }
         };
         tokio::time::timeout(WAIT, wait).await.unwrap_or_else(|_| panic!("no {event_type} about {object_id} within {WAIT:?}"))
@@ -718,6 +729,22 @@ impl CheckoutClient {
         let cookie = r.headers().get("set-cookie").and_then(|v| v.to_str().ok()).and_then(|v| v.split(';').next()).map(str::to_owned);
         let status = r.status().as_u16();
         (Page { status, body: r.text().await.unwrap() }, cookie)
+    }
+
+    /// Submits the card form with the given CSRF field and cookie (which may be wrong).
+    pub async fn submit(&self, url: &str, csrf: &str, cookie: Option<&str>, card: &str) -> u16 {
+        let form = [("csrf", csrf), ("card_number", card), ("expiry", "12/34"), ("cvc", "123")];
+        let mut req = self.http.post(url).form(&form);
+        if let Some(c) = cookie {
+            req = req.header("cookie", c);
+        }
+        req.send().await.unwrap().status().as_u16()
+    }
+
+    /// The page's CSRF field and cookie, as a browser holds them.
+    pub async fn form_tokens(&self, url: &str) -> (String, String) {
+        let (page, cookie) = self.get(url).await;
+        (page.csrf().expect("a card form"), cookie.expect("a CSRF cookie"))
     }
 
     /// Loads the page and pays with `card`; returns the page the form leads to.

@@ -1,5 +1,7 @@
 //! The fleet's integration suite: real binaries' code, real RabbitMQ, real PostgreSQL.
 
+mod browser;
+mod checkout;
 mod deploy;
 mod intake;
 mod payments;

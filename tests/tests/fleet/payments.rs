@@ -420,3 +420,59 @@ async fn a_processor_timeout_is_resolved_by_lookup_not_by_charging_again() {
     assert_eq!(env.count("SELECT count(*) FROM sandbox_ledger").await, 1);
     env.finish().await;
 }
+
+#[tokio::test]
+async fn two_lifecycle_replicas_never_lose_an_update() {
+    let mut env = TestEnv::new().await;
+    env.start_gateway(&[]).await;
+    env.start_lifecycle(&[]).await;
+    env.start_lifecycle(&[]).await;
+    let checkout = env.start_checkout().await;
+    env.start_intake_with(&[("CHECKOUT_BASE_URL", &checkout)]).await;
+
+    // Many payments at once, their results spread over both replicas.
+    let (_, _, md) =
+        seed_mandate_with_card(&env.pool, "gym", json!({"type": "on_demand", "currency": "ZAR"}), PAYS, (12, 2099), true).await;
+    let mut sent = vec![];
+    for _ in 0..20 {
+        sent.push(env.send(Command::create("gym", &next_by_mandate(&md, 100))).await);
+    }
+    for corr in &sent {
+        let s = env.reply(corr).await.body;
+        env.event_about("payment_session.completed", s["id"].as_str().unwrap()).await;
+    }
+    assert_eq!(env.count("SELECT count(*) FROM payment_sessions WHERE payment_outcome = 'paid'").await, 20);
+    assert_eq!(env.count("SELECT count(*) FROM outbox WHERE routing_key = 'payment_session.completed'").await, 20);
+
+    // Captures and voids of one reservation, all at once, to both replicas: one wins.
+    let mut body = one_time("never");
+    body["capture_method"] = json!("manual");
+    let s = create(&env, "shop", &body).await;
+    let id = s["id"].as_str().unwrap();
+    CheckoutClient::new().pay(s["session_url"].as_str().unwrap(), PAYS, false).await;
+    env.event_about("payment_session.completed", id).await;
+    let mut racing = vec![];
+    for i in 0..10 {
+        let key = if i % 2 == 0 { "payment.capture" } else { "payment.void" };
+        racing.push(env.send(Command::new(key, &json!({"payment_session_id": id})).header("merchant-id", "shop")).await);
+    }
+    for corr in &racing {
+        // Before the settlement lands: the session. After: refused, it is settled.
+        let r = env.reply(corr).await;
+        assert!(r.body["id"] == id || r.error_code() == Some("illegal_transition"), "{}", r.body);
+    }
+    let final_outcome = loop {
+        let outcome = env.session(id).await["payment_outcome"].as_str().unwrap().to_owned();
+        if outcome != "reserved" {
+            break outcome;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert!(final_outcome == "paid" || final_outcome == "unpaid", "{final_outcome}");
+    assert_eq!(
+        env.count("SELECT count(*) FROM sandbox_ledger WHERE operation IN ('capture', 'void')").await,
+        1,
+        "one settlement reached the processor"
+    );
+    env.finish().await;
+}

@@ -1,0 +1,165 @@
+//! The checkout in a real headless Chromium (Debian's `chromium` and
+//! `chromedriver`, installed by `scripts/ensure-browser.sh`).
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use integration_tests::{Command, TestEnv, WAIT};
+use serde_json::json;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+/// chromedriver and a browser session on it; both go away on drop.
+struct Browser {
+    client: Option<Client>,
+    driver: Child,
+    profile: std::path::PathBuf,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+        let _ = std::fs::remove_dir_all(&self.profile);
+    }
+}
+
+impl Browser {
+    async fn launch() -> Browser {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let driver = std::process::Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver runs (scripts/ensure-browser.sh installs it)");
+        let profile = std::env::temp_dir().join(format!("ps-chromium-{}", uuid::Uuid::new_v4().simple()));
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": "/usr/bin/chromium",
+                // No network beyond loopback here: keep Chromium from reaching for it.
+                "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                         format!("--user-data-dir={}", profile.display())]
+            }),
+        );
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let client = loop {
+            let mut builder = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new());
+            builder.capabilities(caps.clone());
+            match builder.connect(&url).await {
+                Ok(c) => break c,
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("cannot start a Chromium session: {e}"),
+            }
+        };
+        Browser { client: Some(client), driver, profile }
+    }
+
+    fn c(&self) -> &Client {
+        self.client.as_ref().unwrap()
+    }
+
+    async fn text(&self, id: &str) -> String {
+        self.c().wait().at_most(WAIT).for_element(Locator::Id(id)).await.unwrap_or_else(|e| panic!("#{id}: {e}")).text().await.unwrap()
+    }
+
+    /// Waits until the element `id` shows `expected` (the processing page refreshes itself meanwhile).
+    async fn wait_for_text(&self, id: &str, expected: &str) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Ok(e) = self.c().find(Locator::Id(id)).await {
+                if e.text().await.is_ok_and(|t| t.contains(expected)) {
+                    return;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "#{id} never showed {expected:?}: {}",
+                self.c().source().await.unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn pay(&self, card: &str) {
+        let c = self.c();
+        c.wait().at_most(WAIT).for_element(Locator::Id("card_number")).await.unwrap().send_keys(card).await.unwrap();
+        c.find(Locator::Id("expiry")).await.unwrap().send_keys("12/34").await.unwrap();
+        c.find(Locator::Id("cvc")).await.unwrap().send_keys("123").await.unwrap();
+        c.find(Locator::Id("pay")).await.unwrap().click().await.unwrap();
+    }
+
+    async fn close(mut self) {
+        if let Some(c) = self.client.take() {
+            let _ = c.close().await;
+        }
+    }
+}
+
+/// The merchant's site the customer returns to.
+async fn shop() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new()
+        .route("/return", axum::routing::get(|| async { axum::response::Html("<h1 id=\"shop\">Back at the shop</h1>") }));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}/return")
+}
+
+#[tokio::test]
+async fn a_customer_pays_in_chromium_after_a_decline_and_returns_to_the_shop() {
+    let mut env = TestEnv::new().await;
+    env.start_fleet().await;
+    let return_url = shop().await;
+    let body = json!({"type": "one_time", "amount": 12550, "currency": "ZAR", "return_url": return_url});
+    let s = env.call(Command::create("shop", &body)).await.body;
+    let browser = Browser::launch().await;
+    browser.c().goto(s["session_url"].as_str().unwrap()).await.unwrap();
+    assert_eq!(browser.text("amount").await, "ZAR 125.50");
+    assert_eq!(browser.text("merchant").await, "shop");
+
+    browser.pay("4000000000000002").await;
+    browser.wait_for_text("error", "Your card was declined.").await;
+
+    browser.pay("4242424242424242").await;
+    browser.wait_for_text("state", "Payment successful").await;
+    browser.c().find(Locator::Id("return")).await.unwrap().click().await.unwrap();
+    assert_eq!(browser.text("shop").await, "Back at the shop");
+    assert_eq!(browser.c().current_url().await.unwrap().as_str(), return_url);
+    assert_eq!(env.session(s["id"].as_str().unwrap()).await["payment_outcome"], "paid");
+    browser.close().await;
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn a_customer_accepts_a_mandate_in_chromium() {
+    let mut env = TestEnv::new().await;
+    env.start_fleet().await;
+    let return_url = shop().await;
+    let body = json!({"type": "first_in_series", "amount": 19900, "currency": "ZAR", "customer": {"name": "Bo", "email": "bo@example.com"},
+        "return_url": return_url,
+        "mandate_options": {"type": "scheduled", "amount": 19900, "recurrence": {"type": "monthly", "interval_count": 1, "on": 1},
+                            "validity_period": {"start_date": "2026-12-01", "end_date": "2027-11-30"}, "max_occurrences": 12, "total_amount": 238800}});
+    let s = env.call(Command::create("gym", &body)).await.body;
+    let browser = Browser::launch().await;
+    browser.c().goto(s["session_url"].as_str().unwrap()).await.unwrap();
+    let terms = browser.text("terms").await;
+    assert!(terms.contains("You authorise gym to charge this card ZAR 199.00, once every month, on day 1 of the month."), "{terms}");
+    assert!(terms.contains("from 1 December 2026 until 30 November 2027"), "{terms}");
+    assert!(terms.contains("At most 12 charges, and no more than ZAR 2,388.00 in total."), "{terms}");
+    assert_eq!(browser.text("pay").await, "Pay ZAR 199.00 and authorise");
+
+    browser.pay("4242424242424242").await;
+    browser.wait_for_text("state", "Payment successful").await;
+    assert_eq!(browser.text("mandate").await, "Your authorisation for future payments is in place.");
+    browser.c().find(Locator::Id("return")).await.unwrap().click().await.unwrap();
+    assert_eq!(browser.text("shop").await, "Back at the shop");
+    assert!(env.session(s["id"].as_str().unwrap()).await["mandate_id"].is_string());
+    browser.close().await;
+    env.finish().await;
+}
