@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${CARGO_TARGET_DIR:-target}/debug
 
-services=(session-intake)
+services=(session-intake payment-gateway session-lifecycle checkout)
 pids=()
 
 stop() {
