@@ -1,23 +1,46 @@
--- Least-privilege roles. Run as a superuser after `psctl migrate` (as ps_migrator).
--- Passwords are set out of band: ALTER ROLE ps_intake PASSWORD '…';
+-- Least-privilege roles, one per service. Run as a superuser after
+-- `psctl migrate` (as the schema owner). Passwords are set out of band:
+-- ALTER ROLE ps_intake PASSWORD '…';
+-- tests/tests/fleet/deploy.rs runs the fleet under these roles, so a missing
+-- grant fails CI.
 
 DO $$
+DECLARE r text;
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'ps_intake') THEN
-        CREATE ROLE ps_intake LOGIN;
-    END IF;
+    FOREACH r IN ARRAY ARRAY['ps_intake', 'ps_checkout', 'ps_gateway', 'ps_lifecycle'] LOOP
+        IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) THEN
+            EXECUTE format('CREATE ROLE %I LOGIN', r);
+        END IF;
+        -- Plumbing every service runs: the dedupe record, the outbox and its
+        -- relay, and the retention sweep over both and the idempotency keys.
+        EXECUTE format('GRANT USAGE ON SCHEMA public TO %I', r);
+        EXECUTE format('GRANT SELECT ON schema_migrations TO %I', r);
+        EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON processed_messages, outbox TO %I', r);
+        EXECUTE format('GRANT USAGE ON SEQUENCE outbox_id_seq TO %I', r);
+        EXECUTE format('GRANT SELECT, DELETE ON idempotency_keys TO %I', r);
+    END LOOP;
 END
 $$;
 
-GRANT USAGE ON SCHEMA public TO ps_intake;
--- Plumbing every consumer writes.
-GRANT SELECT, INSERT, UPDATE ON processed_messages TO ps_intake;
-GRANT SELECT, INSERT, UPDATE ON outbox TO ps_intake;
-GRANT DELETE ON outbox, processed_messages TO ps_intake;
-GRANT USAGE ON SEQUENCE outbox_id_seq TO ps_intake;
--- What intake owns (DESIGN §3): sessions, customers, idempotency records, the first attempt of a next_in_series.
-GRANT SELECT, INSERT, UPDATE, DELETE ON idempotency_keys TO ps_intake;
+-- intake: creates sessions, customers, idempotency records, a next_in_series' attempt.
+GRANT INSERT, UPDATE ON idempotency_keys TO ps_intake;
 GRANT SELECT, INSERT ON payment_sessions, customers, payment_attempts TO ps_intake;
--- Read-only on what lifecycle owns; the column grant is what SELECT … FOR UPDATE needs to lock a mandate.
-GRANT SELECT ON payment_methods, mandates, schema_migrations TO ps_intake;
+GRANT SELECT ON payment_methods, mandates TO ps_intake;
+-- Locking a mandate (SELECT … FOR UPDATE) needs an UPDATE grant on some column.
 GRANT UPDATE (updated_at) ON mandates TO ps_intake;
+
+-- checkout: reads a session, starts an attempt on it. No access to the vault.
+GRANT SELECT, UPDATE ON payment_sessions TO ps_checkout;
+GRANT INSERT ON payment_attempts TO ps_checkout;
+
+-- gateway: its vault, its processor's ledger, its call log; the token of a saved method.
+GRANT SELECT, INSERT ON vault_cards, sandbox_ledger TO ps_gateway;
+GRANT INSERT ON processor_calls TO ps_gateway;
+GRANT USAGE ON SEQUENCE processor_calls_id_seq TO ps_gateway;
+GRANT SELECT (id, merchant_id, vault_token) ON payment_methods TO ps_gateway;
+
+-- lifecycle: session state, attempts, saved methods, mandates; idempotency for its commands.
+GRANT INSERT, UPDATE ON idempotency_keys TO ps_lifecycle;
+GRANT SELECT, UPDATE ON payment_sessions, payment_attempts TO ps_lifecycle;
+GRANT SELECT, INSERT ON payment_methods TO ps_lifecycle;
+GRANT SELECT, INSERT, UPDATE ON mandates TO ps_lifecycle;

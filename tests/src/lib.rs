@@ -315,10 +315,15 @@ impl TestEnv {
     /// Starts the checkout against the running gateway's vault. Returns its base URL,
     /// which is also what intake must put in `session_url`s.
     pub async fn start_checkout(&mut self) -> String {
+        self.start_checkout_with(&[]).await
+    }
+
+    pub async fn start_checkout_with(&mut self, overrides: &[(&'static str, &str)]) -> String {
         let stop = CancellationToken::new();
         let vault = self.vault_url.clone().expect("start the gateway before the checkout");
-        let config =
-            checkout::CheckoutConfig::from_env(&self.env_with(&[("CHECKOUT_ADDR", "127.0.0.1:0"), ("VAULT_URL", &vault)])).unwrap();
+        let mut all = vec![("CHECKOUT_ADDR", "127.0.0.1:0"), ("VAULT_URL", vault.as_str())];
+        all.extend_from_slice(overrides);
+        let config = checkout::CheckoutConfig::from_env(&self.env_with(&all)).unwrap();
         let running = checkout::start(config, stop.clone()).await.expect("checkout starts");
         let url = format!("http://{}", running.addr);
         self.stops.push(stop);
@@ -565,6 +570,7 @@ async fn remove_everything(names: Names, db: String) {
             for e in names.all_exchanges() {
                 let _ = ch.exchange_delete(ShortString::from(e.as_str()), ExchangeDeleteOptions::default()).await;
             }
+            let _ = ch.close(200, "done".into()).await;
         }
         let _ = conn.close(200, "bye".into()).await;
     }

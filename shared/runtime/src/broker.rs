@@ -67,6 +67,11 @@ impl Publisher {
         Ok(Publisher { channel, names, timeout })
     }
 
+    /// Closes the channel; confirms already received stand.
+    pub async fn close(&self) {
+        let _ = self.channel.close(200, ShortString::from("closing")).await;
+    }
+
     pub async fn publish(&self, msg: &Outbound) -> Result<(), PublishError> {
         self.publish_batch(std::slice::from_ref(msg)).await.pop().unwrap_or(Ok(()))
     }

@@ -182,6 +182,7 @@ async fn session(
     };
     relay_stop.cancel();
     let drained = relaying.await;
+    publisher.close().await;
     consumed?;
     drained?;
     Ok(())

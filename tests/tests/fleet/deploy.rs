@@ -1,37 +1,71 @@
-//! The deploy manifests' database roles are enough to run the services.
+//! The deploy manifests' database roles are enough to run the fleet, and no more.
 
-use integration_tests::{admin_database_url, seed_mandate, Command, TestEnv};
+use integration_tests::{admin_database_url, seed_mandate_with_card, CheckoutClient, Command, TestEnv};
 use serde_json::json;
 
+const ROLES: [&str; 4] = ["ps_intake", "ps_checkout", "ps_gateway", "ps_lifecycle"];
+
 #[tokio::test]
-async fn intake_runs_with_only_the_grants_of_its_role() {
+async fn the_fleet_runs_with_only_the_grants_of_its_roles() {
     let mut env = TestEnv::new().await;
     let c = env.pool.get().await.unwrap();
     c.batch_execute(include_str!("../../../deploy/postgres/roles.sql")).await.expect("roles.sql applies");
     drop(c);
-    let as_intake = env.database_url.replacen("postgres@", "ps_intake@", 1);
-    assert_ne!(as_intake, env.database_url);
-    env.start_intake_with(&[("DATABASE_URL", &as_intake), ("DATABASE_MIGRATE", "false")]).await;
+    let url_as = |role: &str| env.database_url.replacen("postgres@", &format!("{role}@"), 1);
+    let (intake, checkout_db, gateway, lifecycle) =
+        (url_as("ps_intake"), url_as("ps_checkout"), url_as("ps_gateway"), url_as("ps_lifecycle"));
+    let no_migrate = ("DATABASE_MIGRATE", "false");
+    env.start_gateway(&[("DATABASE_URL", &gateway), no_migrate]).await;
+    env.start_lifecycle(&[("DATABASE_URL", &lifecycle), no_migrate]).await;
+    let checkout = env.start_checkout_with(&[("DATABASE_URL", &checkout_db), no_migrate]).await;
+    env.start_intake_with(&[("DATABASE_URL", &intake), no_migrate, ("CHECKOUT_BASE_URL", &checkout)]).await;
 
-    let one_time: serde_json::Value =
-        serde_json::from_str(include_str!("../../../shared/contract/tests/fixtures/create-one_time.json")).unwrap();
-    let cmd = || Command::create("shop_1", &one_time).header("idempotency-key", "roles-1");
-    assert_eq!(env.call(cmd()).await.body["status"], "active");
+    // A one_time saved always, and a first_in_series: every table each service writes.
+    let body = json!({"type": "one_time", "amount": 100, "currency": "ZAR", "customer": {"name": "A", "email": "a@example.com"},
+                      "return_url": "https://x.example/r", "save_payment_method": "always"});
+    let cmd = || Command::create("shop_1", &body).header("idempotency-key", "roles-1");
+    let s = env.call(cmd()).await.body;
     assert!(env.call(cmd()).await.replayed);
-    let (cus, pm, _) = seed_mandate(&env.pool, "gym", json!({"type": "on_demand", "currency": "ZAR"}), (12, 2099), true).await;
-    let next = json!({"type": "next_in_series", "amount": 100, "currency": "ZAR", "customer_id": cus, "payment_method_id": pm});
-    assert_eq!(env.call(Command::create("gym", &next)).await.body["payment_outcome"], "pending");
-    let mut bad = one_time.clone();
-    bad["amount"] = json!(-1);
-    assert_eq!(env.call(Command::create("shop_1", &bad)).await.error_code(), Some("amount_too_small"));
+    CheckoutClient::new().pay(s["session_url"].as_str().unwrap(), "4242424242424242", false).await;
+    assert_eq!(env.event_about("payment_session.completed", s["id"].as_str().unwrap()).await["data"]["payment_outcome"], "paid");
+
+    let fis = json!({"type": "first_in_series", "amount": 100, "currency": "ZAR", "customer": {"name": "B", "email": "b@example.com"}, "return_url": "https://x.example/r"});
+    let f = env.call(Command::create("gym", &fis)).await.body;
+    CheckoutClient::new().pay(f["session_url"].as_str().unwrap(), "4242424242424242", false).await;
+    let done = env.event_about("payment_session.completed", f["id"].as_str().unwrap()).await;
+    let md = done["data"]["mandate_id"].as_str().unwrap();
+    let next =
+        env.call(Command::create("gym", &json!({"type": "next_in_series", "amount": 100, "currency": "ZAR", "mandate_id": md}))).await.body;
+    assert_eq!(env.event_about("payment_session.completed", next["id"].as_str().unwrap()).await["data"]["payment_outcome"], "paid");
+    let revoked = env.call(Command::new("mandate.revoke", &json!({"mandate_id": md})).header("merchant-id", "gym")).await;
+    assert_eq!(revoked.body["status"], "revoked", "{}", revoked.body);
+    let (_, _, seeded) =
+        seed_mandate_with_card(&env.pool, "gym", json!({"type": "on_demand", "currency": "ZAR"}), "4000000000009995", (12, 2099), true)
+            .await;
+    let declined = env
+        .call(Command::create("gym", &json!({"type": "next_in_series", "amount": 100, "currency": "ZAR", "mandate_id": seeded})))
+        .await
+        .body;
+    assert_eq!(env.event_about("payment_session.completed", declined["id"].as_str().unwrap()).await["data"]["payment_outcome"], "unpaid");
+
+    // And no more: only the gateway may read the vault.
+    let (client, conn) = tokio_postgres::connect(&checkout_db, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let denied = client.query("SELECT pan FROM vault_cards", &[]).await.unwrap_err();
+    assert_eq!(denied.code(), Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE));
+    drop(client);
 
     env.stop_services().await;
-    // The role is cluster-wide: remove it unless another database still grants it something.
+    // Roles are cluster-wide: remove them unless another database still grants them something.
     let c = env.pool.get().await.unwrap();
-    c.batch_execute("DROP OWNED BY ps_intake").await.unwrap();
+    for r in ROLES {
+        c.batch_execute(&format!("DROP OWNED BY {r}")).await.unwrap();
+    }
     drop(c);
     let (admin, conn) = tokio_postgres::connect(&admin_database_url(), tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(conn);
     env.finish().await;
-    let _ = admin.batch_execute("DROP ROLE IF EXISTS ps_intake").await;
+    for r in ROLES {
+        let _ = admin.batch_execute(&format!("DROP ROLE IF EXISTS {r}")).await;
+    }
 }
