@@ -2,6 +2,8 @@
 //! prefix on the real PostgreSQL and RabbitMQ, runs the real services' code,
 //! and removes everything it made when it ends, even if it panics.
 
+pub mod receiver;
+
 use deadpool_postgres::Pool;
 use futures::StreamExt;
 use lapin::options::{
@@ -329,6 +331,17 @@ impl TestEnv {
         self.stops.push(stop);
         self.running.push(running.service);
         url
+    }
+
+    /// Starts webhook-dispatch; loopback receivers are allowed unless `overrides` says otherwise.
+    pub async fn start_webhooks(&mut self, overrides: &[(&'static str, &str)]) {
+        let stop = CancellationToken::new();
+        let mut all = vec![("WEBHOOK_ALLOWED_CIDRS", "127.0.0.0/8"), ("WEBHOOK_POLL_MS", "50"), ("WEBHOOK_TIMEOUT_MS", "5000")];
+        all.extend_from_slice(overrides);
+        let config = webhook_dispatch::WebhookConfig::from_env(&self.env_with(&all)).unwrap();
+        let running = webhook_dispatch::start(config, stop.clone()).await.expect("webhook-dispatch starts");
+        self.stops.push(stop);
+        self.running.push(running);
     }
 
     /// The whole paying fleet in this process: gateway, lifecycle, checkout, and an

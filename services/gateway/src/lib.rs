@@ -48,7 +48,7 @@ pub async fn start(config: GatewayConfig, stop: CancellationToken) -> Result<Run
     let pool = ps_runtime::db::pool(&config.common.database_url, config.common.database_pool_size)?;
     let processor = Arc::new(sandbox::SandboxProcessor::new(pool.clone(), config.sandbox_latency));
     let handler = handler::GatewayHandler { processor, timeout: config.processor_timeout, pool: pool.clone() };
-    let consumes = vec![Consumes { queue: topology::GATEWAY, handler: Arc::new(handler) }];
+    let consumes = vec![Consumes::new(topology::GATEWAY, Arc::new(handler))];
     let service = service::start(SERVICE, config.common, consumes, stop.clone()).await?;
     let vault_addr =
         vault::serve(config.vault_addr, pool, stop).await.map_err(|source| StartError::Health { addr: config.vault_addr, source })?;

@@ -33,6 +33,6 @@ impl IntakeConfig {
 
 pub async fn start(config: IntakeConfig, stop: CancellationToken) -> Result<Running, StartError> {
     let handler = create::CreateHandler { checkout_base_url: config.checkout_base_url, mode: config.common.mode };
-    let consumes = vec![Consumes { queue: topology::INTAKE, handler: Arc::new(handler) }];
+    let consumes = vec![Consumes::new(topology::INTAKE, Arc::new(handler))];
     service::start(SERVICE, config.common, consumes, stop).await
 }

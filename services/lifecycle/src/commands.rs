@@ -6,82 +6,32 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
 use ps_contract::commands::{check_capture_amount, CaptureCommand, RevokeCommand, SessionCommand};
 use ps_contract::events::EventType;
-use ps_contract::idempotency::{request_fingerprint, IdempotencyKey};
 use ps_contract::ids::MerchantId;
 use ps_contract::internal::Operation;
 use ps_contract::lifecycle::{transition, Transition};
 use ps_contract::mandate::MandateStatus;
-use ps_contract::routing::{command, header};
+use ps_contract::routing::command;
 use ps_contract::{ApiError, ErrorCode};
-use ps_runtime::{Handled, HandlerError, Incoming, Outbound};
+use ps_runtime::{Handled, HandlerError, Incoming};
+use ps_store::commands::{self, Answer};
 use ps_store::events::event;
-use ps_store::idempotency::{self, Claim};
 use ps_store::sessions;
 use serde_json::Value;
 
-/// A command's answer: the object to reply with and what to publish.
-type Answer = Result<(Value, Vec<Outbound>), ApiError>;
-
 pub async fn handle(tx: &Transaction<'_>, msg: &Incoming, now: DateTime<Utc>) -> Result<Handled, HandlerError> {
-    let merchant = match msg.header(header::MERCHANT_ID).map(|m| MerchantId::parse(&m)) {
-        None => {
-            return Ok(refused(
-                msg,
-                &ApiError::param(ErrorCode::MerchantIdMissing, header::MERCHANT_ID, "the merchant-id header is required"),
-            ))
-        }
-        Some(Err(e)) => return Ok(refused(msg, &e.with_param(header::MERCHANT_ID))),
-        Some(Ok(m)) => m,
+    let opened = match commands::open(tx, msg).await? {
+        Ok(o) => o,
+        Err(answered) => return Ok(answered),
     };
-    let key = match msg.header(header::IDEMPOTENCY_KEY).map(|k| IdempotencyKey::parse(&k)) {
-        None => None,
-        Some(Err(e)) => return Ok(refused(msg, &e.with_param(header::IDEMPOTENCY_KEY))),
-        Some(Ok(k)) => Some(k),
-    };
-    let body: Value = match serde_json::from_slice(&msg.body) {
-        Ok(v) => v,
-        Err(e) => {
-            let err = ApiError::new(ErrorCode::InvalidJson, format!("body is not JSON: {e}"));
-            let mut h = refused(msg, &err);
-            h.dead_letter = Some((err.code.as_str().into(), err.message.clone()));
-            return Ok(h);
-        }
-    };
-    if let Some(k) = &key {
-        match idempotency::claim(tx, &merchant, k, &msg.routing_key, &request_fingerprint(&msg.routing_key, &body)).await? {
-            Err(e) => return Ok(refused(msg, &e)),
-            Ok(Claim::Replay(reply)) => return Ok(Handled::default().send(msg.reply(&reply, true))),
-            Ok(Claim::New) => {}
-        }
-    }
+    let (merchant, body) = (&opened.merchant, &opened.body);
     let answer = match msg.routing_key.as_str() {
-        command::SESSION_CANCEL => cancel(tx, &merchant, &body, now).await?,
-        command::PAYMENT_CAPTURE => settle(tx, &merchant, &body, Operation::Capture).await?,
-        command::PAYMENT_VOID => settle(tx, &merchant, &body, Operation::Void).await?,
-        command::MANDATE_REVOKE => revoke(tx, &merchant, &body, now).await?,
+        command::SESSION_CANCEL => cancel(tx, merchant, body, now).await?,
+        command::PAYMENT_CAPTURE => settle(tx, merchant, body, Operation::Capture).await?,
+        command::PAYMENT_VOID => settle(tx, merchant, body, Operation::Void).await?,
+        command::MANDATE_REVOKE => revoke(tx, merchant, body, now).await?,
         other => Err(ApiError::new(ErrorCode::UnknownCommand, format!("lifecycle does not handle {other:?}"))),
     };
-    match answer {
-        Ok((reply, publish)) => {
-            if let Some(k) = &key {
-                idempotency::complete(tx, &merchant, k, &reply).await?;
-            }
-            let mut h = Handled::default().send(msg.reply(&reply, false));
-            h.outbox.extend(publish);
-            Ok(h)
-        }
-        Err(e) => {
-            if let Some(k) = &key {
-                idempotency::release(tx, &merchant, k).await?;
-            }
-            Ok(refused(msg, &e))
-        }
-    }
-}
-
-fn refused(msg: &Incoming, e: &ApiError) -> Handled {
-    tracing::info!(command = %msg.routing_key, code = %e.code, "command refused");
-    Handled::refuse(msg, e)
+    commands::close(tx, msg, &opened, answer).await
 }
 
 fn not_found(id: &str) -> ApiError {

@@ -57,7 +57,7 @@ impl Handler for LifecycleHandler {
 }
 
 pub async fn start(config: LifecycleConfig, stop: CancellationToken) -> Result<Running, StartError> {
-    let consumes = vec![Consumes { queue: topology::LIFECYCLE, handler: Arc::new(LifecycleHandler) }];
+    let consumes = vec![Consumes::new(topology::LIFECYCLE, Arc::new(LifecycleHandler))];
     let running = service::start(SERVICE, config.common, consumes, stop.clone()).await?;
     let sweeper = expiry::Sweeper {
         pool: running.pool.clone(),

@@ -90,6 +90,11 @@ error_codes! {
     SessionNotActive => "session_not_active", InvalidRequestError;
     PaymentProcessing => "payment_processing", InvalidRequestError;
     IllegalTransition => "illegal_transition", InvalidRequestError;
+    // Webhooks.
+    WebhookUrlNotAllowed => "webhook_url_not_allowed", InvalidRequestError;
+    EnabledEventsInvalid => "enabled_events_invalid", InvalidRequestError;
+    WebhookEndpointNotFound => "webhook_endpoint_not_found", InvalidRequestError;
+    EventNotFound => "event_not_found", InvalidRequestError;
     // Ours.
     InternalError => "internal_error", ApiError;
 }

@@ -19,6 +19,7 @@ wire_enum!(
         PaymentVoided => "payment.voided",
         MandateCreated => "mandate.created",
         MandateRevoked => "mandate.revoked",
+        WebhookEndpointDisabled => "webhook_endpoint.disabled",
     }
 );
 

@@ -17,5 +17,6 @@ pub mod mandate;
 pub mod money;
 pub mod routing;
 pub mod session;
+pub mod webhooks;
 
 pub use error::{ApiError, ErrorCode, ErrorType};

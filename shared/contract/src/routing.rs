@@ -18,6 +18,8 @@ pub mod command {
     pub const SCHEDULE_TRIGGER: &str = "schedule.trigger";
     pub const WEBHOOK_ENDPOINT_CREATE: &str = "webhook_endpoint.create";
     pub const WEBHOOK_ENDPOINT_DELETE: &str = "webhook_endpoint.delete";
+    /// Not in DESIGN §4's list: new secret, old one still signs for 24 h.
+    pub const WEBHOOK_ENDPOINT_ROTATE_SECRET: &str = "webhook_endpoint.rotate_secret";
     pub const WEBHOOK_EVENT_REDELIVER: &str = "webhook_event.redeliver";
 }
 

@@ -103,6 +103,7 @@ pub struct ConsumerContext {
     pub pool: Pool,
     pub waker: RelayWaker,
     pub handler: Arc<dyn Handler>,
+    pub after_commit: Option<Arc<tokio::sync::Notify>>,
     pub fault_abort_after_commit: bool,
 }
 
@@ -143,6 +144,9 @@ impl ConsumerContext {
         outbox::enqueue(&tx, &out).await?;
         tx.commit().await?;
         self.waker.wake();
+        if let Some(n) = &self.after_commit {
+            n.notify_one();
+        }
         if self.fault_abort_after_commit {
             tracing::error!("fault injection: aborting after commit, before ack");
             std::process::abort();

@@ -5,8 +5,11 @@ use std::str::FromStr;
 use tokio_postgres::NoTls;
 
 /// Applied in order, each once, each in its own transaction.
-pub const MIGRATIONS: &[(&str, &str)] =
-    &[("0001_spine", include_str!("../migrations/0001_spine.sql")), ("0002_paying", include_str!("../migrations/0002_paying.sql"))];
+pub const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_spine", include_str!("../migrations/0001_spine.sql")),
+    ("0002_paying", include_str!("../migrations/0002_paying.sql")),
+    ("0003_webhooks", include_str!("../migrations/0003_webhooks.sql")),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {

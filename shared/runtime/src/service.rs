@@ -22,6 +22,14 @@ use tokio_util::sync::CancellationToken;
 pub struct Consumes {
     pub queue: QueueSpec,
     pub handler: Arc<dyn Handler>,
+    /// Woken after each commit, for a worker that acts on what the handler wrote.
+    pub after_commit: Option<Arc<tokio::sync::Notify>>,
+}
+
+impl Consumes {
+    pub fn new(queue: QueueSpec, handler: Arc<dyn Handler>) -> Consumes {
+        Consumes { queue, handler, after_commit: None }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +115,7 @@ async fn supervise(
                 pool: pool.clone(),
                 waker: waker.clone(),
                 handler: c.handler,
+                after_commit: c.after_commit,
                 fault_abort_after_commit: config.fault_abort_after_commit,
             })
         })

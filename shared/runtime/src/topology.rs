@@ -47,6 +47,7 @@ pub const WEBHOOK_COMMANDS: QueueSpec = QueueSpec {
     bindings: &[
         (exchange::COMMANDS, command::WEBHOOK_ENDPOINT_CREATE),
         (exchange::COMMANDS, command::WEBHOOK_ENDPOINT_DELETE),
+        (exchange::COMMANDS, command::WEBHOOK_ENDPOINT_ROTATE_SECRET),
         (exchange::COMMANDS, command::WEBHOOK_EVENT_REDELIVER),
     ],
 };
@@ -163,6 +164,7 @@ mod tests {
             command::SCHEDULE_TRIGGER,
             command::WEBHOOK_ENDPOINT_CREATE,
             command::WEBHOOK_ENDPOINT_DELETE,
+            command::WEBHOOK_ENDPOINT_ROTATE_SECRET,
             command::WEBHOOK_EVENT_REDELIVER,
         ] {
             assert!(owners.contains(c), "nobody consumes {c}");

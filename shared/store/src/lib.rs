@@ -1,6 +1,7 @@
 //! Storage shared by the services that write payment sessions, and the events
 //! they emit about them.
 
+pub mod commands;
 pub mod events;
 pub mod idempotency;
 pub mod sessions;

@@ -6,3 +6,4 @@ mod deploy;
 mod intake;
 mod payments;
 mod resilience;
+mod webhooks;

@@ -1,0 +1,342 @@
+//! The delivery loop: claim due deliveries with a lease, POST them signed,
+//! record every attempt, schedule the next or finish. Survives restarts: the
+//! schedule lives in PostgreSQL, and a crashed worker's leases run out.
+
+use crate::guard::{Guard, GuardedResolver};
+use crate::schedule;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
+use ps_contract::events::EventType;
+use ps_contract::ids::{MerchantId, WebhookEndpointId};
+use ps_contract::webhooks::{signature_header, EndpointStatus, WebhookEndpoint};
+use ps_runtime::outbox::{self, RelayWaker};
+use ps_runtime::HandlerError;
+use rand::Rng;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    pub timeout: Duration,
+    pub schedule: Vec<f64>,
+    /// Requests in flight to one endpoint at most: a slow endpoint waits on itself only.
+    pub per_endpoint: i64,
+    pub concurrency: usize,
+    pub poll: Duration,
+    /// An endpoint failing without a break for this long is disabled.
+    pub disable_after: Duration,
+}
+
+pub struct Dispatcher {
+    pub pool: Pool,
+    pub config: DeliveryConfig,
+    pub wake: Arc<Notify>,
+    pub relay: RelayWaker,
+    client: reqwest::Client,
+    slots: Arc<Semaphore>,
+}
+
+/// A delivery this worker holds the lease on.
+struct Claimed {
+    id: i64,
+    event_id: String,
+    attempts: i32,
+    payload: Vec<u8>,
+    endpoint_id: String,
+    merchant_id: String,
+    url: String,
+    secrets: Vec<String>,
+    enabled: bool,
+}
+
+enum Verdict {
+    Delivered,
+    Retry(Duration),
+    Dead,
+    /// 410 Gone: the receiver says the endpoint is no more.
+    Gone,
+}
+
+const RESPONSE_KEEP: usize = 1024;
+
+impl Dispatcher {
+    pub fn new(
+        pool: Pool,
+        config: DeliveryConfig,
+        guard: Arc<Guard>,
+        wake: Arc<Notify>,
+        relay: RelayWaker,
+    ) -> Result<Dispatcher, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout.min(Duration::from_secs(10)))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent("payment-sessions-webhooks/1")
+            .pool_max_idle_per_host(config.per_endpoint as usize)
+            .dns_resolver(Arc::new(GuardedResolver(guard)))
+            .build()?;
+        let slots = Arc::new(Semaphore::new(config.concurrency));
+        Ok(Dispatcher { pool, config, wake, relay, client, slots })
+    }
+
+    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+        loop {
+            let free = self.slots.available_permits();
+            let mut claimed = 0;
+            if free > 0 {
+                match self.claim(free.min(500) as i64).await {
+                    Ok(batch) => {
+                        claimed = batch.len();
+                        for d in batch {
+                            let permit = self.slots.clone().try_acquire_owned().expect("claimed no more than the free slots");
+                            let me = self.clone();
+                            tokio::spawn(async move {
+                                me.deliver(d).await;
+                                drop(permit);
+                                me.wake.notify_one();
+                            });
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot claim deliveries; will retry"),
+                }
+            }
+            if claimed > 0 && claimed == free.min(500) {
+                continue;
+            }
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(self.config.poll) => {}
+            }
+        }
+        // Let requests in flight finish (their leases would cover a crash anyway).
+        let _ = tokio::time::timeout(self.config.timeout + Duration::from_secs(1), self.slots.acquire_many(self.config.concurrency as u32))
+            .await;
+    }
+
+    /// Leases up to `n` due deliveries, never more than `per_endpoint` in flight per endpoint.
+    async fn claim(&self, n: i64) -> Result<Vec<Claimed>, HandlerError> {
+        let client = self.pool.get().await?;
+        let lease = (self.config.timeout + Duration::from_secs(30)).as_secs_f64();
+        let rows = client
+            .query(
+                "WITH busy AS (
+                     SELECT endpoint_id, count(*) AS n FROM webhook_deliveries
+                     WHERE status = 'pending' AND lease_until >= now() GROUP BY endpoint_id
+                 ), due AS (
+                     SELECT id, endpoint_id, next_attempt_at,
+                            row_number() OVER (PARTITION BY endpoint_id ORDER BY next_attempt_at, id) AS rn
+                     FROM (SELECT id, endpoint_id, next_attempt_at FROM webhook_deliveries
+                           WHERE status = 'pending' AND next_attempt_at <= now() AND (lease_until IS NULL OR lease_until < now())
+                           ORDER BY next_attempt_at LIMIT 5000) candidates
+                 ), picked AS (
+                     SELECT due.id FROM due LEFT JOIN busy USING (endpoint_id)
+                     WHERE due.rn + coalesce(busy.n, 0) <= $1
+                     ORDER BY due.next_attempt_at LIMIT $2
+                 )
+                 UPDATE webhook_deliveries d SET lease_until = now() + make_interval(secs => $3)
+                 FROM webhook_events e, webhook_endpoints p
+                 WHERE d.id IN (SELECT id FROM picked) AND e.id = d.event_id AND p.id = d.endpoint_id
+                   AND d.status = 'pending' AND (d.lease_until IS NULL OR d.lease_until < now())
+                 RETURNING d.id, d.event_id, d.attempts, e.payload, p.id, p.merchant_id, p.url, p.secret,
+                           CASE WHEN p.previous_secret_expires_at > now() THEN p.previous_secret END, p.status",
+                &[&self.config.per_endpoint, &n, &lease],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let mut secrets = vec![r.get::<_, String>(7)];
+                secrets.extend(r.get::<_, Option<String>>(8));
+                Claimed {
+                    id: r.get(0),
+                    event_id: r.get(1),
+                    attempts: r.get(2),
+                    payload: r.get(3),
+                    endpoint_id: r.get(4),
+                    merchant_id: r.get(5),
+                    url: r.get(6),
+                    secrets,
+                    enabled: r.get::<_, &str>(9) == "enabled",
+                }
+            })
+            .collect())
+    }
+
+    async fn deliver(&self, d: Claimed) {
+        if !d.enabled {
+            self.finish(&d, None, 0, None, Some("endpoint disabled".into()), Verdict::Dead).await;
+            return;
+        }
+        let timestamp = Utc::now().timestamp();
+        let secrets: Vec<&str> = d.secrets.iter().map(String::as_str).collect();
+        let signature = signature_header(&secrets, &d.event_id, timestamp, &d.payload);
+        let started = Instant::now();
+        let sent = self
+            .client
+            .post(&d.url)
+            .header("content-type", "application/json")
+            .header("webhook-id", &d.event_id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature)
+            .body(d.payload.clone())
+            .send()
+            .await;
+        let attempts = d.attempts as u32 + 1;
+        let jitter = rand::rng().random_range(-1.0..=1.0);
+        match sent {
+            Ok(mut resp) => {
+                let status = resp.status().as_u16();
+                let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(schedule::parse_retry_after);
+                let mut body = Vec::new();
+                while body.len() < RESPONSE_KEEP {
+                    match resp.chunk().await {
+                        Ok(Some(c)) => body.extend_from_slice(&c),
+                        _ => break,
+                    }
+                }
+                body.truncate(RESPONSE_KEEP);
+                let latency = started.elapsed();
+                let verdict = match status {
+                    200..=299 => Verdict::Delivered,
+                    410 => Verdict::Gone,
+                    _ => match schedule::next_delay(&self.config.schedule, attempts, jitter, retry_after) {
+                        Some(delay) => Verdict::Retry(delay),
+                        None => Verdict::Dead,
+                    },
+                };
+                let text = String::from_utf8_lossy(&body).into_owned();
+                self.finish(&d, Some(status), latency.as_millis() as i32, Some(text), None, verdict).await;
+            }
+            Err(e) => {
+                let verdict = match schedule::next_delay(&self.config.schedule, attempts, jitter, None) {
+                    Some(delay) => Verdict::Retry(delay),
+                    None => Verdict::Dead,
+                };
+                let why = if e.is_timeout() {
+                    "timed out".to_owned()
+                } else {
+                    format!("{e}: {}", std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default())
+                };
+                self.finish(&d, None, started.elapsed().as_millis() as i32, None, Some(why), verdict).await;
+            }
+        }
+    }
+
+    /// Records the attempt and what comes next, in one transaction. Committed
+    /// without waiting for the disk: a result lost in a crash means the lease
+    /// runs out and the event goes again, which receivers dedupe on `webhook-id`.
+    async fn finish(
+        &self,
+        d: &Claimed,
+        status: Option<u16>,
+        latency_ms: i32,
+        response: Option<String>,
+        error: Option<String>,
+        verdict: Verdict,
+    ) {
+        let outcome = match &verdict {
+            Verdict::Delivered => "delivered",
+            Verdict::Retry(_) => "retry",
+            Verdict::Dead => "dead",
+            Verdict::Gone => "gone",
+        };
+        crate::metrics::ATTEMPTS.with_label_values(&[outcome]).inc();
+        let recorded = async {
+            let mut client = self.pool.get().await?;
+            let tx = client.transaction().await?;
+            tx.batch_execute("SET LOCAL synchronous_commit = off").await?;
+            let status_i = status.map(i32::from);
+            tx.execute(
+                "INSERT INTO webhook_attempts (delivery_id, status_code, latency_ms, response_body, error) VALUES ($1, $2, $3, $4, $5)",
+                &[&d.id, &status_i, &latency_ms, &response, &error],
+            )
+            .await?;
+            let (state, delay): (&str, f64) = match &verdict {
+                Verdict::Delivered => ("delivered", 0.0),
+                Verdict::Retry(delay) => ("pending", delay.as_secs_f64()),
+                Verdict::Dead | Verdict::Gone => ("failed", 0.0),
+            };
+            tx.execute(
+                "UPDATE webhook_deliveries SET status = $2, attempts = attempts + 1, lease_until = NULL,
+                     next_attempt_at = now() + make_interval(secs => $3), last_status = $4, last_error = $5,
+                     finished_at = CASE WHEN $2 = 'pending' THEN NULL ELSE now() END
+                 WHERE id = $1",
+                &[&d.id, &state, &delay, &status_i, &error],
+            )
+            .await?;
+            let now = Utc::now();
+            let disable = match &verdict {
+                Verdict::Delivered => {
+                    tx.execute(
+                        "UPDATE webhook_endpoints SET failing_since = NULL WHERE id = $1 AND failing_since IS NOT NULL",
+                        &[&d.endpoint_id],
+                    )
+                    .await?;
+                    None
+                }
+                Verdict::Gone => Some("the endpoint answered 410 Gone".to_owned()),
+                _ => {
+                    let row = tx
+                        .query_one(
+                            "UPDATE webhook_endpoints SET failing_since = coalesce(failing_since, now()) WHERE id = $1 RETURNING failing_since",
+                            &[&d.endpoint_id],
+                        )
+                        .await?;
+                    let since: DateTime<Utc> = row.get(0);
+                    let limit = chrono::Duration::from_std(self.config.disable_after).unwrap_or_default();
+                    (now - since >= limit).then(|| format!("failing without a break since {since}"))
+                }
+            };
+            if let Some(reason) = disable {
+                self.disable(&tx, d, &reason, now).await?;
+            }
+            tx.commit().await?;
+            Ok::<_, HandlerError>(())
+        };
+        if let Err(e) = recorded.await {
+            tracing::warn!(delivery = d.id, error = %e, "could not record a delivery attempt; its lease will run out and it will be retried");
+        }
+        tracing::info!(delivery = d.id, event = %d.event_id, endpoint = %d.endpoint_id, status = ?status, outcome, "webhook attempt");
+    }
+
+    /// Disables the endpoint, fails what it still has pending, and says so with an event.
+    async fn disable(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        d: &Claimed,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), HandlerError> {
+        let row = tx
+            .query_opt(
+                "UPDATE webhook_endpoints SET status = 'disabled', disabled_reason = $2, updated_at = now()
+                 WHERE id = $1 AND status = 'enabled' RETURNING url, enabled_events, created_at",
+                &[&d.endpoint_id, &reason],
+            )
+            .await?;
+        let Some(r) = row else { return Ok(()) };
+        tx.execute(
+            "UPDATE webhook_deliveries SET status = 'failed', last_error = 'endpoint disabled', finished_at = now(), lease_until = NULL
+             WHERE endpoint_id = $1 AND status = 'pending' AND id <> $2",
+            &[&d.endpoint_id, &d.id],
+        )
+        .await?;
+        let endpoint = WebhookEndpoint {
+            id: WebhookEndpointId::parse(&d.endpoint_id).map_err(|e| HandlerError::Permanent(e.to_string()))?,
+            object: "webhook_endpoint".into(),
+            url: r.get(0),
+            enabled_events: r.get(1),
+            secret: None,
+            status: EndpointStatus::Disabled,
+            created_at: r.get(2),
+        };
+        let merchant = MerchantId::parse(&d.merchant_id).map_err(|e| HandlerError::Permanent(e.to_string()))?;
+        outbox::enqueue(tx, &[ps_store::events::event(EventType::WebhookEndpointDisabled, &merchant, now, &endpoint)]).await?;
+        self.relay.wake();
+        tracing::warn!(endpoint = %d.endpoint_id, reason, "webhook endpoint disabled");
+        Ok(())
+    }
+}

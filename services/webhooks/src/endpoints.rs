@@ -1,0 +1,183 @@
+//! `webhook_endpoint.create` / `.delete` / `.rotate_secret`, `webhook_event.redeliver`.
+
+use crate::guard::Guard;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Transaction;
+use futures::future::BoxFuture;
+use ps_contract::ids::{MerchantId, WebhookEndpointId};
+use ps_contract::routing::command;
+use ps_contract::webhooks::{self, CreateEndpoint, EndpointStatus, WebhookEndpoint};
+use ps_contract::{ApiError, ErrorCode};
+use ps_runtime::{Handled, Handler, HandlerError, Incoming};
+use ps_store::commands::{self, Answer};
+use rand::RngCore;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+pub struct EndpointHandler {
+    pub guard: Arc<Guard>,
+    /// Local mode (`make run`): plain http is allowed.
+    pub allow_http: bool,
+    /// Woken when a redelivery is queued.
+    pub dispatcher: Arc<tokio::sync::Notify>,
+}
+
+impl Handler for EndpointHandler {
+    fn handle<'a>(&'a self, tx: &'a Transaction<'_>, msg: &'a Incoming) -> BoxFuture<'a, Result<Handled, HandlerError>> {
+        Box::pin(async move {
+            let opened = match commands::open(tx, msg).await? {
+                Ok(o) => o,
+                Err(answered) => return Ok(answered),
+            };
+            let (m, body, now) = (&opened.merchant, &opened.body, Utc::now());
+            let answer = match msg.routing_key.as_str() {
+                command::WEBHOOK_ENDPOINT_CREATE => self.create(tx, m, body, now).await?,
+                command::WEBHOOK_ENDPOINT_DELETE => delete(tx, m, body).await?,
+                command::WEBHOOK_ENDPOINT_ROTATE_SECRET => rotate(tx, m, body, now).await?,
+                command::WEBHOOK_EVENT_REDELIVER => {
+                    let a = redeliver(tx, m, body).await?;
+                    self.dispatcher.notify_one();
+                    a
+                }
+                other => Err(ApiError::new(ErrorCode::UnknownCommand, format!("webhook-dispatch does not handle {other:?}"))),
+            };
+            commands::close(tx, msg, &opened, answer).await
+        })
+    }
+}
+
+fn new_secret() -> String {
+    let mut b = [0u8; 32];
+    rand::rng().fill_bytes(&mut b);
+    webhooks::secret_from_bytes(&b)
+}
+
+fn to_json(e: &WebhookEndpoint) -> Value {
+    serde_json::to_value(e).unwrap_or_default()
+}
+
+fn not_found(id: &WebhookEndpointId) -> ApiError {
+    ApiError::param(ErrorCode::WebhookEndpointNotFound, "webhook_endpoint_id", format!("no such webhook endpoint: {id}"))
+}
+
+impl EndpointHandler {
+    async fn create(&self, tx: &Transaction<'_>, merchant: &MerchantId, body: &Value, now: DateTime<Utc>) -> Result<Answer, HandlerError> {
+        let req = match CreateEndpoint::parse(body) {
+            Ok(r) => r,
+            Err(e) => return Ok(Err(e)),
+        };
+        if req.url.scheme() != "https" && !self.allow_http {
+            return Ok(Err(ApiError::param(ErrorCode::UrlInvalid, "url", "webhook URLs must use https")));
+        }
+        let host = req.url.host_str().unwrap_or_default();
+        let port = req.url.port_or_known_default().unwrap_or(443);
+        if let Err(why) = self.guard.check_host(host, port).await {
+            return Ok(Err(ApiError::param(ErrorCode::WebhookUrlNotAllowed, "url", why)));
+        }
+        let endpoint = WebhookEndpoint {
+            id: WebhookEndpointId::generate(),
+            object: "webhook_endpoint".into(),
+            url: req.url.to_string(),
+            enabled_events: req.enabled_events,
+            secret: Some(new_secret()),
+            status: EndpointStatus::Enabled,
+            created_at: now,
+        };
+        tx.execute(
+            "INSERT INTO webhook_endpoints (id, merchant_id, url, enabled_events, secret, status, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, 'enabled', $6, $6)",
+            &[&endpoint.id.as_str(), &merchant.as_str(), &endpoint.url, &endpoint.enabled_events, &endpoint.secret, &now],
+        )
+        .await?;
+        tracing::info!(endpoint = %endpoint.id, merchant = %merchant, "webhook endpoint created");
+        Ok(Ok((to_json(&endpoint), vec![])))
+    }
+}
+
+async fn lock(tx: &Transaction<'_>, merchant: &MerchantId, id: &WebhookEndpointId) -> Result<Option<WebhookEndpoint>, HandlerError> {
+    let row = tx
+        .query_opt(
+            "SELECT url, enabled_events, status, created_at FROM webhook_endpoints
+             WHERE id = $1 AND merchant_id = $2 AND status <> 'deleted' FOR UPDATE",
+            &[&id.as_str(), &merchant.as_str()],
+        )
+        .await?;
+    Ok(row.map(|r| WebhookEndpoint {
+        id: id.clone(),
+        object: "webhook_endpoint".into(),
+        url: r.get(0),
+        enabled_events: r.get(1),
+        secret: None,
+        status: EndpointStatus::parse(r.get(2)).unwrap_or(EndpointStatus::Disabled),
+        created_at: r.get(3),
+    }))
+}
+
+async fn delete(tx: &Transaction<'_>, merchant: &MerchantId, body: &Value) -> Result<Answer, HandlerError> {
+    let id = match webhooks::parse_endpoint_ref(body) {
+        Ok(id) => id,
+        Err(e) => return Ok(Err(e)),
+    };
+    if lock(tx, merchant, &id).await?.is_none() {
+        return Ok(Err(not_found(&id)));
+    }
+    tx.execute("UPDATE webhook_endpoints SET status = 'deleted', updated_at = now() WHERE id = $1", &[&id.as_str()]).await?;
+    tx.execute(
+        "UPDATE webhook_deliveries SET status = 'failed', last_error = 'endpoint deleted', finished_at = now()
+         WHERE endpoint_id = $1 AND status = 'pending'",
+        &[&id.as_str()],
+    )
+    .await?;
+    Ok(Ok((json!({"id": id, "object": "webhook_endpoint", "deleted": true}), vec![])))
+}
+
+/// A new secret; the old one keeps signing beside it for 24 hours.
+async fn rotate(tx: &Transaction<'_>, merchant: &MerchantId, body: &Value, now: DateTime<Utc>) -> Result<Answer, HandlerError> {
+    let id = match webhooks::parse_endpoint_ref(body) {
+        Ok(id) => id,
+        Err(e) => return Ok(Err(e)),
+    };
+    let Some(mut endpoint) = lock(tx, merchant, &id).await? else { return Ok(Err(not_found(&id))) };
+    let secret = new_secret();
+    tx.execute(
+        "UPDATE webhook_endpoints SET previous_secret = secret, previous_secret_expires_at = $2::timestamptz + interval '24 hours',
+             secret = $3, updated_at = $2 WHERE id = $1",
+        &[&id.as_str(), &now, &secret],
+    )
+    .await?;
+    endpoint.secret = Some(secret);
+    Ok(Ok((to_json(&endpoint), vec![])))
+}
+
+async fn redeliver(tx: &Transaction<'_>, merchant: &MerchantId, body: &Value) -> Result<Answer, HandlerError> {
+    let (event, endpoint) = match webhooks::parse_redeliver(body) {
+        Ok(x) => x,
+        Err(e) => return Ok(Err(e)),
+    };
+    let found =
+        tx.query_opt("SELECT type FROM webhook_events WHERE id = $1 AND merchant_id = $2", &[&event.as_str(), &merchant.as_str()]).await?;
+    let Some(row) = found else {
+        return Ok(Err(ApiError::param(ErrorCode::EventNotFound, "event_id", format!("no such event: {event}"))));
+    };
+    let kind: String = row.get(0);
+    let targets: Vec<String> = match &endpoint {
+        Some(id) => match lock(tx, merchant, id).await? {
+            Some(e) if e.status == EndpointStatus::Enabled => vec![id.to_string()],
+            _ => return Ok(Err(not_found(id))),
+        },
+        None => tx
+            .query(
+                "SELECT id FROM webhook_endpoints WHERE merchant_id = $1 AND status = 'enabled' AND enabled_events && ARRAY[$2, '*']",
+                &[&merchant.as_str(), &kind],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect(),
+    };
+    for t in &targets {
+        tx.execute("INSERT INTO webhook_deliveries (event_id, endpoint_id, status) VALUES ($1, $2, 'pending')", &[&event.as_str(), t])
+            .await?;
+    }
+    Ok(Ok((json!({"object": "webhook_redelivery", "event_id": event, "webhook_endpoint_ids": targets}), vec![])))
+}

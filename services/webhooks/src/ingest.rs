@@ -1,0 +1,49 @@
+//! Every event: kept byte for byte, and one delivery per subscribed endpoint.
+
+use deadpool_postgres::Transaction;
+use futures::future::BoxFuture;
+use ps_contract::routing::header;
+use ps_runtime::{Handled, Handler, HandlerError, Incoming};
+
+pub struct IngestHandler;
+
+fn reject(why: String) -> Handled {
+    tracing::error!(reason = %why, "event not deliverable");
+    Handled { outbox: vec![], dead_letter: Some(("invalid_event".into(), why)) }
+}
+
+impl Handler for IngestHandler {
+    fn handle<'a>(&'a self, tx: &'a Transaction<'_>, msg: &'a Incoming) -> BoxFuture<'a, Result<Handled, HandlerError>> {
+        Box::pin(async move {
+            let Some(merchant) = msg.header(header::MERCHANT_ID) else {
+                return Ok(reject("event without a merchant-id header".into()));
+            };
+            let event: serde_json::Value = match serde_json::from_slice(&msg.body) {
+                Ok(v) => v,
+                Err(e) => return Ok(reject(format!("event is not JSON: {e}"))),
+            };
+            let (Some(id), Some(kind)) = (event["id"].as_str(), event["type"].as_str()) else {
+                return Ok(reject("event without id or type".into()));
+            };
+            let stored = tx
+                .execute(
+                    "INSERT INTO webhook_events (id, merchant_id, type, payload) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING",
+                    &[&id, &merchant, &kind, &msg.body],
+                )
+                .await?;
+            if stored == 1 {
+                let n = tx
+                    .execute(
+                        "INSERT INTO webhook_deliveries (event_id, endpoint_id, status)
+                         SELECT $1, id, 'pending' FROM webhook_endpoints
+                         WHERE merchant_id = $2 AND status = 'enabled' AND enabled_events && ARRAY[$3, '*']",
+                        &[&id, &merchant, &kind],
+                    )
+                    .await?;
+                crate::metrics::EVENTS.with_label_values(&[kind]).inc();
+                tracing::debug!(event = id, deliveries = n, "event stored");
+            }
+            Ok(Handled::default())
+        })
+    }
+}

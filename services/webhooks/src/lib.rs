@@ -1,0 +1,81 @@
+//! `webhook-dispatch`: every event, to every merchant endpoint that subscribes
+//! to it, signed (Standard Webhooks), retried on a schedule that survives
+//! restarts, never to private addresses.
+
+pub mod deliver;
+mod endpoints;
+pub mod guard;
+mod ingest;
+mod metrics;
+pub mod schedule;
+
+use ps_runtime::config::{ConfigError, Env};
+use ps_runtime::service::{self, Consumes, Running, StartError};
+use ps_runtime::{topology, Config};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+pub const SERVICE: &str = "webhook-dispatch";
+pub const DEFAULT_HEALTH_PORT: u16 = 9106;
+
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    pub common: Config,
+    pub delivery: deliver::DeliveryConfig,
+    /// `make run`'s local mode: http and loopback targets are allowed.
+    pub local_mode: bool,
+    pub allowed: Vec<ipnet::IpNet>,
+}
+
+impl WebhookConfig {
+    pub fn from_env(env: &Env) -> Result<WebhookConfig, ConfigError> {
+        let schedule = match env.raw("WEBHOOK_RETRY_SCHEDULE_SECS") {
+            None => schedule::DEFAULT_SCHEDULE.to_vec(),
+            Some(s) => schedule::parse_schedule(s).map_err(|problem| ConfigError { var: "WEBHOOK_RETRY_SCHEDULE_SECS", problem })?,
+        };
+        let allowed = env
+            .raw("WEBHOOK_ALLOWED_CIDRS")
+            .map(|s| s.split(',').map(|c| c.trim().parse::<ipnet::IpNet>()).collect::<Result<Vec<_>, _>>())
+            .transpose()
+            .map_err(|e| ConfigError { var: "WEBHOOK_ALLOWED_CIDRS", problem: format!("not a list of CIDR ranges: {e}") })?
+            .unwrap_or_default();
+        Ok(WebhookConfig {
+            common: Config::from_env(env, DEFAULT_HEALTH_PORT)?,
+            delivery: deliver::DeliveryConfig {
+                timeout: Duration::from_millis(env.ranged("WEBHOOK_TIMEOUT_MS", 10_000, 100, 120_000)?),
+                schedule,
+                per_endpoint: env.ranged("WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT", 8, 1, 1000)? as i64,
+                concurrency: env.ranged("WEBHOOK_CONCURRENCY", 256, 1, 10_000)? as usize,
+                poll: Duration::from_millis(env.ranged("WEBHOOK_POLL_MS", 250, 10, 60_000)?),
+                disable_after: Duration::from_secs(env.ranged("WEBHOOK_DISABLE_AFTER_SECS", 5 * 86_400, 1, 365 * 86_400)?),
+            },
+            local_mode: env.flag("WEBHOOK_LOCAL_MODE", false)?,
+            allowed,
+        })
+    }
+}
+
+pub async fn start(config: WebhookConfig, stop: CancellationToken) -> Result<Running, StartError> {
+    let mut allowed = config.allowed.clone();
+    if config.local_mode {
+        allowed.extend(["127.0.0.0/8", "::1/128"].iter().filter_map(|c| c.parse::<ipnet::IpNet>().ok()));
+    }
+    let guard = Arc::new(guard::Guard { allowed });
+    let wake = Arc::new(Notify::new());
+    let endpoints = endpoints::EndpointHandler {
+        guard: guard.clone(),
+        allow_http: config.local_mode || !config.allowed.is_empty(),
+        dispatcher: wake.clone(),
+    };
+    let consumes = vec![
+        Consumes { queue: topology::WEBHOOK_EVENTS, handler: Arc::new(ingest::IngestHandler), after_commit: Some(wake.clone()) },
+        Consumes::new(topology::WEBHOOK_COMMANDS, Arc::new(endpoints)),
+    ];
+    let running = service::start(SERVICE, config.common, consumes, stop.clone()).await?;
+    let dispatcher = deliver::Dispatcher::new(running.pool.clone(), config.delivery, guard, wake, running.waker.clone())
+        .map_err(|e| StartError::Health { addr: running.health_addr, source: std::io::Error::other(e) })?;
+    tokio::spawn(Arc::new(dispatcher).run(stop));
+    Ok(running)
+}

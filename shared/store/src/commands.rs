@@ -1,0 +1,83 @@
+//! The envelope every command but create shares (DESIGN §4): `merchant-id`
+//! required, `idempotency-key` honoured when given, a JSON body, a reply.
+
+use crate::idempotency::{self, Claim};
+use deadpool_postgres::Transaction;
+use ps_contract::idempotency::{request_fingerprint, IdempotencyKey};
+use ps_contract::ids::MerchantId;
+use ps_contract::routing::header;
+use ps_contract::{ApiError, ErrorCode};
+use ps_runtime::{Handled, HandlerError, Incoming, Outbound};
+use serde_json::Value;
+
+/// A command's answer: the object to reply with and what to publish.
+pub type Answer = Result<(Value, Vec<Outbound>), ApiError>;
+
+/// A command ready for its handler.
+pub struct Opened {
+    pub merchant: MerchantId,
+    pub key: Option<IdempotencyKey>,
+    pub body: Value,
+}
+
+pub fn refused(msg: &Incoming, e: &ApiError) -> Handled {
+    tracing::info!(command = %msg.routing_key, code = %e.code, "command refused");
+    Handled::refuse(msg, e)
+}
+
+/// Checks the envelope and claims the idempotency key. `Err` is the whole
+/// answer already (a refusal, or the replay of an earlier reply).
+pub async fn open(tx: &Transaction<'_>, msg: &Incoming) -> Result<Result<Opened, Handled>, HandlerError> {
+    let merchant = match msg.header(header::MERCHANT_ID).map(|m| MerchantId::parse(&m)) {
+        None => {
+            return Ok(Err(refused(
+                msg,
+                &ApiError::param(ErrorCode::MerchantIdMissing, header::MERCHANT_ID, "the merchant-id header is required"),
+            )))
+        }
+        Some(Err(e)) => return Ok(Err(refused(msg, &e.with_param(header::MERCHANT_ID)))),
+        Some(Ok(m)) => m,
+    };
+    let key = match msg.header(header::IDEMPOTENCY_KEY).map(|k| IdempotencyKey::parse(&k)) {
+        None => None,
+        Some(Err(e)) => return Ok(Err(refused(msg, &e.with_param(header::IDEMPOTENCY_KEY)))),
+        Some(Ok(k)) => Some(k),
+    };
+    let body: Value = match serde_json::from_slice(&msg.body) {
+        Ok(v) => v,
+        Err(e) => {
+            let err = ApiError::new(ErrorCode::InvalidJson, format!("body is not JSON: {e}"));
+            let mut h = refused(msg, &err);
+            h.dead_letter = Some((err.code.as_str().into(), err.message.clone()));
+            return Ok(Err(h));
+        }
+    };
+    if let Some(k) = &key {
+        match idempotency::claim(tx, &merchant, k, &msg.routing_key, &request_fingerprint(&msg.routing_key, &body)).await? {
+            Err(e) => return Ok(Err(refused(msg, &e))),
+            Ok(Claim::Replay(reply)) => return Ok(Err(Handled::default().send(msg.reply(&reply, true)))),
+            Ok(Claim::New) => {}
+        }
+    }
+    Ok(Ok(Opened { merchant, key, body }))
+}
+
+/// Replies with the answer, keeps it for idempotent replays, or releases the key on refusal.
+pub async fn close(tx: &Transaction<'_>, msg: &Incoming, opened: &Opened, answer: Answer) -> Result<Handled, HandlerError> {
+    match answer {
+        Ok((reply, publish)) => {
+            if let Some(k) = &opened.key {
+                idempotency::complete(tx, &opened.merchant, k, &reply).await?;
+            }
+            let mut h = Handled::default().send(msg.reply(&reply, false));
+            h.outbox.extend(publish);
+            Ok(h)
+        }
+        Err(e) => {
+            if let Some(k) = &opened.key {
+                idempotency::release(tx, &opened.merchant, k).await?;
+            }
+            Ok(refused(msg, &e))
+        }
+    }
+}
