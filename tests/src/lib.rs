@@ -534,6 +534,19 @@ impl TestEnv {
         q.message_count()
     }
 
+    /// Waits until `sql` (a count) reaches at least `n`; returns it.
+    pub async fn wait_for_count(&self, sql: &str, n: i64) -> i64 {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let c = self.count(sql).await;
+            if c >= n {
+                return c;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{sql} stayed at {c}, below {n}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn count(&self, sql: &str) -> i64 {
         self.pool.get().await.unwrap().query_one(sql, &[]).await.unwrap().get(0)
     }

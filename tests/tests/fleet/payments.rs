@@ -374,12 +374,7 @@ async fn redelivering_an_authorize_charges_once() {
     let c = env.pool.get().await.unwrap();
     let body: Vec<u8> = c.query_one("SELECT body FROM outbox WHERE routing_key = 'gateway.authorize'", &[]).await.unwrap().get(0);
     env.publish(exchange::INTERNAL, "gateway.authorize", &body, "redelivered-1", "gym").await;
-    let calls = || env.count("SELECT count(*) FROM processor_calls WHERE operation = 'authorize'");
-    let deadline = tokio::time::Instant::now() + integration_tests::WAIT;
-    while calls().await < 2 {
-        assert!(tokio::time::Instant::now() < deadline, "the redelivered authorize was never handled");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    env.wait_for_count("SELECT count(*) FROM processor_calls WHERE operation = 'authorize'", 2).await;
     assert_eq!(
         env.count("SELECT count(*) FROM sandbox_ledger WHERE operation = 'authorize'").await,
         1,

@@ -28,10 +28,6 @@ fn verify(secret: &str, req: &integration_tests::receiver::Received) {
         .unwrap_or_else(|e| panic!("signature does not verify: {e:?}"));
 }
 
-async fn delivery_status(env: &TestEnv, event_id: &str) -> String {
-    env.pool.get().await.unwrap().query_one("SELECT status FROM webhook_deliveries WHERE event_id = $1", &[&event_id]).await.unwrap().get(0)
-}
-
 #[tokio::test]
 async fn deliveries_are_signed_and_byte_identical() {
     let mut env = TestEnv::new().await;
@@ -86,11 +82,11 @@ async fn failing_twice_then_succeeding_is_three_recorded_attempts_of_one_event()
     let event = env.event_about("payment_session.created", s["id"].as_str().unwrap()).await;
     let got = rx.wait_for(3).await;
     assert!(got.iter().all(|r| r.headers["webhook-id"] == event["id"].as_str().unwrap()), "one event, three tries");
-    let deadline = tokio::time::Instant::now() + integration_tests::WAIT;
-    while delivery_status(&env, event["id"].as_str().unwrap()).await != "delivered" {
-        assert!(tokio::time::Instant::now() < deadline);
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    env.wait_for_count(
+        &format!("SELECT count(*) FROM webhook_deliveries WHERE status = 'delivered' AND event_id = '{}'", event["id"].as_str().unwrap()),
+        1,
+    )
+    .await;
     let statuses: Vec<Option<i32>> = env
         .pool
         .get()
@@ -259,11 +255,7 @@ async fn exhausted_deliveries_show_as_dead_letters_and_can_be_redelivered() {
     let event = env.event_about("payment_session.created", s["id"].as_str().unwrap()).await;
     let event_id = event["id"].as_str().unwrap();
     rx.wait_for(2).await;
-    let deadline = tokio::time::Instant::now() + integration_tests::WAIT;
-    while env.count("SELECT count(*) FROM webhook_dead_letters").await == 0 {
-        assert!(tokio::time::Instant::now() < deadline, "never dead-lettered");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    env.wait_for_count("SELECT count(*) FROM webhook_dead_letters", 1).await;
     let dead: (String, i32, Option<i32>) = {
         let r =
             env.pool.get().await.unwrap().query_one("SELECT event_id, attempts, last_status FROM webhook_dead_letters", &[]).await.unwrap();
@@ -296,11 +288,7 @@ async fn retry_after_is_honoured() {
     env.call(Command::create("shop", &one_time())).await;
     // The default schedule would wait 5 s ±20 %; the receiver asked for 1 s.
     rx.wait_for(2).await;
-    let deadline = tokio::time::Instant::now() + integration_tests::WAIT;
-    while env.count("SELECT count(*) FROM webhook_attempts").await < 2 {
-        assert!(tokio::time::Instant::now() < deadline, "second attempt never recorded");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    env.wait_for_count("SELECT count(*) FROM webhook_attempts", 2).await;
     let gap: f64 = env
         .pool
         .get()
