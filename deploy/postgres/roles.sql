@@ -7,7 +7,7 @@
 DO $$
 DECLARE r text;
 BEGIN
-    FOREACH r IN ARRAY ARRAY['ps_intake', 'ps_checkout', 'ps_gateway', 'ps_lifecycle'] LOOP
+    FOREACH r IN ARRAY ARRAY['ps_intake', 'ps_checkout', 'ps_gateway', 'ps_lifecycle', 'ps_webhooks'] LOOP
         IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) THEN
             EXECUTE format('CREATE ROLE %I LOGIN', r);
         END IF;
@@ -44,3 +44,10 @@ GRANT INSERT, UPDATE ON idempotency_keys TO ps_lifecycle;
 GRANT SELECT, UPDATE ON payment_sessions, payment_attempts TO ps_lifecycle;
 GRANT SELECT, INSERT ON payment_methods TO ps_lifecycle;
 GRANT SELECT, INSERT, UPDATE ON mandates TO ps_lifecycle;
+
+-- webhooks: endpoints (with their signing secrets), events, deliveries, attempts; idempotency for its commands.
+GRANT INSERT, UPDATE ON idempotency_keys TO ps_webhooks;
+GRANT SELECT, INSERT, UPDATE ON webhook_endpoints, webhook_deliveries TO ps_webhooks;
+GRANT SELECT, INSERT ON webhook_events, webhook_attempts TO ps_webhooks;
+GRANT SELECT ON webhook_dead_letters TO ps_webhooks;
+GRANT USAGE ON SEQUENCE webhook_deliveries_id_seq, webhook_attempts_id_seq TO ps_webhooks;

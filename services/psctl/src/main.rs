@@ -44,6 +44,13 @@ enum Cmd {
         #[arg(long, default_value_t = 10)]
         timeout_secs: u64,
     },
+    /// Webhook deliveries that exhausted their retries (the dead-letter view).
+    WebhookDeadLetters {
+        #[arg(long)]
+        merchant: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
     /// Show what is in a queue's dead-letter queue, with reasons. Messages stay there.
     Dlq {
         /// The queue's name without prefix, e.g. payment_sessions.intake
@@ -147,6 +154,33 @@ async fn run(cmd: Cmd, config: &Config) -> Result<()> {
                 eprintln!("psctl: idempotent replay");
             }
             println!("{}", String::from_utf8_lossy(&reply.data));
+        }
+        Cmd::WebhookDeadLetters { merchant, limit } => {
+            let pool = db::pool(&config.database_url, 1)?;
+            let c = pool.get().await?;
+            let rows = c
+                .query(
+                    "SELECT delivery_id, merchant_id, event_id, event_type, endpoint_id, url, attempts, last_status, last_error, finished_at::text
+                     FROM webhook_dead_letters WHERE $1::text IS NULL OR merchant_id = $1 ORDER BY finished_at DESC LIMIT $2",
+                    &[&merchant, &limit],
+                )
+                .await?;
+            for r in rows {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}\tattempts={}\tlast_status={}\t{}\t{}",
+                    r.get::<_, i64>(0),
+                    r.get::<_, String>(1),
+                    r.get::<_, String>(2),
+                    r.get::<_, String>(3),
+                    r.get::<_, String>(4),
+                    r.get::<_, String>(5),
+                    r.get::<_, i32>(6),
+                    r.get::<_, Option<i32>>(7).map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+                    r.get::<_, Option<String>>(8).unwrap_or_default(),
+                    r.get::<_, Option<String>>(9).unwrap_or_default(),
+                );
+            }
+            eprintln!("psctl: redeliver one with: psctl send webhook_event.redeliver --merchant M  <<< '{{\"event_id\": \"evt_…\"}}'");
         }
         Cmd::Dlq { queue, limit } => {
             let spec = topology::QUEUES.iter().find(|q| q.name == queue).ok_or_else(|| {

@@ -1,9 +1,10 @@
 //! The deploy manifests' database roles are enough to run the fleet, and no more.
 
+use integration_tests::receiver::{Answer, Receiver};
 use integration_tests::{admin_database_url, seed_mandate_with_card, CheckoutClient, Command, TestEnv};
 use serde_json::json;
 
-const ROLES: [&str; 4] = ["ps_intake", "ps_checkout", "ps_gateway", "ps_lifecycle"];
+const ROLES: [&str; 5] = ["ps_intake", "ps_checkout", "ps_gateway", "ps_lifecycle", "ps_webhooks"];
 
 #[tokio::test]
 async fn the_fleet_runs_with_only_the_grants_of_its_roles() {
@@ -12,13 +13,22 @@ async fn the_fleet_runs_with_only_the_grants_of_its_roles() {
     c.batch_execute(include_str!("../../../deploy/postgres/roles.sql")).await.expect("roles.sql applies");
     drop(c);
     let url_as = |role: &str| env.database_url.replacen("postgres@", &format!("{role}@"), 1);
-    let (intake, checkout_db, gateway, lifecycle) =
-        (url_as("ps_intake"), url_as("ps_checkout"), url_as("ps_gateway"), url_as("ps_lifecycle"));
+    let (intake, checkout_db, gateway, lifecycle, webhooks) =
+        (url_as("ps_intake"), url_as("ps_checkout"), url_as("ps_gateway"), url_as("ps_lifecycle"), url_as("ps_webhooks"));
     let no_migrate = ("DATABASE_MIGRATE", "false");
     env.start_gateway(&[("DATABASE_URL", &gateway), no_migrate]).await;
     env.start_lifecycle(&[("DATABASE_URL", &lifecycle), no_migrate]).await;
     let checkout = env.start_checkout_with(&[("DATABASE_URL", &checkout_db), no_migrate]).await;
     env.start_intake_with(&[("DATABASE_URL", &intake), no_migrate, ("CHECKOUT_BASE_URL", &checkout)]).await;
+    env.start_webhooks(&[("DATABASE_URL", &webhooks), no_migrate, ("WEBHOOK_RETRY_SCHEDULE_SECS", "0.05")]).await;
+    let rx = Receiver::start(&[Answer::Status(500)], Answer::Status(200)).await;
+    let ep = env
+        .call(
+            Command::new("webhook_endpoint.create", &json!({"url": rx.url, "enabled_events": ["mandate.revoked"]}))
+                .header("merchant-id", "gym"),
+        )
+        .await;
+    assert_eq!(ep.body["status"], "enabled", "{}", ep.body);
 
     // A one_time saved always, and a first_in_series: every table each service writes.
     let body = json!({"type": "one_time", "amount": 100, "currency": "ZAR", "customer": {"name": "A", "email": "a@example.com"},
@@ -39,6 +49,11 @@ async fn the_fleet_runs_with_only_the_grants_of_its_roles() {
     assert_eq!(env.event_about("payment_session.completed", next["id"].as_str().unwrap()).await["data"]["payment_outcome"], "paid");
     let revoked = env.call(Command::new("mandate.revoke", &json!({"mandate_id": md})).header("merchant-id", "gym")).await;
     assert_eq!(revoked.body["status"], "revoked", "{}", revoked.body);
+    rx.wait_for(2).await;
+    let rotated = env
+        .call(Command::new("webhook_endpoint.rotate_secret", &json!({"webhook_endpoint_id": ep.body["id"]})).header("merchant-id", "gym"))
+        .await;
+    assert!(rotated.body["secret"].is_string(), "{}", rotated.body);
     let (_, _, seeded) =
         seed_mandate_with_card(&env.pool, "gym", json!({"type": "on_demand", "currency": "ZAR"}), "4000000000009995", (12, 2099), true)
             .await;
