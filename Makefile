@@ -1,7 +1,7 @@
 # The two commands the README gives: `make run` and `make test`.
 CARGO ?= cargo
 
-.PHONY: run test services browser build unit fmt lint
+.PHONY: run test services browser build unit fmt lint bench
 
 run: services build
 	./scripts/run-fleet.sh
@@ -33,3 +33,7 @@ fmt:
 lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# Throughput figures (release build); BENCH_SCALE=N multiplies the work.
+bench: services
+	$(CARGO) bench -p integration-tests --bench fleet

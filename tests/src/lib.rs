@@ -423,6 +423,26 @@ impl TestEnv {
 
     /// Publishes on the commands exchange; returns the correlation id.
     pub async fn send(&self, cmd: Command) -> String {
+        self.send_many(vec![cmd]).await.remove(0)
+    }
+
+    /// Publishes all, then waits for all confirms (one round trip, not one each).
+    pub async fn send_many(&self, cmds: Vec<Command>) -> Vec<String> {
+        let mut corrs = Vec::with_capacity(cmds.len());
+        let mut confirms = Vec::with_capacity(cmds.len());
+        for cmd in cmds {
+            let (corr, confirm) = self.publish_command(cmd).await;
+            corrs.push(corr);
+            confirms.push(confirm);
+        }
+        for c in confirms {
+            let confirm = c.await.unwrap();
+            assert!(matches!(confirm, Confirmation::Ack(None)), "command was not routed: {confirm:?}");
+        }
+        corrs
+    }
+
+    async fn publish_command(&self, cmd: Command) -> (String, lapin::PublisherConfirm) {
         let corr = uuid::Uuid::new_v4().to_string();
         let mut headers = FieldTable::default();
         for (k, v) in &cmd.headers {
@@ -446,11 +466,24 @@ impl TestEnv {
                 props,
             )
             .await
-            .unwrap()
-            .await
             .unwrap();
-        assert!(matches!(confirm, Confirmation::Ack(None)), "command was not routed: {confirm:?}");
-        corr
+        (corr, confirm)
+    }
+
+    /// Publishes raw messages on one exchange, pipelined: (routing key, body, message id, merchant).
+    pub async fn publish_many(&self, logical_exchange: &str, msgs: &[(String, Vec<u8>, String, String)]) {
+        let ex = self.names.exchange(logical_exchange);
+        let mut confirms = Vec::with_capacity(msgs.len());
+        for (rk, body, id, merchant) in msgs {
+            let mut headers = FieldTable::default();
+            headers.insert(header::MERCHANT_ID.into(), AMQPValue::LongString(LongString::from(merchant.as_str())));
+            let props = BasicProperties::default().with_delivery_mode(2).with_message_id(id.as_str().into()).with_headers(headers);
+            let opts = BasicPublishOptions { mandatory: true, ..Default::default() };
+            confirms.push(self.channel.basic_publish(ex.as_str().into(), rk.as_str().into(), opts, body, props).await.unwrap());
+        }
+        for c in confirms {
+            assert!(matches!(c.await.unwrap(), Confirmation::Ack(None)), "not routed");
+        }
     }
 
     /// Publishes a raw message on one of the fleet's exchanges, as a service would.

@@ -1,0 +1,172 @@
+//! `make bench`: throughput figures on this machine, printed, not asserted.
+//! Runs the real services' code against the local RabbitMQ and PostgreSQL.
+
+use axum::body::Bytes;
+use axum::http::HeaderMap;
+use integration_tests::{Command, TestEnv};
+use ps_contract::routing::exchange;
+use serde_json::json;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Counts deliveries; keeps one in 500 to check its signature afterwards.
+#[derive(Clone, Default)]
+struct Counter {
+    n: Arc<AtomicUsize>,
+    samples: Arc<Mutex<Vec<(HeaderMap, Bytes)>>>,
+}
+
+async fn receiver() -> (String, Counter) {
+    let c = Counter::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hooks", listener.local_addr().unwrap());
+    let state = c.clone();
+    let app = axum::Router::new().route(
+        "/hooks",
+        axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+            let c = state.clone();
+            async move {
+                if c.n.fetch_add(1, Ordering::Relaxed) % 500 == 0 {
+                    c.samples.lock().unwrap().push((headers, body));
+                }
+                "ok"
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, c)
+}
+
+async fn until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "bench: {what} did not finish within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+async fn endpoints(env: &TestEnv, url: &str, merchants: usize) -> Vec<String> {
+    let mut secrets = vec![];
+    for m in 0..merchants {
+        let r = env
+            .call(
+                Command::new("webhook_endpoint.create", &json!({"url": url, "enabled_events": ["*"]}))
+                    .header("merchant-id", &format!("m{m}")),
+            )
+            .await;
+        secrets.push(r.body["secret"].as_str().expect("endpoint created").to_owned());
+    }
+    secrets
+}
+
+fn check_samples(c: &Counter, secrets: &[String]) -> usize {
+    let samples = c.samples.lock().unwrap();
+    for (h, body) in samples.iter() {
+        let get = |k: &str| h[k].to_str().unwrap().to_owned();
+        let ts: i64 = get("webhook-timestamp").parse().unwrap();
+        let ok = secrets.iter().any(|s| ps_contract::webhooks::verify(s, &get("webhook-id"), ts, body, &get("webhook-signature")));
+        assert!(ok, "a delivery's signature did not verify");
+    }
+    samples.len()
+}
+
+const WEBHOOK_SETTINGS: [(&str, &str); 4] =
+    [("WEBHOOK_CONCURRENCY", "256"), ("WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT", "64"), ("WEBHOOK_POLL_MS", "10"), ("DATABASE_POOL_SIZE", "32")];
+
+/// Deliveries already queued in PostgreSQL, drained by one dispatcher.
+async fn webhook_delivery(n: usize) {
+    let mut env = TestEnv::new().await;
+    let (url, counter) = receiver().await;
+    env.start_webhooks(&[("WEBHOOK_POLL_MS", "60000")]).await;
+    let secrets = endpoints(&env, &url, 4).await;
+    env.stop_services().await;
+    let c = env.pool.get().await.unwrap();
+    c.execute(
+        "INSERT INTO webhook_events (id, merchant_id, type, payload)
+         SELECT 'evt_bench' || lpad(i::text, 22, '0'), 'm' || (i % 4), 'payment_session.created',
+                convert_to(json_build_object('id', 'evt_bench' || lpad(i::text, 22, '0'), 'type', 'payment_session.created',
+                    'created_at', '2026-11-24T09:00:00Z', 'data', json_build_object('id', 'ps_' || i, 'amount', 12550, 'currency', 'ZAR'))::text, 'UTF8')
+         FROM generate_series(1, $1::int) i",
+        &[&(n as i32)],
+    )
+    .await
+    .unwrap();
+    c.execute(
+        "INSERT INTO webhook_deliveries (event_id, endpoint_id, status)
+         SELECT e.id, p.id, 'pending' FROM webhook_events e JOIN webhook_endpoints p ON p.merchant_id = e.merchant_id",
+        &[],
+    )
+    .await
+    .unwrap();
+    drop(c);
+    let started = Instant::now();
+    env.start_webhooks(&WEBHOOK_SETTINGS).await;
+    until("webhook delivery", Duration::from_secs(600), || counter.n.load(Ordering::Relaxed) >= n).await;
+    let secs = started.elapsed().as_secs_f64();
+    let checked = check_samples(&counter, &secrets);
+    println!(
+        "webhooks (queued → delivered): {n} signed deliveries to a local receiver in {secs:.2} s = {:.0} deliveries/s ({checked} sampled signatures verified)",
+        n as f64 / secs
+    );
+    env.finish().await;
+}
+
+/// Events published on the broker, through ingest, to the receiver.
+async fn webhook_end_to_end(n: usize) {
+    let mut env = TestEnv::new().await;
+    let (url, counter) = receiver().await;
+    env.start_webhooks(&WEBHOOK_SETTINGS).await;
+    let secrets = endpoints(&env, &url, 4).await;
+    let started = Instant::now();
+    let msgs: Vec<_> = (0..n)
+        .map(|i| {
+            let id = format!("evt_e2e{i:023}");
+            let body =
+                json!({"id": id, "type": "payment.succeeded", "created_at": "2026-11-24T09:00:00Z", "data": {"id": format!("ps_{i}")}});
+            ("payment.succeeded".to_owned(), body.to_string().into_bytes(), id, format!("m{}", i % 4))
+        })
+        .collect();
+    env.publish_many(exchange::EVENTS, &msgs).await;
+    let published = started.elapsed().as_secs_f64();
+    until("webhook end to end", Duration::from_secs(600), || counter.n.load(Ordering::Relaxed) >= n).await;
+    let secs = started.elapsed().as_secs_f64();
+    check_samples(&counter, &secrets);
+    println!(
+        "webhooks (published → delivered): {n} events in {secs:.2} s = {:.0} events/s (publishing with confirms took {published:.2} s)",
+        n as f64 / secs
+    );
+    env.finish().await;
+}
+
+/// payment_session.create commands answered by one intake.
+async fn intake(n: usize) {
+    let mut env = TestEnv::new().await;
+    env.start_intake_with(&[("AMQP_PREFETCH", "64"), ("DATABASE_POOL_SIZE", "32")]).await;
+    let body = json!({"type": "one_time", "amount": 12550, "currency": "ZAR", "return_url": "https://shop.example/r"});
+    let started = Instant::now();
+    let sent = env.send_many((0..n).map(|_| Command::create("shop", &body)).collect()).await;
+    for corr in &sent {
+        assert!(env.reply(corr).await.body["id"].is_string());
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!("intake: {n} sessions created and answered in {secs:.2} s = {:.0} sessions/s", n as f64 / secs);
+    env.finish().await;
+}
+
+#[tokio::main]
+async fn main() {
+    let scale: usize = std::env::var("BENCH_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
+    println!("bench on {} cores (BENCH_SCALE={scale})", std::thread::available_parallelism().map_or(1, |n| n.get()));
+    webhook_delivery(20_000 * scale).await;
+    webhook_end_to_end(5_000 * scale).await;
+    intake(2_000 * scale).await;
+    println!("peak memory of the bench process (all services in it): {:.0} MiB", peak_rss_mib());
+}
