@@ -639,6 +639,16 @@ async fn remove_everything(names: Names, db: String) {
     }
 }
 
+/// Fails unless `instance` is valid under the published schema `name`
+/// (`shared/contract/schemas/{name}.json`).
+pub fn assert_schema(name: &str, instance: &Value) {
+    let path = format!("{}/../shared/contract/schemas/{name}.json", env!("CARGO_MANIFEST_DIR"));
+    let schema: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let v = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = v.iter_errors(instance).map(|e| format!("{e} at {}", e.instance_path())).collect();
+    assert!(errors.is_empty(), "not a valid {name}: {errors:?}\n{instance}");
+}
+
 /// A plain HTTP/1.0 GET on loopback: (status, body).
 pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -1,25 +1,7 @@
-use ps_runtime::{service, telemetry, Env};
-use std::process::ExitCode;
-
 #[tokio::main]
-async fn main() -> ExitCode {
-    let config = match checkout::CheckoutConfig::from_env(&Env::from_process()) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{}: {e}", checkout::SERVICE);
-            return ExitCode::from(2);
-        }
-    };
-    let _telemetry = telemetry::init(checkout::SERVICE);
-    let stop = service::shutdown_on_signal();
-    match checkout::start(config, stop).await {
-        Ok(running) => {
-            running.service.stopped().await;
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "could not start");
-            ExitCode::FAILURE
-        }
-    }
+async fn main() -> std::process::ExitCode {
+    ps_runtime::service::run_main(checkout::SERVICE, checkout::CheckoutConfig::from_env, |config, stop| async {
+        checkout::start(config, stop).await.map(|running| running.service)
+    })
+    .await
 }

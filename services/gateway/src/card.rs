@@ -24,7 +24,7 @@ pub fn valid_number(pan: &str) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 pub fn brand(pan: &str) -> &'static str {

@@ -218,3 +218,34 @@ pub fn shutdown_on_signal() -> CancellationToken {
     });
     token
 }
+
+/// A service binary's whole `main`: configuration (one line and exit 2 if
+/// bad), telemetry, start, run until SIGTERM/SIGINT, stop gracefully.
+pub async fn run_main<C, F, Fut>(
+    name: &'static str,
+    config: fn(&crate::Env) -> Result<C, crate::ConfigError>,
+    start: F,
+) -> std::process::ExitCode
+where
+    F: FnOnce(C, CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = Result<Running, StartError>>,
+{
+    let config = match config(&crate::Env::from_process()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let _telemetry = crate::telemetry::init(name);
+    match start(config, shutdown_on_signal()).await {
+        Ok(running) => {
+            running.stopped().await;
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "could not start");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

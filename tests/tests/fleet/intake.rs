@@ -1,4 +1,4 @@
-use integration_tests::{seed_mandate, Command, TestEnv};
+use integration_tests::{assert_schema, seed_mandate, Command, TestEnv};
 use ps_contract::routing::header;
 use ps_runtime::message::header_str;
 use ps_runtime::topology;
@@ -34,6 +34,7 @@ async fn one_time_session_is_persisted_answered_and_announced() {
 
     let reply = env.call(Command::create("shop_1", &one_time())).await;
     let s = &reply.body;
+    assert_schema("payment_session", s);
     assert!(!reply.replayed);
     assert_eq!(s["object"], "payment_session");
     assert_eq!(s["type"], "one_time");
@@ -55,6 +56,7 @@ async fn one_time_session_is_persisted_answered_and_announced() {
     assert_eq!(stored_session(&env, id).await, ("shop_1".into(), "active".into(), "not_started".into(), 12550));
 
     let event = env.next_event().await;
+    assert_schema("event", &event);
     assert_eq!(event["type"], "payment_session.created");
     assert!(event["id"].as_str().unwrap().starts_with("evt_"));
     assert_eq!(&event["data"], s);
@@ -289,6 +291,7 @@ async fn every_bad_command_gets_its_specific_error_and_the_worker_survives() {
     for (what, cmd, code) in cases {
         let reply = env.call(cmd).await;
         assert_eq!(reply.error_code(), Some(code), "{what}: {}", reply.body);
+        assert_schema("error_reply", &reply.body);
         let err = &reply.body["error"];
         assert!(err["message"].as_str().is_some_and(|m| !m.is_empty()), "{what}: message");
         assert!(err["type"].is_string(), "{what}: type");

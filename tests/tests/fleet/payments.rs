@@ -1,6 +1,6 @@
 //! Every session type paying end to end: checkout → gateway (sandbox) → lifecycle.
 
-use integration_tests::{eventually, seed_mandate_with_card, CheckoutClient, Command, TestEnv};
+use integration_tests::{assert_schema, eventually, seed_mandate_with_card, CheckoutClient, Command, TestEnv};
 use ps_contract::routing::exchange;
 use serde_json::{json, Value};
 
@@ -47,6 +47,8 @@ async fn one_time_paid() {
     assert!(page.text_of("state").is_some(), "after paying the customer sees a state page: {}", page.body);
 
     let done = env.event_about("payment_session.completed", id).await;
+    assert_schema("event", &done);
+    assert_schema("payment_session", &done["data"]);
     assert_eq!(done["data"]["status"], "completed");
     assert_eq!(done["data"]["payment_outcome"], "paid");
     assert_eq!(done["data"]["session_url"], Value::Null);

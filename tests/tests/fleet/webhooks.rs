@@ -13,6 +13,7 @@ async fn endpoint(env: &TestEnv, merchant: &str, url: &str, events: Value) -> Va
         .call(Command::new("webhook_endpoint.create", &json!({"url": url, "enabled_events": events})).header("merchant-id", merchant))
         .await;
     assert_eq!(r.body["object"], "webhook_endpoint", "{}", r.body);
+    integration_tests::assert_schema("webhook_endpoint", &r.body);
     r.body
 }
 
