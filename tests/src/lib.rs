@@ -416,6 +416,25 @@ impl TestEnv {
         self.children.last_mut().unwrap()
     }
 
+    /// Sends SIGTERM to a spawned child and waits (without blocking the runtime) for it to exit.
+    pub async fn terminate_child(&mut self, pid: u32) -> std::process::ExitStatus {
+        let sent = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+        assert!(sent.success(), "kill -TERM {pid}");
+        self.wait_child(pid).await
+    }
+
+    /// Waits for a spawned child to exit.
+    pub async fn wait_child(&mut self, pid: u32) -> std::process::ExitStatus {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.try_wait_child(pid) {
+                return status;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "process {pid} did not exit");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// The exit status of a spawned child, if it has exited.
     pub fn try_wait_child(&mut self, pid: u32) -> Option<std::process::ExitStatus> {
         self.children.iter_mut().find(|c| c.id() == pid)?.try_wait().ok().flatten()

@@ -14,11 +14,12 @@ use ps_store::events::event;
 use ps_store::sessions::{self, StoredSession};
 
 pub async fn apply(tx: &Transaction<'_>, r: &GatewayResult, now: DateTime<Utc>) -> Result<Handled, HandlerError> {
-    let Some(attempt) = attempts::lock(tx, r.attempt_id.as_str()).await? else {
-        return Err(HandlerError::Permanent(format!("result for unknown attempt {}", r.attempt_id)));
+    // Session before attempt, the order every writer of both takes, so two never deadlock.
+    let Some(mut s) = sessions::lock(tx, r.session_id.as_str(), None).await? else {
+        return Err(HandlerError::Permanent(format!("result for unknown session {}", r.session_id)));
     };
-    let Some(mut s) = sessions::lock(tx, &attempt.session_id, None).await? else {
-        return Err(HandlerError::Permanent(format!("attempt {} has no session", r.attempt_id)));
+    let Some(attempt) = attempts::lock(tx, r.attempt_id.as_str()).await?.filter(|a| a.session_id == r.session_id.as_str()) else {
+        return Err(HandlerError::Permanent(format!("result for unknown attempt {} of {}", r.attempt_id, r.session_id)));
     };
     match r.operation {
         Operation::Authorize => authorized(tx, r, &attempt, &mut s, now).await,

@@ -4,6 +4,7 @@ mod browser;
 mod checkout;
 mod deploy;
 mod intake;
+mod observability;
 mod payments;
 mod resilience;
 mod webhooks;

@@ -1,6 +1,6 @@
 //! What production does to us: redelivery, a crash between commit and ack.
 
-use integration_tests::{close_broker_connections, eventually, http_get, seed_mandate, Command, TestEnv, WAIT};
+use integration_tests::{close_broker_connections, eventually, http_get, seed_mandate, Command, TestEnv};
 use ps_contract::routing::header;
 use ps_runtime::topology;
 use serde_json::{json, Value};
@@ -40,10 +40,7 @@ async fn killed_between_commit_and_ack_the_redelivery_creates_nothing_new() {
     let corr = env.send(Command::create("shop_1", &one_time()).message_id("crash-1")).await;
 
     // The process commits, then dies before it can ack.
-    let status = {
-        let child = env_child_wait(&mut env, pid).await;
-        child
-    };
+    let status = env.wait_child(pid).await;
     assert_eq!(status.signal(), Some(6), "intake aborted (SIGABRT) after its commit: {status:?}");
     assert_eq!(env.count("SELECT count(*) FROM payment_sessions").await, 1, "the commit happened");
     assert_eq!(env.count("SELECT count(*) FROM processed_messages").await, 1);
@@ -59,18 +56,6 @@ async fn killed_between_commit_and_ack_the_redelivery_creates_nothing_new() {
     let event = env.next_event().await;
     assert_eq!(event["data"]["id"], reply.body["id"]);
     env.finish().await;
-}
-
-/// Waits for the child with `pid` to exit, without blocking the runtime.
-async fn env_child_wait(env: &mut TestEnv, pid: u32) -> std::process::ExitStatus {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if let Some(status) = env.try_wait_child(pid) {
-            return status;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "intake did not exit");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test]

@@ -238,6 +238,7 @@ async fn a_hanging_endpoint_does_not_hold_up_another() {
         env.send(Command::create("shop", &one_time()).no_reply()).await;
     }
     // Every one of shop's deliveries arrives while slowpoke's receiver still holds its requests.
+    stuck.wait_for(2).await;
     fine.wait_for(20).await;
     assert_eq!(stuck.received().len(), 2, "the stuck endpoint has only its own two slots");
     stuck.release();
