@@ -65,6 +65,6 @@ pub async fn start(config: LifecycleConfig, stop: CancellationToken) -> Result<R
         interval: config.expiry_interval,
         abandon_after: config.abandon_after,
     };
-    tokio::spawn(sweeper.run(stop));
-    Ok(running)
+    let sweeping = tokio::spawn(sweeper.run(stop));
+    Ok(running.with_task(sweeping))
 }

@@ -76,6 +76,6 @@ pub async fn start(config: WebhookConfig, stop: CancellationToken) -> Result<Run
     let running = service::start(SERVICE, config.common, consumes, stop.clone()).await?;
     let dispatcher = deliver::Dispatcher::new(running.pool.clone(), config.delivery, guard, wake, running.waker.clone())
         .map_err(|e| StartError::Health { addr: running.health_addr, source: std::io::Error::other(e) })?;
-    tokio::spawn(Arc::new(dispatcher).run(stop));
-    Ok(running)
+    let delivering = tokio::spawn(Arc::new(dispatcher).run(stop));
+    Ok(running.with_task(delivering))
 }

@@ -46,12 +46,24 @@ pub struct Running {
     /// Wakes the outbox relay; for work a service commits outside its consumers.
     pub waker: RelayWaker,
     task: JoinHandle<()>,
+    background: Vec<JoinHandle<()>>,
 }
 
 impl Running {
-    /// Resolves when the service has stopped after its stop token fired.
+    /// A task of the service's own (a sweeper, a delivery loop) that a graceful
+    /// stop must wait for, like the consumers.
+    pub fn with_task(mut self, task: JoinHandle<()>) -> Running {
+        self.background.push(task);
+        self
+    }
+
+    /// Resolves when the service has stopped after its stop token fired: the
+    /// consumers and relay, then its own tasks.
     pub async fn stopped(self) {
         let _ = self.task.await;
+        for t in self.background {
+            let _ = t.await;
+        }
     }
 }
 
@@ -93,7 +105,7 @@ pub async fn start(name: &'static str, config: Config, consumes: Vec<Consumes>, 
 
     let waker = RelayWaker::default();
     let task = tokio::spawn(supervise(name, config, consumes, pool.clone(), health, waker.clone(), stop));
-    Ok(Running { health_addr, pool, waker, task })
+    Ok(Running { health_addr, pool, waker, task, background: vec![] })
 }
 
 async fn supervise(
