@@ -10,7 +10,8 @@ test: services browser build
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 		$(CARGO) nextest run --workspace --no-fail-fast; \
 	else \
-		$(CARGO) test --workspace --no-fail-fast; \
+		echo "cargo-nextest not found; running cargo test one test at a time (cargo install cargo-nextest is faster)"; \
+		$(CARGO) test --workspace --no-fail-fast -- --test-threads=1; \
 	fi
 
 browser:
