@@ -84,6 +84,7 @@ impl GatewayHandler {
             req.merchant_id.clone(),
             req.amount,
             req.currency,
+            &req.processor_idempotency_key,
             resp,
             token,
         ))
@@ -102,7 +103,17 @@ impl GatewayHandler {
             capture: op == Operation::Capture,
         };
         let resp = self.call(req.attempt_id.as_str(), call).await?;
-        Ok(result(op, req.attempt_id.clone(), req.session_id.clone(), req.merchant_id.clone(), req.amount, req.currency, resp, None))
+        Ok(result(
+            op,
+            req.attempt_id.clone(),
+            req.session_id.clone(),
+            req.merchant_id.clone(),
+            req.amount,
+            req.currency,
+            &req.processor_idempotency_key,
+            resp,
+            None,
+        ))
     }
 
     /// One processor call with a deadline. A timeout is an unknown outcome: ask
@@ -164,6 +175,7 @@ fn result(
     merchant_id: ps_contract::ids::MerchantId,
     amount: i64,
     currency: ps_contract::money::Currency,
+    processor_idempotency_key: &str,
     resp: ProcessorResponse,
     card_token: Option<String>,
 ) -> GatewayResult {
@@ -182,5 +194,6 @@ fn result(
         card: resp.card,
         card_token: if resp.outcome == Outcome::Succeeded { card_token } else { None },
         processor_reference: Some(resp.reference),
+        processor_idempotency_key: processor_idempotency_key.to_owned(),
     }
 }

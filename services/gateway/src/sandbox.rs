@@ -72,10 +72,13 @@ impl SandboxProcessor {
                     )
                     .await
                     .map_err(err)?;
+                // Any capture or void of this authorisation that went through settles it for good.
+                let attempt = auth.trim_start_matches("authorize:");
                 let settled = client
                     .query_opt(
-                        "SELECT operation FROM sandbox_ledger WHERE idempotency_key IN ($1, $2) AND outcome = 'succeeded'",
-                        &[&auth.replacen("authorize:", "capture:", 1), &auth.replacen("authorize:", "void:", 1)],
+                        "SELECT operation FROM sandbox_ledger
+                         WHERE (idempotency_key LIKE $1 OR idempotency_key LIKE $2) AND outcome = 'succeeded' LIMIT 1",
+                        &[&format!("capture:{attempt}:%"), &format!("void:{attempt}:%")],
                     )
                     .await
                     .map_err(err)?;

@@ -76,15 +76,26 @@ pub async fn set_settlement(
     Ok(())
 }
 
-/// A `gateway.capture` or `gateway.void` for the attempt.
-pub fn settle_message(op: Operation, attempt: &AttemptId, s: &StoredSession, amount: i64) -> Outbound {
+/// Numbers a new settlement request of the attempt; its processor key derives from it.
+pub async fn next_settlement(tx: &Transaction<'_>, id: &AttemptId) -> Result<u32, HandlerError> {
+    let row = tx
+        .query_one(
+            "UPDATE payment_attempts SET settlement_requests = settlement_requests + 1 WHERE id = $1 RETURNING settlement_requests",
+            &[&id.as_str()],
+        )
+        .await?;
+    Ok(row.get::<_, i32>(0) as u32)
+}
+
+/// A `gateway.capture` or `gateway.void` for the attempt, as its `request`-th settlement.
+pub fn settle_message(op: Operation, attempt: &AttemptId, request: u32, s: &StoredSession, amount: i64) -> Outbound {
     let req = SettleRequest {
         attempt_id: attempt.clone(),
         session_id: s.session.id.clone(),
         merchant_id: s.merchant_id.clone(),
         amount,
         currency: s.session.currency,
-        processor_idempotency_key: SettleRequest::idempotency_key_for(op, attempt),
+        processor_idempotency_key: SettleRequest::idempotency_key_for(op, attempt, request),
     };
     let key = if op == Operation::Capture { internal::GATEWAY_CAPTURE } else { internal::GATEWAY_VOID };
     Outbound::json(exchange::INTERNAL, key, &serde_json::to_value(&req).unwrap_or_default())

@@ -93,7 +93,8 @@ async fn settle(tx: &Transaction<'_>, merchant: &MerchantId, body: &Value, op: O
     }
     let marker = if op == Operation::Capture { "capture_requested" } else { "void_requested" };
     attempts::set_settlement(tx, &attempt.id, Some(marker), None).await?;
-    Ok(Ok((reply, vec![attempts::settle_message(op, &attempt.id, &s, amount)])))
+    let n = attempts::next_settlement(tx, &attempt.id).await?;
+    Ok(Ok((reply, vec![attempts::settle_message(op, &attempt.id, n, &s, amount)])))
 }
 
 async fn revoke(tx: &Transaction<'_>, merchant: &MerchantId, body: &Value, now: DateTime<Utc>) -> Result<Answer, HandlerError> {

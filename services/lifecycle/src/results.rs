@@ -128,7 +128,8 @@ async fn late(tx: &Transaction<'_>, r: &GatewayResult, attempt: &Attempt, s: &St
         tracing::warn!(session = %s.session.id, attempt = %attempt.id, status = %s.session.status, "late success for an ended session: voiding it");
         attempts::finish(tx, &attempt.id, "succeeded", None, None, r.processor_reference.as_deref(), None).await?;
         attempts::set_settlement(tx, &attempt.id, Some("void_requested"), None).await?;
-        return Ok(Handled::default().send(attempts::settle_message(Operation::Void, &attempt.id, s, r.amount)));
+        let n = attempts::next_settlement(tx, &attempt.id).await?;
+        return Ok(Handled::default().send(attempts::settle_message(Operation::Void, &attempt.id, n, s, r.amount)));
     }
     tracing::info!(attempt = %attempt.id, "result for an attempt already resolved; nothing to do");
     Ok(Handled::default())
@@ -144,7 +145,7 @@ async fn captured(
     if r.outcome == Outcome::Failed {
         tracing::warn!(session = %s.session.id, error = r.error_code.as_deref().unwrap_or(""), "capture failed; the reservation stands");
         attempts::set_settlement(tx, &attempt.id, None, None).await?;
-        return Ok(Handled::default());
+        return settlement_failed(tx, r, s, now, "The capture failed; the reservation stands and may be captured or voided again.").await;
     }
     let to = match transition(s.session.session_type, s.state(), Transition::Capture) {
         Ok(to) => to,
@@ -175,7 +176,7 @@ async fn voided(
     if r.outcome == Outcome::Failed {
         tracing::error!(session = %s.session.id, attempt = %attempt.id, error = r.error_code.as_deref().unwrap_or(""), "void failed; needs an operator");
         attempts::set_settlement(tx, &attempt.id, None, None).await?;
-        return Ok(Handled::default());
+        return settlement_failed(tx, r, s, now, "The void failed; the payment stands.").await;
     }
     attempts::set_settlement(tx, &attempt.id, Some("voided"), None).await?;
     let m = s.merchant_id.clone();
@@ -189,4 +190,19 @@ async fn voided(
         }
     }
     Ok(out.send(event(EventType::PaymentVoided, &m, now, &s.session)))
+}
+
+/// A capture or void the processor refused: the merchant hears of it on the session.
+async fn settlement_failed(
+    tx: &Transaction<'_>,
+    r: &GatewayResult,
+    s: &mut StoredSession,
+    now: DateTime<Utc>,
+    message: &str,
+) -> Result<Handled, HandlerError> {
+    s.session.last_payment_error =
+        Some(sessions::payment_error(r.error_code.as_deref().unwrap_or("processing_error"), r.decline_code.as_deref(), message, now));
+    s.session.updated_at = now;
+    sessions::save(tx, s).await?;
+    Ok(Handled::default().send(event(EventType::PaymentSessionUpdated, &s.merchant_id, now, &s.session)))
 }

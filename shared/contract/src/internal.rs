@@ -46,8 +46,10 @@ pub struct SettleRequest {
 }
 
 impl SettleRequest {
-    pub fn idempotency_key_for(operation: Operation, attempt: &AttemptId) -> String {
-        format!("{}:{attempt}", operation.as_str())
+    /// `request` numbers the settlements asked of one attempt, so a capture the
+    /// processor refused can be asked for again under a new key.
+    pub fn idempotency_key_for(operation: Operation, attempt: &AttemptId, request: u32) -> String {
+        format!("{}:{attempt}:{request}", operation.as_str())
     }
 }
 
@@ -82,11 +84,13 @@ pub struct GatewayResult {
     /// The vault token of the card, so lifecycle can save it as a payment method.
     pub card_token: Option<String>,
     pub processor_reference: Option<String>,
+    /// The processor key of the call this answers.
+    pub processor_idempotency_key: String,
 }
 
 impl GatewayResult {
-    /// Deterministic, so a result published twice is applied once.
+    /// Deterministic per processor call, so a result published twice is applied once.
     pub fn message_id(&self) -> String {
-        format!("result:{}:{}", self.operation, self.attempt_id)
+        format!("result:{}", self.processor_idempotency_key)
     }
 }

@@ -9,6 +9,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_spine", include_str!("../migrations/0001_spine.sql")),
     ("0002_paying", include_str!("../migrations/0002_paying.sql")),
     ("0003_webhooks", include_str!("../migrations/0003_webhooks.sql")),
+    ("0004_settlement_tries", include_str!("../migrations/0004_settlement_tries.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -473,3 +473,36 @@ async fn two_lifecycle_replicas_never_lose_an_update() {
     );
     env.finish().await;
 }
+
+#[tokio::test]
+async fn a_refused_capture_is_told_to_the_merchant_and_the_reservation_stands() {
+    let mut env = TestEnv::new().await;
+    env.start_fleet().await;
+    let mut body = one_time("never");
+    body["capture_method"] = json!("manual");
+    let s = create(&env, "shop", &body).await;
+    let id = s["id"].as_str().unwrap();
+    CheckoutClient::new().pay(s["session_url"].as_str().unwrap(), PAYS, false).await;
+    env.event_about("payment_session.completed", id).await;
+    let attempt: String =
+        env.pool.get().await.unwrap().query_one("SELECT id FROM payment_attempts WHERE session_id = $1", &[&id]).await.unwrap().get(0);
+    // A capture went out as the attempt's first settlement request, and the processor refused it.
+    env.pool
+        .get()
+        .await
+        .unwrap()
+        .execute("UPDATE payment_attempts SET settlement_requests = 1, settlement = 'capture_requested' WHERE id = $1", &[&attempt])
+        .await
+        .unwrap();
+    let refused = json!({"operation": "capture", "attempt_id": attempt, "session_id": id, "merchant_id": "shop", "outcome": "failed",
+        "amount": 12550, "currency": "ZAR", "error_code": "processing_error", "decline_code": null, "message": null, "card": null,
+        "card_token": null, "processor_reference": null, "processor_idempotency_key": format!("capture:{attempt}:1")});
+    env.publish(exchange::INTERNAL, "gateway.result", refused.to_string().as_bytes(), &format!("result:capture:{attempt}:1"), "shop").await;
+    let updated = env.event_about("payment_session.updated", id).await;
+    assert_eq!(updated["data"]["payment_outcome"], "reserved");
+    assert_eq!(updated["data"]["last_payment_error"]["error_code"], "processing_error");
+    // And it can be captured again.
+    env.call(Command::new("payment.capture", &json!({"payment_session_id": id})).header("merchant-id", "shop")).await;
+    assert_eq!(env.event_about("payment.captured", id).await["data"]["payment_outcome"], "paid");
+    env.finish().await;
+}
