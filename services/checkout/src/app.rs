@@ -14,7 +14,7 @@ use ps_contract::internal::AuthorizeRequest;
 use ps_contract::lifecycle::{transition, Transition};
 use ps_contract::routing::{exchange, header as h, internal};
 use ps_contract::session::SavePaymentMethod;
-use ps_runtime::outbox::{self, RelayWaker};
+use ps_runtime::outbox::Outbox;
 use ps_runtime::Outbound;
 use ps_store::sessions::{self, StoredSession};
 use rand::RngCore;
@@ -23,7 +23,7 @@ use serde::Deserialize;
 #[derive(Clone)]
 pub struct AppState {
     pub pool: Pool,
-    pub waker: RelayWaker,
+    pub outbox: Outbox,
     pub vault_url: String,
     pub http: reqwest::Client,
 }
@@ -258,9 +258,9 @@ async fn start_attempt(state: &AppState, id: &str, card_token: &str, save_card: 
     let msg = Outbound::json(exchange::INTERNAL, internal::GATEWAY_AUTHORIZE, &serde_json::to_value(&req).unwrap_or_default())
         .with_message_id(attempt.as_str())
         .with_header(h::MERCHANT_ID, s.merchant_id.as_str());
-    outbox::enqueue(&tx, &[msg]).await?;
+    state.outbox.enqueue(&tx, &[msg]).await?;
     tx.commit().await?;
-    state.waker.wake();
+    state.outbox.wake();
     tracing::info!(session = id, attempt = %attempt, "checkout attempt started");
     Ok(())
 }

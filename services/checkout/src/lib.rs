@@ -43,7 +43,7 @@ pub async fn start(config: CheckoutConfig, stop: CancellationToken) -> Result<Ru
         .timeout(std::time::Duration::from_secs(10))
         .build()
         .map_err(|e| StartError::Health { addr: config.addr, source: std::io::Error::other(e) })?;
-    let state = app::AppState { pool: service.pool.clone(), waker: service.waker.clone(), vault_url: config.vault_url, http };
+    let state = app::AppState { pool: service.pool.clone(), outbox: service.outbox.clone(), vault_url: config.vault_url, http };
     let listener = tokio::net::TcpListener::bind(config.addr).await.map_err(|source| StartError::Health { addr: config.addr, source })?;
     let addr = listener.local_addr().map_err(|source| StartError::Health { addr: config.addr, source })?;
     tokio::spawn(async move {

@@ -5,7 +5,7 @@ use chrono::Utc;
 use deadpool_postgres::Pool;
 use ps_contract::events::EventType;
 use ps_contract::lifecycle::{transition, PaymentOutcome, Transition};
-use ps_runtime::outbox::{self, RelayWaker};
+use ps_runtime::outbox::Outbox;
 use ps_runtime::HandlerError;
 use ps_store::events::event;
 use ps_store::sessions;
@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 pub struct Sweeper {
     pub pool: Pool,
-    pub waker: RelayWaker,
+    pub outbox: Outbox,
     pub interval: Duration,
     /// An attempt still pending this long after it started is given up on.
     pub abandon_after: Duration,
@@ -85,10 +85,10 @@ impl Sweeper {
                 Err(e) => tracing::warn!(session = id, error = %e, "cannot expire"),
             }
         }
-        outbox::enqueue(&tx, &out).await?;
+        self.outbox.enqueue(&tx, &out).await?;
         tx.commit().await?;
         if !out.is_empty() {
-            self.waker.wake();
+            self.outbox.wake();
         }
         Ok(expired)
     }

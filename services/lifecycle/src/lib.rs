@@ -61,7 +61,7 @@ pub async fn start(config: LifecycleConfig, stop: CancellationToken) -> Result<R
     let running = service::start(SERVICE, config.common, consumes, stop.clone()).await?;
     let sweeper = expiry::Sweeper {
         pool: running.pool.clone(),
-        waker: running.waker.clone(),
+        outbox: running.outbox.clone(),
         interval: config.expiry_interval,
         abandon_after: config.abandon_after,
     };

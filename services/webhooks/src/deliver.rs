@@ -9,7 +9,7 @@ use deadpool_postgres::Pool;
 use ps_contract::events::EventType;
 use ps_contract::ids::{MerchantId, WebhookEndpointId};
 use ps_contract::webhooks::{signature_header, EndpointStatus, WebhookEndpoint};
-use ps_runtime::outbox::{self, RelayWaker};
+use ps_runtime::outbox::Outbox;
 use ps_runtime::HandlerError;
 use rand::Rng;
 use std::sync::Arc;
@@ -33,7 +33,7 @@ pub struct Dispatcher {
     pub pool: Pool,
     pub config: DeliveryConfig,
     pub wake: Arc<Notify>,
-    pub relay: RelayWaker,
+    pub outbox: Outbox,
     client: reqwest::Client,
     slots: Arc<Semaphore>,
 }
@@ -67,7 +67,7 @@ impl Dispatcher {
         config: DeliveryConfig,
         guard: Arc<Guard>,
         wake: Arc<Notify>,
-        relay: RelayWaker,
+        outbox: Outbox,
     ) -> Result<Dispatcher, reqwest::Error> {
         let client = reqwest::Client::builder()
             .timeout(config.timeout)
@@ -78,7 +78,7 @@ impl Dispatcher {
             .dns_resolver(Arc::new(GuardedResolver(guard)))
             .build()?;
         let slots = Arc::new(Semaphore::new(config.concurrency));
-        Ok(Dispatcher { pool, config, wake, relay, client, slots })
+        Ok(Dispatcher { pool, config, wake, outbox, client, slots })
     }
 
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
@@ -334,8 +334,8 @@ impl Dispatcher {
             created_at: r.get(2),
         };
         let merchant = MerchantId::parse(&d.merchant_id).map_err(|e| HandlerError::Permanent(e.to_string()))?;
-        outbox::enqueue(tx, &[ps_store::events::event(EventType::WebhookEndpointDisabled, &merchant, now, &endpoint)]).await?;
-        self.relay.wake();
+        self.outbox.enqueue(tx, &[ps_store::events::event(EventType::WebhookEndpointDisabled, &merchant, now, &endpoint)]).await?;
+        self.outbox.wake();
         tracing::warn!(endpoint = %d.endpoint_id, reason, "webhook endpoint disabled");
         Ok(())
     }

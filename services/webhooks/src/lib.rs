@@ -74,7 +74,7 @@ pub async fn start(config: WebhookConfig, stop: CancellationToken) -> Result<Run
         Consumes::new(topology::WEBHOOK_COMMANDS, Arc::new(endpoints)),
     ];
     let running = service::start(SERVICE, config.common, consumes, stop.clone()).await?;
-    let dispatcher = deliver::Dispatcher::new(running.pool.clone(), config.delivery, guard, wake, running.waker.clone())
+    let dispatcher = deliver::Dispatcher::new(running.pool.clone(), config.delivery, guard, wake, running.outbox.clone())
         .map_err(|e| StartError::Health { addr: running.health_addr, source: std::io::Error::other(e) })?;
     let delivering = tokio::spawn(Arc::new(dispatcher).run(stop));
     Ok(running.with_task(delivering))

@@ -4,7 +4,7 @@
 use crate::dedupe::{self, Claim};
 use crate::message::{Incoming, Outbound, OutboundKind};
 use crate::metrics;
-use crate::outbox::{self, RelayWaker};
+use crate::outbox::Outbox;
 use backon::{ExponentialBuilder, Retryable};
 use deadpool_postgres::Pool;
 use deadpool_postgres::Transaction;
@@ -101,7 +101,7 @@ pub struct ConsumerContext {
     /// The queue's real (prefixed) name.
     pub queue: String,
     pub pool: Pool,
-    pub waker: RelayWaker,
+    pub outbox: Outbox,
     pub handler: Arc<dyn Handler>,
     pub after_commit: Option<Arc<tokio::sync::Notify>>,
     pub fault_abort_after_commit: bool,
@@ -141,9 +141,9 @@ impl ConsumerContext {
                 dedupe::record_reply(&tx, self.consumer, &key, &body).await?;
             }
         }
-        outbox::enqueue(&tx, &out).await?;
+        self.outbox.enqueue(&tx, &out).await?;
         tx.commit().await?;
-        self.waker.wake();
+        self.outbox.wake();
         if let Some(n) = &self.after_commit {
             n.notify_one();
         }
@@ -158,10 +158,10 @@ impl ConsumerContext {
     /// it gets the one the first delivery produced, marked as a replay.
     async fn duplicate(&self, tx: Transaction<'_>, msg: &Incoming, reply: Option<serde_json::Value>) -> Result<Applied, HandlerError> {
         if let Some(again) = reply.and_then(|r| msg.reply(&r, true)) {
-            outbox::enqueue(&tx, &[again]).await?;
+            self.outbox.enqueue(&tx, &[again]).await?;
         }
         tx.commit().await?;
-        self.waker.wake();
+        self.outbox.wake();
         Ok(Applied::Duplicate)
     }
 
@@ -173,9 +173,9 @@ impl ConsumerContext {
         }
         let mut out = vec![msg.dead_letter(&self.queue, ErrorCode::InternalError.as_str(), reason)];
         out.extend(msg.reply(&ApiError::internal().to_reply(), false));
-        outbox::enqueue(&tx, &out).await?;
+        self.outbox.enqueue(&tx, &out).await?;
         tx.commit().await?;
-        self.waker.wake();
+        self.outbox.wake();
         Ok(Applied::DeadLettered)
     }
 

@@ -21,32 +21,51 @@ const REPLY_MAX_ATTEMPTS: i32 = 8;
 /// How often the relay looks for rows left by a crashed replica, or due for retry.
 const POLL: Duration = Duration::from_secs(1);
 
-pub async fn enqueue(tx: &Transaction<'_>, messages: &[Outbound]) -> Result<(), tokio_postgres::Error> {
-    let stmt = tx
-        .prepare_cached(
-            "INSERT INTO outbox (exchange, routing_key, message_id, correlation_id, headers, body, kind)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .await?;
-    for m in messages {
-        let mut headers = m.headers.clone();
-        crate::telemetry::inject_current(&mut headers);
-        tx.execute(
-            &stmt,
-            &[&m.exchange, &m.routing_key, &m.message_id, &m.correlation_id, &Value::Object(headers), &m.body, &m.kind.as_str()],
-        )
-        .await?;
-    }
-    Ok(())
+/// A service's outbox: where it writes messages inside its transactions, and
+/// how it wakes its relay right after a commit so a reply does not wait for the poll.
+#[derive(Clone)]
+pub struct Outbox {
+    /// The service that wrote a row; only that service's relay publishes it,
+    /// since only its broker user may be allowed to.
+    producer: &'static str,
+    notify: Arc<Notify>,
 }
 
-/// Wakes the relay right after a commit, so a reply does not wait for the poll.
-#[derive(Clone, Default)]
-pub struct RelayWaker(Arc<Notify>);
+impl Outbox {
+    pub fn new(producer: &'static str) -> Outbox {
+        Outbox { producer, notify: Arc::new(Notify::new()) }
+    }
 
-impl RelayWaker {
+    pub async fn enqueue(&self, tx: &Transaction<'_>, messages: &[Outbound]) -> Result<(), tokio_postgres::Error> {
+        let stmt = tx
+            .prepare_cached(
+                "INSERT INTO outbox (exchange, routing_key, message_id, correlation_id, headers, body, kind, producer)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .await?;
+        for m in messages {
+            let mut headers = m.headers.clone();
+            crate::telemetry::inject_current(&mut headers);
+            tx.execute(
+                &stmt,
+                &[
+                    &m.exchange,
+                    &m.routing_key,
+                    &m.message_id,
+                    &m.correlation_id,
+                    &Value::Object(headers),
+                    &m.body,
+                    &m.kind.as_str(),
+                    &self.producer,
+                ],
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
     pub fn wake(&self) {
-        self.0.notify_one();
+        self.notify.notify_one();
     }
 }
 
@@ -72,12 +91,12 @@ impl From<deadpool_postgres::PoolError> for RelayError {
 
 pub struct Relay {
     pool: Pool,
-    waker: RelayWaker,
+    outbox: Outbox,
 }
 
 impl Relay {
-    pub fn new(pool: Pool, waker: RelayWaker) -> Relay {
-        Relay { pool, waker }
+    pub fn new(pool: Pool, outbox: Outbox) -> Relay {
+        Relay { pool, outbox }
     }
 
     /// Publishes until `stop` fires, then drains once more so a graceful stop
@@ -92,7 +111,7 @@ impl Relay {
             }
             tokio::select! {
                 _ = stop.cancelled() => break,
-                _ = self.waker.0.notified() => {}
+                _ = self.outbox.notify.notified() => {}
                 _ = tokio::time::sleep(POLL) => {}
             }
         }
@@ -110,8 +129,9 @@ impl Relay {
                     "SELECT id, exchange, routing_key, message_id, correlation_id, headers, body, kind, attempts, created_at
                      FROM outbox
                      WHERE published_at IS NULL AND failed_at IS NULL AND next_attempt_at <= now()
+                       AND (producer = $2 OR producer = '')
                      ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
-                    &[&BATCH],
+                    &[&BATCH, &self.outbox.producer],
                 )
                 .await?;
             if rows.is_empty() {

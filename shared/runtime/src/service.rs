@@ -5,7 +5,7 @@ use crate::broker::{self, Publisher};
 use crate::config::Config;
 use crate::consumer::{consume, ConsumerContext, Handler};
 use crate::health::{self, Health};
-use crate::outbox::{Relay, RelayWaker};
+use crate::outbox::{Outbox, Relay};
 use crate::topology::{self, Names, QueueSpec};
 use crate::{db, metrics, outbox};
 use backon::{ExponentialBuilder, Retryable};
@@ -43,8 +43,8 @@ pub enum StartError {
 pub struct Running {
     pub health_addr: SocketAddr,
     pub pool: Pool,
-    /// Wakes the outbox relay; for work a service commits outside its consumers.
-    pub waker: RelayWaker,
+    /// The service's outbox, for work it commits outside its consumers.
+    pub outbox: Outbox,
     task: JoinHandle<()>,
     background: Vec<JoinHandle<()>>,
 }
@@ -103,9 +103,9 @@ pub async fn start(name: &'static str, config: Config, consumes: Vec<Consumes>, 
         }
     });
 
-    let waker = RelayWaker::default();
-    let task = tokio::spawn(supervise(name, config, consumes, pool.clone(), health, waker.clone(), stop));
-    Ok(Running { health_addr, pool, waker, task, background: vec![] })
+    let outbox = Outbox::new(name);
+    let task = tokio::spawn(supervise(name, config, consumes, pool.clone(), health, outbox.clone(), stop));
+    Ok(Running { health_addr, pool, outbox, task, background: vec![] })
 }
 
 async fn supervise(
@@ -114,7 +114,7 @@ async fn supervise(
     consumes: Vec<Consumes>,
     pool: Pool,
     health: Health,
-    waker: RelayWaker,
+    outbox: Outbox,
     stop: CancellationToken,
 ) {
     let names = Names::new(config.name_prefix.clone());
@@ -125,14 +125,14 @@ async fn supervise(
                 consumer: c.queue.name,
                 queue: names.queue(&c.queue),
                 pool: pool.clone(),
-                waker: waker.clone(),
+                outbox: outbox.clone(),
                 handler: c.handler,
                 after_commit: c.after_commit,
                 fault_abort_after_commit: config.fault_abort_after_commit,
             })
         })
         .collect();
-    let relay = Relay::new(pool, waker);
+    let relay = Relay::new(pool, outbox);
     let mut connected_before = false;
     // The prefix in the connection name lets an operator (or a test) find this instance's connection.
     let connection_name = format!("{name} {}", config.name_prefix).trim_end().to_owned();

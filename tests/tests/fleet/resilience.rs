@@ -115,3 +115,31 @@ async fn admin() -> tokio_postgres::Client {
     tokio::spawn(conn);
     client
 }
+
+/// Each relay publishes only what its own service wrote: with least-privilege
+/// broker users, another service's rows may be ones it is not allowed to send.
+#[tokio::test]
+async fn a_relay_publishes_only_its_own_services_rows() {
+    let mut env = TestEnv::new().await;
+    let c = env.pool.get().await.unwrap();
+    let event = |id: &str| {
+        serde_json::to_vec(&json!({"id": id, "type": "payment_session.updated", "created_at": "2026-11-24T09:00:00Z", "data": {"id": id}}))
+            .unwrap()
+    };
+    for (id, producer) in [("evt_lifecycle", "session-lifecycle"), ("evt_intake", "session-intake")] {
+        c.execute(
+            "INSERT INTO outbox (exchange, routing_key, message_id, body, kind, producer) VALUES ('payment_sessions.events', 'payment_session.updated', $1, $2, 'durable', $3)",
+            &[&id, &event(id), &producer],
+        )
+        .await
+        .unwrap();
+    }
+    drop(c);
+    env.start_intake().await;
+    // Rows go out in id order, so once intake's has gone, lifecycle's would have gone before it.
+    assert_eq!(env.event_about("payment_session.updated", "evt_intake").await["id"], "evt_intake");
+    assert_eq!(env.count("SELECT count(*) FROM outbox WHERE message_id = 'evt_lifecycle' AND published_at IS NULL").await, 1);
+    env.start_lifecycle(&[]).await;
+    assert_eq!(env.event_about("payment_session.updated", "evt_lifecycle").await["id"], "evt_lifecycle");
+    env.finish().await;
+}
