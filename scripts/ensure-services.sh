@@ -34,7 +34,7 @@ pg_ready() { port_open 5432; }
 pg_login() { psql -h 127.0.0.1 -U postgres -d postgres -Atqc 'SELECT 1' >/dev/null 2>&1; }
 
 start_postgres() {
-    is_root || fail "PostgreSQL is installed but not running. Run: sudo pg_ctlcluster <version> main start"
+    is_root || fail "PostgreSQL is installed but not running. Run: sudo pg_ctlcluster $(ls /etc/postgresql 2>/dev/null | tail -n 1 || echo '<version>') main start"
     local started=0
     for v in $(ls /etc/postgresql 2>/dev/null); do
         [ -d "/etc/postgresql/$v/main" ] || continue
@@ -82,6 +82,10 @@ ensure_rabbitmq() {
         say "starting RabbitMQ"
         rabbitmq-server -detached >/dev/null 2>&1 || true
         wait_for "RabbitMQ" 120 amqp_ready
+    fi
+    # The port opens before the broker has finished booting.
+    if command -v rabbitmqctl >/dev/null 2>&1 && is_root; then
+        rabbitmqctl -q await_startup --timeout 120 >/dev/null 2>&1 || fail "RabbitMQ did not finish starting; see its log (rabbitmq-diagnostics status)"
     fi
     say "RabbitMQ ready on 127.0.0.1:5672"
 }
