@@ -112,6 +112,10 @@ impl Command {
 
 pub struct TestEnv {
     pub prefix: String,
+    /// The broker URL services of this test use (guest, on its vhost).
+    pub amqp_url: String,
+    /// Set when the test runs in a vhost of its own (no name prefix then).
+    pub vhost: Option<String>,
     pub names: Names,
     pub db_name: String,
     pub database_url: String,
@@ -133,10 +137,27 @@ pub struct TestEnv {
 
 impl TestEnv {
     pub async fn new() -> TestEnv {
+        TestEnv::create(false).await
+    }
+
+    /// A test in a RabbitMQ vhost of its own, with the real, unprefixed names
+    /// (for checking permissions written against them). Needs `rabbitmqctl`.
+    pub async fn in_vhost() -> TestEnv {
+        TestEnv::create(true).await
+    }
+
+    async fn create(own_vhost: bool) -> TestEnv {
         // Service logs go to the test's captured output; RUST_LOG widens them.
         ps_runtime::telemetry::init_for_tests();
         let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
-        let prefix = format!("t{id}.");
+        let (prefix, vhost, amqp) = if own_vhost {
+            let vhost = format!("t{id}");
+            rabbitmqctl(&["add_vhost", &vhost]);
+            rabbitmqctl(&["set_permissions", "-p", &vhost, "guest", ".*", ".*", ".*"]);
+            (String::new(), Some(vhost.clone()), vhost_url(&amqp_url(), &vhost))
+        } else {
+            (format!("t{id}."), None, amqp_url())
+        };
         let names = Names::new(prefix.clone());
         let db_name = format!("ps_test_{id}");
 
@@ -150,9 +171,9 @@ impl TestEnv {
         let pool = ps_runtime::db::pool(&database_url, 8).unwrap();
         ps_runtime::db::migrate(&pool).await.expect("migrate test database");
 
-        let conn = ps_runtime::broker::connect(&amqp_url(), "test-client")
+        let conn = ps_runtime::broker::connect(&amqp, "test-client")
             .await
-            .unwrap_or_else(|e| panic!("cannot reach RabbitMQ at {}: {e} (run `make services`)", amqp_url()));
+            .unwrap_or_else(|e| panic!("cannot reach RabbitMQ at {amqp}: {e} (run `make services`)"));
         let channel = conn.create_channel().await.unwrap();
         topology::declare(&channel, &names, 10).await.expect("declare topology");
         channel.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
@@ -224,6 +245,8 @@ impl TestEnv {
 
         TestEnv {
             prefix,
+            amqp_url: amqp,
+            vhost,
             names,
             db_name,
             database_url,
@@ -247,7 +270,7 @@ impl TestEnv {
     /// The environment a service of this test runs with.
     pub fn service_env(&self) -> Vec<(&'static str, String)> {
         vec![
-            ("AMQP_URL", amqp_url()),
+            ("AMQP_URL", self.amqp_url.clone()),
             ("DATABASE_URL", self.database_url.clone()),
             ("AMQP_NAME_PREFIX", self.prefix.clone()),
             ("HEALTH_ADDR", "127.0.0.1:0".to_owned()),
@@ -621,10 +644,10 @@ impl TestEnv {
             let _ = c.kill();
             let _ = c.wait();
         }
-        let (names, db) = (self.names.clone(), self.db_name.clone());
+        let (names, db, vhost) = (self.names.clone(), self.db_name.clone(), self.vhost.clone());
         // A runtime of its own: this also runs from Drop, inside the test's runtime.
         let done = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(remove_everything(names, db))
+            tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(remove_everything(names, db, vhost))
         })
         .join();
         if let Err(e) = done {
@@ -639,8 +662,10 @@ impl Drop for TestEnv {
     }
 }
 
-async fn remove_everything(names: Names, db: String) {
-    if let Ok(conn) = ps_runtime::broker::connect(&amqp_url(), "test-cleanup").await {
+async fn remove_everything(names: Names, db: String, vhost: Option<String>) {
+    if let Some(v) = vhost {
+        rabbitmqctl(&["delete_vhost", &v]);
+    } else if let Ok(conn) = ps_runtime::broker::connect(&amqp_url(), "test-cleanup").await {
         if let Ok(ch) = conn.create_channel().await {
             for q in names.all_queues() {
                 let _ = ch.queue_delete(ShortString::from(q.as_str()), QueueDeleteOptions::default()).await;
@@ -705,6 +730,19 @@ pub fn close_broker_connections(needle: &str) -> usize {
         closed += 1;
     }
     closed
+}
+
+/// Runs `rabbitmqctl` on the local broker (the tests that need it run as root, like CI).
+pub fn rabbitmqctl(args: &[&str]) -> String {
+    let out = std::process::Command::new("rabbitmqctl").arg("-q").args(args).output().expect("rabbitmqctl runs");
+    assert!(out.status.success(), "rabbitmqctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `url` pointed at `vhost`, with other credentials if given.
+pub fn vhost_url(url: &str, vhost: &str) -> String {
+    let (base, _) = url.rsplit_once('/').expect("AMQP URL with a vhost path");
+    format!("{base}/{vhost}")
 }
 
 /// A workspace binary, built by `cargo build --bins` beside the test executable.

@@ -1,7 +1,7 @@
 //! The deploy manifests' database roles are enough to run the fleet, and no more.
 
 use integration_tests::receiver::{Answer, Receiver};
-use integration_tests::{admin_database_url, seed_mandate_with_card, CheckoutClient, Command, TestEnv};
+use integration_tests::{admin_database_url, rabbitmqctl, seed_mandate_with_card, CheckoutClient, Command, TestEnv};
 use serde_json::json;
 
 const ROLES: [&str; 5] = ["ps_intake", "ps_checkout", "ps_gateway", "ps_lifecycle", "ps_webhooks"];
@@ -83,4 +83,142 @@ async fn the_fleet_runs_with_only_the_grants_of_its_roles() {
     for r in ROLES {
         let _ = admin.batch_execute(&format!("DROP ROLE IF EXISTS {r}")).await;
     }
+}
+
+/// The broker users of `deploy/rabbitmq/definitions.json`, each with a fresh password.
+struct BrokerUsers {
+    vhost: String,
+    suffix: String,
+    passwords: std::collections::HashMap<String, String>,
+}
+
+impl BrokerUsers {
+    fn create(vhost: &str) -> BrokerUsers {
+        let defs: serde_json::Value = serde_json::from_str(include_str!("../../../deploy/rabbitmq/definitions.json")).unwrap();
+        let suffix = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+        let mut passwords = std::collections::HashMap::new();
+        for p in defs["permissions"].as_array().unwrap() {
+            let user = p["user"].as_str().unwrap();
+            let name = format!("{user}-{suffix}");
+            let password = uuid::Uuid::new_v4().simple().to_string();
+            rabbitmqctl(&["add_user", &name, &password]);
+            let perm = |k: &str| p[k].as_str().unwrap().to_owned();
+            rabbitmqctl(&["set_permissions", "-p", vhost, &name, &perm("configure"), &perm("write"), &perm("read")]);
+            passwords.insert(user.to_owned(), password);
+        }
+        BrokerUsers { vhost: vhost.to_owned(), suffix, passwords }
+    }
+
+    fn url(&self, user: &str) -> String {
+        format!("amqp://{user}-{}:{}@127.0.0.1:5672/{}", self.suffix, self.passwords[user], self.vhost)
+    }
+}
+
+impl Drop for BrokerUsers {
+    fn drop(&mut self) {
+        for user in self.passwords.keys() {
+            let _ = std::process::Command::new("rabbitmqctl").args(["-q", "delete_user", &format!("{user}-{}", self.suffix)]).status();
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_fleet_runs_with_only_its_broker_permissions() {
+    let mut env = TestEnv::in_vhost().await;
+    let users = BrokerUsers::create(env.vhost.as_deref().unwrap());
+    let as_user = |u: &str| users.url(u);
+    let (gateway, lifecycle, checkout_amqp, intake, webhooks) =
+        (as_user("ps-gateway"), as_user("ps-lifecycle"), as_user("ps-checkout"), as_user("ps-intake"), as_user("ps-webhooks"));
+    env.start_gateway(&[("AMQP_URL", &gateway)]).await;
+    env.start_lifecycle(&[("AMQP_URL", &lifecycle)]).await;
+    let checkout = env.start_checkout_with(&[("AMQP_URL", &checkout_amqp)]).await;
+    env.start_intake_with(&[("AMQP_URL", &intake), ("CHECKOUT_BASE_URL", &checkout)]).await;
+    env.start_webhooks(&[("AMQP_URL", &webhooks)]).await;
+
+    // An upstream system, as the upstream user: a server-named reply queue, a command, its reply.
+    let conn = ps_runtime::broker::connect(&users.url("upstream"), "upstream").await.expect("upstream connects");
+    let ch = conn.create_channel().await.unwrap();
+    let q = ch
+        .queue_declare(
+            "".into(),
+            lapin::options::QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() },
+            Default::default(),
+        )
+        .await
+        .expect("upstream may declare its reply queue");
+    let mut replies = ch
+        .basic_consume(
+            q.name().clone(),
+            "".into(),
+            lapin::options::BasicConsumeOptions { no_ack: true, ..Default::default() },
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    let mut headers = lapin::types::FieldTable::default();
+    headers.insert("merchant-id".into(), lapin::types::AMQPValue::LongString("shop".into()));
+    headers.insert("idempotency-key".into(), lapin::types::AMQPValue::LongString("upstream-1".into()));
+    let body = json!({"type": "one_time", "amount": 100, "currency": "ZAR", "customer": {"name": "A", "email": "a@example.com"},
+                      "return_url": "https://x.example/r", "save_payment_method": "always"});
+    let props = lapin::BasicProperties::default()
+        .with_reply_to(q.name().clone())
+        .with_correlation_id("c1".into())
+        .with_headers(headers)
+        .with_message_id("m1".into());
+    ch.basic_publish(
+        "payment_sessions.commands".into(),
+        "payment_session.create".into(),
+        Default::default(),
+        body.to_string().as_bytes(),
+        props,
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    let reply =
+        tokio::time::timeout(integration_tests::WAIT, futures::StreamExt::next(&mut replies)).await.expect("a reply").unwrap().unwrap();
+    let s: serde_json::Value = serde_json::from_slice(&reply.data).unwrap();
+    assert_eq!(s["status"], "active", "{s}");
+
+    // The upstream user may not publish where only services may: the broker closes the channel.
+    let probe = conn.create_channel().await.unwrap();
+    probe.confirm_select(Default::default()).await.unwrap();
+    let attempt = async {
+        probe
+            .basic_publish("payment_sessions.internal".into(), "gateway.authorize".into(), Default::default(), b"{}", Default::default())
+            .await?
+            .await
+    };
+    let outcome = tokio::time::timeout(integration_tests::WAIT, attempt).await.expect("the broker answers");
+    assert!(outcome.is_err(), "upstream published on the internal exchange: {outcome:?}");
+
+    // Every service does its part: pay, mandate, next_in_series, webhook.
+    let rx = Receiver::start(&[], Answer::Status(200)).await;
+    endpoint_for(&env, &rx.url).await;
+    CheckoutClient::new().pay(s["session_url"].as_str().unwrap(), "4242424242424242", false).await;
+    assert_eq!(env.event_about("payment_session.completed", s["id"].as_str().unwrap()).await["data"]["payment_outcome"], "paid");
+    let (_, _, md) =
+        seed_mandate_with_card(&env.pool, "shop", json!({"type": "on_demand", "currency": "ZAR"}), "4242424242424242", (12, 2099), true)
+            .await;
+    let next = env
+        .call(Command::create("shop", &json!({"type": "next_in_series", "amount": 100, "currency": "ZAR", "mandate_id": md})))
+        .await
+        .body;
+    assert_eq!(env.event_about("payment_session.completed", next["id"].as_str().unwrap()).await["data"]["payment_outcome"], "paid");
+    let cancelled = env.call(Command::new("mandate.revoke", &json!({"mandate_id": md})).header("merchant-id", "shop")).await;
+    assert_eq!(cancelled.body["status"], "revoked", "{}", cancelled.body);
+    rx.wait_for(1).await;
+    let _ = conn.close(200, "bye".into()).await;
+    env.finish().await;
+}
+
+async fn endpoint_for(env: &TestEnv, url: &str) {
+    let r = env
+        .call(
+            Command::new("webhook_endpoint.create", &json!({"url": url, "enabled_events": ["payment_session.completed"]}))
+                .header("merchant-id", "shop"),
+        )
+        .await;
+    assert_eq!(r.body["status"], "enabled", "{}", r.body);
 }
