@@ -143,3 +143,67 @@ async fn a_relay_publishes_only_its_own_services_rows() {
     assert_eq!(env.event_about("payment_session.updated", "evt_lifecycle").await["id"], "evt_lifecycle");
     env.finish().await;
 }
+
+/// A reply to a queue that no longer exists (its client went away) is retried,
+/// then recorded as failed instead of retried for ever; the session stays
+/// retrievable by replaying the idempotency key.
+#[tokio::test]
+async fn an_undeliverable_reply_is_given_up_after_its_tries_and_recorded() {
+    let env = TestEnv::new().await;
+    let c = env.pool.get().await.unwrap();
+    c.execute(
+        "INSERT INTO outbox (exchange, routing_key, message_id, body, kind, producer) VALUES ('', 'amq.gen-nobody-listens', 'r-1', '{}', 'reply', 'test')",
+        &[],
+    )
+    .await
+    .unwrap();
+    let conn = ps_runtime::broker::connect(&env.amqp_url, "test-relay").await.unwrap();
+    let publisher = ps_runtime::broker::Publisher::new(&conn, env.names.clone(), std::time::Duration::from_secs(5)).await.unwrap();
+    let relay = ps_runtime::outbox::Relay::new(env.pool.clone(), ps_runtime::outbox::Outbox::new("test"));
+    for _ in 0..20 {
+        relay.drain(&publisher).await.unwrap();
+        // Time passes: the next try is due now.
+        c.execute("UPDATE outbox SET next_attempt_at = now()", &[]).await.unwrap();
+    }
+    let row = c
+        .query_one("SELECT attempts, failed_at IS NOT NULL, published_at IS NULL, last_error FROM outbox WHERE message_id = 'r-1'", &[])
+        .await
+        .unwrap();
+    let (attempts, failed, unpublished, error): (i32, bool, bool, String) = (row.get(0), row.get(1), row.get(2), row.get(3));
+    assert_eq!((attempts, failed, unpublished), (8, true, true), "{error}");
+    assert!(error.contains("no queue is bound"), "{error}");
+    let _ = conn.close(200, "bye".into()).await;
+    env.finish().await;
+}
+
+/// Retention: published outbox rows after a day, dedupe records after a week,
+/// idempotency keys after 24 hours; nothing younger, nothing unpublished.
+#[tokio::test]
+async fn the_retention_sweep_deletes_only_what_has_expired() {
+    let env = TestEnv::new().await;
+    let c = env.pool.get().await.unwrap();
+    c.batch_execute(
+        "INSERT INTO outbox (exchange, routing_key, body, kind, producer, published_at) VALUES
+             ('e', 'old-published', '{}', 'durable', 't', now() - interval '2 days'),
+             ('e', 'new-published', '{}', 'durable', 't', now() - interval '1 hour'),
+             ('e', 'old-unpublished', '{}', 'durable', 't', NULL);
+         UPDATE outbox SET created_at = now() - interval '3 days' WHERE routing_key = 'old-unpublished';
+         INSERT INTO processed_messages (consumer, message_key, processed_at) VALUES
+             ('q', 'old', now() - interval '8 days'), ('q', 'new', now() - interval '6 days');
+         INSERT INTO idempotency_keys (merchant_id, key, command, request_hash, created_at) VALUES
+             ('m', 'old', 'c', 'h', now() - interval '25 hours'), ('m', 'new', 'c', 'h', now() - interval '23 hours');",
+    )
+    .await
+    .unwrap();
+    assert_eq!(ps_runtime::outbox::sweep(&env.pool).await.unwrap(), 3);
+    let left = |sql: &str| {
+        let c = &c;
+        let sql = sql.to_owned();
+        async move { c.query(sql.as_str(), &[]).await.unwrap().iter().map(|r| r.get::<_, String>(0)).collect::<Vec<_>>() }
+    };
+    assert_eq!(left("SELECT routing_key FROM outbox ORDER BY id").await, ["new-published", "old-unpublished"]);
+    assert_eq!(left("SELECT message_key FROM processed_messages").await, ["new"]);
+    assert_eq!(left("SELECT key FROM idempotency_keys").await, ["new"]);
+    drop(c);
+    env.finish().await;
+}
