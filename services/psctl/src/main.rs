@@ -44,6 +44,10 @@ enum Cmd {
         #[arg(long, default_value_t = 10)]
         timeout_secs: u64,
     },
+    /// Print a payment session as the API shows it, with its attempts.
+    Session { id: String },
+    /// Every delivery of an event to webhook endpoints, with each attempt.
+    Deliveries { event_id: String },
     /// Webhook deliveries that exhausted their retries (the dead-letter view).
     WebhookDeadLetters {
         #[arg(long)]
@@ -154,6 +158,50 @@ async fn run(cmd: Cmd, config: &Config) -> Result<()> {
                 eprintln!("psctl: idempotent replay");
             }
             println!("{}", String::from_utf8_lossy(&reply.data));
+        }
+        Cmd::Session { id } => {
+            let pool = db::pool(&config.database_url, 1)?;
+            let c = pool.get().await?;
+            let s = ps_store::sessions::get(&c, &id).await.map_err(|e| e.to_string())?.ok_or_else(|| format!("no session {id}"))?;
+            let attempts = c
+                .query(
+                    "SELECT coalesce(json_agg(json_build_object('id', id, 'status', status, 'source', source, 'error_code', error_code,
+                         'decline_code', decline_code, 'settlement', settlement, 'created_at', created_at) ORDER BY created_at), '[]')
+                     FROM payment_attempts WHERE session_id = $1",
+                    &[&id],
+                )
+                .await?;
+            let mut out = serde_json::to_value(&s.session)?;
+            out["merchant_id"] = s.merchant_id.as_str().into();
+            out["attempts"] = attempts[0].get::<_, serde_json::Value>(0);
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        Cmd::Deliveries { event_id } => {
+            let pool = db::pool(&config.database_url, 1)?;
+            let c = pool.get().await?;
+            let rows = c
+                .query(
+                    "SELECT d.id, d.endpoint_id, d.status, d.attempts, d.next_attempt_at::text,
+                            coalesce((SELECT json_agg(json_build_object('at', a.attempted_at, 'status', a.status_code, 'ms', a.latency_ms, 'error', a.error) ORDER BY a.id)
+                                      FROM webhook_attempts a WHERE a.delivery_id = d.id), '[]')
+                     FROM webhook_deliveries d WHERE d.event_id = $1 ORDER BY d.id",
+                    &[&event_id],
+                )
+                .await?;
+            if rows.is_empty() {
+                return Err(format!("no deliveries of {event_id}").into());
+            }
+            for r in rows {
+                println!(
+                    "{}\t{}\t{}\tattempts={}\tnext={}\t{}",
+                    r.get::<_, i64>(0),
+                    r.get::<_, String>(1),
+                    r.get::<_, String>(2),
+                    r.get::<_, i32>(3),
+                    r.get::<_, String>(4),
+                    r.get::<_, serde_json::Value>(5)
+                );
+            }
         }
         Cmd::WebhookDeadLetters { merchant, limit } => {
             let pool = db::pool(&config.database_url, 1)?;

@@ -43,3 +43,36 @@ async fn spans_reach_an_otlp_collector_and_sigterm_stops_cleanly() {
     assert!(contains(b"session-intake"), "spans name their service");
     env.finish().await;
 }
+
+#[tokio::test]
+async fn an_operator_can_look_up_a_session_and_its_deliveries_with_psctl() {
+    let mut env = TestEnv::new().await;
+    env.start_intake().await;
+    env.start_webhooks(&[]).await;
+    let rx = integration_tests::receiver::Receiver::start(&[], integration_tests::receiver::Answer::Status(200)).await;
+    env.call(Command::new("webhook_endpoint.create", &json!({"url": rx.url, "enabled_events": ["*"]})).header("merchant-id", "shop")).await;
+    let s = env
+        .call(Command::create("shop", &json!({"type": "one_time", "amount": 100, "currency": "ZAR", "return_url": "https://x.example/r"})))
+        .await
+        .body;
+    let event = env.event_about("payment_session.created", s["id"].as_str().unwrap()).await;
+    rx.wait_for(1).await;
+    env.wait_for_count("SELECT count(*) FROM webhook_deliveries WHERE status = 'delivered'", 1).await;
+
+    let psctl = |args: &[&str]| {
+        let out = std::process::Command::new(integration_tests::binary_path("psctl"))
+            .args(args)
+            .env("DATABASE_URL", &env.database_url)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "psctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let shown: serde_json::Value = serde_json::from_str(&psctl(&["session", s["id"].as_str().unwrap()])).unwrap();
+    assert_eq!(shown["id"], s["id"]);
+    assert_eq!(shown["merchant_id"], "shop");
+    assert_eq!(shown["attempts"], json!([]));
+    let deliveries = psctl(&["deliveries", event["id"].as_str().unwrap()]);
+    assert!(deliveries.contains("\tdelivered\t") && deliveries.contains("\"status\":200"), "{deliveries}");
+    env.finish().await;
+}
