@@ -55,6 +55,15 @@ enum Cmd {
         #[arg(long, default_value_t = 50)]
         limit: i64,
     },
+    /// Send a queue's dead letters back where they were first published, once
+    /// their cause is fixed. Each gets a new message id (the old one is recorded
+    /// as applied); idempotency keys still stop a second effect.
+    DlqReplay {
+        /// The queue's name without prefix, e.g. payment_sessions.intake
+        queue: String,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
     /// Show what is in a queue's dead-letter queue, with reasons. Messages stay there.
     Dlq {
         /// The queue's name without prefix, e.g. payment_sessions.intake
@@ -230,6 +239,47 @@ async fn run(cmd: Cmd, config: &Config) -> Result<()> {
             }
             eprintln!("psctl: redeliver one with: psctl send webhook_event.redeliver --merchant M  <<< '{{\"event_id\": \"evt_…\"}}'");
         }
+        Cmd::DlqReplay { queue, limit } => {
+            let spec = topology::QUEUES.iter().find(|q| q.name == queue).ok_or_else(|| format!("unknown queue {queue}"))?;
+            let conn = broker::connect(&config.amqp_url, "psctl").await?;
+            let ch = conn.create_channel().await?;
+            ch.confirm_select(ConfirmSelectOptions::default()).await?;
+            let dlq = names.dead_letter_queue(spec);
+            let mut replayed = 0;
+            while replayed < limit {
+                let Some(m) = ch.basic_get(ShortString::from(dlq.as_str()), BasicGetOptions::default()).await? else { break };
+                let d = &m.delivery;
+                let Some((exchange, routing_key)) = origin(d.properties.headers().as_ref()) else {
+                    d.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await?;
+                    return Err("a dead letter without its origin; left in place".into());
+                };
+                let mut headers = d.properties.headers().clone().unwrap_or_default();
+                let old_id = d.properties.message_id().as_ref().map(|s| s.as_str().to_owned()).unwrap_or_default();
+                headers.insert("x-replayed-from".into(), AMQPValue::LongString(LongString::from(old_id.as_str())));
+                let props = d
+                    .properties
+                    .clone()
+                    .with_headers(headers)
+                    .with_message_id(format!("{old_id}:replay:{}", uuid::Uuid::now_v7()).as_str().into());
+                let confirm = ch
+                    .basic_publish(
+                        ShortString::from(exchange.as_str()),
+                        ShortString::from(routing_key.as_str()),
+                        BasicPublishOptions { mandatory: true, ..Default::default() },
+                        &d.data,
+                        props,
+                    )
+                    .await?
+                    .await?;
+                if !matches!(confirm, Confirmation::Ack(None)) {
+                    d.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await?;
+                    return Err(format!("could not republish to {exchange}/{routing_key}; left in place").into());
+                }
+                d.acker.ack(Default::default()).await?;
+                replayed += 1;
+            }
+            eprintln!("psctl: replayed {replayed} message(s) from {dlq}");
+        }
         Cmd::Dlq { queue, limit } => {
             let spec = topology::QUEUES.iter().find(|q| q.name == queue).ok_or_else(|| {
                 format!("unknown queue {queue}; one of: {}", topology::QUEUES.iter().map(|q| q.name).collect::<Vec<_>>().join(", "))
@@ -259,4 +309,22 @@ async fn run(cmd: Cmd, config: &Config) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Where a dead letter was first published: our own dead-lettering records it in
+/// headers; RabbitMQ's (delivery limit) in `x-death`.
+fn origin(headers: Option<&lapin::types::FieldTable>) -> Option<(String, String)> {
+    if let (Some(e), Some(k)) = (header_str(headers, header::ORIGINAL_EXCHANGE), header_str(headers, header::ORIGINAL_ROUTING_KEY)) {
+        return Some((e, k));
+    }
+    let death = headers?.inner().get("x-death")?;
+    let AMQPValue::FieldArray(deaths) = death else { return None };
+    let AMQPValue::FieldTable(first) = deaths.as_slice().last()? else { return None };
+    let exchange = header_str(Some(first), "exchange")?;
+    let AMQPValue::FieldArray(keys) = first.inner().get("routing-keys")? else { return None };
+    let key = match keys.as_slice().first()? {
+        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        _ => return None,
+    };
+    Some((exchange, key))
 }

@@ -207,3 +207,43 @@ async fn the_retention_sweep_deletes_only_what_has_expired() {
     drop(c);
     env.finish().await;
 }
+
+/// A command dead-lettered by a bug is replayed once the bug is fixed, and applied once.
+#[tokio::test]
+async fn a_dead_letter_replayed_after_the_fix_is_applied_once() {
+    let mut env = TestEnv::new().await;
+    env.start_intake().await;
+    // A bug: inserting a session fails (not a transient error, so no retry helps).
+    env.pool
+        .get()
+        .await
+        .unwrap()
+        .batch_execute(
+            "CREATE FUNCTION broken() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'a bug'; END $$;
+             CREATE TRIGGER broken BEFORE INSERT ON payment_sessions FOR EACH ROW EXECUTE FUNCTION broken();",
+        )
+        .await
+        .unwrap();
+    let first = env.call(Command::create("shop_1", &one_time()).header(header::IDEMPOTENCY_KEY, "order-9")).await;
+    assert_eq!(first.error_code(), Some("internal_error"));
+    assert_eq!(env.ready_count(&env.names.dead_letter_queue(&topology::INTAKE)).await, 1);
+
+    // The fix is deployed; the operator replays the dead letter.
+    env.pool.get().await.unwrap().batch_execute("DROP TRIGGER broken ON payment_sessions").await.unwrap();
+    let out = std::process::Command::new(integration_tests::binary_path("psctl"))
+        .args(["dlq-replay", topology::INTAKE.name])
+        .env("AMQP_URL", &env.amqp_url)
+        .env("AMQP_NAME_PREFIX", &env.prefix)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let created = env.wait_for_count("SELECT count(*) FROM payment_sessions", 1).await;
+    assert_eq!(created, 1);
+    assert_eq!(env.ready_count(&env.names.dead_letter_queue(&topology::INTAKE)).await, 0);
+
+    // The merchant's retry with the same key gets that session, not a second one.
+    let again = env.call(Command::create("shop_1", &one_time()).header(header::IDEMPOTENCY_KEY, "order-9")).await;
+    assert!(again.replayed, "{}", again.body);
+    assert_eq!(env.count("SELECT count(*) FROM payment_sessions").await, 1);
+    env.finish().await;
+}
