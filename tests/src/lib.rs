@@ -27,6 +27,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
 pub const WAIT: Duration = Duration::from_secs(30);
+const DELIVERY_LIMIT: u32 = 10;
 
 pub fn amqp_url() -> String {
     std::env::var("AMQP_URL").unwrap_or_else(|_| ps_runtime::config::DEFAULT_AMQP_URL.to_owned())
@@ -129,6 +130,7 @@ pub struct TestEnv {
     stops: Vec<CancellationToken>,
     running: Vec<Running>,
     vault_url: Option<String>,
+    delivery_limit: u32,
     seen_events: Mutex<Vec<Value>>,
     held_events: Mutex<Vec<Value>>,
     children: Vec<Child>,
@@ -137,16 +139,21 @@ pub struct TestEnv {
 
 impl TestEnv {
     pub async fn new() -> TestEnv {
-        TestEnv::create(false).await
+        TestEnv::create(false, DELIVERY_LIMIT).await
+    }
+
+    /// With another `x-delivery-limit` on the queues (it is fixed when a queue is declared).
+    pub async fn with_delivery_limit(limit: u32) -> TestEnv {
+        TestEnv::create(false, limit).await
     }
 
     /// A test in a RabbitMQ vhost of its own, with the real, unprefixed names
     /// (for checking permissions written against them). Needs `rabbitmqctl`.
     pub async fn in_vhost() -> TestEnv {
-        TestEnv::create(true).await
+        TestEnv::create(true, DELIVERY_LIMIT).await
     }
 
-    async fn create(own_vhost: bool) -> TestEnv {
+    async fn create(own_vhost: bool, delivery_limit: u32) -> TestEnv {
         // Service logs go to the test's captured output; RUST_LOG widens them.
         ps_runtime::telemetry::init_for_tests();
         let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
@@ -175,7 +182,7 @@ impl TestEnv {
             .await
             .unwrap_or_else(|e| panic!("cannot reach RabbitMQ at {amqp}: {e} (run `make services`)"));
         let channel = conn.create_channel().await.unwrap();
-        topology::declare(&channel, &names, 10).await.expect("declare topology");
+        topology::declare(&channel, &names, delivery_limit).await.expect("declare topology");
         channel.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
 
         // Replies: an exclusive queue that vanishes with this connection.
@@ -260,6 +267,7 @@ impl TestEnv {
             stops: vec![],
             running: vec![],
             vault_url: None,
+            delivery_limit,
             seen_events: Mutex::new(vec![]),
             held_events: Mutex::new(vec![]),
             children: vec![],
@@ -277,6 +285,7 @@ impl TestEnv {
             ("AMQP_PREFETCH", "16".to_owned()),
             ("DATABASE_POOL_SIZE", "8".to_owned()),
             ("CHECKOUT_BASE_URL", "http://127.0.0.1:8080".to_owned()),
+            ("AMQP_DELIVERY_LIMIT", self.delivery_limit.to_string()),
         ]
     }
 
@@ -585,6 +594,24 @@ impl TestEnv {
     /// The next message to land in `spec`'s dead-letter queue.
     pub async fn next_dead_letter(&self, spec: &QueueSpec) -> (Vec<u8>, FieldTable) {
         self.next_message(&self.names.dead_letter_queue(spec)).await
+    }
+
+    /// Waits for the next dead letter of `spec` and leaves it in place.
+    pub async fn peek_dead_letter(&self, spec: &QueueSpec) -> (Vec<u8>, FieldTable) {
+        let ch = self.conn.create_channel().await.unwrap();
+        let mut consumer = ch
+            .basic_consume(
+                ShortString::from(self.names.dead_letter_queue(spec).as_str()),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let d = tokio::time::timeout(WAIT, consumer.next()).await.expect("a dead letter within the deadline").unwrap().unwrap();
+        d.acker.nack(lapin::options::BasicNackOptions { requeue: true, ..Default::default() }).await.unwrap();
+        let _ = ch.close(200, "done".into()).await;
+        (d.data, d.properties.headers().clone().unwrap_or_default())
     }
 
     /// Takes the next message from `queue` (waiting for one), acking it.

@@ -247,3 +247,36 @@ async fn a_dead_letter_replayed_after_the_fix_is_applied_once() {
     assert_eq!(env.count("SELECT count(*) FROM payment_sessions").await, 1);
     env.finish().await;
 }
+
+/// A message that keeps failing is not retried for ever: RabbitMQ dead-letters
+/// it at the queue's delivery limit, and it can be replayed once the cause is gone.
+#[tokio::test]
+async fn a_message_that_keeps_failing_reaches_the_dlq_at_the_delivery_limit_and_can_be_replayed() {
+    let mut env = TestEnv::with_delivery_limit(1).await;
+    env.start_intake().await;
+    let admin = admin().await;
+    admin.batch_execute(&format!("ALTER DATABASE {} ALLOW_CONNECTIONS false", env.db_name)).await.unwrap();
+    admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", &[&env.db_name]).await.unwrap();
+
+    env.send(Command::create("shop_1", &one_time()).header(header::IDEMPOTENCY_KEY, "order-7").no_reply()).await;
+    let (_, headers) = env.peek_dead_letter(&topology::INTAKE).await;
+    let reason = match headers.inner().get("x-death") {
+        Some(lapin::types::AMQPValue::FieldArray(deaths)) => match deaths.as_slice().first() {
+            Some(lapin::types::AMQPValue::FieldTable(death)) => ps_runtime::message::header_str(Some(death), "reason"),
+            _ => None,
+        },
+        _ => None,
+    };
+    assert_eq!(reason.as_deref(), Some("delivery_limit"), "dead-lettered by the broker for its delivery limit");
+
+    admin.batch_execute(&format!("ALTER DATABASE {} ALLOW_CONNECTIONS true", env.db_name)).await.unwrap();
+    let out = std::process::Command::new(integration_tests::binary_path("psctl"))
+        .args(["dlq-replay", topology::INTAKE.name])
+        .env("AMQP_URL", &env.amqp_url)
+        .env("AMQP_NAME_PREFIX", &env.prefix)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(env.wait_for_count("SELECT count(*) FROM payment_sessions", 1).await, 1);
+    env.finish().await;
+}
