@@ -472,6 +472,19 @@ impl TestEnv {
         self.children.iter_mut().find(|c| c.id() == pid)?.try_wait().ok().flatten()
     }
 
+    /// Runs the real `psctl` against this test's broker and database; returns its output.
+    pub fn psctl(&self, args: &[&str]) -> String {
+        let out = std::process::Command::new(binary_path("psctl"))
+            .args(args)
+            .env("AMQP_URL", &self.amqp_url)
+            .env("AMQP_NAME_PREFIX", &self.prefix)
+            .env("DATABASE_URL", &self.database_url)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "psctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
     /// Publishes on the commands exchange; returns the correlation id.
     pub async fn send(&self, cmd: Command) -> String {
         self.send_many(vec![cmd]).await.remove(0)

@@ -59,20 +59,11 @@ async fn an_operator_can_look_up_a_session_and_its_deliveries_with_psctl() {
     rx.wait_for(1).await;
     env.wait_for_count("SELECT count(*) FROM webhook_deliveries WHERE status = 'delivered'", 1).await;
 
-    let psctl = |args: &[&str]| {
-        let out = std::process::Command::new(integration_tests::binary_path("psctl"))
-            .args(args)
-            .env("DATABASE_URL", &env.database_url)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "psctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap()
-    };
-    let shown: serde_json::Value = serde_json::from_str(&psctl(&["session", s["id"].as_str().unwrap()])).unwrap();
+    let shown: serde_json::Value = serde_json::from_str(&env.psctl(&["session", s["id"].as_str().unwrap()])).unwrap();
     assert_eq!(shown["id"], s["id"]);
     assert_eq!(shown["merchant_id"], "shop");
     assert_eq!(shown["attempts"], json!([]));
-    let deliveries = psctl(&["deliveries", event["id"].as_str().unwrap()]);
+    let deliveries = env.psctl(&["deliveries", event["id"].as_str().unwrap()]);
     assert!(deliveries.contains("\tdelivered\t") && deliveries.contains("\"status\":200"), "{deliveries}");
     env.finish().await;
 }

@@ -230,13 +230,7 @@ async fn a_dead_letter_replayed_after_the_fix_is_applied_once() {
 
     // The fix is deployed; the operator replays the dead letter.
     env.pool.get().await.unwrap().batch_execute("DROP TRIGGER broken ON payment_sessions").await.unwrap();
-    let out = std::process::Command::new(integration_tests::binary_path("psctl"))
-        .args(["dlq-replay", topology::INTAKE.name])
-        .env("AMQP_URL", &env.amqp_url)
-        .env("AMQP_NAME_PREFIX", &env.prefix)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    env.psctl(&["dlq-replay", topology::INTAKE.name]);
     let created = env.wait_for_count("SELECT count(*) FROM payment_sessions", 1).await;
     assert_eq!(created, 1);
     assert_eq!(env.ready_count(&env.names.dead_letter_queue(&topology::INTAKE)).await, 0);
@@ -270,13 +264,7 @@ async fn a_message_that_keeps_failing_reaches_the_dlq_at_the_delivery_limit_and_
     assert_eq!(reason.as_deref(), Some("delivery_limit"), "dead-lettered by the broker for its delivery limit");
 
     admin.batch_execute(&format!("ALTER DATABASE {} ALLOW_CONNECTIONS true", env.db_name)).await.unwrap();
-    let out = std::process::Command::new(integration_tests::binary_path("psctl"))
-        .args(["dlq-replay", topology::INTAKE.name])
-        .env("AMQP_URL", &env.amqp_url)
-        .env("AMQP_NAME_PREFIX", &env.prefix)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    env.psctl(&["dlq-replay", topology::INTAKE.name]);
     assert_eq!(env.wait_for_count("SELECT count(*) FROM payment_sessions", 1).await, 1);
     env.finish().await;
 }
