@@ -50,7 +50,7 @@ impl Handler for GatewayHandler {
 
 fn bad(msg: &Incoming, why: &str) -> Handled {
     tracing::error!(routing_key = %msg.routing_key, error = why, "malformed internal message");
-    Handled { outbox: vec![], dead_letter: Some(("invalid_message".into(), why.to_owned())) }
+    Handled::dead_lettered("invalid_message", why)
 }
 
 impl GatewayHandler {

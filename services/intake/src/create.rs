@@ -72,13 +72,7 @@ impl Handler for CreateHandler {
             };
             let body = match parse_json(&msg.body) {
                 Ok(v) => v,
-                Err(why) => {
-                    // Not even JSON: answer if asked, and keep the message in the DLQ for a person.
-                    let e = ApiError::new(ErrorCode::InvalidJson, why);
-                    let mut h = Handled::refuse(msg, &e);
-                    h.dead_letter = Some((e.code.as_str().to_owned(), e.message.clone()));
-                    return Ok(h);
-                }
+                Err(why) => return Ok(Handled::refuse_unparseable(msg, &ApiError::new(ErrorCode::InvalidJson, why))),
             };
             let request = match CreateSession::parse(&body) {
                 Ok(r) => r,

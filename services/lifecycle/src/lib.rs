@@ -48,7 +48,7 @@ impl Handler for LifecycleHandler {
             if msg.routing_key == internal::GATEWAY_RESULT {
                 return match serde_json::from_slice::<GatewayResult>(&msg.body) {
                     Ok(r) => results::apply(tx, &r, now).await,
-                    Err(e) => Ok(Handled { outbox: vec![], dead_letter: Some(("invalid_message".into(), e.to_string())) }),
+                    Err(e) => Ok(Handled::dead_lettered("invalid_message", e.to_string())),
                 };
             }
             commands::handle(tx, msg, now).await

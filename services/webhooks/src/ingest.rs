@@ -9,7 +9,7 @@ pub struct IngestHandler;
 
 fn reject(why: String) -> Handled {
     tracing::error!(reason = %why, "event not deliverable");
-    Handled { outbox: vec![], dead_letter: Some(("invalid_event".into(), why)) }
+    Handled::dead_lettered("invalid_event", why)
 }
 
 impl Handler for IngestHandler {

@@ -35,14 +35,27 @@ impl Handled {
         self
     }
 
+    /// Nothing to apply: the message goes to its queue's DLQ with this code and reason.
+    pub fn dead_lettered(code: &str, reason: impl Into<String>) -> Handled {
+        Handled { outbox: vec![], dead_letter: Some((code.to_owned(), reason.into())) }
+    }
+
     /// A refusal: an error reply if the sender asked for one. With nobody to
     /// tell, the message goes to the DLQ carrying the error, so it is never
     /// silently dropped.
     pub fn refuse(msg: &Incoming, error: &ApiError) -> Handled {
         match msg.reply(&error.to_reply(), false) {
             Some(reply) => Handled::default().send(reply),
-            None => Handled { outbox: vec![], dead_letter: Some((error.code.as_str().to_owned(), error.to_string())) },
+            None => Handled::dead_lettered(error.code.as_str(), error.to_string()),
         }
+    }
+
+    /// A body that is not even JSON: answered if asked, and kept in the DLQ
+    /// either way, for a person to look at.
+    pub fn refuse_unparseable(msg: &Incoming, error: &ApiError) -> Handled {
+        let mut h = Handled::refuse(msg, error);
+        h.dead_letter = Some((error.code.as_str().to_owned(), error.message.clone()));
+        h
     }
 }
 
@@ -181,7 +194,7 @@ impl ConsumerContext {
 
     async fn process(&self, delivery: lapin::message::Delivery) {
         let started = Instant::now();
-        let msg = Incoming::from_delivery(&delivery);
+        let (msg, acker) = Incoming::from_delivery(delivery);
         let span = tracing::info_span!(
             "consume",
             queue = self.consumer,
@@ -209,7 +222,7 @@ impl ConsumerContext {
                 .await;
             let outcome = match result {
                 Ok(applied) => {
-                    if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
+                    if let Err(e) = acker.ack(BasicAckOptions::default()).await {
                         // The commit stands; the redelivery will find the dedupe record.
                         tracing::warn!(error = %e, "ack failed after commit");
                     }
@@ -221,7 +234,7 @@ impl ConsumerContext {
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "message not applied; returning it to the queue");
-                    let _ = delivery.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
+                    let _ = acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
                     "requeued"
                 }
             };

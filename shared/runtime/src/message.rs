@@ -3,6 +3,7 @@
 use lapin::message::Delivery;
 use lapin::protocol::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::Acker;
 use ps_contract::routing::header;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -120,19 +121,22 @@ pub struct Incoming {
 }
 
 impl Incoming {
-    pub fn from_delivery(d: &Delivery) -> Incoming {
-        let p = &d.properties;
+    /// Takes the delivery apart: the message (its body moved, not copied) and
+    /// the acker that settles it.
+    pub fn from_delivery(d: Delivery) -> (Incoming, Acker) {
+        let Delivery { exchange, routing_key, redelivered, properties: p, data, acker, .. } = d;
         let text = |v: &Option<ShortString>| v.as_ref().map(|s| s.as_str().to_owned()).filter(|s| !s.is_empty());
-        Incoming {
-            exchange: d.exchange.as_str().to_owned(),
-            routing_key: d.routing_key.as_str().to_owned(),
-            body: d.data.clone(),
+        let msg = Incoming {
+            exchange: exchange.as_str().to_owned(),
+            routing_key: routing_key.as_str().to_owned(),
             message_id: text(p.message_id()),
             correlation_id: text(p.correlation_id()),
             reply_to: text(p.reply_to()),
             headers: p.headers().clone().unwrap_or_default(),
-            redelivered: d.redelivered,
-        }
+            body: data,
+            redelivered,
+        };
+        (msg, acker)
     }
 
     pub fn header(&self, name: &str) -> Option<String> {

@@ -47,9 +47,8 @@ pub async fn open(tx: &Transaction<'_>, msg: &Incoming) -> Result<Result<Opened,
         Ok(v) => v,
         Err(e) => {
             let err = ApiError::new(ErrorCode::InvalidJson, format!("body is not JSON: {e}"));
-            let mut h = refused(msg, &err);
-            h.dead_letter = Some((err.code.as_str().into(), err.message.clone()));
-            return Ok(Err(h));
+            tracing::info!(command = %msg.routing_key, code = %err.code, "command refused");
+            return Ok(Err(Handled::refuse_unparseable(msg, &err)));
         }
     };
     if let Some(k) = &key {
