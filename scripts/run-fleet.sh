@@ -9,6 +9,8 @@ services=(session-intake payment-gateway session-lifecycle checkout webhook-disp
 pids=()
 # Local mode: webhook receivers on this machine (plain http, loopback) are allowed.
 export WEBHOOK_LOCAL_MODE=${WEBHOOK_LOCAL_MODE:-true}
+# The checkout's token for the gateway's vault: a fresh one per run unless given.
+export VAULT_TOKEN=${VAULT_TOKEN:-$(head -c 32 /dev/urandom | base64 | tr -d '/+=')}
 
 stop() {
     trap - INT TERM

@@ -3,6 +3,7 @@
 //! and removes everything it made when it ends, even if it panics.
 
 pub mod receiver;
+pub mod tls;
 
 use deadpool_postgres::Pool;
 use futures::StreamExt;
@@ -27,6 +28,8 @@ use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
 pub const WAIT: Duration = Duration::from_secs(30);
+/// The checkout↔vault token every test fleet shares.
+pub const VAULT_TOKEN: &str = "test-vault-token-0123456789abcdef0123456789";
 const DELIVERY_LIMIT: u32 = 10;
 
 pub fn amqp_url() -> String {
@@ -175,10 +178,10 @@ impl TestEnv {
         tokio::spawn(connection);
         client.batch_execute(&format!("CREATE DATABASE {db_name}")).await.expect("create test database");
         let database_url = with_database(&admin, &db_name);
-        let pool = ps_runtime::db::pool(&database_url, 8).unwrap();
+        let pool = ps_runtime::db::pool(&database_url, 8, &Default::default()).unwrap();
         ps_runtime::db::migrate(&pool).await.expect("migrate test database");
 
-        let conn = ps_runtime::broker::connect(&amqp, "test-client")
+        let conn = ps_runtime::broker::connect(&amqp, "test-client", &Default::default())
             .await
             .unwrap_or_else(|e| panic!("cannot reach RabbitMQ at {amqp}: {e} (run `make services`)"));
         let channel = conn.create_channel().await.unwrap();
@@ -286,6 +289,7 @@ impl TestEnv {
             ("DATABASE_POOL_SIZE", "8".to_owned()),
             ("CHECKOUT_BASE_URL", "http://127.0.0.1:8080".to_owned()),
             ("AMQP_DELIVERY_LIMIT", self.delivery_limit.to_string()),
+            ("VAULT_TOKEN", VAULT_TOKEN.to_owned()),
         ]
     }
 
@@ -705,7 +709,7 @@ impl Drop for TestEnv {
 async fn remove_everything(names: Names, db: String, vhost: Option<String>) {
     if let Some(v) = vhost {
         rabbitmqctl(&["delete_vhost", &v]);
-    } else if let Ok(conn) = ps_runtime::broker::connect(&amqp_url(), "test-cleanup").await {
+    } else if let Ok(conn) = ps_runtime::broker::connect(&amqp_url(), "test-cleanup", &Default::default()).await {
         if let Ok(ch) = conn.create_channel().await {
             for q in names.all_queues() {
                 let _ = ch.queue_delete(ShortString::from(q.as_str()), QueueDeleteOptions::default()).await;

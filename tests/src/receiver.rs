@@ -56,6 +56,15 @@ async fn receive(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Re
 impl Receiver {
     /// Answers `script` in order, then `default` for ever.
     pub async fn start(script: &[Answer], default: Answer) -> Receiver {
+        Receiver::serve(script, default, None).await
+    }
+
+    /// As `start`, over HTTPS with `tls` (a certificate for `localhost`); the URL names `localhost`.
+    pub async fn start_https(script: &[Answer], default: Answer, tls: rustls::ServerConfig) -> Receiver {
+        Receiver::serve(script, default, Some(tls)).await
+    }
+
+    async fn serve(script: &[Answer], default: Answer, tls: Option<rustls::ServerConfig>) -> Receiver {
         let shared = Shared {
             script: Arc::new(Mutex::new(script.iter().copied().collect())),
             default: Arc::new(Mutex::new(default)),
@@ -63,10 +72,23 @@ impl Receiver {
             arrived: Arc::new(Notify::new()),
             release: Arc::new(Notify::new()),
         };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/hooks", listener.local_addr().unwrap());
         let app = axum::Router::new().route("/hooks", axum::routing::post(receive)).with_state(shared.clone());
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let url = match tls {
+            None => {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let url = format!("http://{}/hooks", listener.local_addr().unwrap());
+                tokio::spawn(async move { axum::serve(listener, app).await });
+                url
+            }
+            Some(config) => {
+                let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                let url = format!("https://localhost:{}/hooks", listener.local_addr().unwrap().port());
+                let config = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(config));
+                let server = axum_server::from_tcp_rustls(listener, config).unwrap();
+                tokio::spawn(async move { server.serve(app.into_make_service()).await });
+                url
+            }
+        };
         Receiver { url, shared }
     }
 

@@ -25,6 +25,7 @@ pub struct AppState {
     pub pool: Pool,
     pub outbox: Outbox,
     pub vault_url: String,
+    pub vault_token: ps_runtime::config::Secret,
     pub http: reqwest::Client,
 }
 
@@ -190,18 +191,21 @@ async fn pay(
     let vaulted = state
         .http
         .post(format!("{}/v1/cards", state.vault_url.trim_end_matches('/')))
+        .bearer_auth(state.vault_token.expose())
         .json(&serde_json::json!({"number": form.card_number, "exp_month": exp_month, "exp_year": exp_year, "cvc": form.cvc}))
         .send()
         .await;
     let card_token = match vaulted {
-        Ok(r) => match r.json::<VaultReply>().await {
-            Ok(VaultReply { token: Some(t), .. }) => t,
-            Ok(VaultReply { error: Some(e), .. }) => return page(&s, &token, Some(&e.message)),
-            _ => {
+        Ok(r) => match (r.status().as_u16(), r.json::<VaultReply>().await) {
+            (201, Ok(VaultReply { token: Some(t), .. })) => t,
+            // The card's own faults (number, expiry, CVC): the customer can fix them.
+            (422, Ok(VaultReply { error: Some(e), .. })) => return page(&s, &token, Some(&e.message)),
+            (status, _) => {
+                tracing::error!(status, "the vault refused the checkout's request");
                 return html(
                     StatusCode::SERVICE_UNAVAILABLE,
                     pages::message("Try again", "We could not process your card right now. No payment was taken."),
-                )
+                );
             }
         },
         Err(e) => {

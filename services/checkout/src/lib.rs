@@ -4,7 +4,8 @@ mod app;
 pub mod pages;
 pub mod terms;
 
-use ps_runtime::config::{ConfigError, Env};
+use ps_contract::session::Mode;
+use ps_runtime::config::{ConfigError, Env, Secret};
 use ps_runtime::service::{self, Running, StartError};
 use ps_runtime::Config;
 use std::net::SocketAddr;
@@ -18,14 +19,19 @@ pub struct CheckoutConfig {
     pub common: Config,
     pub addr: SocketAddr,
     pub vault_url: String,
+    pub vault_token: Secret,
 }
 
 impl CheckoutConfig {
     pub fn from_env(env: &Env) -> Result<CheckoutConfig, ConfigError> {
+        let common = Config::from_env(env, DEFAULT_HEALTH_PORT)?;
+        // Card numbers cross this channel: in live mode it is encrypted or nothing.
+        let schemes: &[&str] = if common.mode == Mode::Live { &["https"] } else { &["http", "https"] };
         Ok(CheckoutConfig {
-            common: Config::from_env(env, DEFAULT_HEALTH_PORT)?,
             addr: env.parsed("CHECKOUT_ADDR", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
-            vault_url: env.url("VAULT_URL", "http://127.0.0.1:9110", &["http", "https"])?,
+            vault_url: env.url("VAULT_URL", "http://127.0.0.1:9110", schemes)?,
+            vault_token: env.secret("VAULT_TOKEN", 32, "the bearer token the vault expects")?,
+            common,
         })
     }
 }
@@ -38,14 +44,22 @@ pub struct RunningCheckout {
 /// The checkout consumes nothing; it runs the shared service for its outbox
 /// relay (the `gateway.authorize` it queues) and health, beside its web server.
 pub async fn start(config: CheckoutConfig, stop: CancellationToken) -> Result<RunningCheckout, StartError> {
+    let tls = config.common.trust.client_config()?;
     let service = service::start(SERVICE, config.common, vec![], stop.clone()).await?;
     let http = reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
         .timeout(std::time::Duration::from_secs(10))
         .build()
-        .map_err(|e| StartError::Health { addr: config.addr, source: std::io::Error::other(e) })?;
-    let state = app::AppState { pool: service.pool.clone(), outbox: service.outbox.clone(), vault_url: config.vault_url, http };
-    let listener = tokio::net::TcpListener::bind(config.addr).await.map_err(|source| StartError::Health { addr: config.addr, source })?;
-    let addr = listener.local_addr().map_err(|source| StartError::Health { addr: config.addr, source })?;
+        .map_err(StartError::HttpClient)?;
+    let state = app::AppState {
+        pool: service.pool.clone(),
+        outbox: service.outbox.clone(),
+        vault_url: config.vault_url,
+        vault_token: config.vault_token,
+        http,
+    };
+    let listener = tokio::net::TcpListener::bind(config.addr).await.map_err(|source| StartError::Listen { addr: config.addr, source })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Listen { addr: config.addr, source })?;
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app::router(state)).with_graceful_shutdown(stop.cancelled_owned()).await {
             tracing::error!(error = %e, "checkout server stopped");

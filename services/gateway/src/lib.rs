@@ -8,10 +8,13 @@ pub mod processor;
 pub mod sandbox;
 pub mod vault;
 
+use ps_contract::session::Mode;
+use ps_runtime::config::Secret;
 use ps_runtime::config::{ConfigError, Env};
 use ps_runtime::service::{self, Consumes, Running, StartError};
 use ps_runtime::{topology, Config};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -19,20 +22,69 @@ use tokio_util::sync::CancellationToken;
 pub const SERVICE: &str = "payment-gateway";
 pub const DEFAULT_HEALTH_PORT: u16 = 9103;
 
+/// Which `Processor` the gateway calls (`PROCESSOR`). A real acquirer's
+/// connector is added here as a variant; see docs/processors.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessorKind {
+    /// Pays by card number (DESIGN §7): never a real payment.
+    Sandbox,
+}
+
+impl ProcessorKind {
+    fn parse(env: &Env, mode: Mode) -> Result<ProcessorKind, ConfigError> {
+        let kind = match env.string("PROCESSOR", "sandbox").as_str() {
+            "sandbox" => ProcessorKind::Sandbox,
+            other => {
+                return Err(ConfigError { var: "PROCESSOR", problem: format!("{other:?} is not a processor this build has (sandbox)") })
+            }
+        };
+        if mode == Mode::Live && kind == ProcessorKind::Sandbox {
+            return Err(ConfigError {
+                var: "PROCESSOR",
+                problem: "PS_MODE=live refuses the sandbox processor, which approves any Luhn-valid card; configure a real connector"
+                    .into(),
+            });
+        }
+        Ok(kind)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
     pub common: Config,
+    pub processor: ProcessorKind,
     /// Where the vault takes card numbers from the checkout.
     pub vault_addr: SocketAddr,
+    /// What the checkout must present to the vault.
+    pub vault_token: Secret,
+    /// The vault's certificate chain and key; required in live mode.
+    pub vault_tls: Option<(PathBuf, PathBuf)>,
     pub processor_timeout: Duration,
     pub sandbox_latency: Duration,
 }
 
 impl GatewayConfig {
     pub fn from_env(env: &Env) -> Result<GatewayConfig, ConfigError> {
+        let common = Config::from_env(env, DEFAULT_HEALTH_PORT)?;
+        let mode = common.mode;
+        let vault_tls = |env: &Env, mode: Mode| -> Result<Option<(PathBuf, PathBuf)>, ConfigError> {
+            match (env.raw("VAULT_TLS_CERT_FILE"), env.raw("VAULT_TLS_KEY_FILE")) {
+                (Some(c), Some(k)) => Ok(Some((c.into(), k.into()))),
+                (None, None) if mode == Mode::Test => Ok(None),
+                (None, None) => Err(ConfigError {
+                    var: "VAULT_TLS_CERT_FILE",
+                    problem: "PS_MODE=live serves the vault over TLS only: set VAULT_TLS_CERT_FILE and VAULT_TLS_KEY_FILE".into(),
+                }),
+                (Some(_), None) => Err(ConfigError { var: "VAULT_TLS_KEY_FILE", problem: "is required with VAULT_TLS_CERT_FILE".into() }),
+                (None, Some(_)) => Err(ConfigError { var: "VAULT_TLS_CERT_FILE", problem: "is required with VAULT_TLS_KEY_FILE".into() }),
+            }
+        };
         Ok(GatewayConfig {
-            common: Config::from_env(env, DEFAULT_HEALTH_PORT)?,
+            processor: ProcessorKind::parse(env, mode)?,
+            common,
             vault_addr: env.parsed("VAULT_ADDR", SocketAddr::from(([127, 0, 0, 1], 9110)))?,
+            vault_token: env.secret("VAULT_TOKEN", 32, "the bearer token the checkout presents to the vault")?,
+            vault_tls: vault_tls(env, mode)?,
             processor_timeout: Duration::from_millis(env.ranged("PROCESSOR_TIMEOUT_MS", 10_000, 10, 120_000)?),
             sandbox_latency: Duration::from_millis(env.ranged("SANDBOX_LATENCY_MS", 0, 0, 60_000)?),
         })
@@ -45,13 +97,51 @@ pub struct RunningGateway {
 }
 
 pub async fn start(config: GatewayConfig, stop: CancellationToken) -> Result<RunningGateway, StartError> {
-    let pool = ps_runtime::db::pool(&config.common.database_url, config.common.database_pool_size)?;
-    let processor = Arc::new(sandbox::SandboxProcessor::new(pool.clone(), config.sandbox_latency));
+    let pool = ps_runtime::db::pool(&config.common.database_url, config.common.database_pool_size, &config.common.trust)?;
+    let processor: Arc<dyn processor::Processor> = match config.processor {
+        ProcessorKind::Sandbox => Arc::new(sandbox::SandboxProcessor::new(pool.clone(), config.sandbox_latency)),
+    };
     let handler = handler::GatewayHandler { processor, timeout: config.processor_timeout, pool: pool.clone() };
     let consumes = vec![Consumes::new(topology::GATEWAY, Arc::new(handler))];
+    let tls = match &config.vault_tls {
+        Some((cert, key)) => Some(ps_runtime::tls::server_config(cert, key)?),
+        None => None,
+    };
     let service = service::start(SERVICE, config.common, consumes, stop.clone()).await?;
-    let vault_addr =
-        vault::serve(config.vault_addr, pool, stop).await.map_err(|source| StartError::Health { addr: config.vault_addr, source })?;
-    tracing::info!(%vault_addr, "vault listening");
+    let encrypted = tls.is_some();
+    let vault_addr = vault::serve(config.vault_addr, pool, config.vault_token, tls, stop)
+        .await
+        .map_err(|source| StartError::Listen { addr: config.vault_addr, source })?;
+    tracing::info!(%vault_addr, tls = encrypted, "vault listening");
     Ok(RunningGateway { service, vault_addr })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn live_mode_refuses_the_sandbox() {
+        let token = ("VAULT_TOKEN", "t".repeat(32));
+        let env = |extra: &[(&'static str, &str)]| {
+            let mut pairs = vec![(token.0, token.1.as_str())];
+            pairs.extend_from_slice(extra);
+            Env::from_pairs(pairs)
+        };
+        let err = GatewayConfig::from_env(&env(&[("PS_MODE", "live")])).unwrap_err();
+        assert_eq!(err.var, "PROCESSOR");
+        assert!(err.to_string().contains("sandbox") && !err.to_string().contains('\n'), "{err}");
+        assert_eq!(GatewayConfig::from_env(&env(&[])).unwrap().processor, ProcessorKind::Sandbox);
+        assert_eq!(GatewayConfig::from_env(&env(&[("PROCESSOR", "acme")])).unwrap_err().var, "PROCESSOR");
+    }
+
+    #[test]
+    fn the_vault_needs_a_token_and_in_live_mode_tls() {
+        assert_eq!(GatewayConfig::from_env(&Env::from_pairs([])).unwrap_err().var, "VAULT_TOKEN");
+        assert_eq!(GatewayConfig::from_env(&Env::from_pairs([("VAULT_TOKEN", "short")])).unwrap_err().var, "VAULT_TOKEN");
+        let t = "t".repeat(32);
+        let half = Env::from_pairs([("VAULT_TOKEN", t.as_str()), ("VAULT_TLS_CERT_FILE", "/c.pem")]);
+        assert_eq!(GatewayConfig::from_env(&half).unwrap_err().var, "VAULT_TLS_KEY_FILE");
+        assert!(format!("{:?}", GatewayConfig::from_env(&Env::from_pairs([("VAULT_TOKEN", t.as_str())])).unwrap()).contains("***"));
+    }
 }

@@ -3,13 +3,15 @@
 
 use crate::card;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::header::AUTHORIZATION;
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
 use base64::Engine;
 use chrono::Datelike;
 use deadpool_postgres::Pool;
 use ps_contract::internal::CardSummary;
+use ps_runtime::config::Secret;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -17,6 +19,7 @@ use std::net::SocketAddr;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CardInput {
     pub number: String,
     pub exp_month: u32,
@@ -50,7 +53,34 @@ pub struct Tokenized {
     pub card: CardSummary,
 }
 
-async fn tokenize(State(pool): State<Pool>, Json(input): Json<CardInput>) -> (StatusCode, Json<serde_json::Value>) {
+#[derive(Clone)]
+struct VaultState {
+    pool: Pool,
+    token: Secret,
+}
+
+/// Equal-time comparison, so timing says nothing about the token.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn tokenize(State(state): State<VaultState>, headers: HeaderMap, body: axum::body::Bytes) -> (StatusCode, Json<serde_json::Value>) {
+    let presented = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    if !presented.is_some_and(|t| same(t.as_bytes(), state.token.expose().as_bytes())) {
+        tracing::warn!("vault request refused: missing or wrong bearer token");
+        return (StatusCode::UNAUTHORIZED, Json(json!({"error": {"code": "unauthorized", "message": "a valid bearer token is required"}})));
+    }
+    // Parsed only after the caller is known; serde's message never echoes the card number.
+    let input: CardInput = match serde_json::from_slice(&body) {
+        Ok(i) => i,
+        Err(_) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": {"code": "invalid_request", "message": "expected number, exp_month, exp_year, cvc"}})),
+            )
+        }
+    };
+    let pool = state.pool;
     let pan = match input.check(chrono::Utc::now().date_naive()) {
         Ok(pan) => pan,
         Err((code, message)) => return (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({"error": {"code": code, "message": message}}))),
@@ -100,12 +130,33 @@ pub async fn card_for_token(client: &deadpool_postgres::Client, token: &str) -> 
     }))
 }
 
-pub async fn serve(addr: SocketAddr, pool: Pool, stop: CancellationToken) -> std::io::Result<SocketAddr> {
-    let app = Router::new().route("/v1/cards", post(tokenize)).with_state(pool);
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+/// Serves the vault: over TLS when given a server config, always behind the bearer token.
+pub async fn serve(
+    addr: SocketAddr,
+    pool: Pool,
+    token: Secret,
+    tls: Option<rustls::ServerConfig>,
+    stop: CancellationToken,
+) -> std::io::Result<SocketAddr> {
+    let app = Router::new().route("/v1/cards", post(tokenize)).with_state(VaultState { pool, token });
+    let listener = std::net::TcpListener::bind(addr)?;
     let bound = listener.local_addr()?;
+    let handle = axum_server::Handle::new();
+    let stopping = handle.clone();
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await {
+        stop.cancelled().await;
+        stopping.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
+    });
+    let service = app.into_make_service();
+    let server = match tls {
+        Some(config) => {
+            let config = axum_server::tls_rustls::RustlsConfig::from_config(std::sync::Arc::new(config));
+            tokio::spawn(async move { axum_server::from_tcp_rustls(listener, config)?.handle(handle).serve(service).await })
+        }
+        None => tokio::spawn(async move { axum_server::from_tcp(listener)?.handle(handle).serve(service).await }),
+    };
+    tokio::spawn(async move {
+        if let Ok(Err(e)) = server.await {
             tracing::error!(error = %e, "vault server stopped");
         }
     });

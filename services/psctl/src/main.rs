@@ -76,6 +76,7 @@ enum Cmd {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    ps_runtime::tls::install_default_provider();
     let config = match Config::from_env(&Env::from_process(), 0) {
         Ok(c) => c,
         Err(e) => {
@@ -98,12 +99,12 @@ async fn run(cmd: Cmd, config: &Config) -> Result<()> {
     let names = Names::new(config.name_prefix.clone());
     match cmd {
         Cmd::Migrate => {
-            let pool = db::pool(&config.database_url, 1)?;
+            let pool = db::pool(&config.database_url, 1, &config.trust)?;
             let applied = db::migrate(&pool).await?;
             eprintln!("psctl: schema up to date ({} applied now)", applied.len());
         }
         Cmd::Declare => {
-            let conn = broker::connect(&config.amqp_url, "psctl").await?;
+            let conn = broker::connect(&config.amqp_url, "psctl", &config.trust).await?;
             topology::declare(&conn.create_channel().await?, &names, config.delivery_limit).await?;
             eprintln!("psctl: topology declared");
         }
@@ -115,7 +116,7 @@ async fn run(cmd: Cmd, config: &Config) -> Result<()> {
                     std::io::stdin().read_to_end(&mut body)?;
                 }
             }
-            let conn = broker::connect(&config.amqp_url, "psctl").await?;
+            let conn = broker::connect(&config.amqp_url, "psctl", &config.trust).await?;
             let ch = conn.create_channel().await?;
             ch.confirm_select(ConfirmSelectOptions::default()).await?;
             let reply_q = ch
@@ -169,7 +170,7 @@ async fn run(cmd: Cmd, config: &Config) -> Result<()> {
             println!("{}", String::from_utf8_lossy(&reply.data));
         }
         Cmd::Session { id } => {
-            let pool = db::pool(&config.database_url, 1)?;
+            let pool = db::pool(&config.database_url, 1, &config.trust)?;
             let c = pool.get().await?;
             let s = ps_store::sessions::get(&c, &id).await.map_err(|e| e.to_string())?.ok_or_else(|| format!("no session {id}"))?;
             let attempts = c
@@ -186,7 +187,7 @@ async fn run(cmd: Cmd, config: &Config) -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&out)?);
         }
         Cmd::Deliveries { event_id } => {
-            let pool = db::pool(&config.database_url, 1)?;
+            let pool = db::pool(&config.database_url, 1, &config.trust)?;
             let c = pool.get().await?;
             let rows = c
                 .query(
@@ -213,7 +214,7 @@ async fn run(cmd: Cmd, config: &Config) -> Result<()> {
             }
         }
         Cmd::WebhookDeadLetters { merchant, limit } => {
-            let pool = db::pool(&config.database_url, 1)?;
+            let pool = db::pool(&config.database_url, 1, &config.trust)?;
             let c = pool.get().await?;
             let rows = c
                 .query(
@@ -241,7 +242,7 @@ async fn run(cmd: Cmd, config: &Config) -> Result<()> {
         }
         Cmd::DlqReplay { queue, limit } => {
             let spec = topology::QUEUES.iter().find(|q| q.name == queue).ok_or_else(|| format!("unknown queue {queue}"))?;
-            let conn = broker::connect(&config.amqp_url, "psctl").await?;
+            let conn = broker::connect(&config.amqp_url, "psctl", &config.trust).await?;
             let ch = conn.create_channel().await?;
             ch.confirm_select(ConfirmSelectOptions::default()).await?;
             let dlq = names.dead_letter_queue(spec);
@@ -284,7 +285,7 @@ async fn run(cmd: Cmd, config: &Config) -> Result<()> {
             let spec = topology::QUEUES.iter().find(|q| q.name == queue).ok_or_else(|| {
                 format!("unknown queue {queue}; one of: {}", topology::QUEUES.iter().map(|q| q.name).collect::<Vec<_>>().join(", "))
             })?;
-            let conn = broker::connect(&config.amqp_url, "psctl").await?;
+            let conn = broker::connect(&config.amqp_url, "psctl", &config.trust).await?;
             let ch = conn.create_channel().await?;
             let dlq = names.dead_letter_queue(spec);
             let mut held = Vec::new();

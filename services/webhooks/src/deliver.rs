@@ -68,8 +68,10 @@ impl Dispatcher {
         guard: Arc<Guard>,
         wake: Arc<Notify>,
         outbox: Outbox,
+        tls: rustls::ClientConfig,
     ) -> Result<Dispatcher, reqwest::Error> {
         let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
             .timeout(config.timeout)
             .connect_timeout(config.timeout.min(Duration::from_secs(10)))
             .redirect(reqwest::redirect::Policy::none())

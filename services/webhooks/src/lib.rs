@@ -73,9 +73,10 @@ pub async fn start(config: WebhookConfig, stop: CancellationToken) -> Result<Run
         Consumes { queue: topology::WEBHOOK_EVENTS, handler: Arc::new(ingest::IngestHandler), after_commit: Some(wake.clone()) },
         Consumes::new(topology::WEBHOOK_COMMANDS, Arc::new(endpoints)),
     ];
+    let tls = config.common.trust.client_config().map_err(StartError::Tls)?;
     let running = service::start(SERVICE, config.common, consumes, stop.clone()).await?;
-    let dispatcher = deliver::Dispatcher::new(running.pool.clone(), config.delivery, guard, wake, running.outbox.clone())
-        .map_err(|e| StartError::Health { addr: running.health_addr, source: std::io::Error::other(e) })?;
+    let dispatcher = deliver::Dispatcher::new(running.pool.clone(), config.delivery, guard, wake, running.outbox.clone(), tls)
+        .map_err(StartError::HttpClient)?;
     let delivering = tokio::spawn(Arc::new(dispatcher).run(stop));
     Ok(running.with_task(delivering))
 }

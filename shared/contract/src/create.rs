@@ -274,6 +274,15 @@ fn parse_metadata(o: &Obj<'_>) -> Result<BTreeMap<String, String>, ApiError> {
             if k.is_empty() || k.chars().count() > MAX_METADATA_KEY_LEN {
                 return Err(bad(format!("metadata keys must be 1-{MAX_METADATA_KEY_LEN} characters")));
             }
+            let control = |s: &str| s.chars().any(char::is_control);
+            if control(k) || v.as_str().is_some_and(control) {
+                let param = format!("metadata.{k}");
+                return Err(ApiError::param(
+                    ErrorCode::StringInvalidCharacters,
+                    &param,
+                    format!("{param} must not contain control characters"),
+                ));
+            }
             match v.as_str() {
                 Some(s) if s.chars().count() <= MAX_METADATA_VALUE_LEN => Ok((k.clone(), s.to_owned())),
                 Some(_) => Err(bad(format!("metadata.{k} must be at most {MAX_METADATA_VALUE_LEN} characters"))),

@@ -60,6 +60,7 @@ error_codes! {
     AmountTooLarge => "amount_too_large", InvalidRequestError;
     CurrencyInvalid => "currency_invalid", InvalidRequestError;
     StringTooLong => "string_too_long", InvalidRequestError;
+    StringInvalidCharacters => "string_invalid_characters", InvalidRequestError;
     EmailInvalid => "email_invalid", InvalidRequestError;
     UrlInvalid => "url_invalid", InvalidRequestError;
     IdInvalid => "id_invalid", InvalidRequestError;
@@ -95,6 +96,8 @@ error_codes! {
     EnabledEventsInvalid => "enabled_events_invalid", InvalidRequestError;
     WebhookEndpointNotFound => "webhook_endpoint_not_found", InvalidRequestError;
     EventNotFound => "event_not_found", InvalidRequestError;
+    // Identity (DESIGN §10).
+    MerchantNotAuthorized => "merchant_not_authorized", InvalidRequestError;
     // Ours.
     InternalError => "internal_error", ApiError;
 }
@@ -129,12 +132,15 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// Messages and params may echo what a sender wrote (an unknown field's
+    /// name): control characters are escaped, so a reply is always storable
+    /// (PostgreSQL's jsonb refuses `\u0000`) and safe to print.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ApiError { error_type: code.error_type(), code, message: message.into(), param: None }
+        ApiError { error_type: code.error_type(), code, message: printable(message.into()), param: None }
     }
 
     pub fn with_param(mut self, param: impl Into<String>) -> Self {
-        self.param = Some(param.into());
+        self.param = Some(printable(param.into()));
         self
     }
 
@@ -150,6 +156,21 @@ impl ApiError {
     pub fn internal() -> Self {
         ApiError::new(ErrorCode::InternalError, "an internal error occurred; the command may be retried")
     }
+}
+
+/// `s` with each control character written as its `\u{..}` escape.
+pub fn printable(s: String) -> String {
+    if !s.chars().any(char::is_control) {
+        return s;
+    }
+    s.chars().fold(String::with_capacity(s.len() + 8), |mut out, c| {
+        if c.is_control() {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+        out
+    })
 }
 
 impl fmt::Display for ApiError {
@@ -176,6 +197,13 @@ mod tests {
             assert_eq!(ErrorCode::parse(code.as_str()), Some(*code));
             assert!(code.as_str().chars().all(|c| c.is_ascii_lowercase() || c == '_'));
         }
+    }
+
+    #[test]
+    fn echoed_text_never_carries_control_characters() {
+        let e = ApiError::param(ErrorCode::ParameterUnknown, "a\u{0}b", "unknown field a\u{0}b\n");
+        assert_eq!(e.param.as_deref(), Some("a\\u{0}b"));
+        assert!(!e.message.chars().any(char::is_control), "{:?}", e.message);
     }
 
     #[test]

@@ -65,6 +65,13 @@ impl<'a> Obj<'a> {
                 format!("{} must not be empty", self.param(key)),
             ));
         }
+        if s.chars().any(char::is_control) {
+            return Err(ApiError::param(
+                ErrorCode::StringInvalidCharacters,
+                self.param(key),
+                format!("{} must not contain control characters", self.param(key)),
+            ));
+        }
         if s.chars().count() > max_len {
             return Err(ApiError::param(
                 ErrorCode::StringTooLong,

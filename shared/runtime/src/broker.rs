@@ -1,12 +1,14 @@
 //! The RabbitMQ connection and confirmed publishing.
 
 use crate::message::Outbound;
+use crate::tls::Trust;
 use crate::topology::Names;
 use backon::{ExponentialBuilder, Retryable};
 use futures::future::join_all;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::tcp::OwnedTLSConfig;
 use lapin::types::ShortString;
-use lapin::{Channel, Confirmation, Connection, ConnectionProperties};
+use lapin::{Channel, Confirmation, Connection, ConnectionProperties, DefaultConnectionBuilder};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -29,20 +31,22 @@ impl PublishError {
     }
 }
 
-/// One connection attempt.
-pub async fn connect(url: &str, connection_name: &str) -> Result<Connection, lapin::Error> {
+/// One connection attempt. `amqps://` is verified against the system's roots
+/// and `SSL_CERT_FILE`.
+pub async fn connect(url: &str, connection_name: &str, trust: &Trust) -> Result<Connection, lapin::Error> {
     let props = ConnectionProperties::default().with_connection_name(connection_name.into());
-    Connection::connect(url, props).await
+    let tls = OwnedTLSConfig { identity: None, cert_chain: trust.extra_pem().map(str::to_owned) };
+    DefaultConnectionBuilder::new()?.with_uri_str(url.to_owned()).with_properties(props).with_tls_config(tls).connect().await
 }
 
 /// Connects, retrying with capped exponential backoff until it works or `cancel` fires.
-pub async fn connect_with_backoff(url: &str, connection_name: &str, cancel: &CancellationToken) -> Option<Connection> {
+pub async fn connect_with_backoff(url: &str, connection_name: &str, trust: &Trust, cancel: &CancellationToken) -> Option<Connection> {
     let backoff = ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(200))
         .with_max_delay(Duration::from_secs(10))
         .with_jitter()
         .without_max_times();
-    let attempt = || connect(url, connection_name);
+    let attempt = || connect(url, connection_name, trust);
     let retried = attempt.retry(backoff).notify(|e, wait| {
         tracing::warn!(error = %e, retry_in = ?wait, "broker unreachable");
     });

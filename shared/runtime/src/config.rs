@@ -1,6 +1,7 @@
 //! Typed configuration from the environment. A bad value stops start-up with
 //! one line naming the variable and what is wrong with it.
 
+use crate::tls::Trust;
 use ps_contract::session::Mode;
 use std::collections::HashMap;
 use std::fmt;
@@ -21,6 +22,26 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+/// A value that must never reach a log: `Debug` prints `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
 
 /// Where variables come from: the process environment, or a map in tests.
 pub struct Env(HashMap<String, String>);
@@ -60,6 +81,15 @@ impl Env {
         Ok(v)
     }
 
+    /// A required secret of at least `min_len` characters.
+    pub fn secret(&self, var: &'static str, min_len: usize, what: &str) -> Result<Secret, ConfigError> {
+        match self.raw(var) {
+            Some(v) if v.chars().count() >= min_len => Ok(Secret(v.to_owned())),
+            Some(_) => Err(ConfigError { var, problem: format!("must be at least {min_len} characters ({what})") }),
+            None => Err(ConfigError { var, problem: format!("is required ({what})") }),
+        }
+    }
+
     pub fn flag(&self, var: &'static str, default: bool) -> Result<bool, ConfigError> {
         match self.raw(var) {
             None => Ok(default),
@@ -94,6 +124,8 @@ pub struct Config {
     pub publish_timeout: Duration,
     pub health_addr: SocketAddr,
     pub mode: Mode,
+    /// Roots trusted beyond the system's: `SSL_CERT_FILE`, for amqps, PostgreSQL and HTTPS.
+    pub trust: Trust,
     /// Test-only fault injection: abort the process after a handler's commit, before its ack.
     pub fault_abort_after_commit: bool,
 }
@@ -124,6 +156,11 @@ impl Config {
             publish_timeout: Duration::from_millis(env.ranged("AMQP_PUBLISH_TIMEOUT_MS", 5000, 100, 120_000)?),
             health_addr: env.parsed("HEALTH_ADDR", SocketAddr::from(([127, 0, 0, 1], default_health_port)))?,
             mode,
+            trust: match env.raw("SSL_CERT_FILE") {
+                None => Trust::default(),
+                Some(path) => Trust::with_ca_file(std::path::Path::new(path))
+                    .map_err(|e| ConfigError { var: "SSL_CERT_FILE", problem: e.to_string() })?,
+            },
             fault_abort_after_commit: env.flag("PS_FAULT_ABORT_AFTER_COMMIT", false)?,
         })
     }

@@ -1,8 +1,10 @@
 //! PostgreSQL: the pool and the schema migrations.
 
+use crate::tls::{TlsError, Trust};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use std::str::FromStr;
-use tokio_postgres::NoTls;
+use tokio_postgres::config::SslMode;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// Applied in order, each once, each in its own transaction.
 pub const MIGRATIONS: &[(&str, &str)] = &[
@@ -16,7 +18,11 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error("DATABASE_URL is not a valid PostgreSQL URL: {0}")]
-    BadUrl(tokio_postgres::Error),
+    BadUrl(#[source] tokio_postgres::Error),
+    #[error("DATABASE_URL: sslmode {0:?} is not one of disable, prefer, require, verify-ca, verify-full")]
+    BadSslMode(String),
+    #[error("TLS to PostgreSQL: {0}")]
+    Tls(#[from] TlsError),
     #[error("could not build the connection pool: {0}")]
     Pool(String),
     #[error("database unavailable: {0}")]
@@ -25,11 +31,62 @@ pub enum DbError {
     Query(#[from] tokio_postgres::Error),
 }
 
-pub fn pool(database_url: &str, size: usize) -> Result<Pool, DbError> {
-    let mut cfg = tokio_postgres::Config::from_str(database_url).map_err(DbError::BadUrl)?;
+/// How much of the server's certificate is checked: libpq's `sslmode` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verify {
+    /// `disable`, `prefer` (the default), `require`: encrypted when TLS is used, the server not verified.
+    Nothing,
+    /// `verify-ca`: the chain, against the system roots and `SSL_CERT_FILE`.
+    Chain,
+    /// `verify-full`: the chain and the host name.
+    Full,
+}
+
+/// Takes `sslmode` out of the URL, since tokio-postgres knows only disable,
+/// prefer and require; the verify modes become `require` plus a verifying connector.
+pub fn split_sslmode(database_url: &str) -> Result<(String, Verify), DbError> {
+    let Some((base, query)) = database_url.split_once('?') else { return Ok((database_url.to_owned(), Verify::Nothing)) };
+    let mut verify = Verify::Nothing;
+    let mut kept = Vec::new();
+    for pair in query.split('&') {
+        match pair.split_once('=') {
+            Some(("sslmode", mode)) => {
+                verify = match mode {
+                    "disable" | "prefer" | "require" => {
+                        kept.push(pair.to_owned());
+                        Verify::Nothing
+                    }
+                    "verify-ca" | "verify-full" => {
+                        kept.push("sslmode=require".to_owned());
+                        if mode == "verify-ca" {
+                            Verify::Chain
+                        } else {
+                            Verify::Full
+                        }
+                    }
+                    other => return Err(DbError::BadSslMode(other.to_owned())),
+                }
+            }
+            _ => kept.push(pair.to_owned()),
+        }
+    }
+    Ok((if kept.is_empty() { base.to_owned() } else { format!("{base}?{}", kept.join("&")) }, verify))
+}
+
+pub fn pool(database_url: &str, size: usize, trust: &Trust) -> Result<Pool, DbError> {
+    let (url, verify) = split_sslmode(database_url)?;
+    let mut cfg = tokio_postgres::Config::from_str(&url).map_err(DbError::BadUrl)?;
     cfg.connect_timeout(std::time::Duration::from_secs(5));
     cfg.application_name("payment-sessions");
-    let manager = Manager::from_config(cfg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    let tls = match verify {
+        Verify::Nothing => Trust::client_config_unverified()?,
+        Verify::Chain => trust.client_config_any_name()?,
+        Verify::Full => trust.client_config()?,
+    };
+    if cfg.get_ssl_mode() == SslMode::Disable {
+        tracing::debug!("PostgreSQL without TLS (sslmode=disable)");
+    }
+    let manager = Manager::from_config(cfg, MakeRustlsConnect::new(tls), ManagerConfig { recycling_method: RecyclingMethod::Fast });
     Pool::builder(manager)
         .max_size(size)
         .wait_timeout(Some(std::time::Duration::from_secs(10)))
@@ -70,4 +127,22 @@ pub async fn ping(pool: &Pool) -> bool {
         c.simple_query("SELECT 1").await.ok()
     };
     matches!(tokio::time::timeout(std::time::Duration::from_secs(2), check).await, Ok(Some(_)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sslmode_is_split_out_of_the_url() {
+        let base = "postgres://u@h:5432/db";
+        assert_eq!(split_sslmode(base).unwrap(), (base.to_owned(), Verify::Nothing));
+        assert_eq!(split_sslmode(&format!("{base}?sslmode=verify-full")).unwrap(), (format!("{base}?sslmode=require"), Verify::Full));
+        assert_eq!(
+            split_sslmode(&format!("{base}?application_name=x&sslmode=verify-ca")).unwrap(),
+            (format!("{base}?application_name=x&sslmode=require"), Verify::Chain)
+        );
+        assert_eq!(split_sslmode(&format!("{base}?sslmode=require")).unwrap().1, Verify::Nothing);
+        assert!(matches!(split_sslmode(&format!("{base}?sslmode=strict")), Err(DbError::BadSslMode(_))));
+    }
 }

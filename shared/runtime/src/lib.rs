@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod service;
 pub mod telemetry;
+pub mod tls;
 pub mod topology;
 
 pub use config::{Config, ConfigError, Env};

@@ -4,6 +4,7 @@ use lapin::message::Delivery;
 use lapin::protocol::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::Acker;
+use ps_contract::error::printable;
 use ps_contract::routing::header;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -125,7 +126,9 @@ impl Incoming {
     /// the acker that settles it.
     pub fn from_delivery(d: Delivery) -> (Incoming, Acker) {
         let Delivery { exchange, routing_key, redelivered, properties: p, data, acker, .. } = d;
-        let text = |v: &Option<ShortString>| v.as_ref().map(|s| s.as_str().to_owned()).filter(|s| !s.is_empty());
+        // Control characters are escaped: these land in TEXT and jsonb columns,
+        // which refuse NUL, and in logs.
+        let text = |v: &Option<ShortString>| v.as_ref().map(|s| printable(s.as_str().to_owned())).filter(|s| !s.is_empty());
         let msg = Incoming {
             exchange: exchange.as_str().to_owned(),
             routing_key: routing_key.as_str().to_owned(),
@@ -139,8 +142,9 @@ impl Incoming {
         (msg, acker)
     }
 
+    /// A header's value, control characters escaped.
     pub fn header(&self, name: &str) -> Option<String> {
-        header_str(Some(&self.headers), name)
+        header_str(Some(&self.headers), name).map(printable)
     }
 
     /// What deduplicates redeliveries: the AMQP `message_id`, or, when a
@@ -184,11 +188,11 @@ impl Incoming {
         let mut headers = Map::new();
         for k in self.headers.inner().keys() {
             if let Some(s) = header_str(Some(&self.headers), k.as_str()) {
-                headers.insert(k.as_str().to_owned(), Value::String(s));
+                headers.insert(printable(k.as_str().to_owned()), Value::String(printable(s)));
             }
         }
         headers.insert(header::DEAD_LETTER_CODE.to_owned(), code.into());
-        headers.insert(header::DEAD_LETTER_REASON.to_owned(), reason.into());
+        headers.insert(header::DEAD_LETTER_REASON.to_owned(), printable(reason.to_owned()).into());
         headers.insert(header::ORIGINAL_EXCHANGE.to_owned(), self.exchange.clone().into());
         headers.insert(header::ORIGINAL_ROUTING_KEY.to_owned(), self.routing_key.clone().into());
         Outbound {

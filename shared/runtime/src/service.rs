@@ -38,6 +38,12 @@ pub enum StartError {
     Db(#[from] db::DbError),
     #[error("cannot serve health on {addr}: {source}")]
     Health { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("cannot build the HTTP client: {0}")]
+    HttpClient(#[source] reqwest::Error),
 }
 
 pub struct Running {
@@ -70,7 +76,7 @@ impl Running {
 /// Connects to the database (waiting for it, within reason), migrates if
 /// configured, binds the health port, then runs the broker side in the background.
 pub async fn start(name: &'static str, config: Config, consumes: Vec<Consumes>, stop: CancellationToken) -> Result<Running, StartError> {
-    let pool = db::pool(&config.database_url, config.database_pool_size)?;
+    let pool = db::pool(&config.database_url, config.database_pool_size, &config.trust)?;
     if config.database_migrate {
         let backoff = ExponentialBuilder::default().with_max_delay(Duration::from_secs(5)).with_max_times(12);
         let applied = (|| db::migrate(&pool))
@@ -136,7 +142,7 @@ async fn supervise(
     let mut connected_before = false;
     // The prefix in the connection name lets an operator (or a test) find this instance's connection.
     let connection_name = format!("{name} {}", config.name_prefix).trim_end().to_owned();
-    while let Some(conn) = broker::connect_with_backoff(&config.amqp_url, &connection_name, &stop).await {
+    while let Some(conn) = broker::connect_with_backoff(&config.amqp_url, &connection_name, &config.trust, &stop).await {
         if connected_before {
             metrics::BROKER_RECONNECTS.inc();
         }

@@ -26,6 +26,7 @@ impl Drop for TelemetryGuard {
 /// name one; without one, trace ids are still made and propagated, so an
 /// upstream's trace continues through the fleet.
 pub fn init(service: &'static str) -> TelemetryGuard {
+    crate::tls::install_default_provider();
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let wants_otlp =
         ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"].iter().any(|v| std::env::var(v).is_ok_and(|s| !s.is_empty()));
@@ -41,7 +42,7 @@ pub fn init(service: &'static str) -> TelemetryGuard {
     let provider = builder.build();
     let tracer = provider.tracer(service);
 
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,tokio_postgres=warn"));
+    let filter = log_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,tokio_postgres=warn")));
     let fmt = tracing_subscriber::fmt::layer().json().flatten_event(true).with_current_span(true).with_span_list(false);
     // RUST_LOG filters logs only: quieter logs must not switch off the spans
     // whose context travels in message headers.
@@ -55,12 +56,20 @@ pub fn init(service: &'static str) -> TelemetryGuard {
     TelemetryGuard(provider)
 }
 
+/// lapin logs whole messages (a returned message at WARN, frames at TRACE),
+/// bodies and `session_url` tokens included: it is held at ERROR whatever
+/// `RUST_LOG` asks, since its failures reach us as errors anyway.
+fn log_filter(filter: EnvFilter) -> EnvFilter {
+    filter.add_directive("lapin=error".parse().expect("a valid directive"))
+}
+
 /// For tests: the same trace layer and propagation as `init`, logs to the
 /// test's captured output, no exporter.
 pub fn init_for_tests() {
+    crate::tls::install_default_provider();
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let tracer = SdkTracerProvider::builder().build().tracer("tests");
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let filter = log_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")));
     let _ = tracing_subscriber::registry()
         .with(tracing_subscriber::fmt::layer().with_test_writer().with_filter(filter))
         .with(tracing_opentelemetry::layer().with_tracer(tracer).with_filter(LevelFilter::INFO))

@@ -136,7 +136,7 @@ async fn the_fleet_runs_with_only_its_broker_permissions() {
     env.start_webhooks(&[("AMQP_URL", &webhooks)]).await;
 
     // An upstream system, as the upstream user: a server-named reply queue, a command, its reply.
-    let conn = ps_runtime::broker::connect(&users.url("upstream"), "upstream").await.expect("upstream connects");
+    let conn = ps_runtime::broker::connect(&users.url("upstream"), "upstream", &Default::default()).await.expect("upstream connects");
     let ch = conn.create_channel().await.unwrap();
     let q = ch
         .queue_declare(
