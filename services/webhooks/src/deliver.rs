@@ -220,7 +220,15 @@ impl Dispatcher {
                 let why = if e.is_timeout() {
                     "timed out".to_owned()
                 } else {
-                    format!("{e}: {}", std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default())
+                    // The whole chain: "client error (Connect)" alone does not say a certificate was refused.
+                    let mut why = e.to_string();
+                    let mut cause = std::error::Error::source(&e);
+                    while let Some(c) = cause {
+                        why.push_str(": ");
+                        why.push_str(&c.to_string());
+                        cause = c.source();
+                    }
+                    why
                 };
                 self.finish(&d, None, started.elapsed().as_millis() as i32, None, Some(why), verdict).await;
             }

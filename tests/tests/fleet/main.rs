@@ -7,4 +7,5 @@ mod intake;
 mod observability;
 mod payments;
 mod resilience;
+mod tls;
 mod webhooks;

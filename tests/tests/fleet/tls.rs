@@ -1,0 +1,140 @@
+//! Every link encrypted the way production runs it: webhooks to https with a
+//! private CA, the broker over amqps, PostgreSQL with sslmode, the checkout's
+//! card channel to the vault over TLS with its token.
+
+use integration_tests::receiver::{Answer, Receiver};
+use integration_tests::tls::{TestCa, TlsFront};
+use integration_tests::{Command, TestEnv, VAULT_TOKEN};
+use ps_runtime::tls::Trust;
+use serde_json::{json, Value};
+
+fn one_time() -> Value {
+    json!({"type": "one_time", "amount": 100, "currency": "EUR", "return_url": "https://shop.example/r"})
+}
+
+#[tokio::test]
+async fn a_webhook_reaches_an_https_receiver_whose_certificate_a_private_ca_signed() {
+    let ca = TestCa::new();
+    let rx = Receiver::start_https(&[], Answer::Status(200), ca.leaf("receiver").server_config()).await;
+    assert!(rx.url.starts_with("https://localhost:"));
+    let mut env = TestEnv::new().await;
+    env.start_intake().await;
+    // The real binary, configured as production is (https only: no local mode), trusting the CA through SSL_CERT_FILE.
+    env.spawn_binary(
+        "webhook-dispatch",
+        &[("SSL_CERT_FILE", &ca.ca_file()), ("WEBHOOK_ALLOWED_CIDRS", "127.0.0.0/8"), ("WEBHOOK_POLL_MS", "50")],
+    );
+    let ep = env
+        .call(Command::new("webhook_endpoint.create", &json!({"url": rx.url, "enabled_events": ["*"]})).header("merchant-id", "shop"))
+        .await
+        .body;
+    assert_eq!(ep["status"], "enabled", "{ep}");
+    let s = env.call(Command::create("shop", &one_time())).await.body;
+    let got = rx.wait_for(1).await;
+    let event: Value = serde_json::from_slice(&got[0].body).unwrap();
+    assert_eq!((event["type"].as_str(), event["data"]["id"].as_str()), (Some("payment_session.created"), s["id"].as_str()));
+    let mut headers = http::HeaderMap::new();
+    for name in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
+        headers.insert(name, got[0].headers[name].clone());
+    }
+    standardwebhooks::Webhook::new(ep["secret"].as_str().unwrap()).unwrap().verify(&got[0].body, &headers).expect("signed");
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn a_receiver_the_fleet_cannot_verify_gets_nothing() {
+    let ca = TestCa::new();
+    let rx = Receiver::start_https(&[], Answer::Status(200), ca.leaf("receiver").server_config()).await;
+    let mut env = TestEnv::new().await;
+    env.start_intake().await;
+    // No SSL_CERT_FILE: the system's roots do not know the test CA.
+    env.start_webhooks(&[]).await;
+    env.call(Command::new("webhook_endpoint.create", &json!({"url": rx.url, "enabled_events": ["*"]})).header("merchant-id", "shop")).await;
+    env.call(Command::create("shop", &one_time())).await;
+    env.wait_for_count("SELECT count(*) FROM webhook_attempts WHERE status_code IS NULL AND error IS NOT NULL", 1).await;
+    let error: String = env.pool.get().await.unwrap().query_one("SELECT error FROM webhook_attempts LIMIT 1", &[]).await.unwrap().get(0);
+    assert!(error.to_lowercase().contains("certificate") || error.contains("UnknownIssuer"), "{error}");
+    assert!(rx.received().is_empty(), "nothing reached an unverified receiver");
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn a_service_consumes_and_answers_over_amqps() {
+    let ca = TestCa::new();
+    let broker: std::net::SocketAddr = "127.0.0.1:5672".parse().unwrap();
+    let front = TlsFront::start(&ca.leaf("rabbitmq"), broker).await;
+    let mut env = TestEnv::new().await;
+    let amqps = format!("amqps://guest:guest@localhost:{}/%2f", front.port);
+    env.start_intake_with(&[("AMQP_URL", &amqps), ("SSL_CERT_FILE", &ca.ca_file())]).await;
+    let reply = env.call(Command::create("shop", &one_time())).await;
+    assert_eq!(reply.body["status"], "active", "{}", reply.body);
+    assert!(front.handshakes() >= 1, "intake reached the broker through the TLS endpoint");
+
+    // Without the CA the same endpoint is refused: the certificate is verified.
+    let refused = ps_runtime::broker::connect(&amqps, "untrusting", &Trust::default()).await;
+    assert!(refused.is_err(), "an unverifiable broker certificate must be refused");
+    let trusted = ps_runtime::broker::connect(&amqps, "trusting", &Trust::with_ca_file(std::path::Path::new(&ca.ca_file())).unwrap()).await;
+    trusted.expect("the CA makes it verifiable").close(200, "bye".into()).await.unwrap();
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn the_database_is_reached_with_sslmode_require_and_verify_full_checks_the_certificate() {
+    let mut env = TestEnv::new().await;
+    let require = format!("{}?sslmode=require", env.database_url);
+    let pool = ps_runtime::db::pool(&require, 2, &Trust::default()).unwrap();
+    let ssl: bool = pool
+        .get()
+        .await
+        .expect("connects with sslmode=require")
+        .query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(ssl, "the connection is encrypted");
+    // A whole service on it.
+    env.start_intake_with(&[("DATABASE_URL", &require)]).await;
+    assert_eq!(env.call(Command::create("shop", &one_time())).await.body["status"], "active");
+    let encrypted = env
+        .count("SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE s.ssl AND a.application_name = 'payment-sessions'")
+        .await;
+    assert!(encrypted >= 1, "intake's connections are encrypted");
+
+    // verify-full against a certificate nobody here vouches for (Debian's self-signed snakeoil) is refused.
+    let full = format!("{}?sslmode=verify-full", env.database_url);
+    let strict = ps_runtime::db::pool(&full, 1, &Trust::default()).unwrap();
+    let err = strict.get().await.expect_err("an unverifiable server certificate is refused");
+    assert!(format!("{err:?}").to_lowercase().contains("certificate"), "{err:?}");
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn the_checkout_reaches_the_vault_over_tls_with_its_token_and_nobody_else_does() {
+    let ca = TestCa::new();
+    let leaf = ca.leaf("vault");
+    let mut env = TestEnv::new().await;
+    let (cert, key) = (leaf.cert_file.display().to_string(), leaf.key_file.display().to_string());
+    let plain = env.start_gateway(&[("VAULT_TLS_CERT_FILE", &cert), ("VAULT_TLS_KEY_FILE", &key)]).await;
+    let vault = plain.replace("http://127.0.0.1", "https://localhost");
+    env.start_lifecycle(&[]).await;
+    let checkout = env.start_checkout_with(&[("VAULT_URL", &vault), ("SSL_CERT_FILE", &ca.ca_file())]).await;
+    env.start_intake_with(&[("CHECKOUT_BASE_URL", &checkout)]).await;
+    let s = env.call(Command::create("shop", &one_time())).await.body;
+    let page = integration_tests::CheckoutClient::new().pay(s["session_url"].as_str().unwrap(), "4242424242424242", false).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert_eq!(env.event_about("payment_session.completed", s["id"].as_str().unwrap()).await["data"]["payment_outcome"], "paid");
+
+    let trust = Trust::with_ca_file(std::path::Path::new(&ca.ca_file())).unwrap();
+    let http = reqwest::Client::builder().tls_backend_preconfigured(trust.client_config().unwrap()).build().unwrap();
+    let card = json!({"number": "4242424242424242", "exp_month": 12, "exp_year": 2034, "cvc": "123"});
+    let url = format!("{vault}/v1/cards");
+    let no_token = http.post(&url).json(&card).send().await.unwrap().status();
+    let wrong = http.post(&url).bearer_auth("x".repeat(VAULT_TOKEN.len())).json(&card).send().await.unwrap().status();
+    let right = http.post(&url).bearer_auth(VAULT_TOKEN).json(&card).send().await.unwrap().status();
+    assert_eq!((no_token.as_u16(), wrong.as_u16(), right.as_u16()), (401, 401, 201));
+    // Plain HTTP to the TLS port gets no card through.
+    let cleartext = reqwest::Client::new().post(url.replace("https://", "http://")).bearer_auth(VAULT_TOKEN).json(&card).send().await;
+    assert!(cleartext.map_or(true, |r| r.status().as_u16() != 201), "no card over plain HTTP");
+    assert_eq!(env.count("SELECT count(*) FROM vault_cards").await, 2, "the paid card and the one stored with the token");
+    env.finish().await;
+}
