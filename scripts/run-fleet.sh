@@ -21,6 +21,9 @@ stop() {
 trap stop INT TERM
 
 "$bin/psctl" migrate
+# Local mode: the broker's guest may send commands for every merchant (DESIGN §10).
+"$bin/psctl" merchants grant guest '*'
+echo "fleet: local mode: broker user guest may act for every merchant (psctl merchants revoke guest '*' to stop that)" >&2
 for s in "${services[@]}"; do
     # Process substitution keeps $! the service's own pid, so SIGTERM reaches it.
     "$bin/$s" > >(sed -u "s/^/[$s] /") 2>&1 &

@@ -22,6 +22,9 @@ BEGIN
 END
 $$;
 
+-- Who may act for which merchant (DESIGN §10): read by every service that takes commands.
+GRANT SELECT ON merchant_grants TO ps_intake, ps_lifecycle, ps_webhooks;
+
 -- intake: creates sessions, customers, idempotency records, a next_in_series' attempt.
 GRANT INSERT, UPDATE ON idempotency_keys TO ps_intake;
 GRANT SELECT, INSERT ON payment_sessions, customers, payment_attempts TO ps_intake;
@@ -38,6 +41,9 @@ GRANT SELECT, INSERT ON vault_cards, sandbox_ledger TO ps_gateway;
 GRANT INSERT ON processor_calls TO ps_gateway;
 GRANT USAGE ON SEQUENCE processor_calls_id_seq TO ps_gateway;
 GRANT SELECT (id, merchant_id, vault_token) ON payment_methods TO ps_gateway;
+-- Each request is checked against the attempt it names before money moves (DESIGN §10).
+GRANT SELECT (id, session_id, merchant_id, amount, currency, status, processor_idempotency_key, settlement, settlement_requests)
+    ON payment_attempts TO ps_gateway;
 
 -- lifecycle: session state, attempts, saved methods, mandates; idempotency for its commands.
 GRANT INSERT, UPDATE ON idempotency_keys TO ps_lifecycle;

@@ -66,6 +66,8 @@ pub struct Command {
     pub headers: Vec<(String, String)>,
     pub message_id: Option<String>,
     pub reply: bool,
+    /// The AMQP user_id: the harness's broker user unless changed.
+    pub user_id: Option<String>,
 }
 
 impl Command {
@@ -76,6 +78,7 @@ impl Command {
             headers: vec![],
             message_id: Some(uuid::Uuid::new_v4().to_string()),
             reply: true,
+            user_id: ps_runtime::broker::broker_user(&amqp_url()),
         }
     }
 
@@ -105,6 +108,11 @@ impl Command {
 
     pub fn message_id(mut self, id: &str) -> Command {
         self.message_id = Some(id.to_owned());
+        self
+    }
+
+    pub fn user_id(mut self, user: Option<&str>) -> Command {
+        self.user_id = user.map(str::to_owned);
         self
     }
 
@@ -180,6 +188,10 @@ impl TestEnv {
         let database_url = with_database(&admin, &db_name);
         let pool = ps_runtime::db::pool(&database_url, 8, &Default::default()).unwrap();
         ps_runtime::db::migrate(&pool).await.expect("migrate test database");
+        // As `make run` does in local mode: the broker user tests publish as may act for every merchant.
+        let c = pool.get().await.unwrap();
+        ps_store::grants::grant(&c, "guest", ps_store::grants::EVERY_MERCHANT).await.unwrap();
+        drop(c);
 
         let conn = ps_runtime::broker::connect(&amqp, "test-client", &Default::default())
             .await
@@ -517,6 +529,9 @@ impl TestEnv {
             headers.insert(ShortString::from(k.as_str()), AMQPValue::LongString(LongString::from(v.as_str())));
         }
         let mut props = BasicProperties::default().with_delivery_mode(2).with_headers(headers).with_correlation_id(corr.as_str().into());
+        if let Some(user) = &cmd.user_id {
+            props = props.with_user_id(user.as_str().into());
+        }
         if let Some(id) = &cmd.message_id {
             props = props.with_message_id(id.as_str().into());
         }

@@ -2,6 +2,7 @@
 
 use crate::card;
 use crate::processor::{Processor, ProcessorRequest, ProcessorResponse};
+use crate::vouch::{self, Vouched};
 use deadpool_postgres::{Pool, Transaction};
 use futures::future::BoxFuture;
 use ps_contract::internal::{AuthorizeRequest, GatewayResult, Operation, Outcome, SettleRequest};
@@ -24,13 +25,63 @@ impl Handler for GatewayHandler {
         Box::pin(async move {
             let result = match msg.routing_key.as_str() {
                 internal::GATEWAY_AUTHORIZE => match serde_json::from_slice::<AuthorizeRequest>(&msg.body) {
-                    Ok(req) => self.authorize(tx, &req).await?,
+                    Ok(req) => match vouch::authorize(tx, &req).await? {
+                        Vouched::Yes => self.authorize(tx, &req).await?,
+                        Vouched::AlreadyDone => match self
+                            .recorded(req.attempt_id.as_str(), Operation::Authorize, &req.processor_idempotency_key)
+                            .await?
+                        {
+                            Some(resp) => {
+                                let (attempt, session, merchant) =
+                                    (req.attempt_id.clone(), req.session_id.clone(), req.merchant_id.clone());
+                                result(
+                                    Operation::Authorize,
+                                    attempt,
+                                    session,
+                                    merchant,
+                                    req.amount,
+                                    req.currency,
+                                    &req.processor_idempotency_key,
+                                    resp,
+                                    None,
+                                )
+                            }
+                            None => {
+                                return Ok(unvouched(msg, "the attempt is no longer pending and the processor has no call under its key"))
+                            }
+                        },
+                        Vouched::No(why) => return Ok(unvouched(msg, &why)),
+                    },
                     Err(e) => return Ok(bad(msg, &e.to_string())),
                 },
                 key @ (internal::GATEWAY_CAPTURE | internal::GATEWAY_VOID) => match serde_json::from_slice::<SettleRequest>(&msg.body) {
                     Ok(req) => {
                         let op = if key == internal::GATEWAY_CAPTURE { Operation::Capture } else { Operation::Void };
-                        self.settle(op, &req).await?
+                        match vouch::settle(tx, op, &req).await? {
+                            Vouched::Yes => self.settle(op, &req).await?,
+                            Vouched::AlreadyDone => match self.recorded(req.attempt_id.as_str(), op, &req.processor_idempotency_key).await?
+                            {
+                                Some(resp) => {
+                                    let (attempt, session, merchant) =
+                                        (req.attempt_id.clone(), req.session_id.clone(), req.merchant_id.clone());
+                                    result(
+                                        op,
+                                        attempt,
+                                        session,
+                                        merchant,
+                                        req.amount,
+                                        req.currency,
+                                        &req.processor_idempotency_key,
+                                        resp,
+                                        None,
+                                    )
+                                }
+                                None => {
+                                    return Ok(unvouched(msg, &format!("the {op} is settled and the processor has no call under its key")))
+                                }
+                            },
+                            Vouched::No(why) => return Ok(unvouched(msg, &why)),
+                        }
                     }
                     Err(e) => return Ok(bad(msg, &e.to_string())),
                 },
@@ -46,6 +97,14 @@ impl Handler for GatewayHandler {
             ))
         })
     }
+}
+
+/// A well-formed request the fleet's records do not back: kept in the DLQ for a
+/// person to look at, and nothing sent to the processor.
+fn unvouched(msg: &Incoming, why: &str) -> Handled {
+    tracing::error!(routing_key = %msg.routing_key, reason = why, "internal request not backed by a recorded attempt; refused");
+    crate::metrics::CALLS.with_label_values(&[msg.routing_key.as_str(), "refused"]).inc();
+    Handled::dead_lettered("request_not_vouched", why)
 }
 
 fn bad(msg: &Incoming, why: &str) -> Handled {
@@ -149,6 +208,17 @@ impl GatewayHandler {
                 }
             }
         }
+    }
+
+    /// What the processor did under `key`, asked without asking it to act.
+    async fn recorded(&self, attempt: &str, op: Operation, key: &str) -> Result<Option<ProcessorResponse>, HandlerError> {
+        tracing::info!(operation = %op, attempt, "request for a step already taken: answering from the processor's record");
+        let started = Instant::now();
+        let found = self.processor.lookup(key).await.map_err(|e| HandlerError::Transient(e.to_string()))?;
+        if found.is_some() {
+            self.log_call(attempt, op, key, "resolved_by_lookup", started.elapsed()).await;
+        }
+        Ok(found)
     }
 
     async fn log_call(&self, attempt: &str, op: Operation, key: &str, result: &str, elapsed: Duration) {

@@ -7,6 +7,7 @@ mod metrics;
 pub mod processor;
 pub mod sandbox;
 pub mod vault;
+mod vouch;
 
 use ps_contract::session::Mode;
 use ps_runtime::config::Secret;

@@ -16,6 +16,7 @@ use ps_contract::routing::{command, exchange, header};
 use ps_contract::session::{Mode, PaymentSession};
 use ps_contract::{ApiError, ErrorCode};
 use ps_runtime::{Handled, Handler, HandlerError, Incoming, Outbound};
+use ps_store::grants::{self, Access};
 use ps_store::idempotency::{self, Claim};
 use rand::RngCore;
 use serde_json::Value;
@@ -70,6 +71,9 @@ impl Handler for CreateHandler {
                 Ok(env) => env,
                 Err(e) => return Ok(refused(msg, &e)),
             };
+            if let Access::Refused(e) = grants::check(tx, msg.user_id.as_deref(), &env.merchant).await? {
+                return Ok(refused(msg, &e));
+            }
             let body = match parse_json(&msg.body) {
                 Ok(v) => v,
                 Err(why) => return Ok(Handled::refuse_unparseable(msg, &ApiError::new(ErrorCode::InvalidJson, why))),

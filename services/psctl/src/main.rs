@@ -25,6 +25,16 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum MerchantsCmd {
+    /// Let broker user USER send commands for MERCHANT ('*': every merchant).
+    Grant { user: String, merchant: String },
+    /// Take that back; commands already applied stand.
+    Revoke { user: String, merchant: String },
+    /// Every grant: user, merchant, since.
+    List,
+}
+
+#[derive(Subcommand)]
 enum Cmd {
     /// Bring the database schema up to date.
     Migrate,
@@ -43,6 +53,11 @@ enum Cmd {
         file: Option<std::path::PathBuf>,
         #[arg(long, default_value_t = 10)]
         timeout_secs: u64,
+    },
+    /// Which broker users may act for which merchants (DESIGN §10).
+    Merchants {
+        #[command(subcommand)]
+        action: MerchantsCmd,
     },
     /// Print a payment session as the API shows it, with its attempts.
     Session { id: String },
@@ -146,6 +161,11 @@ async fn run(cmd: Cmd, config: &Config) -> Result<()> {
                 .with_correlation_id(corr.as_str().into())
                 .with_reply_to(reply_q.name().clone())
                 .with_headers(headers);
+            // The fleet trusts a merchant-id only from a user granted it; RabbitMQ vouches for user_id.
+            let props = match broker::broker_user(&config.amqp_url) {
+                Some(user) => props.with_user_id(user.as_str().into()),
+                None => props,
+            };
             let ex = names.exchange(exchange::COMMANDS);
             let confirm = ch
                 .basic_publish(
@@ -168,6 +188,31 @@ async fn run(cmd: Cmd, config: &Config) -> Result<()> {
                 eprintln!("psctl: idempotent replay");
             }
             println!("{}", String::from_utf8_lossy(&reply.data));
+        }
+        Cmd::Merchants { action } => {
+            let pool = db::pool(&config.database_url, 1, &config.trust)?;
+            let c = pool.get().await?;
+            match action {
+                MerchantsCmd::Grant { user, merchant } => {
+                    if merchant != ps_store::grants::EVERY_MERCHANT {
+                        ps_contract::ids::MerchantId::parse(&merchant).map_err(|e| e.message)?;
+                    }
+                    let new = ps_store::grants::grant(&c, &user, &merchant).await?;
+                    eprintln!("psctl: {user} may act for {merchant}{}", if new { "" } else { " (already granted)" });
+                }
+                MerchantsCmd::Revoke { user, merchant } => {
+                    if !ps_store::grants::revoke(&c, &user, &merchant).await? {
+                        return Err(format!("{user} had no grant for {merchant}").into());
+                    }
+                    eprintln!("psctl: {user} may no longer act for {merchant}");
+                }
+                MerchantsCmd::List => {
+                    println!("broker_user\tmerchant_id\tgranted_at");
+                    for (user, merchant, at) in ps_store::grants::list(&c).await? {
+                        println!("{user}\t{merchant}\t{}", at.to_rfc3339());
+                    }
+                }
+            }
         }
         Cmd::Session { id } => {
             let pool = db::pool(&config.database_url, 1, &config.trust)?;
@@ -257,11 +302,16 @@ async fn run(cmd: Cmd, config: &Config) -> Result<()> {
                 let mut headers = d.properties.headers().clone().unwrap_or_default();
                 let old_id = d.properties.message_id().as_ref().map(|s| s.as_str().to_owned()).unwrap_or_default();
                 headers.insert("x-replayed-from".into(), AMQPValue::LongString(LongString::from(old_id.as_str())));
-                let props = d
+                let mut props = d
                     .properties
                     .clone()
                     .with_headers(headers)
                     .with_message_id(format!("{old_id}:replay:{}", uuid::Uuid::now_v7()).as_str().into());
+                // Sent again as its first publisher, so the merchant check applies as it did. RabbitMQ
+                // allows that only to the same user or one tagged `impersonator` (docs/security.md).
+                if let Some(user) = header_str(d.properties.headers().as_ref(), header::ORIGINAL_USER_ID) {
+                    props = props.with_user_id(user.as_str().into());
+                }
                 let confirm = ch
                     .basic_publish(
                         ShortString::from(exchange.as_str()),

@@ -41,6 +41,9 @@ pub mod header {
     pub const DEAD_LETTER_CODE: &str = "x-dead-letter-code";
     pub const ORIGINAL_EXCHANGE: &str = "x-original-exchange";
     pub const ORIGINAL_ROUTING_KEY: &str = "x-original-routing-key";
+    /// The broker user that published a message a service dead-lettered: a
+    /// replay is sent as that user again (DESIGN §10).
+    pub const ORIGINAL_USER_ID: &str = "x-original-user-id";
     /// W3C trace context.
     pub const TRACEPARENT: &str = "traceparent";
     pub const TRACESTATE: &str = "tracestate";

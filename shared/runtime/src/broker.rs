@@ -31,6 +31,12 @@ impl PublishError {
     }
 }
 
+/// The user an AMQP URL logs in as: what a publisher puts in `user_id`.
+pub fn broker_user(url: &str) -> Option<String> {
+    let uri: lapin::uri::AMQPUri = url.parse().ok()?;
+    Some(uri.authority.userinfo.username).filter(|u| !u.is_empty())
+}
+
 /// One connection attempt. `amqps://` is verified against the system's roots
 /// and `SSL_CERT_FILE`.
 pub async fn connect(url: &str, connection_name: &str, trust: &Trust) -> Result<Connection, lapin::Error> {

@@ -13,6 +13,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0003_webhooks", include_str!("../migrations/0003_webhooks.sql")),
     ("0004_settlement_tries", include_str!("../migrations/0004_settlement_tries.sql")),
     ("0005_outbox_producer", include_str!("../migrations/0005_outbox_producer.sql")),
+    ("0006_identity", include_str!("../migrations/0006_identity.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]

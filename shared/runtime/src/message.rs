@@ -117,6 +117,9 @@ pub struct Incoming {
     pub message_id: Option<String>,
     pub correlation_id: Option<String>,
     pub reply_to: Option<String>,
+    /// The publisher's broker user, as RabbitMQ vouches for it (it refuses a
+    /// `user_id` that is not the connection's own).
+    pub user_id: Option<String>,
     pub headers: FieldTable,
     pub redelivered: bool,
 }
@@ -135,6 +138,7 @@ impl Incoming {
             message_id: text(p.message_id()),
             correlation_id: text(p.correlation_id()),
             reply_to: text(p.reply_to()),
+            user_id: text(p.user_id()),
             headers: p.headers().clone().unwrap_or_default(),
             body: data,
             redelivered,
@@ -195,6 +199,9 @@ impl Incoming {
         headers.insert(header::DEAD_LETTER_REASON.to_owned(), printable(reason.to_owned()).into());
         headers.insert(header::ORIGINAL_EXCHANGE.to_owned(), self.exchange.clone().into());
         headers.insert(header::ORIGINAL_ROUTING_KEY.to_owned(), self.routing_key.clone().into());
+        if let Some(user) = &self.user_id {
+            headers.insert(header::ORIGINAL_USER_ID.to_owned(), user.clone().into());
+        }
         Outbound {
             exchange: ps_contract::routing::exchange::DEAD_LETTER.to_owned(),
             routing_key: queue.to_owned(),

@@ -1,6 +1,7 @@
 //! The envelope every command but create shares (DESIGN §4): `merchant-id`
 //! required, `idempotency-key` honoured when given, a JSON body, a reply.
 
+use crate::grants::{self, Access};
 use crate::idempotency::{self, Claim};
 use deadpool_postgres::Transaction;
 use ps_contract::idempotency::{request_fingerprint, IdempotencyKey};
@@ -38,6 +39,9 @@ pub async fn open(tx: &Transaction<'_>, msg: &Incoming) -> Result<Result<Opened,
         Some(Err(e)) => return Ok(Err(refused(msg, &e.with_param(header::MERCHANT_ID)))),
         Some(Ok(m)) => m,
     };
+    if let Access::Refused(e) = grants::check(tx, msg.user_id.as_deref(), &merchant).await? {
+        return Ok(Err(refused(msg, &e)));
+    }
     let key = match msg.header(header::IDEMPOTENCY_KEY).map(|k| IdempotencyKey::parse(&k)) {
         None => None,
         Some(Err(e)) => return Ok(Err(refused(msg, &e.with_param(header::IDEMPOTENCY_KEY)))),

@@ -3,5 +3,6 @@
 
 pub mod commands;
 pub mod events;
+pub mod grants;
 pub mod idempotency;
 pub mod sessions;

@@ -104,9 +104,17 @@ impl BrokerUsers {
             rabbitmqctl(&["add_user", &name, &password]);
             let perm = |k: &str| p[k].as_str().unwrap().to_owned();
             rabbitmqctl(&["set_permissions", "-p", vhost, &name, &perm("configure"), &perm("write"), &perm("read")]);
+            for t in defs["topic_permissions"].as_array().unwrap().iter().filter(|t| t["user"] == user) {
+                let field = |k: &str| t[k].as_str().unwrap().to_owned();
+                rabbitmqctl(&["set_topic_permissions", "-p", vhost, &name, &field("exchange"), &field("write"), &field("read")]);
+            }
             passwords.insert(user.to_owned(), password);
         }
         BrokerUsers { vhost: vhost.to_owned(), suffix, passwords }
+    }
+
+    fn name(&self, user: &str) -> String {
+        format!("{user}-{}", self.suffix)
     }
 
     fn url(&self, user: &str) -> String {
@@ -155,31 +163,50 @@ async fn the_fleet_runs_with_only_its_broker_permissions() {
         )
         .await
         .unwrap();
-    let mut headers = lapin::types::FieldTable::default();
-    headers.insert("merchant-id".into(), lapin::types::AMQPValue::LongString("shop".into()));
-    headers.insert("idempotency-key".into(), lapin::types::AMQPValue::LongString("upstream-1".into()));
     let body = json!({"type": "one_time", "amount": 100, "currency": "ZAR", "customer": {"name": "A", "email": "a@example.com"},
                       "return_url": "https://x.example/r", "save_payment_method": "always"});
-    let props = lapin::BasicProperties::default()
-        .with_reply_to(q.name().clone())
-        .with_correlation_id("c1".into())
-        .with_headers(headers)
-        .with_message_id("m1".into());
-    ch.basic_publish(
-        "payment_sessions.commands".into(),
-        "payment_session.create".into(),
-        Default::default(),
-        body.to_string().as_bytes(),
-        props,
-    )
-    .await
-    .unwrap()
-    .await
-    .unwrap();
-    let reply =
-        tokio::time::timeout(integration_tests::WAIT, futures::StreamExt::next(&mut replies)).await.expect("a reply").unwrap().unwrap();
-    let s: serde_json::Value = serde_json::from_slice(&reply.data).unwrap();
+    let upstream = users.name("upstream");
+    // The upstream may act for shop only (DESIGN §10); its user_id is vouched for by the broker.
+    env.psctl(&["merchants", "grant", &upstream, "shop"]);
+    assert!(env.psctl(&["merchants", "list"]).contains(&format!("{upstream}\tshop")));
+    let mut send = async |merchant: &str, key: &str, user: Option<&str>| -> serde_json::Value {
+        let mut headers = lapin::types::FieldTable::default();
+        headers.insert("merchant-id".into(), lapin::types::AMQPValue::LongString(merchant.into()));
+        headers.insert("idempotency-key".into(), lapin::types::AMQPValue::LongString(key.into()));
+        let mut props = lapin::BasicProperties::default()
+            .with_reply_to(q.name().clone())
+            .with_correlation_id(key.into())
+            .with_headers(headers)
+            .with_message_id(key.into());
+        if let Some(u) = user {
+            props = props.with_user_id(u.into());
+        }
+        ch.basic_publish(
+            "payment_sessions.commands".into(),
+            "payment_session.create".into(),
+            Default::default(),
+            body.to_string().as_bytes(),
+            props,
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+        let reply =
+            tokio::time::timeout(integration_tests::WAIT, futures::StreamExt::next(&mut replies)).await.expect("a reply").unwrap().unwrap();
+        serde_json::from_slice(&reply.data).unwrap()
+    };
+    let s = send("shop", "upstream-1", Some(&upstream)).await;
     assert_eq!(s["status"], "active", "{s}");
+    let rival = send("rival", "upstream-2", Some(&upstream)).await;
+    assert_eq!(rival["error"]["code"], "merchant_not_authorized", "{rival}");
+    let anonymous = send("shop", "upstream-3", None).await;
+    assert_eq!(anonymous["error"]["code"], "merchant_not_authorized", "{anonymous}");
+    env.psctl(&["merchants", "revoke", &upstream, "shop"]);
+    let revoked = send("shop", "upstream-4", Some(&upstream)).await;
+    assert_eq!(revoked["error"]["code"], "merchant_not_authorized", "{revoked}");
+    assert_eq!(env.count("SELECT count(*) FROM payment_sessions WHERE merchant_id = 'rival'").await, 0);
+    assert_eq!(env.count("SELECT count(*) FROM payment_sessions").await, 1, "refused commands changed nothing");
 
     // The upstream user may not publish where only services may: the broker closes the channel.
     let probe = conn.create_channel().await.unwrap();
@@ -192,6 +219,33 @@ async fn the_fleet_runs_with_only_its_broker_permissions() {
     };
     let outcome = tokio::time::timeout(integration_tests::WAIT, attempt).await.expect("the broker answers");
     assert!(outcome.is_err(), "upstream published on the internal exchange: {outcome:?}");
+
+    // Nor may it claim to be another broker user: RabbitMQ refuses a user_id that is not the connection's.
+    let spoof = conn.create_channel().await.unwrap();
+    spoof.confirm_select(Default::default()).await.unwrap();
+    let props = lapin::BasicProperties::default().with_user_id("guest".into());
+    let attempt = async {
+        spoof
+            .basic_publish("payment_sessions.commands".into(), "payment_session.create".into(), Default::default(), b"{}", props)
+            .await?
+            .await
+    };
+    let outcome = tokio::time::timeout(integration_tests::WAIT, attempt).await.expect("the broker answers");
+    assert!(outcome.is_err(), "a spoofed user_id was accepted: {outcome:?}");
+
+    // A service may publish only its own routing keys: the checkout cannot forge a processor result.
+    let checkout_conn = ps_runtime::broker::connect(&users.url("ps-checkout"), "forger", &Default::default()).await.unwrap();
+    let forge = checkout_conn.create_channel().await.unwrap();
+    forge.confirm_select(Default::default()).await.unwrap();
+    let attempt = async {
+        forge
+            .basic_publish("payment_sessions.internal".into(), "gateway.result".into(), Default::default(), b"{}", Default::default())
+            .await?
+            .await
+    };
+    let outcome = tokio::time::timeout(integration_tests::WAIT, attempt).await.expect("the broker answers");
+    assert!(outcome.is_err(), "ps-checkout published gateway.result: {outcome:?}");
+    let _ = checkout_conn.close(200, "bye".into()).await;
 
     // Every service does its part: pay, mandate, next_in_series, webhook.
     let rx = Receiver::start(&[], Answer::Status(200)).await;

@@ -7,5 +7,6 @@ mod intake;
 mod observability;
 mod payments;
 mod resilience;
+mod security;
 mod tls;
 mod webhooks;

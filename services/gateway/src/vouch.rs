@@ -1,0 +1,96 @@
+//! Internal messages are checked, not trusted (DESIGN §10): the gateway moves
+//! money only for an attempt the fleet recorded, in the state and for the
+//! amount the message claims. A forged or stale request charges nothing.
+
+use deadpool_postgres::Transaction;
+use ps_contract::internal::{AuthorizeRequest, Operation, SettleRequest};
+use ps_runtime::HandlerError;
+
+pub enum Vouched {
+    Yes,
+    /// The attempt is past this step (a request republished under a new message
+    /// id): the processor may be asked what it did under the key, never to do it again.
+    AlreadyDone,
+    /// Why the request does not match what the fleet recorded.
+    No(String),
+}
+
+struct Recorded {
+    session_id: String,
+    merchant_id: String,
+    amount: i64,
+    currency: String,
+    status: String,
+    key: String,
+    settlement: Option<String>,
+    settlement_requests: i32,
+}
+
+async fn recorded(tx: &Transaction<'_>, attempt: &str) -> Result<Option<Recorded>, HandlerError> {
+    let row = tx
+        .query_opt(
+            "SELECT session_id, merchant_id, amount, currency, status, processor_idempotency_key, settlement, settlement_requests
+             FROM payment_attempts WHERE id = $1",
+            &[&attempt],
+        )
+        .await?;
+    Ok(row.map(|r| Recorded {
+        session_id: r.get(0),
+        merchant_id: r.get(1),
+        amount: r.get(2),
+        currency: r.get(3),
+        status: r.get(4),
+        key: r.get(5),
+        settlement: r.get(6),
+        settlement_requests: r.get(7),
+    }))
+}
+
+/// The parts every request must agree on with its attempt.
+fn same_attempt(a: &Recorded, session: &str, merchant: &str, currency: &str) -> Option<String> {
+    if a.session_id != session || a.merchant_id != merchant {
+        return Some("the attempt belongs to another session or merchant".into());
+    }
+    (a.currency != currency).then(|| format!("currency {currency} differs from the attempt's {}", a.currency))
+}
+
+pub async fn authorize(tx: &Transaction<'_>, req: &AuthorizeRequest) -> Result<Vouched, HandlerError> {
+    let Some(a) = recorded(tx, req.attempt_id.as_str()).await? else {
+        return Ok(Vouched::No(format!("no attempt {} was recorded", req.attempt_id)));
+    };
+    if let Some(why) = same_attempt(&a, req.session_id.as_str(), req.merchant_id.as_str(), req.currency.code()) {
+        return Ok(Vouched::No(why));
+    }
+    Ok(if a.amount != req.amount {
+        Vouched::No(format!("amount {} differs from the attempt's {}", req.amount, a.amount))
+    } else if a.key != req.processor_idempotency_key {
+        Vouched::No("the processor key is not the attempt's".into())
+    } else if a.status != "pending" {
+        Vouched::AlreadyDone
+    } else {
+        Vouched::Yes
+    })
+}
+
+pub async fn settle(tx: &Transaction<'_>, op: Operation, req: &SettleRequest) -> Result<Vouched, HandlerError> {
+    let Some(a) = recorded(tx, req.attempt_id.as_str()).await? else {
+        return Ok(Vouched::No(format!("no attempt {} was recorded", req.attempt_id)));
+    };
+    if let Some(why) = same_attempt(&a, req.session_id.as_str(), req.merchant_id.as_str(), req.currency.code()) {
+        return Ok(Vouched::No(why));
+    }
+    let asked = if op == Operation::Capture { "capture_requested" } else { "void_requested" };
+    let numbered = (1..=a.settlement_requests.max(0) as u32)
+        .any(|n| SettleRequest::idempotency_key_for(op, &req.attempt_id, n) == req.processor_idempotency_key);
+    Ok(if a.status != "succeeded" {
+        Vouched::No(format!("the attempt is {}: nothing to {op}", a.status))
+    } else if req.amount <= 0 || req.amount > a.amount {
+        Vouched::No(format!("amount {} is not within the authorised {}", req.amount, a.amount))
+    } else if !numbered {
+        Vouched::No("the processor key is not one the fleet issued".into())
+    } else if a.settlement.as_deref() != Some(asked) {
+        Vouched::AlreadyDone
+    } else {
+        Vouched::Yes
+    })
+}
