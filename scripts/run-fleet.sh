@@ -9,6 +9,11 @@ services=(session-intake payment-gateway session-lifecycle checkout webhook-disp
 pids=()
 # Local mode: webhook receivers on this machine (plain http, loopback) are allowed.
 export WEBHOOK_LOCAL_MODE=${WEBHOOK_LOCAL_MODE:-true}
+# Local mode's key for secrets at rest, kept beside the build so stored
+# secrets still open after a restart. Production takes PS_SECRET_KEYS from a secret store.
+keyfile=${CARGO_TARGET_DIR:-target}/local-secret-keys
+[ -s "$keyfile" ] || (umask 077; echo "local1:$(head -c 32 /dev/urandom | base64)" > "$keyfile")
+export PS_SECRET_KEYS=${PS_SECRET_KEYS:-$(cat "$keyfile")}
 # The checkout's token for the gateway's vault: a fresh one per run unless given.
 export VAULT_TOKEN=${VAULT_TOKEN:-$(head -c 32 /dev/urandom | base64 | tr -d '/+=')}
 

@@ -38,6 +38,8 @@ GRANT INSERT ON payment_attempts TO ps_checkout;
 
 -- gateway: its vault, its processor's ledger, its call log; the token of a saved method.
 GRANT SELECT, INSERT ON vault_cards, sandbox_ledger TO ps_gateway;
+-- A card that was not saved loses its number once its attempt is answered.
+GRANT UPDATE (pan_sealed, forgotten_at) ON vault_cards TO ps_gateway;
 GRANT INSERT ON processor_calls TO ps_gateway;
 GRANT USAGE ON SEQUENCE processor_calls_id_seq TO ps_gateway;
 GRANT SELECT (id, merchant_id, vault_token) ON payment_methods TO ps_gateway;

@@ -28,6 +28,13 @@ use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
 pub const WAIT: Duration = Duration::from_secs(30);
+/// The key every test fleet seals its secrets with (`PS_SECRET_KEYS`).
+pub const SECRET_KEYS: &str = "test1:dGVzdC1rZXktMzItYnl0ZXMtbG9uZy0wMTIzNDU2Nzg=";
+
+pub fn test_keys() -> ps_runtime::sealing::Keyring {
+    ps_runtime::sealing::Keyring::parse(SECRET_KEYS).unwrap()
+}
+
 /// The checkout↔vault token every test fleet shares.
 pub const VAULT_TOKEN: &str = "test-vault-token-0123456789abcdef0123456789";
 const DELIVERY_LIMIT: u32 = 10;
@@ -302,6 +309,7 @@ impl TestEnv {
             ("CHECKOUT_BASE_URL", "http://127.0.0.1:8080".to_owned()),
             ("AMQP_DELIVERY_LIMIT", self.delivery_limit.to_string()),
             ("VAULT_TOKEN", VAULT_TOKEN.to_owned()),
+            ("PS_SECRET_KEYS", SECRET_KEYS.to_owned()),
         ]
     }
 
@@ -490,13 +498,21 @@ impl TestEnv {
 
     /// Runs the real `psctl` against this test's broker and database; returns its output.
     pub fn psctl(&self, args: &[&str]) -> String {
-        let out = std::process::Command::new(binary_path("psctl"))
-            .args(args)
+        self.psctl_with(&[], args)
+    }
+
+    /// `psctl` with some variables replaced (another `PS_SECRET_KEYS`, say).
+    pub fn psctl_with(&self, env: &[(&str, &str)], args: &[&str]) -> String {
+        let mut cmd = std::process::Command::new(binary_path("psctl"));
+        cmd.args(args)
             .env("AMQP_URL", &self.amqp_url)
             .env("AMQP_NAME_PREFIX", &self.prefix)
             .env("DATABASE_URL", &self.database_url)
-            .output()
-            .unwrap();
+            .env("PS_SECRET_KEYS", SECRET_KEYS);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
         assert!(out.status.success(), "psctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap()
     }
@@ -844,8 +860,8 @@ pub async fn seed_mandate_with_card(
     .await
     .unwrap();
     c.execute(
-        "INSERT INTO vault_cards (token, pan, brand, last4, exp_month, exp_year) VALUES ($1, $2, 'visa', $3, $4, $5)",
-        &[&token, &pan, &&pan[pan.len() - 4..], &card_exp.0, &card_exp.1],
+        "INSERT INTO vault_cards (token, pan_sealed, brand, last4, exp_month, exp_year) VALUES ($1, $2, 'visa', $3, $4, $5)",
+        &[&token, &test_keys().seal_str(ps_runtime::sealing::context::CARD_NUMBER, pan), &&pan[pan.len() - 4..], &card_exp.0, &card_exp.1],
     )
     .await
     .unwrap();

@@ -13,7 +13,7 @@ use ps_contract::ids::AttemptId;
 use ps_contract::internal::AuthorizeRequest;
 use ps_contract::lifecycle::{transition, Transition};
 use ps_contract::routing::{exchange, header as h, internal};
-use ps_contract::session::SavePaymentMethod;
+use ps_contract::session::{saved_card_usage, SavePaymentMethod};
 use ps_runtime::outbox::Outbox;
 use ps_runtime::Outbound;
 use ps_store::sessions::{self, StoredSession};
@@ -258,6 +258,7 @@ async fn start_attempt(state: &AppState, id: &str, card_token: &str, save_card: 
         mandate_id: None,
         customer_present: true,
         processor_idempotency_key: key,
+        keep_card: saved_card_usage(s.session.session_type, s.save_payment_method, save_card).is_some(),
     };
     let msg = Outbound::json(exchange::INTERNAL, internal::GATEWAY_AUTHORIZE, &serde_json::to_value(&req).unwrap_or_default())
         .with_message_id(attempt.as_str())

@@ -136,6 +136,13 @@ impl GatewayHandler {
             capture: req.capture_method == CaptureMethod::Automatic,
         };
         let resp = self.call(req.attempt_id.as_str(), call).await?;
+        // The attempt has its answer: a card that will not be saved has no further use for its number.
+        let done_with_card = !req.keep_card || resp.outcome == Outcome::Failed;
+        if let Some(t) = req.card_token.as_deref().filter(|_| done_with_card) {
+            if crate::vault::forget(tx, t).await? {
+                tracing::info!(attempt = %req.attempt_id, "card number deleted from the vault");
+            }
+        }
         Ok(result(
             Operation::Authorize,
             req.attempt_id.clone(),

@@ -12,6 +12,7 @@ mod vouch;
 use ps_contract::session::Mode;
 use ps_runtime::config::Secret;
 use ps_runtime::config::{ConfigError, Env};
+use ps_runtime::sealing::Keyring;
 use ps_runtime::service::{self, Consumes, Running, StartError};
 use ps_runtime::{topology, Config};
 use std::net::SocketAddr;
@@ -53,6 +54,8 @@ impl ProcessorKind {
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
     pub common: Config,
+    /// Seals the vault's card numbers.
+    pub keys: Keyring,
     pub processor: ProcessorKind,
     /// Where the vault takes card numbers from the checkout.
     pub vault_addr: SocketAddr,
@@ -82,6 +85,7 @@ impl GatewayConfig {
         };
         Ok(GatewayConfig {
             processor: ProcessorKind::parse(env, mode)?,
+            keys: common.require_secret_keys()?,
             common,
             vault_addr: env.parsed("VAULT_ADDR", SocketAddr::from(([127, 0, 0, 1], 9110)))?,
             vault_token: env.secret("VAULT_TOKEN", 32, "the bearer token the checkout presents to the vault")?,
@@ -100,7 +104,7 @@ pub struct RunningGateway {
 pub async fn start(config: GatewayConfig, stop: CancellationToken) -> Result<RunningGateway, StartError> {
     let pool = ps_runtime::db::pool(&config.common.database_url, config.common.database_pool_size, &config.common.trust)?;
     let processor: Arc<dyn processor::Processor> = match config.processor {
-        ProcessorKind::Sandbox => Arc::new(sandbox::SandboxProcessor::new(pool.clone(), config.sandbox_latency)),
+        ProcessorKind::Sandbox => Arc::new(sandbox::SandboxProcessor::new(pool.clone(), config.keys.clone(), config.sandbox_latency)),
     };
     let handler = handler::GatewayHandler { processor, timeout: config.processor_timeout, pool: pool.clone() };
     let consumes = vec![Consumes::new(topology::GATEWAY, Arc::new(handler))];
@@ -110,7 +114,7 @@ pub async fn start(config: GatewayConfig, stop: CancellationToken) -> Result<Run
     };
     let service = service::start(SERVICE, config.common, consumes, stop.clone()).await?;
     let encrypted = tls.is_some();
-    let vault_addr = vault::serve(config.vault_addr, pool, config.vault_token, tls, stop)
+    let vault_addr = vault::serve(config.vault_addr, pool, config.keys, config.vault_token, tls, stop)
         .await
         .map_err(|source| StartError::Listen { addr: config.vault_addr, source })?;
     tracing::info!(%vault_addr, tls = encrypted, "vault listening");
@@ -121,11 +125,13 @@ pub async fn start(config: GatewayConfig, stop: CancellationToken) -> Result<Run
 mod tests {
     use super::*;
 
+    const KEYS: &str = "k1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+
     #[test]
     fn live_mode_refuses_the_sandbox() {
         let token = ("VAULT_TOKEN", "t".repeat(32));
         let env = |extra: &[(&'static str, &str)]| {
-            let mut pairs = vec![(token.0, token.1.as_str())];
+            let mut pairs = vec![(token.0, token.1.as_str()), ("PS_SECRET_KEYS", KEYS)];
             pairs.extend_from_slice(extra);
             Env::from_pairs(pairs)
         };
@@ -138,11 +144,13 @@ mod tests {
 
     #[test]
     fn the_vault_needs_a_token_and_in_live_mode_tls() {
-        assert_eq!(GatewayConfig::from_env(&Env::from_pairs([])).unwrap_err().var, "VAULT_TOKEN");
-        assert_eq!(GatewayConfig::from_env(&Env::from_pairs([("VAULT_TOKEN", "short")])).unwrap_err().var, "VAULT_TOKEN");
+        let keys = ("PS_SECRET_KEYS", KEYS);
+        assert_eq!(GatewayConfig::from_env(&Env::from_pairs([keys])).unwrap_err().var, "VAULT_TOKEN");
+        assert_eq!(GatewayConfig::from_env(&Env::from_pairs([keys, ("VAULT_TOKEN", "short")])).unwrap_err().var, "VAULT_TOKEN");
         let t = "t".repeat(32);
-        let half = Env::from_pairs([("VAULT_TOKEN", t.as_str()), ("VAULT_TLS_CERT_FILE", "/c.pem")]);
+        let half = Env::from_pairs([keys, ("VAULT_TOKEN", t.as_str()), ("VAULT_TLS_CERT_FILE", "/c.pem")]);
         assert_eq!(GatewayConfig::from_env(&half).unwrap_err().var, "VAULT_TLS_KEY_FILE");
-        assert!(format!("{:?}", GatewayConfig::from_env(&Env::from_pairs([("VAULT_TOKEN", t.as_str())])).unwrap()).contains("***"));
+        assert!(format!("{:?}", GatewayConfig::from_env(&Env::from_pairs([keys, ("VAULT_TOKEN", t.as_str())])).unwrap()).contains("***"));
+        assert_eq!(GatewayConfig::from_env(&Env::from_pairs([("VAULT_TOKEN", t.as_str())])).unwrap_err().var, "PS_SECRET_KEYS");
     }
 }

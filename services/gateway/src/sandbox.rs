@@ -7,18 +7,21 @@ use crate::vault;
 use deadpool_postgres::Pool;
 use futures::future::BoxFuture;
 use ps_contract::internal::{Operation, Outcome};
+use ps_runtime::sealing::Keyring;
 use std::time::Duration;
 
 pub struct SandboxProcessor {
     pool: Pool,
+    /// Opens the vault's card numbers.
+    keys: Keyring,
     /// Added after the ledger is written, as a slow network would: a caller that
     /// times out sees an unknown outcome that `lookup` can resolve.
     latency: Duration,
 }
 
 impl SandboxProcessor {
-    pub fn new(pool: Pool, latency: Duration) -> SandboxProcessor {
-        SandboxProcessor { pool, latency }
+    pub fn new(pool: Pool, keys: Keyring, latency: Duration) -> SandboxProcessor {
+        SandboxProcessor { pool, keys, latency }
     }
 
     async fn stored(&self, client: &deadpool_postgres::Client, key: &str) -> Result<Option<ProcessorResponse>, ProcessorError> {
@@ -32,7 +35,7 @@ impl SandboxProcessor {
         let Some(r) = row else { return Ok(None) };
         let token: Option<String> = r.get(4);
         let card = match token {
-            Some(t) => vault::card_for_token(client, &t).await.map_err(err)?.map(|c| c.summary),
+            Some(t) => vault::card_for_token(client, &self.keys, &t).await.map_err(err)?.map(|c| c.summary),
             None => None,
         };
         Ok(Some(ProcessorResponse {
@@ -53,10 +56,11 @@ impl SandboxProcessor {
         match req.operation {
             Operation::Authorize => {
                 let Some(token) = req.card_token else { return fail("processing_error", "missing_card") };
-                let Some(card) = vault::card_for_token(client, token).await.map_err(err)? else {
+                let Some(card) = vault::card_for_token(client, &self.keys, token).await.map_err(err)? else {
                     return fail("processing_error", "unknown_card_token");
                 };
-                match card::sandbox_behaviour(&card.pan) {
+                let Some(pan) = card.pan else { return fail("processing_error", "card_data_deleted") };
+                match card::sandbox_behaviour(pan.expose()) {
                     SandboxBehaviour::Succeeds => Ok((Outcome::Succeeded, None, None)),
                     SandboxBehaviour::SucceedsOnlyWithCustomerPresent if req.customer_present => Ok((Outcome::Succeeded, None, None)),
                     SandboxBehaviour::SucceedsOnlyWithCustomerPresent => fail("card_declined", "generic_decline"),

@@ -9,9 +9,11 @@ use axum::routing::post;
 use axum::{Json, Router};
 use base64::Engine;
 use chrono::Datelike;
+use deadpool_postgres::GenericClient;
 use deadpool_postgres::Pool;
 use ps_contract::internal::CardSummary;
 use ps_runtime::config::Secret;
+use ps_runtime::sealing::{Keyring, SealError};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -57,7 +59,10 @@ pub struct Tokenized {
 struct VaultState {
     pool: Pool,
     token: Secret,
+    keys: Keyring,
 }
+
+use ps_runtime::sealing::context::CARD_NUMBER as PAN_CONTEXT;
 
 /// Equal-time comparison, so timing says nothing about the token.
 fn same(a: &[u8], b: &[u8]) -> bool {
@@ -80,7 +85,7 @@ async fn tokenize(State(state): State<VaultState>, headers: HeaderMap, body: axu
             )
         }
     };
-    let pool = state.pool;
+    let (pool, keys) = (state.pool, state.keys);
     let pan = match input.check(chrono::Utc::now().date_naive()) {
         Ok(pan) => pan,
         Err((code, message)) => return (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({"error": {"code": code, "message": message}}))),
@@ -97,8 +102,8 @@ async fn tokenize(State(state): State<VaultState>, headers: HeaderMap, body: axu
     let stored = async {
         let c = pool.get().await.map_err(|e| e.to_string())?;
         c.execute(
-            "INSERT INTO vault_cards (token, pan, brand, last4, exp_month, exp_year) VALUES ($1, $2, $3, $4, $5, $6)",
-            &[&token, &pan, &summary.brand, &summary.last4, &(summary.exp_month as i32), &summary.exp_year],
+            "INSERT INTO vault_cards (token, pan_sealed, brand, last4, exp_month, exp_year) VALUES ($1, $2, $3, $4, $5, $6)",
+            &[&token, &keys.seal_str(PAN_CONTEXT, &pan), &summary.brand, &summary.last4, &(summary.exp_month as i32), &summary.exp_year],
         )
         .await
         .map_err(|e| e.to_string())
@@ -116,29 +121,55 @@ async fn tokenize(State(state): State<VaultState>, headers: HeaderMap, body: axu
     }
 }
 
-/// The card behind a token, for the processor. The number stays in this process.
+/// The card behind a token, for the processor. The number stays in this process,
+/// and is there only while the card may still be charged.
 pub struct VaultedCard {
-    pub pan: String,
+    pub pan: Option<Secret>,
     pub summary: CardSummary,
 }
 
-pub async fn card_for_token(client: &deadpool_postgres::Client, token: &str) -> Result<Option<VaultedCard>, tokio_postgres::Error> {
-    let row = client.query_opt("SELECT pan, brand, last4, exp_month, exp_year FROM vault_cards WHERE token = $1", &[&token]).await?;
-    Ok(row.map(|r| VaultedCard {
-        pan: r.get(0),
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    #[error("vault: {0}")]
+    Db(#[from] tokio_postgres::Error),
+    #[error("vault: the card number of {token} does not open: {source}")]
+    Sealed { token: String, source: SealError },
+}
+
+pub async fn card_for_token(client: &impl GenericClient, keys: &Keyring, token: &str) -> Result<Option<VaultedCard>, VaultError> {
+    let row = client.query_opt("SELECT pan_sealed, brand, last4, exp_month, exp_year FROM vault_cards WHERE token = $1", &[&token]).await?;
+    let Some(r) = row else { return Ok(None) };
+    let pan = match r.get::<_, Option<&str>>(0) {
+        Some(sealed) => {
+            Some(Secret::new(keys.open_str(PAN_CONTEXT, sealed).map_err(|source| VaultError::Sealed { token: token.to_owned(), source })?))
+        }
+        None => None,
+    };
+    Ok(Some(VaultedCard {
+        pan,
         summary: CardSummary { brand: r.get(1), last4: r.get(2), exp_month: r.get::<_, i32>(3) as u32, exp_year: r.get(4) },
     }))
+}
+
+/// Deletes a card's number, keeping what may be shown (brand, last4, expiry):
+/// for a card that was not saved, once its attempt has its answer.
+pub async fn forget(client: &impl GenericClient, token: &str) -> Result<bool, tokio_postgres::Error> {
+    let n = client
+        .execute("UPDATE vault_cards SET pan_sealed = NULL, forgotten_at = now() WHERE token = $1 AND pan_sealed IS NOT NULL", &[&token])
+        .await?;
+    Ok(n == 1)
 }
 
 /// Serves the vault: over TLS when given a server config, always behind the bearer token.
 pub async fn serve(
     addr: SocketAddr,
     pool: Pool,
+    keys: Keyring,
     token: Secret,
     tls: Option<rustls::ServerConfig>,
     stop: CancellationToken,
 ) -> std::io::Result<SocketAddr> {
-    let app = Router::new().route("/v1/cards", post(tokenize)).with_state(VaultState { pool, token });
+    let app = Router::new().route("/v1/cards", post(tokenize)).with_state(VaultState { pool, token, keys });
     let listener = std::net::TcpListener::bind(addr)?;
     let bound = listener.local_addr()?;
     let handle = axum_server::Handle::new();

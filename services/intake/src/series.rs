@@ -96,6 +96,8 @@ pub async fn start_charge(
         mandate_id: Some(mandate.id),
         customer_present: false,
         processor_idempotency_key: key.clone(),
+        // A saved method: it stays in the vault whatever this charge does.
+        keep_card: true,
     };
     let body = serde_json::to_value(&request).map_err(|e| HandlerError::Permanent(e.to_string()))?;
     let msg = Outbound::json(exchange::INTERNAL, internal::GATEWAY_AUTHORIZE, &body)

@@ -19,7 +19,7 @@ use ps_store::sessions;
 use serde_json::Value;
 
 pub async fn handle(tx: &Transaction<'_>, msg: &Incoming, now: DateTime<Utc>) -> Result<Handled, HandlerError> {
-    let opened = match commands::open(tx, msg).await? {
+    let opened = match commands::open(tx, msg, None).await? {
         Ok(o) => o,
         Err(answered) => return Ok(answered),
     };

@@ -6,9 +6,9 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
 use ps_contract::events::EventType;
 use ps_contract::internal::{GatewayResult, Operation, Outcome};
-use ps_contract::lifecycle::{transition, SessionType, Status, Success, Transition};
+use ps_contract::lifecycle::{transition, Status, Success, Transition};
 use ps_contract::mandate::MandateTerms;
-use ps_contract::session::{CaptureMethod, SavePaymentMethod};
+use ps_contract::session::{saved_card_usage, CaptureMethod};
 use ps_runtime::{Handled, HandlerError};
 use ps_store::events::event;
 use ps_store::sessions::{self, StoredSession};
@@ -89,12 +89,7 @@ async fn authorized(
     attempts::finish(tx, &attempt.id, "succeeded", None, None, r.processor_reference.as_deref(), captured).await?;
 
     // What a customer-present success leaves behind: a mandate, or a saved card.
-    let keep_card = match ty {
-        SessionType::FirstInSeries => Some(true),
-        SessionType::OneTime if s.save_payment_method == SavePaymentMethod::Always => Some(false),
-        SessionType::OneTime if s.save_payment_method == SavePaymentMethod::Prompt && attempt.save_card => Some(false),
-        _ => None,
-    };
+    let keep_card = saved_card_usage(ty, s.save_payment_method, attempt.save_card);
     let mut mandate = None;
     if let (Some(off_session), Some(card), Some(token), Some(customer)) = (keep_card, &r.card, &r.card_token, s.session.customer_id.clone())
     {

@@ -35,6 +35,13 @@ enum MerchantsCmd {
 }
 
 #[derive(Subcommand)]
+enum SecretsCmd {
+    /// Re-seal every secret at rest under the first key of PS_SECRET_KEYS (and
+    /// seal any an older version kept in clear). Then keys no longer listed first may be dropped.
+    Rewrap,
+}
+
+#[derive(Subcommand)]
 enum Cmd {
     /// Bring the database schema up to date.
     Migrate,
@@ -58,6 +65,11 @@ enum Cmd {
     Merchants {
         #[command(subcommand)]
         action: MerchantsCmd,
+    },
+    /// Secrets at rest (DESIGN §10): webhook signing secrets, card numbers, replies that carry a secret.
+    Secrets {
+        #[command(subcommand)]
+        action: SecretsCmd,
     },
     /// Print a payment session as the API shows it, with its attempts.
     Session { id: String },
@@ -107,6 +119,8 @@ async fn main() -> ExitCode {
         }
     }
 }
+
+mod secrets;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -213,6 +227,15 @@ async fn run(cmd: Cmd, config: &Config) -> Result<()> {
                     }
                 }
             }
+        }
+        Cmd::Secrets { action: SecretsCmd::Rewrap } => {
+            let keys = config.require_secret_keys()?;
+            let pool = db::pool(&config.database_url, 1, &config.trust)?;
+            let mut c = pool.get().await?;
+            for (what, n) in secrets::rewrap(&mut c, &keys).await? {
+                println!("{what}\t{n} re-sealed");
+            }
+            eprintln!("psctl: every secret at rest is sealed under key {}", keys.active_id());
         }
         Cmd::Session { id } => {
             let pool = db::pool(&config.database_url, 1, &config.trust)?;

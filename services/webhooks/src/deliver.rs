@@ -10,6 +10,7 @@ use ps_contract::events::EventType;
 use ps_contract::ids::{MerchantId, WebhookEndpointId};
 use ps_contract::webhooks::{signature_header, EndpointStatus, WebhookEndpoint};
 use ps_runtime::outbox::Outbox;
+use ps_runtime::sealing::Keyring;
 use ps_runtime::HandlerError;
 use rand::Rng;
 use std::sync::Arc;
@@ -36,6 +37,8 @@ pub struct Dispatcher {
     pub outbox: Outbox,
     client: reqwest::Client,
     slots: Arc<Semaphore>,
+    /// Opens the endpoints' signing secrets.
+    keys: Keyring,
 }
 
 /// A delivery this worker holds the lease on.
@@ -69,6 +72,7 @@ impl Dispatcher {
         wake: Arc<Notify>,
         outbox: Outbox,
         tls: rustls::ClientConfig,
+        keys: Keyring,
     ) -> Result<Dispatcher, reqwest::Error> {
         let client = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
@@ -80,7 +84,7 @@ impl Dispatcher {
             .dns_resolver(Arc::new(GuardedResolver(guard)))
             .build()?;
         let slots = Arc::new(Semaphore::new(config.concurrency));
-        Ok(Dispatcher { pool, config, wake, outbox, client, slots })
+        Ok(Dispatcher { pool, config, wake, outbox, client, slots, keys })
     }
 
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
@@ -149,10 +153,17 @@ impl Dispatcher {
             .await?;
         Ok(rows
             .iter()
-            .map(|r| {
-                let mut secrets = vec![r.get::<_, String>(7)];
-                secrets.extend(r.get::<_, Option<String>>(8));
-                Claimed {
+            .filter_map(|r| {
+                let sealed = std::iter::once(r.get::<_, String>(7)).chain(r.get::<_, Option<String>>(8));
+                let secrets = match sealed.map(|s| self.keys.open_str(crate::SECRET_CONTEXT, &s)).collect::<Result<Vec<_>, _>>() {
+                    Ok(s) => s,
+                    Err(e) => {
+                        // Left leased: it is retried when the lease runs out, once PS_SECRET_KEYS holds the key.
+                        tracing::error!(endpoint = r.get::<_, &str>(4), error = %e, "cannot open the endpoint's signing secret; check PS_SECRET_KEYS");
+                        return None;
+                    }
+                };
+                Some(Claimed {
                     id: r.get(0),
                     event_id: r.get(1),
                     attempts: r.get(2),
@@ -162,7 +173,7 @@ impl Dispatcher {
                     url: r.get(6),
                     secrets,
                     enabled: r.get::<_, &str>(9) == "enabled",
-                }
+                })
             })
             .collect())
     }

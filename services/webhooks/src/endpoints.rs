@@ -8,6 +8,7 @@ use ps_contract::ids::{MerchantId, WebhookEndpointId};
 use ps_contract::routing::command;
 use ps_contract::webhooks::{self, CreateEndpoint, EndpointStatus, WebhookEndpoint};
 use ps_contract::{ApiError, ErrorCode};
+use ps_runtime::sealing::Keyring;
 use ps_runtime::{Handled, Handler, HandlerError, Incoming};
 use ps_store::commands::{self, Answer};
 use rand::RngCore;
@@ -20,12 +21,14 @@ pub struct EndpointHandler {
     pub allow_http: bool,
     /// Woken when a redelivery is queued.
     pub dispatcher: Arc<tokio::sync::Notify>,
+    /// Seals signing secrets at rest, and the replies that carry one.
+    pub keys: Keyring,
 }
 
 impl Handler for EndpointHandler {
     fn handle<'a>(&'a self, tx: &'a Transaction<'_>, msg: &'a Incoming) -> BoxFuture<'a, Result<Handled, HandlerError>> {
         Box::pin(async move {
-            let opened = match commands::open(tx, msg).await? {
+            let opened = match commands::open(tx, msg, Some(&self.keys)).await? {
                 Ok(o) => o,
                 Err(answered) => return Ok(answered),
             };
@@ -33,7 +36,7 @@ impl Handler for EndpointHandler {
             let answer = match msg.routing_key.as_str() {
                 command::WEBHOOK_ENDPOINT_CREATE => self.create(tx, m, body, now).await?,
                 command::WEBHOOK_ENDPOINT_DELETE => delete(tx, m, body).await?,
-                command::WEBHOOK_ENDPOINT_ROTATE_SECRET => rotate(tx, m, body, now).await?,
+                command::WEBHOOK_ENDPOINT_ROTATE_SECRET => rotate(tx, m, body, now, &self.keys).await?,
                 command::WEBHOOK_EVENT_REDELIVER => {
                     let a = redeliver(tx, m, body).await?;
                     self.dispatcher.notify_one();
@@ -41,7 +44,13 @@ impl Handler for EndpointHandler {
                 }
                 other => Err(ApiError::new(ErrorCode::UnknownCommand, format!("webhook-dispatch does not handle {other:?}"))),
             };
-            commands::close(tx, msg, &opened, answer).await
+            match msg.routing_key.as_str() {
+                // These answer with the signing secret: it rests sealed, as in its column.
+                command::WEBHOOK_ENDPOINT_CREATE | command::WEBHOOK_ENDPOINT_ROTATE_SECRET => {
+                    commands::close_sealed(tx, msg, &opened, answer, &self.keys).await
+                }
+                _ => commands::close(tx, msg, &opened, answer).await,
+            }
         })
     }
 }
@@ -86,7 +95,14 @@ impl EndpointHandler {
         tx.execute(
             "INSERT INTO webhook_endpoints (id, merchant_id, url, enabled_events, secret, status, created_at, updated_at)
              VALUES ($1, $2, $3, $4, $5, 'enabled', $6, $6)",
-            &[&endpoint.id.as_str(), &merchant.as_str(), &endpoint.url, &endpoint.enabled_events, &endpoint.secret, &now],
+            &[
+                &endpoint.id.as_str(),
+                &merchant.as_str(),
+                &endpoint.url,
+                &endpoint.enabled_events,
+                &endpoint.secret.as_deref().map(|s| self.keys.seal_str(crate::SECRET_CONTEXT, s)),
+                &now,
+            ],
         )
         .await?;
         tracing::info!(endpoint = %endpoint.id, merchant = %merchant, "webhook endpoint created");
@@ -132,7 +148,13 @@ async fn delete(tx: &Transaction<'_>, merchant: &MerchantId, body: &Value) -> Re
 }
 
 /// A new secret; the old one keeps signing beside it for 24 hours.
-async fn rotate(tx: &Transaction<'_>, merchant: &MerchantId, body: &Value, now: DateTime<Utc>) -> Result<Answer, HandlerError> {
+async fn rotate(
+    tx: &Transaction<'_>,
+    merchant: &MerchantId,
+    body: &Value,
+    now: DateTime<Utc>,
+    keys: &Keyring,
+) -> Result<Answer, HandlerError> {
     let id = match webhooks::parse_endpoint_ref(body) {
         Ok(id) => id,
         Err(e) => return Ok(Err(e)),
@@ -142,7 +164,7 @@ async fn rotate(tx: &Transaction<'_>, merchant: &MerchantId, body: &Value, now: 
     tx.execute(
         "UPDATE webhook_endpoints SET previous_secret = secret, previous_secret_expires_at = $2::timestamptz + interval '24 hours',
              secret = $3, updated_at = $2 WHERE id = $1",
-        &[&id.as_str(), &now, &secret],
+        &[&id.as_str(), &now, &keys.seal_str(crate::SECRET_CONTEXT, &secret)],
     )
     .await?;
     endpoint.secret = Some(secret);

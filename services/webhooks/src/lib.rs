@@ -10,6 +10,7 @@ mod metrics;
 pub mod schedule;
 
 use ps_runtime::config::{ConfigError, Env};
+use ps_runtime::sealing::Keyring;
 use ps_runtime::service::{self, Consumes, Running, StartError};
 use ps_runtime::{topology, Config};
 use std::sync::Arc;
@@ -19,10 +20,13 @@ use tokio_util::sync::CancellationToken;
 
 pub const SERVICE: &str = "webhook-dispatch";
 pub const DEFAULT_HEALTH_PORT: u16 = 9106;
+pub use ps_runtime::sealing::context::WEBHOOK_SECRET as SECRET_CONTEXT;
 
 #[derive(Debug, Clone)]
 pub struct WebhookConfig {
     pub common: Config,
+    /// Seals the endpoints' signing secrets (and replies that carry one).
+    pub keys: Keyring,
     pub delivery: deliver::DeliveryConfig,
     /// `make run`'s local mode: http and loopback targets are allowed.
     pub local_mode: bool,
@@ -41,8 +45,10 @@ impl WebhookConfig {
             .transpose()
             .map_err(|e| ConfigError { var: "WEBHOOK_ALLOWED_CIDRS", problem: format!("not a list of CIDR ranges: {e}") })?
             .unwrap_or_default();
+        let common = Config::from_env(env, DEFAULT_HEALTH_PORT)?;
         Ok(WebhookConfig {
-            common: Config::from_env(env, DEFAULT_HEALTH_PORT)?,
+            keys: common.require_secret_keys()?,
+            common,
             delivery: deliver::DeliveryConfig {
                 timeout: Duration::from_millis(env.ranged("WEBHOOK_TIMEOUT_MS", 10_000, 100, 120_000)?),
                 schedule,
@@ -68,6 +74,7 @@ pub async fn start(config: WebhookConfig, stop: CancellationToken) -> Result<Run
         guard: guard.clone(),
         allow_http: config.local_mode || !config.allowed.is_empty(),
         dispatcher: wake.clone(),
+        keys: config.keys.clone(),
     };
     let consumes = vec![
         Consumes { queue: topology::WEBHOOK_EVENTS, handler: Arc::new(ingest::IngestHandler), after_commit: Some(wake.clone()) },
@@ -75,7 +82,7 @@ pub async fn start(config: WebhookConfig, stop: CancellationToken) -> Result<Run
     ];
     let tls = config.common.trust.client_config().map_err(StartError::Tls)?;
     let running = service::start(SERVICE, config.common, consumes, stop.clone()).await?;
-    let dispatcher = deliver::Dispatcher::new(running.pool.clone(), config.delivery, guard, wake, running.outbox.clone(), tls)
+    let dispatcher = deliver::Dispatcher::new(running.pool.clone(), config.delivery, guard, wake, running.outbox.clone(), tls, config.keys)
         .map_err(StartError::HttpClient)?;
     let delivering = tokio::spawn(Arc::new(dispatcher).run(stop));
     Ok(running.with_task(delivering))

@@ -25,6 +25,10 @@ pub struct AuthorizeRequest {
     pub customer_present: bool,
     /// Sent to the processor; derived from the attempt so a redelivery cannot charge twice.
     pub processor_idempotency_key: String,
+    /// The card is saved if this succeeds. Otherwise the vault forgets its
+    /// number once the attempt has its answer.
+    #[serde(default)]
+    pub keep_card: bool,
 }
 
 impl AuthorizeRequest {

@@ -11,6 +11,19 @@ wire_enum!(CaptureMethod { Automatic => "automatic", Manual => "manual" });
 wire_enum!(SavePaymentMethod { Always => "always", Never => "never", Prompt => "prompt" });
 wire_enum!(Mode { Test => "test", Live => "live" });
 
+/// What a successful customer-present payment leaves behind (DESIGN §1): a
+/// card saved for merchant-initiated use under a mandate (`Some(true)`), one
+/// saved for customer-present use (`Some(false)`), or nothing. `ticked`: the
+/// customer accepted a `prompt`.
+pub fn saved_card_usage(session_type: SessionType, save: SavePaymentMethod, ticked: bool) -> Option<bool> {
+    match session_type {
+        SessionType::FirstInSeries => Some(true),
+        SessionType::OneTime if save == SavePaymentMethod::Always => Some(false),
+        SessionType::OneTime if save == SavePaymentMethod::Prompt && ticked => Some(false),
+        _ => None,
+    }
+}
+
 /// Timestamps on the wire are RFC 3339 UTC to the second: `2026-11-24T09:15:00Z`.
 pub mod timestamp {
     use chrono::{DateTime, SecondsFormat, Utc};

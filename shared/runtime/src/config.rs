@@ -1,6 +1,7 @@
 //! Typed configuration from the environment. A bad value stops start-up with
 //! one line naming the variable and what is wrong with it.
 
+use crate::sealing::Keyring;
 use crate::tls::Trust;
 use ps_contract::session::Mode;
 use std::collections::HashMap;
@@ -124,6 +125,8 @@ pub struct Config {
     pub publish_timeout: Duration,
     pub health_addr: SocketAddr,
     pub mode: Mode,
+    /// `PS_SECRET_KEYS`: what seals secrets at rest. Required by the services that keep any.
+    pub secret_keys: Option<Keyring>,
     /// Roots trusted beyond the system's: `SSL_CERT_FILE`, for amqps, PostgreSQL and HTTPS.
     pub trust: Trust,
     /// Test-only fault injection: abort the process after a handler's commit, before its ack.
@@ -134,6 +137,14 @@ pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/payment_sessions";
 
 impl Config {
+    /// The keyring, for a service that keeps secrets: without one it must not start.
+    pub fn require_secret_keys(&self) -> Result<Keyring, ConfigError> {
+        self.secret_keys.clone().ok_or_else(|| ConfigError {
+            var: "PS_SECRET_KEYS",
+            problem: "is required (id:base64 of 32 random bytes, e.g. k1:$(head -c 32 /dev/urandom | base64))".into(),
+        })
+    }
+
     /// `default_health_port` differs per service so a whole fleet fits on one host.
     pub fn from_env(env: &Env, default_health_port: u16) -> Result<Config, ConfigError> {
         let mode = match env.string("PS_MODE", "test").as_str() {
@@ -156,6 +167,11 @@ impl Config {
             publish_timeout: Duration::from_millis(env.ranged("AMQP_PUBLISH_TIMEOUT_MS", 5000, 100, 120_000)?),
             health_addr: env.parsed("HEALTH_ADDR", SocketAddr::from(([127, 0, 0, 1], default_health_port)))?,
             mode,
+            secret_keys: env
+                .raw("PS_SECRET_KEYS")
+                .map(Keyring::parse)
+                .transpose()
+                .map_err(|problem| ConfigError { var: "PS_SECRET_KEYS", problem })?,
             trust: match env.raw("SSL_CERT_FILE") {
                 None => Trust::default(),
                 Some(path) => Trust::with_ca_file(std::path::Path::new(path))

@@ -4,7 +4,8 @@
 use crate::dedupe::{self, Claim};
 use crate::message::{Incoming, Outbound, OutboundKind};
 use crate::metrics;
-use crate::outbox::Outbox;
+use crate::outbox::{EnqueueError, Outbox};
+use crate::sealing::SecretsError;
 use backon::{ExponentialBuilder, Retryable};
 use deadpool_postgres::Pool;
 use deadpool_postgres::Transaction;
@@ -72,6 +73,18 @@ pub enum HandlerError {
     /// Never going to work for this message (a bug, corrupt stored data).
     #[error("{0}")]
     Permanent(String),
+    /// A secret this service keeps cannot be sealed or opened: its keys are missing or wrong.
+    #[error(transparent)]
+    Secrets(#[from] SecretsError),
+}
+
+impl From<EnqueueError> for HandlerError {
+    fn from(e: EnqueueError) -> Self {
+        match e {
+            EnqueueError::Db(e) => HandlerError::Db(e),
+            EnqueueError::Secrets(e) => HandlerError::Secrets(e),
+        }
+    }
 }
 
 /// The server's message and SQLSTATE where there is one; tokio-postgres alone says only "db error".
@@ -92,7 +105,7 @@ impl HandlerError {
     pub fn is_transient(&self) -> bool {
         match self {
             HandlerError::Pool(_) | HandlerError::Transient(_) => true,
-            HandlerError::Permanent(_) => false,
+            HandlerError::Permanent(_) | HandlerError::Secrets(_) => false,
             HandlerError::Db(e) => match e.code() {
                 None => true,
                 Some(code) => {
@@ -103,6 +116,8 @@ impl HandlerError {
         }
     }
 }
+
+pub use crate::sealing::context::REPLY as REPLY_CONTEXT;
 
 pub trait Handler: Send + Sync + 'static {
     fn handle<'a>(&'a self, tx: &'a Transaction<'_>, msg: &'a Incoming) -> BoxFuture<'a, Result<Handled, HandlerError>>;
@@ -151,7 +166,13 @@ impl ConsumerContext {
         }
         if let Some(reply) = out.iter().find(|m| m.kind == OutboundKind::Reply) {
             if let Ok(body) = serde_json::from_slice::<serde_json::Value>(&reply.body) {
-                dedupe::record_reply(&tx, self.consumer, &key, &body).await?;
+                // A reply holding a secret is kept sealed, as in the outbox.
+                let kept = match (reply.sealed, self.outbox.keys()) {
+                    (false, _) => body,
+                    (true, Some(keys)) => keys.seal_json(REPLY_CONTEXT, &body),
+                    (true, None) => return Err(SecretsError::NoKeys.into()),
+                };
+                dedupe::record_reply(&tx, self.consumer, &key, &kept).await?;
             }
         }
         self.outbox.enqueue(&tx, &out).await?;
@@ -170,8 +191,19 @@ impl ConsumerContext {
     /// A message applied before changes nothing. If its sender wants a reply,
     /// it gets the one the first delivery produced, marked as a replay.
     async fn duplicate(&self, tx: Transaction<'_>, msg: &Incoming, reply: Option<serde_json::Value>) -> Result<Applied, HandlerError> {
-        if let Some(again) = reply.and_then(|r| msg.reply(&r, true)) {
-            self.outbox.enqueue(&tx, &[again]).await?;
+        if let Some(stored) = reply {
+            let sealed = crate::sealing::sealed_json(&stored).is_some();
+            let reply = match (sealed, self.outbox.keys()) {
+                (false, _) => stored,
+                (true, Some(keys)) => {
+                    keys.open_json(REPLY_CONTEXT, stored).map_err(|source| SecretsError::Open { context: REPLY_CONTEXT, source })?
+                }
+                (true, None) => return Err(SecretsError::NoKeys.into()),
+            };
+            if let Some(mut again) = msg.reply(&reply, true) {
+                again.sealed = sealed;
+                self.outbox.enqueue(&tx, &[again]).await?;
+            }
         }
         tx.commit().await?;
         self.outbox.wake();

@@ -14,6 +14,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0004_settlement_tries", include_str!("../migrations/0004_settlement_tries.sql")),
     ("0005_outbox_producer", include_str!("../migrations/0005_outbox_producer.sql")),
     ("0006_identity", include_str!("../migrations/0006_identity.sql")),
+    ("0007_sealed", include_str!("../migrations/0007_sealed.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -11,6 +11,7 @@ pub mod health;
 pub mod message;
 pub mod metrics;
 pub mod outbox;
+pub mod sealing;
 pub mod service;
 pub mod telemetry;
 pub mod tls;

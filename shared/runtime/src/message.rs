@@ -20,6 +20,8 @@ pub struct Outbound {
     /// String, boolean or integer values only.
     pub headers: Map<String, Value>,
     pub kind: OutboundKind,
+    /// The body holds a secret: sealed at rest in the outbox, opened only to publish.
+    pub sealed: bool,
 }
 
 /// What the relay does when a message cannot be delivered.
@@ -52,7 +54,14 @@ impl Outbound {
             correlation_id: None,
             headers: Map::new(),
             kind: OutboundKind::Durable,
+            sealed: false,
         }
+    }
+
+    /// Marks the body as holding a secret.
+    pub fn sealed(mut self) -> Self {
+        self.sealed = true;
+        self
     }
 
     pub fn with_message_id(mut self, id: impl Into<String>) -> Self {
@@ -210,6 +219,7 @@ impl Incoming {
             correlation_id: self.correlation_id.clone(),
             headers,
             kind: OutboundKind::Durable,
+            sealed: false,
         }
     }
 }

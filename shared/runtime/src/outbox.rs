@@ -6,6 +6,7 @@
 use crate::broker::{PublishError, Publisher};
 use crate::message::{Outbound, OutboundKind};
 use crate::metrics;
+use crate::sealing::{Keyring, SealError, SecretsError};
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use deadpool_postgres::Transaction;
@@ -29,21 +30,41 @@ pub struct Outbox {
     /// since only its broker user may be allowed to.
     producer: &'static str,
     notify: Arc<Notify>,
+    /// Seals bodies that hold a secret; a service without keys cannot write one.
+    keys: Option<Keyring>,
+}
+
+use crate::sealing::context::OUTBOX_BODY as SEALED_CONTEXT;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnqueueError {
+    #[error(transparent)]
+    Db(#[from] tokio_postgres::Error),
+    #[error(transparent)]
+    Secrets(#[from] SecretsError),
 }
 
 impl Outbox {
-    pub fn new(producer: &'static str) -> Outbox {
-        Outbox { producer, notify: Arc::new(Notify::new()) }
+    pub fn new(producer: &'static str, keys: Option<Keyring>) -> Outbox {
+        Outbox { producer, notify: Arc::new(Notify::new()), keys }
     }
 
-    pub async fn enqueue(&self, tx: &Transaction<'_>, messages: &[Outbound]) -> Result<(), tokio_postgres::Error> {
+    pub async fn enqueue(&self, tx: &Transaction<'_>, messages: &[Outbound]) -> Result<(), EnqueueError> {
         let stmt = tx
             .prepare_cached(
-                "INSERT INTO outbox (exchange, routing_key, message_id, correlation_id, headers, body, kind, producer)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                "INSERT INTO outbox (exchange, routing_key, message_id, correlation_id, headers, body, kind, producer, sealed)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             )
             .await?;
         for m in messages {
+            let sealed_body;
+            let body = if m.sealed {
+                let keys = self.keys.as_ref().ok_or(SecretsError::NoKeys)?;
+                sealed_body = keys.seal(SEALED_CONTEXT, &m.body).into_bytes();
+                &sealed_body
+            } else {
+                &m.body
+            };
             let mut headers = m.headers.clone();
             crate::telemetry::inject_current(&mut headers);
             tx.execute(
@@ -54,14 +75,20 @@ impl Outbox {
                     &m.message_id,
                     &m.correlation_id,
                     &Value::Object(headers),
-                    &m.body,
+                    body,
                     &m.kind.as_str(),
                     &self.producer,
+                    &m.sealed,
                 ],
             )
             .await?;
         }
         Ok(())
+    }
+
+    /// The keys this service seals with, if it has any.
+    pub fn keys(&self) -> Option<&Keyring> {
+        self.keys.as_ref()
     }
 
     pub fn wake(&self) {
@@ -75,6 +102,8 @@ pub enum RelayError {
     Db(#[from] crate::db::DbError),
     #[error("the broker connection failed: {0}")]
     Broker(PublishError),
+    #[error("a sealed outbox row does not open: {0}")]
+    Sealed(#[source] SealError),
 }
 
 impl From<tokio_postgres::Error> for RelayError {
@@ -95,6 +124,14 @@ pub struct Relay {
 }
 
 impl Relay {
+    /// A sealed body, opened to publish. A key missing from PS_SECRET_KEYS stops
+    /// the relay (and says so) rather than dropping the message.
+    fn open(&self, stored: &[u8]) -> Result<Vec<u8>, RelayError> {
+        let keys = self.outbox.keys.as_ref().ok_or(RelayError::Sealed(SealError::UnknownKey("(no PS_SECRET_KEYS)".into())))?;
+        let text = std::str::from_utf8(stored).map_err(|_| RelayError::Sealed(SealError::NotSealed))?;
+        keys.open(SEALED_CONTEXT, text).map_err(RelayError::Sealed)
+    }
+
     pub fn new(pool: Pool, outbox: Outbox) -> Relay {
         Relay { pool, outbox }
     }
@@ -107,6 +144,10 @@ impl Relay {
             match self.drain(publisher).await {
                 Ok(()) => {}
                 Err(RelayError::Db(e)) => tracing::warn!(error = %e, "outbox relay: database unavailable; will retry"),
+                // An operator must restore the key; the row waits, and so does everything behind it in its batch.
+                Err(RelayError::Sealed(e)) => {
+                    tracing::error!(error = %e, "outbox relay: a sealed message cannot be opened; check PS_SECRET_KEYS")
+                }
                 Err(e) => return Err(e),
             }
             tokio::select! {
@@ -126,7 +167,7 @@ impl Relay {
             let tx = client.transaction().await?;
             let rows = tx
                 .query(
-                    "SELECT id, exchange, routing_key, message_id, correlation_id, headers, body, kind, attempts, created_at
+                    "SELECT id, exchange, routing_key, message_id, correlation_id, headers, body, kind, attempts, created_at, sealed
                      FROM outbox
                      WHERE published_at IS NULL AND failed_at IS NULL AND next_attempt_at <= now()
                        AND (producer = $2 OR producer = '')
@@ -139,19 +180,23 @@ impl Relay {
             }
             let messages: Vec<Outbound> = rows
                 .iter()
-                .map(|r| Outbound {
-                    exchange: r.get(1),
-                    routing_key: r.get(2),
-                    message_id: r.get(3),
-                    correlation_id: r.get(4),
-                    headers: match r.get::<_, Value>(5) {
-                        Value::Object(m) => m,
-                        _ => Map::new(),
-                    },
-                    body: r.get(6),
-                    kind: if r.get::<_, &str>(7) == "reply" { OutboundKind::Reply } else { OutboundKind::Durable },
+                .map(|r| {
+                    let sealed: bool = r.get(10);
+                    Ok(Outbound {
+                        exchange: r.get(1),
+                        routing_key: r.get(2),
+                        message_id: r.get(3),
+                        correlation_id: r.get(4),
+                        headers: match r.get::<_, Value>(5) {
+                            Value::Object(m) => m,
+                            _ => Map::new(),
+                        },
+                        body: if sealed { self.open(r.get(6))? } else { r.get(6) },
+                        kind: if r.get::<_, &str>(7) == "reply" { OutboundKind::Reply } else { OutboundKind::Durable },
+                        sealed,
+                    })
                 })
-                .collect();
+                .collect::<Result<_, RelayError>>()?;
             let results = publisher.publish_batch(&messages).await;
 
             let mut broken = None;

@@ -109,7 +109,7 @@ pub async fn start(name: &'static str, config: Config, consumes: Vec<Consumes>, 
         }
     });
 
-    let outbox = Outbox::new(name);
+    let outbox = Outbox::new(name, config.secret_keys.clone());
     let task = tokio::spawn(supervise(name, config, consumes, pool.clone(), health, outbox.clone(), stop));
     Ok(Running { health_addr, pool, outbox, task, background: vec![] })
 }

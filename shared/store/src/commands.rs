@@ -8,6 +8,8 @@ use ps_contract::idempotency::{request_fingerprint, IdempotencyKey};
 use ps_contract::ids::MerchantId;
 use ps_contract::routing::header;
 use ps_contract::{ApiError, ErrorCode};
+use ps_runtime::consumer::REPLY_CONTEXT;
+use ps_runtime::sealing::{sealed_json, Keyring, SecretsError};
 use ps_runtime::{Handled, HandlerError, Incoming, Outbound};
 use serde_json::Value;
 
@@ -28,7 +30,9 @@ pub fn refused(msg: &Incoming, e: &ApiError) -> Handled {
 
 /// Checks the envelope and claims the idempotency key. `Err` is the whole
 /// answer already (a refusal, or the replay of an earlier reply).
-pub async fn open(tx: &Transaction<'_>, msg: &Incoming) -> Result<Result<Opened, Handled>, HandlerError> {
+/// `keys` opens a stored reply that was sealed (one holding a secret); a service
+/// that never seals replies passes `None`.
+pub async fn open(tx: &Transaction<'_>, msg: &Incoming, keys: Option<&Keyring>) -> Result<Result<Opened, Handled>, HandlerError> {
     let merchant = match msg.header(header::MERCHANT_ID).map(|m| MerchantId::parse(&m)) {
         None => {
             return Ok(Err(refused(
@@ -58,7 +62,21 @@ pub async fn open(tx: &Transaction<'_>, msg: &Incoming) -> Result<Result<Opened,
     if let Some(k) = &key {
         match idempotency::claim(tx, &merchant, k, &msg.routing_key, &request_fingerprint(&msg.routing_key, &body)).await? {
             Err(e) => return Ok(Err(refused(msg, &e))),
-            Ok(Claim::Replay(reply)) => return Ok(Err(Handled::default().send(msg.reply(&reply, true)))),
+            Ok(Claim::Replay(stored)) => {
+                let sealed = sealed_json(&stored).is_some();
+                let reply = match (sealed, keys) {
+                    (false, _) => stored,
+                    (true, Some(keys)) => keys
+                        .open_json(REPLY_CONTEXT, stored)
+                        .map_err(|source| SecretsError::Open { context: "idempotency_keys.reply", source })?,
+                    (true, None) => return Err(SecretsError::NoKeys.into()),
+                };
+                let again = msg.reply(&reply, true).map(|mut r| {
+                    r.sealed = sealed;
+                    r
+                });
+                return Ok(Err(Handled::default().send(again)));
+            }
             Ok(Claim::New) => {}
         }
     }
@@ -67,12 +85,42 @@ pub async fn open(tx: &Transaction<'_>, msg: &Incoming) -> Result<Result<Opened,
 
 /// Replies with the answer, keeps it for idempotent replays, or releases the key on refusal.
 pub async fn close(tx: &Transaction<'_>, msg: &Incoming, opened: &Opened, answer: Answer) -> Result<Handled, HandlerError> {
+    finish(tx, msg, opened, answer, None).await
+}
+
+/// As `close`, for an answer that holds a secret (a webhook signing secret): it
+/// is kept sealed under `keys` wherever it rests (idempotency record, outbox).
+pub async fn close_sealed(
+    tx: &Transaction<'_>,
+    msg: &Incoming,
+    opened: &Opened,
+    answer: Answer,
+    keys: &Keyring,
+) -> Result<Handled, HandlerError> {
+    finish(tx, msg, opened, answer, Some(keys)).await
+}
+
+async fn finish(
+    tx: &Transaction<'_>,
+    msg: &Incoming,
+    opened: &Opened,
+    answer: Answer,
+    seal: Option<&Keyring>,
+) -> Result<Handled, HandlerError> {
     match answer {
         Ok((reply, publish)) => {
             if let Some(k) = &opened.key {
-                idempotency::complete(tx, &opened.merchant, k, &reply).await?;
+                let kept = match seal {
+                    Some(keys) => keys.seal_json(REPLY_CONTEXT, &reply),
+                    None => reply.clone(),
+                };
+                idempotency::complete(tx, &opened.merchant, k, &kept).await?;
             }
-            let mut h = Handled::default().send(msg.reply(&reply, false));
+            let answer = msg.reply(&reply, false).map(|mut r| {
+                r.sealed = seal.is_some();
+                r
+            });
+            let mut h = Handled::default().send(answer);
             h.outbox.extend(publish);
             Ok(h)
         }

@@ -78,8 +78,12 @@ async fn the_card_number_never_leaves_the_vault() {
     assert!(!done.to_string().contains("4242424242424242"));
 
     let pan = "4242424242424242";
-    assert_eq!(env.count(&format!("SELECT count(*) FROM vault_cards WHERE pan = '{pan}'")).await, 1);
+    // Even the vault keeps it sealed (DESIGN §10), under the key PS_SECRET_KEYS names.
+    let sealed: String = env.pool.get().await.unwrap().query_one("SELECT pan_sealed FROM vault_cards", &[]).await.unwrap().get(0);
+    assert!(sealed.starts_with("ps1:test1:"), "{sealed}");
+    assert_eq!(integration_tests::test_keys().open_str(ps_runtime::sealing::context::CARD_NUMBER, &sealed).unwrap(), pan);
     for (table, text) in [
+        ("vault_cards", "t::text"),
         ("outbox", "convert_from(body, 'UTF8') || headers::text"),
         ("payment_attempts", "t::text"),
         ("payment_methods", "t::text"),
@@ -93,5 +97,26 @@ async fn the_card_number_never_leaves_the_vault() {
     }
     let pm: String = env.pool.get().await.unwrap().query_one("SELECT card_last4 FROM payment_methods", &[]).await.unwrap().get(0);
     assert_eq!(pm, "4242");
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn a_card_that_is_not_saved_loses_its_number_when_its_attempt_ends() {
+    let mut env = TestEnv::new().await;
+    env.start_fleet().await;
+    let s = env.call(Command::create("shop", &one_time())).await.body;
+    let url = s["session_url"].as_str().unwrap();
+    // Declined, then paid: neither card is saved (save_payment_method: never).
+    CheckoutClient::new().pay(url, "4000000000000002", false).await;
+    env.event_about("payment.attempt_failed", s["id"].as_str().unwrap()).await;
+    CheckoutClient::new().pay(url, "4242424242424242", false).await;
+    env.event_about("payment_session.completed", s["id"].as_str().unwrap()).await;
+    assert_eq!(env.count("SELECT count(*) FROM vault_cards").await, 2);
+    assert_eq!(
+        env.count("SELECT count(*) FROM vault_cards WHERE pan_sealed IS NULL AND forgotten_at IS NOT NULL").await,
+        2,
+        "both numbers deleted; brand, last4 and expiry stay for display"
+    );
+    assert_eq!(env.count("SELECT count(*) FROM vault_cards WHERE last4 = '4242'").await, 1);
     env.finish().await;
 }

@@ -66,7 +66,7 @@ async fn the_fleet_runs_with_only_the_grants_of_its_roles() {
     // And no more: only the gateway may read the vault.
     let (client, conn) = tokio_postgres::connect(&checkout_db, tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(conn);
-    let denied = client.query("SELECT pan FROM vault_cards", &[]).await.unwrap_err();
+    let denied = client.query("SELECT pan_sealed FROM vault_cards", &[]).await.unwrap_err();
     assert_eq!(denied.code(), Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE));
     drop(client);
 

@@ -14,8 +14,8 @@ async fn vaulted_card(env: &TestEnv, pan: &str) -> String {
         .await
         .unwrap()
         .execute(
-            "INSERT INTO vault_cards (token, pan, brand, last4, exp_month, exp_year) VALUES ($1, $2, 'visa', '4242', 12, 2034)",
-            &[&token, &pan],
+            "INSERT INTO vault_cards (token, pan_sealed, brand, last4, exp_month, exp_year) VALUES ($1, $2, 'visa', '4242', 12, 2034)",
+            &[&token, &integration_tests::test_keys().seal_str(ps_runtime::sealing::context::CARD_NUMBER, pan)],
         )
         .await
         .unwrap();
@@ -115,5 +115,76 @@ async fn a_command_without_a_broker_user_or_for_an_ungranted_merchant_changes_no
     assert_eq!(env.count("SELECT count(*) FROM payment_sessions").await, 1);
     let listed = env.psctl(&["merchants", "list"]);
     assert!(listed.contains("guest\tshop") && !listed.contains("guest\t*"), "{listed}");
+    env.finish().await;
+}
+
+/// Where a secret could rest, as text, for searching.
+const AT_REST: [(&str, &str); 4] = [
+    ("webhook_endpoints", "t::text"),
+    ("idempotency_keys", "t::text"),
+    ("processed_messages", "t::text"),
+    ("outbox", "convert_from(body, 'UTF8') || headers::text"),
+];
+
+async fn assert_nowhere_in_clear(env: &TestEnv, secret: &str) {
+    for (table, text) in AT_REST {
+        let n = env.count(&format!("SELECT count(*) FROM {table} t WHERE {text} LIKE '%{secret}%'")).await;
+        assert_eq!(n, 0, "a signing secret rests in clear in {table}");
+    }
+}
+
+#[tokio::test]
+async fn webhook_secrets_rest_sealed_everywhere_and_survive_a_key_rotation() {
+    use integration_tests::receiver::{Answer, Receiver};
+    let mut env = TestEnv::new().await;
+    env.start_intake().await;
+    env.start_webhooks(&[]).await;
+    let rx = Receiver::start(&[], Answer::Status(200)).await;
+    let create = || {
+        Command::new("webhook_endpoint.create", &json!({"url": rx.url, "enabled_events": ["payment_session.created"]}))
+            .header("merchant-id", "shop")
+            .header("idempotency-key", "endpoint-1")
+    };
+    let first = env.call(create()).await.body;
+    let secret = first["secret"].as_str().unwrap().to_owned();
+    // Replayed from the sealed idempotency record, and (same message id) from the sealed dedupe record.
+    let again = env.call(create()).await;
+    assert!(again.replayed && again.body["secret"] == secret.as_str(), "{}", again.body);
+    let same_message = env.call(create().message_id("endpoint-msg-1")).await;
+    let redelivered = env.call(create().message_id("endpoint-msg-1")).await;
+    assert_eq!((same_message.body["secret"].as_str(), redelivered.body["secret"].as_str()), (Some(secret.as_str()), Some(secret.as_str())));
+    env.wait_for_count("SELECT count(*) FROM outbox WHERE kind = 'reply' AND published_at IS NOT NULL", 4).await;
+    assert_nowhere_in_clear(&env, &secret).await;
+    assert!(env.count("SELECT count(*) FROM outbox WHERE sealed").await >= 4, "replies carrying the secret were sealed in the outbox");
+
+    // Rotation: the new key first, the old one still listed; rewrap; then the old key goes.
+    let k2 = "k2:c2Vjb25kLWtleS0zMi1ieXRlcy1sb25nLTAxMjM0NTY=";
+    let both = format!("{k2},{}", integration_tests::SECRET_KEYS);
+    env.stop_services().await;
+    let report = env.psctl_with(&[("PS_SECRET_KEYS", &both)], &["secrets", "rewrap"]);
+    assert!(report.contains("webhook_endpoints.secret\t1 re-sealed"), "{report}");
+    for (table, text) in AT_REST {
+        let old = env.count(&format!("SELECT count(*) FROM {table} t WHERE {text} LIKE '%ps1:test1:%'")).await;
+        assert_eq!(old, 0, "{table} still holds values sealed under the retired key");
+    }
+    env.start_intake().await;
+    env.start_webhooks(&[("PS_SECRET_KEYS", k2)]).await;
+    let s = env
+        .call(Command::create(
+            "shop",
+            &json!({"type": "one_time", "amount": 100, "currency": "EUR", "return_url": "https://shop.example/r"}),
+        ))
+        .await
+        .body;
+    let got = rx.wait_for(1).await;
+    let mut headers = http::HeaderMap::new();
+    for name in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
+        headers.insert(name, got[0].headers[name].clone());
+    }
+    standardwebhooks::Webhook::new(&secret).unwrap().verify(&got[0].body, &headers).expect("still signed with the merchant's secret");
+    assert!(String::from_utf8_lossy(&got[0].body).contains(s["id"].as_str().unwrap()));
+    let replay = env.call(create()).await;
+    assert_eq!(replay.body["secret"].as_str(), Some(secret.as_str()), "the replay opens under the new key");
+    assert_nowhere_in_clear(&env, &secret).await;
     env.finish().await;
 }
