@@ -75,6 +75,8 @@ pub struct Command {
     pub reply: bool,
     /// The AMQP user_id: the harness's broker user unless changed.
     pub user_id: Option<String>,
+    /// Another `reply_to` than the harness's reply queue.
+    pub reply_to: Option<String>,
 }
 
 impl Command {
@@ -86,6 +88,7 @@ impl Command {
             message_id: Some(uuid::Uuid::new_v4().to_string()),
             reply: true,
             user_id: ps_runtime::broker::broker_user(&amqp_url()),
+            reply_to: None,
         }
     }
 
@@ -120,6 +123,12 @@ impl Command {
 
     pub fn user_id(mut self, user: Option<&str>) -> Command {
         self.user_id = user.map(str::to_owned);
+        self
+    }
+
+    /// Replies go to `queue` (which may not exist: a client that went away).
+    pub fn reply_to(mut self, queue: &str) -> Command {
+        self.reply_to = Some(queue.to_owned());
         self
     }
 
@@ -458,6 +467,11 @@ impl TestEnv {
 
     /// Runs a service binary of the workspace as a child process.
     pub fn spawn_binary(&mut self, name: &str, extra_env: &[(&str, &str)]) -> &mut Child {
+        self.spawn_binary_logging(name, extra_env, None)
+    }
+
+    /// As `spawn_binary`, its stdout and stderr (the JSON logs) written to `log`.
+    pub fn spawn_binary_logging(&mut self, name: &str, extra_env: &[(&str, &str)], log: Option<&std::path::Path>) -> &mut Child {
         let path = binary_path(name);
         let mut cmd = std::process::Command::new(&path);
         cmd.env_clear().env("RUST_LOG", "warn").env("PATH", std::env::var("PATH").unwrap_or_default());
@@ -466,6 +480,10 @@ impl TestEnv {
         }
         for (k, v) in extra_env {
             cmd.env(k, v);
+        }
+        if let Some(log) = log {
+            let file = std::fs::File::create(log).unwrap();
+            cmd.stdout(file.try_clone().unwrap()).stderr(file);
         }
         let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {}: {e}", path.display()));
         self.children.push(child);
@@ -551,7 +569,9 @@ impl TestEnv {
         if let Some(id) = &cmd.message_id {
             props = props.with_message_id(id.as_str().into());
         }
-        if cmd.reply {
+        if let Some(q) = &cmd.reply_to {
+            props = props.with_reply_to(q.as_str().into());
+        } else if cmd.reply {
             props = props.with_reply_to(self.reply_queue.as_str().into());
         }
         let exchange = self.names.exchange(exchange::COMMANDS);
@@ -778,6 +798,11 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     let status = buf.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
     (status, body)
+}
+
+/// A loopback port free right now, for a child process to listen on.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Waits, checking `cond` between short pauses, until it holds or `WAIT` passes.

@@ -1,7 +1,7 @@
 //! The checkout's HTTP routes: the page at `session_url` and its form.
 
 use crate::pages;
-use axum::extract::{Form, Path, Query, State};
+use axum::extract::{ConnectInfo, Form, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
@@ -9,6 +9,8 @@ use axum::Router;
 use base64::Engine;
 use chrono::Utc;
 use deadpool_postgres::Pool;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use ps_contract::ids::AttemptId;
 use ps_contract::internal::AuthorizeRequest;
 use ps_contract::lifecycle::{transition, Transition};
@@ -19,6 +21,10 @@ use ps_runtime::Outbound;
 use ps_store::sessions::{self, StoredSession};
 use rand::RngCore;
 use serde::Deserialize;
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -27,6 +33,42 @@ pub struct AppState {
     pub vault_url: String,
     pub vault_token: ps_runtime::config::Secret,
     pub http: reqwest::Client,
+    pub limiter: Arc<SubmitLimiter>,
+}
+
+/// At most N card submissions a minute per client, whatever session they aim at:
+/// a card tester cycles through sessions as readily as through cards.
+pub struct SubmitLimiter {
+    limiter: DefaultKeyedRateLimiter<IpAddr>,
+    client_ip_header: Option<String>,
+}
+
+impl SubmitLimiter {
+    pub fn new(per_minute: u32, client_ip_header: Option<String>) -> SubmitLimiter {
+        let quota = Quota::per_minute(NonZeroU32::new(per_minute.max(1)).expect("at least one"));
+        SubmitLimiter { limiter: RateLimiter::keyed(quota), client_ip_header }
+    }
+
+    /// The client a request comes from: the trusted proxy's header, else the peer.
+    fn client(&self, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+        self.client_ip_header
+            .as_deref()
+            .and_then(|h| headers.get(h))
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .and_then(|ip| ip.trim().parse().ok())
+            .unwrap_or(peer.ip())
+    }
+
+    /// Forgets clients whose quota has refilled, so the table stays as small as the traffic.
+    pub fn prune(&self) {
+        self.limiter.retain_recent();
+    }
+
+    /// `Err(wait)` when the client is over its quota.
+    fn check(&self, peer: SocketAddr, headers: &HeaderMap) -> Result<(), Duration> {
+        self.limiter.check_key(&self.client(peer, headers)).map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    }
 }
 
 #[derive(Deserialize)]
@@ -161,11 +203,23 @@ struct VaultError {
 
 async fn pay(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(id): Path<String>,
     Query(q): Query<TokenQuery>,
     headers: HeaderMap,
     Form(form): Form<PayForm>,
 ) -> Response {
+    if let Err(wait) = state.limiter.check(peer, &headers) {
+        tracing::warn!(session = %id, "card submissions over the per-client limit; refused");
+        let mut r = html(
+            StatusCode::TOO_MANY_REQUESTS,
+            pages::message("Too many attempts", "Please wait a minute before you try again. No payment was taken."),
+        );
+        if let Ok(v) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return r;
+    }
     let token = q.t.clone().unwrap_or_default();
     let s = match authorised(&state, &id, q.t.as_deref()).await {
         Ok(s) => s,

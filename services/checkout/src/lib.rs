@@ -20,6 +20,11 @@ pub struct CheckoutConfig {
     pub addr: SocketAddr,
     pub vault_url: String,
     pub vault_token: Secret,
+    /// Card submissions one client may make a minute (a card-testing limit).
+    pub submits_per_minute: u32,
+    /// The header a trusted proxy in front writes the client's address into
+    /// (its first entry counts); unset, the connection's peer is the client.
+    pub client_ip_header: Option<String>,
 }
 
 impl CheckoutConfig {
@@ -31,6 +36,8 @@ impl CheckoutConfig {
             addr: env.parsed("CHECKOUT_ADDR", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
             vault_url: env.url("VAULT_URL", "http://127.0.0.1:9110", schemes)?,
             vault_token: env.secret("VAULT_TOKEN", 32, "the bearer token the vault expects")?,
+            submits_per_minute: env.ranged("CHECKOUT_SUBMITS_PER_MINUTE", 10, 1, 10_000)? as u32,
+            client_ip_header: env.raw("CHECKOUT_CLIENT_IP_HEADER").map(str::to_ascii_lowercase),
             common,
         })
     }
@@ -57,11 +64,21 @@ pub async fn start(config: CheckoutConfig, stop: CancellationToken) -> Result<Ru
         vault_url: config.vault_url,
         vault_token: config.vault_token,
         http,
+        limiter: std::sync::Arc::new(app::SubmitLimiter::new(config.submits_per_minute, config.client_ip_header)),
     };
+    let (limiter, pruning) = (state.limiter.clone(), stop.clone());
+    tokio::spawn(async move {
+        while tokio::time::timeout(std::time::Duration::from_secs(60), pruning.cancelled()).await.is_err() {
+            limiter.prune();
+        }
+    });
     let listener = tokio::net::TcpListener::bind(config.addr).await.map_err(|source| StartError::Listen { addr: config.addr, source })?;
     let addr = listener.local_addr().map_err(|source| StartError::Listen { addr: config.addr, source })?;
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app::router(state)).with_graceful_shutdown(stop.cancelled_owned()).await {
+        if let Err(e) = axum::serve(listener, app::router(state).into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+        {
             tracing::error!(error = %e, "checkout server stopped");
         }
     });

@@ -2,7 +2,7 @@
 
 use crate::terms;
 use ps_contract::lifecycle::{PaymentOutcome, SessionType, Status};
-use ps_contract::session::SavePaymentMethod;
+use ps_contract::session::{LastPaymentError, SavePaymentMethod};
 use ps_store::sessions::StoredSession;
 
 pub fn escape(s: &str) -> String {
@@ -96,12 +96,24 @@ pub fn session_page(s: &StoredSession, action: &str, csrf: &str, error: Option<&
     }
 }
 
+/// What the customer is told of a decline: the reason only where they can act
+/// on it. Anything else (a stolen card, a wrong security code, the issuer's
+/// rules) reads as a plain decline, so the page is no oracle for card testing.
+/// The merchant still gets the exact reason in `last_payment_error`.
+pub fn decline_for_customer(e: &LastPaymentError) -> &'static str {
+    match e.decline_code.as_deref() {
+        Some("insufficient_funds") => "Your card has insufficient funds.",
+        Some("expired_card") => "Your card has expired.",
+        _ => "Your card was declined.",
+    }
+}
+
 fn form(s: &StoredSession, action: &str, csrf: &str, vault_error: Option<&str>) -> String {
     let st = &s.session;
     let mut body = header(s);
     let problem = vault_error
         .map(str::to_owned)
-        .or_else(|| st.last_payment_error.as_ref().map(|e| format!("{} Please try again or use another card.", e.message)));
+        .or_else(|| st.last_payment_error.as_ref().map(|e| format!("{} Please try again or use another card.", decline_for_customer(e))));
     if let Some(p) = problem {
         body.push_str(&format!("<div class=\"box error\" id=\"error\" role=\"alert\">{}</div>", escape(&p)));
     }
@@ -146,6 +158,21 @@ pub fn message(title: &str, text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_declines_a_customer_can_act_on_are_named() {
+        let e = |code: &str| LastPaymentError {
+            error_code: "card_declined".into(),
+            decline_code: Some(code.into()),
+            message: "exact".into(),
+            timestamp: chrono::Utc::now(),
+        };
+        assert_eq!(decline_for_customer(&e("insufficient_funds")), "Your card has insufficient funds.");
+        assert_eq!(decline_for_customer(&e("expired_card")), "Your card has expired.");
+        for code in ["incorrect_cvc", "stolen_card", "generic_decline", "processing_error", "fraudulent"] {
+            assert_eq!(decline_for_customer(&e(code)), "Your card was declined.", "{code}");
+        }
+    }
 
     #[test]
     fn escapes_everything_that_matters() {

@@ -34,6 +34,11 @@ pub async fn lock(tx: &Transaction<'_>, id: &str) -> Result<Option<Attempt>, Han
     .transpose()
 }
 
+/// How many of a session's attempts have failed.
+pub async fn failed_count(tx: &Transaction<'_>, session_id: &str) -> Result<i64, HandlerError> {
+    Ok(tx.query_one("SELECT count(*) FROM payment_attempts WHERE session_id = $1 AND status = 'failed'", &[&session_id]).await?.get(0))
+}
+
 /// The attempt that succeeded for a session (the one a capture or void settles).
 pub async fn lock_succeeded(tx: &Transaction<'_>, session_id: &str) -> Result<Option<Attempt>, HandlerError> {
     let row =

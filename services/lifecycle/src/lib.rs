@@ -27,6 +27,8 @@ pub struct LifecycleConfig {
     pub common: Config,
     pub expiry_interval: Duration,
     pub abandon_after: Duration,
+    /// Failed attempts a customer-present session allows before it ends unpaid (a card-testing limit).
+    pub max_failed_attempts: u32,
 }
 
 impl LifecycleConfig {
@@ -35,11 +37,14 @@ impl LifecycleConfig {
             common: Config::from_env(env, DEFAULT_HEALTH_PORT)?,
             expiry_interval: Duration::from_millis(env.ranged("EXPIRY_SWEEP_INTERVAL_MS", 5_000, 10, 3_600_000)?),
             abandon_after: Duration::from_secs(env.ranged("ATTEMPT_ABANDON_AFTER_SECS", 900, 1, 86_400)?),
+            max_failed_attempts: env.ranged("CHECKOUT_MAX_FAILED_ATTEMPTS", 5, 1, 100)? as u32,
         })
     }
 }
 
-struct LifecycleHandler;
+struct LifecycleHandler {
+    max_failed_attempts: u32,
+}
 
 impl Handler for LifecycleHandler {
     fn handle<'a>(&'a self, tx: &'a Transaction<'_>, msg: &'a Incoming) -> BoxFuture<'a, Result<Handled, HandlerError>> {
@@ -47,7 +52,7 @@ impl Handler for LifecycleHandler {
             let now = Utc::now();
             if msg.routing_key == internal::GATEWAY_RESULT {
                 return match serde_json::from_slice::<GatewayResult>(&msg.body) {
-                    Ok(r) => results::apply(tx, &r, now).await,
+                    Ok(r) => results::apply(tx, &r, now, self.max_failed_attempts).await,
                     Err(e) => Ok(Handled::dead_lettered("invalid_message", e.to_string())),
                 };
             }
@@ -57,7 +62,7 @@ impl Handler for LifecycleHandler {
 }
 
 pub async fn start(config: LifecycleConfig, stop: CancellationToken) -> Result<Running, StartError> {
-    let consumes = vec![Consumes::new(topology::LIFECYCLE, Arc::new(LifecycleHandler))];
+    let consumes = vec![Consumes::new(topology::LIFECYCLE, Arc::new(LifecycleHandler { max_failed_attempts: config.max_failed_attempts }))];
     let running = service::start(SERVICE, config.common, consumes, stop.clone()).await?;
     let sweeper = expiry::Sweeper {
         pool: running.pool.clone(),

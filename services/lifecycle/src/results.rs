@@ -13,7 +13,8 @@ use ps_runtime::{Handled, HandlerError};
 use ps_store::events::event;
 use ps_store::sessions::{self, StoredSession};
 
-pub async fn apply(tx: &Transaction<'_>, r: &GatewayResult, now: DateTime<Utc>) -> Result<Handled, HandlerError> {
+/// `max_failed`: failed attempts a customer-present session allows before it ends `unpaid`.
+pub async fn apply(tx: &Transaction<'_>, r: &GatewayResult, now: DateTime<Utc>, max_failed: u32) -> Result<Handled, HandlerError> {
     // Session before attempt, the order every writer of both takes, so two never deadlock.
     let Some(mut s) = sessions::lock(tx, r.session_id.as_str(), None).await? else {
         return Err(HandlerError::Permanent(format!("result for unknown session {}", r.session_id)));
@@ -22,7 +23,7 @@ pub async fn apply(tx: &Transaction<'_>, r: &GatewayResult, now: DateTime<Utc>) 
         return Err(HandlerError::Permanent(format!("result for unknown attempt {} of {}", r.attempt_id, r.session_id)));
     };
     match r.operation {
-        Operation::Authorize => authorized(tx, r, &attempt, &mut s, now).await,
+        Operation::Authorize => authorized(tx, r, &attempt, &mut s, now, max_failed).await,
         Operation::Capture => captured(tx, r, &attempt, &mut s, now).await,
         Operation::Void => voided(tx, r, &attempt, &mut s, now).await,
     }
@@ -34,6 +35,7 @@ async fn authorized(
     attempt: &Attempt,
     s: &mut StoredSession,
     now: DateTime<Utc>,
+    max_failed: u32,
 ) -> Result<Handled, HandlerError> {
     if attempt.status != "pending" || s.session.status.is_terminal() {
         return late(tx, r, attempt, s).await;
@@ -41,7 +43,10 @@ async fn authorized(
     let ty = s.session.session_type;
     let mut out = Handled::default();
     if r.outcome == Outcome::Failed {
-        let to = transition(ty, s.state(), Transition::AttemptFailed).map_err(|e| HandlerError::Permanent(e.to_string()))?;
+        // This failure counts too: it is recorded below, in the same transaction.
+        let exhausted = ty.customer_present() && attempts::failed_count(tx, s.session.id.as_str()).await? + 1 >= i64::from(max_failed);
+        let step = if exhausted { Transition::AttemptsExhausted } else { Transition::AttemptFailed };
+        let to = transition(ty, s.state(), step).map_err(|e| HandlerError::Permanent(e.to_string()))?;
         attempts::finish(
             tx,
             &attempt.id,
@@ -58,7 +63,13 @@ async fn authorized(
         s.set_state(to, now);
         sessions::save(tx, s).await?;
         let m = &s.merchant_id;
-        if ty.customer_present() {
+        if exhausted {
+            tracing::warn!(session = %s.session.id, max_failed, "failed-attempt limit reached: session ends unpaid");
+            out = out
+                .send(event(EventType::PaymentAttemptFailed, m, now, &s.session))
+                .send(event(EventType::PaymentFailed, m, now, &s.session))
+                .send(event(EventType::PaymentSessionCompleted, m, now, &s.session));
+        } else if ty.customer_present() {
             out = out.send(event(EventType::PaymentAttemptFailed, m, now, &s.session)).send(event(
                 EventType::PaymentSessionUpdated,
                 m,

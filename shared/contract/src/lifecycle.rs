@@ -101,6 +101,9 @@ pub enum Transition {
     StartAttempt,
     AttemptSucceeded(Success),
     AttemptFailed,
+    /// A customer-present session's last allowed attempt failed: it ends
+    /// `unpaid` (a card-testing limit, as the reference API ends a session whose attempts are exhausted).
+    AttemptsExhausted,
     Expire,
     Cancel,
     Capture,
@@ -114,6 +117,7 @@ impl Transition {
         Transition::AttemptSucceeded(Success::Reserved),
         Transition::AttemptSucceeded(Success::Verified),
         Transition::AttemptFailed,
+        Transition::AttemptsExhausted,
         Transition::Expire,
         Transition::Cancel,
         Transition::Capture,
@@ -180,6 +184,10 @@ pub fn transition(ty: SessionType, from: SessionState, t: Transition) -> Result<
             Pending => to(Completed, Unpaid),
             _ => refuse(ErrorCode::IllegalTransition),
         },
+        Transition::AttemptsExhausted => match outcome {
+            Pending if ty.customer_present() => to(Completed, Unpaid),
+            _ => refuse(ErrorCode::IllegalTransition),
+        },
         // Expiry and cancel wait for an attempt in flight: its money must be accounted for first.
         Transition::Expire | Transition::Cancel if outcome == Pending => refuse(ErrorCode::PaymentProcessing),
         // Active sessions are only ever not_started, pending, or (customer-present) unpaid.
@@ -221,6 +229,7 @@ mod tests {
         for ty in [OneTime, FirstInSeries] {
             m.insert((ty, st(Active, Unpaid), Transition::StartAttempt), st(Active, Pending));
             m.insert((ty, st(Active, Pending), Transition::AttemptFailed), st(Active, Unpaid));
+            m.insert((ty, st(Active, Pending), Transition::AttemptsExhausted), st(Completed, Unpaid));
             m.insert((ty, st(Active, NotStarted), Transition::Expire), st(Expired, NotStarted));
             m.insert((ty, st(Active, Unpaid), Transition::Expire), st(Expired, Unpaid));
             m.insert((ty, st(Active, Unpaid), Transition::Cancel), st(Cancelled, Unpaid));
@@ -250,7 +259,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(checked, 3 * 4 * 6 * 9);
+        assert_eq!(checked, 3 * 4 * 6 * 10);
     }
 
     #[test]

@@ -56,11 +56,18 @@ pub fn init(service: &'static str) -> TelemetryGuard {
     TelemetryGuard(provider)
 }
 
-/// lapin logs whole messages (a returned message at WARN, frames at TRACE),
-/// bodies and `session_url` tokens included: it is held at ERROR whatever
-/// `RUST_LOG` asks, since its failures reach us as errors anyway.
-fn log_filter(filter: EnvFilter) -> EnvFilter {
-    filter.add_directive("lapin=error".parse().expect("a valid directive"))
+/// Libraries that log what they carry: lapin whole messages (a returned message
+/// at WARN, frames at TRACE), tokio-postgres every query's parameters at DEBUG
+/// (checkout tokens, sealed secrets), the HTTP stack headers and bodies at
+/// DEBUG/TRACE. They are held at these levels whatever `RUST_LOG` asks; their
+/// failures reach us as errors, which we log without the payload.
+const QUIET: &[&str] = &["lapin=error", "tokio_postgres=warn", "hyper=warn", "hyper_util=warn", "h2=warn", "reqwest=warn", "rustls=warn"];
+
+fn log_filter(mut filter: EnvFilter) -> EnvFilter {
+    for d in QUIET {
+        filter = filter.add_directive(d.parse().expect("a valid directive"));
+    }
+    filter
 }
 
 /// For tests: the same trace layer and propagation as `init`, logs to the

@@ -120,3 +120,48 @@ async fn a_card_that_is_not_saved_loses_its_number_when_its_attempt_ends() {
     assert_eq!(env.count("SELECT count(*) FROM vault_cards WHERE last4 = '4242'").await, 1);
     env.finish().await;
 }
+
+#[tokio::test]
+async fn card_testing_meets_a_generic_decline_an_attempt_limit_and_a_rate_limit() {
+    let mut env = TestEnv::new().await;
+    env.start_gateway(&[]).await;
+    env.start_lifecycle(&[("CHECKOUT_MAX_FAILED_ATTEMPTS", "2")]).await;
+    let checkout = env.start_checkout_with(&[("CHECKOUT_SUBMITS_PER_MINUTE", "4")]).await;
+    env.start_intake_with(&[("CHECKOUT_BASE_URL", &checkout)]).await;
+    let s = env.call(Command::create("shop", &one_time())).await.body;
+    let (id, url) = (s["id"].as_str().unwrap(), s["session_url"].as_str().unwrap());
+    let client = CheckoutClient::new();
+
+    // A wrong security code reads as a plain decline; the merchant still learns why.
+    client.pay(url, "4000000000000127", false).await;
+    env.event_about("payment.attempt_failed", id).await;
+    let (page, _) = client.get(url).await;
+    assert_eq!(page.text_of("error").as_deref(), Some("Your card was declined. Please try again or use another card."));
+    assert_eq!(env.session(id).await["last_payment_error"]["decline_code"], "incorrect_cvc");
+
+    // The second failure is the last allowed: the session ends unpaid, as the reference API ends exhausted sessions.
+    client.pay(url, "4000000000000002", false).await;
+    let failed = env.event_about("payment.failed", id).await;
+    assert_eq!((failed["data"]["status"].as_str(), failed["data"]["payment_outcome"].as_str()), (Some("completed"), Some("unpaid")));
+    env.event_about("payment_session.completed", id).await;
+    let (page, _) = client.get(url).await;
+    assert!(!page.has("card_number"), "no card form on an exhausted session: {}", page.body);
+    // Posting the form anyway (with a self-made CSRF pair) starts nothing.
+    assert_eq!(client.submit(url, "self-made", Some("ps_csrf=self-made"), "4242424242424242").await, 303);
+    assert_eq!(env.count("SELECT count(*) FROM payment_attempts").await, 2, "no third attempt");
+    assert_eq!(env.count("SELECT count(*) FROM sandbox_ledger WHERE outcome = 'succeeded'").await, 0);
+
+    // Three submissions have been made from this client; the fifth within the minute is refused before the vault.
+    let other = env.call(Command::create("shop", &one_time())).await.body;
+    let other_url = other["session_url"].as_str().unwrap();
+    let (csrf, cookie) = client.form_tokens(other_url).await;
+    assert_eq!(client.submit(other_url, &csrf, Some(&cookie), "4242424242424242").await, 303, "the fourth goes through");
+    env.event_about("payment_session.completed", other["id"].as_str().unwrap()).await;
+    let vaulted = env.count("SELECT count(*) FROM vault_cards").await;
+    let third = env.call(Command::create("shop", &one_time())).await.body;
+    let third_url = third["session_url"].as_str().unwrap();
+    let (csrf, cookie) = client.form_tokens(third_url).await;
+    assert_eq!(client.submit(third_url, &csrf, Some(&cookie), "4242424242424242").await, 429);
+    assert_eq!(env.count("SELECT count(*) FROM vault_cards").await, vaulted, "a refused submission never reaches the vault");
+    env.finish().await;
+}

@@ -188,3 +188,70 @@ async fn webhook_secrets_rest_sealed_everywhere_and_survive_a_key_rotation() {
     assert_nowhere_in_clear(&env, &secret).await;
     env.finish().await;
 }
+
+#[tokio::test]
+async fn the_fleets_logs_carry_no_card_number_session_token_or_message_body() {
+    use integration_tests::{free_port, CheckoutClient};
+    let mut env = TestEnv::new().await;
+    let dir = std::env::temp_dir().join(format!("ps-logs-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (vault, web) = (free_port(), free_port());
+    let checkout_url = format!("http://127.0.0.1:{web}");
+    let vault_url = format!("http://127.0.0.1:{vault}");
+    let services: [(&str, Vec<(&str, String)>); 5] = [
+        ("payment-gateway", vec![("VAULT_ADDR", format!("127.0.0.1:{vault}"))]),
+        ("session-lifecycle", vec![]),
+        ("checkout", vec![("CHECKOUT_ADDR", format!("127.0.0.1:{web}")), ("VAULT_URL", vault_url)]),
+        ("session-intake", vec![("CHECKOUT_BASE_URL", checkout_url.clone())]),
+        ("webhook-dispatch", vec![("WEBHOOK_ALLOWED_CIDRS", "127.0.0.0/8".into())]),
+    ];
+    for (name, extra) in &services {
+        // As verbose as an operator would ever run them.
+        let mut vars: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        vars.push(("RUST_LOG", "debug"));
+        env.spawn_binary_logging(name, &vars, Some(&dir.join(format!("{name}.log"))));
+    }
+    let body = json!({"type": "one_time", "amount": 500, "currency": "EUR", "return_url": "https://shop.example/r",
+                      "metadata": {"order": "body-marker-7f3a"}});
+    let s = env.call(Command::create("shop", &body)).await.body;
+    let id = s["id"].as_str().unwrap();
+    // A reply nobody can receive: RabbitMQ returns it, which lapin logs with the whole message by default.
+    env.send(Command::create("shop", &body).reply_to(&format!("{}gone-client", env.prefix))).await;
+    let pan = "4000000000000002";
+    let url = s["session_url"].as_str().unwrap().to_owned();
+    let page = loop {
+        // The checkout is a child process: wait until it listens.
+        if tokio::net::TcpStream::connect(("127.0.0.1", web)).await.is_ok() {
+            break CheckoutClient::new().pay(&url, pan, false).await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(page.status, 200);
+    env.event_about("payment.attempt_failed", id).await;
+    CheckoutClient::new().pay(&url, "4242424242424242", false).await;
+    env.event_about("payment_session.completed", id).await;
+    let token: String =
+        env.pool.get().await.unwrap().query_one("SELECT checkout_token FROM payment_sessions WHERE id = $1", &[&id]).await.unwrap().get(0);
+    env.stop_services().await;
+    for (name, _) in &services {
+        let log = std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap();
+        assert!(log.lines().count() > 3, "{name} logged ({} lines)", log.lines().count());
+        // As text, and as the byte lists a library's Debug output prints a body as.
+        let bytes = |s: &str| s.bytes().map(|b| b.to_string()).collect::<Vec<_>>().join(", ");
+        let (token_bytes, marker_bytes) = (bytes(&token), bytes("body-marker-7f3a"));
+        for (what, needle) in [
+            ("a card number", pan),
+            ("a card number", "4242424242424242"),
+            ("a session token", token.as_str()),
+            ("a session token", token_bytes.as_str()),
+            ("a message body", "body-marker-7f3a"),
+            ("a message body", marker_bytes.as_str()),
+        ] {
+            if let Some(line) = log.lines().find(|l| l.contains(needle)) {
+                panic!("{name}'s log holds {what}: {line}");
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    env.finish().await;
+}
