@@ -27,7 +27,7 @@ pub enum DbError {
     Tls(#[from] TlsError),
     #[error("could not build the connection pool: {0}")]
     Pool(String),
-    #[error("database unavailable: {0}")]
+    #[error("database unavailable: {}", causes(.0))]
     Unavailable(#[from] deadpool_postgres::PoolError),
     #[error("database error: {0}")]
     Query(#[from] tokio_postgres::Error),
@@ -73,6 +73,21 @@ pub fn split_sslmode(database_url: &str) -> Result<(String, Verify), DbError> {
         }
     }
     Ok((if kept.is_empty() { base.to_owned() } else { format!("{base}?{}", kept.join("&")) }, verify))
+}
+
+/// An error and every cause under it: tokio-postgres alone says only "db error".
+pub fn causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(c) = next {
+        let more = c.to_string();
+        if !text.ends_with(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        next = c.source();
+    }
+    text
 }
 
 pub fn pool(database_url: &str, size: usize, trust: &Trust) -> Result<Pool, DbError> {

@@ -285,6 +285,16 @@ async fn every_bad_command_gets_its_specific_error_and_the_worker_survives() {
         ("expired card", gym(&next_in_series(&exp_cus, &exp_pm, 100)), "payment_method_expired"),
         ("mandate not yet valid", gym(&next_in_series(&fut_cus, &fut_pm, 100)), "mandate_not_yet_valid"),
         ("wrong command on this queue", Command::new("payment_session.create", &ok), "merchant_id_missing"),
+        // NUL and other control characters: a validation error, never internal_error (jsonb refuses \u0000).
+        ("NUL in metadata", create(&with(ok.clone(), "metadata", json!({"k": "v\u{0}"}))), "string_invalid_characters"),
+        ("NUL in a metadata key", create(&with(ok.clone(), "metadata", json!({"k\u{0}": "v"}))), "string_invalid_characters"),
+        ("escape in external_reference", create(&with(ok.clone(), "external_reference", json!("r\u{1b}[2J"))), "string_invalid_characters"),
+        (
+            "NUL in a name",
+            create(&with(ok.clone(), "customer", json!({"name": "Bo\u{0}", "email": "bo@example.com"}))),
+            "string_invalid_characters",
+        ),
+        ("NUL in an unknown field's name", create(&with(ok.clone(), "x\u{0}y", json!(1))), "parameter_unknown"),
     ];
     assert!(cases.len() >= 25);
     let n = cases.len();
