@@ -193,7 +193,14 @@ async fn webhook_secrets_rest_sealed_everywhere_and_survive_a_key_rotation() {
 async fn the_fleets_logs_carry_no_card_number_session_token_or_message_body() {
     use integration_tests::{free_port, CheckoutClient};
     let mut env = TestEnv::new().await;
-    let dir = std::env::temp_dir().join(format!("ps-logs-{}", uuid::Uuid::new_v4().simple()));
+    struct LogDir(std::path::PathBuf);
+    impl Drop for LogDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let logs = LogDir(std::env::temp_dir().join(format!("ps-logs-{}", uuid::Uuid::new_v4().simple())));
+    let dir = logs.0.clone();
     std::fs::create_dir_all(&dir).unwrap();
     let (vault, web) = (free_port(), free_port());
     let checkout_url = format!("http://127.0.0.1:{web}");
@@ -252,6 +259,6 @@ async fn the_fleets_logs_carry_no_card_number_session_token_or_message_body() {
             }
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(logs);
     env.finish().await;
 }
