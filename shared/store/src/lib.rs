@@ -5,4 +5,5 @@ pub mod commands;
 pub mod events;
 pub mod grants;
 pub mod idempotency;
+pub mod mandates;
 pub mod sessions;

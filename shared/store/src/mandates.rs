@@ -1,0 +1,165 @@
+//! Mandates and saved methods as a merchant-initiated charge needs them, and
+//! the check of such a charge against its mandate (DESIGN §1): used by intake
+//! for every `next_in_series`, and by the scheduler before it asks for one.
+//! Lifecycle owns these rows; here they are only read (the mandate locked, so
+//! concurrent charges under it count each other).
+
+use chrono::{DateTime, NaiveDate, Utc};
+use deadpool_postgres::Transaction;
+use ps_contract::create::ChargeTarget;
+use ps_contract::ids::{CustomerId, MandateId, MerchantId, PaymentMethodId};
+use ps_contract::mandate::{validate_charge, CardExpiry, Charge, Mandate, MandateStatus, MandateTerms, MandateUsage};
+use ps_contract::money::{Amount, Currency};
+use ps_contract::{ApiError, ErrorCode};
+use ps_runtime::HandlerError;
+
+/// A saved payment method, as a `next_in_series` needs it.
+pub struct SavedMethod {
+    pub id: PaymentMethodId,
+    pub customer_id: CustomerId,
+    pub off_session: bool,
+    pub expiry: CardExpiry,
+}
+
+async fn payment_method(
+    tx: &Transaction<'_>,
+    merchant: &MerchantId,
+    id: &PaymentMethodId,
+) -> Result<Option<SavedMethod>, HandlerError> {
+    let row = tx
+        .query_opt(
+            "SELECT id, customer_id, usage, exp_month, exp_year FROM payment_methods WHERE id = $1 AND merchant_id = $2",
+            &[&id.as_str(), &merchant.as_str()],
+        )
+        .await?;
+    row.map(|r| {
+        Ok(SavedMethod {
+            id: parse_stored(r.get::<_, &str>(0), PaymentMethodId::parse)?,
+            customer_id: parse_stored(r.get::<_, &str>(1), CustomerId::parse)?,
+            off_session: r.get::<_, &str>(2) == "off_session",
+            expiry: CardExpiry { month: r.get::<_, i32>(3) as u32, year: r.get(4) },
+        })
+    })
+    .transpose()
+}
+
+fn parse_stored<T, E: std::fmt::Display>(s: &str, parse: fn(&str) -> Result<T, E>) -> Result<T, HandlerError> {
+    parse(s).map_err(|e| HandlerError::Permanent(format!("corrupt stored value {s:?}: {e}")))
+}
+
+/// Locks the mandate row, so concurrent charges under it count each other.
+async fn mandate_where(tx: &Transaction<'_>, merchant: &MerchantId, clause: &str, id: &str) -> Result<Option<Mandate>, HandlerError> {
+    let sql = format!(
+        "SELECT id, customer_id, payment_method_id, status, terms FROM mandates
+         WHERE merchant_id = $1 AND {clause}
+         ORDER BY status = 'active' DESC, created_at DESC LIMIT 1 FOR UPDATE"
+    );
+    let row = tx.query_opt(sql.as_str(), &[&merchant.as_str(), &id]).await?;
+    row.map(|r| {
+        let terms: MandateTerms =
+            serde_json::from_value(r.get(4)).map_err(|e| HandlerError::Permanent(format!("corrupt mandate terms: {e}")))?;
+        Ok(Mandate {
+            id: parse_stored(r.get::<_, &str>(0), MandateId::parse)?,
+            merchant_id: merchant.clone(),
+            customer_id: parse_stored(r.get::<_, &str>(1), CustomerId::parse)?,
+            payment_method_id: parse_stored(r.get::<_, &str>(2), PaymentMethodId::parse)?,
+            status: MandateStatus::parse(r.get(3)).ok_or_else(|| HandlerError::Permanent("corrupt mandate status".into()))?,
+            terms,
+        })
+    })
+    .transpose()
+}
+
+async fn mandate(tx: &Transaction<'_>, merchant: &MerchantId, id: &MandateId) -> Result<Option<Mandate>, HandlerError> {
+    mandate_where(tx, merchant, "id = $2", id.as_str()).await
+}
+
+/// The mandate a saved method was given under: the active one if any, else the latest.
+async fn mandate_for_method(
+    tx: &Transaction<'_>,
+    merchant: &MerchantId,
+    pm: &PaymentMethodId,
+) -> Result<Option<Mandate>, HandlerError> {
+    mandate_where(tx, merchant, "payment_method_id = $2", pm.as_str()).await
+}
+
+/// Charges under the mandate that count: paid, reserved, or still in flight.
+pub async fn mandate_usage(tx: &Transaction<'_>, mandate: &MandateId) -> Result<MandateUsage, tokio_postgres::Error> {
+    let r = tx
+        .query_one(
+            "SELECT count(*), coalesce(sum(amount), 0)::bigint, max(created_at)
+             FROM payment_sessions
+             WHERE mandate_id = $1 AND type = 'next_in_series' AND payment_outcome IN ('pending', 'paid', 'reserved')",
+            &[&mandate.as_str()],
+        )
+        .await?;
+    let last: Option<DateTime<Utc>> = r.get(2);
+    Ok(MandateUsage { occurrences: r.get::<_, i64>(0) as u32, amount: r.get(1), last_charge_on: last.map(|t| t.date_naive()) })
+}
+
+pub fn today(now: DateTime<Utc>) -> NaiveDate {
+    now.date_naive()
+}
+
+/// The mandate and saved method a charge of `amount` to `target` would use,
+/// if every rule allows it now; otherwise the rule's error.
+pub async fn check_charge(
+    tx: &Transaction<'_>,
+    merchant: &MerchantId,
+    target: &ChargeTarget,
+    amount: Amount,
+    currency: Currency,
+    now: DateTime<Utc>,
+) -> Result<Result<(Mandate, SavedMethod), ApiError>, HandlerError> {
+    let (mandate, method, named_customer) = match target {
+        ChargeTarget::Mandate(id) => {
+            let Some(m) = mandate(tx, merchant, id).await? else {
+                return Ok(Err(ApiError::param(ErrorCode::MandateNotFound, "mandate_id", format!("no such mandate: {id}"))));
+            };
+            let method = payment_method(tx, merchant, &m.payment_method_id).await?;
+            (Some(m), method, None)
+        }
+        ChargeTarget::PaymentMethod { customer_id, payment_method_id } => {
+            let Some(method) = payment_method(tx, merchant, payment_method_id).await? else {
+                return Ok(Err(ApiError::param(
+                    ErrorCode::PaymentMethodNotFound,
+                    "payment_method_id",
+                    format!("no such payment method: {payment_method_id}"),
+                )));
+            };
+            let m = mandate_for_method(tx, merchant, payment_method_id).await?;
+            if m.is_none() || !method.off_session {
+                // Saved by a one_time session (or never mandated): customer-present use only.
+                return Ok(Err(ApiError::param(
+                    ErrorCode::PaymentMethodHasNoMandate,
+                    "payment_method_id",
+                    format!(
+                        "{payment_method_id} has no mandate for merchant-initiated payments; it can only be used with the customer present"
+                    ),
+                )));
+            }
+            if &method.customer_id != customer_id {
+                return Ok(Err(ApiError::param(
+                    ErrorCode::MandateCustomerMismatch,
+                    "customer_id",
+                    format!("{payment_method_id} belongs to another customer"),
+                )));
+            }
+            (m, Some(method), Some(customer_id))
+        }
+    };
+    let Some(method) = method else {
+        return Err(HandlerError::Permanent("mandate refers to a missing payment method".into()));
+    };
+    let usage = match &mandate {
+        Some(m) => mandate_usage(tx, &m.id).await?,
+        None => Default::default(),
+    };
+    let charge =
+        Charge { merchant_id: merchant, customer_id: named_customer, amount: amount, currency: currency, today: today(now) };
+    if let Err(e) = validate_charge(mandate.as_ref(), usage, method.expiry, &charge) {
+        return Ok(Err(e));
+    }
+    let mandate = mandate.expect("validate_charge refuses a missing mandate");
+    Ok(Ok((mandate, method)))
+}
