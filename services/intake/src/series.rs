@@ -9,8 +9,8 @@ use ps_contract::lifecycle::{transition, SessionState, Transition};
 use ps_contract::routing::{exchange, header, internal};
 use ps_contract::session::PaymentSession;
 use ps_contract::ApiError;
-use ps_store::mandates;
 use ps_runtime::{HandlerError, Outbound};
+use ps_store::mandates;
 
 /// On success the session is `pending` and the result is (attempt id, processor
 /// key, the `gateway.authorize` message).

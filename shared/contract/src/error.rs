@@ -96,6 +96,11 @@ error_codes! {
     EnabledEventsInvalid => "enabled_events_invalid", InvalidRequestError;
     WebhookEndpointNotFound => "webhook_endpoint_not_found", InvalidRequestError;
     EventNotFound => "event_not_found", InvalidRequestError;
+    // Schedules (DESIGN §3).
+    ScheduleNotFound => "schedule_not_found", InvalidRequestError;
+    ScheduleNotActive => "schedule_not_active", InvalidRequestError;
+    TooManyCharges => "too_many_charges", InvalidRequestError;
+    DuplicateCharge => "duplicate_charge", InvalidRequestError;
     // Identity (DESIGN §10).
     MerchantNotAuthorized => "merchant_not_authorized", InvalidRequestError;
     // Ours.

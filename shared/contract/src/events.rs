@@ -20,6 +20,13 @@ wire_enum!(
         MandateCreated => "mandate.created",
         MandateRevoked => "mandate.revoked",
         WebhookEndpointDisabled => "webhook_endpoint.disabled",
+        ScheduleCreated => "schedule.created",
+        SchedulePaused => "schedule.paused",
+        ScheduleResumed => "schedule.resumed",
+        ScheduleCompleted => "schedule.completed",
+        ScheduleCancelled => "schedule.cancelled",
+        ScheduleStopped => "schedule.stopped",
+        ScheduleTriggerCompleted => "schedule_trigger.completed",
     }
 );
 

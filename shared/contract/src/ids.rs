@@ -77,6 +77,12 @@ prefixed_id!(
     "att_"
 );
 prefixed_id!(WebhookEndpointId, "we_");
+prefixed_id!(ScheduleId, "sch_");
+prefixed_id!(
+    /// A `schedule.trigger` batch.
+    TriggerId,
+    "trg_"
+);
 
 /// The tenant. Carried in the `merchant-id` header, set by the upstream's broker
 /// credentials in production, so it is validated but not trusted to be secret.

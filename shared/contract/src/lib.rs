@@ -16,6 +16,7 @@ pub mod lifecycle;
 pub mod mandate;
 pub mod money;
 pub mod routing;
+pub mod schedule;
 pub mod session;
 pub mod webhooks;
 

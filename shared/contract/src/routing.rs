@@ -16,6 +16,11 @@ pub mod command {
     pub const PAYMENT_VOID: &str = "payment.void";
     pub const MANDATE_REVOKE: &str = "mandate.revoke";
     pub const SCHEDULE_TRIGGER: &str = "schedule.trigger";
+    pub const SCHEDULE_RETRIEVE: &str = "schedule.retrieve";
+    pub const SCHEDULE_LIST: &str = "schedule.list";
+    pub const SCHEDULE_PAUSE: &str = "schedule.pause";
+    pub const SCHEDULE_RESUME: &str = "schedule.resume";
+    pub const SCHEDULE_CANCEL: &str = "schedule.cancel";
     pub const WEBHOOK_ENDPOINT_CREATE: &str = "webhook_endpoint.create";
     pub const WEBHOOK_ENDPOINT_DELETE: &str = "webhook_endpoint.delete";
     /// Not in DESIGN §4's list: new secret, old one still signs for 24 h.

@@ -68,13 +68,16 @@ pub struct Publisher {
     channel: Channel,
     names: Names,
     timeout: Duration,
+    /// Every message says which broker user sent it; RabbitMQ checks that it
+    /// is this connection's, so consumers may trust it (DESIGN §10).
+    user_id: Option<String>,
 }
 
 impl Publisher {
-    pub async fn new(conn: &Connection, names: Names, timeout: Duration) -> Result<Publisher, lapin::Error> {
+    pub async fn new(conn: &Connection, names: Names, timeout: Duration, user_id: Option<String>) -> Result<Publisher, lapin::Error> {
         let channel = conn.create_channel().await?;
         channel.confirm_select(ConfirmSelectOptions::default()).await?;
-        Ok(Publisher { channel, names, timeout })
+        Ok(Publisher { channel, names, timeout, user_id })
     }
 
     /// Closes the channel; confirms already received stand.
@@ -93,6 +96,10 @@ impl Publisher {
             let mut confirms = Vec::with_capacity(msgs.len());
             for m in msgs {
                 let exchange = self.names.exchange(&m.exchange);
+                let mut properties = m.properties();
+                if let Some(user) = &self.user_id {
+                    properties = properties.with_user_id(ShortString::from(user.as_str()));
+                }
                 let r = self
                     .channel
                     .basic_publish(
@@ -100,7 +107,7 @@ impl Publisher {
                         ShortString::from(m.routing_key.as_str()),
                         BasicPublishOptions { mandatory: true, ..Default::default() },
                         &m.body,
-                        m.properties(),
+                        properties,
                     )
                     .await;
                 confirms.push(r);

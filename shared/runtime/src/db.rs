@@ -15,6 +15,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0005_outbox_producer", include_str!("../migrations/0005_outbox_producer.sql")),
     ("0006_identity", include_str!("../migrations/0006_identity.sql")),
     ("0007_sealed", include_str!("../migrations/0007_sealed.sql")),
+    ("0008_scheduler", include_str!("../migrations/0008_scheduler.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]

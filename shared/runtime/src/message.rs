@@ -17,6 +17,8 @@ pub struct Outbound {
     pub body: Vec<u8>,
     pub message_id: Option<String>,
     pub correlation_id: Option<String>,
+    /// Where the receiver should answer (a command the fleet itself sends).
+    pub reply_to: Option<String>,
     /// String, boolean or integer values only.
     pub headers: Map<String, Value>,
     pub kind: OutboundKind,
@@ -52,6 +54,7 @@ impl Outbound {
             body: serde_json::to_vec(body).expect("a JSON value serialises"),
             message_id: None,
             correlation_id: None,
+            reply_to: None,
             headers: Map::new(),
             kind: OutboundKind::Durable,
             sealed: false,
@@ -85,6 +88,9 @@ impl Outbound {
         }
         if let Some(id) = &self.correlation_id {
             p = p.with_correlation_id(ShortString::from(id.as_str()));
+        }
+        if let Some(q) = &self.reply_to {
+            p = p.with_reply_to(ShortString::from(q.as_str()));
         }
         p
     }
@@ -217,6 +223,7 @@ impl Incoming {
             body: self.body.clone(),
             message_id: self.message_id.clone(),
             correlation_id: self.correlation_id.clone(),
+            reply_to: None,
             headers,
             kind: OutboundKind::Durable,
             sealed: false,

@@ -52,8 +52,8 @@ impl Outbox {
     pub async fn enqueue(&self, tx: &Transaction<'_>, messages: &[Outbound]) -> Result<(), EnqueueError> {
         let stmt = tx
             .prepare_cached(
-                "INSERT INTO outbox (exchange, routing_key, message_id, correlation_id, headers, body, kind, producer, sealed)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                "INSERT INTO outbox (exchange, routing_key, message_id, correlation_id, headers, body, kind, producer, sealed, reply_to)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
             )
             .await?;
         for m in messages {
@@ -79,6 +79,7 @@ impl Outbox {
                     &m.kind.as_str(),
                     &self.producer,
                     &m.sealed,
+                    &m.reply_to,
                 ],
             )
             .await?;
@@ -167,7 +168,7 @@ impl Relay {
             let tx = client.transaction().await?;
             let rows = tx
                 .query(
-                    "SELECT id, exchange, routing_key, message_id, correlation_id, headers, body, kind, attempts, created_at, sealed
+                    "SELECT id, exchange, routing_key, message_id, correlation_id, headers, body, kind, attempts, created_at, sealed, reply_to
                      FROM outbox
                      WHERE published_at IS NULL AND failed_at IS NULL AND next_attempt_at <= now()
                        AND (producer = $2 OR producer = '')
@@ -187,6 +188,7 @@ impl Relay {
                         routing_key: r.get(2),
                         message_id: r.get(3),
                         correlation_id: r.get(4),
+                        reply_to: r.get(11),
                         headers: match r.get::<_, Value>(5) {
                             Value::Object(m) => m,
                             _ => Map::new(),

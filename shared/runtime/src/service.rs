@@ -185,7 +185,8 @@ async fn session(
     let setup = conn.create_channel().await.map_err(SessionError::Declare)?;
     topology::declare(&setup, names, config.delivery_limit).await.map_err(SessionError::Declare)?;
     let _ = setup.close(200, "declared".into()).await;
-    let publisher = Publisher::new(conn, names.clone(), config.publish_timeout).await.map_err(SessionError::Declare)?;
+    let user = broker::broker_user(&config.amqp_url);
+    let publisher = Publisher::new(conn, names.clone(), config.publish_timeout, user).await.map_err(SessionError::Declare)?;
 
     let consumers_stop = stop.child_token();
     let relay_stop = CancellationToken::new();

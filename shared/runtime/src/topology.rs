@@ -37,8 +37,22 @@ pub const LIFECYCLE: QueueSpec = QueueSpec {
 
 pub const SCHEDULER: QueueSpec = QueueSpec {
     name: "payment_sessions.scheduler",
-    bindings: &[(exchange::COMMANDS, command::SCHEDULE_TRIGGER), (exchange::EVENTS, "payment_session.completed")],
+    bindings: &[
+        (exchange::COMMANDS, command::SCHEDULE_TRIGGER),
+        (exchange::COMMANDS, command::SCHEDULE_RETRIEVE),
+        (exchange::COMMANDS, command::SCHEDULE_LIST),
+        (exchange::COMMANDS, command::SCHEDULE_PAUSE),
+        (exchange::COMMANDS, command::SCHEDULE_RESUME),
+        (exchange::COMMANDS, command::SCHEDULE_CANCEL),
+        (exchange::EVENTS, "payment_session.completed"),
+        (exchange::EVENTS, "mandate.revoked"),
+    ],
 };
+
+/// Intake's answers to the `payment_session.create` commands the scheduler
+/// sends (its `reply_to`): a durable queue, so no answer is lost while the
+/// scheduler is down. Fed by the default exchange, by name.
+pub const SCHEDULER_REPLIES: QueueSpec = QueueSpec { name: "payment_sessions.scheduler.replies", bindings: &[] };
 
 pub const WEBHOOK_EVENTS: QueueSpec = QueueSpec { name: "payment_sessions.webhooks.events", bindings: &[(exchange::EVENTS, "#")] };
 
@@ -52,7 +66,7 @@ pub const WEBHOOK_COMMANDS: QueueSpec = QueueSpec {
     ],
 };
 
-pub const QUEUES: &[QueueSpec] = &[INTAKE, GATEWAY, LIFECYCLE, SCHEDULER, WEBHOOK_EVENTS, WEBHOOK_COMMANDS];
+pub const QUEUES: &[QueueSpec] = &[INTAKE, GATEWAY, LIFECYCLE, SCHEDULER, SCHEDULER_REPLIES, WEBHOOK_EVENTS, WEBHOOK_COMMANDS];
 
 pub const EXCHANGES: &[(&str, ExchangeKind)] = &[
     (exchange::COMMANDS, ExchangeKind::Topic),
@@ -162,6 +176,11 @@ mod tests {
             command::PAYMENT_VOID,
             command::MANDATE_REVOKE,
             command::SCHEDULE_TRIGGER,
+            command::SCHEDULE_RETRIEVE,
+            command::SCHEDULE_LIST,
+            command::SCHEDULE_PAUSE,
+            command::SCHEDULE_RESUME,
+            command::SCHEDULE_CANCEL,
             command::WEBHOOK_ENDPOINT_CREATE,
             command::WEBHOOK_ENDPOINT_DELETE,
             command::WEBHOOK_ENDPOINT_ROTATE_SECRET,

@@ -21,11 +21,7 @@ pub struct SavedMethod {
     pub expiry: CardExpiry,
 }
 
-async fn payment_method(
-    tx: &Transaction<'_>,
-    merchant: &MerchantId,
-    id: &PaymentMethodId,
-) -> Result<Option<SavedMethod>, HandlerError> {
+async fn payment_method(tx: &Transaction<'_>, merchant: &MerchantId, id: &PaymentMethodId) -> Result<Option<SavedMethod>, HandlerError> {
     let row = tx
         .query_opt(
             "SELECT id, customer_id, usage, exp_month, exp_year FROM payment_methods WHERE id = $1 AND merchant_id = $2",
@@ -75,11 +71,7 @@ async fn mandate(tx: &Transaction<'_>, merchant: &MerchantId, id: &MandateId) ->
 }
 
 /// The mandate a saved method was given under: the active one if any, else the latest.
-async fn mandate_for_method(
-    tx: &Transaction<'_>,
-    merchant: &MerchantId,
-    pm: &PaymentMethodId,
-) -> Result<Option<Mandate>, HandlerError> {
+async fn mandate_for_method(tx: &Transaction<'_>, merchant: &MerchantId, pm: &PaymentMethodId) -> Result<Option<Mandate>, HandlerError> {
     mandate_where(tx, merchant, "payment_method_id = $2", pm.as_str()).await
 }
 
@@ -155,8 +147,7 @@ pub async fn check_charge(
         Some(m) => mandate_usage(tx, &m.id).await?,
         None => Default::default(),
     };
-    let charge =
-        Charge { merchant_id: merchant, customer_id: named_customer, amount: amount, currency: currency, today: today(now) };
+    let charge = Charge { merchant_id: merchant, customer_id: named_customer, amount: amount, currency: currency, today: today(now) };
     if let Err(e) = validate_charge(mandate.as_ref(), usage, method.expiry, &charge) {
         return Ok(Err(e));
     }

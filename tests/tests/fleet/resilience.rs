@@ -158,7 +158,7 @@ async fn an_undeliverable_reply_is_given_up_after_its_tries_and_recorded() {
     .await
     .unwrap();
     let conn = ps_runtime::broker::connect(&env.amqp_url, "test-relay", &Default::default()).await.unwrap();
-    let publisher = ps_runtime::broker::Publisher::new(&conn, env.names.clone(), std::time::Duration::from_secs(5)).await.unwrap();
+    let publisher = ps_runtime::broker::Publisher::new(&conn, env.names.clone(), std::time::Duration::from_secs(5), None).await.unwrap();
     let relay = ps_runtime::outbox::Relay::new(env.pool.clone(), ps_runtime::outbox::Outbox::new("test", None));
     for _ in 0..20 {
         relay.drain(&publisher).await.unwrap();
