@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${CARGO_TARGET_DIR:-target}/debug
 
-services=(session-intake payment-gateway session-lifecycle checkout webhook-dispatch)
+services=(session-intake payment-gateway session-lifecycle checkout webhook-dispatch charge-scheduler)
 pids=()
 # Local mode: webhook receivers on this machine (plain http, loopback) are allowed.
 export WEBHOOK_LOCAL_MODE=${WEBHOOK_LOCAL_MODE:-true}

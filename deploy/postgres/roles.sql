@@ -7,7 +7,7 @@
 DO $$
 DECLARE r text;
 BEGIN
-    FOREACH r IN ARRAY ARRAY['ps_intake', 'ps_checkout', 'ps_gateway', 'ps_lifecycle', 'ps_webhooks'] LOOP
+    FOREACH r IN ARRAY ARRAY['ps_intake', 'ps_checkout', 'ps_gateway', 'ps_lifecycle', 'ps_webhooks', 'ps_scheduler'] LOOP
         IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) THEN
             EXECUTE format('CREATE ROLE %I LOGIN', r);
         END IF;
@@ -23,7 +23,7 @@ END
 $$;
 
 -- Who may act for which merchant (DESIGN §10): read by every service that takes commands.
-GRANT SELECT ON merchant_grants TO ps_intake, ps_lifecycle, ps_webhooks;
+GRANT SELECT ON merchant_grants TO ps_intake, ps_lifecycle, ps_webhooks, ps_scheduler;
 
 -- intake: creates sessions, customers, idempotency records, a next_in_series' attempt.
 GRANT INSERT, UPDATE ON idempotency_keys TO ps_intake;
@@ -59,3 +59,11 @@ GRANT SELECT, INSERT, UPDATE ON webhook_endpoints, webhook_deliveries TO ps_webh
 GRANT SELECT, INSERT ON webhook_events, webhook_attempts TO ps_webhooks;
 GRANT SELECT ON webhook_dead_letters TO ps_webhooks;
 GRANT USAGE ON SEQUENCE webhook_deliveries_id_seq, webhook_attempts_id_seq TO ps_webhooks;
+
+-- scheduler: its schedules, runs and triggers; it reads what a charge is checked against
+-- (mandates, saved methods, a mandate's sessions) and how the sessions it asked for ended.
+GRANT INSERT, UPDATE ON idempotency_keys TO ps_scheduler;
+GRANT SELECT, INSERT, UPDATE ON schedules, schedule_runs, schedule_triggers, schedule_trigger_items TO ps_scheduler;
+GRANT SELECT ON mandates, payment_methods, payment_sessions TO ps_scheduler;
+-- Checking a charge locks its mandate (SELECT … FOR UPDATE), which needs an UPDATE grant on some column.
+GRANT UPDATE (updated_at) ON mandates TO ps_scheduler;

@@ -409,6 +409,23 @@ impl TestEnv {
         self.running.push(running);
     }
 
+    /// Starts the charge-scheduler on `clock`; returns what wakes its clock loop
+    /// (call it after moving the clock).
+    pub async fn start_scheduler(
+        &mut self,
+        overrides: &[(&'static str, &str)],
+        clock: std::sync::Arc<charge_scheduler::clock::ManualClock>,
+    ) -> std::sync::Arc<Notify> {
+        let stop = CancellationToken::new();
+        let mut all = vec![("SCHEDULER_POLL_MS", "50")];
+        all.extend_from_slice(overrides);
+        let config = charge_scheduler::SchedulerConfig::from_env(&self.env_with(&all)).unwrap();
+        let running = charge_scheduler::start(config, clock, stop.clone()).await.expect("charge-scheduler starts");
+        self.stops.push(stop);
+        self.running.push(running.service);
+        running.wake
+    }
+
     /// The whole paying fleet in this process: gateway, lifecycle, checkout, and an
     /// intake whose `session_url`s point at that checkout.
     pub async fn start_fleet(&mut self) -> String {
@@ -635,6 +652,11 @@ impl TestEnv {
     }
 
     pub async fn reply(&self, correlation_id: &str) -> Reply {
+        self.reply_within(correlation_id, WAIT).await
+    }
+
+    /// As `reply`, for an answer that takes longer (a large batch).
+    pub async fn reply_within(&self, correlation_id: &str, limit: Duration) -> Reply {
         let wait = async {
             loop {
                 let arrived = self.reply_arrived.notified();
@@ -644,7 +666,7 @@ impl TestEnv {
                 arrived.await;
             }
         };
-        tokio::time::timeout(WAIT, wait).await.unwrap_or_else(|_| panic!("no reply for {correlation_id} within {WAIT:?}"))
+        tokio::time::timeout(limit, wait).await.unwrap_or_else(|_| panic!("no reply for {correlation_id} within {limit:?}"))
     }
 
     /// Sends and waits for the reply.
@@ -899,6 +921,31 @@ pub async fn seed_mandate_with_card(
         .unwrap();
     }
     (cus.to_string(), pm.to_string(), md.to_string())
+}
+
+/// Inserts an active schedule of `mandate` due at `due` (as a completed
+/// first_in_series leaves one), monthly on the anchor's day. Returns its id.
+pub async fn seed_schedule(
+    pool: &Pool,
+    merchant: &str,
+    ids: &(String, String, String),
+    amount: i64,
+    due: chrono::DateTime<chrono::Utc>,
+) -> String {
+    let id = ps_contract::ids::ScheduleId::generate().to_string();
+    let (customer, method, mandate) = ids;
+    pool.get()
+        .await
+        .unwrap()
+        .execute(
+            "INSERT INTO schedules (id, merchant_id, mandate_id, customer_id, payment_method_id, source_session_id, status, amount, currency,
+                 recurrence, anchor, next_cycle, next_charge_at)
+             VALUES ($1, $2, $3, $4, $5, $6, 'active', $7, 'ZAR', '{\"type\": \"monthly\", \"interval_count\": 1}', $8, 0, $9)",
+            &[&id, &merchant, mandate, customer, method, &ps_contract::ids::SessionId::generate().to_string(), &amount, &due.date_naive(), &due],
+        )
+        .await
+        .unwrap();
+    id
 }
 
 /// What a browser does at the checkout, over plain HTTP: load the page (taking

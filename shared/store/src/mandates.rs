@@ -147,7 +147,7 @@ pub async fn check_charge(
         Some(m) => mandate_usage(tx, &m.id).await?,
         None => Default::default(),
     };
-    let charge = Charge { merchant_id: merchant, customer_id: named_customer, amount: amount, currency: currency, today: today(now) };
+    let charge = Charge { merchant_id: merchant, customer_id: named_customer, amount, currency, today: today(now) };
     if let Err(e) = validate_charge(mandate.as_ref(), usage, method.expiry, &charge) {
         return Ok(Err(e));
     }

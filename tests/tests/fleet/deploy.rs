@@ -4,7 +4,7 @@ use integration_tests::receiver::{Answer, Receiver};
 use integration_tests::{admin_database_url, rabbitmqctl, seed_mandate_with_card, CheckoutClient, Command, TestEnv};
 use serde_json::json;
 
-const ROLES: [&str; 5] = ["ps_intake", "ps_checkout", "ps_gateway", "ps_lifecycle", "ps_webhooks"];
+const ROLES: [&str; 6] = ["ps_intake", "ps_checkout", "ps_gateway", "ps_lifecycle", "ps_webhooks", "ps_scheduler"];
 
 #[tokio::test]
 async fn the_fleet_runs_with_only_the_grants_of_its_roles() {
@@ -15,12 +15,15 @@ async fn the_fleet_runs_with_only_the_grants_of_its_roles() {
     let url_as = |role: &str| env.database_url.replacen("postgres@", &format!("{role}@"), 1);
     let (intake, checkout_db, gateway, lifecycle, webhooks) =
         (url_as("ps_intake"), url_as("ps_checkout"), url_as("ps_gateway"), url_as("ps_lifecycle"), url_as("ps_webhooks"));
+    let scheduler = url_as("ps_scheduler");
     let no_migrate = ("DATABASE_MIGRATE", "false");
     env.start_gateway(&[("DATABASE_URL", &gateway), no_migrate]).await;
     env.start_lifecycle(&[("DATABASE_URL", &lifecycle), no_migrate]).await;
     let checkout = env.start_checkout_with(&[("DATABASE_URL", &checkout_db), no_migrate]).await;
     env.start_intake_with(&[("DATABASE_URL", &intake), no_migrate, ("CHECKOUT_BASE_URL", &checkout)]).await;
     env.start_webhooks(&[("DATABASE_URL", &webhooks), no_migrate, ("WEBHOOK_RETRY_SCHEDULE_SECS", "0.05")]).await;
+    let clock = std::sync::Arc::new(charge_scheduler::clock::ManualClock::new(chrono::Utc::now()));
+    let wake = env.start_scheduler(&[("DATABASE_URL", &scheduler), no_migrate], clock.clone()).await;
     let rx = Receiver::start(&[Answer::Status(500)], Answer::Status(200)).await;
     let ep = env
         .call(
@@ -39,7 +42,8 @@ async fn the_fleet_runs_with_only_the_grants_of_its_roles() {
     CheckoutClient::new().pay(s["session_url"].as_str().unwrap(), "4242424242424242", false).await;
     assert_eq!(env.event_about("payment_session.completed", s["id"].as_str().unwrap()).await["data"]["payment_outcome"], "paid");
 
-    let fis = json!({"type": "first_in_series", "amount": 100, "currency": "ZAR", "customer": {"name": "B", "email": "b@example.com"}, "return_url": "https://x.example/r"});
+    let fis = json!({"type": "first_in_series", "amount": 100, "currency": "ZAR", "customer": {"name": "B", "email": "b@example.com"},
+                     "return_url": "https://x.example/r", "subscription_options": {"recurrence": {"type": "monthly", "interval_count": 1}}});
     let f = env.call(Command::create("gym", &fis)).await.body;
     CheckoutClient::new().pay(f["session_url"].as_str().unwrap(), "4242424242424242", false).await;
     let done = env.event_about("payment_session.completed", f["id"].as_str().unwrap()).await;
@@ -47,6 +51,15 @@ async fn the_fleet_runs_with_only_the_grants_of_its_roles() {
     let next =
         env.call(Command::create("gym", &json!({"type": "next_in_series", "amount": 100, "currency": "ZAR", "mandate_id": md}))).await.body;
     assert_eq!(env.event_about("payment_session.completed", next["id"].as_str().unwrap()).await["data"]["payment_outcome"], "paid");
+    // The scheduler: the subscription's schedule charged when due, and a trigger.
+    env.wait_for_count("SELECT count(*) FROM schedules", 1).await;
+    clock.set(chrono::Utc::now() + chrono::Duration::days(62));
+    wake.notify_one();
+    env.wait_for_count("SELECT count(*) FROM schedule_runs WHERE outcome = 'paid'", 1).await;
+    let trigger = json!({"charges": [{"mandate_id": md, "amount": 100, "currency": "ZAR", "external_reference": "roles-trigger"}]});
+    let answered =
+        env.call(Command::new("schedule.trigger", &trigger).header("merchant-id", "gym").header("idempotency-key", "roles-trigger")).await;
+    assert!(answered.body["items"][0]["payment_session_id"].is_string(), "{}", answered.body);
     let revoked = env.call(Command::new("mandate.revoke", &json!({"mandate_id": md})).header("merchant-id", "gym")).await;
     assert_eq!(revoked.body["status"], "revoked", "{}", revoked.body);
     rx.wait_for(2).await;
@@ -142,6 +155,10 @@ async fn the_fleet_runs_with_only_its_broker_permissions() {
     let checkout = env.start_checkout_with(&[("AMQP_URL", &checkout_amqp)]).await;
     env.start_intake_with(&[("AMQP_URL", &intake), ("CHECKOUT_BASE_URL", &checkout)]).await;
     env.start_webhooks(&[("AMQP_URL", &webhooks)]).await;
+    // The scheduler sends payment_session.create as its own broker user, which must be granted the merchants it charges for.
+    env.psctl(&["merchants", "grant", &users.name("ps-scheduler"), "*"]);
+    let clock = std::sync::Arc::new(charge_scheduler::clock::ManualClock::new(chrono::Utc::now()));
+    env.start_scheduler(&[("AMQP_URL", &as_user("ps-scheduler"))], clock).await;
 
     // An upstream system, as the upstream user: a server-named reply queue, a command, its reply.
     let conn = ps_runtime::broker::connect(&users.url("upstream"), "upstream", &Default::default()).await.expect("upstream connects");
@@ -260,6 +277,11 @@ async fn the_fleet_runs_with_only_its_broker_permissions() {
         .await
         .body;
     assert_eq!(env.event_about("payment_session.completed", next["id"].as_str().unwrap()).await["data"]["payment_outcome"], "paid");
+    let trigger = json!({"charges": [{"mandate_id": md, "amount": 100, "currency": "ZAR", "external_reference": "perm-trigger"}]});
+    let answered =
+        env.call(Command::new("schedule.trigger", &trigger).header("merchant-id", "shop").header("idempotency-key", "perm-trigger")).await;
+    assert!(answered.body["items"][0]["payment_session_id"].is_string(), "{}", answered.body);
+    env.wait_for_count("SELECT count(*) FROM schedule_triggers WHERE completed_at IS NOT NULL", 1).await;
     let cancelled = env.call(Command::new("mandate.revoke", &json!({"mandate_id": md})).header("merchant-id", "shop")).await;
     assert_eq!(cancelled.body["status"], "revoked", "{}", cancelled.body);
     rx.wait_for(1).await;

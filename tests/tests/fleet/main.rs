@@ -7,6 +7,7 @@ mod intake;
 mod observability;
 mod payments;
 mod resilience;
+mod scheduler;
 mod security;
 mod tls;
 mod webhooks;

@@ -1,0 +1,110 @@
+//! The clock loop: due schedules become `payment_session.create` commands (a
+//! batch per transaction, claimed with SKIP LOCKED so replicas share the work),
+//! and queued trigger charges are sent at the configured rate.
+
+use crate::schedules::{self, Row};
+use crate::{triggers, Ctx};
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{Pool, Transaction};
+use ps_contract::create::ChargeTarget;
+use ps_contract::money::Amount;
+use ps_contract::schedule::ScheduleStatus;
+use ps_contract::ErrorCode;
+use ps_runtime::outbox::Outbox;
+use ps_runtime::{HandlerError, Outbound};
+use ps_store::mandates;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+pub struct Runner {
+    pub pool: Pool,
+    pub outbox: Outbox,
+    pub ctx: Arc<Ctx>,
+    pub batch: i64,
+    pub poll: Duration,
+    pub trigger_rate: u32,
+}
+
+impl Runner {
+    pub async fn run(self, stop: CancellationToken) {
+        // Trigger charges allowed per pass: the rate over one poll interval.
+        let allowance = ((self.trigger_rate as f64 * self.poll.as_secs_f64()).ceil() as i64).max(1);
+        loop {
+            let mut more = false;
+            match self.charge_due().await {
+                Ok(n) => more |= n as i64 == self.batch,
+                Err(e) => tracing::warn!(error = %e, "charging due schedules failed; will retry"),
+            }
+            let mut rate_bound = false;
+            match triggers::send_queued(&self.pool, &self.outbox, &self.ctx, allowance).await {
+                Ok(n) => rate_bound = n as i64 == allowance,
+                Err(e) => tracing::warn!(error = %e, "sending trigger charges failed; will retry"),
+            }
+            if more && !stop.is_cancelled() {
+                continue;
+            }
+            // At the trigger rate's limit only the poll interval may pass; otherwise new work wakes it early.
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = self.ctx.wake.notified(), if !rate_bound => {}
+                _ = tokio::time::sleep(self.poll) => {}
+            }
+        }
+    }
+
+    /// Claims up to a batch of due schedules and asks for their charges, in one
+    /// transaction. Returns how many were claimed.
+    pub async fn charge_due(&self) -> Result<usize, HandlerError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let now = self.ctx.clock.now();
+        let due = schedules::claim_due(&tx, now, self.batch).await?;
+        let mut out = Vec::with_capacity(due.len());
+        for mut s in due.iter().cloned() {
+            out.extend(charge(&tx, &self.ctx, &mut s, now).await?);
+        }
+        self.outbox.enqueue(&tx, &out).await?;
+        tx.commit().await?;
+        if !due.is_empty() {
+            self.outbox.wake();
+            crate::metrics::CLAIMED.inc_by(due.len() as u64);
+            tracing::info!(claimed = due.len(), "due schedules charged");
+        }
+        Ok(due.len())
+    }
+}
+
+/// One due schedule: checked against its mandate with the shared rules, then
+/// the charge is asked for; a refusal ends the schedule with the rule's code.
+async fn charge(tx: &Transaction<'_>, ctx: &Ctx, s: &mut Row, now: DateTime<Utc>) -> Result<Vec<Outbound>, HandlerError> {
+    let amount = Amount::new(s.amount).map_err(|e| HandlerError::Permanent(format!("stored schedule amount: {e:?}")))?;
+    let target = ChargeTarget::Mandate(s.mandate_id.clone());
+    match mandates::check_charge(tx, &s.merchant_id, &target, amount, s.currency, now).await? {
+        Ok(_) => {
+            let command = schedules::start_run(tx, ctx, s).await?;
+            s.in_flight = true;
+            s.updated_at = now;
+            schedules::save(tx, s).await?;
+            crate::metrics::RUNS.with_label_values(&["requested"]).inc();
+            Ok(vec![command])
+        }
+        Err(e) => {
+            // The mandate's own caps and end are a natural finish; anything else stops it.
+            let finished = matches!(
+                e.code,
+                ErrorCode::MandateMaxOccurrencesReached | ErrorCode::MandateTotalAmountExceeded | ErrorCode::MandateExpired
+            );
+            let (status, kind) = if finished {
+                (ScheduleStatus::Completed, ps_contract::events::EventType::ScheduleCompleted)
+            } else {
+                (ScheduleStatus::Stopped, ps_contract::events::EventType::ScheduleStopped)
+            };
+            s.end(status, Some(e.code.as_str()), now);
+            schedules::save(tx, s).await?;
+            crate::metrics::RUNS.with_label_values(&["refused_by_mandate"]).inc();
+            tracing::info!(schedule = %s.id, code = %e.code, status = %status, "mandate refuses the charge; schedule ended");
+            Ok(vec![s.event(kind, now)])
+        }
+    }
+}
