@@ -71,6 +71,15 @@ enum Cmd {
         #[command(subcommand)]
         action: SecretsCmd,
     },
+    /// Charge schedules (newest first) with their next charge and counts; `--id` for one with its runs.
+    Schedules {
+        #[arg(long)]
+        merchant: Option<String>,
+        #[arg(long)]
+        id: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
     /// Print a payment session as the API shows it, with its attempts.
     Session { id: String },
     /// Every delivery of an event to webhook endpoints, with each attempt.
@@ -236,6 +245,57 @@ async fn run(cmd: Cmd, config: &Config) -> Result<()> {
                 println!("{what}\t{n} re-sealed");
             }
             eprintln!("psctl: every secret at rest is sealed under key {}", keys.active_id());
+        }
+        Cmd::Schedules { merchant, id, limit } => {
+            let pool = db::pool(&config.database_url, 1, &config.trust)?;
+            let c = pool.get().await?;
+            let rows = c
+                .query(
+                    "SELECT id, merchant_id, mandate_id, status, amount, currency, coalesce(next_charge_at::text, '-'), occurrences,
+                            amount_charged, retries, retries_total, coalesce(stop_reason, '')
+                     FROM schedules WHERE ($1::text IS NULL OR merchant_id = $1) AND ($2::text IS NULL OR id = $2)
+                     ORDER BY id DESC LIMIT $3",
+                    &[&merchant, &id, &limit],
+                )
+                .await?;
+            println!("id\tmerchant\tmandate\tstatus\tamount\tnext_charge_at\toccurrences\tcharged\tretries\tretries_total\tstop_reason");
+            for r in &rows {
+                println!(
+                    "{}\t{}\t{}\t{}\t{} {}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    r.get::<_, &str>(0),
+                    r.get::<_, &str>(1),
+                    r.get::<_, &str>(2),
+                    r.get::<_, &str>(3),
+                    r.get::<_, i64>(4),
+                    r.get::<_, &str>(5),
+                    r.get::<_, &str>(6),
+                    r.get::<_, i32>(7),
+                    r.get::<_, i64>(8),
+                    r.get::<_, i32>(9),
+                    r.get::<_, i32>(10),
+                    r.get::<_, &str>(11)
+                );
+            }
+            if let (Some(id), false) = (&id, rows.is_empty()) {
+                println!("\ncycle\tretry\tpayment_session_id\toutcome\tcode");
+                for r in c
+                    .query(
+                        "SELECT cycle, retry, coalesce(payment_session_id, '-'), coalesce(outcome, 'in flight'), coalesce(error_code, '')
+                         FROM schedule_runs WHERE schedule_id = $1 ORDER BY cycle, retry",
+                        &[id],
+                    )
+                    .await?
+                {
+                    println!(
+                        "{}\t{}\t{}\t{}\t{}",
+                        r.get::<_, i32>(0),
+                        r.get::<_, i32>(1),
+                        r.get::<_, &str>(2),
+                        r.get::<_, &str>(3),
+                        r.get::<_, &str>(4)
+                    );
+                }
+            }
         }
         Cmd::Session { id } => {
             let pool = db::pool(&config.database_url, 1, &config.trust)?;
