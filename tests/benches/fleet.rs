@@ -161,12 +161,77 @@ async fn intake(n: usize) {
     env.finish().await;
 }
 
+/// `n` schedules, all due, each over its own mandate, drained by one scheduler
+/// into `payment_session.create` commands. Intake is not running: this
+/// measures the scheduler's claim path alone (claim, mandate check, run record,
+/// outbox), and counts duplicates among the commands it wrote.
+async fn scheduler(n: usize) {
+    let mut env = TestEnv::new().await;
+    let seeding = Instant::now();
+    let c = env.pool.get().await.unwrap();
+    // Ids in the contract's form: prefix + 26 base32 digits.
+    c.batch_execute(&format!(
+        "INSERT INTO customers (id, merchant_id) SELECT 'cus_' || lpad(g::text, 26, '0'), 'gym' FROM generate_series(1, {n}) g;
+         INSERT INTO payment_methods (id, merchant_id, customer_id, usage, card_brand, card_last4, exp_month, exp_year, vault_token)
+           SELECT 'pm_' || lpad(g::text, 26, '0'), 'gym', 'cus_' || lpad(g::text, 26, '0'), 'off_session', 'visa', '4242', 12, 2099, 'tok_bench'
+           FROM generate_series(1, {n}) g;
+         INSERT INTO mandates (id, merchant_id, customer_id, payment_method_id, status, terms)
+           SELECT 'md_' || lpad(g::text, 26, '0'), 'gym', 'cus_' || lpad(g::text, 26, '0'), 'pm_' || lpad(g::text, 26, '0'), 'active',
+                  '{{\"type\": \"on_demand\", \"currency\": \"ZAR\"}}'
+           FROM generate_series(1, {n}) g;
+         INSERT INTO schedules (id, merchant_id, mandate_id, customer_id, payment_method_id, source_session_id, status, amount, currency,
+                                recurrence, anchor, next_cycle, next_charge_at)
+           SELECT 'sch_' || lpad(g::text, 26, '0'), 'gym', 'md_' || lpad(g::text, 26, '0'), 'cus_' || lpad(g::text, 26, '0'),
+                  'pm_' || lpad(g::text, 26, '0'), 'ps_' || lpad(g::text, 26, '0'), 'active', 500, 'ZAR',
+                  '{{\"type\": \"monthly\", \"interval_count\": 1}}', current_date, 0, now() - interval '1 minute'
+           FROM generate_series(1, {n}) g;
+         ANALYZE;"
+    ))
+    .await
+    .unwrap();
+    drop(c);
+    println!("scheduler: {n} due schedules seeded in {:.1} s", seeding.elapsed().as_secs_f64());
+    let clock = Arc::new(charge_scheduler::clock::ManualClock::new(chrono::Utc::now()));
+    let started = Instant::now();
+    env.start_scheduler(&[("SCHEDULER_BATCH", "1000"), ("SCHEDULER_POLL_MS", "10"), ("DATABASE_POOL_SIZE", "8")], clock).await;
+    let deadline = Instant::now() + Duration::from_secs(3600);
+    loop {
+        let claimed = env.count("SELECT count(*) FROM schedule_runs").await;
+        if claimed >= n as i64 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "bench: the scheduler drained {claimed} of {n} within an hour");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let commands = env.count("SELECT count(*) FROM outbox WHERE routing_key = 'payment_session.create'").await;
+    let distinct = env.count("SELECT count(DISTINCT message_id) FROM outbox WHERE routing_key = 'payment_session.create'").await;
+    let twice = env.count("SELECT count(*) FROM (SELECT schedule_id FROM schedule_runs GROUP BY schedule_id HAVING count(*) > 1) d").await;
+    println!(
+        "scheduler: {n} due schedules claimed into {commands} commands in {secs:.1} s = {:.0} claims/s; duplicates: {} (commands) + {twice} (runs)",
+        n as f64 / secs,
+        commands - distinct
+    );
+    env.finish().await;
+}
+
 #[tokio::main]
 async fn main() {
     let scale: usize = std::env::var("BENCH_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
     println!("bench on {} cores (BENCH_SCALE={scale})", std::thread::available_parallelism().map_or(1, |n| n.get()));
-    webhook_delivery(20_000 * scale).await;
-    webhook_end_to_end(5_000 * scale).await;
-    intake(2_000 * scale).await;
+    // BENCH_ONLY=scheduler,intake runs just those cases.
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let runs = |case: &str| only.is_empty() || only.split(',').any(|c| c == case);
+    if runs("webhooks") {
+        webhook_delivery(20_000 * scale).await;
+        webhook_end_to_end(5_000 * scale).await;
+    }
+    if runs("intake") {
+        intake(2_000 * scale).await;
+    }
+    if runs("scheduler") {
+        let schedules = std::env::var("BENCH_SCHEDULES").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
+        scheduler(schedules).await;
+    }
     println!("peak memory of the bench process (all services in it): {:.0} MiB", peak_rss_mib());
 }

@@ -6,13 +6,13 @@ use crate::schedules::{self, Row};
 use crate::{triggers, Ctx};
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Pool, Transaction};
-use ps_contract::create::ChargeTarget;
+use ps_contract::events::EventType;
 use ps_contract::money::Amount;
 use ps_contract::schedule::ScheduleStatus;
-use ps_contract::ErrorCode;
+use ps_contract::{ApiError, ErrorCode};
 use ps_runtime::outbox::Outbox;
 use ps_runtime::{HandlerError, Outbound};
-use ps_store::mandates;
+use ps_store::mandates::{self, MandateCharge};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -54,57 +54,60 @@ impl Runner {
     }
 
     /// Claims up to a batch of due schedules and asks for their charges, in one
-    /// transaction. Returns how many were claimed.
+    /// transaction of a few set-based statements. Returns how many were claimed.
     pub async fn charge_due(&self) -> Result<usize, HandlerError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         let now = self.ctx.clock.now();
         let due = schedules::claim_due(&tx, now, self.batch).await?;
-        let mut out = Vec::with_capacity(due.len());
-        for mut s in due.iter().cloned() {
-            out.extend(charge(&tx, &self.ctx, &mut s, now).await?);
+        if due.is_empty() {
+            return Ok(0);
         }
+        let amounts = due
+            .iter()
+            .map(|s| Amount::new(s.amount).map_err(|e| HandlerError::Permanent(format!("stored schedule {} amount: {e:?}", s.id))))
+            .collect::<Result<Vec<_>, _>>()?;
+        let charges: Vec<MandateCharge<'_>> = due
+            .iter()
+            .zip(&amounts)
+            .map(|(s, a)| MandateCharge { merchant: &s.merchant_id, mandate: &s.mandate_id, amount: *a, currency: s.currency })
+            .collect();
+        let checks = mandates::check_mandate_charges(&tx, &charges, now).await?;
+        let mut out = Vec::with_capacity(due.len());
+        let mut started = Vec::with_capacity(due.len());
+        for (s, check) in due.iter().zip(checks) {
+            match check {
+                Ok(()) => {
+                    out.push(schedules::run_command(&self.ctx, s));
+                    started.push(s);
+                }
+                Err(e) => out.push(refused(&tx, s.clone(), &e, now).await?),
+            }
+        }
+        schedules::start_runs(&tx, &started, now).await?;
         self.outbox.enqueue(&tx, &out).await?;
         tx.commit().await?;
-        if !due.is_empty() {
-            self.outbox.wake();
-            crate::metrics::CLAIMED.inc_by(due.len() as u64);
-            tracing::info!(claimed = due.len(), "due schedules charged");
-        }
+        self.outbox.wake();
+        crate::metrics::CLAIMED.inc_by(due.len() as u64);
+        crate::metrics::RUNS.with_label_values(&["requested"]).inc_by(started.len() as u64);
+        tracing::info!(claimed = due.len(), charged = started.len(), "due schedules charged");
         Ok(due.len())
     }
 }
 
-/// One due schedule: checked against its mandate with the shared rules, then
-/// the charge is asked for; a refusal ends the schedule with the rule's code.
-async fn charge(tx: &Transaction<'_>, ctx: &Ctx, s: &mut Row, now: DateTime<Utc>) -> Result<Vec<Outbound>, HandlerError> {
-    let amount = Amount::new(s.amount).map_err(|e| HandlerError::Permanent(format!("stored schedule amount: {e:?}")))?;
-    let target = ChargeTarget::Mandate(s.mandate_id.clone());
-    match mandates::check_charge(tx, &s.merchant_id, &target, amount, s.currency, now).await? {
-        Ok(_) => {
-            let command = schedules::start_run(tx, ctx, s).await?;
-            s.in_flight = true;
-            s.updated_at = now;
-            schedules::save(tx, s).await?;
-            crate::metrics::RUNS.with_label_values(&["requested"]).inc();
-            Ok(vec![command])
-        }
-        Err(e) => {
-            // The mandate's own caps and end are a natural finish; anything else stops it.
-            let finished = matches!(
-                e.code,
-                ErrorCode::MandateMaxOccurrencesReached | ErrorCode::MandateTotalAmountExceeded | ErrorCode::MandateExpired
-            );
-            let (status, kind) = if finished {
-                (ScheduleStatus::Completed, ps_contract::events::EventType::ScheduleCompleted)
-            } else {
-                (ScheduleStatus::Stopped, ps_contract::events::EventType::ScheduleStopped)
-            };
-            s.end(status, Some(e.code.as_str()), now);
-            schedules::save(tx, s).await?;
-            crate::metrics::RUNS.with_label_values(&["refused_by_mandate"]).inc();
-            tracing::info!(schedule = %s.id, code = %e.code, status = %status, "mandate refuses the charge; schedule ended");
-            Ok(vec![s.event(kind, now)])
-        }
-    }
+/// The mandate refuses a due charge: its own caps and end are a natural finish,
+/// anything else stops the schedule with the rule's code.
+async fn refused(tx: &Transaction<'_>, mut s: Row, e: &ApiError, now: DateTime<Utc>) -> Result<Outbound, HandlerError> {
+    let finished =
+        matches!(e.code, ErrorCode::MandateMaxOccurrencesReached | ErrorCode::MandateTotalAmountExceeded | ErrorCode::MandateExpired);
+    let (status, kind) = if finished {
+        (ScheduleStatus::Completed, EventType::ScheduleCompleted)
+    } else {
+        (ScheduleStatus::Stopped, EventType::ScheduleStopped)
+    };
+    s.end(status, Some(e.code.as_str()), now);
+    schedules::save(tx, &s).await?;
+    crate::metrics::RUNS.with_label_values(&["refused_by_mandate"]).inc();
+    tracing::info!(schedule = %s.id, code = %e.code, status = %status, "mandate refuses the charge; schedule ended");
+    Ok(s.event(kind, now))
 }

@@ -221,15 +221,10 @@ pub async fn mandate_terms(tx: &Transaction<'_>, mandate: &MandateId) -> Result<
     row.map(|r| Ok((r.get(0), serde_json::from_value(r.get(1)).map_err(|_| corrupt("mandate terms"))?))).transpose()
 }
 
-/// Records a charge of (cycle, retry) and the command that asks intake for it.
-/// Its idempotency key is derived from the three, so however often this runs
-/// (replicas, restarts, redeliveries) intake makes one session of it.
-pub async fn start_run(tx: &Transaction<'_>, ctx: &Ctx, s: &Row) -> Result<Outbound, HandlerError> {
-    tx.execute(
-        "INSERT INTO schedule_runs (schedule_id, cycle, retry) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-        &[&s.id.as_str(), &(s.next_cycle as i32), &(s.retries as i32)],
-    )
-    .await?;
+/// The command that asks intake for a schedule's current charge. Its
+/// idempotency key derives from (schedule, cycle, retry), so however often it
+/// is sent (replicas, restarts, redeliveries) intake makes one session of it.
+pub fn run_command(ctx: &Ctx, s: &Row) -> Outbound {
     let key = format!("schedule:{}:{}:{}", s.id, s.next_cycle, s.retries);
     let body = json!({"type": "next_in_series", "amount": s.amount, "currency": s.currency.code(), "mandate_id": s.mandate_id});
     let mut out = Outbound::json(exchange::COMMANDS, command::SESSION_CREATE, &body)
@@ -238,7 +233,25 @@ pub async fn start_run(tx: &Transaction<'_>, ctx: &Ctx, s: &Row) -> Result<Outbo
         .with_header(header::IDEMPOTENCY_KEY, key);
     out.correlation_id = Some(format!("run:{}:{}:{}", s.id, s.next_cycle, s.retries));
     out.reply_to = Some(ctx.replies_queue.clone());
-    Ok(out)
+    out
+}
+
+/// Records the charges of these schedules (their current cycle and retry) and
+/// marks them in flight: two statements for the whole batch.
+pub async fn start_runs(tx: &Transaction<'_>, started: &[&Row], now: DateTime<Utc>) -> Result<(), HandlerError> {
+    if started.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = started.iter().map(|s| s.id.as_str()).collect();
+    let cycles: Vec<i32> = started.iter().map(|s| s.next_cycle as i32).collect();
+    let retries: Vec<i32> = started.iter().map(|s| s.retries as i32).collect();
+    tx.execute(
+        "INSERT INTO schedule_runs (schedule_id, cycle, retry) SELECT * FROM unnest($1::text[], $2::int[], $3::int[]) ON CONFLICT DO NOTHING",
+        &[&ids, &cycles, &retries],
+    )
+    .await?;
+    tx.execute("UPDATE schedules SET in_flight = true, updated_at = $2 WHERE id = ANY($1)", &[&ids, &now]).await?;
+    Ok(())
 }
 
 /// The run a session belongs to: (schedule id, cycle, retry).

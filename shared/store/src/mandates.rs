@@ -154,3 +154,69 @@ pub async fn check_charge(
     let mandate = mandate.expect("validate_charge refuses a missing mandate");
     Ok(Ok((mandate, method)))
 }
+
+/// A charge under a known mandate, as a batch checks it.
+pub struct MandateCharge<'a> {
+    pub merchant: &'a MerchantId,
+    pub mandate: &'a MandateId,
+    pub amount: Amount,
+    pub currency: Currency,
+}
+
+/// `check_charge` for many charges under known mandates at once: one query
+/// locks every mandate and reads its method and usage, then the same rules
+/// decide each. Results are in input order.
+pub async fn check_mandate_charges(
+    tx: &Transaction<'_>,
+    charges: &[MandateCharge<'_>],
+    now: DateTime<Utc>,
+) -> Result<Vec<Result<(), ApiError>>, HandlerError> {
+    let ids: Vec<&str> = charges.iter().map(|c| c.mandate.as_str()).collect();
+    let rows = tx
+        .query(
+            "SELECT m.id, m.merchant_id, m.customer_id, m.payment_method_id, m.status, m.terms, pm.exp_month, pm.exp_year,
+                    u.n, u.total, u.last
+             FROM mandates m
+             JOIN payment_methods pm ON pm.id = m.payment_method_id
+             CROSS JOIN LATERAL (
+                 SELECT count(*) AS n, coalesce(sum(s.amount), 0)::bigint AS total, max(s.created_at) AS last
+                 FROM payment_sessions s
+                 WHERE s.mandate_id = m.id AND s.type = 'next_in_series' AND s.payment_outcome IN ('pending', 'paid', 'reserved')
+             ) u
+             WHERE m.id = ANY($1)
+             ORDER BY m.id
+             FOR UPDATE OF m",
+            &[&ids],
+        )
+        .await?;
+    let mut found = std::collections::HashMap::with_capacity(rows.len());
+    for r in &rows {
+        let merchant = parse_stored(r.get::<_, &str>(1), MerchantId::parse)?;
+        let terms: MandateTerms =
+            serde_json::from_value(r.get(5)).map_err(|e| HandlerError::Permanent(format!("corrupt mandate terms: {e}")))?;
+        let mandate = Mandate {
+            id: parse_stored(r.get::<_, &str>(0), MandateId::parse)?,
+            merchant_id: merchant,
+            customer_id: parse_stored(r.get::<_, &str>(2), CustomerId::parse)?,
+            payment_method_id: parse_stored(r.get::<_, &str>(3), PaymentMethodId::parse)?,
+            status: MandateStatus::parse(r.get(4)).ok_or_else(|| HandlerError::Permanent("corrupt mandate status".into()))?,
+            terms,
+        };
+        let last: Option<DateTime<Utc>> = r.get(10);
+        let usage = MandateUsage { occurrences: r.get::<_, i64>(8) as u32, amount: r.get(9), last_charge_on: last.map(|t| t.date_naive()) };
+        let expiry = CardExpiry { month: r.get::<_, i32>(6) as u32, year: r.get(7) };
+        found.insert(r.get::<_, String>(0), (mandate, usage, expiry));
+    }
+    Ok(charges
+        .iter()
+        .map(|c| {
+            // Another merchant's mandate is as good as missing.
+            let entry = found.get(c.mandate.as_str()).filter(|(m, _, _)| &m.merchant_id == c.merchant);
+            let charge = Charge { merchant_id: c.merchant, customer_id: None, amount: c.amount, currency: c.currency, today: today(now) };
+            match entry {
+                Some((m, usage, expiry)) => validate_charge(Some(m), *usage, *expiry, &charge),
+                None => validate_charge(None, MandateUsage::default(), CardExpiry { month: 12, year: 9999 }, &charge),
+            }
+        })
+        .collect())
+}
