@@ -207,7 +207,8 @@ async fn scheduler(n: usize) {
     let commands = env.count("SELECT count(*) FROM outbox WHERE routing_key = 'payment_session.create'").await;
     let distinct = env.count("SELECT count(DISTINCT message_id) FROM outbox WHERE routing_key = 'payment_session.create'").await;
     let twice = env.count("SELECT count(*) FROM (SELECT schedule_id FROM schedule_runs GROUP BY schedule_id HAVING count(*) > 1) d").await;
-    let published = env.count("SELECT count(*) FROM outbox WHERE routing_key = 'payment_session.create' AND published_at IS NOT NULL").await;
+    let published =
+        env.count("SELECT count(*) FROM outbox WHERE routing_key = 'payment_session.create' AND published_at IS NOT NULL").await;
     println!(
         "scheduler: {n} due schedules claimed into {commands} commands in {secs:.1} s = {:.0} claims/s; duplicates: {} (commands) + {twice} (runs); {published} already published to the broker meanwhile",
         n as f64 / secs,

@@ -33,6 +33,7 @@ impl Fleet {
     async fn schedule(&self, id: &str) -> Value {
         let r = self.env.call(Command::new("schedule.retrieve", &json!({"schedule_id": id})).header("merchant-id", "gym")).await;
         assert_eq!(r.body["object"], "schedule", "{}", r.body);
+        integration_tests::assert_schema("schedule", &r.body);
         r.body
     }
 
