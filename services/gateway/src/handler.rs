@@ -12,6 +12,43 @@ use ps_runtime::{Handled, Handler, HandlerError, Incoming, Outbound};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// What an authorize, capture or void names, for answering it again.
+struct Step<'a> {
+    op: Operation,
+    attempt: &'a ps_contract::ids::AttemptId,
+    session: &'a ps_contract::ids::SessionId,
+    merchant: &'a ps_contract::ids::MerchantId,
+    amount: i64,
+    currency: ps_contract::money::Currency,
+    key: &'a str,
+}
+
+impl<'a> Step<'a> {
+    fn authorize(r: &'a AuthorizeRequest) -> Step<'a> {
+        Step {
+            op: Operation::Authorize,
+            attempt: &r.attempt_id,
+            session: &r.session_id,
+            merchant: &r.merchant_id,
+            amount: r.amount,
+            currency: r.currency,
+            key: &r.processor_idempotency_key,
+        }
+    }
+
+    fn settle(op: Operation, r: &'a SettleRequest) -> Step<'a> {
+        Step {
+            op,
+            attempt: &r.attempt_id,
+            session: &r.session_id,
+            merchant: &r.merchant_id,
+            amount: r.amount,
+            currency: r.currency,
+            key: &r.processor_idempotency_key,
+        }
+    }
+}
+
 pub struct GatewayHandler {
     pub processor: Arc<dyn Processor>,
     pub timeout: Duration,
@@ -27,25 +64,8 @@ impl Handler for GatewayHandler {
                 internal::GATEWAY_AUTHORIZE => match serde_json::from_slice::<AuthorizeRequest>(&msg.body) {
                     Ok(req) => match vouch::authorize(tx, &req).await? {
                         Vouched::Yes => self.authorize(tx, &req).await?,
-                        Vouched::AlreadyDone => match self
-                            .recorded(req.attempt_id.as_str(), Operation::Authorize, &req.processor_idempotency_key)
-                            .await?
-                        {
-                            Some(resp) => {
-                                let (attempt, session, merchant) =
-                                    (req.attempt_id.clone(), req.session_id.clone(), req.merchant_id.clone());
-                                result(
-                                    Operation::Authorize,
-                                    attempt,
-                                    session,
-                                    merchant,
-                                    req.amount,
-                                    req.currency,
-                                    &req.processor_idempotency_key,
-                                    resp,
-                                    None,
-                                )
-                            }
+                        Vouched::AlreadyDone => match self.replay(Step::authorize(&req)).await? {
+                            Some(r) => r,
                             None => {
                                 return Ok(unvouched(msg, "the attempt is no longer pending and the processor has no call under its key"))
                             }
@@ -59,23 +79,8 @@ impl Handler for GatewayHandler {
                         let op = if key == internal::GATEWAY_CAPTURE { Operation::Capture } else { Operation::Void };
                         match vouch::settle(tx, op, &req).await? {
                             Vouched::Yes => self.settle(op, &req).await?,
-                            Vouched::AlreadyDone => match self.recorded(req.attempt_id.as_str(), op, &req.processor_idempotency_key).await?
-                            {
-                                Some(resp) => {
-                                    let (attempt, session, merchant) =
-                                        (req.attempt_id.clone(), req.session_id.clone(), req.merchant_id.clone());
-                                    result(
-                                        op,
-                                        attempt,
-                                        session,
-                                        merchant,
-                                        req.amount,
-                                        req.currency,
-                                        &req.processor_idempotency_key,
-                                        resp,
-                                        None,
-                                    )
-                                }
+                            Vouched::AlreadyDone => match self.replay(Step::settle(op, &req)).await? {
+                                Some(r) => r,
                                 None => {
                                     return Ok(unvouched(msg, &format!("the {op} is settled and the processor has no call under its key")))
                                 }
@@ -217,15 +222,25 @@ impl GatewayHandler {
         }
     }
 
-    /// What the processor did under `key`, asked without asking it to act.
-    async fn recorded(&self, attempt: &str, op: Operation, key: &str) -> Result<Option<ProcessorResponse>, HandlerError> {
-        tracing::info!(operation = %op, attempt, "request for a step already taken: answering from the processor's record");
+    /// A step already taken, answered from what the processor did under its
+    /// key (asked without asking it to act); `None` if it has no such call.
+    async fn replay(&self, step: Step<'_>) -> Result<Option<GatewayResult>, HandlerError> {
+        let (attempt, key) = (step.attempt.as_str(), step.key);
+        tracing::info!(operation = %step.op, attempt, "request for a step already taken: answering from the processor's record");
         let started = Instant::now();
-        let found = self.processor.lookup(key).await.map_err(|e| HandlerError::Transient(e.to_string()))?;
-        if found.is_some() {
-            self.log_call(attempt, op, key, "resolved_by_lookup", started.elapsed()).await;
-        }
-        Ok(found)
+        let Some(resp) = self.processor.lookup(key).await.map_err(|e| HandlerError::Transient(e.to_string()))? else { return Ok(None) };
+        self.log_call(attempt, step.op, key, "resolved_by_lookup", started.elapsed()).await;
+        Ok(Some(result(
+            step.op,
+            step.attempt.clone(),
+            step.session.clone(),
+            step.merchant.clone(),
+            step.amount,
+            step.currency,
+            key,
+            resp,
+            None,
+        )))
     }
 
     async fn log_call(&self, attempt: &str, op: Operation, key: &str, result: &str, elapsed: Duration) {
