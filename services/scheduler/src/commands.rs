@@ -13,6 +13,7 @@ use ps_runtime::{Handled, HandlerError, Incoming};
 use ps_store::commands::{self, Answer};
 use serde_json::{json, Value};
 
+#[tracing::instrument(name = "scheduler.command", skip_all, fields(command = %msg.routing_key))]
 pub async fn handle(tx: &Transaction<'_>, ctx: &Ctx, msg: &Incoming) -> Result<Handled, HandlerError> {
     let opened = match commands::open(tx, msg, None).await? {
         Ok(o) => o,

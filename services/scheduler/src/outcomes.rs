@@ -56,6 +56,7 @@ fn malformed(why: String) -> Handled {
     Handled::dead_lettered("invalid_message", why)
 }
 
+#[tracing::instrument(name = "scheduler.session_completed", skip_all)]
 pub async fn completed(tx: &Transaction<'_>, ctx: &Ctx, msg: &Incoming) -> Result<Handled, HandlerError> {
     let event: Value = match serde_json::from_slice(&msg.body) {
         Ok(v) => v,
@@ -100,6 +101,7 @@ pub(crate) async fn ended(
 
 /// A first_in_series that sets up a schedule (subscription_options, or a
 /// scheduled mandate) has completed: the schedule starts.
+#[tracing::instrument(name = "scheduler.create_schedule", skip_all, fields(session = %s.id))]
 async fn create(
     tx: &Transaction<'_>,
     ctx: &Ctx,
@@ -177,6 +179,7 @@ async fn create(
 
 /// A run has an answer: a session that ended (`end`), or intake's refusal (`refused`: its code).
 #[allow(clippy::too_many_arguments)]
+#[tracing::instrument(name = "scheduler.run_ended", skip_all, fields(schedule = %schedule, cycle = cycle, retry = retry))]
 pub(crate) async fn run_ended(
     tx: &Transaction<'_>,
     ctx: &Ctx,
@@ -269,6 +272,7 @@ async fn advance(tx: &Transaction<'_>, ctx: &Ctx, s: &mut Row) -> Result<Option<
 }
 
 /// Intake's answer to a command the scheduler sent: the session it made, or why not.
+#[tracing::instrument(name = "scheduler.intake_reply", skip_all, fields(correlation_id = msg.correlation_id.as_deref().unwrap_or("")))]
 pub async fn reply(tx: &Transaction<'_>, ctx: &Ctx, msg: &Incoming) -> Result<Handled, HandlerError> {
     let Some(corr) = msg.correlation_id.as_deref() else { return Ok(malformed("a reply without correlation_id".into())) };
     let body: Value = match serde_json::from_slice(&msg.body) {
@@ -308,6 +312,7 @@ pub async fn reply(tx: &Transaction<'_>, ctx: &Ctx, msg: &Incoming) -> Result<Ha
 }
 
 /// A revoked mandate stops its schedules at once.
+#[tracing::instrument(name = "scheduler.mandate_revoked", skip_all)]
 pub async fn mandate_revoked(tx: &Transaction<'_>, ctx: &Ctx, msg: &Incoming) -> Result<Handled, HandlerError> {
     let event: Value = match serde_json::from_slice(&msg.body) {
         Ok(v) => v,

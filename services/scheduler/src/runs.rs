@@ -16,6 +16,7 @@ use ps_store::mandates::{self, MandateCharge};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 pub struct Runner {
     pub pool: Pool,
@@ -63,34 +64,42 @@ impl Runner {
         if due.is_empty() {
             return Ok(0);
         }
-        let amounts = due
-            .iter()
-            .map(|s| Amount::new(s.amount).map_err(|e| HandlerError::Permanent(format!("stored schedule {} amount: {e:?}", s.id))))
-            .collect::<Result<Vec<_>, _>>()?;
-        let charges: Vec<MandateCharge<'_>> = due
-            .iter()
-            .zip(&amounts)
-            .map(|(s, a)| MandateCharge { merchant: &s.merchant_id, mandate: &s.mandate_id, amount: *a, currency: s.currency })
-            .collect();
-        let checks = mandates::check_mandate_charges(&tx, &charges, now).await?;
-        let mut out = Vec::with_capacity(due.len());
-        let mut started = Vec::with_capacity(due.len());
-        for (s, check) in due.iter().zip(checks) {
-            match check {
-                Ok(()) => {
-                    out.push(schedules::run_command(&self.ctx, s));
-                    started.push(s);
+        // A span only when there is work, so an idle scheduler exports nothing; its
+        // context travels in the commands' headers to intake and on.
+        let span = tracing::info_span!("scheduler.charge_due", claimed = due.len());
+        async {
+            let amounts = due
+                .iter()
+                .map(|s| Amount::new(s.amount).map_err(|e| HandlerError::Permanent(format!("stored schedule {} amount: {e:?}", s.id))))
+                .collect::<Result<Vec<_>, _>>()?;
+            let charges: Vec<MandateCharge<'_>> = due
+                .iter()
+                .zip(&amounts)
+                .map(|(s, a)| MandateCharge { merchant: &s.merchant_id, mandate: &s.mandate_id, amount: *a, currency: s.currency })
+                .collect();
+            let checks = mandates::check_mandate_charges(&tx, &charges, now).await?;
+            let mut out = Vec::with_capacity(due.len());
+            let mut started = Vec::with_capacity(due.len());
+            for (s, check) in due.iter().zip(checks) {
+                match check {
+                    Ok(()) => {
+                        out.push(schedules::run_command(&self.ctx, s));
+                        started.push(s);
+                    }
+                    Err(e) => out.push(refused(&tx, s.clone(), &e, now).await?),
                 }
-                Err(e) => out.push(refused(&tx, s.clone(), &e, now).await?),
             }
+            schedules::start_runs(&tx, &started, now).await?;
+            self.outbox.enqueue(&tx, &out).await?;
+            tx.commit().await?;
+            self.outbox.wake();
+            crate::metrics::CLAIMED.inc_by(due.len() as u64);
+            crate::metrics::RUNS.with_label_values(&["requested"]).inc_by(started.len() as u64);
+            tracing::info!(claimed = due.len(), charged = started.len(), "due schedules charged");
+            Ok::<_, HandlerError>(())
         }
-        schedules::start_runs(&tx, &started, now).await?;
-        self.outbox.enqueue(&tx, &out).await?;
-        tx.commit().await?;
-        self.outbox.wake();
-        crate::metrics::CLAIMED.inc_by(due.len() as u64);
-        crate::metrics::RUNS.with_label_values(&["requested"]).inc_by(started.len() as u64);
-        tracing::info!(claimed = due.len(), charged = started.len(), "due schedules charged");
+        .instrument(span)
+        .await?;
         Ok(due.len())
     }
 }

@@ -55,6 +55,7 @@ async fn seen_before(tx: &Transaction<'_>, merchant: &MerchantId, target: &str, 
     Ok(row.is_some())
 }
 
+#[tracing::instrument(name = "scheduler.trigger_accept", skip_all)]
 pub async fn accept(tx: &Transaction<'_>, ctx: &Ctx, msg: &Incoming) -> Result<Handled, HandlerError> {
     let opened = match commands::open(tx, msg, None).await? {
         Ok(o) => o,
@@ -169,6 +170,7 @@ pub async fn send_queued(pool: &Pool, outbox: &Outbox, ctx: &Ctx, limit: i64) ->
 }
 
 /// Intake answered one charge of a trigger.
+#[tracing::instrument(name = "scheduler.trigger_answered", skip_all, fields(trigger = %trigger, idx = idx))]
 pub async fn answered(
     tx: &Transaction<'_>,
     _ctx: &Ctx,
