@@ -4,7 +4,7 @@ use crate::attempts;
 use crate::mandates;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
-use ps_contract::commands::{check_capture_amount, CaptureCommand, RevokeCommand, SessionCommand};
+use ps_contract::commands::{check_capture_amount, CaptureCommand, MandateList, RevokeCommand, SessionCommand, SessionList};
 use ps_contract::events::EventType;
 use ps_contract::ids::MerchantId;
 use ps_contract::internal::Operation;
@@ -29,6 +29,10 @@ pub async fn handle(tx: &Transaction<'_>, msg: &Incoming, now: DateTime<Utc>) ->
         command::PAYMENT_CAPTURE => settle(tx, merchant, body, Operation::Capture).await?,
         command::PAYMENT_VOID => settle(tx, merchant, body, Operation::Void).await?,
         command::MANDATE_REVOKE => revoke(tx, merchant, body, now).await?,
+        command::SESSION_RETRIEVE => retrieve_session(tx, merchant, body).await?,
+        command::SESSION_LIST => list_sessions(tx, merchant, body).await?,
+        command::MANDATE_RETRIEVE => retrieve_mandate(tx, merchant, body).await?,
+        command::MANDATE_LIST => list_mandates(tx, merchant, body).await?,
         other => Err(ApiError::new(ErrorCode::UnknownCommand, format!("lifecycle does not handle {other:?}"))),
     };
     commands::close(tx, msg, &opened, answer).await
@@ -113,4 +117,52 @@ async fn revoke(tx: &Transaction<'_>, merchant: &MerchantId, body: &Value, now: 
         tracing::info!(mandate = %m.id, "mandate revoked");
     }
     Ok(Ok((to_json(&m)?, publish)))
+}
+
+/// `{"object": "list", "data", "has_more"}` from a page fetched with one row extra.
+fn page<T: serde::Serialize>(mut rows: Vec<T>, limit: u32) -> Result<Value, HandlerError> {
+    let has_more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+    Ok(serde_json::json!({"object": "list", "data": to_json(&rows)?, "has_more": has_more}))
+}
+
+async fn retrieve_session(tx: &Transaction<'_>, merchant: &MerchantId, body: &Value) -> Result<Answer, HandlerError> {
+    let cmd = match SessionCommand::parse(body) {
+        Ok(c) => c,
+        Err(e) => return Ok(Err(e)),
+    };
+    match sessions::get(tx, cmd.payment_session_id.as_str()).await? {
+        Some(s) if &s.merchant_id == merchant => Ok(Ok((to_json(&s.session)?, vec![]))),
+        // Another merchant's session is answered exactly as a missing one.
+        _ => Ok(Err(not_found(cmd.payment_session_id.as_str()))),
+    }
+}
+
+async fn list_sessions(tx: &Transaction<'_>, merchant: &MerchantId, body: &Value) -> Result<Answer, HandlerError> {
+    let q = match SessionList::parse(body) {
+        Ok(q) => q,
+        Err(e) => return Ok(Err(e)),
+    };
+    let rows: Vec<_> = sessions::list(tx, merchant, &q).await?.into_iter().map(|s| s.session).collect();
+    Ok(Ok((page(rows, q.limit)?, vec![])))
+}
+
+async fn retrieve_mandate(tx: &Transaction<'_>, merchant: &MerchantId, body: &Value) -> Result<Answer, HandlerError> {
+    let cmd = match RevokeCommand::parse(body) {
+        Ok(c) => c,
+        Err(e) => return Ok(Err(e)),
+    };
+    match mandates::get(tx, merchant, &cmd.mandate_id).await? {
+        Some(m) => Ok(Ok((to_json(&m)?, vec![]))),
+        None => Ok(Err(ApiError::param(ErrorCode::MandateNotFound, "mandate_id", format!("no such mandate: {}", cmd.mandate_id)))),
+    }
+}
+
+async fn list_mandates(tx: &Transaction<'_>, merchant: &MerchantId, body: &Value) -> Result<Answer, HandlerError> {
+    let q = match MandateList::parse(body) {
+        Ok(q) => q,
+        Err(e) => return Ok(Err(e)),
+    };
+    let rows = mandates::list(tx, merchant, &q).await?;
+    Ok(Ok((page(rows, q.limit)?, vec![])))
 }

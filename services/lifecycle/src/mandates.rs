@@ -66,30 +66,61 @@ pub async fn create(
     })
 }
 
+const OBJECT_COLUMNS: &str = "m.id, m.customer_id, m.payment_method_id, m.status, m.terms, m.created_at,
+    (SELECT count(*) FROM payment_sessions s WHERE s.mandate_id = m.id AND s.type = 'next_in_series' AND s.payment_outcome = 'paid'),
+    (SELECT coalesce(sum(amount), 0)::bigint FROM payment_sessions s WHERE s.mandate_id = m.id AND s.type = 'next_in_series' AND s.payment_outcome = 'paid')";
+
+fn object(r: &tokio_postgres::Row) -> Result<MandateObject, HandlerError> {
+    let id: &str = r.get(0);
+    let corrupt = |what: &str| HandlerError::Permanent(format!("corrupt mandate {id}: {what}"));
+    Ok(MandateObject {
+        id: MandateId::parse(id).map_err(|_| corrupt("id"))?,
+        object: "mandate".into(),
+        customer_id: CustomerId::parse(r.get(1)).map_err(|_| corrupt("customer"))?,
+        payment_method_id: PaymentMethodId::parse(r.get(2)).map_err(|_| corrupt("payment method"))?,
+        status: MandateStatus::parse(r.get(3)).ok_or_else(|| corrupt("status"))?,
+        terms: serde_json::from_value(r.get(4)).map_err(|_| corrupt("terms"))?,
+        created_at: r.get(5),
+        occurrences_used: r.get::<_, i64>(6) as u32,
+        amount_used: r.get(7),
+    })
+}
+
 /// Loads (and locks) a merchant's mandate as its wire object; another merchant's is `None`.
 pub async fn lock(tx: &Transaction<'_>, merchant: &MerchantId, id: &MandateId) -> Result<Option<MandateObject>, HandlerError> {
-    let row = tx
-        .query_opt(
-            "SELECT m.customer_id, m.payment_method_id, m.status, m.terms, m.created_at,
-                    (SELECT count(*) FROM payment_sessions s WHERE s.mandate_id = m.id AND s.type = 'next_in_series' AND s.payment_outcome = 'paid'),
-                    (SELECT coalesce(sum(amount), 0)::bigint FROM payment_sessions s WHERE s.mandate_id = m.id AND s.type = 'next_in_series' AND s.payment_outcome = 'paid')
-             FROM mandates m WHERE m.id = $1 AND m.merchant_id = $2 FOR UPDATE OF m",
-            &[&id.as_str(), &merchant.as_str()],
+    let sql = format!("SELECT {OBJECT_COLUMNS} FROM mandates m WHERE m.id = $1 AND m.merchant_id = $2 FOR UPDATE OF m");
+    tx.query_opt(sql.as_str(), &[&id.as_str(), &merchant.as_str()]).await?.as_ref().map(object).transpose()
+}
+
+/// As `lock`, without the lock: for reads.
+pub async fn get(tx: &Transaction<'_>, merchant: &MerchantId, id: &MandateId) -> Result<Option<MandateObject>, HandlerError> {
+    let sql = format!("SELECT {OBJECT_COLUMNS} FROM mandates m WHERE m.id = $1 AND m.merchant_id = $2");
+    tx.query_opt(sql.as_str(), &[&id.as_str(), &merchant.as_str()]).await?.as_ref().map(object).transpose()
+}
+
+/// A merchant's mandates, newest first, one more than `limit` (to tell whether there are more).
+pub async fn list(
+    tx: &Transaction<'_>,
+    merchant: &MerchantId,
+    q: &ps_contract::commands::MandateList,
+) -> Result<Vec<MandateObject>, HandlerError> {
+    let sql = format!(
+        "SELECT {OBJECT_COLUMNS} FROM mandates m WHERE m.merchant_id = $1 AND ($2::text IS NULL OR m.customer_id = $2)
+           AND ($3::text IS NULL OR m.status = $3) AND ($4::text IS NULL OR m.id < $4) ORDER BY m.id DESC LIMIT $5"
+    );
+    let rows = tx
+        .query(
+            sql.as_str(),
+            &[
+                &merchant.as_str(),
+                &q.customer_id.as_ref().map(|c| c.as_str()),
+                &q.status.map(|s| s.as_str()),
+                &q.starting_after.as_ref().map(|m| m.as_str()),
+                &(q.limit as i64 + 1),
+            ],
         )
         .await?;
-    let Some(r) = row else { return Ok(None) };
-    let corrupt = |what: &str| HandlerError::Permanent(format!("corrupt mandate {id}: {what}"));
-    Ok(Some(MandateObject {
-        id: id.clone(),
-        object: "mandate".into(),
-        customer_id: CustomerId::parse(r.get(0)).map_err(|_| corrupt("customer"))?,
-        payment_method_id: PaymentMethodId::parse(r.get(1)).map_err(|_| corrupt("payment method"))?,
-        status: MandateStatus::parse(r.get(2)).ok_or_else(|| corrupt("status"))?,
-        terms: serde_json::from_value(r.get(3)).map_err(|_| corrupt("terms"))?,
-        created_at: r.get(4),
-        occurrences_used: r.get::<_, i64>(5) as u32,
-        amount_used: r.get(6),
-    }))
+    rows.iter().map(object).collect()
 }
 
 pub async fn set_status(tx: &Transaction<'_>, id: &MandateId, status: MandateStatus, now: DateTime<Utc>) -> Result<(), HandlerError> {

@@ -2,8 +2,11 @@
 
 use crate::error::{ApiError, ErrorCode};
 use crate::fields::Obj;
-use crate::ids::{MandateId, SessionId};
+use crate::ids::{CustomerId, MandateId, SessionId};
+use crate::lifecycle::Status;
+use crate::mandate::MandateStatus;
 use crate::money::{parse_amount, Amount};
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 /// `payment_session.cancel`, `payment.void`: `{payment_session_id}`.
@@ -88,5 +91,79 @@ mod tests {
         assert_eq!(check_capture_amount(None, 100), Ok(100));
         assert_eq!(check_capture_amount(Some(Amount::new(60).unwrap()), 100), Ok(60));
         assert_eq!(check_capture_amount(Some(Amount::new(101).unwrap()), 100).unwrap_err().code, ErrorCode::AmountTooLarge);
+    }
+}
+
+/// `payment_session.list` (DESIGN §9): filters, newest first, a page after `starting_after`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionList {
+    pub customer_id: Option<CustomerId>,
+    pub external_reference: Option<String>,
+    pub status: Option<Status>,
+    pub created_after: Option<DateTime<Utc>>,
+    pub limit: u32,
+    pub starting_after: Option<SessionId>,
+}
+
+/// `mandate.list` (DESIGN §9).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MandateList {
+    pub customer_id: Option<CustomerId>,
+    pub status: Option<MandateStatus>,
+    pub limit: u32,
+    pub starting_after: Option<MandateId>,
+}
+
+fn limit(o: &Obj<'_>) -> Result<u32, ApiError> {
+    Ok(o.int("limit", 1, 100, ErrorCode::ParameterInvalidValue)?.unwrap_or(20) as u32)
+}
+
+fn customer(o: &Obj<'_>) -> Result<Option<CustomerId>, ApiError> {
+    o.str("customer_id", 64)?.map(|c| CustomerId::parse(c).map_err(|e| e.with_param("customer_id"))).transpose()
+}
+
+impl SessionList {
+    pub fn parse(body: &Value) -> Result<SessionList, ApiError> {
+        let o = Obj::new(body, "")?;
+        o.only(&["customer_id", "external_reference", "status", "created_after", "limit", "starting_after"])?;
+        let created_after = o
+            .str("created_after", 64)?
+            .map(|t| {
+                DateTime::parse_from_rfc3339(t).map(|t| t.with_timezone(&Utc)).map_err(|_| {
+                    ApiError::param(
+                        ErrorCode::DateInvalid,
+                        "created_after",
+                        "created_after must be an RFC 3339 time, e.g. 2026-11-25T09:00:00Z",
+                    )
+                })
+            })
+            .transpose()?;
+        Ok(SessionList {
+            customer_id: customer(&o)?,
+            external_reference: o.str("external_reference", crate::create::MAX_EXTERNAL_REFERENCE_LEN)?.map(str::to_owned),
+            status: o.choice("status", Status::parse, "active, completed, expired, cancelled")?,
+            created_after,
+            limit: limit(&o)?,
+            starting_after: o
+                .str("starting_after", 64)?
+                .map(|c| SessionId::parse(c).map_err(|e| e.with_param("starting_after")))
+                .transpose()?,
+        })
+    }
+}
+
+impl MandateList {
+    pub fn parse(body: &Value) -> Result<MandateList, ApiError> {
+        let o = Obj::new(body, "")?;
+        o.only(&["customer_id", "status", "limit", "starting_after"])?;
+        Ok(MandateList {
+            customer_id: customer(&o)?,
+            status: o.choice("status", MandateStatus::parse, "active, revoked, expired")?,
+            limit: limit(&o)?,
+            starting_after: o
+                .str("starting_after", 64)?
+                .map(|c| MandateId::parse(c).map_err(|e| e.with_param("starting_after")))
+                .transpose()?,
+        })
     }
 }

@@ -15,6 +15,11 @@ pub mod command {
     pub const PAYMENT_CAPTURE: &str = "payment.capture";
     pub const PAYMENT_VOID: &str = "payment.void";
     pub const MANDATE_REVOKE: &str = "mandate.revoke";
+    /// Reads (DESIGN §9): answered by reply only, they change nothing.
+    pub const SESSION_RETRIEVE: &str = "payment_session.retrieve";
+    pub const SESSION_LIST: &str = "payment_session.list";
+    pub const MANDATE_RETRIEVE: &str = "mandate.retrieve";
+    pub const MANDATE_LIST: &str = "mandate.list";
     pub const SCHEDULE_TRIGGER: &str = "schedule.trigger";
     pub const SCHEDULE_RETRIEVE: &str = "schedule.retrieve";
     pub const SCHEDULE_LIST: &str = "schedule.list";

@@ -32,6 +32,10 @@ pub const LIFECYCLE: QueueSpec = QueueSpec {
         (exchange::COMMANDS, command::PAYMENT_CAPTURE),
         (exchange::COMMANDS, command::PAYMENT_VOID),
         (exchange::COMMANDS, command::MANDATE_REVOKE),
+        (exchange::COMMANDS, command::SESSION_RETRIEVE),
+        (exchange::COMMANDS, command::SESSION_LIST),
+        (exchange::COMMANDS, command::MANDATE_RETRIEVE),
+        (exchange::COMMANDS, command::MANDATE_LIST),
     ],
 };
 
@@ -175,6 +179,10 @@ mod tests {
             command::PAYMENT_CAPTURE,
             command::PAYMENT_VOID,
             command::MANDATE_REVOKE,
+            command::SESSION_RETRIEVE,
+            command::SESSION_LIST,
+            command::MANDATE_RETRIEVE,
+            command::MANDATE_LIST,
             command::SCHEDULE_TRIGGER,
             command::SCHEDULE_RETRIEVE,
             command::SCHEDULE_LIST,

@@ -107,6 +107,37 @@ pub async fn get(client: &impl GenericClient, id: &str) -> Result<Option<StoredS
     row.as_ref().map(from_row).transpose()
 }
 
+/// A merchant's sessions, newest first: ids sort by creation (UUIDv7), so a
+/// page after `starting_after` stays the same while new sessions arrive.
+/// Plain reads: no lock that would slow the write path.
+pub async fn list(
+    client: &impl GenericClient,
+    merchant: &MerchantId,
+    q: &ps_contract::commands::SessionList,
+) -> Result<Vec<StoredSession>, HandlerError> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM payment_sessions
+         WHERE merchant_id = $1 AND ($2::text IS NULL OR customer_id = $2) AND ($3::text IS NULL OR external_reference = $3)
+           AND ($4::text IS NULL OR status = $4) AND ($5::timestamptz IS NULL OR created_at > $5) AND ($6::text IS NULL OR id < $6)
+         ORDER BY id DESC LIMIT $7"
+    );
+    let rows = client
+        .query(
+            sql.as_str(),
+            &[
+                &merchant.as_str(),
+                &q.customer_id.as_ref().map(|c| c.as_str()),
+                &q.external_reference,
+                &q.status.map(|s| s.as_str()),
+                &q.created_after,
+                &q.starting_after.as_ref().map(|s| s.as_str()),
+                &(q.limit as i64 + 1),
+            ],
+        )
+        .await?;
+    rows.iter().map(from_row).collect()
+}
+
 /// Writes back what lifecycle and checkout change. Callers hold the row lock.
 pub async fn save(client: &impl GenericClient, s: &StoredSession) -> Result<(), HandlerError> {
     let error = s.session.last_payment_error.as_ref().map(|e| serde_json::to_value(e).unwrap_or_default());

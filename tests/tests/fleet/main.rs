@@ -6,6 +6,7 @@ mod deploy;
 mod intake;
 mod observability;
 mod payments;
+mod reads;
 mod resilience;
 mod scheduler;
 mod security;
