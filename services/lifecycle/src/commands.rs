@@ -91,11 +91,21 @@ async fn settle(tx: &Transaction<'_>, merchant: &MerchantId, body: &Value, op: O
         Err(e) => return Ok(Err(e)),
     };
     let reply = to_json(&s.session)?;
-    if attempt.settlement.is_some() {
-        // Already asked for: the same answer, and no second request to the processor.
-        return Ok(Ok((reply, vec![])));
-    }
     let marker = if op == Operation::Capture { "capture_requested" } else { "void_requested" };
+    match attempt.settlement.as_deref() {
+        // Already asked for: the same answer, and no second request to the processor.
+        Some(asked) if asked == marker => return Ok(Ok((reply, vec![]))),
+        // The other settlement is in flight: its outcome decides the session, so this one is refused, not dropped.
+        Some(_) => {
+            let other = if op == Operation::Capture { "void" } else { "capture" };
+            return Ok(Err(ApiError::param(
+                ErrorCode::PaymentProcessing,
+                "payment_session_id",
+                format!("a {other} of this payment is being processed; its outcome decides the session"),
+            )));
+        }
+        None => {}
+    }
     attempts::set_settlement(tx, &attempt.id, Some(marker), None).await?;
     let n = attempts::next_settlement(tx, &attempt.id).await?;
     Ok(Ok((reply, vec![attempts::settle_message(op, &attempt.id, n, &s, amount)])))

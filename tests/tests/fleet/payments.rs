@@ -506,3 +506,27 @@ async fn a_refused_capture_is_told_to_the_merchant_and_the_reservation_stands() 
     assert_eq!(env.event_about("payment.captured", id).await["data"]["payment_outcome"], "paid");
     env.finish().await;
 }
+
+#[tokio::test]
+async fn a_void_while_a_capture_is_in_flight_is_refused_not_dropped() {
+    let mut env = TestEnv::new().await;
+    // A slow processor keeps the capture in flight while the void arrives.
+    env.start_gateway(&[("SANDBOX_LATENCY_MS", "1500")]).await;
+    env.start_lifecycle(&[]).await;
+    let checkout = env.start_checkout().await;
+    env.start_intake_with(&[("CHECKOUT_BASE_URL", &checkout)]).await;
+    let mut body = one_time("never");
+    body["capture_method"] = json!("manual");
+    let s = create(&env, "shop", &body).await;
+    let id = s["id"].as_str().unwrap().to_owned();
+    CheckoutClient::new().pay(s["session_url"].as_str().unwrap(), PAYS, false).await;
+    assert_eq!(env.event_about("payment_session.completed", &id).await["data"]["payment_outcome"], "reserved");
+    let cmd = |name: &str| Command::new(name, &json!({"payment_session_id": id})).header("merchant-id", "shop");
+    assert_eq!(env.call(cmd("payment.capture")).await.body["payment_outcome"], "reserved");
+    let void = env.call(cmd("payment.void")).await;
+    assert_eq!(void.error_code(), Some("payment_processing"), "{}", void.body);
+    assert_eq!(env.event_about("payment.captured", &id).await["data"]["payment_outcome"], "paid");
+    assert_eq!(env.count("SELECT count(*) FROM sandbox_ledger WHERE operation = 'void'").await, 0);
+    assert_eq!(env.count("SELECT count(*) FROM sandbox_ledger WHERE operation = 'capture' AND outcome = 'succeeded'").await, 1);
+    env.finish().await;
+}
