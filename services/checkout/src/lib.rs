@@ -85,3 +85,22 @@ pub async fn start(config: CheckoutConfig, stop: CancellationToken) -> Result<Ru
     tracing::info!(%addr, "checkout listening");
     Ok(RunningCheckout { service, addr })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn live_mode_sends_cards_to_the_vault_over_tls_only() {
+        let token = "t".repeat(32);
+        let env = |mode: &'static str, url: &'static str| {
+            Env::from_pairs([("PS_MODE", mode), ("VAULT_URL", url), ("VAULT_TOKEN", token.as_str())])
+        };
+        let err = CheckoutConfig::from_env(&env("live", "http://vault:9110")).unwrap_err();
+        assert_eq!(err.var, "VAULT_URL");
+        assert!(CheckoutConfig::from_env(&env("live", "https://vault:9110")).is_ok());
+        assert!(CheckoutConfig::from_env(&env("test", "http://127.0.0.1:9110")).is_ok());
+        assert_eq!(CheckoutConfig::from_env(&Env::from_pairs([])).unwrap_err().var, "VAULT_TOKEN");
+        assert!(format!("{:?}", CheckoutConfig::from_env(&env("live", "https://vault:9110")).unwrap()).contains("***"));
+    }
+}
