@@ -50,35 +50,21 @@ pub async fn rewrap(c: &mut deadpool_postgres::Client, keys: &Keyring) -> Result
             None => None,
         })
     };
-    let tx = c.transaction().await?;
-    let mut n = 0;
-    for r in tx.query("SELECT merchant_id, key, reply FROM idempotency_keys WHERE reply IS NOT NULL FOR UPDATE", &[]).await? {
-        if let Some(new) = reply(r.get(2))? {
-            tx.execute(
-                "UPDATE idempotency_keys SET reply = $3 WHERE merchant_id = $1 AND key = $2",
-                &[&r.get::<_, &str>(0), &r.get::<_, &str>(1), &new],
-            )
-            .await?;
-            n += 1;
+    // Both tables that keep replies, keyed by two text columns.
+    for (table, k1, k2) in [("idempotency_keys", "merchant_id", "key"), ("processed_messages", "consumer", "message_key")] {
+        let tx = c.transaction().await?;
+        let mut n = 0;
+        let select = format!("SELECT {k1}, {k2}, reply FROM {table} WHERE reply IS NOT NULL FOR UPDATE");
+        let update = format!("UPDATE {table} SET reply = $3 WHERE {k1} = $1 AND {k2} = $2");
+        for r in tx.query(select.as_str(), &[]).await? {
+            if let Some(new) = reply(r.get(2))? {
+                tx.execute(update.as_str(), &[&r.get::<_, &str>(0), &r.get::<_, &str>(1), &new]).await?;
+                n += 1;
+            }
         }
+        tx.commit().await?;
+        done.push((if table == "idempotency_keys" { "idempotency_keys.reply" } else { "processed_messages.reply" }, n));
     }
-    tx.commit().await?;
-    done.push(("idempotency_keys.reply", n));
-
-    let tx = c.transaction().await?;
-    let mut n = 0;
-    for r in tx.query("SELECT consumer, message_key, reply FROM processed_messages WHERE reply IS NOT NULL FOR UPDATE", &[]).await? {
-        if let Some(new) = reply(r.get(2))? {
-            tx.execute(
-                "UPDATE processed_messages SET reply = $3 WHERE consumer = $1 AND message_key = $2",
-                &[&r.get::<_, &str>(0), &r.get::<_, &str>(1), &new],
-            )
-            .await?;
-            n += 1;
-        }
-    }
-    tx.commit().await?;
-    done.push(("processed_messages.reply", n));
 
     let tx = c.transaction().await?;
     let mut n = 0;

@@ -304,7 +304,7 @@ pub async fn reply(tx: &Transaction<'_>, ctx: &Ctx, msg: &Incoming) -> Result<Ha
         }
         ["trg", trigger, idx] => {
             let Ok(idx) = idx.parse::<i32>() else { return Ok(malformed(format!("unusable correlation_id {corr:?}"))) };
-            triggers::answered(tx, ctx, trigger, idx, &body, now).await?
+            triggers::answered(tx, trigger, idx, &body, now).await?
         }
         _ => return Ok(malformed(format!("unusable correlation_id {corr:?}"))),
     };

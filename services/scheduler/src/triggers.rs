@@ -173,7 +173,6 @@ pub async fn send_queued(pool: &Pool, outbox: &Outbox, ctx: &Ctx, limit: i64) ->
 #[tracing::instrument(name = "scheduler.trigger_answered", skip_all, fields(trigger = %trigger, idx = idx))]
 pub async fn answered(
     tx: &Transaction<'_>,
-    _ctx: &Ctx,
     trigger: &str,
     idx: i32,
     body: &Value,

@@ -67,13 +67,15 @@ impl Outbox {
             Vec::with_capacity(n),
             Vec::with_capacity(n),
         );
+        // Only bodies that hold a secret are rewritten; the rest are borrowed as they are.
+        let sealed_bodies = messages
+            .iter()
+            .filter(|m| m.sealed)
+            .map(|m| Ok(self.keys.as_ref().ok_or(SecretsError::NoKeys)?.seal(SEALED_CONTEXT, &m.body).into_bytes()))
+            .collect::<Result<Vec<_>, EnqueueError>>()?;
+        let mut sealed_iter = sealed_bodies.iter();
         for m in messages {
-            let body = if m.sealed {
-                let keys = self.keys.as_ref().ok_or(SecretsError::NoKeys)?;
-                keys.seal(SEALED_CONTEXT, &m.body).into_bytes()
-            } else {
-                m.body.clone()
-            };
+            let body: &[u8] = if m.sealed { sealed_iter.next().expect("one sealed body per sealed message") } else { &m.body };
             let mut h = m.headers.clone();
             crate::telemetry::inject_current(&mut h);
             exchanges.push(m.exchange.as_str());
