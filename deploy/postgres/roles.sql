@@ -43,8 +43,9 @@ GRANT UPDATE (pan_sealed, forgotten_at) ON vault_cards TO ps_gateway;
 GRANT INSERT ON processor_calls TO ps_gateway;
 GRANT USAGE ON SEQUENCE processor_calls_id_seq TO ps_gateway;
 GRANT SELECT (id, merchant_id, vault_token) ON payment_methods TO ps_gateway;
--- Each request is checked against the attempt it names before money moves (DESIGN §10).
-GRANT SELECT (id, session_id, merchant_id, amount, currency, status, processor_idempotency_key, settlement, settlement_requests)
+-- Each request is checked against the attempt it names before money moves (DESIGN §10);
+-- the card token, so a resolved attempt's card is saved or forgotten like any other.
+GRANT SELECT (id, session_id, merchant_id, amount, currency, status, processor_idempotency_key, settlement, settlement_requests, card_token)
     ON payment_attempts TO ps_gateway;
 
 -- lifecycle: session state, attempts, saved methods, mandates; idempotency for its commands.

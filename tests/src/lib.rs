@@ -2,6 +2,7 @@
 //! prefix on the real PostgreSQL and RabbitMQ, runs the real services' code,
 //! and removes everything it made when it ends, even if it panics.
 
+pub mod faults;
 pub mod receiver;
 pub mod tls;
 
@@ -713,6 +714,14 @@ impl TestEnv {
         d.acker.ack(BasicAckOptions::default()).await.unwrap();
         let _ = ch.close(200, "done".into()).await;
         (d.data, d.properties.headers().clone().unwrap_or_default())
+    }
+
+    /// Empties a queue: messages lost, as a broker failure or an operator's mistake would lose them.
+    pub async fn purge(&self, queue: &str) -> u32 {
+        let ch = self.conn.create_channel().await.unwrap();
+        let n = ch.queue_purge(ShortString::from(queue), lapin::options::QueuePurgeOptions::default()).await.unwrap();
+        let _ = ch.close(200, "done".into()).await;
+        n
     }
 
     /// Messages ready in a queue (not counting ones a consumer holds).

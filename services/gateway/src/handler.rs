@@ -5,7 +5,7 @@ use crate::processor::{Processor, ProcessorRequest, ProcessorResponse};
 use crate::vouch::{self, Vouched};
 use deadpool_postgres::{Pool, Transaction};
 use futures::future::BoxFuture;
-use ps_contract::internal::{AuthorizeRequest, GatewayResult, Operation, Outcome, SettleRequest};
+use ps_contract::internal::{AuthorizeRequest, GatewayResult, Operation, Outcome, ResolveRequest, SettleRequest};
 use ps_contract::routing::{exchange, header, internal};
 use ps_contract::session::CaptureMethod;
 use ps_runtime::{Handled, Handler, HandlerError, Incoming, Outbound};
@@ -64,11 +64,18 @@ impl Handler for GatewayHandler {
                 internal::GATEWAY_AUTHORIZE => match serde_json::from_slice::<AuthorizeRequest>(&msg.body) {
                     Ok(req) => match vouch::authorize(tx, &req).await? {
                         Vouched::Yes => self.authorize(tx, &req).await?,
-                        Vouched::AlreadyDone => match self.replay(Step::authorize(&req)).await? {
+                        Vouched::AlreadyDone { succeeded } => match self.replay(Step::authorize(&req)).await? {
                             Some(r) => r,
-                            None => {
-                                return Ok(unvouched(msg, "the attempt is no longer pending and the processor has no call under its key"))
+                            // Lifecycle gave up on the attempt before this request was
+                            // executed, and has its answer (or is getting it) by lookup.
+                            None if !succeeded => {
+                                tracing::info!(attempt = %req.attempt_id, "authorize for an attempt that ended without it; not executed");
+                                if let Some(t) = req.card_token.as_deref() {
+                                    crate::vault::forget(tx, t).await?;
+                                }
+                                return Ok(Handled::default());
                             }
+                            None => return Ok(unvouched(msg, "the attempt succeeded but the processor has no call under its key")),
                         },
                         Vouched::No(why) => return Ok(unvouched(msg, &why)),
                     },
@@ -79,7 +86,7 @@ impl Handler for GatewayHandler {
                         let op = if key == internal::GATEWAY_CAPTURE { Operation::Capture } else { Operation::Void };
                         match vouch::settle(tx, op, &req).await? {
                             Vouched::Yes => self.settle(op, &req).await?,
-                            Vouched::AlreadyDone => match self.replay(Step::settle(op, &req)).await? {
+                            Vouched::AlreadyDone { .. } => match self.replay(Step::settle(op, &req)).await? {
                                 Some(r) => r,
                                 None => {
                                     return Ok(unvouched(msg, &format!("the {op} is settled and the processor has no call under its key")))
@@ -88,6 +95,18 @@ impl Handler for GatewayHandler {
                             Vouched::No(why) => return Ok(unvouched(msg, &why)),
                         }
                     }
+                    Err(e) => return Ok(bad(msg, &e.to_string())),
+                },
+                internal::GATEWAY_RESOLVE => match serde_json::from_slice::<ResolveRequest>(&msg.body) {
+                    Ok(req) => match vouch::resolve(tx, &req).await? {
+                        (Vouched::Yes, Some(attempt)) => self.resolve(tx, &req, attempt.card_token).await?,
+                        (Vouched::AlreadyDone { .. }, _) => {
+                            tracing::info!(attempt = %req.attempt_id, "resolve for an attempt that already has its answer");
+                            return Ok(Handled::default());
+                        }
+                        (Vouched::No(why), _) => return Ok(unvouched(msg, &why)),
+                        (Vouched::Yes, None) => return Err(HandlerError::Permanent("vouched for an attempt it did not read".into())),
+                    },
                     Err(e) => return Ok(bad(msg, &e.to_string())),
                 },
                 other => return Ok(bad(msg, &format!("the gateway does not handle {other:?}"))),
@@ -220,6 +239,46 @@ impl GatewayHandler {
                 }
             }
         }
+    }
+
+    /// An attempt lifecycle gave up waiting for: what the processor did under
+    /// its key, asked and never executed. No record means the processor never
+    /// charged it, and (with the attempt no longer pending) never will.
+    async fn resolve(&self, tx: &Transaction<'_>, req: &ResolveRequest, card_token: Option<String>) -> Result<GatewayResult, HandlerError> {
+        let started = Instant::now();
+        let key = req.processor_idempotency_key.as_str();
+        let found = self.processor.lookup(key).await.map_err(|e| HandlerError::Transient(e.to_string()))?;
+        let resp = match found {
+            Some(resp) => {
+                self.log_call(req.attempt_id.as_str(), Operation::Authorize, key, "resolved_by_lookup", started.elapsed()).await;
+                resp
+            }
+            None => {
+                self.log_call(req.attempt_id.as_str(), Operation::Authorize, key, "resolved_no_record", started.elapsed()).await;
+                ProcessorResponse {
+                    outcome: Outcome::Failed,
+                    error_code: Some("processing_error".into()),
+                    decline_code: Some("processor_no_record".into()),
+                    reference: String::new(),
+                    card: None,
+                }
+            }
+        };
+        tracing::info!(attempt = %req.attempt_id, outcome = %resp.outcome, "unanswered attempt resolved by asking the processor");
+        if let Some(t) = card_token.as_deref().filter(|_| resp.outcome == Outcome::Failed) {
+            crate::vault::forget(tx, t).await?;
+        }
+        Ok(result(
+            Operation::Authorize,
+            req.attempt_id.clone(),
+            req.session_id.clone(),
+            req.merchant_id.clone(),
+            req.amount,
+            req.currency,
+            key,
+            resp,
+            card_token,
+        ))
     }
 
     /// A step already taken, answered from what the processor did under its

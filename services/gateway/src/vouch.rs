@@ -3,19 +3,22 @@
 //! amount the message claims. A forged or stale request charges nothing.
 
 use deadpool_postgres::Transaction;
-use ps_contract::internal::{AuthorizeRequest, Operation, SettleRequest};
+use ps_contract::internal::{AuthorizeRequest, Operation, ResolveRequest, SettleRequest};
 use ps_runtime::HandlerError;
 
 pub enum Vouched {
     Yes,
     /// The attempt is past this step (a request republished under a new message
-    /// id): the processor may be asked what it did under the key, never to do it again.
-    AlreadyDone,
+    /// id, or one that arrived after lifecycle gave up waiting for it): the
+    /// processor may be asked what it did under the key, never to do it again.
+    AlreadyDone {
+        succeeded: bool,
+    },
     /// Why the request does not match what the fleet recorded.
     No(String),
 }
 
-struct Recorded {
+pub struct Recorded {
     session_id: String,
     merchant_id: String,
     amount: i64,
@@ -24,12 +27,19 @@ struct Recorded {
     key: String,
     settlement: Option<String>,
     settlement_requests: i32,
+    pub card_token: Option<String>,
 }
 
-async fn recorded(tx: &Transaction<'_>, attempt: &str) -> Result<Option<Recorded>, HandlerError> {
+/// `hold` takes the attempt's fence first, until the message's transaction
+/// ends: while the gateway calls the processor for an attempt, lifecycle cannot
+/// give up on it, and once it has, the status read here says so.
+async fn recorded(tx: &Transaction<'_>, attempt: &str, hold: bool) -> Result<Option<Recorded>, HandlerError> {
+    if hold {
+        ps_store::fence::hold_for_call(tx, attempt).await?;
+    }
     let row = tx
         .query_opt(
-            "SELECT session_id, merchant_id, amount, currency, status, processor_idempotency_key, settlement, settlement_requests
+            "SELECT session_id, merchant_id, amount, currency, status, processor_idempotency_key, settlement, settlement_requests, card_token
              FROM payment_attempts WHERE id = $1",
             &[&attempt],
         )
@@ -43,6 +53,7 @@ async fn recorded(tx: &Transaction<'_>, attempt: &str) -> Result<Option<Recorded
         key: r.get(5),
         settlement: r.get(6),
         settlement_requests: r.get(7),
+        card_token: r.get(8),
     }))
 }
 
@@ -55,7 +66,7 @@ fn same_attempt(a: &Recorded, session: &str, merchant: &str, currency: &str) -> 
 }
 
 pub async fn authorize(tx: &Transaction<'_>, req: &AuthorizeRequest) -> Result<Vouched, HandlerError> {
-    let Some(a) = recorded(tx, req.attempt_id.as_str()).await? else {
+    let Some(a) = recorded(tx, req.attempt_id.as_str(), true).await? else {
         return Ok(Vouched::No(format!("no attempt {} was recorded", req.attempt_id)));
     };
     if let Some(why) = same_attempt(&a, req.session_id.as_str(), req.merchant_id.as_str(), req.currency.code()) {
@@ -66,14 +77,14 @@ pub async fn authorize(tx: &Transaction<'_>, req: &AuthorizeRequest) -> Result<V
     } else if a.key != req.processor_idempotency_key {
         Vouched::No("the processor key is not the attempt's".into())
     } else if a.status != "pending" {
-        Vouched::AlreadyDone
+        Vouched::AlreadyDone { succeeded: a.status == "succeeded" }
     } else {
         Vouched::Yes
     })
 }
 
 pub async fn settle(tx: &Transaction<'_>, op: Operation, req: &SettleRequest) -> Result<Vouched, HandlerError> {
-    let Some(a) = recorded(tx, req.attempt_id.as_str()).await? else {
+    let Some(a) = recorded(tx, req.attempt_id.as_str(), false).await? else {
         return Ok(Vouched::No(format!("no attempt {} was recorded", req.attempt_id)));
     };
     if let Some(why) = same_attempt(&a, req.session_id.as_str(), req.merchant_id.as_str(), req.currency.code()) {
@@ -89,8 +100,32 @@ pub async fn settle(tx: &Transaction<'_>, op: Operation, req: &SettleRequest) ->
     } else if !numbered {
         Vouched::No("the processor key is not one the fleet issued".into())
     } else if a.settlement.as_deref() != Some(asked) {
-        Vouched::AlreadyDone
+        Vouched::AlreadyDone { succeeded: true }
     } else {
         Vouched::Yes
     })
+}
+
+/// A `gateway.resolve` must name an attempt lifecycle has given up on, with its
+/// own key and amount. Returns the recorded attempt too: its card token, for a
+/// success to save and a failure to forget.
+pub async fn resolve(tx: &Transaction<'_>, req: &ResolveRequest) -> Result<(Vouched, Option<Recorded>), HandlerError> {
+    let Some(a) = recorded(tx, req.attempt_id.as_str(), false).await? else {
+        return Ok((Vouched::No(format!("no attempt {} was recorded", req.attempt_id)), None));
+    };
+    if let Some(why) = same_attempt(&a, req.session_id.as_str(), req.merchant_id.as_str(), req.currency.code()) {
+        return Ok((Vouched::No(why), None));
+    }
+    let vouched = if a.amount != req.amount {
+        Vouched::No(format!("amount {} differs from the attempt's {}", req.amount, a.amount))
+    } else if a.key != req.processor_idempotency_key {
+        Vouched::No("the processor key is not the attempt's".into())
+    } else if a.status == "pending" {
+        Vouched::No("the attempt is pending: lifecycle has not given up on it".into())
+    } else if a.status != "abandoned" {
+        Vouched::AlreadyDone { succeeded: a.status == "succeeded" }
+    } else {
+        Vouched::Yes
+    };
+    Ok((vouched, Some(a)))
 }

@@ -1,11 +1,13 @@
 //! Payment attempt rows, as lifecycle reads and settles them.
 
+use chrono::Utc;
 use deadpool_postgres::Transaction;
 use ps_contract::ids::AttemptId;
-use ps_contract::internal::{Operation, SettleRequest};
+use ps_contract::internal::{Operation, ResolveRequest, SettleRequest};
 use ps_contract::routing::{exchange, header, internal};
 use ps_runtime::{HandlerError, Outbound};
-use ps_store::sessions::StoredSession;
+use ps_store::sessions::{self, StoredSession};
+use std::time::Duration;
 
 #[derive(Debug, Clone)]
 pub struct Attempt {
@@ -23,7 +25,7 @@ pub async fn lock(tx: &Transaction<'_>, id: &str) -> Result<Option<Attempt>, Han
         .await?;
     row.map(|r| {
         Ok(Attempt {
-            id: AttemptId::parse(r.get(0)).map_err(|_| HandlerError::Permanent("corrupt attempt id".into()))?,
+            id: parse_id(r.get(0))?,
             session_id: r.get(1),
             status: r.get(2),
             save_card: r.get(3),
@@ -81,19 +83,109 @@ pub async fn set_settlement(
     Ok(())
 }
 
-/// Numbers a new settlement request of the attempt; its processor key derives from it.
-pub async fn next_settlement(tx: &Transaction<'_>, id: &AttemptId) -> Result<u32, HandlerError> {
+/// Asks the processor to capture or void `amount` of the attempt, as its next
+/// numbered settlement. The request is kept on the row so it can be sent again.
+pub async fn request_settlement(
+    tx: &Transaction<'_>,
+    op: Operation,
+    attempt: &AttemptId,
+    s: &StoredSession,
+    amount: i64,
+) -> Result<Outbound, HandlerError> {
+    let marker = if op == Operation::Capture { "capture_requested" } else { "void_requested" };
     let row = tx
         .query_one(
-            "UPDATE payment_attempts SET settlement_requests = settlement_requests + 1 WHERE id = $1 RETURNING settlement_requests",
-            &[&id.as_str()],
+            "UPDATE payment_attempts SET settlement = $2, settlement_amount = $3, settlement_requests = settlement_requests + 1,
+                 updated_at = now() WHERE id = $1 RETURNING settlement_requests",
+            &[&attempt.as_str(), &marker, &amount],
         )
         .await?;
-    Ok(row.get::<_, i32>(0) as u32)
+    settle_message(op, attempt, row.get::<_, i32>(0) as u32, s, amount)
+}
+
+/// Settlements asked for `after` ago or more with no answer yet: each is asked
+/// again under the same key (the processor does it at most once), and its
+/// clock restarts. Locked, so one sweeping replica sends each.
+pub async fn unanswered_settlements(tx: &Transaction<'_>, after: Duration) -> Result<Vec<Outbound>, HandlerError> {
+    let rows = tx
+        .query(
+            "UPDATE payment_attempts SET updated_at = now() WHERE id IN (
+                 SELECT id FROM payment_attempts
+                 WHERE settlement IN ('capture_requested', 'void_requested') AND updated_at <= now() - $1::float8 * interval '1 second'
+                 ORDER BY updated_at LIMIT 100 FOR UPDATE SKIP LOCKED)
+             RETURNING id, session_id, settlement, settlement_requests, coalesce(settlement_amount, amount)",
+            &[&after.as_secs_f64()],
+        )
+        .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let id = parse_id(r.get(0))?;
+        let Some(s) = sessions::get(tx, r.get::<_, &str>(1)).await? else { continue };
+        let op = if r.get::<_, &str>(2) == "capture_requested" { Operation::Capture } else { Operation::Void };
+        tracing::warn!(attempt = %id, operation = %op, "settlement unanswered: asking the processor again under the same key");
+        out.push(settle_message(op, &id, r.get::<_, i32>(3) as u32, &s, r.get(4))?);
+    }
+    Ok(out)
+}
+
+/// Attempts no answer has come for in `after`: pending ones, and abandoned
+/// ones whose resolution has not come back either. Oldest first.
+pub async fn unanswered(tx: &Transaction<'_>, after: Duration) -> Result<Vec<(String, String)>, HandlerError> {
+    let rows = tx
+        .query(
+            "SELECT session_id, id FROM payment_attempts
+             WHERE status IN ('pending', 'abandoned') AND updated_at <= now() - $1::float8 * interval '1 second'
+             ORDER BY updated_at LIMIT 100",
+            &[&after.as_secs_f64()],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// Stops waiting for the attempt's answer and asks the processor what it did.
+/// From the moment this commits the gateway executes no authorize for it; one
+/// in flight holds the attempt's fence, so it is skipped now and resolved on a
+/// later sweep if its answer does not come. The caller holds the session's lock.
+pub async fn abandon(tx: &Transaction<'_>, s: &StoredSession, attempt: &str, after: Duration) -> Result<Option<Outbound>, HandlerError> {
+    if !ps_store::fence::try_give_up(tx, attempt).await? {
+        return Ok(None);
+    }
+    let Some(row) = tx
+        .query_opt(
+            "SELECT id, amount, processor_idempotency_key FROM payment_attempts
+             WHERE id = $1 AND status IN ('pending', 'abandoned') AND updated_at <= now() - $2::float8 * interval '1 second'
+             FOR UPDATE SKIP LOCKED",
+            &[&attempt, &after.as_secs_f64()],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    tx.execute("UPDATE payment_attempts SET status = 'abandoned', updated_at = now() WHERE id = $1", &[&attempt]).await?;
+    let req = ResolveRequest {
+        attempt_id: parse_id(row.get(0))?,
+        session_id: s.session.id.clone(),
+        merchant_id: s.merchant_id.clone(),
+        amount: row.get(1),
+        currency: s.session.currency,
+        processor_idempotency_key: row.get(2),
+    };
+    let body = serde_json::to_value(&req).map_err(|e| HandlerError::Permanent(format!("cannot serialise a resolve request: {e}")))?;
+    // Each ask is its own message: the gateway's dedupe must not swallow a second one.
+    let id = format!("resolve:{}:{}", req.attempt_id, Utc::now().timestamp_micros());
+    Ok(Some(
+        Outbound::json(exchange::INTERNAL, internal::GATEWAY_RESOLVE, &body)
+            .with_message_id(id)
+            .with_header(header::MERCHANT_ID, s.merchant_id.as_str()),
+    ))
+}
+
+fn parse_id(raw: &str) -> Result<AttemptId, HandlerError> {
+    AttemptId::parse(raw).map_err(|_| HandlerError::Permanent(format!("corrupt attempt id {raw:?}")))
 }
 
 /// A `gateway.capture` or `gateway.void` for the attempt, as its `request`-th settlement.
-pub fn settle_message(op: Operation, attempt: &AttemptId, request: u32, s: &StoredSession, amount: i64) -> Outbound {
+fn settle_message(op: Operation, attempt: &AttemptId, request: u32, s: &StoredSession, amount: i64) -> Result<Outbound, HandlerError> {
     let req = SettleRequest {
         attempt_id: attempt.clone(),
         session_id: s.session.id.clone(),
@@ -103,7 +195,8 @@ pub fn settle_message(op: Operation, attempt: &AttemptId, request: u32, s: &Stor
         processor_idempotency_key: SettleRequest::idempotency_key_for(op, attempt, request),
     };
     let key = if op == Operation::Capture { internal::GATEWAY_CAPTURE } else { internal::GATEWAY_VOID };
-    Outbound::json(exchange::INTERNAL, key, &serde_json::to_value(&req).unwrap_or_default())
+    let body = serde_json::to_value(&req).map_err(|e| HandlerError::Permanent(format!("cannot serialise a settle request: {e}")))?;
+    Ok(Outbound::json(exchange::INTERNAL, key, &body)
         .with_message_id(req.processor_idempotency_key.clone())
-        .with_header(header::MERCHANT_ID, s.merchant_id.as_str())
+        .with_header(header::MERCHANT_ID, s.merchant_id.as_str()))
 }

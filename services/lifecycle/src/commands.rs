@@ -106,9 +106,7 @@ async fn settle(tx: &Transaction<'_>, merchant: &MerchantId, body: &Value, op: O
         }
         None => {}
     }
-    attempts::set_settlement(tx, &attempt.id, Some(marker), None).await?;
-    let n = attempts::next_settlement(tx, &attempt.id).await?;
-    Ok(Ok((reply, vec![attempts::settle_message(op, &attempt.id, n, &s, amount)])))
+    Ok(Ok((reply, vec![attempts::request_settlement(tx, op, &attempt.id, &s, amount).await?])))
 }
 
 async fn revoke(tx: &Transaction<'_>, merchant: &MerchantId, body: &Value, now: DateTime<Utc>) -> Result<Answer, HandlerError> {

@@ -1,6 +1,8 @@
-//! The expiry sweep: sessions past `expires_at` expire. Any number of replicas
-//! may sweep at once; SKIP LOCKED gives each session to one of them.
+//! The sweep: sessions past `expires_at` expire, unanswered attempts are
+//! resolved by asking the processor, unanswered settlements are asked again.
+//! Any number of replicas may sweep at once; SKIP LOCKED gives each row to one.
 
+use crate::attempts;
 use chrono::Utc;
 use deadpool_postgres::Pool;
 use ps_contract::events::EventType;
@@ -16,8 +18,10 @@ pub struct Sweeper {
     pub pool: Pool,
     pub outbox: Outbox,
     pub interval: Duration,
-    /// An attempt still pending this long after it started is given up on.
+    /// An attempt unanswered this long is resolved by asking the processor.
     pub abandon_after: Duration,
+    /// A capture or void unanswered this long is asked for again.
+    pub settle_retry_after: Duration,
 }
 
 impl Sweeper {
@@ -35,8 +39,19 @@ impl Sweeper {
         }
     }
 
-    /// Expires what is due, a batch per transaction. Returns how many expired.
+    /// One round: expire what is due, resolve what has gone unanswered, ask
+    /// again for unanswered settlements. Returns how many sessions expired.
     pub async fn sweep(&self) -> Result<usize, HandlerError> {
+        let expired = self.expire().await?;
+        self.resolve().await?;
+        self.resettle().await?;
+        Ok(expired)
+    }
+
+    /// Expires what is due, a batch per transaction. A session whose attempt is
+    /// still unanswered waits for its resolution: the processor's answer, not a
+    /// guess, decides whether the customer paid.
+    async fn expire(&self) -> Result<usize, HandlerError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         let due = tx
@@ -47,49 +62,58 @@ impl Sweeper {
             )
             .await?;
         let now = Utc::now();
-        let abandon = chrono::Duration::from_std(self.abandon_after).unwrap_or_default();
-        let mut expired = 0;
         let mut out = vec![];
         for row in due {
             let id: &str = row.get(0);
             let Some(mut s) = sessions::lock(&tx, id, None).await? else { continue };
             if s.session.payment_outcome == PaymentOutcome::Pending {
-                // Expiry waits for a result, unless the attempt has been silent too long.
-                let stale = tx
-                    .query_opt(
-                        "UPDATE payment_attempts SET status = 'abandoned', updated_at = now()
-                         WHERE session_id = $1 AND status = 'pending' AND created_at <= $2 RETURNING id",
-                        &[&id, &(now - abandon)],
-                    )
-                    .await?;
-                if stale.is_none() {
-                    continue;
-                }
-                let failed = transition(s.session.session_type, s.state(), Transition::AttemptFailed)
-                    .map_err(|e| HandlerError::Permanent(e.to_string()))?;
-                s.set_state(failed, now);
-                s.session.last_payment_error = Some(sessions::payment_error(
-                    "processing_error",
-                    Some("processor_timeout"),
-                    "The payment did not complete in time.",
-                    now,
-                ));
+                continue;
             }
             match transition(s.session.session_type, s.state(), Transition::Expire) {
                 Ok(to) => {
                     s.set_state(to, now);
                     sessions::save(&tx, &s).await?;
                     out.push(event(EventType::PaymentSessionUpdated, &s.merchant_id, now, &s.session));
-                    expired += 1;
                 }
                 Err(e) => tracing::warn!(session = id, error = %e, "cannot expire"),
             }
         }
-        self.outbox.enqueue(&tx, &out).await?;
+        let expired = out.len();
+        self.commit(tx, &out).await?;
+        Ok(expired)
+    }
+
+    /// Attempts silent for `abandon_after` (the authorize lost, its result lost,
+    /// the processor never answering): lifecycle stops waiting and asks the
+    /// processor, through the gateway, what it did under the attempt's key.
+    async fn resolve(&self) -> Result<(), HandlerError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let mut out = vec![];
+        for (session, attempt) in attempts::unanswered(&tx, self.abandon_after).await? {
+            // Session before attempt, the order every writer of both takes.
+            let Some(s) = sessions::lock(&tx, &session, None).await? else { continue };
+            if let Some(ask) = attempts::abandon(&tx, &s, &attempt, self.abandon_after).await? {
+                tracing::warn!(session, attempt, "attempt unanswered: asking the processor what happened");
+                out.push(ask);
+            }
+        }
+        self.commit(tx, &out).await
+    }
+
+    async fn resettle(&self) -> Result<(), HandlerError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let out = attempts::unanswered_settlements(&tx, self.settle_retry_after).await?;
+        self.commit(tx, &out).await
+    }
+
+    async fn commit(&self, tx: deadpool_postgres::Transaction<'_>, out: &[ps_runtime::Outbound]) -> Result<(), HandlerError> {
+        self.outbox.enqueue(&tx, out).await?;
         tx.commit().await?;
         if !out.is_empty() {
             self.outbox.wake();
         }
-        Ok(expired)
+        Ok(())
     }
 }

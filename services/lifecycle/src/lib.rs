@@ -27,6 +27,7 @@ pub struct LifecycleConfig {
     pub common: Config,
     pub expiry_interval: Duration,
     pub abandon_after: Duration,
+    pub settle_retry_after: Duration,
     /// Failed attempts a customer-present session allows before it ends unpaid (a card-testing limit).
     pub max_failed_attempts: u32,
 }
@@ -37,6 +38,7 @@ impl LifecycleConfig {
             common: Config::from_env(env, DEFAULT_HEALTH_PORT)?,
             expiry_interval: Duration::from_millis(env.ranged("EXPIRY_SWEEP_INTERVAL_MS", 5_000, 10, 3_600_000)?),
             abandon_after: Duration::from_secs(env.ranged("ATTEMPT_ABANDON_AFTER_SECS", 900, 1, 86_400)?),
+            settle_retry_after: Duration::from_secs(env.ranged("SETTLEMENT_RETRY_AFTER_SECS", 60, 1, 86_400)?),
             max_failed_attempts: env.ranged("CHECKOUT_MAX_FAILED_ATTEMPTS", 5, 1, 100)? as u32,
         })
     }
@@ -69,6 +71,7 @@ pub async fn start(config: LifecycleConfig, stop: CancellationToken) -> Result<R
         outbox: running.outbox.clone(),
         interval: config.expiry_interval,
         abandon_after: config.abandon_after,
+        settle_retry_after: config.settle_retry_after,
     };
     let sweeping = tokio::spawn(sweeper.run(stop));
     Ok(running.with_task(sweeping))

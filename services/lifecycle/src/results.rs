@@ -37,7 +37,9 @@ async fn authorized(
     now: DateTime<Utc>,
     max_failed: u32,
 ) -> Result<Handled, HandlerError> {
-    if attempt.status != "pending" || s.session.status.is_terminal() {
+    // An abandoned attempt is still waiting: for the answer its resolution brings.
+    let awaiting = attempt.status == "pending" || attempt.status == "abandoned";
+    if !awaiting || s.session.status.is_terminal() {
         return late(tx, r, attempt, s).await;
     }
     let ty = s.session.session_type;
@@ -133,9 +135,7 @@ async fn late(tx: &Transaction<'_>, r: &GatewayResult, attempt: &Attempt, s: &St
     if r.outcome == Outcome::Succeeded && attempt.settlement.is_none() && attempt.status != "succeeded" {
         tracing::warn!(session = %s.session.id, attempt = %attempt.id, status = %s.session.status, "late success for an ended session: voiding it");
         attempts::finish(tx, &attempt.id, "succeeded", None, None, r.processor_reference.as_deref(), None).await?;
-        attempts::set_settlement(tx, &attempt.id, Some("void_requested"), None).await?;
-        let n = attempts::next_settlement(tx, &attempt.id).await?;
-        return Ok(Handled::default().send(attempts::settle_message(Operation::Void, &attempt.id, n, s, r.amount)));
+        return Ok(Handled::default().send(attempts::request_settlement(tx, Operation::Void, &attempt.id, s, r.amount).await?));
     }
     tracing::info!(attempt = %attempt.id, "result for an attempt already resolved; nothing to do");
     Ok(Handled::default())

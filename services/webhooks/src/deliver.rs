@@ -122,7 +122,8 @@ impl Dispatcher {
             .await;
     }
 
-    /// Leases up to `n` due deliveries, never more than `per_endpoint` in flight per endpoint.
+    /// Leases up to `n` due deliveries, never more than `per_endpoint` in
+    /// flight per endpoint, oldest first among what each endpoint may take.
     async fn claim(&self, n: i64) -> Result<Vec<Claimed>, HandlerError> {
         let client = self.pool.get().await?;
         let lease = (self.config.timeout + Duration::from_secs(30)).as_secs_f64();
@@ -132,11 +133,16 @@ impl Dispatcher {
                      SELECT endpoint_id, count(*) AS n FROM webhook_deliveries
                      WHERE status = 'pending' AND lease_until >= now() GROUP BY endpoint_id
                  ), due AS (
-                     SELECT id, endpoint_id, next_attempt_at,
-                            row_number() OVER (PARTITION BY endpoint_id ORDER BY next_attempt_at, id) AS rn
-                     FROM (SELECT id, endpoint_id, next_attempt_at FROM webhook_deliveries
-                           WHERE status = 'pending' AND next_attempt_at <= now() AND (lease_until IS NULL OR lease_until < now())
-                           ORDER BY next_attempt_at LIMIT 5000) candidates
+                     -- Each endpoint's own oldest few: a backlog at one endpoint
+                     -- fills its own in-flight slots, never the others' turns.
+                     SELECT c.id, c.endpoint_id, c.next_attempt_at, c.rn
+                     FROM webhook_endpoints p CROSS JOIN LATERAL (
+                         SELECT id, endpoint_id, next_attempt_at,
+                                row_number() OVER (ORDER BY next_attempt_at, id) AS rn
+                         FROM webhook_deliveries
+                         WHERE endpoint_id = p.id AND status = 'pending' AND next_attempt_at <= now()
+                           AND (lease_until IS NULL OR lease_until < now())
+                         ORDER BY next_attempt_at, id LIMIT $1) c
                  ), picked AS (
                      SELECT due.id FROM due LEFT JOIN busy USING (endpoint_id)
                      WHERE due.rn + coalesce(busy.n, 0) <= $1

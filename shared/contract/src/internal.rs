@@ -57,6 +57,12 @@ impl SettleRequest {
     }
 }
 
+/// `gateway.resolve`: lifecycle has stopped waiting for an authorize's answer
+/// and asks what the processor did under the attempt's key. The processor is
+/// asked, never told to act: an attempt it has no record of is reported failed,
+/// and from the moment lifecycle gave up, no authorize for it is executed.
+pub type ResolveRequest = SettleRequest;
+
 wire_enum!(Operation { Authorize => "authorize", Capture => "capture", Void => "void" });
 wire_enum!(Outcome { Succeeded => "succeeded", Failed => "failed" });
 

@@ -39,6 +39,7 @@ pub mod internal {
     pub const GATEWAY_CAPTURE: &str = "gateway.capture";
     pub const GATEWAY_VOID: &str = "gateway.void";
     pub const GATEWAY_RESULT: &str = "gateway.result";
+    pub const GATEWAY_RESOLVE: &str = "gateway.resolve";
 }
 
 /// AMQP header names.

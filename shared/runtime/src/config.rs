@@ -131,6 +131,8 @@ pub struct Config {
     pub trust: Trust,
     /// Test-only fault injection: abort the process after a handler's commit, before its ack.
     pub fault_abort_after_commit: bool,
+    /// Test-only fault injection: handlers panic on messages with this routing key.
+    pub fault_panic_on: Option<String>,
 }
 
 pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
@@ -178,6 +180,7 @@ impl Config {
                     .map_err(|e| ConfigError { var: "SSL_CERT_FILE", problem: e.to_string() })?,
             },
             fault_abort_after_commit: env.flag("PS_FAULT_ABORT_AFTER_COMMIT", false)?,
+            fault_panic_on: env.raw("PS_FAULT_PANIC_ON").map(str::to_owned),
         })
     }
 }

@@ -10,7 +10,7 @@ use backon::{ExponentialBuilder, Retryable};
 use deadpool_postgres::Pool;
 use deadpool_postgres::Transaction;
 use futures::future::BoxFuture;
-use futures::{StreamExt, TryStreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::{FieldTable, ShortString};
 use lapin::Connection;
@@ -76,6 +76,9 @@ pub enum HandlerError {
     /// A secret this service keeps cannot be sealed or opened: its keys are missing or wrong.
     #[error(transparent)]
     Secrets(#[from] SecretsError),
+    /// The handler panicked: a bug. The message is dead-lettered, the consumer goes on.
+    #[error("the handler panicked: {0}")]
+    Panicked(String),
 }
 
 impl From<EnqueueError> for HandlerError {
@@ -105,7 +108,7 @@ impl HandlerError {
     pub fn is_transient(&self) -> bool {
         match self {
             HandlerError::Pool(_) | HandlerError::Transient(_) => true,
-            HandlerError::Permanent(_) | HandlerError::Secrets(_) => false,
+            HandlerError::Permanent(_) | HandlerError::Secrets(_) | HandlerError::Panicked(_) => false,
             HandlerError::Db(e) => match e.code() {
                 None => true,
                 Some(code) => {
@@ -113,6 +116,23 @@ impl HandlerError {
                     matches!(class, "08" | "40" | "53" | "55" | "57" | "58")
                 }
             },
+        }
+    }
+
+    /// Something the message needs is not there at all (the database, the
+    /// processor), as opposed to a conflict that the next try may not meet.
+    /// No message can succeed meanwhile, so the message is held, not returned.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            HandlerError::Pool(_) | HandlerError::Transient(_) => true,
+            HandlerError::Db(e) => match e.code() {
+                None => true,
+                Some(code) => {
+                    let code = code.code();
+                    code.starts_with("08") || code.starts_with("53") || matches!(code, "57P01" | "57P02" | "57P03")
+                }
+            },
+            _ => false,
         }
     }
 }
@@ -133,7 +153,15 @@ pub struct ConsumerContext {
     pub handler: Arc<dyn Handler>,
     pub after_commit: Option<Arc<tokio::sync::Notify>>,
     pub fault_abort_after_commit: bool,
+    /// Test-only fault injection: the handler panics on messages with this routing key.
+    pub fault_panic_on: Option<String>,
+    pub health: crate::health::Health,
+    /// The service's stop: a message held for an unavailable dependency is let go.
+    pub stop: CancellationToken,
 }
+
+/// How long a held message waits between rounds of tries.
+const HOLD_PAUSE: Duration = Duration::from_secs(2);
 
 enum Applied {
     New,
@@ -148,6 +176,9 @@ impl ConsumerContext {
         let key = msg.dedupe_key();
         if let Claim::Duplicate { reply } = dedupe::claim(&tx, self.consumer, &key).await? {
             return self.duplicate(tx, msg, reply).await;
+        }
+        if self.fault_panic_on.as_deref() == Some(msg.routing_key.as_str()) {
+            panic!("fault injection: handler panic on {}", msg.routing_key);
         }
         let handled = match self.handler.handle(&tx, msg).await {
             Ok(h) => h,
@@ -210,6 +241,19 @@ impl ConsumerContext {
         Ok(Applied::Duplicate)
     }
 
+    /// `apply`, with a panic turned into a dead letter: one bad message must
+    /// not take the consumer (and every message behind it) down.
+    async fn apply_contained(&self, msg: &Incoming) -> Result<Applied, HandlerError> {
+        match std::panic::AssertUnwindSafe(self.apply(msg)).catch_unwind().await {
+            Ok(applied) => applied,
+            Err(panic) => {
+                let why = HandlerError::Panicked(panic_text(panic.as_ref()));
+                tracing::error!(error = %why, "dead-lettering the message");
+                self.dead_letter_alone(msg, &why.to_string()).await
+            }
+        }
+    }
+
     async fn dead_letter_alone(&self, msg: &Incoming, reason: &str) -> Result<Applied, HandlerError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
@@ -237,21 +281,45 @@ impl ConsumerContext {
         );
         crate::telemetry::continue_trace(&span, &msg.headers);
         async {
-            // Database trouble is retried here, briefly, before the message goes
-            // back to the queue, where RabbitMQ counts it against the delivery limit.
-            let backoff = ExponentialBuilder::default()
-                .with_min_delay(Duration::from_millis(50))
-                .with_max_delay(Duration::from_secs(3))
-                .with_max_times(6)
-                .with_jitter();
-            let result = (|| self.apply(&msg))
-                .retry(backoff)
-                .when(HandlerError::is_transient)
-                .notify(|e, wait| {
-                    metrics::RETRIES.with_label_values(&[self.consumer]).inc();
-                    tracing::warn!(error = %e, retry_in = ?wait, "message not applied; retrying")
-                })
-                .await;
+            // A conflict (deadlock, serialization) is retried briefly, then the
+            // message goes back to the queue, where RabbitMQ counts it against the
+            // delivery limit. A dependency that is down is waited out with the
+            // message held: returning it would burn its delivery attempts (and
+            // dead-letter it) while nothing could have succeeded.
+            let mut held: Option<Instant> = None;
+            let result = loop {
+                let backoff = ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(50))
+                    .with_max_delay(Duration::from_secs(3))
+                    .with_max_times(6)
+                    .with_jitter();
+                let result = (|| self.apply_contained(&msg))
+                    .retry(backoff)
+                    .when(HandlerError::is_transient)
+                    .notify(|e, wait| {
+                        metrics::RETRIES.with_label_values(&[self.consumer]).inc();
+                        tracing::warn!(error = %e, retry_in = ?wait, "message not applied; retrying")
+                    })
+                    .await;
+                match result {
+                    Err(e) if e.is_unavailable() && !self.stop.is_cancelled() => {
+                        if held.is_none() {
+                            held = Some(Instant::now());
+                            metrics::HELD.with_label_values(&[self.consumer]).inc();
+                            tracing::warn!(error = %e, "a dependency is unavailable: holding the message until it answers");
+                        }
+                        tokio::select! {
+                            _ = self.stop.cancelled() => {}
+                            _ = tokio::time::sleep(HOLD_PAUSE) => {}
+                        }
+                    }
+                    other => break other,
+                }
+            };
+            if let Some(since) = held {
+                metrics::HELD.with_label_values(&[self.consumer]).dec();
+                tracing::info!(held_ms = since.elapsed().as_millis() as u64, "dependency back: held message released");
+            }
             let outcome = match result {
                 Ok(applied) => {
                     if let Err(e) = acker.ack(BasicAckOptions::default()).await {
@@ -297,6 +365,7 @@ pub async fn consume(conn: &Connection, ctx: Arc<ConsumerContext>, prefetch: u16
         .basic_consume(ShortString::from(ctx.queue.as_str()), ShortString::from(""), BasicConsumeOptions::default(), FieldTable::default())
         .await?;
     let tag = consumer.tag();
+    let _running = ctx.health.consumer_running();
     tracing::info!(queue = %ctx.queue, prefetch, "consuming");
     let stopped = stop.clone();
     consumer
@@ -316,4 +385,13 @@ pub async fn consume(conn: &Connection, ctx: Arc<ConsumerContext>, prefetch: u16
     let _ = channel.basic_cancel(tag, BasicCancelOptions::default()).await;
     let _ = channel.close(200, ShortString::from("shutting down")).await;
     Ok(())
+}
+
+/// What a panic said, when it said it with a string.
+pub fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
+        (Some(s), _) => (*s).to_owned(),
+        (_, Some(s)) => s.clone(),
+        _ => "(no message)".into(),
+    }
 }

@@ -16,6 +16,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0006_identity", include_str!("../migrations/0006_identity.sql")),
     ("0007_sealed", include_str!("../migrations/0007_sealed.sql")),
     ("0008_scheduler", include_str!("../migrations/0008_scheduler.sql")),
+    ("0009_resolution", include_str!("../migrations/0009_resolution.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]

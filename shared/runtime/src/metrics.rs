@@ -2,8 +2,8 @@
 //! default registry, so several services in one test process share them.
 
 use prometheus::{
-    register_histogram_vec, register_int_counter, register_int_counter_vec, register_int_gauge, HistogramVec, IntCounter, IntCounterVec,
-    IntGauge,
+    register_histogram_vec, register_int_counter, register_int_counter_vec, register_int_gauge, register_int_gauge_vec, HistogramVec,
+    IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
 };
 use std::sync::LazyLock;
 
@@ -19,6 +19,15 @@ pub static MESSAGES: LazyLock<IntCounterVec> = LazyLock::new(|| {
 pub static RETRIES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!("ps_message_retries_total", "Transient failures retried while handling a message, by queue.", &["queue"])
         .expect("metric registers once")
+});
+
+pub static HELD: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "ps_messages_held",
+        "Messages held unacknowledged because a dependency (the database, the processor) is unavailable, by queue.",
+        &["queue"]
+    )
+    .expect("metric registers once")
 });
 
 pub static HANDLE_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {

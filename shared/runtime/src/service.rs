@@ -11,6 +11,7 @@ use crate::{db, metrics, outbox};
 use backon::{ExponentialBuilder, Retryable};
 use deadpool_postgres::Pool;
 use futures::future::try_join_all;
+use futures::FutureExt;
 use lapin::Connection;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -135,9 +136,13 @@ async fn supervise(
                 handler: c.handler,
                 after_commit: c.after_commit,
                 fault_abort_after_commit: config.fault_abort_after_commit,
+                fault_panic_on: config.fault_panic_on.clone(),
+                health: health.clone(),
+                stop: stop.clone(),
             })
         })
         .collect();
+    health.expect_consumers(contexts.len());
     let relay = Relay::new(pool, outbox);
     let mut connected_before = false;
     // The prefix in the connection name lets an operator (or a test) find this instance's connection.
@@ -148,7 +153,11 @@ async fn supervise(
         }
         connected_before = true;
         health.set_broker_up(true);
-        let result = session(&conn, &config, &names, &contexts, &relay, &stop).await;
+        // A panic outside any one message's handling ends this session, not the service.
+        let result = std::panic::AssertUnwindSafe(session(&conn, &config, &names, &contexts, &relay, &health, &stop))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| Err(SessionError::Panicked(crate::consumer::panic_text(panic.as_ref()))));
         health.set_broker_up(false);
         let _ = conn.close(200, "bye".into()).await;
         match result {
@@ -170,6 +179,8 @@ enum SessionError {
     Consume(#[from] crate::consumer::ConsumeError),
     #[error(transparent)]
     Relay(#[from] crate::outbox::RelayError),
+    #[error("the broker session panicked: {0}")]
+    Panicked(String),
 }
 
 /// One broker connection's worth of work. Ok only after a graceful stop:
@@ -180,6 +191,7 @@ async fn session(
     names: &Names,
     contexts: &[Arc<ConsumerContext>],
     relay: &Relay,
+    health: &Health,
     stop: &CancellationToken,
 ) -> Result<(), SessionError> {
     let setup = conn.create_channel().await.map_err(SessionError::Declare)?;
@@ -198,7 +210,10 @@ async fn session(
         }
         try_join_all(contexts.iter().map(|ctx| consume(conn, ctx.clone(), config.prefetch, consumers_stop.clone()))).await
     };
-    let relaying = relay.run(&publisher, &relay_stop);
+    let relaying = async {
+        let _running = health.relay_running();
+        relay.run(&publisher, &relay_stop).await
+    };
     tokio::pin!(relaying);
     let consumed = tokio::select! {
         r = consumers => r,

@@ -21,6 +21,7 @@ pub const GATEWAY: QueueSpec = QueueSpec {
         (exchange::INTERNAL, internal::GATEWAY_AUTHORIZE),
         (exchange::INTERNAL, internal::GATEWAY_CAPTURE),
         (exchange::INTERNAL, internal::GATEWAY_VOID),
+        (exchange::INTERNAL, internal::GATEWAY_RESOLVE),
     ],
 };
 

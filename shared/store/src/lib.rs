@@ -3,6 +3,7 @@
 
 pub mod commands;
 pub mod events;
+pub mod fence;
 pub mod grants;
 pub mod idempotency;
 pub mod mandates;

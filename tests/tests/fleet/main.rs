@@ -3,6 +3,7 @@
 mod browser;
 mod checkout;
 mod deploy;
+mod faults;
 mod intake;
 mod observability;
 mod payments;

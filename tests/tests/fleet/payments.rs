@@ -312,40 +312,6 @@ async fn manual_capture_reserves_then_captures_or_voids() {
 }
 
 #[tokio::test]
-async fn a_late_result_after_expiry_is_voided() {
-    let mut env = TestEnv::new().await;
-    // The processor answers after 2 s; an attempt is given up on after 1 s.
-    env.start_gateway(&[("SANDBOX_LATENCY_MS", "2000")]).await;
-    env.start_lifecycle(&[("ATTEMPT_ABANDON_AFTER_SECS", "1")]).await;
-    let checkout = env.start_checkout().await;
-    env.start_intake_with(&[("CHECKOUT_BASE_URL", &checkout)]).await;
-    let s = create(&env, "shop", &one_time("never")).await;
-    let id = s["id"].as_str().unwrap();
-    let page = CheckoutClient::new().pay(s["session_url"].as_str().unwrap(), PAYS, false).await;
-    assert_eq!(page.text_of("state").as_deref(), Some("Processing your payment…"));
-    env.pool.get().await.unwrap().execute("UPDATE payment_sessions SET expires_at = now() WHERE id = $1", &[&id]).await.unwrap();
-
-    let expired = env.event_about("payment_session.updated", id).await;
-    assert_eq!(expired["data"]["status"], "expired");
-    assert_eq!(expired["data"]["last_payment_error"]["decline_code"], "processor_timeout");
-    let voided = env.event_about("payment.voided", id).await;
-    assert_eq!(voided["data"]["status"], "expired", "the session stays expired");
-    let ledger: Vec<(String, String)> = env
-        .pool
-        .get()
-        .await
-        .unwrap()
-        .query("SELECT operation, outcome FROM sandbox_ledger ORDER BY created_at", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
-    assert_eq!(ledger, [("authorize".into(), "succeeded".into()), ("void".into(), "succeeded".into())], "the late charge was given back");
-    env.finish().await;
-}
-
-#[tokio::test]
 async fn revoked_mandate_refuses_every_later_charge() {
     let mut env = TestEnv::new().await;
     env.start_fleet().await;

@@ -242,29 +242,41 @@ async fn a_dead_letter_replayed_after_the_fix_is_applied_once() {
     env.finish().await;
 }
 
-/// A message that keeps failing is not retried for ever: RabbitMQ dead-letters
-/// it at the queue's delivery limit, and it can be replayed once the cause is gone.
+/// While the database is unreachable a consumer holds its messages instead of
+/// returning them to the queue, where each return would count against the
+/// delivery limit: with a limit of 1, the old behaviour dead-lettered the
+/// command after its second round of retries. Readiness says why meanwhile.
 #[tokio::test]
-async fn a_message_that_keeps_failing_reaches_the_dlq_at_the_delivery_limit_and_can_be_replayed() {
+async fn a_database_outage_holds_messages_instead_of_dead_lettering_them() {
     let mut env = TestEnv::with_delivery_limit(1).await;
-    env.start_intake().await;
+    let health = env.start_intake().await;
     let admin = admin().await;
     admin.batch_execute(&format!("ALTER DATABASE {} ALLOW_CONNECTIONS false", env.db_name)).await.unwrap();
     admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", &[&env.db_name]).await.unwrap();
 
-    env.send(Command::create("shop_1", &one_time()).header(header::IDEMPOTENCY_KEY, "order-7").no_reply()).await;
-    let (_, headers) = env.peek_dead_letter(&topology::INTAKE).await;
-    let reason = match headers.inner().get("x-death") {
-        Some(lapin::types::AMQPValue::FieldArray(deaths)) => match deaths.as_slice().first() {
-            Some(lapin::types::AMQPValue::FieldTable(death)) => ps_runtime::message::header_str(Some(death), "reason"),
-            _ => None,
-        },
-        _ => None,
-    };
-    assert_eq!(reason.as_deref(), Some("delivery_limit"), "dead-lettered by the broker for its delivery limit");
+    let ids: Vec<String> = futures::future::join_all(
+        (0..5).map(|i| env.send(Command::create("shop_1", &one_time()).header(header::IDEMPOTENCY_KEY, &format!("order-{i}")))),
+    )
+    .await;
+    let retries = || ps_runtime::metrics::RETRIES.with_label_values(&[topology::INTAKE.name]).get();
+    let held = || ps_runtime::metrics::HELD.with_label_values(&[topology::INTAKE.name]).get();
+    // Before, a message went back to the queue after six retries, and a limit of 1
+    // allowed two deliveries: twelve retries, then the DLQ. Each is now past that.
+    eventually("every command held past its old delivery limit", || held() == 5 && retries() >= 5 * 14).await;
+    let (status, why) = integration_tests::http_get(health, "/readyz").await;
+    assert_eq!((status, why.as_str()), (503, "database not answering"));
+    let dlq = env.names.dead_letter_queue(&topology::INTAKE);
+    assert_eq!(env.ready_count(&dlq).await, 0, "nothing dead-lettered while the database was away");
 
     admin.batch_execute(&format!("ALTER DATABASE {} ALLOW_CONNECTIONS true", env.db_name)).await.unwrap();
-    env.psctl(&["dlq-replay", topology::INTAKE.name]);
-    assert_eq!(env.wait_for_count("SELECT count(*) FROM payment_sessions", 1).await, 1);
+    for id in &ids {
+        let r = env.reply(id).await;
+        assert!(r.body["id"].is_string(), "answered once the database is back: {}", r.body);
+    }
+    assert_eq!(env.count("SELECT count(*) FROM payment_sessions").await, 5);
+    assert_eq!(held(), 0);
+    assert_eq!(env.ready_count(&dlq).await, 0);
+    let (status, why) = integration_tests::http_get(health, "/readyz").await;
+    assert_eq!((status, why.as_str()), (200, "ready\n"));
     env.finish().await;
 }
