@@ -1,7 +1,7 @@
 # The two commands the README gives: `make run` and `make test`.
 CARGO ?= cargo
 
-.PHONY: run test services browser build unit fmt lint bench
+.PHONY: run test services browser build unit fmt lint bench faults
 
 run: services build
 	./scripts/run-fleet.sh
@@ -38,3 +38,13 @@ lint:
 # Throughput figures (release build); BENCH_SCALE=N multiplies the work.
 bench: services
 	$(CARGO) bench -p integration-tests --bench fleet
+
+# The fault suite, quick and long scenarios one at a time (the long ones restart
+# this machine's RabbitMQ and PostgreSQL), then the table, also in docs/faults.md.
+faults: services build
+	rm -rf target/faults/rows
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+		$(CARGO) nextest run -p integration-tests --test faults --run-ignored all --test-threads 1 --no-fail-fast; \
+	else \
+		$(CARGO) test -p integration-tests --test faults -- --include-ignored --test-threads=1; \
+	fi; status=$$?; $(CARGO) run -q -p integration-tests --bin faults-report && exit $$status

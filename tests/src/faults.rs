@@ -7,7 +7,7 @@
 use crate::receiver::{Answer, Receiver};
 use crate::{binary_path, free_port, seed_mandate_with_card, seed_schedule, Command, TestEnv};
 use ps_runtime::topology;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -18,6 +18,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 pub const PAYS: &str = "4242424242424242";
+/// How long customers and the invariants wait for the fleet to recover.
+pub const PATIENCE: Duration = Duration::from_secs(120);
 pub const MERCHANT: &str = "faults";
 
 /// What a proxy does to the connections through it.
@@ -137,9 +139,10 @@ fn through(url: &str, proxy: SocketAddr) -> String {
 }
 
 impl Fleet {
-    /// Starts every service with `overrides` (service name → variables).
-    pub async fn start(overrides: &[(&str, &str, &str)]) -> Fleet {
-        let env = TestEnv::new().await;
+    /// Starts every service with `overrides` (service name, or `*`, → variable
+    /// and value), its queues declared with `delivery_limit`.
+    pub async fn start(delivery_limit: u32, overrides: &[(&str, &str, &str)]) -> Fleet {
+        let env = TestEnv::with_delivery_limit(delivery_limit).await;
         let db = Proxy::start(host_port(&env.database_url)).await;
         let broker = Proxy::start(host_port(&env.amqp_url)).await;
         let (vault, checkout) = (free_port(), free_port());
@@ -210,8 +213,8 @@ impl Fleet {
         let health: Vec<(&str, SocketAddr)> = self.procs.lock().unwrap().iter().map(|p| (p.name, p.health)).collect();
         for (name, addr) in health {
             loop {
-                let ready = tokio::time::timeout(Duration::from_secs(2), crate::http_get(addr, "/readyz")).await;
-                if matches!(ready, Ok((200, _))) {
+                let ready = tokio::time::timeout(Duration::from_secs(2), crate::try_http_get(addr, "/readyz")).await;
+                if matches!(ready, Ok(Ok((200, _)))) {
                     break;
                 }
                 assert!(Instant::now() < deadline, "{name} never became ready (logs in {})", self.logs.display());
@@ -223,7 +226,7 @@ impl Fleet {
     /// A service's `/readyz` answer now.
     pub async fn readyz(&self, name: &str) -> (u16, String) {
         let addr = self.procs.lock().unwrap().iter().find(|p| p.name == name).unwrap().health;
-        crate::http_get(addr, "/readyz").await
+        crate::try_http_get(addr, "/readyz").await.unwrap_or((0, String::new()))
     }
 
     fn kill_all(&self) {
@@ -260,10 +263,19 @@ pub struct Mix {
 impl Mix {
     pub const QUICK: Mix = Mix { one_time: 12, first_in_series: 6, next_in_series: 12, scheduled: 10 };
     pub const LONG: Mix = Mix { one_time: 60, first_in_series: 30, next_in_series: 60, scheduled: 50 };
+
+    pub fn times(self, n: usize) -> Mix {
+        Mix {
+            one_time: self.one_time * n,
+            first_in_series: self.first_in_series * n,
+            next_in_series: self.next_in_series * n,
+            scheduled: self.scheduled * n,
+        }
+    }
 }
 
 /// What the load put in, for the invariants to hold it to.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Sent {
     /// Idempotency key → session type, of every command the broker confirmed.
     pub commands: BTreeMap<String, &'static str>,
@@ -271,16 +283,27 @@ pub struct Sent {
     pub poison: usize,
 }
 
-/// Lays out the load's fixtures: the merchant's webhook endpoint, mandates
-/// for the upstream charges, due schedules for the scheduler.
+/// One create command of the plan.
+struct Planned {
+    key: String,
+    ty: &'static str,
+    body: Value,
+}
+
+/// The load: every command planned up front, sent in waves so a fault can
+/// land while part of it is in flight; the merchant's webhook endpoint; due
+/// schedules for the charge-scheduler, seeded wave by wave too.
 pub struct Load {
     pub receiver: Receiver,
-    mandates: Vec<String>,
-    sent: Sent,
+    planned: Vec<Planned>,
+    schedules: Vec<(String, String, String)>,
+    copies: usize,
+    sent: std::sync::Mutex<Sent>,
 }
 
 impl Load {
-    pub async fn prepare(fleet: &Fleet, mix: Mix) -> Load {
+    /// `copies`: how many times each command is published (a retrying upstream, a redelivery).
+    pub async fn prepare(fleet: &Fleet, mix: Mix, copies: usize) -> Load {
         let receiver = Receiver::start(&[], Answer::Status(200)).await;
         let ep = fleet
             .env
@@ -291,95 +314,164 @@ impl Load {
             .await;
         assert_eq!(ep.body["object"], "webhook_endpoint", "{}", ep.body);
         let terms = || json!({"type": "on_demand", "currency": "ZAR"});
-        let mut mandates = vec![];
-        for _ in 0..mix.next_in_series {
-            mandates.push(seed_mandate_with_card(&fleet.env.pool, MERCHANT, terms(), PAYS, (12, 2099), true).await.2);
-        }
-        for _ in 0..mix.scheduled {
-            let ids = seed_mandate_with_card(&fleet.env.pool, MERCHANT, terms(), PAYS, (12, 2099), true).await;
-            seed_schedule(&fleet.env.pool, MERCHANT, &ids, 1500, chrono::Utc::now()).await;
-        }
-        Load { receiver, mandates, sent: Sent { schedules: mix.scheduled, ..Default::default() } }
-    }
-
-    /// Publishes every create command (each confirmed by the broker), `copies`
-    /// times each: a duplicate is what a redelivery or a retrying upstream sends.
-    pub async fn send(&mut self, fleet: &Fleet, mix: Mix, copies: usize) {
-        let mut cmds = vec![];
-        let mut add = |key: String, ty: &'static str, body: Value| {
-            for copy in 0..copies {
-                cmds.push(Command::create(MERCHANT, &body).header("idempotency-key", &key).message_id(&format!("{key}-{copy}")).no_reply());
-            }
-            self.sent.commands.insert(key, ty);
-        };
+        let mut planned = vec![];
         for i in 0..mix.one_time {
-            add(
-                format!("ot-{i}"),
-                "one_time",
-                json!({"type": "one_time", "amount": 1000 + i as i64, "currency": "ZAR",
-                "return_url": "https://shop.example/r"}),
-            );
+            let body = json!({"type": "one_time", "amount": 1000 + i as i64, "currency": "ZAR", "return_url": "https://shop.example/r"});
+            planned.push(Planned { key: format!("ot-{i}"), ty: "one_time", body });
         }
         for i in 0..mix.first_in_series {
-            add(
-                format!("fis-{i}"),
-                "first_in_series",
-                json!({"type": "first_in_series", "amount": 2000 + i as i64, "currency": "ZAR",
+            let body = json!({"type": "first_in_series", "amount": 2000 + i as i64, "currency": "ZAR",
                 "customer": {"name": "Ada", "email": "ada@example.com"}, "return_url": "https://shop.example/r",
-                "mandate_options": {"type": "on_demand", "amount": {"min": 100, "max": 50000}}}),
-            );
+                "mandate_options": {"type": "on_demand", "amount": {"min": 100, "max": 50000}}});
+            planned.push(Planned { key: format!("fis-{i}"), ty: "first_in_series", body });
         }
-        for (i, md) in self.mandates.iter().enumerate() {
-            add(
-                format!("nis-{i}"),
-                "next_in_series",
-                json!({"type": "next_in_series", "amount": 700 + i as i64, "currency": "ZAR",
-                "mandate_id": md}),
-            );
+        for i in 0..mix.next_in_series {
+            let md = seed_mandate_with_card(&fleet.env.pool, MERCHANT, terms(), PAYS, (12, 2099), true).await.2;
+            let body = json!({"type": "next_in_series", "amount": 700 + i as i64, "currency": "ZAR", "mandate_id": md});
+            planned.push(Planned { key: format!("nis-{i}"), ty: "next_in_series", body });
+        }
+        let mut schedules = vec![];
+        for _ in 0..mix.scheduled {
+            schedules.push(seed_mandate_with_card(&fleet.env.pool, MERCHANT, terms(), PAYS, (12, 2099), true).await);
+        }
+        // Interleaved, so every wave carries every type.
+        planned.sort_by_key(|p| p.key.rsplit('-').next().and_then(|n| n.parse::<usize>().ok()).unwrap_or(0));
+        Load { receiver, planned, schedules, copies, sent: Default::default() }
+    }
+
+    /// Sends wave `k` of `n`: its share of the commands (each confirmed by the
+    /// broker, `copies` times) and of the due schedules.
+    pub async fn send_wave(&self, fleet: &Fleet, k: usize, n: usize) {
+        let part = |len: usize| (len * k / n)..(len * (k + 1) / n);
+        let mut cmds = vec![];
+        for p in &self.planned[part(self.planned.len())] {
+            for copy in 0..self.copies {
+                cmds.push(
+                    Command::create(MERCHANT, &p.body)
+                        .header("idempotency-key", &p.key)
+                        .message_id(&format!("{}-{copy}", p.key))
+                        .no_reply(),
+                );
+            }
         }
         fleet.env.send_many(cmds).await;
+        for ids in &self.schedules[part(self.schedules.len())] {
+            seed_schedule(&fleet.env.pool, MERCHANT, ids, 1500, chrono::Utc::now()).await;
+        }
+        let mut sent = self.sent.lock().unwrap();
+        for p in &self.planned[part(self.planned.len())] {
+            sent.commands.insert(p.key.clone(), p.ty);
+        }
+        sent.schedules += part(self.schedules.len()).len();
     }
 
     /// Messages no service can use, each of which must end in a DLQ with its reason.
-    pub async fn poison(&mut self, fleet: &Fleet, n: usize) {
+    pub async fn poison(&self, fleet: &Fleet, n: usize) {
         for i in 0..n {
             fleet
                 .env
                 .send(Command::create(MERCHANT, &json!({})).raw_body(b"{not json").message_id(&format!("poison-{i}")).no_reply())
                 .await;
         }
-        self.sent.poison += n;
+        self.sent.lock().unwrap().poison += n;
     }
 
-    /// Customers paying every customer-present session at its `session_url`,
-    /// through the checkout's HTTP interface; they retry what fails to load.
-    pub async fn pay_all(&self, fleet: &Fleet) {
-        let keys: Vec<&String> = self.sent.commands.iter().filter(|(_, ty)| **ty != "next_in_series").map(|(k, _)| k).collect();
-        let payers = keys.into_iter().map(|key| async move {
-            let deadline = Instant::now() + Duration::from_secs(300);
+    /// Customers paying every customer-present session of the plan at its
+    /// `session_url`, through the checkout's HTTP interface, as each appears;
+    /// they retry what fails to load. Returns the keys of sessions that never
+    /// appeared or could not be paid (the invariants count them as lost).
+    pub async fn pay_all(&self, fleet: &Fleet) -> Vec<String> {
+        let payers = self.planned.iter().filter(|p| p.ty != "next_in_series").map(|p| async move {
+            let deadline = Instant::now() + PATIENCE;
             let url = loop {
-                if let Some(url) = session_url(fleet, key).await {
+                if let Some(url) = session_url(fleet, &p.key).await {
                     break url;
                 }
-                assert!(Instant::now() < deadline, "session {key} never appeared");
+                if Instant::now() > deadline {
+                    return Some(p.key.clone());
+                }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             };
             let client = CustomerClient::new();
-            loop {
-                match client.pay(&url).await {
-                    Ok(true) => break,
-                    Ok(false) | Err(_) => {
-                        assert!(Instant::now() < deadline, "could not pay {key} at the checkout");
-                        tokio::time::sleep(Duration::from_millis(300)).await;
+            while !matches!(client.pay(&url).await, Ok(true)) {
+                if Instant::now() > deadline {
+                    return Some(p.key.clone());
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            None
+        });
+        futures::future::join_all(payers).await.into_iter().flatten().collect()
+    }
+
+    /// Publishes again every message the fleet has published so far (its
+    /// outbox: commands to the gateway, results, events), each with its own
+    /// message id and headers: a duplicate delivery of every message.
+    pub async fn redeliver_everything(&self, fleet: &Fleet) -> usize {
+        use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+        use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+        let c = fleet.env.pool.get().await.unwrap();
+        let rows = c
+            .query(
+                "SELECT exchange, routing_key, message_id, headers, body FROM outbox WHERE kind = 'durable' AND NOT sealed ORDER BY id",
+                &[],
+            )
+            .await
+            .unwrap();
+        let conn = ps_runtime::broker::connect(&fleet.env.amqp_url, "faults-redeliver", &Default::default()).await.unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+        let mut confirms = vec![];
+        for r in &rows {
+            let exchange = fleet.env.names.exchange(r.get::<_, &str>(0));
+            let mut headers = FieldTable::default();
+            if let Some(map) = r.get::<_, Value>(3).as_object() {
+                for (k, v) in map {
+                    if let Some(v) = v.as_str() {
+                        headers.insert(ShortString::from(k.as_str()), AMQPValue::LongString(LongString::from(v)));
                     }
                 }
             }
-        });
-        futures::future::join_all(payers).await;
+            let mut props = lapin::BasicProperties::default().with_delivery_mode(2).with_headers(headers).with_user_id("guest".into());
+            if let Some(id) = r.get::<_, Option<&str>>(2) {
+                props = props.with_message_id(id.into());
+            }
+            let body: &[u8] = r.get(4);
+            let opts = BasicPublishOptions { mandatory: false, ..Default::default() };
+            confirms.push(ch.basic_publish(exchange.as_str().into(), r.get::<_, &str>(1).into(), opts, body, props).await.unwrap());
+        }
+        for confirm in confirms {
+            confirm.await.unwrap();
+        }
+        let _ = conn.close(200, "done".into()).await;
+        rows.len()
     }
 
-    pub fn sent(&self) -> &Sent {
-        &self.sent
+    /// Ok once every session sent for has its outcome and every event
+    /// published for the merchant reached its receiver; otherwise what is missing.
+    pub async fn settled(&self, fleet: &Fleet) -> Result<(), String> {
+        let sent = self.sent();
+        let expected = sent.commands.len() + sent.schedules;
+        let c = fleet.env.pool.get().await.map_err(|e| e.to_string())?;
+        let r = c
+            .query_one(
+                "SELECT count(*), count(*) FILTER (WHERE status = 'active' OR payment_outcome = 'pending')
+                 FROM payment_sessions WHERE merchant_id = $1",
+                &[&MERCHANT],
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let (total, open): (i64, i64) = (r.get(0), r.get(1));
+        let undelivered = undelivered_events(fleet, self).await.len();
+        if open == 0 && total as usize >= expected && undelivered == 0 {
+            Ok(())
+        } else {
+            Err(format!("{open} sessions open, {total}/{expected} sessions, {undelivered} events undelivered"))
+        }
+    }
+
+    pub fn sent(&self) -> Sent {
+        self.sent.lock().unwrap().clone()
     }
 }
 
@@ -423,7 +515,7 @@ impl CustomerClient {
 }
 
 /// One row of the table: what a scenario did to one session type.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Row {
     pub scenario: String,
     pub session_type: String,
@@ -468,28 +560,11 @@ const TYPES: &[&str] = &["one_time", "first_in_series", "next_in_series", "sched
 /// its delivery, then checks the invariants against the independent records.
 pub async fn settle_and_check(fleet: &Fleet, load: &Load, scenario: &str, healed: Instant) -> Verdict {
     let sent = load.sent();
-    let expected_sessions = sent.commands.len() + sent.schedules;
-    let deadline = Instant::now() + Duration::from_secs(300);
+    let deadline = Instant::now() + PATIENCE;
     let c = fleet.env.pool.get().await.unwrap();
-    loop {
-        let open: i64 = c
-            .query_one(
-                "SELECT (SELECT count(*) FROM payment_sessions WHERE merchant_id = $1)
-                      - (SELECT count(*) FROM payment_sessions WHERE merchant_id = $1 AND status <> 'active' AND payment_outcome <> 'pending')",
-                &[&MERCHANT],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        let total: i64 = c.query_one("SELECT count(*) FROM payment_sessions WHERE merchant_id = $1", &[&MERCHANT]).await.unwrap().get(0);
-        let undelivered = undelivered_events(fleet, load).await.len();
-        if open == 0 && total as usize >= expected_sessions && undelivered == 0 {
-            break;
-        }
+    while let Err(why) = load.settled(fleet).await {
         if Instant::now() > deadline {
-            eprintln!(
-                "{scenario}: gave up waiting: {open} sessions open, {total}/{expected_sessions} sessions, {undelivered} events undelivered"
-            );
+            eprintln!("{scenario}: gave up waiting: {why}");
             break;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -587,23 +662,25 @@ async fn undelivered_events(fleet: &Fleet, load: &Load) -> Vec<String> {
     published.into_iter().filter(|id| !got.contains(id)).collect()
 }
 
-/// Every dead letter in every DLQ, as `code: reason`, read without taking them.
+/// Every dead letter in every DLQ, as `code: reason (queue)`, one per message
+/// id: dead-lettering is at least once, like every publish from the outbox.
 async fn dead_letters(fleet: &Fleet) -> Vec<String> {
     let conn = ps_runtime::broker::connect(&crate::amqp_url(), "faults-dlq", &Default::default()).await.unwrap();
     let ch = conn.create_channel().await.unwrap();
-    let mut found = vec![];
+    let mut found = BTreeMap::new();
     for spec in topology::QUEUES {
         let q = fleet.env.names.dead_letter_queue(spec);
         while let Ok(Some(msg)) = ch.basic_get(q.as_str().into(), lapin::options::BasicGetOptions { no_ack: false }).await {
             let h = msg.delivery.properties.headers().clone();
             let code = ps_runtime::message::header_str(h.as_ref(), "x-dead-letter-code").unwrap_or_default();
             let reason = ps_runtime::message::header_str(h.as_ref(), "x-dead-letter-reason").unwrap_or_default();
-            found.push(format!("{code}: {} ({})", reason.chars().take(80).collect::<String>(), spec.name));
+            let id = msg.delivery.properties.message_id().as_ref().map(|s| s.to_string()).unwrap_or_default();
+            found.insert(id, format!("{code}: {} ({})", reason.chars().take(80).collect::<String>(), spec.name));
         }
     }
     let _ = ch.close(200, "done".into()).await;
     let _ = conn.close(200, "done".into()).await;
-    found
+    found.into_values().collect()
 }
 
 /// Markdown for a set of rows, as `make faults` prints and writes it.

@@ -821,14 +821,19 @@ pub fn assert_schema(name: &str, instance: &Value) {
 
 /// A plain HTTP/1.0 GET on loopback: (status, body).
 pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    try_http_get(addr, path).await.unwrap_or_else(|e| panic!("GET {path} on {addr}: {e}"))
+}
+
+/// As `http_get`, for a server that may not be listening (yet, or any more).
+pub async fn try_http_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await?;
     let mut buf = String::new();
-    s.read_to_string(&mut buf).await.unwrap();
+    s.read_to_string(&mut buf).await?;
     let status = buf.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    (status, body)
+    Ok((status, body))
 }
 
 /// A loopback port free right now, for a child process to listen on.
