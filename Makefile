@@ -42,7 +42,7 @@ bench: services
 # The fault suite, quick and long scenarios one at a time (the long ones restart
 # this machine's RabbitMQ and PostgreSQL), then the table, also in docs/faults.md.
 faults: services build
-	rm -rf target/faults/rows
+	rm -rf target/faults
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 		$(CARGO) nextest run -p integration-tests --test faults --run-ignored all --test-threads 1 --no-fail-fast; \
 	else \

@@ -549,7 +549,11 @@ impl Verdict {
     pub fn record(&self) {
         let dir = results_dir().join("rows");
         std::fs::create_dir_all(&dir).unwrap();
-        let name = self.rows.first().map(|r| r.scenario.replace(' ', "_")).unwrap_or_default();
+        let name: String = self
+            .rows
+            .first()
+            .map(|r| r.scenario.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect())
+            .unwrap_or_default();
         std::fs::write(dir.join(format!("{name}.json")), serde_json::to_vec_pretty(&self.rows).unwrap()).unwrap();
     }
 }

@@ -63,6 +63,7 @@ enum Verdict {
 }
 
 const RESPONSE_KEEP: usize = 1024;
+const LEASE_MARGIN: Duration = Duration::from_secs(5);
 
 impl Dispatcher {
     pub fn new(
@@ -126,7 +127,9 @@ impl Dispatcher {
     /// flight per endpoint, oldest first among what each endpoint may take.
     async fn claim(&self, n: i64) -> Result<Vec<Claimed>, HandlerError> {
         let client = self.pool.get().await?;
-        let lease = (self.config.timeout + Duration::from_secs(30)).as_secs_f64();
+        // Long enough for the request and its record; a crashed worker's
+        // deliveries are retried by another this soon after (at least once).
+        let lease = (self.config.timeout + LEASE_MARGIN).as_secs_f64();
         let rows = client
             .query(
                 "WITH busy AS (
