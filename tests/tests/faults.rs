@@ -81,7 +81,7 @@ fn cut_database<'a>(fleet: &'a Fleet, load: &'a Load, outage: Duration) -> futur
     Box::pin(async move {
         mid_batch(fleet).await;
         fleet.db.set(Link::Cut);
-        let (status, why) = readyz_when_unready(fleet, "session-intake").await;
+        let (status, why) = readyz_when_unready(fleet, "session-intake", "database not answering").await;
         assert_eq!((status, why.as_str()), (503, "database not answering"));
         load.send_wave(fleet, 1, 2).await;
         tokio::time::sleep(outage).await;
@@ -93,7 +93,7 @@ fn cut_broker<'a>(fleet: &'a Fleet, load: &'a Load, outage: Duration) -> futures
     Box::pin(async move {
         mid_batch(fleet).await;
         fleet.broker.set(Link::Cut);
-        let (status, why) = readyz_when_unready(fleet, "payment-gateway").await;
+        let (status, why) = readyz_when_unready(fleet, "payment-gateway", "broker not connected").await;
         assert_eq!((status, why.as_str()), (503, "broker not connected"));
         load.send_wave(fleet, 1, 2).await;
         tokio::time::sleep(outage).await;
@@ -101,12 +101,13 @@ fn cut_broker<'a>(fleet: &'a Fleet, load: &'a Load, outage: Duration) -> futures
     })
 }
 
-/// Polls a service's readiness until it reports the outage (it notices on its next use of the link).
-async fn readyz_when_unready(fleet: &Fleet, service: &str) -> (u16, String) {
+/// Polls a service's readiness until it gives `reason` (it notices the outage
+/// on its next use of the link, and its consumers may stop before it does).
+async fn readyz_when_unready(fleet: &Fleet, service: &str, reason: &str) -> (u16, String) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let r = fleet.readyz(service).await;
-        if r.0 != 200 || Instant::now() > deadline {
+        if r.1 == reason || Instant::now() > deadline {
             return r;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -52,6 +52,9 @@ pub enum SandboxBehaviour {
     },
     /// Verifies and pays with the customer present; later merchant-initiated charges fail.
     SucceedsOnlyWithCustomerPresent,
+    /// Pays; the first capture or void of the payment fails with a retryable
+    /// `processing_error`, as an acquirer's hiccup would. Ours, beyond DESIGN §7.
+    SettlementFailsOnce,
 }
 
 pub fn sandbox_behaviour(pan: &str) -> SandboxBehaviour {
@@ -63,6 +66,7 @@ pub fn sandbox_behaviour(pan: &str) -> SandboxBehaviour {
         "4000000000000127" => Declines { error_code: "incorrect_cvc", decline_code: "incorrect_cvc" },
         "4000000000000119" => Declines { error_code: "processing_error", decline_code: "processing_error" },
         "4000000000000341" => SucceedsOnlyWithCustomerPresent,
+        "4000000000000309" => SettlementFailsOnce,
         _ => Succeeds,
     }
 }
@@ -91,6 +95,7 @@ mod tests {
             "4000000000000127",
             "4000000000000119",
             "4000000000000341",
+            "4000000000000309",
         ] {
             assert!(valid_number(pan), "{pan}");
             assert_eq!(brand(pan), "visa");
@@ -110,6 +115,7 @@ mod tests {
         assert_eq!(sandbox_behaviour("4242424242424242"), SandboxBehaviour::Succeeds);
         assert!(matches!(sandbox_behaviour("4000000000009995"), SandboxBehaviour::Declines { decline_code: "insufficient_funds", .. }));
         assert_eq!(sandbox_behaviour("4000000000000341"), SandboxBehaviour::SucceedsOnlyWithCustomerPresent);
+        assert_eq!(sandbox_behaviour("4000000000000309"), SandboxBehaviour::SettlementFailsOnce);
         assert_eq!(brand("5555555555554444"), "mastercard");
     }
 }

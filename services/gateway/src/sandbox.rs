@@ -64,6 +64,7 @@ impl SandboxProcessor {
                     SandboxBehaviour::Succeeds => Ok((Outcome::Succeeded, None, None)),
                     SandboxBehaviour::SucceedsOnlyWithCustomerPresent if req.customer_present => Ok((Outcome::Succeeded, None, None)),
                     SandboxBehaviour::SucceedsOnlyWithCustomerPresent => fail("card_declined", "generic_decline"),
+                    SandboxBehaviour::SettlementFailsOnce => Ok((Outcome::Succeeded, None, None)),
                     SandboxBehaviour::Declines { error_code, decline_code } => fail(error_code, decline_code),
                 }
             }
@@ -71,7 +72,7 @@ impl SandboxProcessor {
                 let Some(auth) = req.authorization_key else { return fail("processing_error", "missing_authorization") };
                 let row = client
                     .query_opt(
-                        "SELECT outcome, amount FROM sandbox_ledger WHERE idempotency_key = $1 AND operation = 'authorize'",
+                        "SELECT outcome, amount, card_token FROM sandbox_ledger WHERE idempotency_key = $1 AND operation = 'authorize'",
                         &[&auth],
                     )
                     .await
@@ -86,6 +87,11 @@ impl SandboxProcessor {
                     )
                     .await
                     .map_err(err)?;
+                if let Some(token) = row.as_ref().and_then(|r| r.get::<_, Option<String>>(2)) {
+                    if self.settlement_hiccups(client, &token, attempt).await? {
+                        return fail("processing_error", "try_again_later");
+                    }
+                }
                 match (row, settled) {
                     (Some(r), None) if r.get::<_, &str>(0) == "succeeded" && req.amount <= r.get::<_, i64>(1) => {
                         Ok((Outcome::Succeeded, None, None))
@@ -95,6 +101,24 @@ impl SandboxProcessor {
                 }
             }
         }
+    }
+}
+
+impl SandboxProcessor {
+    /// The first settlement of a `SettlementFailsOnce` card's payment fails.
+    async fn settlement_hiccups(&self, client: &deadpool_postgres::Client, token: &str, attempt: &str) -> Result<bool, ProcessorError> {
+        let Some(card) = vault::card_for_token(client, &self.keys, token).await.map_err(err)? else { return Ok(false) };
+        if card.pan.is_none_or(|pan| card::sandbox_behaviour(pan.expose()) != SandboxBehaviour::SettlementFailsOnce) {
+            return Ok(false);
+        }
+        let tried = client
+            .query_opt(
+                "SELECT 1 FROM sandbox_ledger WHERE idempotency_key LIKE $1 OR idempotency_key LIKE $2 LIMIT 1",
+                &[&format!("capture:{attempt}:%"), &format!("void:{attempt}:%")],
+            )
+            .await
+            .map_err(err)?;
+        Ok(tried.is_none())
     }
 }
 

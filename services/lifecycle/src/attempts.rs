@@ -103,6 +103,17 @@ pub async fn request_settlement(
     settle_message(op, attempt, row.get::<_, i32>(0) as u32, s, amount)
 }
 
+/// The settlement failed in a way another try may not: it is asked for again,
+/// under its next key, when the sweep next finds it unanswered.
+pub async fn retry_settlement_later(tx: &Transaction<'_>, attempt: &AttemptId) -> Result<(), HandlerError> {
+    tx.execute(
+        "UPDATE payment_attempts SET settlement_requests = settlement_requests + 1, updated_at = now() WHERE id = $1",
+        &[&attempt.as_str()],
+    )
+    .await?;
+    Ok(())
+}
+
 /// Settlements asked for `after` ago or more with no answer yet: each is asked
 /// again under the same key (the processor does it at most once), and its
 /// clock restarts. Locked, so one sweeping replica sends each.

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
 use ps_contract::events::EventType;
 use ps_contract::internal::{GatewayResult, Operation, Outcome};
-use ps_contract::lifecycle::{transition, Status, Success, Transition};
+use ps_contract::lifecycle::{transition, PaymentOutcome, Status, Success, Transition};
 use ps_contract::mandate::MandateTerms;
 use ps_contract::session::{saved_card_usage, CaptureMethod};
 use ps_runtime::{Handled, HandlerError};
@@ -179,6 +179,15 @@ async fn voided(
     s: &mut StoredSession,
     now: DateTime<Utc>,
 ) -> Result<Handled, HandlerError> {
+    // A merchant's void of a reservation is theirs to retry; giving back a
+    // late charge is ours, until the processor does it or says it cannot.
+    let reservation = s.session.status == Status::Completed && s.session.payment_outcome == PaymentOutcome::Reserved;
+    if r.outcome == Outcome::Failed && !reservation && !void_is_final(r) {
+        tracing::warn!(session = %s.session.id, attempt = %attempt.id, decline_code = r.decline_code.as_deref().unwrap_or(""),
+            "void of a late charge failed; asking again later under a new key");
+        attempts::retry_settlement_later(tx, &attempt.id).await?;
+        return Ok(Handled::default());
+    }
     if r.outcome == Outcome::Failed {
         tracing::error!(session = %s.session.id, attempt = %attempt.id, error = r.error_code.as_deref().unwrap_or(""), "void failed; needs an operator");
         attempts::set_settlement(tx, &attempt.id, None, None).await?;
@@ -196,6 +205,11 @@ async fn voided(
         }
     }
     Ok(out.send(event(EventType::PaymentVoided, &m, now, &s.session)))
+}
+
+/// The processor's refusals no retry changes: nothing (left) to void.
+fn void_is_final(r: &GatewayResult) -> bool {
+    matches!(r.decline_code.as_deref(), Some("already_settled" | "no_authorization"))
 }
 
 /// A capture or void the processor refused: the merchant hears of it on the session.

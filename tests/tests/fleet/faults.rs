@@ -198,3 +198,42 @@ async fn a_panicking_handler_dead_letters_its_message_and_the_consumer_lives_on(
     assert_eq!((status, why.as_str()), (200, "ready\n"));
     env.finish().await;
 }
+
+/// Giving back a charge taken for a session that ended is ours to finish: a
+/// void the processor refuses with a retryable error is asked again, under a
+/// new key, until it goes through.
+#[tokio::test]
+async fn a_late_charges_failed_void_is_retried_until_it_goes_through() {
+    let mut env = TestEnv::new().await;
+    env.start_gateway(&[]).await;
+    env.start_lifecycle(&[("SETTLEMENT_RETRY_AFTER_SECS", "1")]).await;
+    env.start_intake().await;
+    // The sandbox's first settlement of this card's payment fails with processing_error.
+    let (_, _, md) = seed_mandate_with_card(&env.pool, "gym", on_demand(), "4000000000000309", (12, 2099), true).await;
+    let mut body = next_by_mandate(&md, 900);
+    body["capture_method"] = json!("manual");
+    let id = env.call(Command::create("gym", &body)).await.body["id"].as_str().unwrap().to_owned();
+    env.event_about("payment_session.completed", &id).await;
+
+    // What a late success leaves: the session ended unpaid, the charge to give back.
+    let c = env.pool.get().await.unwrap();
+    c.execute("UPDATE payment_sessions SET status = 'expired', payment_outcome = 'unpaid' WHERE id = $1", &[&id]).await.unwrap();
+    c.execute(
+        "UPDATE payment_attempts SET settlement = 'void_requested', settlement_requests = 1, settlement_amount = amount,
+             updated_at = now() - interval '1 hour' WHERE session_id = $1 AND status = 'succeeded'",
+        &[&id],
+    )
+    .await
+    .unwrap();
+    let voided = env.event_about("payment.voided", &id).await;
+    assert_eq!(voided["data"]["status"], "expired", "the session stays as it ended");
+    let voids: Vec<(String, String)> = c
+        .query("SELECT idempotency_key, outcome FROM sandbox_ledger WHERE operation = 'void' ORDER BY created_at", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get::<_, String>(0).rsplit(':').next().unwrap().to_owned(), r.get(1)))
+        .collect();
+    assert_eq!(voids, [("1".to_owned(), "failed".to_owned()), ("2".to_owned(), "succeeded".to_owned())]);
+    env.finish().await;
+}
