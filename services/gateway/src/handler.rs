@@ -265,6 +265,7 @@ impl GatewayHandler {
             }
         };
         tracing::info!(attempt = %req.attempt_id, outcome = %resp.outcome, "unanswered attempt resolved by asking the processor");
+        crate::metrics::CALLS.with_label_values(&["resolve", resp.outcome.as_str()]).inc();
         if let Some(t) = card_token.as_deref().filter(|_| resp.outcome == Outcome::Failed) {
             crate::vault::forget(tx, t).await?;
         }

@@ -154,6 +154,12 @@ impl Config {
             "live" => Mode::Live,
             other => return Err(ConfigError { var: "PS_MODE", problem: format!("{other:?} must be test or live") }),
         };
+        // Fault injection is for the test suites; a live fleet must not carry it.
+        for var in ["PS_FAULT_ABORT_AFTER_COMMIT", "PS_FAULT_PANIC_ON"] {
+            if mode == Mode::Live && env.raw(var).is_some() {
+                return Err(ConfigError { var, problem: "is test-only fault injection: unset it for PS_MODE=live".into() });
+            }
+        }
         let name_prefix = env.string("AMQP_NAME_PREFIX", "");
         if !name_prefix.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) || name_prefix.len() > 64 {
             return Err(ConfigError { var: "AMQP_NAME_PREFIX", problem: "use at most 64 of A-Z a-z 0-9 . _ -".into() });
@@ -188,6 +194,15 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn live_mode_refuses_fault_injection() {
+        let env = Env::from_pairs([("PS_MODE", "live"), ("PS_FAULT_PANIC_ON", "payment_session.create")]);
+        let e = Config::from_env(&env, 9101).unwrap_err();
+        assert_eq!(e.var, "PS_FAULT_PANIC_ON");
+        let test = Env::from_pairs([("PS_FAULT_PANIC_ON", "payment_session.create")]);
+        assert_eq!(Config::from_env(&test, 9101).unwrap().fault_panic_on.as_deref(), Some("payment_session.create"));
+    }
 
     #[test]
     fn defaults_match_the_design() {
