@@ -218,6 +218,43 @@ async fn scheduler(n: usize) {
     drop(env);
 }
 
+/// Charges under one mandate, created and answered by intake: a batch with no
+/// charge before it, then `prior` more, then the same batch again. A charge's
+/// mandate check should cost the same either way (issue 10: it used to count
+/// every earlier charge, O(n) per charge).
+async fn mandate_series(prior: usize) {
+    let mut env = TestEnv::new().await;
+    env.start_intake_with(&[("AMQP_PREFETCH", "64"), ("DATABASE_POOL_SIZE", "16")]).await;
+    let (_, _, md) = integration_tests::seed_mandate_with_card(
+        &env.pool,
+        "gym",
+        json!({"type": "on_demand", "currency": "ZAR"}),
+        "4242424242424242",
+        (12, 2099),
+        true,
+    )
+    .await;
+    let body = json!({"type": "next_in_series", "amount": 100, "currency": "ZAR", "mandate_id": md});
+    let batch = 1_000;
+    let run = async |n: usize| {
+        let started = Instant::now();
+        let sent = env.send_many((0..n).map(|_| Command::create("gym", &body)).collect()).await;
+        for corr in &sent {
+            assert!(env.reply(corr).await.body["id"].is_string());
+        }
+        n as f64 / started.elapsed().as_secs_f64()
+    };
+    let first = run(batch).await;
+    run(prior).await;
+    let later = run(batch).await;
+    println!(
+        "mandate series: {batch} charges under one mandate at {first:.0}/s with none before them, at {later:.0}/s after {} before them ({:.2}×)",
+        batch + prior,
+        later / first
+    );
+    env.finish().await;
+}
+
 #[tokio::main]
 async fn main() {
     let scale: usize = std::env::var("BENCH_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
@@ -231,6 +268,9 @@ async fn main() {
     }
     if runs("intake") {
         intake(2_000 * scale).await;
+    }
+    if runs("mandate") {
+        mandate_series(20_000 * scale).await;
     }
     if runs("scheduler") {
         let schedules = std::env::var("BENCH_SCHEDULES").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000_000);

@@ -770,6 +770,8 @@ impl TestEnv {
             let _ = c.kill();
             let _ = c.wait();
         }
+        // Closed before the database is dropped under them, which would log each as a connection error.
+        self.pool.close();
         let (names, db, vhost) = (self.names.clone(), self.db_name.clone(), self.vhost.clone());
         // A runtime of its own: this also runs from Drop, inside the test's runtime.
         let done = std::thread::spawn(move || {

@@ -62,8 +62,17 @@ pub async fn connect_with_backoff(url: &str, connection_name: &str, trust: &Trus
     }
 }
 
-/// A channel in confirm mode. Every publish is persistent and mandatory, and
-/// counts only once the broker has confirmed it.
+/// RabbitMQ returns a mandatory publish to a direct reply-to address as
+/// unroutable even when it delivered it (rabbitmq-server#6124, seen on 3.10):
+/// treated as a failure, each reply was sent again and again. A reply there is
+/// published without `mandatory`; if its requester has gone, nobody is left to
+/// answer, and the reply stays with the idempotency key for a retry to fetch.
+fn is_direct_reply_to(m: &Outbound) -> bool {
+    m.exchange.is_empty() && m.routing_key.starts_with("amq.rabbitmq.reply-to.")
+}
+
+/// A channel in confirm mode. Every publish is persistent and (but for direct
+/// reply-to) mandatory, and counts only once the broker has confirmed it.
 pub struct Publisher {
     channel: Channel,
     names: Names,
@@ -105,7 +114,7 @@ impl Publisher {
                     .basic_publish(
                         ShortString::from(exchange.as_str()),
                         ShortString::from(m.routing_key.as_str()),
-                        BasicPublishOptions { mandatory: true, ..Default::default() },
+                        BasicPublishOptions { mandatory: !is_direct_reply_to(m), ..Default::default() },
                         &m.body,
                         properties,
                     )

@@ -17,6 +17,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0007_sealed", include_str!("../migrations/0007_sealed.sql")),
     ("0008_scheduler", include_str!("../migrations/0008_scheduler.sql")),
     ("0009_resolution", include_str!("../migrations/0009_resolution.sql")),
+    ("0010_hot_paths", include_str!("../migrations/0010_hot_paths.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]

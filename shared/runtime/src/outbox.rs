@@ -180,16 +180,7 @@ impl Relay {
         loop {
             let mut client = self.pool.get().await?;
             let tx = client.transaction().await?;
-            let rows = tx
-                .query(
-                    "SELECT id, exchange, routing_key, message_id, correlation_id, headers, body, kind, attempts, created_at, sealed, reply_to
-                     FROM outbox
-                     WHERE published_at IS NULL AND failed_at IS NULL AND next_attempt_at <= now()
-                       AND (producer = $2 OR producer = '')
-                     ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
-                    &[&BATCH, &self.outbox.producer],
-                )
-                .await?;
+            let rows = tx.query(DRAIN_SQL, &[&BATCH, &self.outbox.producer]).await?;
             if rows.is_empty() {
                 return Ok(());
             }
@@ -272,11 +263,22 @@ fn retry_delay(attempts: i32) -> Duration {
     Duration::from_secs(1u64 << attempts.clamp(0, 6) as u32).min(Duration::from_secs(60))
 }
 
-/// Deletes what is done with: published outbox rows, dedupe records and
-/// idempotency keys past their retention. Cheap enough for every replica to run.
+/// The relay's read: due rows of this producer (or of none), oldest first.
+/// Served by `outbox_pending`, an index of the pending rows alone, so what the
+/// table holds besides them costs nothing.
+pub const DRAIN_SQL: &str =
+    "SELECT id, exchange, routing_key, message_id, correlation_id, headers, body, kind, attempts, created_at, sealed, reply_to
+     FROM outbox
+     WHERE published_at IS NULL AND failed_at IS NULL AND next_attempt_at <= now() AND producer IN ($2, '')
+     ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED";
+
+/// Deletes what is done with: published (and given-up) outbox rows, dedupe
+/// records and idempotency keys past their retention. Cheap enough for every
+/// replica to run.
 pub async fn sweep(pool: &Pool) -> Result<u64, crate::db::DbError> {
     let c = pool.get().await?;
     let mut n = c.execute("DELETE FROM outbox WHERE published_at < now() - interval '1 day'", &[]).await?;
+    n += c.execute("DELETE FROM outbox WHERE failed_at < now() - interval '1 day'", &[]).await?;
     n += c.execute("DELETE FROM processed_messages WHERE processed_at < now() - interval '7 days'", &[]).await?;
     n += c.execute("DELETE FROM idempotency_keys WHERE created_at < now() - interval '24 hours'", &[]).await?;
     Ok(n)

@@ -76,17 +76,12 @@ async fn mandate_for_method(tx: &Transaction<'_>, merchant: &MerchantId, pm: &Pa
 }
 
 /// Charges under the mandate that count: paid, reserved, or still in flight.
+/// Counters the database keeps as sessions change (migration 0010), so a
+/// charge costs the same however many came before it.
 pub async fn mandate_usage(tx: &Transaction<'_>, mandate: &MandateId) -> Result<MandateUsage, tokio_postgres::Error> {
-    let r = tx
-        .query_one(
-            "SELECT count(*), coalesce(sum(amount), 0)::bigint, max(created_at)
-             FROM payment_sessions
-             WHERE mandate_id = $1 AND type = 'next_in_series' AND payment_outcome IN ('pending', 'paid', 'reserved')",
-            &[&mandate.as_str()],
-        )
-        .await?;
+    let r = tx.query_one("SELECT used_occurrences, used_amount, last_charge_at FROM mandates WHERE id = $1", &[&mandate.as_str()]).await?;
     let last: Option<DateTime<Utc>> = r.get(2);
-    Ok(MandateUsage { occurrences: r.get::<_, i64>(0) as u32, amount: r.get(1), last_charge_on: last.map(|t| t.date_naive()) })
+    Ok(MandateUsage { occurrences: r.get::<_, i32>(0).max(0) as u32, amount: r.get(1), last_charge_on: last.map(|t| t.date_naive()) })
 }
 
 pub fn today(now: DateTime<Utc>) -> NaiveDate {
@@ -175,14 +170,9 @@ pub async fn check_mandate_charges(
     let rows = tx
         .query(
             "SELECT m.id, m.merchant_id, m.customer_id, m.payment_method_id, m.status, m.terms, pm.exp_month, pm.exp_year,
-                    u.n, u.total, u.last
+                    m.used_occurrences, m.used_amount, m.last_charge_at
              FROM mandates m
              JOIN payment_methods pm ON pm.id = m.payment_method_id
-             CROSS JOIN LATERAL (
-                 SELECT count(*) AS n, coalesce(sum(s.amount), 0)::bigint AS total, max(s.created_at) AS last
-                 FROM payment_sessions s
-                 WHERE s.mandate_id = m.id AND s.type = 'next_in_series' AND s.payment_outcome IN ('pending', 'paid', 'reserved')
-             ) u
              WHERE m.id = ANY($1)
              ORDER BY m.id
              FOR UPDATE OF m",
@@ -203,7 +193,8 @@ pub async fn check_mandate_charges(
             terms,
         };
         let last: Option<DateTime<Utc>> = r.get(10);
-        let usage = MandateUsage { occurrences: r.get::<_, i64>(8) as u32, amount: r.get(9), last_charge_on: last.map(|t| t.date_naive()) };
+        let usage =
+            MandateUsage { occurrences: r.get::<_, i32>(8).max(0) as u32, amount: r.get(9), last_charge_on: last.map(|t| t.date_naive()) };
         let expiry = CardExpiry { month: r.get::<_, i32>(6) as u32, year: r.get(7) };
         found.insert(r.get::<_, String>(0), (mandate, usage, expiry));
     }

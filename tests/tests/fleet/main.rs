@@ -4,6 +4,7 @@ mod browser;
 mod checkout;
 mod deploy;
 mod faults;
+mod hot_paths;
 mod intake;
 mod observability;
 mod payments;
