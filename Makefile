@@ -37,6 +37,7 @@ lint:
 
 # Throughput figures (release build); BENCH_SCALE=N multiplies the work.
 bench: services
+	$(CARGO) build --release --workspace --bins
 	$(CARGO) bench -p integration-tests --bench fleet
 
 # The fault suite, quick and long scenarios one at a time (the long ones restart

@@ -255,6 +255,70 @@ async fn mandate_series(prior: usize) {
     env.finish().await;
 }
 
+/// The fleet as production runs it (release binaries, separate processes),
+/// charged as fast as possible and then at half that rate, beside a raw
+/// pipeline with the same four durable hops in the same run.
+async fn fleet(n: usize) {
+    use integration_tests::bench::{self, Upstream};
+    let settings = [("*", "RUST_LOG", "warn"), ("*", "AMQP_PREFETCH", "64"), ("*", "DATABASE_POOL_SIZE", "16")];
+    let fleet = integration_tests::faults::Fleet::start_with(10, &settings, false).await;
+    let mandates = bench::mandates(&fleet, 100).await;
+    let upstream = Upstream::connect(&fleet).await;
+    let pids = fleet.pids();
+    let idle: Vec<(&str, f64, f64)> = pids
+        .iter()
+        .map(|(name, pid)| {
+            let (rss, cpu) = bench::usage(*pid);
+            (*name, rss, cpu)
+        })
+        .collect();
+    let peak = Arc::new(Mutex::new(vec![0.0f64; pids.len()]));
+    let sampling = {
+        let (peak, pids) = (peak.clone(), pids.clone());
+        tokio::spawn(async move {
+            loop {
+                for (i, (_, pid)) in pids.iter().enumerate() {
+                    let rss = bench::usage(*pid).0;
+                    let mut p = peak.lock().unwrap();
+                    p[i] = p[i].max(rss);
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        })
+    };
+    let started = Instant::now();
+    let max = upstream.run(&fleet, &mandates, n, None, "max").await;
+    let busy = started.elapsed().as_secs_f64();
+    let cpu: Vec<f64> = pids.iter().zip(&idle).map(|((_, pid), (_, _, before))| (bench::usage(*pid).1 - before) / busy * 100.0).collect();
+    let rate = max.per_second / 2.0;
+    let paced = upstream.run(&fleet, &mandates, (rate * 20.0) as usize, Some(rate), "paced").await;
+    sampling.abort();
+    upstream.close().await;
+    let raw = bench::raw_pipeline(&fleet, 20_000, 4, 64).await;
+
+    println!("fleet: {} next_in_series sessions, command → completed, as fast as possible: {:.0} sessions/s", max.sessions, max.per_second);
+    println!("  raw pipeline, 4 durable hops, one message per transaction: {raw:.0} messages/s; fleet ÷ raw = {:.3}", max.per_second / raw);
+    println!("  per session: {:.1} commits, {:.1} WAL syncs", max.commits_per_session, max.wal_syncs_per_session);
+    for (label, r) in [("max rate", &max), ("paced", &paced)] {
+        println!(
+            "  {label} ({:.0}/s): reply p50 {:.1} / p90 {:.1} / p99 {:.1} / p99.9 {:.1} ms; completed p50 {:.1} / p90 {:.1} / p99 {:.1} / p99.9 {:.1} ms",
+            r.per_second, r.reply_ms.p50, r.reply_ms.p90, r.reply_ms.p99, r.reply_ms.p999,
+            r.completed_ms.p50, r.completed_ms.p90, r.completed_ms.p99, r.completed_ms.p999
+        );
+    }
+    let peak = peak.lock().unwrap().clone();
+    for (i, (name, rss, _)) in idle.iter().enumerate() {
+        println!("  {name}: RSS {rss:.0} MiB idle, {:.0} MiB peak; CPU {:.0} % of a core at max rate", peak[i], cpu[i]);
+    }
+    let summary = json!({"max": max, "paced": paced, "raw_per_second": raw, "ratio": max.per_second / raw,
+        "workers": idle.iter().enumerate().map(|(i, (name, rss, _))| json!({"service": name, "rss_idle_mib": rss, "rss_peak_mib": peak[i], "cpu_percent": cpu[i]})).collect::<Vec<_>>()});
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("fleet.json"), serde_json::to_vec_pretty(&summary).unwrap()).unwrap();
+    println!("  written to {}", dir.join("fleet.json").display());
+    fleet.finish();
+}
+
 #[tokio::main]
 async fn main() {
     let scale: usize = std::env::var("BENCH_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
@@ -268,6 +332,9 @@ async fn main() {
     }
     if runs("intake") {
         intake(2_000 * scale).await;
+    }
+    if runs("fleet") {
+        fleet(5_000 * scale).await;
     }
     if runs("mandate") {
         mandate_series(20_000 * scale).await;

@@ -142,6 +142,12 @@ impl Fleet {
     /// Starts every service with `overrides` (service name, or `*`, → variable
     /// and value), its queues declared with `delivery_limit`.
     pub async fn start(delivery_limit: u32, overrides: &[(&str, &str, &str)]) -> Fleet {
+        Fleet::start_with(delivery_limit, overrides, true).await
+    }
+
+    /// As `start`; `proxied: false` connects the services straight to the
+    /// broker and the database (the benchmark: no extra hop to measure).
+    pub async fn start_with(delivery_limit: u32, overrides: &[(&str, &str, &str)], proxied: bool) -> Fleet {
         let env = TestEnv::with_delivery_limit(delivery_limit).await;
         let db = Proxy::start(host_port(&env.database_url)).await;
         let broker = Proxy::start(host_port(&env.amqp_url)).await;
@@ -156,8 +162,10 @@ impl Fleet {
                 vars.retain(|(n, _)| n != k);
                 vars.push((k.to_owned(), v));
             };
-            set("DATABASE_URL", through(&fleet.env.database_url, fleet.db.addr));
-            set("AMQP_URL", through(&fleet.env.amqp_url, fleet.broker.addr));
+            if proxied {
+                set("DATABASE_URL", through(&fleet.env.database_url, fleet.db.addr));
+                set("AMQP_URL", through(&fleet.env.amqp_url, fleet.broker.addr));
+            }
             set("VAULT_ADDR", format!("127.0.0.1:{vault}"));
             set("VAULT_URL", format!("http://127.0.0.1:{vault}"));
             set("CHECKOUT_ADDR", format!("127.0.0.1:{checkout}"));
@@ -221,6 +229,11 @@ impl Fleet {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
+    }
+
+    /// Each running service's name and process id.
+    pub fn pids(&self) -> Vec<(&'static str, u32)> {
+        self.procs.lock().unwrap().iter().map(|p| (p.name, p.child.id())).collect()
     }
 
     /// A service's `/readyz` answer now.

@@ -2,6 +2,7 @@
 //! prefix on the real PostgreSQL and RabbitMQ, runs the real services' code,
 //! and removes everything it made when it ends, even if it panics.
 
+pub mod bench;
 pub mod faults;
 pub mod receiver;
 pub mod tls;

@@ -1,0 +1,337 @@
+//! The fleet benchmark (issue 10): the release binaries as separate
+//! processes, `next_in_series` charges published as fast as possible and at a
+//! fixed rate, and a raw pipeline with the same durable hops run against the
+//! same broker and database, so the fleet's figure is a ratio to it.
+
+use crate::faults::{Fleet, Load, Mix, MERCHANT};
+use futures::StreamExt;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions};
+use lapin::options::{QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{BasicProperties, Channel, Connection};
+use ps_contract::routing::{exchange, header};
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Latency percentiles, in milliseconds.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Percentiles {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p999: f64,
+}
+
+pub fn percentiles(mut v: Vec<Duration>) -> Percentiles {
+    if v.is_empty() {
+        return Percentiles::default();
+    }
+    v.sort();
+    let at = |q: f64| v[((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1].as_secs_f64() * 1000.0;
+    Percentiles { p50: at(0.50), p90: at(0.90), p99: at(0.99), p999: at(0.999) }
+}
+
+/// What one run of charges measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Run {
+    pub sessions: usize,
+    pub per_second: f64,
+    pub reply_ms: Percentiles,
+    pub completed_ms: Percentiles,
+    /// Sessions completed in each second of the run.
+    pub timeline: Vec<usize>,
+    pub commits_per_session: f64,
+    pub wal_syncs_per_session: f64,
+}
+
+#[derive(Default)]
+struct Seen {
+    sent: HashMap<String, Instant>,
+    replied: HashMap<String, (Instant, String)>,
+    completed: HashMap<String, Instant>,
+}
+
+/// An upstream: publishes charges, records when each was answered and when its session completed.
+pub struct Upstream {
+    conn: Connection,
+    channel: Channel,
+    reply_queue: String,
+    seen: Arc<Mutex<Seen>>,
+    commands: String,
+    user: Option<String>,
+}
+
+impl Upstream {
+    pub async fn connect(fleet: &Fleet) -> Upstream {
+        let env = &fleet.env;
+        let conn = ps_runtime::broker::connect(&env.amqp_url, "bench-upstream", &Default::default()).await.unwrap();
+        let channel = conn.create_channel().await.unwrap();
+        channel.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let reply_queue = format!("{}bench.replies", env.prefix);
+        let events_queue = format!("{}bench.completed", env.prefix);
+        let listen = conn.create_channel().await.unwrap();
+        let exclusive = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
+        for q in [&reply_queue, &events_queue] {
+            listen.queue_declare(q.as_str().into(), exclusive, FieldTable::default()).await.unwrap();
+        }
+        listen
+            .queue_bind(
+                events_queue.as_str().into(),
+                env.names.exchange(exchange::EVENTS).as_str().into(),
+                "payment_session.completed".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let no_ack = BasicConsumeOptions { no_ack: true, ..Default::default() };
+        let mut replies = listen.basic_consume(reply_queue.as_str().into(), "".into(), no_ack, FieldTable::default()).await.unwrap();
+        let mut events = listen.basic_consume(events_queue.as_str().into(), "".into(), no_ack, FieldTable::default()).await.unwrap();
+        let s = seen.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(d)) = replies.next().await {
+                let now = Instant::now();
+                let corr = d.properties.correlation_id().as_ref().map(|c| c.to_string()).unwrap_or_default();
+                let id =
+                    serde_json::from_slice::<Value>(&d.data).ok().and_then(|v| v["id"].as_str().map(str::to_owned)).unwrap_or_default();
+                s.lock().unwrap().replied.insert(corr, (now, id));
+            }
+        });
+        let s = seen.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(d)) = events.next().await {
+                let now = Instant::now();
+                if let Some(id) = serde_json::from_slice::<Value>(&d.data).ok().and_then(|v| v["data"]["id"].as_str().map(str::to_owned)) {
+                    s.lock().unwrap().completed.entry(id).or_insert(now);
+                }
+            }
+        });
+        // `listen` must outlive the consumers: keep it alive with the connection.
+        std::mem::forget(listen);
+        let commands = env.names.exchange(exchange::COMMANDS);
+        let user = ps_runtime::broker::broker_user(&env.amqp_url);
+        Upstream { conn, channel, reply_queue, seen, commands, user }
+    }
+
+    async fn charge(&self, mandate: &str, key: &str) -> lapin::PublisherConfirm {
+        let mut headers = FieldTable::default();
+        headers.insert(header::MERCHANT_ID.into(), AMQPValue::LongString(LongString::from(MERCHANT)));
+        headers.insert(header::IDEMPOTENCY_KEY.into(), AMQPValue::LongString(LongString::from(key)));
+        let mut props = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_headers(headers)
+            .with_message_id(key.into())
+            .with_correlation_id(key.into())
+            .with_reply_to(self.reply_queue.as_str().into());
+        if let Some(u) = &self.user {
+            props = props.with_user_id(u.as_str().into());
+        }
+        let body = json!({"type": "next_in_series", "amount": 100, "currency": "ZAR", "mandate_id": mandate});
+        self.seen.lock().unwrap().sent.insert(key.to_owned(), Instant::now());
+        self.channel
+            .basic_publish(
+                self.commands.as_str().into(),
+                "payment_session.create".into(),
+                BasicPublishOptions { mandatory: true, ..Default::default() },
+                &serde_json::to_vec(&body).unwrap(),
+                props,
+            )
+            .await
+            .unwrap()
+    }
+
+    /// `n` charges spread over `mandates`, published at `rate` a second (as
+    /// fast as possible if `None`); waits until every session has completed.
+    pub async fn run(&self, fleet: &Fleet, mandates: &[String], n: usize, rate: Option<f64>, tag: &str) -> Run {
+        let (commits0, syncs0) = db_counters(fleet).await;
+        let started = Instant::now();
+        let mut confirms = Vec::with_capacity(1000);
+        for i in 0..n {
+            if let Some(r) = rate {
+                let due = started + Duration::from_secs_f64(i as f64 / r);
+                tokio::time::sleep_until(due.into()).await;
+            }
+            confirms.push(self.charge(&mandates[i % mandates.len()], &format!("{tag}-{i}")).await);
+            if confirms.len() == 1000 {
+                for c in confirms.drain(..) {
+                    c.await.unwrap();
+                }
+            }
+        }
+        for c in confirms {
+            c.await.unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_secs(1800);
+        loop {
+            let done = {
+                let s = self.seen.lock().unwrap();
+                s.replied.iter().filter(|(k, (_, id))| k.starts_with(tag) && s.completed.contains_key(id)).count()
+            };
+            if done >= n {
+                break;
+            }
+            assert!(Instant::now() < deadline, "bench: {done} of {n} sessions completed within 30 minutes");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let (commits1, syncs1) = db_counters(fleet).await;
+        let s = self.seen.lock().unwrap();
+        let mut reply = vec![];
+        let mut completed = vec![];
+        let mut last = started;
+        let mut timeline = vec![];
+        for (key, sent) in s.sent.iter().filter(|(k, _)| k.starts_with(tag)) {
+            let (at, id) = &s.replied[key];
+            let done = s.completed[id];
+            reply.push(at.duration_since(*sent));
+            completed.push(done.duration_since(*sent));
+            last = last.max(done);
+            let second = done.duration_since(started).as_secs() as usize;
+            if timeline.len() <= second {
+                timeline.resize(second + 1, 0);
+            }
+            timeline[second] += 1;
+        }
+        let secs = last.duration_since(started).as_secs_f64();
+        Run {
+            sessions: n,
+            per_second: n as f64 / secs,
+            reply_ms: percentiles(reply),
+            completed_ms: percentiles(completed),
+            timeline,
+            commits_per_session: (commits1 - commits0) as f64 / n as f64,
+            wal_syncs_per_session: (syncs1 - syncs0) as f64 / n as f64,
+        }
+    }
+
+    pub async fn close(self) {
+        let _ = self.conn.close(200, "done".into()).await;
+    }
+}
+
+/// Commits in the run's database, and WAL syncs of the whole server.
+async fn db_counters(fleet: &Fleet) -> (i64, i64) {
+    let c = fleet.env.pool.get().await.unwrap();
+    let r = c
+        .query_one(
+            "SELECT (SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()), (SELECT wal_sync FROM pg_stat_wal)",
+            &[],
+        )
+        .await
+        .unwrap();
+    (r.get(0), r.get(1))
+}
+
+/// Mandates set up as customers give them: `n` first_in_series sessions paid
+/// at the checkout's HTTP interface.
+pub async fn mandates(fleet: &Fleet, n: usize) -> Vec<String> {
+    let mix = Mix { one_time: 0, first_in_series: n, next_in_series: 0, scheduled: 0 };
+    let load = Load::prepare(fleet, mix, 1).await;
+    load.send_wave(fleet, 0, 1).await;
+    let unpaid = load.pay_all(fleet).await;
+    assert!(unpaid.is_empty(), "bench: could not set up mandates {unpaid:?}");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let c = fleet.env.pool.get().await.unwrap();
+        let rows = c.query("SELECT id FROM mandates WHERE merchant_id = $1 AND status = 'active'", &[&MERCHANT]).await.unwrap();
+        if rows.len() >= n {
+            return rows.iter().map(|r| r.get(0)).collect();
+        }
+        assert!(Instant::now() < deadline, "bench: {} of {n} mandates set up", rows.len());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// RSS (MiB) and CPU seconds of a process, from /proc.
+pub fn usage(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss =
+        status.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()).unwrap_or(0.0);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks: f64 = fields.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0)
+        + fields.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+    (rss / 1024.0, ticks / 100.0)
+}
+
+/// The raw baseline: `hops` stages, each consuming its queue and, per message,
+/// one transaction (an insert), a confirmed publish to the next, then the ack;
+/// no logic. Returns messages per second through all of them.
+pub async fn raw_pipeline(fleet: &Fleet, n: usize, hops: usize, prefetch: u16) -> f64 {
+    let env = &fleet.env;
+    env.pool.get().await.unwrap().batch_execute("CREATE TABLE raw_hops (id TEXT, hop INT, PRIMARY KEY (id, hop))").await.unwrap();
+    let conn = Arc::new(ps_runtime::broker::connect(&env.amqp_url, "bench-raw", &Default::default()).await.unwrap());
+    let q = |k: usize| format!("{}raw.{k}", env.prefix);
+    let setup = conn.create_channel().await.unwrap();
+    let opts = QueueDeclareOptions { durable: true, ..Default::default() };
+    let mut quorum = FieldTable::default();
+    quorum.insert("x-queue-type".into(), AMQPValue::LongString(LongString::from("quorum")));
+    for k in 0..=hops {
+        let opts = if k == hops { QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() } } else { opts };
+        let args = if k == hops { FieldTable::default() } else { quorum.clone() };
+        setup.queue_declare(q(k).as_str().into(), opts, args).await.unwrap();
+    }
+    for k in 0..hops {
+        let (conn, pool, from, to) = (conn.clone(), env.pool.clone(), q(k), q(k + 1));
+        tokio::spawn(async move {
+            let ch = conn.create_channel().await.unwrap();
+            ch.basic_qos(prefetch, BasicQosOptions::default()).await.unwrap();
+            let out = conn.create_channel().await.unwrap();
+            out.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+            let consumer =
+                ch.basic_consume(from.as_str().into(), "".into(), BasicConsumeOptions::default(), FieldTable::default()).await.unwrap();
+            consumer
+                .for_each_concurrent(prefetch as usize, |d| {
+                    let (pool, out, to) = (pool.clone(), out.clone(), to.clone());
+                    async move {
+                        let Ok(d) = d else { return };
+                        let mut c = pool.get().await.unwrap();
+                        let tx = c.transaction().await.unwrap();
+                        let id = String::from_utf8_lossy(&d.data).into_owned();
+                        tx.execute("INSERT INTO raw_hops (id, hop) VALUES ($1, $2)", &[&id, &(k as i32)]).await.unwrap();
+                        tx.commit().await.unwrap();
+                        let props = BasicProperties::default().with_delivery_mode(2);
+                        out.basic_publish("".into(), to.as_str().into(), BasicPublishOptions::default(), &d.data, props)
+                            .await
+                            .unwrap()
+                            .await
+                            .unwrap();
+                        d.acker.ack(BasicAckOptions::default()).await.unwrap();
+                    }
+                })
+                .await;
+        });
+    }
+    let no_ack = BasicConsumeOptions { no_ack: true, ..Default::default() };
+    let mut done = setup.basic_consume(q(hops).as_str().into(), "".into(), no_ack, FieldTable::default()).await.unwrap();
+    let publish = conn.create_channel().await.unwrap();
+    publish.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+    let started = Instant::now();
+    let mut confirms = vec![];
+    for i in 0..n {
+        let props = BasicProperties::default().with_delivery_mode(2);
+        confirms.push(
+            publish
+                .basic_publish("".into(), q(0).as_str().into(), BasicPublishOptions::default(), format!("m{i}").as_bytes(), props)
+                .await
+                .unwrap(),
+        );
+    }
+    for c in confirms {
+        c.await.unwrap();
+    }
+    let mut arrived = 0;
+    while arrived < n {
+        tokio::time::timeout(Duration::from_secs(600), done.next()).await.expect("raw pipeline stalled").unwrap().unwrap();
+        arrived += 1;
+    }
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    for k in 0..hops {
+        let _ = setup.queue_delete(q(k).as_str().into(), lapin::options::QueueDeleteOptions::default()).await;
+    }
+    let _ = conn.close(200, "done".into()).await;
+    rate
+}
