@@ -69,7 +69,10 @@ pub struct GatewayConfig {
 
 impl GatewayConfig {
     pub fn from_env(env: &Env) -> Result<GatewayConfig, ConfigError> {
-        let common = Config::from_env(env, DEFAULT_HEALTH_PORT)?;
+        let mut common = Config::from_env(env, DEFAULT_HEALTH_PORT)?;
+        // Each message is a processor call: batched, they would wait on each
+        // other's calls inside one transaction. The gateway applies them alone.
+        common.batch = 1;
         let mode = common.mode;
         let vault_tls = |env: &Env, mode: Mode| -> Result<Option<(PathBuf, PathBuf)>, ConfigError> {
             match (env.raw("VAULT_TLS_CERT_FILE"), env.raw("VAULT_TLS_KEY_FILE")) {

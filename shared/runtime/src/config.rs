@@ -120,6 +120,8 @@ pub struct Config {
     /// Prefixes every exchange and queue name, to isolate test runs on one broker.
     pub name_prefix: String,
     pub prefetch: u16,
+    /// Messages applied together in one transaction at most (1: each alone).
+    pub batch: u16,
     /// Redeliveries before RabbitMQ dead-letters a message that keeps failing.
     pub delivery_limit: u32,
     pub publish_timeout: Duration,
@@ -131,6 +133,8 @@ pub struct Config {
     pub trust: Trust,
     /// Test-only fault injection: abort the process after a handler's commit, before its ack.
     pub fault_abort_after_commit: bool,
+    /// Test-only fault injection: abort after a batch's commit (two or more messages), before its acks.
+    pub fault_abort_after_batch_commit: bool,
     /// Test-only fault injection: handlers panic on messages with this routing key.
     pub fault_panic_on: Option<String>,
 }
@@ -155,7 +159,7 @@ impl Config {
             other => return Err(ConfigError { var: "PS_MODE", problem: format!("{other:?} must be test or live") }),
         };
         // Fault injection is for the test suites; a live fleet must not carry it.
-        for var in ["PS_FAULT_ABORT_AFTER_COMMIT", "PS_FAULT_PANIC_ON"] {
+        for var in ["PS_FAULT_ABORT_AFTER_COMMIT", "PS_FAULT_ABORT_AFTER_BATCH_COMMIT", "PS_FAULT_PANIC_ON"] {
             if mode == Mode::Live && env.raw(var).is_some() {
                 return Err(ConfigError { var, problem: "is test-only fault injection: unset it for PS_MODE=live".into() });
             }
@@ -171,6 +175,7 @@ impl Config {
             database_migrate: env.flag("DATABASE_MIGRATE", true)?,
             name_prefix,
             prefetch: env.ranged("AMQP_PREFETCH", 32, 1, 10_000)? as u16,
+            batch: env.ranged("CONSUMER_BATCH", 16, 1, 1_000)? as u16,
             delivery_limit: env.ranged("AMQP_DELIVERY_LIMIT", 10, 1, 1000)? as u32,
             publish_timeout: Duration::from_millis(env.ranged("AMQP_PUBLISH_TIMEOUT_MS", 5000, 100, 120_000)?),
             health_addr: env.parsed("HEALTH_ADDR", SocketAddr::from(([127, 0, 0, 1], default_health_port)))?,
@@ -186,6 +191,7 @@ impl Config {
                     .map_err(|e| ConfigError { var: "SSL_CERT_FILE", problem: e.to_string() })?,
             },
             fault_abort_after_commit: env.flag("PS_FAULT_ABORT_AFTER_COMMIT", false)?,
+            fault_abort_after_batch_commit: env.flag("PS_FAULT_ABORT_AFTER_BATCH_COMMIT", false)?,
             fault_panic_on: env.raw("PS_FAULT_PANIC_ON").map(str::to_owned),
         })
     }

@@ -13,7 +13,7 @@ use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::{FieldTable, ShortString};
-use lapin::Connection;
+use lapin::{Acker, Connection};
 use ps_contract::{ApiError, ErrorCode};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -153,6 +153,7 @@ pub struct ConsumerContext {
     pub handler: Arc<dyn Handler>,
     pub after_commit: Option<Arc<tokio::sync::Notify>>,
     pub fault_abort_after_commit: bool,
+    pub fault_abort_after_batch_commit: bool,
     /// Test-only fault injection: the handler panics on messages with this routing key.
     pub fault_panic_on: Option<String>,
     pub health: crate::health::Health,
@@ -170,26 +171,17 @@ enum Applied {
 }
 
 impl ConsumerContext {
-    async fn apply(&self, msg: &Incoming) -> Result<Applied, HandlerError> {
-        let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
+    /// One message inside `tx` (a transaction, or a batch's savepoint): dedupe
+    /// record, the handler's change, its outgoing messages. Commits nothing.
+    async fn apply_in(&self, tx: &Transaction<'_>, msg: &Incoming) -> Result<Applied, HandlerError> {
         let key = msg.dedupe_key();
-        if let Claim::Duplicate { reply } = dedupe::claim(&tx, self.consumer, &key).await? {
+        if let Claim::Duplicate { reply } = dedupe::claim(tx, self.consumer, &key).await? {
             return self.duplicate(tx, msg, reply).await;
         }
         if self.fault_panic_on.as_deref() == Some(msg.routing_key.as_str()) {
             panic!("fault injection: handler panic on {}", msg.routing_key);
         }
-        let handled = match self.handler.handle(&tx, msg).await {
-            Ok(h) => h,
-            Err(e) if !e.is_transient() => {
-                drop(tx);
-                let reason = e.to_string();
-                tracing::error!(%reason, "handler failed permanently; dead-lettering");
-                return self.dead_letter_alone(msg, &reason).await;
-            }
-            Err(e) => return Err(e),
-        };
+        let handled = self.handler.handle(tx, msg).await?;
         let mut out = handled.outbox;
         let dead = handled.dead_letter.is_some();
         if let Some((code, reason)) = handled.dead_letter {
@@ -203,25 +195,48 @@ impl ConsumerContext {
                     (true, Some(keys)) => keys.seal_json(REPLY_CONTEXT, &body),
                     (true, None) => return Err(SecretsError::NoKeys.into()),
                 };
-                dedupe::record_reply(&tx, self.consumer, &key, &kept).await?;
+                dedupe::record_reply(tx, self.consumer, &key, &kept).await?;
             }
         }
-        self.outbox.enqueue(&tx, &out).await?;
-        tx.commit().await?;
+        self.outbox.enqueue(tx, &out).await?;
+        Ok(if dead { Applied::DeadLettered } else { Applied::New })
+    }
+
+    /// What follows every commit: the relay woken, the service's own worker told.
+    fn committed(&self, batch: bool) {
         self.outbox.wake();
         if let Some(n) = &self.after_commit {
             n.notify_one();
         }
-        if self.fault_abort_after_commit {
+        if self.fault_abort_after_commit || (batch && self.fault_abort_after_batch_commit) {
             tracing::error!("fault injection: aborting after commit, before ack");
             std::process::abort();
         }
-        Ok(if dead { Applied::DeadLettered } else { Applied::New })
+    }
+
+    /// One message in a transaction of its own.
+    async fn apply(&self, msg: &Incoming) -> Result<Applied, HandlerError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        match self.apply_in(&tx, msg).await {
+            Ok(applied) => {
+                tx.commit().await?;
+                self.committed(false);
+                Ok(applied)
+            }
+            Err(e) if !e.is_transient() => {
+                drop(tx);
+                let reason = e.to_string();
+                tracing::error!(%reason, "handler failed permanently; dead-lettering");
+                self.dead_letter_alone(msg, &reason).await
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// A message applied before changes nothing. If its sender wants a reply,
     /// it gets the one the first delivery produced, marked as a replay.
-    async fn duplicate(&self, tx: Transaction<'_>, msg: &Incoming, reply: Option<serde_json::Value>) -> Result<Applied, HandlerError> {
+    async fn duplicate(&self, tx: &Transaction<'_>, msg: &Incoming, reply: Option<serde_json::Value>) -> Result<Applied, HandlerError> {
         if let Some(stored) = reply {
             let sealed = crate::sealing::sealed_json(&stored).is_some();
             let reply = match (sealed, self.outbox.keys()) {
@@ -233,12 +248,34 @@ impl ConsumerContext {
             };
             if let Some(mut again) = msg.reply(&reply, true) {
                 again.sealed = sealed;
-                self.outbox.enqueue(&tx, &[again]).await?;
+                self.outbox.enqueue(tx, &[again]).await?;
+            }
+        }
+        Ok(Applied::Duplicate)
+    }
+
+    /// Messages delivered together, applied in one transaction, each under a
+    /// savepoint: one that fails (or panics) is rolled back alone and comes
+    /// back `None`, for the single-message path with its retries, holds and
+    /// dead letters. Nothing is acknowledged before the commit.
+    async fn apply_batch(&self, msgs: &[(Incoming, Acker)]) -> Result<Vec<Option<Applied>>, HandlerError> {
+        let mut client = self.pool.get().await?;
+        let mut tx = client.transaction().await?;
+        let mut applied = Vec::with_capacity(msgs.len());
+        for (msg, _) in msgs {
+            let sp = tx.savepoint("message").await?;
+            let outcome = std::panic::AssertUnwindSafe(self.apply_in(&sp, msg)).catch_unwind().await;
+            if let Ok(Ok(a)) = outcome {
+                sp.commit().await?;
+                applied.push(Some(a));
+            } else {
+                sp.rollback().await?;
+                applied.push(None);
             }
         }
         tx.commit().await?;
-        self.outbox.wake();
-        Ok(Applied::Duplicate)
+        self.committed(true);
+        Ok(applied)
     }
 
     /// `apply`, with a panic turned into a dead letter: one bad message must
@@ -258,7 +295,10 @@ impl ConsumerContext {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         if let Claim::Duplicate { reply } = dedupe::claim(&tx, self.consumer, &msg.dedupe_key()).await? {
-            return self.duplicate(tx, msg, reply).await;
+            let applied = self.duplicate(&tx, msg, reply).await?;
+            tx.commit().await?;
+            self.outbox.wake();
+            return Ok(applied);
         }
         let mut out = vec![msg.dead_letter(&self.queue, ErrorCode::InternalError.as_str(), reason)];
         out.extend(msg.reply(&ApiError::internal().to_reply(), false));
@@ -268,18 +308,75 @@ impl ConsumerContext {
         Ok(Applied::DeadLettered)
     }
 
-    async fn process(&self, delivery: lapin::message::Delivery) {
-        let started = Instant::now();
-        let (msg, acker) = Incoming::from_delivery(delivery);
+    fn span(&self, msg: &Incoming) -> tracing::Span {
         let span = tracing::info_span!(
             "consume",
             queue = self.consumer,
             routing_key = %msg.routing_key,
             message_id = msg.message_id.as_deref().unwrap_or(""),
             redelivered = msg.redelivered,
+            batch = tracing::field::Empty,
             outcome = tracing::field::Empty,
         );
         crate::telemetry::continue_trace(&span, &msg.headers);
+        span
+    }
+
+    /// Acks an applied message and records how it went, inside its span.
+    async fn acked(&self, acker: &Acker, applied: Applied, started: Instant) {
+        if let Err(e) = acker.ack(BasicAckOptions::default()).await {
+            // The commit stands; the redelivery will find the dedupe record.
+            tracing::warn!(error = %e, "ack failed after commit");
+        }
+        let outcome = match applied {
+            Applied::New => "applied",
+            Applied::Duplicate => "duplicate",
+            Applied::DeadLettered => "dead_lettered",
+        };
+        self.handled(outcome, started);
+    }
+
+    fn handled(&self, outcome: &'static str, started: Instant) {
+        tracing::Span::current().record("outcome", outcome);
+        tracing::info!(outcome, elapsed_ms = started.elapsed().as_millis() as u64, "message handled");
+        metrics::MESSAGES.with_label_values(&[self.consumer, outcome]).inc();
+        metrics::HANDLE_SECONDS.with_label_values(&[self.consumer]).observe(started.elapsed().as_secs_f64());
+    }
+
+    /// Deliveries that were waiting together: applied as one batch when there
+    /// are several, each alone otherwise (and each the batch left out).
+    async fn process_batch(&self, deliveries: Vec<lapin::message::Delivery>) {
+        let started = Instant::now();
+        let msgs: Vec<(Incoming, Acker)> = deliveries.into_iter().map(Incoming::from_delivery).collect();
+        if msgs.len() == 1 {
+            let (msg, acker) = msgs.into_iter().next().expect("one message");
+            return self.process(msg, acker, started).await;
+        }
+        metrics::BATCH_SIZE.with_label_values(&[self.consumer]).observe(msgs.len() as f64);
+        let applied = match self.apply_batch(&msgs).await {
+            Ok(applied) => applied,
+            Err(e) => {
+                tracing::warn!(error = %e, size = msgs.len(), "batch not applied; each message on its own");
+                msgs.iter().map(|_| None).collect()
+            }
+        };
+        let mut alone = vec![];
+        for ((msg, acker), applied) in msgs.into_iter().zip(applied) {
+            match applied {
+                Some(a) => {
+                    let span = self.span(&msg);
+                    span.record("batch", true);
+                    self.acked(&acker, a, started).instrument(span).await;
+                }
+                None => alone.push((msg, acker)),
+            }
+        }
+        // Side by side: one held for an outage must not keep the others waiting.
+        futures::future::join_all(alone.into_iter().map(|(msg, acker)| self.process(msg, acker, Instant::now()))).await;
+    }
+
+    async fn process(&self, msg: Incoming, acker: Acker, started: Instant) {
+        let span = self.span(&msg);
         async {
             // A conflict (deadlock, serialization) is retried briefly, then the
             // message goes back to the queue, where RabbitMQ counts it against the
@@ -320,28 +417,14 @@ impl ConsumerContext {
                 metrics::HELD.with_label_values(&[self.consumer]).dec();
                 tracing::info!(held_ms = since.elapsed().as_millis() as u64, "dependency back: held message released");
             }
-            let outcome = match result {
-                Ok(applied) => {
-                    if let Err(e) = acker.ack(BasicAckOptions::default()).await {
-                        // The commit stands; the redelivery will find the dedupe record.
-                        tracing::warn!(error = %e, "ack failed after commit");
-                    }
-                    match applied {
-                        Applied::New => "applied",
-                        Applied::Duplicate => "duplicate",
-                        Applied::DeadLettered => "dead_lettered",
-                    }
-                }
+            match result {
+                Ok(applied) => self.acked(&acker, applied, started).await,
                 Err(e) => {
                     tracing::error!(error = %e, "message not applied; returning it to the queue");
                     let _ = acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
-                    "requeued"
+                    self.handled("requeued", started);
                 }
-            };
-            tracing::Span::current().record("outcome", outcome);
-            tracing::info!(outcome, elapsed_ms = started.elapsed().as_millis() as u64, "message handled");
-            metrics::MESSAGES.with_label_values(&[self.consumer, outcome]).inc();
-            metrics::HANDLE_SECONDS.with_label_values(&[self.consumer]).observe(started.elapsed().as_secs_f64());
+            }
         }
         .instrument(span)
         .await
@@ -357,8 +440,18 @@ pub enum ConsumeError {
 }
 
 /// Consumes `ctx.queue` with up to `prefetch` messages in flight, until `stop`
-/// (then finishes what is in flight) or the connection fails.
-pub async fn consume(conn: &Connection, ctx: Arc<ConsumerContext>, prefetch: u16, stop: CancellationToken) -> Result<(), ConsumeError> {
+/// (then finishes what is in flight) or the connection fails. With `batch`
+/// above 1, messages already waiting are taken up to `batch` at a time into
+/// one transaction, `prefetch / batch` transactions at once: under light load
+/// each message still goes alone and at once; under heavy load they share
+/// commits.
+pub async fn consume(
+    conn: &Connection,
+    ctx: Arc<ConsumerContext>,
+    prefetch: u16,
+    batch: u16,
+    stop: CancellationToken,
+) -> Result<(), ConsumeError> {
     let channel = conn.create_channel().await?;
     channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
     let consumer = channel
@@ -368,13 +461,16 @@ pub async fn consume(conn: &Connection, ctx: Arc<ConsumerContext>, prefetch: u16
     let _running = ctx.health.consumer_running();
     tracing::info!(queue = %ctx.queue, prefetch, "consuming");
     let stopped = stop.clone();
+    let batch = batch.clamp(1, prefetch) as usize;
+    let concurrent = (prefetch as usize / batch).max(1);
     consumer
         .take_until(stopped.cancelled_owned())
-        .map_err(ConsumeError::from)
-        .try_for_each_concurrent(prefetch as usize, |delivery| {
+        .ready_chunks(batch)
+        .map(|chunk| chunk.into_iter().collect::<Result<Vec<_>, _>>().map_err(ConsumeError::from))
+        .try_for_each_concurrent(concurrent, |deliveries| {
             let ctx = ctx.clone();
             async move {
-                ctx.process(delivery).await;
+                ctx.process_batch(deliveries).await;
                 Ok(())
             }
         })

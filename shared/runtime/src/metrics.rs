@@ -30,6 +30,16 @@ pub static HELD: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+pub static BATCH_SIZE: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register_histogram_vec!(
+        "ps_message_batch_size",
+        "Messages applied together in one transaction (batches of two or more), by queue.",
+        &["queue"],
+        vec![2.0, 4.0, 8.0, 16.0, 32.0, 64.0]
+    )
+    .expect("metric registers once")
+});
+
 pub static HANDLE_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
     register_histogram_vec!(
         "ps_message_handle_seconds",

@@ -207,11 +207,12 @@ impl Relay {
             let results = publisher.publish_batch(&messages).await;
 
             let mut broken = None;
+            let mut published: Vec<i64> = Vec::with_capacity(rows.len());
             for ((row, msg), result) in rows.iter().zip(&messages).zip(results) {
                 let id: i64 = row.get(0);
                 match result {
                     Ok(()) => {
-                        tx.execute("UPDATE outbox SET published_at = now(), attempts = attempts + 1 WHERE id = $1", &[&id]).await?;
+                        published.push(id);
                         metrics::OUTBOX_PUBLISHED.with_label_values(&[msg.kind.as_str()]).inc();
                         let created: DateTime<Utc> = row.get(9);
                         let lag = (Utc::now() - created).num_milliseconds().max(0) as f64 / 1000.0;
@@ -247,6 +248,8 @@ impl Relay {
                     }
                 }
             }
+            // Marked in one statement: the batch was confirmed, so it is sent.
+            tx.execute("UPDATE outbox SET published_at = now(), attempts = attempts + 1 WHERE id = ANY($1)", &[&published]).await?;
             tx.commit().await?;
             if let Some(e) = broken {
                 return Err(RelayError::Broker(e));

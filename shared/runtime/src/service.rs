@@ -136,6 +136,7 @@ async fn supervise(
                 handler: c.handler,
                 after_commit: c.after_commit,
                 fault_abort_after_commit: config.fault_abort_after_commit,
+                fault_abort_after_batch_commit: config.fault_abort_after_batch_commit,
                 fault_panic_on: config.fault_panic_on.clone(),
                 health: health.clone(),
                 stop: stop.clone(),
@@ -208,7 +209,7 @@ async fn session(
             consumers_stop.cancelled().await;
             return Ok(vec![]);
         }
-        try_join_all(contexts.iter().map(|ctx| consume(conn, ctx.clone(), config.prefetch, consumers_stop.clone()))).await
+        try_join_all(contexts.iter().map(|ctx| consume(conn, ctx.clone(), config.prefetch, config.batch, consumers_stop.clone()))).await
     };
     let relaying = async {
         let _running = health.relay_running();

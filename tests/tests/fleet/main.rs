@@ -1,5 +1,6 @@
 //! The fleet's integration suite: real binaries' code, real RabbitMQ, real PostgreSQL.
 
+mod batches;
 mod browser;
 mod checkout;
 mod deploy;
