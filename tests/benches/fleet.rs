@@ -312,10 +312,47 @@ async fn fleet(n: usize) {
     }
     let summary = json!({"max": max, "paced": paced, "raw_per_second": raw, "ratio": max.per_second / raw,
         "workers": idle.iter().enumerate().map(|(i, (name, rss, _))| json!({"service": name, "rss_idle_mib": rss, "rss_peak_mib": peak[i], "cpu_percent": cpu[i]})).collect::<Vec<_>>()});
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/bench");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("fleet.json"), serde_json::to_vec_pretty(&summary).unwrap()).unwrap();
-    println!("  written to {}", dir.join("fleet.json").display());
+    let drawn = bench::plot_throughput(&dir.join("throughput.svg"), "next_in_series as fast as possible", &max.timeline)
+        .and_then(|()| bench::plot_latency(&dir.join("latency.svg"), &format!("paced at {rate:.0}/s"), &paced.completed_samples));
+    if let Err(e) = drawn {
+        println!("  (figures not drawn: {e})");
+    }
+    let workers: String =
+        idle.iter().enumerate().map(|(i, (name, rss, _))| format!("| {name} | {rss:.0} | {:.0} | {:.0} |\n", peak[i], cpu[i])).collect();
+    let md = format!(
+        "# Fleet benchmark: the last run\n\n\
+         Written by `BENCH_ONLY=fleet make bench` (release binaries as separate processes, this 2-core machine,\n\
+         PostgreSQL and RabbitMQ on it too). {} `next_in_series` charges over 100 mandates set up at the checkout;\n\
+         the merchant has a webhook endpoint, so every event is also delivered.\n\n\
+         | | figure |\n|---|---|\n\
+         | sessions/s, command → completed, as fast as possible | {:.0} |\n\
+         | raw pipeline, 4 durable hops, one message per transaction (same run) | {raw:.0} messages/s |\n\
+         | fleet ÷ raw | {:.3} |\n\
+         | commits per session | {:.1} |\n\
+         | WAL syncs per session | {:.1} |\n\
+         | paced at {rate:.0}/s: command → reply p50 / p90 / p99 / p99.9 | {:.1} / {:.1} / {:.1} / {:.1} ms |\n\
+         | paced at {rate:.0}/s: command → completed p50 / p90 / p99 / p99.9 | {:.1} / {:.1} / {:.1} / {:.1} ms |\n\n\
+         | worker | RSS idle (MiB) | RSS peak (MiB) | CPU at max rate (% of a core) |\n|---|---:|---:|---:|\n{workers}\n\
+         ![throughput](throughput.svg)\n\n![latency](latency.svg)\n",
+        max.sessions,
+        max.per_second,
+        max.per_second / raw,
+        max.commits_per_session,
+        max.wal_syncs_per_session,
+        paced.reply_ms.p50,
+        paced.reply_ms.p90,
+        paced.reply_ms.p99,
+        paced.reply_ms.p999,
+        paced.completed_ms.p50,
+        paced.completed_ms.p90,
+        paced.completed_ms.p99,
+        paced.completed_ms.p999,
+    );
+    std::fs::write(dir.join("fleet.md"), md).unwrap();
+    println!("  written to {}", dir.join("fleet.md").display());
     fleet.finish();
 }
 

@@ -45,6 +45,9 @@ pub struct Run {
     pub timeline: Vec<usize>,
     pub commits_per_session: f64,
     pub wal_syncs_per_session: f64,
+    /// Command → completed of each session, in milliseconds.
+    #[serde(skip)]
+    pub completed_samples: Vec<f64>,
 }
 
 #[derive(Default)]
@@ -196,7 +199,9 @@ impl Upstream {
             timeline[second] += 1;
         }
         let secs = last.duration_since(started).as_secs_f64();
+        let completed_samples = completed.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
         Run {
+            completed_samples,
             sessions: n,
             per_second: n as f64 / secs,
             reply_ms: percentiles(reply),
@@ -334,4 +339,54 @@ pub async fn raw_pipeline(fleet: &Fleet, n: usize, hops: usize, prefetch: u16) -
     }
     let _ = conn.close(200, "done".into()).await;
     rate
+}
+
+/// Sessions completed per second over a run, as an SVG line chart.
+pub fn plot_throughput(path: &std::path::Path, title: &str, timeline: &[usize]) -> Result<(), Box<dyn std::error::Error>> {
+    use plotters::prelude::*;
+    let root = SVGBackend::new(path, (800, 360)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let top = timeline.iter().copied().max().unwrap_or(1).max(1) * 11 / 10 + 1;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(48)
+        .build_cartesian_2d(0usize..timeline.len().max(1), 0usize..top)?;
+    chart.configure_mesh().x_desc("seconds into the run").y_desc("sessions completed / s").draw()?;
+    chart.draw_series(LineSeries::new(timeline.iter().enumerate().map(|(x, y)| (x, *y)), &BLUE))?;
+    root.present()?;
+    Ok(())
+}
+
+/// Command → completed latencies as an SVG histogram, in 10 ms buckets.
+pub fn plot_latency(path: &std::path::Path, title: &str, samples_ms: &[f64]) -> Result<(), Box<dyn std::error::Error>> {
+    use plotters::prelude::*;
+    let root = SVGBackend::new(path, (800, 360)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let buckets: Vec<u32> = samples_ms.iter().map(|ms| (*ms / 10.0) as u32).collect();
+    let widest = buckets.iter().copied().max().unwrap_or(1) + 1;
+    let mut counts = vec![0u32; widest as usize];
+    for b in &buckets {
+        counts[*b as usize] += 1;
+    }
+    let top = counts.iter().copied().max().unwrap_or(1) * 11 / 10 + 1;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(48)
+        .build_cartesian_2d((0u32..widest).into_segmented(), 0u32..top)?;
+    chart
+        .configure_mesh()
+        .x_desc("command → completed, 10 ms buckets")
+        .y_desc("sessions")
+        .x_label_formatter(&|v| match v {
+            SegmentValue::Exact(b) | SegmentValue::CenterOf(b) => format!("{}", b * 10),
+            SegmentValue::Last => String::new(),
+        })
+        .draw()?;
+    chart.draw_series(Histogram::vertical(&chart).style(BLUE.filled()).data(buckets.iter().map(|b| (*b, 1))))?;
+    root.present()?;
+    Ok(())
 }
