@@ -25,13 +25,13 @@ impl SandboxProcessor {
     }
 
     async fn stored(&self, client: &deadpool_postgres::Client, key: &str) -> Result<Option<ProcessorResponse>, ProcessorError> {
-        let row = client
-            .query_opt(
+        let stmt = client
+            .prepare_cached(
                 "SELECT outcome, error_code, decline_code, reference, card_token FROM sandbox_ledger WHERE idempotency_key = $1",
-                &[&key],
             )
             .await
             .map_err(err)?;
+        let row = client.query_opt(&stmt, &[&key]).await.map_err(err)?;
         let Some(r) = row else { return Ok(None) };
         let token: Option<String> = r.get(4);
         let card = match token {
@@ -137,11 +137,27 @@ impl Processor for SandboxProcessor {
             let (outcome, error_code, decline_code) = self.decide(&client, &req).await?;
             let reference = format!("sbx_{}", uuid_like(req.key));
             // A concurrent call with the same key loses the insert and returns the winner's row.
-            client
-                .execute(
+            let insert = client
+                .prepare_cached(
                     "INSERT INTO sandbox_ledger (idempotency_key, operation, card_token, amount, currency, outcome, error_code, decline_code, reference)
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (idempotency_key) DO NOTHING",
-                    &[&req.key, &req.operation.as_str(), &req.card_token, &req.amount, &req.currency.code(), &outcome.as_str(), &error_code, &decline_code, &reference],
+                )
+                .await
+                .map_err(err)?;
+            client
+                .execute(
+                    &insert,
+                    &[
+                        &req.key,
+                        &req.operation.as_str(),
+                        &req.card_token,
+                        &req.amount,
+                        &req.currency.code(),
+                        &outcome.as_str(),
+                        &error_code,
+                        &decline_code,
+                        &reference,
+                    ],
                 )
                 .await
                 .map_err(err)?;

@@ -37,13 +37,13 @@ async fn recorded(tx: &Transaction<'_>, attempt: &str, hold: bool) -> Result<Opt
     if hold {
         ps_store::fence::hold_for_call(tx, attempt).await?;
     }
-    let row = tx
-        .query_opt(
+    let stmt = tx
+        .prepare_cached(
             "SELECT session_id, merchant_id, amount, currency, status, processor_idempotency_key, settlement, settlement_requests, card_token
              FROM payment_attempts WHERE id = $1",
-            &[&attempt],
         )
         .await?;
+    let row = tx.query_opt(&stmt, &[&attempt]).await?;
     Ok(row.map(|r| Recorded {
         session_id: r.get(0),
         merchant_id: r.get(1),

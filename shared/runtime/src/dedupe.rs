@@ -15,12 +15,9 @@ pub enum Claim {
 /// one message serialise on the primary key: the second waits for the first
 /// transaction and then finds its row.
 pub async fn claim(tx: &Transaction<'_>, consumer: &str, message_key: &str) -> Result<Claim, tokio_postgres::Error> {
-    let n = tx
-        .execute(
-            "INSERT INTO processed_messages (consumer, message_key) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            &[&consumer, &message_key],
-        )
-        .await?;
+    // Prepared once per connection: every message of every service runs these.
+    let insert = tx.prepare_cached("INSERT INTO processed_messages (consumer, message_key) VALUES ($1, $2) ON CONFLICT DO NOTHING").await?;
+    let n = tx.execute(&insert, &[&consumer, &message_key]).await?;
     if n == 1 {
         return Ok(Claim::New);
     }
@@ -30,7 +27,7 @@ pub async fn claim(tx: &Transaction<'_>, consumer: &str, message_key: &str) -> R
 }
 
 pub async fn record_reply(tx: &Transaction<'_>, consumer: &str, message_key: &str, reply: &Value) -> Result<(), tokio_postgres::Error> {
-    tx.execute("UPDATE processed_messages SET reply = $3 WHERE consumer = $1 AND message_key = $2", &[&consumer, &message_key, reply])
-        .await?;
+    let update = tx.prepare_cached("UPDATE processed_messages SET reply = $3 WHERE consumer = $1 AND message_key = $2").await?;
+    tx.execute(&update, &[&consumer, &message_key, reply]).await?;
     Ok(())
 }

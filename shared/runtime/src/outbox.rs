@@ -183,7 +183,8 @@ impl Relay {
             // Marking rows sent is not worth a WAL flush: if a crash loses the
             // mark, the rows go again and their consumers recognise them.
             tx.batch_execute("SET LOCAL synchronous_commit = off").await?;
-            let rows = tx.query(DRAIN_SQL, &[&BATCH, &self.outbox.producer]).await?;
+            let drain = tx.prepare_cached(DRAIN_SQL).await?;
+            let rows = tx.query(&drain, &[&BATCH, &self.outbox.producer]).await?;
             if rows.is_empty() {
                 return Ok(());
             }
@@ -252,7 +253,8 @@ impl Relay {
                 }
             }
             // Marked in one statement: the batch was confirmed, so it is sent.
-            tx.execute("UPDATE outbox SET published_at = now(), attempts = attempts + 1 WHERE id = ANY($1)", &[&published]).await?;
+            let mark = tx.prepare_cached("UPDATE outbox SET published_at = now(), attempts = attempts + 1 WHERE id = ANY($1)").await?;
+            tx.execute(&mark, &[&published]).await?;
             tx.commit().await?;
             if let Some(e) = broken {
                 return Err(RelayError::Broker(e));

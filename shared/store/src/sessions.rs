@@ -96,7 +96,8 @@ fn from_row(r: &tokio_postgres::Row) -> Result<StoredSession, HandlerError> {
 /// merchant's session is `None`, exactly as a missing one.
 pub async fn lock(client: &impl GenericClient, id: &str, merchant: Option<&MerchantId>) -> Result<Option<StoredSession>, HandlerError> {
     let sql = format!("SELECT {COLUMNS} FROM payment_sessions WHERE id = $1 AND ($2::text IS NULL OR merchant_id = $2) FOR UPDATE");
-    let row = client.query_opt(sql.as_str(), &[&id, &merchant.map(|m| m.as_str())]).await?;
+    let stmt = client.prepare_cached(&sql).await?;
+    let row = client.query_opt(&stmt, &[&id, &merchant.map(|m| m.as_str())]).await?;
     row.as_ref().map(from_row).transpose()
 }
 
@@ -140,13 +141,24 @@ pub async fn list(
 
 /// Writes back what lifecycle and checkout change. Callers hold the row lock.
 pub async fn save(client: &impl GenericClient, s: &StoredSession) -> Result<(), HandlerError> {
-    let error = s.session.last_payment_error.as_ref().map(|e| serde_json::to_value(e).unwrap_or_default());
-    client
-        .execute(
+    let error = s
+        .session
+        .last_payment_error
+        .as_ref()
+        .map(serde_json::to_value)
+        .transpose()
+        .map_err(|e| HandlerError::Permanent(format!("cannot serialise a payment error: {e}")))?;
+    let stmt = client
+        .prepare_cached(
             "UPDATE payment_sessions SET status = $2, payment_outcome = $3, customer_id = $4, payment_method_id = $5,
                  mandate_id = $6, checkout_token = $7, session_url = $8, last_payment_error = $9, updated_at = $10,
                  version = version + 1
              WHERE id = $1",
+        )
+        .await?;
+    client
+        .execute(
+            &stmt,
             &[
                 &s.session.id.as_str(),
                 &s.session.status.as_str(),
