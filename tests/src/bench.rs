@@ -61,6 +61,8 @@ struct Seen {
 pub struct Upstream {
     conn: Connection,
     channel: Channel,
+    /// Carries the reply and event consumers; kept open with the upstream.
+    _listen: Channel,
     reply_queue: String,
     seen: Arc<Mutex<Seen>>,
     commands: String,
@@ -113,11 +115,9 @@ impl Upstream {
                 }
             }
         });
-        // `listen` must outlive the consumers: keep it alive with the connection.
-        std::mem::forget(listen);
         let commands = env.names.exchange(exchange::COMMANDS);
         let user = ps_runtime::broker::broker_user(&env.amqp_url);
-        Upstream { conn, channel, reply_queue, seen, commands, user }
+        Upstream { conn, channel, _listen: listen, reply_queue, seen, commands, user }
     }
 
     async fn charge(&self, mandate: &str, key: &str) -> lapin::PublisherConfirm {

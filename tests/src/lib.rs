@@ -940,6 +940,24 @@ pub async fn seed_mandate_with_card(
     (cus.to_string(), pm.to_string(), md.to_string())
 }
 
+/// Seeds `n` pending deliveries for `endpoint` of `merchant`, all due and older
+/// than anything else: a backlog that endpoint has not worked off.
+pub async fn seed_webhook_backlog(pool: &Pool, merchant: &str, endpoint: &str, n: usize) {
+    pool.get()
+        .await
+        .unwrap()
+        .batch_execute(&format!(
+            "INSERT INTO webhook_events (id, merchant_id, type, payload, created_at)
+                 SELECT 'evt_backlog_' || g, '{merchant}', 'payment_session.updated', '{{}}'::bytea, now() - interval '1 hour'
+                 FROM generate_series(1, {n}) g;
+             INSERT INTO webhook_deliveries (event_id, endpoint_id, status, next_attempt_at)
+                 SELECT 'evt_backlog_' || g, '{endpoint}', 'pending', now() - interval '1 hour' + g * interval '1 millisecond'
+                 FROM generate_series(1, {n}) g;"
+        ))
+        .await
+        .unwrap();
+}
+
 /// Inserts an active schedule of `mandate` due at `due` (as a completed
 /// first_in_series leaves one), monthly on the anchor's day. Returns its id.
 pub async fn seed_schedule(

@@ -238,24 +238,7 @@ fn hanging_neighbour<'a>(fleet: &'a Fleet, load: &'a Load) -> futures::future::B
                     .header("merchant-id", "slowpoke"),
             )
             .await;
-        let backlog = 10_000;
-        fleet
-            .env
-            .pool
-            .get()
-            .await
-            .unwrap()
-            .batch_execute(&format!(
-                "INSERT INTO webhook_events (id, merchant_id, type, payload, created_at)
-                     SELECT 'evt_backlog_' || g, 'slowpoke', 'payment_session.updated', '{{}}'::bytea, now() - interval '1 hour'
-                     FROM generate_series(1, {backlog}) g;
-                 INSERT INTO webhook_deliveries (event_id, endpoint_id, status, next_attempt_at)
-                     SELECT 'evt_backlog_' || g, '{}', 'pending', now() - interval '1 hour' + g * interval '1 millisecond'
-                     FROM generate_series(1, {backlog}) g;",
-                ep.body["id"].as_str().unwrap()
-            ))
-            .await
-            .unwrap();
+        integration_tests::seed_webhook_backlog(&fleet.env.pool, "slowpoke", ep.body["id"].as_str().unwrap(), 10_000).await;
         load.send_wave(fleet, 1, 2).await;
         // Our merchant's sessions all finish and their events all arrive while the neighbour's receiver still hangs.
         let deadline = Instant::now() + Duration::from_secs(120);

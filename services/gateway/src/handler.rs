@@ -36,6 +36,7 @@ impl<'a> Step<'a> {
         }
     }
 
+    /// A settle request, or (with `Operation::Authorize`) a resolve request for the attempt's authorize.
     fn settle(op: Operation, r: &'a SettleRequest) -> Step<'a> {
         Step {
             op,
@@ -45,6 +46,27 @@ impl<'a> Step<'a> {
             amount: r.amount,
             currency: r.currency,
             key: &r.processor_idempotency_key,
+        }
+    }
+
+    /// The step's `gateway.result`, from what the processor answered.
+    fn answered(&self, resp: ProcessorResponse, card_token: Option<String>) -> GatewayResult {
+        let message = resp.decline_code.as_deref().map(|d| card::decline_message(d).to_owned());
+        GatewayResult {
+            operation: self.op,
+            attempt_id: self.attempt.clone(),
+            session_id: self.session.clone(),
+            merchant_id: self.merchant.clone(),
+            outcome: resp.outcome,
+            amount: self.amount,
+            currency: self.currency,
+            error_code: resp.error_code,
+            decline_code: resp.decline_code,
+            message,
+            card: resp.card,
+            card_token: if resp.outcome == Outcome::Succeeded { card_token } else { None },
+            processor_reference: Some(resp.reference),
+            processor_idempotency_key: self.key.to_owned(),
         }
     }
 }
@@ -167,17 +189,7 @@ impl GatewayHandler {
                 tracing::info!(attempt = %req.attempt_id, "card number deleted from the vault");
             }
         }
-        Ok(result(
-            Operation::Authorize,
-            req.attempt_id.clone(),
-            req.session_id.clone(),
-            req.merchant_id.clone(),
-            req.amount,
-            req.currency,
-            &req.processor_idempotency_key,
-            resp,
-            token,
-        ))
+        Ok(Step::authorize(req).answered(resp, token))
     }
 
     async fn settle(&self, op: Operation, req: &SettleRequest) -> Result<GatewayResult, HandlerError> {
@@ -193,17 +205,7 @@ impl GatewayHandler {
             capture: op == Operation::Capture,
         };
         let resp = self.call(req.attempt_id.as_str(), call).await?;
-        Ok(result(
-            op,
-            req.attempt_id.clone(),
-            req.session_id.clone(),
-            req.merchant_id.clone(),
-            req.amount,
-            req.currency,
-            &req.processor_idempotency_key,
-            resp,
-            None,
-        ))
+        Ok(Step::settle(op, req).answered(resp, None))
     }
 
     /// One processor call with a deadline. A timeout is an unknown outcome: ask
@@ -269,17 +271,7 @@ impl GatewayHandler {
         if let Some(t) = card_token.as_deref().filter(|_| resp.outcome == Outcome::Failed) {
             crate::vault::forget(tx, t).await?;
         }
-        Ok(result(
-            Operation::Authorize,
-            req.attempt_id.clone(),
-            req.session_id.clone(),
-            req.merchant_id.clone(),
-            req.amount,
-            req.currency,
-            key,
-            resp,
-            card_token,
-        ))
+        Ok(Step::settle(Operation::Authorize, req).answered(resp, card_token))
     }
 
     /// A step already taken, answered from what the processor did under its
@@ -290,17 +282,7 @@ impl GatewayHandler {
         let started = Instant::now();
         let Some(resp) = self.processor.lookup(key).await.map_err(|e| HandlerError::Transient(e.to_string()))? else { return Ok(None) };
         self.log_call(attempt, step.op, key, "resolved_by_lookup", started.elapsed()).await;
-        Ok(Some(result(
-            step.op,
-            step.attempt.clone(),
-            step.session.clone(),
-            step.merchant.clone(),
-            step.amount,
-            step.currency,
-            key,
-            resp,
-            None,
-        )))
+        Ok(Some(step.answered(resp, None)))
     }
 
     async fn log_call(&self, attempt: &str, op: Operation, key: &str, result: &str, elapsed: Duration) {
@@ -321,36 +303,5 @@ impl GatewayHandler {
         if let Err(e) = logged.await {
             tracing::warn!(error = %e, "could not record the processor call");
         }
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn result(
-    operation: Operation,
-    attempt_id: ps_contract::ids::AttemptId,
-    session_id: ps_contract::ids::SessionId,
-    merchant_id: ps_contract::ids::MerchantId,
-    amount: i64,
-    currency: ps_contract::money::Currency,
-    processor_idempotency_key: &str,
-    resp: ProcessorResponse,
-    card_token: Option<String>,
-) -> GatewayResult {
-    let message = resp.decline_code.as_deref().map(|d| card::decline_message(d).to_owned());
-    GatewayResult {
-        operation,
-        attempt_id,
-        session_id,
-        merchant_id,
-        outcome: resp.outcome,
-        amount,
-        currency,
-        error_code: resp.error_code,
-        decline_code: resp.decline_code,
-        message,
-        card: resp.card,
-        card_token: if resp.outcome == Outcome::Succeeded { card_token } else { None },
-        processor_reference: Some(resp.reference),
-        processor_idempotency_key: processor_idempotency_key.to_owned(),
     }
 }

@@ -99,6 +99,18 @@ async fn eventually_ready(env: &TestEnv, queue: &str) {
     }
 }
 
+/// Exactly what a void leaves when its `gateway.void` never arrives: asked for
+/// as the first settlement, an hour ago, with no answer.
+async fn void_requested_and_lost(c: &tokio_postgres::Client, session: &str) {
+    c.execute(
+        "UPDATE payment_attempts SET settlement = 'void_requested', settlement_requests = 1, settlement_amount = amount,
+             updated_at = now() - interval '1 hour' WHERE session_id = $1 AND status = 'succeeded'",
+        &[&session],
+    )
+    .await
+    .unwrap();
+}
+
 /// A void whose request was lost (dead-lettered, or published by a replica
 /// that died) is asked for again under the same key until the processor answers.
 #[tokio::test]
@@ -114,15 +126,8 @@ async fn an_unanswered_void_is_asked_again_until_the_processor_answers() {
     let reserved = env.event_about("payment_session.completed", &id).await;
     assert_eq!(reserved["data"]["payment_outcome"], "reserved");
 
-    // Exactly what a payment.void leaves when its gateway.void never arrives.
     let c = env.pool.get().await.unwrap();
-    c.execute(
-        "UPDATE payment_attempts SET settlement = 'void_requested', settlement_requests = 1, settlement_amount = amount,
-             updated_at = now() - interval '1 hour' WHERE session_id = $1 AND status = 'succeeded'",
-        &[&id],
-    )
-    .await
-    .unwrap();
+    void_requested_and_lost(&c, &id).await;
     let voided = env.event_about("payment.voided", &id).await;
     assert_eq!(voided["data"]["payment_outcome"], "unpaid");
     let settled = env.count("SELECT count(*) FROM sandbox_ledger WHERE operation = 'void' AND outcome = 'succeeded'").await;
@@ -147,22 +152,7 @@ async fn a_hanging_endpoints_backlog_does_not_starve_other_merchants() {
     env.start_webhooks(&[("WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT", "2"), ("WEBHOOK_TIMEOUT_MS", "60000")]).await;
     let slow = env.call(ep("slowpoke", stuck.url.clone())).await.body;
     env.call(ep("shop", fine.url.clone())).await;
-    let backlog = 6_000;
-    env.pool
-        .get()
-        .await
-        .unwrap()
-        .batch_execute(&format!(
-            "INSERT INTO webhook_events (id, merchant_id, type, payload, created_at)
-                 SELECT 'evt_backlog_' || g, 'slowpoke', 'payment_session.updated', '{{}}'::bytea, now() - interval '1 hour'
-                 FROM generate_series(1, {backlog}) g;
-             INSERT INTO webhook_deliveries (event_id, endpoint_id, status, next_attempt_at)
-                 SELECT 'evt_backlog_' || g, '{}', 'pending', now() - interval '1 hour' + g * interval '1 millisecond'
-                 FROM generate_series(1, {backlog}) g;",
-            slow["id"].as_str().unwrap()
-        ))
-        .await
-        .unwrap();
+    integration_tests::seed_webhook_backlog(&env.pool, "slowpoke", slow["id"].as_str().unwrap(), 6_000).await;
     for _ in 0..10 {
         env.send(
             Command::create(
@@ -218,13 +208,7 @@ async fn a_late_charges_failed_void_is_retried_until_it_goes_through() {
     // What a late success leaves: the session ended unpaid, the charge to give back.
     let c = env.pool.get().await.unwrap();
     c.execute("UPDATE payment_sessions SET status = 'expired', payment_outcome = 'unpaid' WHERE id = $1", &[&id]).await.unwrap();
-    c.execute(
-        "UPDATE payment_attempts SET settlement = 'void_requested', settlement_requests = 1, settlement_amount = amount,
-             updated_at = now() - interval '1 hour' WHERE session_id = $1 AND status = 'succeeded'",
-        &[&id],
-    )
-    .await
-    .unwrap();
+    void_requested_and_lost(&c, &id).await;
     let voided = env.event_about("payment.voided", &id).await;
     assert_eq!(voided["data"]["status"], "expired", "the session stays as it ended");
     let voids: Vec<(String, String)> = c
