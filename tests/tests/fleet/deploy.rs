@@ -298,3 +298,31 @@ async fn endpoint_for(env: &TestEnv, url: &str) {
         .await;
     assert_eq!(r.body["status"], "enabled", "{}", r.body);
 }
+
+/// Resolving an unanswered attempt as production runs it: lifecycle publishes
+/// `gateway.resolve` as its own broker user (its topic permission must allow
+/// it) and the gateway answers as its own.
+#[tokio::test]
+async fn an_unanswered_attempt_is_resolved_with_only_the_services_broker_permissions() {
+    let mut env = TestEnv::in_vhost().await;
+    let users = BrokerUsers::create(env.vhost.as_deref().unwrap());
+    env.start_intake_with(&[("AMQP_URL", &users.url("ps-intake"))]).await;
+    env.start_lifecycle(&[("AMQP_URL", &users.url("ps-lifecycle")), ("ATTEMPT_ABANDON_AFTER_SECS", "1")]).await;
+    let (_, _, md) = integration_tests::seed_mandate_with_card(
+        &env.pool,
+        "gym",
+        json!({"type": "on_demand", "currency": "ZAR"}),
+        "4242424242424242",
+        (12, 2099),
+        true,
+    )
+    .await;
+    let s = env.call(Command::create("gym", &json!({"type": "next_in_series", "amount": 700, "currency": "ZAR", "mandate_id": md}))).await;
+    let id = s.body["id"].as_str().unwrap().to_owned();
+    // The authorize is lost before any gateway sees it.
+    env.next_message(&env.names.queue(&ps_runtime::topology::GATEWAY)).await;
+    env.start_gateway(&[("AMQP_URL", &users.url("ps-gateway"))]).await;
+    let failed = env.event_about("payment.failed", &id).await;
+    assert_eq!(failed["data"]["last_payment_error"]["decline_code"], "processor_no_record");
+    env.finish().await;
+}
