@@ -1,7 +1,7 @@
 # The two commands the README gives: `make run` and `make test`.
 CARGO ?= cargo
 
-.PHONY: run test services browser build unit fmt lint bench faults
+.PHONY: run test services browser build unit fmt lint bench faults profile validate
 
 run: services build
 	./scripts/run-fleet.sh
@@ -39,6 +39,15 @@ lint:
 bench: services
 	$(CARGO) build --release --workspace --bins
 	$(CARGO) bench -p integration-tests --bench fleet
+
+# The deploy manifests, docker-compose.yml and docs/asyncapi.json against their
+# schemas and parsers (offline); the image too where Docker runs.
+validate:
+	scripts/validate.sh
+
+# The fleet benchmark under perf, drawn as docs/bench/flamegraph.svg.
+profile:
+	scripts/profile.sh
 
 # The fault suite, quick and long scenarios one at a time (the long ones restart
 # this machine's RabbitMQ and PostgreSQL), then the table, also in docs/faults.md.

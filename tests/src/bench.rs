@@ -34,6 +34,17 @@ pub fn percentiles(mut v: Vec<Duration>) -> Percentiles {
     Percentiles { p50: at(0.50), p90: at(0.90), p99: at(0.99), p999: at(0.999) }
 }
 
+/// The lowest rate over any `window` whole seconds of `timeline`, leaving out
+/// the first second (the pipeline is filling) and the last (the run ends inside
+/// it); the plain average when the run is shorter than that.
+pub fn slowest_window(timeline: &[usize], window: usize) -> f64 {
+    let whole = timeline.get(1..timeline.len().saturating_sub(1)).unwrap_or(&[]);
+    if whole.len() < window {
+        return timeline.iter().sum::<usize>() as f64 / timeline.len().max(1) as f64;
+    }
+    whole.windows(window).map(|w| w.iter().sum::<usize>()).min().unwrap_or(0) as f64 / window as f64
+}
+
 /// What one run of charges measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct Run {
@@ -43,6 +54,11 @@ pub struct Run {
     pub completed_ms: Percentiles,
     /// Sessions completed in each second of the run.
     pub timeline: Vec<usize>,
+    /// How long the run took, first command to last completion.
+    pub seconds: f64,
+    /// The slowest 10-second stretch of the run, in sessions/s: what the
+    /// fleet sustained rather than averaged.
+    pub sustained_per_second: f64,
     pub commits_per_session: f64,
     pub wal_syncs_per_session: f64,
     /// Command → completed of each session, in milliseconds.
@@ -200,7 +216,10 @@ impl Upstream {
         }
         let secs = last.duration_since(started).as_secs_f64();
         let completed_samples = completed.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+        let sustained_per_second = slowest_window(&timeline, 10);
         Run {
+            seconds: secs,
+            sustained_per_second,
             completed_samples,
             sessions: n,
             per_second: n as f64 / secs,
@@ -389,4 +408,19 @@ pub fn plot_latency(path: &std::path::Path, title: &str, samples_ms: &[f64]) -> 
     chart.draw_series(Histogram::vertical(&chart).style(BLUE.filled()).data(buckets.iter().map(|b| (*b, 1))))?;
     root.present()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::slowest_window;
+
+    #[test]
+    fn the_slowest_stretch_is_found_and_the_ragged_ends_left_out() {
+        let mut t = vec![1];
+        t.extend([100; 12]);
+        t[6] = 40;
+        t.push(3);
+        assert_eq!(slowest_window(&t, 10), 94.0);
+        assert_eq!(slowest_window(&[5, 10, 1], 10), 16.0 / 3.0);
+    }
 }

@@ -159,7 +159,7 @@ pub struct TestEnv {
     stops: Vec<CancellationToken>,
     running: Vec<Running>,
     vault_url: Option<String>,
-    delivery_limit: u32,
+    delivery_limit: Option<u32>,
     seen_events: Mutex<Vec<Value>>,
     held_events: Mutex<Vec<Value>>,
     children: Vec<Child>,
@@ -168,21 +168,32 @@ pub struct TestEnv {
 
 impl TestEnv {
     pub async fn new() -> TestEnv {
-        TestEnv::create(false, DELIVERY_LIMIT).await
+        TestEnv::create(false, Some(DELIVERY_LIMIT)).await
+    }
+
+    /// Queues declared without a delivery limit, as `AMQP_DELIVERY_LIMIT=policy`
+    /// runs them: a RabbitMQ policy sets it.
+    pub async fn with_limits_from_policy() -> TestEnv {
+        TestEnv::create(false, None).await
     }
 
     /// With another `x-delivery-limit` on the queues (it is fixed when a queue is declared).
     pub async fn with_delivery_limit(limit: u32) -> TestEnv {
-        TestEnv::create(false, limit).await
+        TestEnv::create(false, Some(limit)).await
     }
 
     /// A test in a RabbitMQ vhost of its own, with the real, unprefixed names
     /// (for checking permissions written against them). Needs `rabbitmqctl`.
     pub async fn in_vhost() -> TestEnv {
-        TestEnv::create(true, DELIVERY_LIMIT).await
+        TestEnv::create(true, Some(DELIVERY_LIMIT)).await
     }
 
-    async fn create(own_vhost: bool, delivery_limit: u32) -> TestEnv {
+    /// In a vhost of its own, queues declared as `AMQP_DELIVERY_LIMIT=policy` runs them.
+    pub async fn in_vhost_limits_from_policy() -> TestEnv {
+        TestEnv::create(true, None).await
+    }
+
+    async fn create(own_vhost: bool, delivery_limit: Option<u32>) -> TestEnv {
         // Service logs go to the test's captured output; RUST_LOG widens them.
         ps_runtime::telemetry::init_for_tests();
         let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
@@ -318,7 +329,7 @@ impl TestEnv {
             ("AMQP_PREFETCH", "16".to_owned()),
             ("DATABASE_POOL_SIZE", "8".to_owned()),
             ("CHECKOUT_BASE_URL", "http://127.0.0.1:8080".to_owned()),
-            ("AMQP_DELIVERY_LIMIT", self.delivery_limit.to_string()),
+            ("AMQP_DELIVERY_LIMIT", self.delivery_limit.map_or_else(|| "policy".to_owned(), |l| l.to_string())),
             ("VAULT_TOKEN", VAULT_TOKEN.to_owned()),
             ("PS_SECRET_KEYS", SECRET_KEYS.to_owned()),
         ]
@@ -536,6 +547,26 @@ impl TestEnv {
     /// Runs the real `psctl` against this test's broker and database; returns its output.
     pub fn psctl(&self, args: &[&str]) -> String {
         self.psctl_with(&[], args)
+    }
+
+    /// `psctl` without blocking the runtime, for commands the in-process services must answer.
+    pub async fn psctl_async(&self, args: &[&str]) -> String {
+        let out = self.psctl_output(args).await;
+        assert!(out.status.success(), "psctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// `psctl`'s whole result, for a command expected to fail.
+    pub async fn psctl_output(&self, args: &[&str]) -> std::process::Output {
+        tokio::process::Command::new(binary_path("psctl"))
+            .args(args)
+            .env("AMQP_URL", &self.amqp_url)
+            .env("AMQP_NAME_PREFIX", &self.prefix)
+            .env("DATABASE_URL", &self.database_url)
+            .env("PS_SECRET_KEYS", SECRET_KEYS)
+            .output()
+            .await
+            .unwrap()
     }
 
     /// `psctl` with some variables replaced (another `PS_SECRET_KEYS`, say).

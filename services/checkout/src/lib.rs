@@ -12,6 +12,20 @@ use std::net::SocketAddr;
 use tokio_util::sync::CancellationToken;
 
 pub const SERVICE: &str = "checkout";
+
+/// `--help`: what this binary is and what its own variables mean.
+pub const MANUAL: ps_runtime::config::Manual = ps_runtime::config::Manual {
+    name: SERVICE,
+    version: env!("CARGO_PKG_VERSION"),
+    about: "The hosted checkout page at each session's session_url: shows the terms, takes the card (into the gateway's vault) and submits the payment.",
+    vars: &[
+        ("CHECKOUT_ADDR", "where the checkout page is served"),
+        ("VAULT_URL", "the gateway's card vault (https in live mode)"),
+        ("VAULT_TOKEN", "bearer token presented to the vault (at least 32 characters; required)"),
+        ("CHECKOUT_SUBMITS_PER_MINUTE", "card submissions a minute per client IP, whatever session they aim at (card-testing limit)"),
+        ("CHECKOUT_CLIENT_IP_HEADER", "header carrying the client IP from a trusted proxy (e.g. x-forwarded-for); unset: the peer address"),
+    ],
+};
 pub const DEFAULT_HEALTH_PORT: u16 = 9102;
 
 #[derive(Debug, Clone)]

@@ -22,6 +22,22 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub const SERVICE: &str = "payment-gateway";
+
+/// `--help`: what this binary is and what its own variables mean.
+pub const MANUAL: ps_runtime::config::Manual = ps_runtime::config::Manual {
+    name: SERVICE,
+    version: env!("CARGO_PKG_VERSION"),
+    about: "The payment gateway: the processor connector (authorize, capture, void, resolve by lookup), its card vault and the sandbox processor.",
+    vars: &[
+        ("PROCESSOR", "the processor connector; this build has `sandbox` (refused in live mode)"),
+        ("VAULT_TLS_CERT_FILE", "the vault's certificate chain, PEM (required in live mode)"),
+        ("VAULT_TLS_KEY_FILE", "the vault's private key, PEM (required in live mode)"),
+        ("VAULT_ADDR", "where the card vault listens"),
+        ("VAULT_TOKEN", "bearer token the checkout must present to the vault (at least 32 characters; required)"),
+        ("PROCESSOR_TIMEOUT_MS", "a processor call unanswered this long has an unknown outcome, resolved later by lookup"),
+        ("SANDBOX_LATENCY_MS", "delay the sandbox processor adds to every call"),
+    ],
+};
 pub const DEFAULT_HEALTH_PORT: u16 = 9103;
 
 /// Which `Processor` the gateway calls (`PROCESSOR`). A real acquirer's

@@ -13,6 +13,14 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 pub const SERVICE: &str = "session-intake";
+
+/// `--help`: what this binary is and what its own variables mean.
+pub const MANUAL: ps_runtime::config::Manual = ps_runtime::config::Manual {
+    name: SERVICE,
+    version: env!("CARGO_PKG_VERSION"),
+    about: "Session intake: validates payment_session.create, creates the session (and a next_in_series charge's payment) and answers.",
+    vars: &[("CHECKOUT_BASE_URL", "base of every session_url the checkout serves")],
+};
 pub const DEFAULT_HEALTH_PORT: u16 = 9101;
 pub const DEFAULT_CHECKOUT_BASE_URL: &str = "http://127.0.0.1:8080";
 

@@ -20,6 +20,19 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub const SERVICE: &str = "session-lifecycle";
+
+/// `--help`: what this binary is and what its own variables mean.
+pub const MANUAL: ps_runtime::config::Manual = ps_runtime::config::Manual {
+    name: SERVICE,
+    version: env!("CARGO_PKG_VERSION"),
+    about: "Session lifecycle: applies gateway results, cancels, captures, voids, revokes mandates, answers reads, and sweeps expired sessions and unanswered attempts.",
+    vars: &[
+        ("EXPIRY_SWEEP_INTERVAL_MS", "how often the sweep runs (expiry, unanswered attempts and settlements)"),
+        ("ATTEMPT_ABANDON_AFTER_SECS", "an attempt unanswered this long is resolved with the processor"),
+        ("SETTLEMENT_RETRY_AFTER_SECS", "a capture or void unanswered this long is asked for again"),
+        ("CHECKOUT_MAX_FAILED_ATTEMPTS", "failed payment attempts before a session fails"),
+    ],
+};
 pub const DEFAULT_HEALTH_PORT: u16 = 9104;
 
 #[derive(Debug, Clone)]

@@ -1,25 +1,40 @@
-//! `psctl`: what an operator does by hand — migrate, declare the topology, send
-//! a command and read its reply, look into a dead-letter queue.
+//! `psctl`: the operator's tool. It reads the database directly, and changes
+//! nothing there itself (beyond `migrate`, grants and re-sealing): every change
+//! to a session, mandate or endpoint is a command to the service that owns it,
+//! sent as an upstream would, so its rules, events and audit trail apply.
+//! Tables by default, `--json` for scripts.
 
 use clap::{Parser, Subcommand};
-use futures::StreamExt;
-use lapin::options::{
-    BasicConsumeOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
-};
-use lapin::protocol::BasicProperties;
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::Confirmation;
-use ps_contract::routing::{exchange, header};
-use ps_runtime::message::header_str;
-use ps_runtime::topology::{self, Names};
+use lapin::types::ShortString;
+use ps_runtime::topology::{self, Names, QueueSpec};
 use ps_runtime::{broker, db, Config, Env};
+use serde_json::{json, Value};
 use std::io::Read;
 use std::process::ExitCode;
 use std::time::Duration;
 
+mod dlq;
+mod out;
+mod reads;
+mod secrets;
+mod send;
+
+use out::Out;
+use reads::Owned;
+
 #[derive(Parser)]
-#[command(name = "psctl", about = "Payment Sessions operator CLI. Reads AMQP_URL, DATABASE_URL and AMQP_NAME_PREFIX like the services.")]
+#[command(
+    name = "psctl",
+    version,
+    about = "Payment Sessions operator CLI. Reads AMQP_URL, DATABASE_URL and AMQP_NAME_PREFIX like the services (see docs/configuration.md)."
+)]
 struct Cli {
+    /// Print JSON instead of tables, for scripts.
+    #[arg(long, global = true)]
+    json: bool,
+    /// How long to wait for a command's reply.
+    #[arg(long, global = true, default_value_t = 10)]
+    timeout_secs: u64,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -42,6 +57,108 @@ enum SecretsCmd {
 }
 
 #[derive(Subcommand)]
+enum SessionsCmd {
+    /// A payment session as the API shows it, with its attempts.
+    Show { id: String },
+    /// Sessions, newest first.
+    List {
+        #[arg(long)]
+        merchant: Option<String>,
+        #[arg(long)]
+        customer: Option<String>,
+        /// The merchant's external_reference.
+        #[arg(long)]
+        reference: Option<String>,
+        /// active, completed, expired or cancelled.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+}
+
+#[derive(Subcommand)]
+enum MandatesCmd {
+    /// Mandates, newest first, with what each has been used for.
+    List {
+        #[arg(long)]
+        merchant: Option<String>,
+        #[arg(long)]
+        customer: Option<String>,
+        /// active, revoked or expired.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    Show {
+        id: String,
+    },
+    /// Revoke it (mandate.revoke, as its merchant): no more merchant-initiated charges.
+    Revoke {
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum EndpointsCmd {
+    /// Webhook endpoints (never their secrets), with pending deliveries.
+    List {
+        #[arg(long)]
+        merchant: Option<String>,
+    },
+    /// Register one (webhook_endpoint.create); prints its signing secret, once.
+    Create {
+        #[arg(long)]
+        merchant: String,
+        #[arg(long)]
+        url: String,
+        /// Comma-separated event types, or '*'.
+        #[arg(long, default_value = "*")]
+        events: String,
+    },
+    /// Turn a disabled endpoint back on (webhook_endpoint.enable).
+    Enable { id: String },
+    /// Turn it off (webhook_endpoint.disable): pending deliveries fail.
+    Disable { id: String },
+    /// A new signing secret (webhook_endpoint.rotate_secret); the old one still signs for 24 h.
+    Rotate { id: String },
+}
+
+#[derive(Subcommand)]
+enum DlqCmd {
+    /// Every dead letter in a queue's DLQ, with its reason (no bodies). Nothing is removed.
+    List {
+        /// The queue's name without prefix, e.g. payment_sessions.intake
+        queue: String,
+    },
+    /// One dead letter in full, body and headers. Nothing is removed.
+    Show { queue: String, message_id: String },
+    /// Send dead letters back where they were first published, once their cause
+    /// is fixed. Each gets a new message id (the old one is recorded as
+    /// applied); idempotency keys still stop a second effect.
+    Replay {
+        queue: String,
+        /// One message; or --all.
+        #[arg(long, required_unless_present = "all")]
+        id: Option<String>,
+        #[arg(long)]
+        all: bool,
+    },
+    /// Remove dead letters for good.
+    Discard {
+        queue: String,
+        #[arg(long, required_unless_present = "all")]
+        id: Option<String>,
+        /// Every one; needs --yes.
+        #[arg(long, requires = "yes")]
+        all: bool,
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum Cmd {
     /// Bring the database schema up to date.
     Migrate,
@@ -58,18 +175,31 @@ enum Cmd {
         /// JSON body file; standard input when absent.
         #[arg(long)]
         file: Option<std::path::PathBuf>,
-        #[arg(long, default_value_t = 10)]
-        timeout_secs: u64,
     },
     /// Which broker users may act for which merchants (DESIGN §10).
     Merchants {
         #[command(subcommand)]
         action: MerchantsCmd,
     },
-    /// Secrets at rest (DESIGN §10): webhook signing secrets, card numbers, replies that carry a secret.
+    /// Secrets at rest: webhook signing secrets, card numbers, replies that carry a secret.
     Secrets {
         #[command(subcommand)]
         action: SecretsCmd,
+    },
+    /// Payment sessions.
+    Sessions {
+        #[command(subcommand)]
+        action: SessionsCmd,
+    },
+    /// Mandates.
+    Mandates {
+        #[command(subcommand)]
+        action: MandatesCmd,
+    },
+    /// Webhook endpoints.
+    Endpoints {
+        #[command(subcommand)]
+        action: EndpointsCmd,
     },
     /// Charge schedules (newest first) with their next charge and counts; `--id` for one with its runs.
     Schedules {
@@ -80,8 +210,6 @@ enum Cmd {
         #[arg(long, default_value_t = 50)]
         limit: i64,
     },
-    /// Print a payment session as the API shows it, with its attempts.
-    Session { id: String },
     /// Every delivery of an event to webhook endpoints, with each attempt.
     Deliveries { event_id: String },
     /// Webhook deliveries that exhausted their retries (the dead-letter view).
@@ -91,22 +219,27 @@ enum Cmd {
         #[arg(long, default_value_t = 50)]
         limit: i64,
     },
-    /// Send a queue's dead letters back where they were first published, once
-    /// their cause is fixed. Each gets a new message id (the old one is recorded
-    /// as applied); idempotency keys still stop a second effect.
-    DlqReplay {
-        /// The queue's name without prefix, e.g. payment_sessions.intake
-        queue: String,
-        #[arg(long, default_value_t = 100)]
-        limit: usize,
+    /// Deliver an event again (webhook_event.redeliver), or every delivery that
+    /// failed since a time (--failed-since 2026-11-24T00:00:00Z).
+    Redeliver {
+        #[arg(required_unless_present = "failed_since")]
+        event_id: Option<String>,
+        /// Only to this endpoint (with an event id).
+        #[arg(long)]
+        endpoint: Option<String>,
+        #[arg(long, conflicts_with = "event_id")]
+        failed_since: Option<String>,
+        /// With --failed-since: only this merchant's.
+        #[arg(long)]
+        merchant: Option<String>,
     },
-    /// Show what is in a queue's dead-letter queue, with reasons. Messages stay there.
+    /// Dead-letter queues: list, show, replay, discard. Looking never removes or loses a message.
     Dlq {
-        /// The queue's name without prefix, e.g. payment_sessions.intake
-        queue: String,
-        #[arg(long, default_value_t = 20)]
-        limit: usize,
+        #[command(subcommand)]
+        action: DlqCmd,
     },
+    /// The fleet at a glance: queue depths and consumers, outbox backlog, oldest pending work.
+    Status,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -120,7 +253,13 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match run(cli.command, &config).await {
+    let ctx = Ctx {
+        names: Names::new(config.name_prefix.clone()),
+        out: Out { json: cli.json },
+        timeout: Duration::from_secs(cli.timeout_secs),
+        config,
+    };
+    match run(cli.command, &ctx).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("psctl: {e}");
@@ -129,12 +268,44 @@ async fn main() -> ExitCode {
     }
 }
 
-mod secrets;
-
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
-async fn run(cmd: Cmd, config: &Config) -> Result<()> {
-    let names = Names::new(config.name_prefix.clone());
+struct Ctx {
+    config: Config,
+    names: Names,
+    out: Out,
+    timeout: Duration,
+}
+
+impl Ctx {
+    async fn db(&self) -> Result<deadpool_postgres::Client> {
+        let pool = db::pool(&self.config.database_url, 1, &self.config.trust)?;
+        Ok(pool.get().await?)
+    }
+
+    async fn sender(&self) -> Result<send::Sender> {
+        send::Sender::connect(&self.config, &self.names, self.timeout).await
+    }
+
+    /// Sends a command for `merchant`; prints its reply, or fails with its error.
+    async fn command(&self, routing_key: &str, merchant: &str, body: Value) -> Result<Value> {
+        let reply = self.sender().await?.send(routing_key, merchant, body.to_string().as_bytes(), None).await?;
+        if let Some(e) = reply.error() {
+            return Err(format!("{routing_key} refused: {e}").into());
+        }
+        self.out.object(&reply.body);
+        Ok(reply.body)
+    }
+
+    fn queue(&self, name: &str) -> Result<&'static QueueSpec> {
+        topology::QUEUES.iter().find(|q| q.name == name).ok_or_else(|| {
+            format!("unknown queue {name}; one of: {}", topology::QUEUES.iter().map(|q| q.name).collect::<Vec<_>>().join(", ")).into()
+        })
+    }
+}
+
+async fn run(cmd: Cmd, ctx: &Ctx) -> Result<()> {
+    let (config, out) = (&ctx.config, &ctx.out);
     match cmd {
         Cmd::Migrate => {
             let pool = db::pool(&config.database_url, 1, &config.trust)?;
@@ -143,10 +314,10 @@ async fn run(cmd: Cmd, config: &Config) -> Result<()> {
         }
         Cmd::Declare => {
             let conn = broker::connect(&config.amqp_url, "psctl", &config.trust).await?;
-            topology::declare(&conn.create_channel().await?, &names, config.delivery_limit).await?;
+            topology::declare(&conn.create_channel().await?, &ctx.names, config.delivery_limit).await?;
             eprintln!("psctl: topology declared");
         }
-        Cmd::Send { routing_key, merchant, idempotency_key, file, timeout_secs } => {
+        Cmd::Send { routing_key, merchant, idempotency_key, file } => {
             let mut body = Vec::new();
             match file {
                 Some(path) => body = std::fs::read(path)?,
@@ -154,67 +325,14 @@ async fn run(cmd: Cmd, config: &Config) -> Result<()> {
                     std::io::stdin().read_to_end(&mut body)?;
                 }
             }
-            let conn = broker::connect(&config.amqp_url, "psctl", &config.trust).await?;
-            let ch = conn.create_channel().await?;
-            ch.confirm_select(ConfirmSelectOptions::default()).await?;
-            let reply_q = ch
-                .queue_declare(
-                    "".into(),
-                    QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() },
-                    FieldTable::default(),
-                )
-                .await?;
-            let mut replies = ch
-                .basic_consume(
-                    reply_q.name().clone(),
-                    "".into(),
-                    BasicConsumeOptions { no_ack: true, ..Default::default() },
-                    FieldTable::default(),
-                )
-                .await?;
-            let mut headers = FieldTable::default();
-            headers.insert(header::MERCHANT_ID.into(), AMQPValue::LongString(LongString::from(merchant.as_str())));
-            let key = idempotency_key.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-            headers.insert(header::IDEMPOTENCY_KEY.into(), AMQPValue::LongString(LongString::from(key.as_str())));
-            let corr = uuid::Uuid::new_v4().to_string();
-            let props = BasicProperties::default()
-                .with_delivery_mode(2)
-                .with_content_type("application/json".into())
-                .with_message_id(uuid::Uuid::now_v7().to_string().as_str().into())
-                .with_correlation_id(corr.as_str().into())
-                .with_reply_to(reply_q.name().clone())
-                .with_headers(headers);
-            // The fleet trusts a merchant-id only from a user granted it; RabbitMQ vouches for user_id.
-            let props = match broker::broker_user(&config.amqp_url) {
-                Some(user) => props.with_user_id(user.as_str().into()),
-                None => props,
-            };
-            let ex = names.exchange(exchange::COMMANDS);
-            let confirm = ch
-                .basic_publish(
-                    ShortString::from(ex.as_str()),
-                    ShortString::from(routing_key.as_str()),
-                    BasicPublishOptions { mandatory: true, ..Default::default() },
-                    &body,
-                    props,
-                )
-                .await?
-                .await?;
-            if !matches!(confirm, Confirmation::Ack(None)) {
-                return Err(format!("the broker did not accept the command ({confirm:?}); is the topology declared?").into());
-            }
-            let reply = tokio::time::timeout(Duration::from_secs(timeout_secs), replies.next())
-                .await
-                .map_err(|_| format!("no reply within {timeout_secs}s; is the owning service running?"))?
-                .ok_or("reply stream closed")??;
-            if header_str(reply.properties.headers().as_ref(), header::IDEMPOTENT_REPLAYED).as_deref() == Some("true") {
+            let reply = ctx.sender().await?.send(&routing_key, &merchant, &body, idempotency_key.as_deref()).await?;
+            if reply.replayed {
                 eprintln!("psctl: idempotent replay");
             }
-            println!("{}", String::from_utf8_lossy(&reply.data));
+            println!("{}", serde_json::to_string_pretty(&reply.body)?);
         }
         Cmd::Merchants { action } => {
-            let pool = db::pool(&config.database_url, 1, &config.trust)?;
-            let c = pool.get().await?;
+            let c = ctx.db().await?;
             match action {
                 MerchantsCmd::Grant { user, merchant } => {
                     if merchant != ps_store::grants::EVERY_MERCHANT {
@@ -230,10 +348,12 @@ async fn run(cmd: Cmd, config: &Config) -> Result<()> {
                     eprintln!("psctl: {user} may no longer act for {merchant}");
                 }
                 MerchantsCmd::List => {
-                    println!("broker_user\tmerchant_id\tgranted_at");
-                    for (user, merchant, at) in ps_store::grants::list(&c).await? {
-                        println!("{user}\t{merchant}\t{}", at.to_rfc3339());
-                    }
+                    let rows: Vec<Value> = ps_store::grants::list(&c)
+                        .await?
+                        .into_iter()
+                        .map(|(user, merchant, at)| json!({"broker_user": user, "merchant_id": merchant, "granted_at": at.to_rfc3339()}))
+                        .collect();
+                    out.rows(&["broker_user", "merchant_id", "granted_at"], &rows);
                 }
             }
         }
@@ -241,224 +361,287 @@ async fn run(cmd: Cmd, config: &Config) -> Result<()> {
             let keys = config.require_secret_keys()?;
             let pool = db::pool(&config.database_url, 1, &config.trust)?;
             let mut c = pool.get().await?;
-            for (what, n) in secrets::rewrap(&mut c, &keys).await? {
-                println!("{what}\t{n} re-sealed");
-            }
+            let rows: Vec<Value> =
+                secrets::rewrap(&mut c, &keys).await?.into_iter().map(|(what, n)| json!({"secrets": what, "resealed": n})).collect();
+            out.rows(&["secrets", "resealed"], &rows);
             eprintln!("psctl: every secret at rest is sealed under key {}", keys.active_id());
         }
+        Cmd::Sessions { action: SessionsCmd::Show { id } } => out.object(&reads::session(&ctx.db().await?, &id).await?),
+        Cmd::Sessions { action: SessionsCmd::List { merchant, customer, reference, status, limit } } => {
+            let f = reads::SessionFilter { merchant, customer, reference, status, limit };
+            let rows = reads::sessions(&ctx.db().await?, &f).await?;
+            out.rows(
+                &[
+                    "id",
+                    "merchant_id",
+                    "type",
+                    "status",
+                    "payment_outcome",
+                    "amount",
+                    "currency",
+                    "customer_id",
+                    "external_reference",
+                    "created_at",
+                ],
+                &rows,
+            );
+        }
+        Cmd::Mandates { action: MandatesCmd::List { merchant, customer, status, limit } } => {
+            let rows = reads::mandates(&ctx.db().await?, merchant.as_deref(), customer.as_deref(), status.as_deref(), limit).await?;
+            out.rows(
+                &["id", "merchant_id", "customer_id", "status", "used_occurrences", "used_amount", "last_charge_at", "created_at"],
+                &rows,
+            );
+        }
+        Cmd::Mandates { action: MandatesCmd::Show { id } } => out.object(&reads::mandate(&ctx.db().await?, &id).await?),
+        Cmd::Mandates { action: MandatesCmd::Revoke { id } } => {
+            let merchant = reads::merchant_of(&ctx.db().await?, Owned::Mandate, &id).await?;
+            ctx.command(ps_contract::routing::command::MANDATE_REVOKE, &merchant, json!({"mandate_id": id})).await?;
+        }
+        Cmd::Endpoints { action } => endpoints(ctx, action).await?,
         Cmd::Schedules { merchant, id, limit } => {
-            let pool = db::pool(&config.database_url, 1, &config.trust)?;
-            let c = pool.get().await?;
-            let rows = c
+            let c = ctx.db().await?;
+            let rows: Vec<Value> = c
                 .query(
-                    "SELECT id, merchant_id, mandate_id, status, amount, currency, coalesce(next_charge_at::text, '-'), occurrences,
-                            amount_charged, retries, retries_total, coalesce(stop_reason, '')
+                    "SELECT to_jsonb(r) FROM (SELECT id, merchant_id, mandate_id, status, amount, currency, next_charge_at, occurrences,
+                            amount_charged, retries, retries_total, stop_reason
                      FROM schedules WHERE ($1::text IS NULL OR merchant_id = $1) AND ($2::text IS NULL OR id = $2)
-                     ORDER BY id DESC LIMIT $3",
+                     ORDER BY id DESC LIMIT $3) r",
                     &[&merchant, &id, &limit],
                 )
-                .await?;
-            println!("id\tmerchant\tmandate\tstatus\tamount\tnext_charge_at\toccurrences\tcharged\tretries\tretries_total\tstop_reason");
-            for r in &rows {
-                println!(
-                    "{}\t{}\t{}\t{}\t{} {}\t{}\t{}\t{}\t{}\t{}\t{}",
-                    r.get::<_, &str>(0),
-                    r.get::<_, &str>(1),
-                    r.get::<_, &str>(2),
-                    r.get::<_, &str>(3),
-                    r.get::<_, i64>(4),
-                    r.get::<_, &str>(5),
-                    r.get::<_, &str>(6),
-                    r.get::<_, i32>(7),
-                    r.get::<_, i64>(8),
-                    r.get::<_, i32>(9),
-                    r.get::<_, i32>(10),
-                    r.get::<_, &str>(11)
-                );
-            }
-            if let (Some(id), false) = (&id, rows.is_empty()) {
-                println!("\ncycle\tretry\tpayment_session_id\toutcome\tcode");
-                for r in c
-                    .query(
-                        "SELECT cycle, retry, coalesce(payment_session_id, '-'), coalesce(outcome, 'in flight'), coalesce(error_code, '')
-                         FROM schedule_runs WHERE schedule_id = $1 ORDER BY cycle, retry",
-                        &[id],
-                    )
-                    .await?
-                {
-                    println!(
-                        "{}\t{}\t{}\t{}\t{}",
-                        r.get::<_, i32>(0),
-                        r.get::<_, i32>(1),
-                        r.get::<_, &str>(2),
-                        r.get::<_, &str>(3),
-                        r.get::<_, &str>(4)
-                    );
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            let columns = [
+                "id",
+                "merchant_id",
+                "mandate_id",
+                "status",
+                "amount",
+                "currency",
+                "next_charge_at",
+                "occurrences",
+                "amount_charged",
+                "retries",
+                "stop_reason",
+            ];
+            match (&id, rows.first()) {
+                (Some(id), Some(schedule)) => {
+                    let runs: Vec<Value> = c
+                        .query(
+                            "SELECT to_jsonb(r) FROM (SELECT cycle, retry, payment_session_id, coalesce(outcome, 'in flight') AS outcome, error_code
+                             FROM schedule_runs WHERE schedule_id = $1 ORDER BY cycle, retry) r",
+                            &[id],
+                        )
+                        .await?
+                        .iter()
+                        .map(|r| r.get(0))
+                        .collect();
+                    let mut shown = schedule.clone();
+                    shown["runs"] = Value::Array(runs.clone());
+                    if out.json {
+                        out.object(&shown);
+                    } else {
+                        out.rows(&columns, &rows);
+                        out.rows(&["cycle", "retry", "payment_session_id", "outcome", "error_code"], &runs);
+                    }
                 }
+                (Some(id), None) => return Err(format!("no schedule {id}").into()),
+                (None, _) => out.rows(&columns, &rows),
             }
-        }
-        Cmd::Session { id } => {
-            let pool = db::pool(&config.database_url, 1, &config.trust)?;
-            let c = pool.get().await?;
-            let s = ps_store::sessions::get(&c, &id).await.map_err(|e| e.to_string())?.ok_or_else(|| format!("no session {id}"))?;
-            let attempts = c
-                .query(
-                    "SELECT coalesce(json_agg(json_build_object('id', id, 'status', status, 'source', source, 'error_code', error_code,
-                         'decline_code', decline_code, 'settlement', settlement, 'created_at', created_at) ORDER BY created_at), '[]')
-                     FROM payment_attempts WHERE session_id = $1",
-                    &[&id],
-                )
-                .await?;
-            let mut out = serde_json::to_value(&s.session)?;
-            out["merchant_id"] = s.merchant_id.as_str().into();
-            out["attempts"] = attempts[0].get::<_, serde_json::Value>(0);
-            println!("{}", serde_json::to_string_pretty(&out)?);
         }
         Cmd::Deliveries { event_id } => {
-            let pool = db::pool(&config.database_url, 1, &config.trust)?;
-            let c = pool.get().await?;
-            let rows = c
-                .query(
-                    "SELECT d.id, d.endpoint_id, d.status, d.attempts, d.next_attempt_at::text,
-                            coalesce((SELECT json_agg(json_build_object('at', a.attempted_at, 'status', a.status_code, 'ms', a.latency_ms, 'error', a.error) ORDER BY a.id)
-                                      FROM webhook_attempts a WHERE a.delivery_id = d.id), '[]')
-                     FROM webhook_deliveries d WHERE d.event_id = $1 ORDER BY d.id",
-                    &[&event_id],
-                )
-                .await?;
+            let rows = reads::deliveries(&ctx.db().await?, &event_id).await?;
             if rows.is_empty() {
                 return Err(format!("no deliveries of {event_id}").into());
             }
-            for r in rows {
-                println!(
-                    "{}\t{}\t{}\tattempts={}\tnext={}\t{}",
-                    r.get::<_, i64>(0),
-                    r.get::<_, String>(1),
-                    r.get::<_, String>(2),
-                    r.get::<_, i32>(3),
-                    r.get::<_, String>(4),
-                    r.get::<_, serde_json::Value>(5)
-                );
-            }
+            out.rows(&["id", "endpoint_id", "status", "attempts", "next_attempt_at", "last_status", "last_error", "tries"], &rows);
         }
         Cmd::WebhookDeadLetters { merchant, limit } => {
-            let pool = db::pool(&config.database_url, 1, &config.trust)?;
-            let c = pool.get().await?;
-            let rows = c
+            let c = ctx.db().await?;
+            let rows: Vec<Value> = c
                 .query(
-                    "SELECT delivery_id, merchant_id, event_id, event_type, endpoint_id, url, attempts, last_status, last_error, finished_at::text
-                     FROM webhook_dead_letters WHERE $1::text IS NULL OR merchant_id = $1 ORDER BY finished_at DESC LIMIT $2",
+                    "SELECT to_jsonb(r) FROM (SELECT delivery_id, merchant_id, event_id, event_type, endpoint_id, url, attempts, last_status, last_error, finished_at
+                     FROM webhook_dead_letters WHERE $1::text IS NULL OR merchant_id = $1 ORDER BY finished_at DESC LIMIT $2) r",
                     &[&merchant, &limit],
                 )
-                .await?;
-            for r in rows {
-                println!(
-                    "{}\t{}\t{}\t{}\t{}\t{}\tattempts={}\tlast_status={}\t{}\t{}",
-                    r.get::<_, i64>(0),
-                    r.get::<_, String>(1),
-                    r.get::<_, String>(2),
-                    r.get::<_, String>(3),
-                    r.get::<_, String>(4),
-                    r.get::<_, String>(5),
-                    r.get::<_, i32>(6),
-                    r.get::<_, Option<i32>>(7).map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
-                    r.get::<_, Option<String>>(8).unwrap_or_default(),
-                    r.get::<_, Option<String>>(9).unwrap_or_default(),
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            out.rows(
+                &[
+                    "delivery_id",
+                    "merchant_id",
+                    "event_id",
+                    "event_type",
+                    "endpoint_id",
+                    "attempts",
+                    "last_status",
+                    "last_error",
+                    "finished_at",
+                ],
+                &rows,
+            );
+            if !out.json && !rows.is_empty() {
+                eprintln!(
+                    "psctl: redeliver one with `psctl redeliver EVENT_ID`, or all since a time with `psctl redeliver --failed-since TIME`"
                 );
             }
-            eprintln!("psctl: redeliver one with: psctl send webhook_event.redeliver --merchant M  <<< '{{\"event_id\": \"evt_…\"}}'");
         }
-        Cmd::DlqReplay { queue, limit } => {
-            let spec = topology::QUEUES.iter().find(|q| q.name == queue).ok_or_else(|| format!("unknown queue {queue}"))?;
-            let conn = broker::connect(&config.amqp_url, "psctl", &config.trust).await?;
-            let ch = conn.create_channel().await?;
-            ch.confirm_select(ConfirmSelectOptions::default()).await?;
-            let dlq = names.dead_letter_queue(spec);
-            let mut replayed = 0;
-            while replayed < limit {
-                let Some(m) = ch.basic_get(ShortString::from(dlq.as_str()), BasicGetOptions::default()).await? else { break };
-                let d = &m.delivery;
-                let Some((exchange, routing_key)) = origin(d.properties.headers().as_ref()) else {
-                    d.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await?;
-                    return Err("a dead letter without its origin; left in place".into());
-                };
-                let mut headers = d.properties.headers().clone().unwrap_or_default();
-                let old_id = d.properties.message_id().as_ref().map(|s| s.as_str().to_owned()).unwrap_or_default();
-                headers.insert("x-replayed-from".into(), AMQPValue::LongString(LongString::from(old_id.as_str())));
-                let mut props = d
-                    .properties
-                    .clone()
-                    .with_headers(headers)
-                    .with_message_id(format!("{old_id}:replay:{}", uuid::Uuid::now_v7()).as_str().into());
-                // Sent again as its first publisher, so the merchant check applies as it did. RabbitMQ
-                // allows that only to the same user or one tagged `impersonator` (docs/security.md).
-                if let Some(user) = header_str(d.properties.headers().as_ref(), header::ORIGINAL_USER_ID) {
-                    props = props.with_user_id(user.as_str().into());
-                }
-                let confirm = ch
-                    .basic_publish(
-                        ShortString::from(exchange.as_str()),
-                        ShortString::from(routing_key.as_str()),
-                        BasicPublishOptions { mandatory: true, ..Default::default() },
-                        &d.data,
-                        props,
-                    )
-                    .await?
-                    .await?;
-                if !matches!(confirm, Confirmation::Ack(None)) {
-                    d.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await?;
-                    return Err(format!("could not republish to {exchange}/{routing_key}; left in place").into());
-                }
-                d.acker.ack(Default::default()).await?;
-                replayed += 1;
-            }
-            eprintln!("psctl: replayed {replayed} message(s) from {dlq}");
+        Cmd::Redeliver { event_id, endpoint, failed_since, merchant } => redeliver(ctx, event_id, endpoint, failed_since, merchant).await?,
+        Cmd::Dlq { action } => dead_letters(ctx, action).await?,
+        Cmd::Status => status(ctx).await?,
+    }
+    Ok(())
+}
+
+async fn endpoints(ctx: &Ctx, action: EndpointsCmd) -> Result<()> {
+    use ps_contract::routing::command;
+    let by_id = |id: String, key: &'static str| async move {
+        let merchant = reads::merchant_of(&ctx.db().await?, Owned::Endpoint, &id).await?;
+        ctx.command(key, &merchant, json!({"webhook_endpoint_id": id})).await
+    };
+    match action {
+        EndpointsCmd::List { merchant } => {
+            let rows = reads::endpoints(&ctx.db().await?, merchant.as_deref()).await?;
+            ctx.out.rows(&["id", "merchant_id", "url", "status", "enabled_events", "pending", "disabled_reason", "failing_since"], &rows);
         }
-        Cmd::Dlq { queue, limit } => {
-            let spec = topology::QUEUES.iter().find(|q| q.name == queue).ok_or_else(|| {
-                format!("unknown queue {queue}; one of: {}", topology::QUEUES.iter().map(|q| q.name).collect::<Vec<_>>().join(", "))
-            })?;
-            let conn = broker::connect(&config.amqp_url, "psctl", &config.trust).await?;
-            let ch = conn.create_channel().await?;
-            let dlq = names.dead_letter_queue(spec);
-            let mut held = Vec::new();
-            while held.len() < limit {
-                let Some(m) = ch.basic_get(ShortString::from(dlq.as_str()), BasicGetOptions::default()).await? else { break };
-                let h = m.delivery.properties.headers().clone();
-                let get = |n| header_str(h.as_ref(), n).unwrap_or_else(|| "-".into());
-                println!(
-                    "{}\tcode={}\treason={}\trouting_key={}\n\t{}",
-                    m.delivery.properties.message_id().as_ref().map(|s| s.as_str()).unwrap_or("-"),
-                    get(header::DEAD_LETTER_CODE),
-                    get(header::DEAD_LETTER_REASON),
-                    get(header::ORIGINAL_ROUTING_KEY),
-                    String::from_utf8_lossy(&m.delivery.data).chars().take(500).collect::<String>()
-                );
-                held.push(m);
+        EndpointsCmd::Create { merchant, url, events } => {
+            let events: Vec<&str> = events.split(',').map(str::trim).filter(|e| !e.is_empty()).collect();
+            ctx.command(command::WEBHOOK_ENDPOINT_CREATE, &merchant, json!({"url": url, "enabled_events": events})).await?;
+            if !ctx.out.json {
+                eprintln!("psctl: give the merchant its secret now: it is not shown again (rotate makes a new one)");
             }
-            // Returned on close: looking must not consume.
-            for m in held {
-                m.delivery.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await?;
-            }
+        }
+        EndpointsCmd::Enable { id } => {
+            by_id(id, command::WEBHOOK_ENDPOINT_ENABLE).await?;
+        }
+        EndpointsCmd::Disable { id } => {
+            by_id(id, command::WEBHOOK_ENDPOINT_DISABLE).await?;
+        }
+        EndpointsCmd::Rotate { id } => {
+            by_id(id, command::WEBHOOK_ENDPOINT_ROTATE_SECRET).await?;
         }
     }
     Ok(())
 }
 
-/// Where a dead letter was first published: our own dead-lettering records it in
-/// headers; RabbitMQ's (delivery limit) in `x-death`.
-fn origin(headers: Option<&lapin::types::FieldTable>) -> Option<(String, String)> {
-    if let (Some(e), Some(k)) = (header_str(headers, header::ORIGINAL_EXCHANGE), header_str(headers, header::ORIGINAL_ROUTING_KEY)) {
-        return Some((e, k));
+async fn redeliver(
+    ctx: &Ctx,
+    event_id: Option<String>,
+    endpoint: Option<String>,
+    failed_since: Option<String>,
+    merchant: Option<String>,
+) -> Result<()> {
+    let key = ps_contract::routing::command::WEBHOOK_EVENT_REDELIVER;
+    let c = ctx.db().await?;
+    if let Some(event) = event_id {
+        let merchant = reads::merchant_of(&c, Owned::Event, &event).await?;
+        let mut body = json!({"event_id": event});
+        if let Some(e) = endpoint {
+            body["webhook_endpoint_id"] = e.into();
+        }
+        ctx.command(key, &merchant, body).await?;
+        return Ok(());
     }
-    let death = headers?.inner().get("x-death")?;
-    let AMQPValue::FieldArray(deaths) = death else { return None };
-    let AMQPValue::FieldTable(first) = deaths.as_slice().last()? else { return None };
-    let exchange = header_str(Some(first), "exchange")?;
-    let AMQPValue::FieldArray(keys) = first.inner().get("routing-keys")? else { return None };
-    let key = match keys.as_slice().first()? {
-        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
-        _ => return None,
+    let since = failed_since.expect("clap requires an event id or --failed-since");
+    let failed = reads::failed_since(&c, &since, merchant.as_deref()).await?;
+    let mut sender = ctx.sender().await?;
+    let bar = ctx.out.progress(failed.len() as u64, "redelivering");
+    let mut results = vec![];
+    for (merchant, event, endpoint) in &failed {
+        let body = json!({"event_id": event, "webhook_endpoint_id": endpoint});
+        let reply = sender.send(key, merchant, body.to_string().as_bytes(), None).await?;
+        results
+            .push(json!({"event_id": event, "webhook_endpoint_id": endpoint, "result": reply.error().unwrap_or_else(|| "queued".into())}));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    ctx.out.rows(&["event_id", "webhook_endpoint_id", "result"], &results);
+    eprintln!("psctl: {} failed deliveries since {since} queued again", results.iter().filter(|r| r["result"] == "queued").count());
+    Ok(())
+}
+
+async fn dead_letters(ctx: &Ctx, action: DlqCmd) -> Result<()> {
+    use dlq::Verdict;
+    let conn = broker::connect(&ctx.config.amqp_url, "psctl", &ctx.config.trust).await?;
+    let ch = conn.create_channel().await?;
+    let queue = match &action {
+        DlqCmd::List { queue } | DlqCmd::Show { queue, .. } | DlqCmd::Replay { queue, .. } | DlqCmd::Discard { queue, .. } => queue.clone(),
     };
-    Some((exchange, key))
+    let dlq_name = ctx.names.dead_letter_queue(ctx.queue(&queue)?);
+    let is = |id: &Option<String>, m: &lapin::message::BasicGetMessage| {
+        id.is_none() || m.delivery.properties.message_id().as_ref().map(|s| s.as_str()) == id.as_deref()
+    };
+    let mut seen = vec![];
+    let walked = match &action {
+        DlqCmd::List { .. } => dlq::walk(&ch, &dlq_name, |_| Verdict::Keep, |m| seen.push(dlq::summary(m))).await?,
+        DlqCmd::Show { message_id, .. } => {
+            let id = Some(message_id.clone());
+            dlq::walk(
+                &ch,
+                &dlq_name,
+                |_| Verdict::Keep,
+                |m| {
+                    if is(&id, m) {
+                        seen.push(dlq::detail(m))
+                    }
+                },
+            )
+            .await?
+        }
+        DlqCmd::Replay { id, .. } => {
+            let passive = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
+            let total = ch.queue_declare(dlq_name.as_str().into(), passive, Default::default()).await?.message_count();
+            let bar = ctx.out.progress(total.into(), "replaying");
+            let w = dlq::walk(&ch, &dlq_name, |m| if is(id, m) { Verdict::Replay } else { Verdict::Keep }, |_| bar.inc(1)).await?;
+            bar.finish_and_clear();
+            w
+        }
+        DlqCmd::Discard { id, .. } => {
+            dlq::walk(&ch, &dlq_name, |m| if is(id, m) { Verdict::Discard } else { Verdict::Keep }, |_| {}).await?
+        }
+    };
+    conn.close(0, ShortString::from("done")).await?;
+    match action {
+        DlqCmd::List { .. } => ctx.out.rows(&["message_id", "routing_key", "code", "reason", "merchant_id", "bytes"], &seen),
+        DlqCmd::Show { message_id, .. } => {
+            ctx.out.object(seen.first().ok_or_else(|| format!("no dead letter {message_id} in {dlq_name}"))?)
+        }
+        DlqCmd::Replay { id, .. } | DlqCmd::Discard { id, .. } => {
+            if let (Some(id), 0, 0) = (&id, walked.replayed, walked.discarded) {
+                return Err(format!("no dead letter {id} in {dlq_name}").into());
+            }
+            ctx.out.object(&json!({"queue": dlq_name, "replayed": walked.replayed, "discarded": walked.discarded, "kept": walked.kept}));
+        }
+    }
+    Ok(())
+}
+
+async fn status(ctx: &Ctx) -> Result<()> {
+    let conn = broker::connect(&ctx.config.amqp_url, "psctl", &ctx.config.trust).await?;
+    let mut queues = vec![];
+    for spec in topology::QUEUES {
+        for name in [ctx.names.queue(spec), ctx.names.dead_letter_queue(spec)] {
+            // A passive declare reads depth and consumers; a missing queue closes its channel, so one each.
+            let ch = conn.create_channel().await?;
+            let opts = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
+            let row = match ch.queue_declare(name.as_str().into(), opts, Default::default()).await {
+                Ok(q) => json!({"queue": name, "messages": q.message_count(), "consumers": q.consumer_count()}),
+                Err(e) => json!({"queue": name, "messages": null, "consumers": null, "problem": e.to_string()}),
+            };
+            queues.push(row);
+            let _ = ch.close(0, ShortString::from("done")).await;
+        }
+    }
+    let backlog = reads::backlog(&ctx.db().await?).await?;
+    if ctx.out.json {
+        ctx.out.object(&json!({"queues": queues, "backlog": backlog}));
+    } else {
+        ctx.out.rows(&["queue", "messages", "consumers", "problem"], &queues);
+        ctx.out.rows(&["what", "count", "oldest_secs"], &backlog);
+    }
+    Ok(())
 }

@@ -25,6 +25,20 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 pub const SERVICE: &str = "charge-scheduler";
+
+/// `--help`: what this binary is and what its own variables mean.
+pub const MANUAL: ps_runtime::config::Manual = ps_runtime::config::Manual {
+    name: SERVICE,
+    version: env!("CARGO_PKG_VERSION"),
+    about: "The charge scheduler: charges mandates on their schedule through intake, exactly once per cycle, with dunning retries.",
+    vars: &[
+        ("SCHEDULER_CHARGE_TIME", "UTC time of day (HH:MM) at which due schedules are charged"),
+        ("SCHEDULER_RETRY_PLAN_SECS", "delays before each retry of a retryable decline, comma-separated seconds"),
+        ("SCHEDULER_BATCH", "due schedules claimed per round"),
+        ("SCHEDULER_POLL_MS", "how often the clock looks for due schedules"),
+        ("SCHEDULER_TRIGGER_RATE", "schedule.trigger charges started per second at most"),
+    ],
+};
 pub const DEFAULT_HEALTH_PORT: u16 = 9105;
 
 #[derive(Debug, Clone)]

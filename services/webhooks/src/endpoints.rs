@@ -1,4 +1,5 @@
-//! `webhook_endpoint.create` / `.delete` / `.rotate_secret`, `webhook_event.redeliver`.
+//! `webhook_endpoint.create` / `.delete` / `.rotate_secret` / `.enable` /
+//! `.disable`, `webhook_event.redeliver`.
 
 use crate::guard::Guard;
 use chrono::{DateTime, Utc};
@@ -37,6 +38,12 @@ impl Handler for EndpointHandler {
                 command::WEBHOOK_ENDPOINT_CREATE => self.create(tx, m, body, now).await?,
                 command::WEBHOOK_ENDPOINT_DELETE => delete(tx, m, body).await?,
                 command::WEBHOOK_ENDPOINT_ROTATE_SECRET => rotate(tx, m, body, now, &self.keys).await?,
+                command::WEBHOOK_ENDPOINT_ENABLE => {
+                    let a = enable(tx, m, body).await?;
+                    self.dispatcher.notify_one();
+                    a
+                }
+                command::WEBHOOK_ENDPOINT_DISABLE => disable(tx, m, body, now).await?,
                 command::WEBHOOK_EVENT_REDELIVER => {
                     let a = redeliver(tx, m, body).await?;
                     self.dispatcher.notify_one();
@@ -169,6 +176,54 @@ async fn rotate(
     .await?;
     endpoint.secret = Some(secret);
     Ok(Ok((to_json(&endpoint), vec![])))
+}
+
+/// Turns a disabled endpoint back on with a clean record: deliveries failed
+/// while it was off stay failed (redeliver them by event if wanted).
+async fn enable(tx: &Transaction<'_>, merchant: &MerchantId, body: &Value) -> Result<Answer, HandlerError> {
+    let id = match webhooks::parse_endpoint_ref(body) {
+        Ok(id) => id,
+        Err(e) => return Ok(Err(e)),
+    };
+    let Some(mut endpoint) = lock(tx, merchant, &id).await? else { return Ok(Err(not_found(&id))) };
+    if endpoint.status == EndpointStatus::Disabled {
+        tx.execute(
+            "UPDATE webhook_endpoints SET status = 'enabled', disabled_reason = NULL, failing_since = NULL, updated_at = now() WHERE id = $1",
+            &[&id.as_str()],
+        )
+        .await?;
+        endpoint.status = EndpointStatus::Enabled;
+        tracing::info!(endpoint = %id, merchant = %merchant, "webhook endpoint enabled by command");
+    }
+    Ok(Ok((to_json(&endpoint), vec![])))
+}
+
+/// Turns an endpoint off as the dispatcher does after days of failures: its
+/// pending deliveries fail, and `webhook_endpoint.disabled` says so.
+async fn disable(tx: &Transaction<'_>, merchant: &MerchantId, body: &Value, now: DateTime<Utc>) -> Result<Answer, HandlerError> {
+    let id = match webhooks::parse_endpoint_ref(body) {
+        Ok(id) => id,
+        Err(e) => return Ok(Err(e)),
+    };
+    let Some(mut endpoint) = lock(tx, merchant, &id).await? else { return Ok(Err(not_found(&id))) };
+    if endpoint.status == EndpointStatus::Disabled {
+        return Ok(Ok((to_json(&endpoint), vec![])));
+    }
+    tx.execute(
+        "UPDATE webhook_endpoints SET status = 'disabled', disabled_reason = 'disabled by command', updated_at = now() WHERE id = $1",
+        &[&id.as_str()],
+    )
+    .await?;
+    tx.execute(
+        "UPDATE webhook_deliveries SET status = 'failed', last_error = 'endpoint disabled', finished_at = now(), lease_until = NULL
+         WHERE endpoint_id = $1 AND status = 'pending'",
+        &[&id.as_str()],
+    )
+    .await?;
+    endpoint.status = EndpointStatus::Disabled;
+    tracing::info!(endpoint = %id, merchant = %merchant, "webhook endpoint disabled by command");
+    let event = ps_store::events::event(ps_contract::events::EventType::WebhookEndpointDisabled, merchant, now, &endpoint);
+    Ok(Ok((to_json(&endpoint), vec![event])))
 }
 
 async fn redeliver(tx: &Transaction<'_>, merchant: &MerchantId, body: &Value) -> Result<Answer, HandlerError> {

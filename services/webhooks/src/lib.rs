@@ -19,6 +19,27 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 pub const SERVICE: &str = "webhook-dispatch";
+
+/// `--help`: what this binary is and what its own variables mean.
+pub const MANUAL: ps_runtime::config::Manual = ps_runtime::config::Manual {
+    name: SERVICE,
+    version: env!("CARGO_PKG_VERSION"),
+    about:
+        "Webhook dispatch: records every event, delivers it signed to each endpoint of its merchant with retries, and manages endpoints.",
+    vars: &[
+        (
+            "WEBHOOK_RETRY_SCHEDULE_SECS",
+            "delays between delivery attempts, comma-separated seconds (default 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h)",
+        ),
+        ("WEBHOOK_ALLOWED_CIDRS", "special (private, loopback) address ranges endpoints may still resolve to, comma-separated CIDRs"),
+        ("WEBHOOK_TIMEOUT_MS", "a delivery unanswered this long has failed"),
+        ("WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT", "deliveries in flight to one endpoint at most"),
+        ("WEBHOOK_CONCURRENCY", "deliveries in flight at most"),
+        ("WEBHOOK_POLL_MS", "how often due deliveries are looked for"),
+        ("WEBHOOK_DISABLE_AFTER_SECS", "an endpoint failing without a success for this long is disabled"),
+        ("WEBHOOK_LOCAL_MODE", "allow plain http and loopback endpoints (test mode only)"),
+    ],
+};
 pub const DEFAULT_HEALTH_PORT: u16 = 9106;
 pub use ps_runtime::sealing::context::WEBHOOK_SECRET as SECRET_CONTEXT;
 

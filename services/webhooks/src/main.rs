@@ -1,4 +1,4 @@
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    ps_runtime::service::run_main(webhook_dispatch::SERVICE, webhook_dispatch::WebhookConfig::from_env, webhook_dispatch::start).await
+    ps_runtime::service::run_main(&webhook_dispatch::MANUAL, webhook_dispatch::WebhookConfig::from_env, webhook_dispatch::start).await
 }

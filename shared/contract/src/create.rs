@@ -94,6 +94,7 @@ pub enum ChargeTarget {
 /// this plan once the `first_in_series` completes. Not in the reference API's
 /// flat body; documented in docs/contract-decisions.md.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct SubscriptionOptions {
     pub recurrence: Recurrence,
     /// Defaults to the session's amount.

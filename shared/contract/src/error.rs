@@ -6,6 +6,7 @@ use std::fmt;
 /// Broad class of an error, as in the reference API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum ErrorType {
     InvalidRequestError,
     IdempotencyError,
@@ -107,6 +108,18 @@ error_codes! {
     InternalError => "internal_error", ApiError;
 }
 
+#[cfg(feature = "schema")]
+impl schemars::JsonSchema for ErrorCode {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ErrorCode".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let codes: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        schemars::json_schema!({"type": "string", "description": "Stable, machine-readable; renaming one breaks clients.", "enum": codes})
+    }
+}
+
 impl fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -128,6 +141,7 @@ impl<'de> Deserialize<'de> for ErrorCode {
 
 /// An error as a reply carries it: `{"error": {type, code, message, param}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ApiError {
     #[serde(rename = "type")]
     pub error_type: ErrorType,

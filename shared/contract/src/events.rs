@@ -32,11 +32,13 @@ wire_enum!(
 
 /// `{"id": "evt_…", "type", "created_at", "data": {object}}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Event {
     pub id: EventId,
     #[serde(rename = "type")]
     pub event_type: EventType,
     #[serde(with = "timestamp")]
+    #[cfg_attr(feature = "schema", schemars(with = "crate::schema::Timestamp"))]
     pub created_at: DateTime<Utc>,
     pub data: serde_json::Value,
 }

@@ -45,6 +45,17 @@ macro_rules! prefixed_id {
             }
         }
 
+        #[cfg(feature = "schema")]
+        impl schemars::JsonSchema for $name {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                stringify!($name).into()
+            }
+
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                schemars::json_schema!({"type": "string", "pattern": concat!("^", $prefix, "[0-9A-Z]{26}$")})
+            }
+        }
+
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(&self.0)
@@ -89,6 +100,17 @@ prefixed_id!(
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct MerchantId(String);
+
+#[cfg(feature = "schema")]
+impl schemars::JsonSchema for MerchantId {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "MerchantId".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"})
+    }
+}
 
 impl MerchantId {
     pub const MAX_LEN: usize = 64;

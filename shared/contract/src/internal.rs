@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// `gateway.authorize`: charge (or verify) a card for one attempt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct AuthorizeRequest {
     pub attempt_id: AttemptId,
     pub session_id: SessionId,
@@ -39,6 +40,7 @@ impl AuthorizeRequest {
 
 /// `gateway.capture` (of a reserved authorisation) and `gateway.void`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct SettleRequest {
     pub attempt_id: AttemptId,
     pub session_id: SessionId,
@@ -68,6 +70,7 @@ wire_enum!(Outcome { Succeeded => "succeeded", Failed => "failed" });
 
 /// What the card looks like outside the vault.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CardSummary {
     pub brand: String,
     pub last4: String,
@@ -77,6 +80,7 @@ pub struct CardSummary {
 
 /// `gateway.result`: what the processor said.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct GatewayResult {
     pub operation: Operation,
     pub attempt_id: AttemptId,

@@ -21,3 +21,5 @@ pub mod session;
 pub mod webhooks;
 
 pub use error::{ApiError, ErrorCode, ErrorType};
+#[cfg(feature = "schema")]
+pub mod schema;

@@ -9,6 +9,7 @@ macro_rules! wire_enum {
     ($(#[$doc:meta])* $name:ident { $($variant:ident => $s:literal),* $(,)? }) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
         pub enum $name { $(#[serde(rename = $s)] $variant,)* }
 
         impl $name {

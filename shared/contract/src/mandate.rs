@@ -17,6 +17,7 @@ wire_enum!(RecurrenceType { Daily => "daily", Weekly => "weekly", Monthly => "mo
 /// Exact integer, or an inclusive `{min, max}` range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum MandateAmount {
     Exact(Amount),
     Range { min: Amount, max: Amount },
@@ -32,6 +33,7 @@ impl MandateAmount {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Recurrence {
     #[serde(rename = "type")]
     pub kind: RecurrenceType,
@@ -63,6 +65,7 @@ impl Recurrence {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ValidityPeriod {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub start_date: Option<NaiveDate>,
@@ -72,6 +75,7 @@ pub struct ValidityPeriod {
 
 /// What the customer agreed to. Every term optional: none means unconstrained on-demand.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct MandateTerms {
     #[serde(rename = "type")]
     pub mandate_type: MandateType,
@@ -568,6 +572,7 @@ mod tests {
 
 /// The `mandate` object replies and events carry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct MandateObject {
     pub id: MandateId,
     /// Always `"mandate"`.
@@ -579,11 +584,13 @@ pub struct MandateObject {
     pub occurrences_used: u32,
     pub amount_used: i64,
     #[serde(with = "crate::session::timestamp")]
+    #[cfg_attr(feature = "schema", schemars(with = "crate::schema::Timestamp"))]
     pub created_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// The `payment_method` object: the card as anyone outside the vault sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct PaymentMethodObject {
     pub id: PaymentMethodId,
     /// Always `"payment_method"`.

@@ -31,6 +31,10 @@ pub mod command {
     /// Not in DESIGN §4's list: new secret, old one still signs for 24 h.
     pub const WEBHOOK_ENDPOINT_ROTATE_SECRET: &str = "webhook_endpoint.rotate_secret";
     pub const WEBHOOK_EVENT_REDELIVER: &str = "webhook_event.redeliver";
+    /// Not in DESIGN §4's list: an operator (or the merchant) turns an endpoint
+    /// back on after the dispatcher disabled it, or off by hand.
+    pub const WEBHOOK_ENDPOINT_ENABLE: &str = "webhook_endpoint.enable";
+    pub const WEBHOOK_ENDPOINT_DISABLE: &str = "webhook_endpoint.disable";
 }
 
 /// Routing keys on `payment_sessions.internal`.

@@ -82,6 +82,7 @@ pub fn first_cycle_from(r: Recurrence, anchor: NaiveDate, from: NaiveDate) -> u3
 
 /// The `schedule` object replies and `schedule.*` events carry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Schedule {
     pub id: ScheduleId,
     pub object: String,
@@ -96,6 +97,7 @@ pub struct Schedule {
     pub recurrence: Recurrence,
     /// When the next charge (or retry) is made; none once the schedule has ended.
     #[serde(with = "timestamp::option")]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<crate::schema::Timestamp>"))]
     pub next_charge_at: Option<DateTime<Utc>>,
     /// Charges that were paid, and their sum.
     pub occurrences: u32,
@@ -108,8 +110,10 @@ pub struct Schedule {
     /// Why it stopped: an error or decline code.
     pub stop_reason: Option<String>,
     #[serde(with = "timestamp")]
+    #[cfg_attr(feature = "schema", schemars(with = "crate::schema::Timestamp"))]
     pub created_at: DateTime<Utc>,
     #[serde(with = "timestamp")]
+    #[cfg_attr(feature = "schema", schemars(with = "crate::schema::Timestamp"))]
     pub updated_at: DateTime<Utc>,
 }
 

@@ -62,15 +62,18 @@ pub mod timestamp {
 
 /// Why the last attempt failed; customer-present sessions stay active beside it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct LastPaymentError {
     pub error_code: String,
     pub decline_code: Option<String>,
     pub message: String,
     #[serde(with = "timestamp")]
+    #[cfg_attr(feature = "schema", schemars(with = "crate::schema::Timestamp"))]
     pub timestamp: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct PaymentSession {
     pub id: SessionId,
     /// Always `"payment_session"`.
@@ -87,14 +90,17 @@ pub struct PaymentSession {
     pub session_url: Option<String>,
     pub return_url: Option<String>,
     #[serde(with = "timestamp::option")]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<crate::schema::Timestamp>"))]
     pub expires_at: Option<DateTime<Utc>>,
     pub last_payment_error: Option<LastPaymentError>,
     pub metadata: BTreeMap<String, String>,
     pub external_reference: Option<String>,
     pub mode: Mode,
     #[serde(with = "timestamp")]
+    #[cfg_attr(feature = "schema", schemars(with = "crate::schema::Timestamp"))]
     pub created_at: DateTime<Utc>,
     #[serde(with = "timestamp")]
+    #[cfg_attr(feature = "schema", schemars(with = "crate::schema::Timestamp"))]
     pub updated_at: DateTime<Utc>,
 }
 

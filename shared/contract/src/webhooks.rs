@@ -15,6 +15,7 @@ wire_enum!(EndpointStatus { Enabled => "enabled", Disabled => "disabled" });
 
 /// The `webhook_endpoint` object. `secret` is shown on create and rotation only.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct WebhookEndpoint {
     pub id: WebhookEndpointId,
     /// Always `"webhook_endpoint"`.
@@ -25,6 +26,7 @@ pub struct WebhookEndpoint {
     pub secret: Option<String>,
     pub status: EndpointStatus,
     #[serde(with = "crate::session::timestamp")]
+    #[cfg_attr(feature = "schema", schemars(with = "crate::schema::Timestamp"))]
     pub created_at: chrono::DateTime<chrono::Utc>,
 }
 

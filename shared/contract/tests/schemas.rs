@@ -1,5 +1,6 @@
-//! The published JSON Schemas (`schemas/`) against the contract's examples and
-//! against this crate's own parser and enums, so neither can drift alone.
+//! The published JSON Schemas (`schemas/`, generated from this crate's types
+//! with the `schema` feature) against the contract's examples and against this
+//! crate's own parser and enums, so neither can drift alone.
 
 use ps_contract::create::CreateSession;
 use ps_contract::events::EventType;
@@ -85,17 +86,17 @@ fn the_schemas_list_exactly_the_codes_currencies_and_events_of_the_code() {
     };
     let strings = |v: &Value| -> Vec<String> { v.as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_owned()).collect() };
 
-    let codes = strings(&read("error_reply")["properties"]["error"]["properties"]["code"]["enum"]);
+    let codes = strings(&read("error_reply")["$defs"]["ErrorCode"]["enum"]);
     let ours: Vec<String> = ErrorCode::ALL.iter().map(|c| c.as_str().to_owned()).collect();
     assert_eq!(codes, ours, "error_reply.json's codes");
 
-    let currencies = strings(&read("payment_session.create")["$defs"]["currency"]["enum"]);
+    let currencies = strings(&read("payment_session.create")["$defs"]["Currency"]["enum"]);
     assert!(currencies.iter().all(|c| Currency::parse(c).is_ok()));
     for c in ["ZAR", "USD", "EUR", "GBP", "JPY", "KWD"] {
         assert!(currencies.contains(&c.to_owned()), "{c}");
     }
 
-    let events = strings(&read("event")["properties"]["type"]["enum"]);
+    let events = strings(&read("event")["$defs"]["EventType"]["enum"]);
     let ours: Vec<String> = EventType::ALL.iter().map(|e| e.as_str().to_owned()).collect();
     assert_eq!(events, ours, "event.json's types");
 }

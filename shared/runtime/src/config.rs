@@ -45,36 +45,97 @@ impl fmt::Debug for Secret {
 }
 
 /// Where variables come from: the process environment, or a map in tests.
-pub struct Env(HashMap<String, String>);
+/// It notes every variable asked for, with its default, so `--help` and
+/// `docs/configuration.md` list what the code really reads.
+pub struct Env {
+    vars: HashMap<String, String>,
+    read: std::cell::RefCell<Vec<(&'static str, Option<String>)>>,
+}
+
+/// One variable a binary reads, as `--help` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Var {
+    pub name: &'static str,
+    /// The default as the code has it; `None` where there is none (required, or off when unset).
+    pub default: Option<String>,
+    pub about: &'static str,
+}
 
 impl Env {
     pub fn from_process() -> Env {
-        Env(std::env::vars().collect())
+        Env::from_map(std::env::vars().collect())
     }
 
     pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Env {
-        Env(pairs.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect())
+        Env::from_map(pairs.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect())
     }
 
-    pub fn raw(&self, var: &str) -> Option<&str> {
-        self.0.get(var).map(String::as_str).filter(|v| !v.is_empty())
+    fn from_map(vars: HashMap<String, String>) -> Env {
+        Env { vars, read: Default::default() }
+    }
+
+    /// An environment for listing what a binary reads: empty, except for
+    /// stand-ins for the secrets it cannot start without.
+    pub fn for_listing() -> Env {
+        Env::from_pairs([
+            ("PS_SECRET_KEYS", "k1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="),
+            ("VAULT_TOKEN", "listing-listing-listing-listing-listing"),
+        ])
+    }
+
+    /// Every variable asked for so far, in the order first asked, with the
+    /// descriptions from `about` (common ones first searched in [`COMMON_VARS`]).
+    pub fn listing(&self, about: &[(&'static str, &'static str)]) -> Result<Vec<Var>, &'static str> {
+        let mut out: Vec<Var> = Vec::new();
+        for (name, default) in self.read.borrow().iter() {
+            if let Some(v) = out.iter_mut().find(|v| v.name == *name) {
+                v.default = v.default.take().or_else(|| default.clone());
+                continue;
+            }
+            let about = about.iter().chain(COMMON_VARS).find(|(n, _)| n == name).map(|(_, a)| *a).ok_or(*name)?;
+            out.push(Var { name, default: default.clone(), about });
+        }
+        Ok(out)
+    }
+
+    /// Notes a variable read elsewhere (telemetry reads the process
+    /// environment itself), so it is listed.
+    pub fn mention(&self, var: &'static str, default: Option<&str>) {
+        self.note(var, default.map(str::to_owned));
+    }
+
+    fn note(&self, var: &'static str, default: Option<String>) {
+        self.read.borrow_mut().push((var, default));
+    }
+
+    fn get(&self, var: &str) -> Option<&str> {
+        self.vars.get(var).map(String::as_str).filter(|v| !v.is_empty())
+    }
+
+    /// The value if set and not empty; unset means off, or a default worked out by the caller.
+    pub fn raw(&self, var: &'static str) -> Option<&str> {
+        self.note(var, None);
+        self.get(var)
     }
 
     pub fn string(&self, var: &'static str, default: &str) -> String {
-        self.raw(var).unwrap_or(default).to_owned()
+        self.note(var, Some(default.to_owned()));
+        self.get(var).unwrap_or(default).to_owned()
     }
 
-    pub fn parsed<T: FromStr>(&self, var: &'static str, default: T) -> Result<T, ConfigError>
+    pub fn parsed<T: FromStr + fmt::Display>(&self, var: &'static str, default: T) -> Result<T, ConfigError>
     where
         T::Err: fmt::Display,
     {
-        match self.raw(var) {
+        self.note(var, Some(default.to_string()));
+        match self.get(var) {
             None => Ok(default),
             Some(v) => v.parse().map_err(|e| ConfigError { var, problem: format!("{v:?} is not valid: {e}") }),
         }
     }
 
     pub fn ranged(&self, var: &'static str, default: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
+        self.note(var, Some(format!("{default} ({min}–{max})")));
         let v = self.parsed(var, default)?;
         if v < min || v > max {
             return Err(ConfigError { var, problem: format!("{v} is outside {min}..={max}") });
@@ -92,7 +153,8 @@ impl Env {
     }
 
     pub fn flag(&self, var: &'static str, default: bool) -> Result<bool, ConfigError> {
-        match self.raw(var) {
+        self.note(var, Some(default.to_string()));
+        match self.get(var) {
             None => Ok(default),
             Some("1" | "true" | "yes") => Ok(true),
             Some("0" | "false" | "no") => Ok(false),
@@ -109,6 +171,31 @@ impl Env {
     }
 }
 
+/// What every service's shared configuration means, for `--help` and `docs/configuration.md`.
+pub const COMMON_VARS: &[(&str, &str)] = &[
+    ("PS_MODE", "`test` or `live`; live refuses the sandbox processor, plain-http webhooks and fault injection"),
+    ("PS_FAULT_ABORT_AFTER_COMMIT", "test-only: abort after a handler's commit, before its ack (refused in live mode)"),
+    ("PS_FAULT_ABORT_AFTER_BATCH_COMMIT", "test-only: abort after a batch's commit, before its acks (refused in live mode)"),
+    ("PS_FAULT_PANIC_ON", "test-only: handlers panic on messages with this routing key (refused in live mode)"),
+    ("AMQP_NAME_PREFIX", "prefix for every exchange and queue name (isolates test runs on one broker)"),
+    ("AMQP_URL", "the broker, `amqp://` or `amqps://` (credentials in the URL)"),
+    ("DATABASE_URL", "PostgreSQL, `postgres://`; `sslmode=verify-full` for TLS"),
+    ("DATABASE_POOL_SIZE", "database connections at most"),
+    ("DATABASE_MIGRATE", "migrate the schema at start; off where the role has no DDL rights"),
+    ("AMQP_PREFETCH", "unacknowledged messages held per consumer"),
+    ("CONSUMER_BATCH", "messages applied together in one transaction at most"),
+    (
+        "AMQP_DELIVERY_LIMIT",
+        "redeliveries before RabbitMQ dead-letters a message that keeps failing; `policy`: declared without one, so a RabbitMQ policy's `delivery-limit` governs and can change without redeclaring",
+    ),
+    ("AMQP_PUBLISH_TIMEOUT_MS", "how long a publish waits for the broker's confirm"),
+    ("HEALTH_ADDR", "where `/healthz`, `/readyz` and `/metrics` are served"),
+    ("PS_SECRET_KEYS", "keys sealing secrets at rest, `id:base64(32 bytes)`, comma-separated, newest first"),
+    ("SSL_CERT_FILE", "PEM file of CAs trusted beyond the system's (broker, database, webhooks, vault)"),
+    ("OTEL_EXPORTER_OTLP_ENDPOINT", "where spans are exported (OTLP/HTTP); unset: no export"),
+    ("RUST_LOG", "log filter, e.g. `info,lapin=warn`"),
+];
+
 /// What every service reads.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -122,8 +209,10 @@ pub struct Config {
     pub prefetch: u16,
     /// Messages applied together in one transaction at most (1: each alone).
     pub batch: u16,
-    /// Redeliveries before RabbitMQ dead-letters a message that keeps failing.
-    pub delivery_limit: u32,
+    /// Redeliveries before RabbitMQ dead-letters a message that keeps failing;
+    /// `None` (`AMQP_DELIVERY_LIMIT=policy`): a RabbitMQ policy sets it, so it
+    /// can change without redeclaring the queues.
+    pub delivery_limit: Option<u32>,
     pub publish_timeout: Duration,
     pub health_addr: SocketAddr,
     pub mode: Mode,
@@ -164,6 +253,8 @@ impl Config {
                 return Err(ConfigError { var, problem: "is test-only fault injection: unset it for PS_MODE=live".into() });
             }
         }
+        env.mention("RUST_LOG", Some("info"));
+        env.mention("OTEL_EXPORTER_OTLP_ENDPOINT", None);
         let name_prefix = env.string("AMQP_NAME_PREFIX", "");
         if !name_prefix.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) || name_prefix.len() > 64 {
             return Err(ConfigError { var: "AMQP_NAME_PREFIX", problem: "use at most 64 of A-Z a-z 0-9 . _ -".into() });
@@ -176,7 +267,10 @@ impl Config {
             name_prefix,
             prefetch: env.ranged("AMQP_PREFETCH", 32, 1, 10_000)? as u16,
             batch: env.ranged("CONSUMER_BATCH", 16, 1, 1_000)? as u16,
-            delivery_limit: env.ranged("AMQP_DELIVERY_LIMIT", 10, 1, 1000)? as u32,
+            delivery_limit: match env.raw("AMQP_DELIVERY_LIMIT") {
+                Some("policy") => None,
+                _ => Some(env.ranged("AMQP_DELIVERY_LIMIT", 10, 1, 1000)? as u32),
+            },
             publish_timeout: Duration::from_millis(env.ranged("AMQP_PUBLISH_TIMEOUT_MS", 5000, 100, 120_000)?),
             health_addr: env.parsed("HEALTH_ADDR", SocketAddr::from(([127, 0, 0, 1], default_health_port)))?,
             mode,
@@ -194,6 +288,40 @@ impl Config {
             fault_abort_after_batch_commit: env.flag("PS_FAULT_ABORT_AFTER_BATCH_COMMIT", false)?,
             fault_panic_on: env.raw("PS_FAULT_PANIC_ON").map(str::to_owned),
         })
+    }
+}
+
+/// What a binary is and what it reads: its `--help`.
+pub struct Manual {
+    pub name: &'static str,
+    pub version: &'static str,
+    pub about: &'static str,
+    /// Descriptions of the variables the binary reads beyond [`COMMON_VARS`].
+    pub vars: &'static [(&'static str, &'static str)],
+}
+
+impl Manual {
+    /// Every variable `config` reads, with its default and meaning; an error
+    /// names a variable read but not described (a test keeps that from shipping).
+    pub fn variables<C>(&self, config: fn(&Env) -> Result<C, ConfigError>) -> Result<Vec<Var>, String> {
+        let env = Env::for_listing();
+        config(&env).map_err(|e| format!("{}: cannot list its configuration: {e}", self.name))?;
+        env.listing(self.vars).map_err(|var| format!("{}: {var} is read but not described in its Manual", self.name))
+    }
+
+    pub fn help<C>(&self, config: fn(&Env) -> Result<C, ConfigError>) -> Result<String, String> {
+        use std::fmt::Write;
+        let vars = self.variables(config)?;
+        let width = vars.iter().map(|v| v.name.len()).max().unwrap_or(0);
+        let mut out = format!(
+            "{} {}\n{}\n\nUsage: {} [--help | --version]\n\nConfigured by environment variables only:\n\n",
+            self.name, self.version, self.about, self.name
+        );
+        for v in vars {
+            let default = v.default.filter(|d| !d.is_empty()).map(|d| format!(" [default: {d}]")).unwrap_or_default();
+            let _ = writeln!(out, "  {:width$}  {}{default}", v.name, v.about);
+        }
+        Ok(out)
     }
 }
 

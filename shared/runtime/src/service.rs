@@ -257,7 +257,7 @@ pub fn shutdown_on_signal() -> CancellationToken {
 /// A service binary's whole `main`: configuration (one line and exit 2 if
 /// bad), telemetry, start, run until SIGTERM/SIGINT, stop gracefully.
 pub async fn run_main<C, F, Fut>(
-    name: &'static str,
+    manual: &crate::config::Manual,
     config: fn(&crate::Env) -> Result<C, crate::ConfigError>,
     start: F,
 ) -> std::process::ExitCode
@@ -265,6 +265,30 @@ where
     F: FnOnce(C, CancellationToken) -> Fut,
     Fut: std::future::Future<Output = Result<Running, StartError>>,
 {
+    let name = manual.name;
+    // Arguments are only ever asking about the binary: it must not start consuming.
+    if let Some(arg) = std::env::args().nth(1) {
+        return match arg.as_str() {
+            "--help" | "-h" => match manual.help(config) {
+                Ok(text) => {
+                    print!("{text}");
+                    std::process::ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    std::process::ExitCode::FAILURE
+                }
+            },
+            "--version" | "-V" => {
+                println!("{name} {}", manual.version);
+                std::process::ExitCode::SUCCESS
+            }
+            other => {
+                eprintln!("{name}: unexpected argument {other:?}: it takes none (configuration is environment only; see --help)");
+                std::process::ExitCode::from(2)
+            }
+        };
+    }
     let config = match config(&crate::Env::from_process()) {
         Ok(c) => c,
         Err(e) => {

@@ -68,6 +68,8 @@ pub const WEBHOOK_COMMANDS: QueueSpec = QueueSpec {
         (exchange::COMMANDS, command::WEBHOOK_ENDPOINT_DELETE),
         (exchange::COMMANDS, command::WEBHOOK_ENDPOINT_ROTATE_SECRET),
         (exchange::COMMANDS, command::WEBHOOK_EVENT_REDELIVER),
+        (exchange::COMMANDS, command::WEBHOOK_ENDPOINT_ENABLE),
+        (exchange::COMMANDS, command::WEBHOOK_ENDPOINT_DISABLE),
     ],
 };
 
@@ -139,7 +141,9 @@ fn quorum_args(delivery_limit: Option<u32>, dead_letter: Option<(&str, &str)>) -
 }
 
 /// Declares everything; idempotent, so every replica of every service may run it.
-pub async fn declare(channel: &Channel, names: &Names, delivery_limit: u32) -> Result<(), lapin::Error> {
+/// `delivery_limit` `None` leaves the limit to a RabbitMQ policy: a queue
+/// argument would override it, and changing an argument means redeclaring.
+pub async fn declare(channel: &Channel, names: &Names, delivery_limit: Option<u32>) -> Result<(), lapin::Error> {
     let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
     for (name, kind) in EXCHANGES {
         channel.exchange_declare(s(&names.exchange(name)), kind.clone(), durable, FieldTable::default()).await?;
@@ -151,7 +155,7 @@ pub async fn declare(channel: &Channel, names: &Names, delivery_limit: u32) -> R
         let dlq = names.dead_letter_queue(spec);
         channel.queue_declare(s(&dlq), qopts, quorum_args(None, None)).await?;
         channel.queue_bind(s(&dlq), s(&dlx), s(&queue), QueueBindOptions::default(), FieldTable::default()).await?;
-        channel.queue_declare(s(&queue), qopts, quorum_args(Some(delivery_limit), Some((&dlx, &queue)))).await?;
+        channel.queue_declare(s(&queue), qopts, quorum_args(delivery_limit, Some((&dlx, &queue)))).await?;
         for (exchange, key) in spec.bindings {
             channel.queue_bind(s(&queue), s(&names.exchange(exchange)), s(key), QueueBindOptions::default(), FieldTable::default()).await?;
         }

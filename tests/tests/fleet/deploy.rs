@@ -3,6 +3,7 @@
 use integration_tests::receiver::{Answer, Receiver};
 use integration_tests::{admin_database_url, rabbitmqctl, seed_mandate_with_card, CheckoutClient, Command, TestEnv};
 use serde_json::json;
+use std::time::Duration;
 
 const ROLES: [&str; 6] = ["ps_intake", "ps_checkout", "ps_gateway", "ps_lifecycle", "ps_webhooks", "ps_scheduler"];
 
@@ -135,6 +136,38 @@ impl BrokerUsers {
     }
 }
 
+/// The policies of definitions.json, in `vhost`; checks they reach exactly the work queues.
+fn apply_policies(vhost: &str) {
+    let defs: serde_json::Value = serde_json::from_str(include_str!("../../../deploy/rabbitmq/definitions.json")).unwrap();
+    let k8s = include_str!("../../../deploy/k8s/rabbitmq.yaml");
+    for p in defs["policies"].as_array().unwrap() {
+        let (name, pattern) = (p["name"].as_str().unwrap(), p["pattern"].as_str().unwrap());
+        assert!(k8s.contains(&format!("pattern: '{pattern}'")), "deploy/k8s/rabbitmq.yaml's {name} differs from definitions.json's");
+        rabbitmqctl(&[
+            "set_policy",
+            "-p",
+            vhost,
+            "--apply-to",
+            p["apply-to"].as_str().unwrap(),
+            "--priority",
+            &p["priority"].to_string(),
+            name,
+            pattern,
+            &p["definition"].to_string(),
+        ]);
+    }
+    let listed = rabbitmqctl(&["list_queues", "-p", vhost, "--no-table-headers", "name", "policy"]);
+    for q in ps_runtime::topology::QUEUES {
+        for (queue, want) in [(q.name.to_owned(), "payment-sessions-work-queues"), (format!("{}.dlq", q.name), "")] {
+            let line = listed
+                .lines()
+                .find(|l| l.split_whitespace().next() == Some(queue.as_str()))
+                .unwrap_or_else(|| panic!("{queue} not declared: {listed}"));
+            assert_eq!(line.split_whitespace().nth(1).unwrap_or(""), want, "{queue}'s policy");
+        }
+    }
+}
+
 impl Drop for BrokerUsers {
     fn drop(&mut self) {
         for user in self.passwords.keys() {
@@ -145,8 +178,10 @@ impl Drop for BrokerUsers {
 
 #[tokio::test]
 async fn the_fleet_runs_with_only_its_broker_permissions() {
-    let mut env = TestEnv::in_vhost().await;
+    // As deployed: delivery limits from definitions.json's policy, not queue arguments.
+    let mut env = TestEnv::in_vhost_limits_from_policy().await;
     let users = BrokerUsers::create(env.vhost.as_deref().unwrap());
+    apply_policies(env.vhost.as_deref().unwrap());
     let as_user = |u: &str| users.url(u);
     let (gateway, lifecycle, checkout_amqp, intake, webhooks) =
         (as_user("ps-gateway"), as_user("ps-lifecycle"), as_user("ps-checkout"), as_user("ps-intake"), as_user("ps-webhooks"));
@@ -185,7 +220,8 @@ async fn the_fleet_runs_with_only_its_broker_permissions() {
     let upstream = users.name("upstream");
     // The upstream may act for shop only (DESIGN §10); its user_id is vouched for by the broker.
     env.psctl(&["merchants", "grant", &upstream, "shop"]);
-    assert!(env.psctl(&["merchants", "list"]).contains(&format!("{upstream}\tshop")));
+    let grants: serde_json::Value = serde_json::from_str(&env.psctl(&["merchants", "list", "--json"])).unwrap();
+    assert!(grants.as_array().unwrap().iter().any(|g| g["broker_user"] == upstream.as_str() && g["merchant_id"] == "shop"), "{grants}");
     let mut send = async |merchant: &str, key: &str, user: Option<&str>| -> serde_json::Value {
         let mut headers = lapin::types::FieldTable::default();
         headers.insert("merchant-id".into(), lapin::types::AMQPValue::LongString(merchant.into()));
@@ -325,4 +361,76 @@ async fn an_unanswered_attempt_is_resolved_with_only_the_services_broker_permiss
     let failed = env.event_about("payment.failed", &id).await;
     assert_eq!(failed["data"]["last_payment_error"]["decline_code"], "processor_no_record");
     env.finish().await;
+}
+
+/// Counts how often RabbitMQ delivers one message that is always returned
+/// (nack with requeue) before it dead-letters it to `dlq`.
+async fn deliveries_until_dead_lettered(env: &TestEnv, queue: &str, dlq: &str) -> u32 {
+    use futures::StreamExt;
+    let conn = ps_runtime::broker::connect(&env.amqp_url, "policy-test", &Default::default()).await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(Default::default()).await.unwrap();
+    let published = ch
+        .basic_publish("".into(), queue.into(), Default::default(), b"{}", lapin::BasicProperties::default().with_delivery_mode(2))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert!(published.is_ack());
+    let mut consumer = ch.basic_consume(queue.into(), "".into(), Default::default(), Default::default()).await.unwrap();
+    let mut deliveries = 0;
+    loop {
+        // RabbitMQ dead-letters the message instead of delivering it once the limit is passed.
+        let next = tokio::time::timeout(Duration::from_millis(500), consumer.next()).await;
+        match next {
+            Ok(Some(Ok(d))) => {
+                deliveries += 1;
+                d.acker.nack(lapin::options::BasicNackOptions { requeue: true, ..Default::default() }).await.unwrap();
+            }
+            Ok(other) => panic!("consumer ended: {other:?}"),
+            Err(_) if env.ready_count(dlq).await == 1 => break,
+            Err(_) => assert!(deliveries < 100, "never dead-lettered after {deliveries} deliveries"),
+        }
+    }
+    let _ = ch.queue_purge(dlq.into(), Default::default()).await;
+    conn.close(0, "done".into()).await.unwrap();
+    deliveries
+}
+
+#[tokio::test]
+async fn delivery_limits_come_from_a_policy_and_change_without_redeclaring() {
+    // As the k8s manifests and docker-compose.yml run it: AMQP_DELIVERY_LIMIT=policy.
+    let env = TestEnv::with_limits_from_policy().await;
+    let queue = env.names.queue(&ps_runtime::topology::INTAKE);
+    let dlq = env.names.dead_letter_queue(&ps_runtime::topology::INTAKE);
+    let policy = format!("{}limits", env.prefix);
+    let pattern = format!("^{}$", regex_escape(&queue));
+    let set = |limit: u32| {
+        rabbitmqctl(&[
+            "set_policy",
+            "--apply-to",
+            "queues",
+            "--priority",
+            "50",
+            &policy,
+            &pattern,
+            &format!("{{\"delivery-limit\": {limit}}}"),
+        ])
+    };
+    set(2);
+    let first = deliveries_until_dead_lettered(&env, &queue, &dlq).await;
+    // Above the services' default argument (10), which would otherwise cap it.
+    set(12);
+    let second = deliveries_until_dead_lettered(&env, &queue, &dlq).await;
+    rabbitmqctl(&["clear_policy", &policy]);
+    // A limit of n allows the first delivery and n redeliveries.
+    assert_eq!((first, second), (3, 13), "the policy's limit governs, and a change applies to the declared queue at once");
+    // The services declare it the same way: without the argument a policy would lose to.
+    let c = ps_runtime::Config::from_env(&ps_runtime::Env::from_pairs([("AMQP_DELIVERY_LIMIT", "policy")]), 1).unwrap();
+    assert_eq!(c.delivery_limit, None);
+    env.finish().await;
+}
+
+fn regex_escape(s: &str) -> String {
+    s.chars().flat_map(|c| if c == '.' { vec!['\\', '.'] } else { vec![c] }).collect()
 }

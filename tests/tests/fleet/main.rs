@@ -3,11 +3,14 @@
 mod batches;
 mod browser;
 mod checkout;
+mod contract;
 mod deploy;
+mod docs;
 mod faults;
 mod hot_paths;
 mod intake;
 mod observability;
+mod operator;
 mod payments;
 mod reads;
 mod resilience;

@@ -59,11 +59,12 @@ async fn an_operator_can_look_up_a_session_and_its_deliveries_with_psctl() {
     rx.wait_for(1).await;
     env.wait_for_count("SELECT count(*) FROM webhook_deliveries WHERE status = 'delivered'", 1).await;
 
-    let shown: serde_json::Value = serde_json::from_str(&env.psctl(&["session", s["id"].as_str().unwrap()])).unwrap();
+    let shown: serde_json::Value = serde_json::from_str(&env.psctl(&["sessions", "show", s["id"].as_str().unwrap(), "--json"])).unwrap();
     assert_eq!(shown["id"], s["id"]);
     assert_eq!(shown["merchant_id"], "shop");
     assert_eq!(shown["attempts"], json!([]));
-    let deliveries = env.psctl(&["deliveries", event["id"].as_str().unwrap()]);
-    assert!(deliveries.contains("\tdelivered\t") && deliveries.contains("\"status\":200"), "{deliveries}");
+    let deliveries: serde_json::Value = serde_json::from_str(&env.psctl(&["deliveries", event["id"].as_str().unwrap(), "--json"])).unwrap();
+    assert_eq!(deliveries[0]["status"], "delivered", "{deliveries}");
+    assert_eq!(deliveries[0]["tries"][0]["status"], 200, "{deliveries}");
     env.finish().await;
 }

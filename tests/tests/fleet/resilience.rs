@@ -230,7 +230,7 @@ async fn a_dead_letter_replayed_after_the_fix_is_applied_once() {
 
     // The fix is deployed; the operator replays the dead letter.
     env.pool.get().await.unwrap().batch_execute("DROP TRIGGER broken ON payment_sessions").await.unwrap();
-    env.psctl(&["dlq-replay", topology::INTAKE.name]);
+    env.psctl(&["dlq", "replay", topology::INTAKE.name, "--all"]);
     let created = env.wait_for_count("SELECT count(*) FROM payment_sessions", 1).await;
     assert_eq!(created, 1);
     assert_eq!(env.ready_count(&env.names.dead_letter_queue(&topology::INTAKE)).await, 0);

@@ -93,8 +93,9 @@ async fn a_subscription_is_charged_each_cycle_until_its_cap_and_never_twice() {
     assert_eq!((done["status"].as_str(), done["stop_reason"].as_str()), (Some("completed"), Some("max_occurrences")), "{done}");
     assert_eq!(done["amount_charged"], 4500);
     f.env.event_about("schedule.completed", &id).await;
-    let shown = f.env.psctl(&["schedules", "--id", &id]);
-    assert!(shown.contains("completed") && shown.lines().filter(|l| l.ends_with("\tpaid\t")).count() == 3, "{shown}");
+    let shown: serde_json::Value = serde_json::from_str(&f.env.psctl(&["schedules", "--id", &id, "--json"])).unwrap();
+    assert_eq!(shown["status"], "completed", "{shown}");
+    assert_eq!(shown["runs"].as_array().unwrap().iter().filter(|r| r["outcome"] == "paid").count(), 3, "{shown}");
     // A year later nothing more is charged.
     f.at(f.clock.now() + Duration::days(365));
     f.wake.notify_one();

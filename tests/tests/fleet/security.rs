@@ -113,8 +113,10 @@ async fn a_command_without_a_broker_user_or_for_an_ungranted_merchant_changes_no
     assert_eq!(cancel.error_code(), Some("merchant_not_authorized"), "{}", cancel.body);
     assert_eq!(env.session(ok["id"].as_str().unwrap()).await["status"], "active");
     assert_eq!(env.count("SELECT count(*) FROM payment_sessions").await, 1);
-    let listed = env.psctl(&["merchants", "list"]);
-    assert!(listed.contains("guest\tshop") && !listed.contains("guest\t*"), "{listed}");
+    let listed: serde_json::Value = serde_json::from_str(&env.psctl(&["merchants", "list", "--json"])).unwrap();
+    let grants: Vec<(&str, &str)> =
+        listed.as_array().unwrap().iter().map(|g| (g["broker_user"].as_str().unwrap(), g["merchant_id"].as_str().unwrap())).collect();
+    assert_eq!(grants, [("guest", "shop")], "{listed}");
     env.finish().await;
 }
 
@@ -161,8 +163,9 @@ async fn webhook_secrets_rest_sealed_everywhere_and_survive_a_key_rotation() {
     let k2 = "k2:c2Vjb25kLWtleS0zMi1ieXRlcy1sb25nLTAxMjM0NTY=";
     let both = format!("{k2},{}", integration_tests::SECRET_KEYS);
     env.stop_services().await;
-    let report = env.psctl_with(&[("PS_SECRET_KEYS", &both)], &["secrets", "rewrap"]);
-    assert!(report.contains("webhook_endpoints.secret\t1 re-sealed"), "{report}");
+    let report: serde_json::Value =
+        serde_json::from_str(&env.psctl_with(&[("PS_SECRET_KEYS", &both)], &["secrets", "rewrap", "--json"])).unwrap();
+    assert!(report.as_array().unwrap().iter().any(|r| r["secrets"] == "webhook_endpoints.secret" && r["resealed"] == 1), "{report}");
     for (table, text) in AT_REST {
         let old = env.count(&format!("SELECT count(*) FROM {table} t WHERE {text} LIKE '%ps1:test1:%'")).await;
         assert_eq!(old, 0, "{table} still holds values sealed under the retired key");

@@ -1,0 +1,95 @@
+//! What the binaries say about themselves: `--help`, `--version`, and the
+//! configuration table in `docs/configuration.md`, generated from the code.
+
+use integration_tests::binary_path;
+use ps_runtime::config::{ConfigError, Env, Manual, Var};
+
+fn listing<C>(manual: &Manual, config: fn(&Env) -> Result<C, ConfigError>) -> (&'static str, &'static str, Vec<Var>) {
+    (manual.name, manual.about, manual.variables(config).unwrap())
+}
+
+fn table() -> String {
+    let binaries = [
+        listing(&session_intake::MANUAL, session_intake::IntakeConfig::from_env),
+        listing(&checkout::MANUAL, checkout::CheckoutConfig::from_env),
+        listing(&payment_gateway::MANUAL, payment_gateway::GatewayConfig::from_env),
+        listing(&session_lifecycle::MANUAL, session_lifecycle::LifecycleConfig::from_env),
+        listing(&charge_scheduler::MANUAL, charge_scheduler::SchedulerConfig::from_env),
+        listing(&webhook_dispatch::MANUAL, webhook_dispatch::WebhookConfig::from_env),
+    ];
+    let mut out = String::from(
+        "# Configuration\n\n\
+         Every binary is configured by environment variables only; `BINARY --help` prints\n\
+         its own list. This file is generated from the code by the test\n\
+         `docs::the_configuration_table_is_current` (`UPDATE_DOCS=1 make test` rewrites it).\n\
+         psctl reads the variables every service shares.\n\n\
+         ## Every service\n\n| variable | default | meaning |\n|---|---|---|\n",
+    );
+    let row = |v: &Var| {
+        format!(
+            "| `{}` | {} | {} |\n",
+            v.name,
+            v.default.as_deref().filter(|d| !d.is_empty()).map(|d| format!("`{d}`")).unwrap_or_else(|| "—".into()),
+            v.about
+        )
+    };
+    let common = |v: &Var| ps_runtime::config::COMMON_VARS.iter().any(|(n, _)| *n == v.name);
+    // HEALTH_ADDR's default differs per service, so it is listed with each.
+    for v in binaries[0].2.iter().filter(|v| common(v) && v.name != "HEALTH_ADDR") {
+        out += &row(v);
+    }
+    for (name, about, vars) in &binaries {
+        out += &format!("\n## `{name}`\n\n{about}\n\n| variable | default | meaning |\n|---|---|---|\n");
+        for v in vars.iter().filter(|v| !common(v) || v.name == "HEALTH_ADDR") {
+            out += &row(v);
+        }
+    }
+    out
+}
+
+#[test]
+fn the_configuration_table_is_current() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/configuration.md");
+    let now = table();
+    if std::env::var_os("UPDATE_DOCS").is_some() {
+        std::fs::write(&path, &now).unwrap();
+    }
+    let written = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(written == now, "docs/configuration.md is out of date with the code: run UPDATE_DOCS=1 make test (or cargo nextest run -E 'test(the_configuration_table_is_current)') and commit it");
+}
+
+#[test]
+fn every_variable_a_service_reads_is_described() {
+    // `variables` fails naming any variable read but not described; each service must list cleanly.
+    for (name, _, vars) in [
+        listing(&session_intake::MANUAL, session_intake::IntakeConfig::from_env),
+        listing(&webhook_dispatch::MANUAL, webhook_dispatch::WebhookConfig::from_env),
+    ] {
+        assert!(vars.iter().any(|v| v.name == "AMQP_URL"), "{name}");
+    }
+    let undocumented = Manual { name: "x", version: "0", about: "", vars: &[] };
+    let e = undocumented.variables(|env| env.ranged("SOMETHING_NEW", 1, 0, 2)).unwrap_err();
+    assert!(e.contains("SOMETHING_NEW is read but not described"), "{e}");
+}
+
+#[test]
+fn every_binary_answers_help_and_version_without_starting() {
+    // No broker or database is reachable at these addresses: a binary that
+    // started anyway would fail or hang, not print and exit 0.
+    for bin in ["session-intake", "checkout", "payment-gateway", "session-lifecycle", "charge-scheduler", "webhook-dispatch", "psctl"] {
+        for (arg, expect) in [("--help", "AMQP_URL"), ("--version", "0.1.0")] {
+            let out = std::process::Command::new(binary_path(bin))
+                .arg(arg)
+                .env("AMQP_URL", "amqp://nobody@127.0.0.1:1/")
+                .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success(), "{bin} {arg}: {:?} {}", out.status, String::from_utf8_lossy(&out.stderr));
+            assert!(text.contains(expect) && text.contains(bin), "{bin} {arg} printed {text}");
+        }
+    }
+    let out = std::process::Command::new(binary_path("session-intake")).arg("--consume").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unexpected argument \"--consume\""));
+}
