@@ -1,7 +1,7 @@
 # The two commands the README gives: `make run` and `make test`.
 CARGO ?= cargo
 
-.PHONY: run test services browser build unit fmt lint bench faults profile validate
+.PHONY: run test services browser build unit fmt lint bench faults profile validate demo
 
 run: services build
 	./scripts/run-fleet.sh
@@ -39,6 +39,10 @@ lint:
 bench: services
 	$(CARGO) build --release --workspace --bins
 	$(CARGO) bench -p integration-tests --bench fleet
+
+# The three session types against `make run` (in another terminal), as a story.
+demo: build
+	$(CARGO) run -q -p integration-tests --bin demo
 
 # The deploy manifests, docker-compose.yml and docs/asyncapi.json against their
 # schemas and parsers (offline); the image too where Docker runs.

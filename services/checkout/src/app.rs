@@ -89,7 +89,43 @@ pub struct PayForm {
 const CSRF_COOKIE: &str = "ps_csrf";
 
 pub fn router(state: AppState) -> Router {
-    Router::new().route("/pay/{id}", get(show).post(pay)).with_state(state)
+    Router::new()
+        .route("/pay/{id}", get(show).post(pay))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), http_span))
+        .with_state(state)
+}
+
+/// A server span per request (OpenTelemetry's HTTP conventions: the route, not
+/// the path, and never the query, which carries the checkout token), in the
+/// trace the session was created in: the authorize it queues, the gateway's
+/// call and everything after join the upstream's trace.
+async fn http_span(State(state): State<AppState>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use tracing::Instrument;
+    // The one route; anything else is answered 404 by the router.
+    let route = if req.uri().path().starts_with("/pay/") { "/pay/{id}" } else { "unmatched" };
+    let method = req.method().as_str().to_owned();
+    let name = format!("{method} {route}");
+    let span = tracing::info_span!(
+        "http",
+        otel.name = name.as_str(),
+        otel.kind = "server",
+        http.request.method = method.as_str(),
+        http.route = route,
+        http.response.status_code = tracing::field::Empty,
+    );
+    if let Some(id) = req.uri().path().strip_prefix("/pay/") {
+        if let Some(traceparent) = session_traceparent(&state, id).await {
+            ps_runtime::telemetry::continue_from(&span, &traceparent);
+        }
+    }
+    let resp = next.run(req).instrument(span.clone()).await;
+    span.record("http.response.status_code", resp.status().as_u16());
+    resp
+}
+
+async fn session_traceparent(state: &AppState, id: &str) -> Option<String> {
+    let c = state.pool.get().await.ok()?;
+    c.query_opt("SELECT traceparent FROM payment_sessions WHERE id = $1", &[&id]).await.ok()??.get(0)
 }
 
 /// Equal-time comparison, so response timing says nothing about a token.

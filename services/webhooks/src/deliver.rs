@@ -289,14 +289,19 @@ impl Dispatcher {
                 Verdict::Retry(delay) => ("pending", delay.as_secs_f64()),
                 Verdict::Dead | Verdict::Gone => ("failed", 0.0),
             };
-            tx.execute(
-                "UPDATE webhook_deliveries SET status = $2, attempts = attempts + 1, lease_until = NULL,
-                     next_attempt_at = now() + make_interval(secs => $3), last_status = $4, last_error = $5,
-                     finished_at = CASE WHEN $2 = 'pending' THEN NULL ELSE now() END
-                 WHERE id = $1",
-                &[&d.id, &state, &delay, &status_i, &error],
-            )
-            .await?;
+            let waited: f64 = tx
+                .query_one(
+                    "UPDATE webhook_deliveries SET status = $2, attempts = attempts + 1, lease_until = NULL,
+                         next_attempt_at = now() + make_interval(secs => $3), last_status = $4, last_error = $5,
+                         finished_at = CASE WHEN $2 = 'pending' THEN NULL ELSE now() END
+                     WHERE id = $1 RETURNING extract(epoch FROM now() - created_at)::float8",
+                    &[&d.id, &state, &delay, &status_i, &error],
+                )
+                .await?
+                .get(0);
+            if matches!(verdict, Verdict::Delivered) {
+                crate::metrics::DELIVERY_SECONDS.observe(waited);
+            }
             let now = Utc::now();
             let disable = match &verdict {
                 Verdict::Delivered => {

@@ -103,8 +103,12 @@ pub async fn start(config: WebhookConfig, stop: CancellationToken) -> Result<Run
     ];
     let tls = config.common.trust.client_config().map_err(StartError::Tls)?;
     let running = service::start(SERVICE, config.common, consumes, stop.clone()).await?;
+    let poll = config.delivery.poll;
     let dispatcher = deliver::Dispatcher::new(running.pool.clone(), config.delivery, guard, wake, running.outbox.clone(), tls, config.keys)
         .map_err(StartError::HttpClient)?;
-    let delivering = tokio::spawn(Arc::new(dispatcher).run(stop));
-    Ok(running.with_task(delivering))
+    let delivering = tokio::spawn(Arc::new(dispatcher).run(stop.clone()));
+    // The backlog gauges cost a count over pending deliveries: every 40 polls, at most every 10 s.
+    let every = (poll * 40).clamp(Duration::from_secs(1), Duration::from_secs(10));
+    let watching = tokio::spawn(metrics::watch_backlog(running.pool.clone(), every, stop));
+    Ok(running.with_task(delivering).with_task(watching))
 }

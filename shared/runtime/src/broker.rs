@@ -83,6 +83,11 @@ pub struct Publisher {
 }
 
 impl Publisher {
+    /// How logical names become this fleet's real ones.
+    pub fn names(&self) -> &Names {
+        &self.names
+    }
+
     pub async fn new(conn: &Connection, names: Names, timeout: Duration, user_id: Option<String>) -> Result<Publisher, lapin::Error> {
         let channel = conn.create_channel().await?;
         channel.confirm_select(ConfirmSelectOptions::default()).await?;

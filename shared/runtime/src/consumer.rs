@@ -309,11 +309,20 @@ impl ConsumerContext {
     }
 
     fn span(&self, msg: &Incoming) -> tracing::Span {
+        // OpenTelemetry's messaging conventions, so tracing back-ends show the hops as such.
+        let name = format!("process {}", self.queue);
         let span = tracing::info_span!(
             "consume",
-            queue = self.consumer,
-            routing_key = %msg.routing_key,
-            message_id = msg.message_id.as_deref().unwrap_or(""),
+            otel.name = name.as_str(),
+            otel.kind = "consumer",
+            messaging.system = "rabbitmq",
+            messaging.destination.name = self.queue.as_str(),
+            messaging.rabbitmq.destination.routing_key = msg.routing_key.as_str(),
+            messaging.operation.type = "process",
+            messaging.operation.name = "consume",
+            messaging.message.id = msg.message_id.as_deref().unwrap_or(""),
+            messaging.message.conversation_id = msg.correlation_id.as_deref().unwrap_or(""),
+            messaging.message.body.size = msg.body.len(),
             redelivered = msg.redelivered,
             batch = tracing::field::Empty,
             outcome = tracing::field::Empty,

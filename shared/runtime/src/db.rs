@@ -18,6 +18,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0008_scheduler", include_str!("../migrations/0008_scheduler.sql")),
     ("0009_resolution", include_str!("../migrations/0009_resolution.sql")),
     ("0010_hot_paths", include_str!("../migrations/0010_hot_paths.sql")),
+    ("0011_observability", include_str!("../migrations/0011_observability.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -2,8 +2,8 @@
 //! default registry, so several services in one test process share them.
 
 use prometheus::{
-    register_histogram_vec, register_int_counter, register_int_counter_vec, register_int_gauge, register_int_gauge_vec, HistogramVec,
-    IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    register_gauge_vec, register_histogram_vec, register_int_counter, register_int_counter_vec, register_int_gauge, register_int_gauge_vec,
+    GaugeVec, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
 };
 use std::sync::LazyLock;
 
@@ -70,6 +70,20 @@ pub static OUTBOX_LAG: LazyLock<HistogramVec> = LazyLock::new(|| {
         "Time from commit to confirmed publish.",
         &["kind"],
         vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 30.0, 120.0]
+    )
+    .expect("metric registers once")
+});
+
+pub static OUTBOX_BACKLOG: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!("ps_outbox_backlog", "Outbox rows waiting to be published, by producing service.", &["producer"])
+        .expect("metric registers once")
+});
+
+pub static OUTBOX_OLDEST: LazyLock<GaugeVec> = LazyLock::new(|| {
+    register_gauge_vec!(
+        "ps_outbox_oldest_seconds",
+        "Age of the oldest outbox row waiting to be published, by producing service (0: none waiting).",
+        &["producer"]
     )
     .expect("metric registers once")
 });

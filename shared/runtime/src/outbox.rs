@@ -21,6 +21,8 @@ const BATCH: i64 = 200;
 const REPLY_MAX_ATTEMPTS: i32 = 8;
 /// How often the relay looks for rows left by a crashed replica, or due for retry.
 const POLL: Duration = Duration::from_secs(1);
+/// How often the relay measures its backlog for the gauges.
+const BACKLOG_EVERY: Duration = Duration::from_secs(5);
 
 /// A service's outbox: where it writes messages inside its transactions, and
 /// how it wakes its relay right after a commit so a reply does not wait for the poll.
@@ -155,7 +157,14 @@ impl Relay {
     /// leaves nothing behind that it could have sent. Returns on a broker failure
     /// so the caller can reconnect; database trouble is waited out.
     pub async fn run(&self, publisher: &Publisher, stop: &CancellationToken) -> Result<(), RelayError> {
+        let mut measured: Option<std::time::Instant> = None;
         loop {
+            if measured.is_none_or(|at| at.elapsed() >= BACKLOG_EVERY) {
+                measured = Some(std::time::Instant::now());
+                if let Err(e) = self.measure_backlog().await {
+                    tracing::debug!(error = %e, "outbox backlog not measured");
+                }
+            }
             match self.drain(publisher).await {
                 Ok(()) => {}
                 Err(RelayError::Db(e)) => tracing::warn!(error = %e, "outbox relay: database unavailable; will retry"),
@@ -174,6 +183,21 @@ impl Relay {
         self.drain(publisher).await
     }
 
+    /// Sets the backlog gauges for this service's rows (by the pending rows' own index).
+    async fn measure_backlog(&self) -> Result<(), RelayError> {
+        let c = self.pool.get().await?;
+        let row = c
+            .query_one(
+                "SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8
+                 FROM outbox WHERE published_at IS NULL AND failed_at IS NULL AND producer = $1",
+                &[&self.outbox.producer],
+            )
+            .await?;
+        metrics::OUTBOX_BACKLOG.with_label_values(&[self.outbox.producer]).set(row.get(0));
+        metrics::OUTBOX_OLDEST.with_label_values(&[self.outbox.producer]).set(row.get(1));
+        Ok(())
+    }
+
     /// Publishes every due row, a batch per transaction. Rows are locked with
     /// SKIP LOCKED, so replicas share the work without publishing a row twice.
     pub async fn drain(&self, publisher: &Publisher) -> Result<(), RelayError> {
@@ -188,7 +212,7 @@ impl Relay {
             if rows.is_empty() {
                 return Ok(());
             }
-            let messages: Vec<Outbound> = rows
+            let mut messages: Vec<Outbound> = rows
                 .iter()
                 .map(|r| {
                     let sealed: bool = r.get(10);
@@ -208,12 +232,14 @@ impl Relay {
                     })
                 })
                 .collect::<Result<_, RelayError>>()?;
+            let spans: Vec<tracing::Span> = messages.iter_mut().map(|m| crate::telemetry::publish_span(m, publisher.names())).collect();
             let results = publisher.publish_batch(&messages).await;
 
             let mut broken = None;
             let mut published: Vec<i64> = Vec::with_capacity(rows.len());
-            for ((row, msg), result) in rows.iter().zip(&messages).zip(results) {
+            for (((row, msg), result), span) in rows.iter().zip(&messages).zip(results).zip(&spans) {
                 let id: i64 = row.get(0);
+                span.record("outcome", if result.is_ok() { "confirmed" } else { "failed" });
                 match result {
                     Ok(()) => {
                         published.push(id);

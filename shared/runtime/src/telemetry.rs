@@ -107,6 +107,63 @@ impl Extractor for HeaderExtractor<'_> {
     }
 }
 
+/// Headers as the outbox keeps them (JSON), read for trace context.
+struct JsonHeaders<'a>(&'a Map<String, Value>);
+
+impl Extractor for JsonHeaders<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key)?.as_str()
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(String::as_str).collect()
+    }
+}
+
+/// The producer span of one message the relay publishes (OpenTelemetry
+/// messaging conventions): a child of the span that enqueued it, whose context
+/// it carries in its headers, and the parent of the span that processes it,
+/// since its own context replaces theirs in the headers sent.
+pub fn publish_span(m: &mut crate::message::Outbound, names: &crate::topology::Names) -> tracing::Span {
+    let exchange = names.exchange(&m.exchange);
+    let destination = if m.exchange.is_empty() { "amq.default" } else { exchange.as_str() };
+    let name = format!("send {destination}");
+    let span = tracing::info_span!(
+        "publish",
+        otel.name = name.as_str(),
+        otel.kind = "producer",
+        messaging.system = "rabbitmq",
+        messaging.destination.name = destination,
+        messaging.rabbitmq.destination.routing_key = m.routing_key.as_str(),
+        messaging.operation.type = "send",
+        messaging.operation.name = "publish",
+        messaging.message.id = m.message_id.as_deref().unwrap_or(""),
+        messaging.message.conversation_id = m.correlation_id.as_deref().unwrap_or(""),
+        messaging.message.body.size = m.body.len(),
+        outcome = tracing::field::Empty,
+    );
+    let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&JsonHeaders(&m.headers)));
+    let _ = span.set_parent(parent);
+    let cx = span.context();
+    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut HeaderInjector(&mut m.headers)));
+    span
+}
+
+/// The current span's context as a `traceparent` value, to keep beside a row
+/// whose later work (a checkout page, hours on) belongs to the same trace.
+pub fn current_traceparent() -> Option<String> {
+    let mut h = Map::new();
+    inject_current(&mut h);
+    h.get("traceparent").and_then(Value::as_str).map(str::to_owned)
+}
+
+/// Makes `span` a child of a kept `traceparent`.
+pub fn continue_from(span: &tracing::Span, traceparent: &str) {
+    let h = Map::from_iter([("traceparent".to_owned(), Value::String(traceparent.to_owned()))]);
+    let cx = opentelemetry::global::get_text_map_propagator(|p| p.extract(&JsonHeaders(&h)));
+    let _ = span.set_parent(cx);
+}
+
 /// Writes the current span's context (`traceparent`) into outgoing headers.
 pub fn inject_current(headers: &mut Map<String, Value>) {
     let cx = tracing::Span::current().context();

@@ -93,3 +93,70 @@ fn every_binary_answers_help_and_version_without_starting() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unexpected argument \"--consume\""));
 }
+
+#[test]
+fn the_grafana_dashboard_shows_only_metrics_the_services_export() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("deploy/grafana/payment-sessions.json")).unwrap()).unwrap();
+    // Every metric the code registers, by its name literal in a register_* call.
+    let mut registered = std::collections::BTreeSet::new();
+    for dir in [
+        "shared/runtime/src",
+        "services/gateway/src",
+        "services/intake/src",
+        "services/lifecycle/src",
+        "services/scheduler/src",
+        "services/webhooks/src",
+        "services/checkout/src",
+    ] {
+        for entry in std::fs::read_dir(root.join(dir)).unwrap() {
+            let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+            for chunk in text.split("register_").skip(1) {
+                if let Some(name) = chunk.split('"').nth(1).filter(|n| n.starts_with("ps_")) {
+                    registered.insert(name.to_owned());
+                }
+            }
+        }
+    }
+    let mut used = vec![];
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| w.starts_with("ps_")) {
+                let base = ["_bucket", "_sum", "_count"].iter().fold(word, |w, s| w.strip_suffix(s).unwrap_or(w));
+                used.push(base.to_owned());
+            }
+        }
+    }
+    assert!(used.len() >= 15, "{used:?}");
+    let unknown: Vec<&String> = used.iter().filter(|u| !registered.contains(*u)).collect();
+    assert!(unknown.is_empty(), "the dashboard graphs metrics nothing exports: {unknown:?} (registered: {registered:?})");
+    for gauge in [
+        "ps_outbox_backlog",
+        "ps_outbox_oldest_seconds",
+        "ps_webhook_deliveries",
+        "ps_webhook_endpoints_disabled",
+        "ps_webhook_delivery_seconds",
+    ] {
+        assert!(used.iter().any(|u| u == gauge), "the dashboard shows {gauge}");
+    }
+}
+
+#[tokio::test]
+async fn make_demo_tells_its_story_against_a_running_fleet() {
+    // As `make run` runs it: every binary, guest granted every merchant, loopback webhooks allowed.
+    let fleet = integration_tests::faults::Fleet::start_with(10, &[], false).await;
+    let out = tokio::process::Command::new(binary_path("demo"))
+        .env("AMQP_URL", &fleet.env.amqp_url)
+        .env("AMQP_NAME_PREFIX", &fleet.env.prefix)
+        .output()
+        .await
+        .unwrap();
+    let story = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{story}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(story.contains(&format!("the customer opens {}/pay/", fleet.checkout_url)), "{story}");
+    assert!(story.contains("mandate md_") && story.contains("completed / paid"), "{story}");
+    assert_eq!(story.matches("signature verified").count(), 3, "{story}");
+    fleet.finish();
+}

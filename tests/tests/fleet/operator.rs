@@ -45,28 +45,43 @@ async fn sessions_and_mandates_are_listed_and_a_mandate_revoked_through_lifecycl
 #[tokio::test]
 async fn endpoints_are_created_disabled_enabled_and_rotated_through_the_dispatcher() {
     let mut env = TestEnv::new().await;
+    env.start_intake().await;
     env.start_webhooks(&[]).await;
-    let rx = Receiver::start(&[], Answer::Status(200)).await;
+    // The merchant's receiver fails at first, then recovers.
+    let rx = Receiver::start(&[Answer::Status(500)], Answer::Status(200)).await;
     let created = parse(&env.psctl_async(&["endpoints", "create", "--merchant", "shop", "--url", &rx.url, "--json"]).await);
     let id = created["id"].as_str().unwrap().to_owned();
     assert!(created["secret"].as_str().unwrap().starts_with("whsec_"));
+    let since = chrono::Utc::now().to_rfc3339();
+    let body = json!({"type": "one_time", "amount": 100, "currency": "EUR", "return_url": "https://shop.example/r"});
+    let session = env.call(Command::create("shop", &body)).await.body;
+    rx.wait_for(1).await; // answered 500: the delivery waits for its retry
 
+    // Disabled by command: the waiting delivery is given up, and the merchant told.
     let disabled = parse(&env.psctl_async(&["endpoints", "disable", &id, "--json"]).await);
     assert_eq!(disabled["status"], "disabled");
     env.event_about("webhook_endpoint.disabled", &id).await;
     let listed = parse(&env.psctl_async(&["endpoints", "list", "--merchant", "shop", "--json"]).await);
     assert_eq!((listed[0]["status"].as_str(), listed[0]["disabled_reason"].as_str()), (Some("disabled"), Some("disabled by command")));
     assert!(listed[0].get("secret").is_none(), "never the secret");
+    let dead = parse(&env.psctl_async(&["webhook-dead-letters", "--merchant", "shop", "--json"]).await);
+    assert_eq!(dead.as_array().unwrap().len(), 1, "{dead}");
 
     let enabled = parse(&env.psctl_async(&["endpoints", "enable", &id, "--json"]).await);
     assert_eq!(enabled["status"], "enabled");
     let rotated = parse(&env.psctl_async(&["endpoints", "rotate", &id, "--json"]).await);
     assert!(rotated["secret"].as_str().unwrap().starts_with("whsec_") && rotated["secret"] != created["secret"]);
-    // Enabled again, it delivers.
-    env.start_intake().await;
-    let body = json!({"type": "one_time", "amount": 100, "currency": "EUR", "return_url": "https://shop.example/r"});
-    env.call(Command::create("shop", &body)).await;
-    assert_eq!(rx.wait_for(1).await[0].headers["webhook-id"].len(), 30, "one event delivered");
+
+    // Everything that failed since the incident goes again, through the dispatcher.
+    let redelivered = parse(&env.psctl_async(&["redeliver", "--failed-since", &since, "--merchant", "shop", "--json"]).await);
+    assert_eq!(redelivered.as_array().unwrap().len(), 1, "{redelivered}");
+    assert_eq!(redelivered[0]["result"], "queued");
+    let got = rx.wait_for(2).await;
+    let event: Value = serde_json::from_slice(&got[1].body).unwrap();
+    assert_eq!((event["type"].as_str(), event["data"]["id"].as_str()), (Some("payment_session.created"), session["id"].as_str()));
+    assert_eq!(got[0].headers["webhook-id"], got[1].headers["webhook-id"], "the same event, for the receiver to dedupe");
+    let bad = env.psctl_output(&["redeliver", "--failed-since", "yesterday"]).await;
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("is not an RFC 3339 time"), "{bad:?}");
     env.finish().await;
 }
 
