@@ -47,12 +47,15 @@ GRANT SELECT (id, merchant_id, vault_token) ON payment_methods TO ps_gateway;
 -- the card token, so a resolved attempt's card is saved or forgotten like any other.
 GRANT SELECT (id, session_id, merchant_id, amount, currency, status, processor_idempotency_key, settlement, settlement_requests, card_token)
     ON payment_attempts TO ps_gateway;
+-- Likewise each refund request against the refund lifecycle recorded.
+GRANT SELECT (id, session_id, merchant_id, attempt_id, amount, currency, status, processor_idempotency_key) ON refunds TO ps_gateway;
 
 -- lifecycle: session state, attempts, saved methods, mandates; idempotency for its commands.
 GRANT INSERT, UPDATE ON idempotency_keys TO ps_lifecycle;
 GRANT SELECT, UPDATE ON payment_sessions, payment_attempts TO ps_lifecycle;
 GRANT SELECT, INSERT ON payment_methods TO ps_lifecycle;
 GRANT SELECT, INSERT, UPDATE ON mandates TO ps_lifecycle;
+GRANT SELECT, INSERT, UPDATE ON refunds TO ps_lifecycle;
 
 -- webhooks: endpoints (with their signing secrets), events, deliveries, attempts; idempotency for its commands.
 GRANT INSERT, UPDATE ON idempotency_keys TO ps_webhooks;

@@ -50,6 +50,22 @@ fn return_link(s: &StoredSession, text: &str) -> String {
     }
 }
 
+/// What a paid session's customer is owed an account of: a smaller capture
+/// than the amount shown, and refunds that went through.
+fn money_moved(s: &StoredSession) -> String {
+    let Some(p) = s.session.payment.as_ref().filter(|_| s.session.payment_outcome == PaymentOutcome::Paid) else { return String::new() };
+    let money = |minor| escape(&terms::money(s.session.currency, minor));
+    let mut out = String::new();
+    if p.paid_amount != p.amount {
+        out.push_str(&format!("<p id=\"charged\">Charged {}</p>", money(p.paid_amount)));
+    }
+    if p.refunded_amount > 0 {
+        let whole = if p.refunded_amount == p.paid_amount { " (in full)" } else { "" };
+        out.push_str(&format!("<p id=\"refunded\">Refunded {}{whole}</p>", money(p.refunded_amount)));
+    }
+    out
+}
+
 /// The page for a session in its current state; `error` is a card problem to
 /// show above the form (the vault's, before any attempt).
 pub fn session_page(s: &StoredSession, action: &str, csrf: &str, error: Option<&str>) -> String {
@@ -73,7 +89,12 @@ pub fn session_page(s: &StoredSession, action: &str, csrf: &str, error: Option<&
             };
             let mandate =
                 if st.mandate_id.is_some() { "<p id=\"mandate\">Your authorisation for future payments is in place.</p>" } else { "" };
-            layout(what, &format!("{}<h1 id=\"state\">{what}</h1>{mandate}{}", header(s), return_link(s, "Return to the merchant")), false)
+            let money = money_moved(s);
+            layout(
+                what,
+                &format!("{}<h1 id=\"state\">{what}</h1>{money}{mandate}{}", header(s), return_link(s, "Return to the merchant")),
+                false,
+            )
         }
         (Status::Expired, _) => layout(
             "Link expired",

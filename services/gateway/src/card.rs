@@ -55,6 +55,8 @@ pub enum SandboxBehaviour {
     /// Pays; the first capture or void of the payment fails with a retryable
     /// `processing_error`, as an acquirer's hiccup would. Ours, beyond DESIGN §7.
     SettlementFailsOnce,
+    /// Pays; every refund of the payment fails (`expired_or_canceled_card`), as Stripe's test card does.
+    RefundsFail,
 }
 
 pub fn sandbox_behaviour(pan: &str) -> SandboxBehaviour {
@@ -67,6 +69,7 @@ pub fn sandbox_behaviour(pan: &str) -> SandboxBehaviour {
         "4000000000000119" => Declines { error_code: "processing_error", decline_code: "processing_error" },
         "4000000000000341" => SucceedsOnlyWithCustomerPresent,
         "4000000000000309" => SettlementFailsOnce,
+        "4000000000005126" => RefundsFail,
         _ => Succeeds,
     }
 }
@@ -96,6 +99,7 @@ mod tests {
             "4000000000000119",
             "4000000000000341",
             "4000000000000309",
+            "4000000000005126",
         ] {
             assert!(valid_number(pan), "{pan}");
             assert_eq!(brand(pan), "visa");
@@ -116,6 +120,7 @@ mod tests {
         assert!(matches!(sandbox_behaviour("4000000000009995"), SandboxBehaviour::Declines { decline_code: "insufficient_funds", .. }));
         assert_eq!(sandbox_behaviour("4000000000000341"), SandboxBehaviour::SucceedsOnlyWithCustomerPresent);
         assert_eq!(sandbox_behaviour("4000000000000309"), SandboxBehaviour::SettlementFailsOnce);
+        assert_eq!(sandbox_behaviour("4000000000005126"), SandboxBehaviour::RefundsFail);
         assert_eq!(brand("5555555555554444"), "mastercard");
     }
 }

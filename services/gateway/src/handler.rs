@@ -1,11 +1,11 @@
-//! `gateway.authorize`, `gateway.capture`, `gateway.void` → processor → `gateway.result`.
+//! `gateway.authorize`, `gateway.capture`, `gateway.void`, `gateway.refund` → processor → `gateway.result`.
 
 use crate::card;
 use crate::processor::{Processor, ProcessorRequest, ProcessorResponse};
 use crate::vouch::{self, Vouched};
 use deadpool_postgres::{Pool, Transaction};
 use futures::future::BoxFuture;
-use ps_contract::internal::{AuthorizeRequest, GatewayResult, Operation, Outcome, ResolveRequest, SettleRequest};
+use ps_contract::internal::{AuthorizeRequest, GatewayResult, Operation, Outcome, RefundRequest, ResolveRequest, SettleRequest};
 use ps_contract::routing::{exchange, header, internal};
 use ps_contract::session::CaptureMethod;
 use ps_runtime::{Handled, Handler, HandlerError, Incoming, Outbound};
@@ -21,6 +21,7 @@ struct Step<'a> {
     amount: i64,
     currency: ps_contract::money::Currency,
     key: &'a str,
+    refund: Option<&'a ps_contract::ids::RefundId>,
 }
 
 impl<'a> Step<'a> {
@@ -33,6 +34,20 @@ impl<'a> Step<'a> {
             amount: r.amount,
             currency: r.currency,
             key: &r.processor_idempotency_key,
+            refund: None,
+        }
+    }
+
+    fn refund(r: &'a RefundRequest) -> Step<'a> {
+        Step {
+            op: Operation::Refund,
+            attempt: &r.attempt_id,
+            session: &r.session_id,
+            merchant: &r.merchant_id,
+            amount: r.amount,
+            currency: r.currency,
+            key: &r.processor_idempotency_key,
+            refund: Some(&r.refund_id),
         }
     }
 
@@ -46,6 +61,7 @@ impl<'a> Step<'a> {
             amount: r.amount,
             currency: r.currency,
             key: &r.processor_idempotency_key,
+            refund: None,
         }
     }
 
@@ -67,6 +83,7 @@ impl<'a> Step<'a> {
             card_token: if resp.outcome == Outcome::Succeeded { card_token } else { None },
             processor_reference: Some(resp.reference),
             processor_idempotency_key: self.key.to_owned(),
+            refund_id: self.refund.cloned(),
         }
     }
 }
@@ -117,6 +134,17 @@ impl Handler for GatewayHandler {
                             Vouched::No(why) => return Ok(unvouched(msg, &why)),
                         }
                     }
+                    Err(e) => return Ok(bad(msg, &e.to_string())),
+                },
+                internal::GATEWAY_REFUND => match serde_json::from_slice::<RefundRequest>(&msg.body) {
+                    Ok(req) => match vouch::refund(tx, &req).await? {
+                        Vouched::Yes => self.refund(&req).await?,
+                        Vouched::AlreadyDone { .. } => match self.replay(Step::refund(&req)).await? {
+                            Some(r) => r,
+                            None => return Ok(unvouched(msg, "the refund has its answer and the processor has no call under its key")),
+                        },
+                        Vouched::No(why) => return Ok(unvouched(msg, &why)),
+                    },
                     Err(e) => return Ok(bad(msg, &e.to_string())),
                 },
                 internal::GATEWAY_RESOLVE => match serde_json::from_slice::<ResolveRequest>(&msg.body) {
@@ -206,6 +234,24 @@ impl GatewayHandler {
         };
         let resp = self.call(req.attempt_id.as_str(), call).await?;
         Ok(Step::settle(op, req).answered(resp, None))
+    }
+
+    /// Refunds part or all of the attempt's payment; the processor refunds
+    /// against the authorisation, at most once under the refund's key.
+    async fn refund(&self, req: &RefundRequest) -> Result<GatewayResult, HandlerError> {
+        let auth_key = AuthorizeRequest::idempotency_key_for(&req.attempt_id);
+        let call = ProcessorRequest {
+            key: &req.processor_idempotency_key,
+            operation: Operation::Refund,
+            card_token: None,
+            authorization_key: Some(&auth_key),
+            amount: req.amount,
+            currency: req.currency,
+            customer_present: false,
+            capture: false,
+        };
+        let resp = self.call(req.attempt_id.as_str(), call).await?;
+        Ok(Step::refund(req).answered(resp, None))
     }
 
     /// One processor call with a deadline. A timeout is an unknown outcome: ask

@@ -47,12 +47,9 @@ impl SandboxProcessor {
         }))
     }
 
-    async fn decide(
-        &self,
-        client: &deadpool_postgres::Client,
-        req: &ProcessorRequest<'_>,
-    ) -> Result<(Outcome, Option<&'static str>, Option<&'static str>), ProcessorError> {
-        let fail = |e, d| Ok((Outcome::Failed, Some(e), Some(d)));
+    async fn decide(&self, client: &deadpool_postgres::Client, req: &ProcessorRequest<'_>) -> Result<Decision, ProcessorError> {
+        let fail = |e, d| Ok(Decision { outcome: Outcome::Failed, error_code: Some(e), decline_code: Some(d), refunds_fail: false });
+        let succeed = |refunds_fail| Ok(Decision { outcome: Outcome::Succeeded, error_code: None, decline_code: None, refunds_fail });
         match req.operation {
             Operation::Authorize => {
                 let Some(token) = req.card_token else { return fail("processing_error", "missing_card") };
@@ -61,10 +58,12 @@ impl SandboxProcessor {
                 };
                 let Some(pan) = card.pan else { return fail("processing_error", "card_data_deleted") };
                 match card::sandbox_behaviour(pan.expose()) {
-                    SandboxBehaviour::Succeeds => Ok((Outcome::Succeeded, None, None)),
-                    SandboxBehaviour::SucceedsOnlyWithCustomerPresent if req.customer_present => Ok((Outcome::Succeeded, None, None)),
+                    SandboxBehaviour::Succeeds => succeed(false),
+                    // Kept with the charge: the number may be forgotten before a refund comes.
+                    SandboxBehaviour::RefundsFail => succeed(true),
+                    SandboxBehaviour::SucceedsOnlyWithCustomerPresent if req.customer_present => succeed(false),
                     SandboxBehaviour::SucceedsOnlyWithCustomerPresent => fail("card_declined", "generic_decline"),
-                    SandboxBehaviour::SettlementFailsOnce => Ok((Outcome::Succeeded, None, None)),
+                    SandboxBehaviour::SettlementFailsOnce => succeed(false),
                     SandboxBehaviour::Declines { error_code, decline_code } => fail(error_code, decline_code),
                 }
             }
@@ -93,15 +92,66 @@ impl SandboxProcessor {
                     }
                 }
                 match (row, settled) {
-                    (Some(r), None) if r.get::<_, &str>(0) == "succeeded" && req.amount <= r.get::<_, i64>(1) => {
-                        Ok((Outcome::Succeeded, None, None))
-                    }
+                    (Some(r), None) if r.get::<_, &str>(0) == "succeeded" && req.amount <= r.get::<_, i64>(1) => succeed(false),
                     (Some(_), Some(_)) => fail("processing_error", "already_settled"),
                     _ => fail("processing_error", "no_authorization"),
                 }
             }
+            Operation::Refund => {
+                let Some(auth) = req.authorization_key else { return fail("processing_error", "missing_authorization") };
+                let charge = client
+                    .query_opt(
+                        "SELECT amount, refunds_fail FROM sandbox_ledger
+                         WHERE idempotency_key = $1 AND operation = 'authorize' AND outcome = 'succeeded'",
+                        &[&auth],
+                    )
+                    .await
+                    .map_err(err)?;
+                let Some(charge) = charge else { return fail("processing_error", "no_charge") };
+                if charge.get::<_, bool>(1) {
+                    return fail("refund_failed", "expired_or_canceled_card");
+                }
+                // What was taken: a capture's amount, nothing after a void, else
+                // the authorisation itself (captured with it, automatically).
+                let attempt = auth.trim_start_matches("authorize:");
+                let settled = client
+                    .query_opt(
+                        "SELECT operation, amount FROM sandbox_ledger
+                         WHERE (idempotency_key LIKE $1 OR idempotency_key LIKE $2) AND outcome = 'succeeded' LIMIT 1",
+                        &[&format!("capture:{attempt}:%"), &format!("void:{attempt}:%")],
+                    )
+                    .await
+                    .map_err(err)?;
+                let taken = match settled {
+                    Some(s) if s.get::<_, &str>(0) == "capture" => s.get::<_, i64>(1),
+                    Some(_) => 0,
+                    None => charge.get::<_, i64>(0),
+                };
+                let refunded: i64 = client
+                    .query_one(
+                        "SELECT coalesce(sum(amount), 0)::bigint FROM sandbox_ledger
+                         WHERE authorization_key = $1 AND operation = 'refund' AND outcome = 'succeeded'",
+                        &[&auth],
+                    )
+                    .await
+                    .map_err(err)?
+                    .get(0);
+                if refunded + req.amount > taken {
+                    return fail("processing_error", "refund_exceeds_charge");
+                }
+                succeed(false)
+            }
         }
     }
+}
+
+/// What the sandbox does with one call.
+struct Decision {
+    outcome: Outcome,
+    error_code: Option<&'static str>,
+    decline_code: Option<&'static str>,
+    /// An authorisation whose later refunds fail (`4000000000005126`).
+    refunds_fail: bool,
 }
 
 impl SandboxProcessor {
@@ -134,13 +184,14 @@ impl Processor for SandboxProcessor {
                 tracing::info!(key = req.key, "sandbox: idempotent replay, no new charge");
                 return Ok(done);
             }
-            let (outcome, error_code, decline_code) = self.decide(&client, &req).await?;
+            let Decision { outcome, error_code, decline_code, refunds_fail } = self.decide(&client, &req).await?;
             let reference = format!("sbx_{}", uuid_like(req.key));
             // A concurrent call with the same key loses the insert and returns the winner's row.
             let insert = client
                 .prepare_cached(
-                    "INSERT INTO sandbox_ledger (idempotency_key, operation, card_token, amount, currency, outcome, error_code, decline_code, reference)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (idempotency_key) DO NOTHING",
+                    "INSERT INTO sandbox_ledger (idempotency_key, operation, card_token, amount, currency, outcome, error_code, decline_code,
+                         reference, authorization_key, refunds_fail)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (idempotency_key) DO NOTHING",
                 )
                 .await
                 .map_err(err)?;
@@ -157,6 +208,8 @@ impl Processor for SandboxProcessor {
                         &error_code,
                         &decline_code,
                         &reference,
+                        &req.authorization_key,
+                        &refunds_fail,
                     ],
                 )
                 .await

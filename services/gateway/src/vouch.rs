@@ -3,7 +3,7 @@
 //! amount the message claims. A forged or stale request charges nothing.
 
 use deadpool_postgres::Transaction;
-use ps_contract::internal::{AuthorizeRequest, Operation, ResolveRequest, SettleRequest};
+use ps_contract::internal::{AuthorizeRequest, Operation, RefundRequest, ResolveRequest, SettleRequest};
 use ps_runtime::HandlerError;
 
 pub enum Vouched {
@@ -128,4 +128,29 @@ pub async fn resolve(tx: &Transaction<'_>, req: &ResolveRequest) -> Result<(Vouc
         Vouched::Yes
     };
     Ok((vouched, Some(a)))
+}
+
+/// A `gateway.refund` must name a refund lifecycle recorded, for its attempt,
+/// amount and key. One that already has its answer is `AlreadyDone`.
+pub async fn refund(tx: &Transaction<'_>, req: &RefundRequest) -> Result<Vouched, HandlerError> {
+    let row = tx
+        .query_opt(
+            "SELECT session_id, merchant_id, attempt_id, amount, currency, status, processor_idempotency_key FROM refunds WHERE id = $1",
+            &[&req.refund_id.as_str()],
+        )
+        .await?;
+    let Some(r) = row else { return Ok(Vouched::No(format!("no refund {} was recorded", req.refund_id))) };
+    let (session, merchant, attempt): (&str, &str, &str) = (r.get(0), r.get(1), r.get(2));
+    let (amount, currency, status, key): (i64, &str, &str, &str) = (r.get(3), r.get(4), r.get(5), r.get(6));
+    Ok(if session != req.session_id.as_str() || merchant != req.merchant_id.as_str() || attempt != req.attempt_id.as_str() {
+        Vouched::No("the refund belongs to another session, merchant or attempt".into())
+    } else if amount != req.amount || currency != req.currency.code() {
+        Vouched::No(format!("{} {} differs from the refund's {amount} {currency}", req.amount, req.currency.code()))
+    } else if key != req.processor_idempotency_key {
+        Vouched::No("the processor key is not the refund's".into())
+    } else if status != "pending" {
+        Vouched::AlreadyDone { succeeded: status == "succeeded" }
+    } else {
+        Vouched::Yes
+    })
 }

@@ -145,6 +145,8 @@ impl CreateHandler {
             customer_id: None,
             payment_method_id: None,
             mandate_id: None,
+            payment_id: None,
+            payment: None,
             session_url: None,
             return_url: req.return_url.as_ref().map(|u| u.as_str().to_owned()),
             expires_at: None,

@@ -6,6 +6,7 @@ use ps_contract::create::{ChargeTarget, CreateSession};
 use ps_contract::ids::{AttemptId, MerchantId};
 use ps_contract::internal::AuthorizeRequest;
 use ps_contract::lifecycle::{transition, SessionState, Transition};
+use ps_contract::payment::{Payment, PaymentAmounts};
 use ps_contract::routing::{exchange, header, internal};
 use ps_contract::session::PaymentSession;
 use ps_contract::ApiError;
@@ -34,6 +35,9 @@ pub async fn start_charge(
     session.customer_id = Some(mandate.customer_id.clone());
     session.payment_method_id = Some(method.id.clone());
     session.mandate_id = Some(mandate.id.clone());
+    // Paying starts with the session: its payment exists from here, pending.
+    session.payment = Payment::of(&session.id, session.amount, state.outcome, PaymentAmounts::default(), Some(now));
+    session.payment_id = session.payment.as_ref().map(|p| p.id.clone());
 
     let attempt = AttemptId::generate();
     let key = AuthorizeRequest::idempotency_key_for(&attempt);

@@ -35,8 +35,8 @@ pub async fn insert_session(tx: &Transaction<'_>, s: &PaymentSession, x: &Sessio
     tx.execute(
         "INSERT INTO payment_sessions (id, merchant_id, type, status, payment_outcome, amount, currency, capture_method,
              save_payment_method, customer_id, payment_method_id, mandate_id, checkout_token, session_url, return_url,
-             expires_at, metadata, external_reference, mode, mandate_terms, subscription_options, created_at, updated_at, traceparent)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $22, $23)",
+             expires_at, metadata, external_reference, mode, mandate_terms, subscription_options, created_at, updated_at, traceparent, payment_created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $22, $23, $24)",
         &[
             &s.id.as_str(),
             &x.merchant.as_str(),
@@ -61,6 +61,7 @@ pub async fn insert_session(tx: &Transaction<'_>, s: &PaymentSession, x: &Sessio
             &x.subscription_options,
             &s.created_at,
             &ps_runtime::telemetry::current_traceparent(),
+            &s.payment.as_ref().map(|p| p.created_at),
         ],
     )
     .await?;

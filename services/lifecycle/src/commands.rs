@@ -33,6 +33,8 @@ pub async fn handle(tx: &Transaction<'_>, msg: &Incoming, now: DateTime<Utc>) ->
         command::SESSION_LIST => list_sessions(tx, merchant, body).await?,
         command::MANDATE_RETRIEVE => retrieve_mandate(tx, merchant, body).await?,
         command::MANDATE_LIST => list_mandates(tx, merchant, body).await?,
+        command::REFUND_CREATE => crate::refunds::create(tx, merchant, opened.key.is_some(), body, now).await?,
+        command::REFUND_RETRIEVE => crate::refunds::retrieve(tx, merchant, body).await?,
         other => Err(ApiError::new(ErrorCode::UnknownCommand, format!("lifecycle does not handle {other:?}"))),
     };
     commands::close(tx, msg, &opened, answer).await

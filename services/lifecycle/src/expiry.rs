@@ -20,7 +20,7 @@ pub struct Sweeper {
     pub interval: Duration,
     /// An attempt unanswered this long is resolved by asking the processor.
     pub abandon_after: Duration,
-    /// A capture or void unanswered this long is asked for again.
+    /// A capture, void or refund unanswered this long is asked for again.
     pub settle_retry_after: Duration,
 }
 
@@ -45,6 +45,7 @@ impl Sweeper {
         let expired = self.expire().await?;
         self.resolve().await?;
         self.resettle().await?;
+        self.refund_again().await?;
         Ok(expired)
     }
 
@@ -105,6 +106,13 @@ impl Sweeper {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         let out = attempts::unanswered_settlements(&tx, self.settle_retry_after).await?;
+        self.commit(tx, &out).await
+    }
+
+    async fn refund_again(&self) -> Result<(), HandlerError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let out = crate::refunds::unanswered(&tx, self.settle_retry_after).await?;
         self.commit(tx, &out).await
     }
 

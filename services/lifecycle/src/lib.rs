@@ -5,6 +5,7 @@ mod attempts;
 mod commands;
 pub mod expiry;
 mod mandates;
+mod refunds;
 mod results;
 
 use chrono::Utc;
@@ -29,7 +30,7 @@ pub const MANUAL: ps_runtime::config::Manual = ps_runtime::config::Manual {
     vars: &[
         ("EXPIRY_SWEEP_INTERVAL_MS", "how often the sweep runs (expiry, unanswered attempts and settlements)"),
         ("ATTEMPT_ABANDON_AFTER_SECS", "an attempt unanswered this long is resolved with the processor"),
-        ("SETTLEMENT_RETRY_AFTER_SECS", "a capture or void unanswered this long is asked for again"),
+        ("SETTLEMENT_RETRY_AFTER_SECS", "a capture, void or refund unanswered this long is asked for again"),
         ("CHECKOUT_MAX_FAILED_ATTEMPTS", "failed payment attempts before a session fails"),
     ],
 };

@@ -8,6 +8,7 @@ use ps_contract::events::EventType;
 use ps_contract::internal::{GatewayResult, Operation, Outcome};
 use ps_contract::lifecycle::{transition, PaymentOutcome, Status, Success, Transition};
 use ps_contract::mandate::MandateTerms;
+use ps_contract::payment::PaymentAmounts;
 use ps_contract::session::{saved_card_usage, CaptureMethod};
 use ps_runtime::{Handled, HandlerError};
 use ps_store::events::event;
@@ -26,6 +27,7 @@ pub async fn apply(tx: &Transaction<'_>, r: &GatewayResult, now: DateTime<Utc>, 
         Operation::Authorize => authorized(tx, r, &attempt, &mut s, now, max_failed).await,
         Operation::Capture => captured(tx, r, &attempt, &mut s, now).await,
         Operation::Void => voided(tx, r, &attempt, &mut s, now).await,
+        Operation::Refund => crate::refunds::apply(tx, r, &mut s, now).await,
     }
 }
 
@@ -100,6 +102,7 @@ async fn authorized(
     let to = transition(ty, s.state(), Transition::AttemptSucceeded(success)).map_err(|e| HandlerError::Permanent(e.to_string()))?;
     let captured = (success == Success::Paid).then_some(r.amount);
     attempts::finish(tx, &attempt.id, "succeeded", None, None, r.processor_reference.as_deref(), captured).await?;
+    s.set_amounts(PaymentAmounts { authorised: r.amount, paid: captured.unwrap_or(0), ..s.amounts() }, now);
 
     // What a customer-present success leaves behind: a mandate, or a saved card.
     let keep_card = saved_card_usage(ty, s.save_payment_method, attempt.save_card);
@@ -161,6 +164,9 @@ async fn captured(
         }
     };
     attempts::set_settlement(tx, &attempt.id, Some("captured"), Some(r.amount)).await?;
+    // What a smaller capture leaves is released.
+    let held = s.amounts();
+    s.set_amounts(PaymentAmounts { paid: r.amount, voided: (held.authorised - r.amount).max(0), ..held }, now);
     s.set_state(to, now);
     sessions::save(tx, s).await?;
     let m = &s.merchant_id;
@@ -199,6 +205,8 @@ async fn voided(
     // Voiding a reservation changes the session; voiding a late charge does not.
     if s.session.status == Status::Completed {
         if let Ok(to) = transition(s.session.session_type, s.state(), Transition::Void) {
+            let held = s.amounts();
+            s.set_amounts(PaymentAmounts { voided: held.authorised, ..held }, now);
             s.set_state(to, now);
             sessions::save(tx, s).await?;
             out = out.send(event(EventType::PaymentSessionUpdated, &m, now, &s.session));

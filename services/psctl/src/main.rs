@@ -101,6 +101,26 @@ enum MandatesCmd {
 }
 
 #[derive(Subcommand)]
+enum RefundsCmd {
+    /// Refund a paid session (refund.create, as its merchant): all that is left, or --amount.
+    Create {
+        /// The payment session to refund.
+        session: String,
+        /// Minor units; all that is left when absent.
+        #[arg(long)]
+        amount: Option<i64>,
+        /// duplicate, fraudulent or requested_by_customer.
+        #[arg(long)]
+        reason: Option<String>,
+        /// Sending again with the same key makes no second refund; a new one is made up (and printed) when absent.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
+    /// A refund with what the processor answered.
+    Show { id: String },
+}
+
+#[derive(Subcommand)]
 enum EndpointsCmd {
     /// Webhook endpoints (never their secrets), with pending deliveries.
     List {
@@ -195,6 +215,11 @@ enum Cmd {
     Mandates {
         #[command(subcommand)]
         action: MandatesCmd,
+    },
+    /// Refunds of paid sessions.
+    Refunds {
+        #[command(subcommand)]
+        action: RefundsCmd,
     },
     /// Webhook endpoints.
     Endpoints {
@@ -392,6 +417,34 @@ async fn run(cmd: Cmd, ctx: &Ctx) -> Result<()> {
                 &["id", "merchant_id", "customer_id", "status", "used_occurrences", "used_amount", "last_charge_at", "created_at"],
                 &rows,
             );
+        }
+        Cmd::Refunds { action: RefundsCmd::Show { id } } => out.object(&reads::refund(&ctx.db().await?, &id).await?),
+        Cmd::Refunds { action: RefundsCmd::Create { session, amount, reason, idempotency_key } } => {
+            let merchant = reads::merchant_of(&ctx.db().await?, Owned::Session, &session).await?;
+            let mut body = json!({"payment_session_id": session});
+            if let Some(a) = amount {
+                body["amount"] = a.into();
+            }
+            if let Some(r) = reason {
+                body["reason"] = r.into();
+            }
+            let key = idempotency_key.unwrap_or_else(|| {
+                let k = uuid::Uuid::new_v4().to_string();
+                eprintln!("psctl: idempotency key {k} (send again with --idempotency-key {k} to retry safely)");
+                k
+            });
+            let reply = ctx
+                .sender()
+                .await?
+                .send(ps_contract::routing::command::REFUND_CREATE, &merchant, body.to_string().as_bytes(), Some(&key))
+                .await?;
+            if let Some(e) = reply.error() {
+                return Err(format!("refund.create refused: {e}").into());
+            }
+            if reply.replayed {
+                eprintln!("psctl: idempotent replay: the refund made under this key");
+            }
+            out.object(&reply.body);
         }
         Cmd::Mandates { action: MandatesCmd::Show { id } } => out.object(&reads::mandate(&ctx.db().await?, &id).await?),
         Cmd::Mandates { action: MandatesCmd::Revoke { id } } => {

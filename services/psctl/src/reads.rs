@@ -42,10 +42,20 @@ pub async fn session(c: &Client, id: &str) -> Result<Value> {
         &[&id],
     )
     .await?;
+    let refunds = rows(c, &format!("SELECT {REFUND_COLUMNS} FROM refunds WHERE session_id = $1 ORDER BY created_at"), &[&id]).await?;
     let mut out = serde_json::to_value(&s.session)?;
     out["merchant_id"] = s.merchant_id.as_str().into();
     out["attempts"] = Value::Array(attempts);
+    out["refunds"] = Value::Array(refunds);
     Ok(out)
+}
+
+const REFUND_COLUMNS: &str = "id, merchant_id, session_id, attempt_id, amount, currency, status, reason, failure_reason, metadata,
+    processor_reference, created_at, updated_at";
+
+pub async fn refund(c: &Client, id: &str) -> Result<Value> {
+    let sql = format!("SELECT {REFUND_COLUMNS} FROM refunds WHERE id = $1");
+    rows(c, &sql, &[&id]).await?.pop().ok_or_else(|| format!("no refund {id}").into())
 }
 
 const MANDATE_COLUMNS: &str = "m.id, m.merchant_id, m.customer_id, m.payment_method_id, m.status, m.terms,
@@ -83,6 +93,7 @@ pub async fn merchant_of(c: &Client, table: Owned, id: &str) -> Result<String> {
         Owned::Mandate => "SELECT merchant_id FROM mandates WHERE id = $1",
         Owned::Endpoint => "SELECT merchant_id FROM webhook_endpoints WHERE id = $1 AND status <> 'deleted'",
         Owned::Event => "SELECT merchant_id FROM webhook_events WHERE id = $1",
+        Owned::Session => "SELECT merchant_id FROM payment_sessions WHERE id = $1",
     };
     Ok(c.query_opt(sql, &[&id]).await?.ok_or_else(|| format!("no such {table:?} {id}"))?.get(0))
 }
@@ -92,6 +103,7 @@ pub enum Owned {
     Mandate,
     Endpoint,
     Event,
+    Session,
 }
 
 /// Every delivery of an event, each with its attempts.

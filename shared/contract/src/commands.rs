@@ -2,12 +2,14 @@
 
 use crate::error::{ApiError, ErrorCode};
 use crate::fields::Obj;
-use crate::ids::{CustomerId, MandateId, SessionId};
+use crate::ids::{CustomerId, MandateId, RefundId, SessionId};
 use crate::lifecycle::Status;
 use crate::mandate::MandateStatus;
 use crate::money::{parse_amount, Amount};
+use crate::payment::RefundReason;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use std::collections::BTreeMap;
 
 /// `payment_session.cancel`, `payment.void`: `{payment_session_id}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +28,42 @@ pub struct CaptureCommand {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RevokeCommand {
     pub mandate_id: MandateId,
+}
+
+/// `refund.create`: `{payment_session_id, amount?, reason?, metadata?}`; no amount: all that is left.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundCommand {
+    pub payment_session_id: SessionId,
+    pub amount: Option<Amount>,
+    pub reason: Option<RefundReason>,
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// `refund.retrieve`: `{refund_id}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundRef {
+    pub refund_id: RefundId,
+}
+
+impl RefundCommand {
+    pub fn parse(body: &Value) -> Result<RefundCommand, ApiError> {
+        let o = Obj::new(body, "")?;
+        o.only(&["payment_session_id", "amount", "reason", "metadata"])?;
+        Ok(RefundCommand {
+            payment_session_id: session_id(&o)?,
+            amount: o.get("amount").map(|v| parse_amount(v, "amount", false)).transpose()?,
+            reason: o.choice("reason", RefundReason::parse, "duplicate, fraudulent, requested_by_customer")?,
+            metadata: crate::create::parse_metadata(&o)?,
+        })
+    }
+}
+
+impl RefundRef {
+    pub fn parse(body: &Value) -> Result<RefundRef, ApiError> {
+        let o = Obj::new(body, "")?;
+        o.only(&["refund_id"])?;
+        Ok(RefundRef { refund_id: RefundId::parse(o.req_str("refund_id", 64)?).map_err(|e| e.with_param("refund_id"))? })
+    }
 }
 
 fn session_id(o: &Obj<'_>) -> Result<SessionId, ApiError> {
@@ -84,6 +122,14 @@ mod tests {
         assert_eq!(CaptureCommand::parse(&json!({"payment_session_id": id, "amount": 0})).unwrap_err().code, ErrorCode::AmountTooSmall);
         assert_eq!(CaptureCommand::parse(&json!({"payment_session_id": id, "amount": 5})).unwrap().amount.unwrap().minor(), 5);
         assert_eq!(RevokeCommand::parse(&json!({"mandate_id": "md_x"})).unwrap_err().code, ErrorCode::IdInvalid);
+        let r =
+            RefundCommand::parse(&json!({"payment_session_id": id, "amount": 50, "reason": "duplicate", "metadata": {"k": "v"}})).unwrap();
+        assert_eq!((r.amount.unwrap().minor(), r.reason, r.metadata["k"].as_str()), (50, Some(RefundReason::Duplicate), "v"));
+        assert_eq!(RefundCommand::parse(&json!({"payment_session_id": id})).unwrap().amount, None);
+        let bad = RefundCommand::parse(&json!({"payment_session_id": id, "reason": "bored"})).unwrap_err();
+        assert_eq!((bad.code, bad.param.as_deref()), (ErrorCode::ParameterInvalidValue, Some("reason")));
+        assert_eq!(RefundCommand::parse(&json!({"payment_session_id": id, "amount": -1})).unwrap_err().code, ErrorCode::AmountTooSmall);
+        assert_eq!(RefundRef::parse(&json!({"refund_id": "re_nope"})).unwrap_err().code, ErrorCode::IdInvalid);
     }
 
     #[test]

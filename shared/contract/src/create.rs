@@ -263,7 +263,7 @@ fn parse_charge_target(o: &Obj<'_>) -> Result<ChargeTarget, ApiError> {
     }
 }
 
-fn parse_metadata(o: &Obj<'_>) -> Result<BTreeMap<String, String>, ApiError> {
+pub(crate) fn parse_metadata(o: &Obj<'_>) -> Result<BTreeMap<String, String>, ApiError> {
     let Some(v) = o.get("metadata") else { return Ok(BTreeMap::new()) };
     let map = v.as_object().ok_or_else(|| o.wrong_type("metadata", "an object of strings"))?;
     let bad = |msg: String| ApiError::param(ErrorCode::MetadataInvalid, "metadata", msg);

@@ -92,6 +92,10 @@ error_codes! {
     SessionNotActive => "session_not_active", InvalidRequestError;
     PaymentProcessing => "payment_processing", InvalidRequestError;
     IllegalTransition => "illegal_transition", InvalidRequestError;
+    // Refunds (DESIGN §9).
+    PaymentNotRefundable => "payment_not_refundable", InvalidRequestError;
+    ChargeAlreadyRefunded => "charge_already_refunded", InvalidRequestError;
+    RefundNotFound => "refund_not_found", InvalidRequestError;
     // Webhooks.
     WebhookUrlNotAllowed => "webhook_url_not_allowed", InvalidRequestError;
     EnabledEventsInvalid => "enabled_events_invalid", InvalidRequestError;

@@ -88,12 +88,26 @@ prefixed_id!(
     "att_"
 );
 prefixed_id!(WebhookEndpointId, "we_");
+prefixed_id!(
+    /// The money side of a session (DESIGN §9): one per session, named after it.
+    PaymentId,
+    "pay_"
+);
+prefixed_id!(RefundId, "re_");
 prefixed_id!(ScheduleId, "sch_");
 prefixed_id!(
     /// A `schedule.trigger` batch.
     TriggerId,
     "trg_"
 );
+
+impl PaymentId {
+    /// A session has at most one payment, so its id is the session's own body:
+    /// nothing to store, and either id leads to the other.
+    pub fn of(session: &SessionId) -> PaymentId {
+        PaymentId(format!("{}{}", PaymentId::PREFIX, &session.as_str()[SessionId::PREFIX.len()..]))
+    }
+}
 
 /// The tenant. Carried in the `merchant-id` header, set by the upstream's broker
 /// credentials in production, so it is validated but not trusted to be secret.

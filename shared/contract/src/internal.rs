@@ -1,6 +1,6 @@
 //! Messages between services on `payment_sessions.internal`. Upstream never sees these.
 
-use crate::ids::{AttemptId, MandateId, MerchantId, PaymentMethodId, SessionId};
+use crate::ids::{AttemptId, MandateId, MerchantId, PaymentMethodId, RefundId, SessionId};
 use crate::lifecycle::wire_enum;
 use crate::money::Currency;
 use crate::session::CaptureMethod;
@@ -65,7 +65,29 @@ impl SettleRequest {
 /// and from the moment lifecycle gave up, no authorize for it is executed.
 pub type ResolveRequest = SettleRequest;
 
-wire_enum!(Operation { Authorize => "authorize", Capture => "capture", Void => "void" });
+/// `gateway.refund`: give back part or all of what an attempt was paid.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct RefundRequest {
+    pub refund_id: RefundId,
+    /// The attempt whose payment is refunded.
+    pub attempt_id: AttemptId,
+    pub session_id: SessionId,
+    pub merchant_id: MerchantId,
+    pub amount: i64,
+    pub currency: Currency,
+    pub processor_idempotency_key: String,
+}
+
+impl RefundRequest {
+    /// One key per refund for its whole life: asked again after a timeout, the
+    /// processor answers what it did rather than refunding twice.
+    pub fn idempotency_key_for(refund: &RefundId) -> String {
+        format!("refund:{refund}")
+    }
+}
+
+wire_enum!(Operation { Authorize => "authorize", Capture => "capture", Void => "void", Refund => "refund" });
 wire_enum!(Outcome { Succeeded => "succeeded", Failed => "failed" });
 
 /// What the card looks like outside the vault.
@@ -100,6 +122,9 @@ pub struct GatewayResult {
     pub processor_reference: Option<String>,
     /// The processor key of the call this answers.
     pub processor_idempotency_key: String,
+    /// A refund's result: which one.
+    #[serde(default)]
+    pub refund_id: Option<RefundId>,
 }
 
 impl GatewayResult {

@@ -15,6 +15,7 @@ pub mod internal;
 pub mod lifecycle;
 pub mod mandate;
 pub mod money;
+pub mod payment;
 pub mod routing;
 pub mod schedule;
 pub mod session;

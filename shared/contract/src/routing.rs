@@ -20,6 +20,8 @@ pub mod command {
     pub const SESSION_LIST: &str = "payment_session.list";
     pub const MANDATE_RETRIEVE: &str = "mandate.retrieve";
     pub const MANDATE_LIST: &str = "mandate.list";
+    pub const REFUND_CREATE: &str = "refund.create";
+    pub const REFUND_RETRIEVE: &str = "refund.retrieve";
     pub const SCHEDULE_TRIGGER: &str = "schedule.trigger";
     pub const SCHEDULE_RETRIEVE: &str = "schedule.retrieve";
     pub const SCHEDULE_LIST: &str = "schedule.list";
@@ -44,6 +46,7 @@ pub mod internal {
     pub const GATEWAY_VOID: &str = "gateway.void";
     pub const GATEWAY_RESULT: &str = "gateway.result";
     pub const GATEWAY_RESOLVE: &str = "gateway.resolve";
+    pub const GATEWAY_REFUND: &str = "gateway.refund";
 }
 
 /// AMQP header names.

@@ -7,10 +7,11 @@
 //! does not.
 
 use crate::events::EventType;
-use crate::ids::{CustomerId, EventId, MandateId, PaymentMethodId, ScheduleId, SessionId, TriggerId, WebhookEndpointId};
+use crate::ids::{CustomerId, EventId, MandateId, PaymentMethodId, RefundId, ScheduleId, SessionId, TriggerId, WebhookEndpointId};
 use crate::lifecycle::Status;
 use crate::mandate::{MandateStatus, MandateType, Recurrence, ValidityPeriod};
 use crate::money::{Amount, Currency};
+use crate::payment::RefundReason;
 use crate::schedule::ScheduleStatus;
 use crate::session::{CaptureMethod, SavePaymentMethod};
 use schemars::generate::SchemaSettings;
@@ -204,6 +205,24 @@ pub struct SessionRef {
 pub struct Capture {
     pub payment_session_id: SessionId,
     pub amount: Option<PositiveAmount>,
+}
+
+/// `refund.create`: no amount refunds all that is left of what was paid.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct RefundBody {
+    pub payment_session_id: SessionId,
+    pub amount: Option<PositiveAmount>,
+    pub reason: Option<RefundReason>,
+    #[schemars(with = "Option<Metadata>")]
+    pub metadata: Option<BTreeMap<String, String>>,
+}
+
+/// `refund.retrieve`.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct RefundRefBody {
+    pub refund_id: RefundId,
 }
 
 /// `mandate.revoke`, `mandate.retrieve`.
@@ -425,6 +444,8 @@ pub const DOCUMENTS: &[Document] = &[
     Document { name: "mandate.revoke", title: "mandate.revoke command body", sent: false, schema: of::<MandateRef> },
     Document { name: "mandate.retrieve", title: "mandate.retrieve command body", sent: false, schema: of::<MandateRef> },
     Document { name: "mandate.list", title: "mandate.list command body", sent: false, schema: of::<MandateListBody> },
+    Document { name: "refund.create", title: "refund.create command body", sent: false, schema: of::<RefundBody> },
+    Document { name: "refund.retrieve", title: "refund.retrieve command body", sent: false, schema: of::<RefundRefBody> },
     Document { name: "schedule.trigger", title: "schedule.trigger command body", sent: false, schema: of::<TriggerBody> },
     Document { name: "schedule.retrieve", title: "schedule.retrieve command body", sent: false, schema: of::<ScheduleRef> },
     Document { name: "schedule.list", title: "schedule.list command body", sent: false, schema: of::<ScheduleListBody> },
@@ -454,6 +475,7 @@ pub const DOCUMENTS: &[Document] = &[
         sent: true,
         schema: of::<List<crate::session::PaymentSession>>,
     },
+    Document { name: "refund", title: "The refund object", sent: true, schema: of::<crate::payment::Refund> },
     Document { name: "mandate", title: "The mandate object", sent: true, schema: of::<crate::mandate::MandateObject> },
     Document { name: "mandate.list_reply", title: "mandate.list reply", sent: true, schema: of::<List<crate::mandate::MandateObject>> },
     Document { name: "payment_method", title: "The payment_method object", sent: true, schema: of::<crate::mandate::PaymentMethodObject> },
@@ -474,6 +496,7 @@ pub const DOCUMENTS: &[Document] = &[
     Document { name: "gateway.capture", title: "gateway.capture (internal)", sent: true, schema: of::<crate::internal::SettleRequest> },
     Document { name: "gateway.void", title: "gateway.void (internal)", sent: true, schema: of::<crate::internal::SettleRequest> },
     Document { name: "gateway.resolve", title: "gateway.resolve (internal)", sent: true, schema: of::<crate::internal::ResolveRequest> },
+    Document { name: "gateway.refund", title: "gateway.refund (internal)", sent: true, schema: of::<crate::internal::RefundRequest> },
     Document { name: "gateway.result", title: "gateway.result (internal)", sent: true, schema: of::<crate::internal::GatewayResult> },
 ];
 
@@ -650,6 +673,22 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         exchange: x::COMMANDS,
+        routing_key: c::REFUND_CREATE,
+        body: "refund.create",
+        consumer: "session-lifecycle",
+        replies: &["refund", "error_reply"],
+        summary: "Refund a paid session, in full or in part; several refunds never pass what was paid.",
+    },
+    Route {
+        exchange: x::COMMANDS,
+        routing_key: c::REFUND_RETRIEVE,
+        body: "refund.retrieve",
+        consumer: "session-lifecycle",
+        replies: &["refund", "error_reply"],
+        summary: "Read a refund.",
+    },
+    Route {
+        exchange: x::COMMANDS,
         routing_key: c::SCHEDULE_TRIGGER,
         body: "schedule.trigger",
         consumer: "charge-scheduler",
@@ -778,6 +817,14 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         exchange: x::INTERNAL,
+        routing_key: i::GATEWAY_REFUND,
+        body: "gateway.refund",
+        consumer: "payment-gateway",
+        replies: &[],
+        summary: "Internal: refund part or all of an attempt's payment, keyed by the refund.",
+    },
+    Route {
+        exchange: x::INTERNAL,
         routing_key: i::GATEWAY_RESULT,
         body: "gateway.result",
         consumer: "session-lifecycle",
@@ -806,7 +853,7 @@ pub fn asyncapi(version: &str) -> serde_json::Value {
         "required": ["merchant-id"],
         "properties": {
             "merchant-id": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$", "description": "The merchant the command is for; the publisher's broker user must be granted it."},
-            "idempotency-key": {"type": "string", "minLength": 1, "maxLength": 255, "description": "Required on payment_session.create and schedule.trigger, honoured on every command: the same key within 24 h returns the first reply."},
+            "idempotency-key": {"type": "string", "minLength": 1, "maxLength": 255, "description": "Required on payment_session.create, refund.create and schedule.trigger, honoured on every command: the same key within 24 h returns the first reply."},
             "traceparent": trace,
         }
     });

@@ -1,6 +1,6 @@
 //! The `payment_session` object as replies and events carry it (DESIGN §4).
 
-use crate::ids::{CustomerId, MandateId, PaymentMethodId, SessionId};
+use crate::ids::{CustomerId, MandateId, PaymentId, PaymentMethodId, SessionId};
 use crate::lifecycle::{wire_enum, PaymentOutcome, SessionType, Status};
 use crate::money::Currency;
 use chrono::{DateTime, Utc};
@@ -87,6 +87,9 @@ pub struct PaymentSession {
     pub customer_id: Option<CustomerId>,
     pub payment_method_id: Option<PaymentMethodId>,
     pub mandate_id: Option<MandateId>,
+    /// Set once paying starts (DESIGN §9).
+    pub payment_id: Option<PaymentId>,
+    pub payment: Option<crate::payment::Payment>,
     pub session_url: Option<String>,
     pub return_url: Option<String>,
     #[serde(with = "timestamp::option")]

@@ -19,6 +19,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0009_resolution", include_str!("../migrations/0009_resolution.sql")),
     ("0010_hot_paths", include_str!("../migrations/0010_hot_paths.sql")),
     ("0011_observability", include_str!("../migrations/0011_observability.sql")),
+    ("0012_refunds", include_str!("../migrations/0012_refunds.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -22,6 +22,7 @@ pub const GATEWAY: QueueSpec = QueueSpec {
         (exchange::INTERNAL, internal::GATEWAY_CAPTURE),
         (exchange::INTERNAL, internal::GATEWAY_VOID),
         (exchange::INTERNAL, internal::GATEWAY_RESOLVE),
+        (exchange::INTERNAL, internal::GATEWAY_REFUND),
     ],
 };
 
@@ -37,6 +38,8 @@ pub const LIFECYCLE: QueueSpec = QueueSpec {
         (exchange::COMMANDS, command::SESSION_LIST),
         (exchange::COMMANDS, command::MANDATE_RETRIEVE),
         (exchange::COMMANDS, command::MANDATE_LIST),
+        (exchange::COMMANDS, command::REFUND_CREATE),
+        (exchange::COMMANDS, command::REFUND_RETRIEVE),
     ],
 };
 
@@ -188,6 +191,8 @@ mod tests {
             command::SESSION_LIST,
             command::MANDATE_RETRIEVE,
             command::MANDATE_LIST,
+            command::REFUND_CREATE,
+            command::REFUND_RETRIEVE,
             command::SCHEDULE_TRIGGER,
             command::SCHEDULE_RETRIEVE,
             command::SCHEDULE_LIST,

@@ -6,6 +6,7 @@ use ps_contract::ids::{CustomerId, MandateId, MerchantId, PaymentMethodId, Sessi
 use ps_contract::lifecycle::{PaymentOutcome, SessionState, SessionType, Status};
 use ps_contract::mandate::MandateTerms;
 use ps_contract::money::Currency;
+use ps_contract::payment::{Payment, PaymentAmounts};
 use ps_contract::session::{CaptureMethod, LastPaymentError, Mode, PaymentSession, SavePaymentMethod};
 use ps_runtime::HandlerError;
 use std::collections::BTreeMap;
@@ -19,6 +20,9 @@ pub struct StoredSession {
     pub save_payment_method: SavePaymentMethod,
     pub checkout_token: Option<String>,
     pub mandate_terms: Option<MandateTerms>,
+    /// The payment's amounts, as lifecycle keeps them; `session.payment` shows them.
+    amounts: PaymentAmounts,
+    payment_started: Option<DateTime<Utc>>,
 }
 
 impl StoredSession {
@@ -36,6 +40,27 @@ impl StoredSession {
         if to.status.is_terminal() {
             self.session.session_url = None;
         }
+        if to.outcome == PaymentOutcome::Pending && self.payment_started.is_none() {
+            self.payment_started = Some(now);
+        }
+        self.show_payment();
+    }
+
+    pub fn amounts(&self) -> PaymentAmounts {
+        self.amounts
+    }
+
+    /// Records what the processor moved; the caller holds the row lock and saves.
+    pub fn set_amounts(&mut self, amounts: PaymentAmounts, now: DateTime<Utc>) {
+        self.amounts = amounts;
+        self.session.updated_at = now;
+        self.show_payment();
+    }
+
+    fn show_payment(&mut self) {
+        let s = &mut self.session;
+        s.payment = Payment::of(&s.id, s.amount, s.payment_outcome, self.amounts, self.payment_started);
+        s.payment_id = s.payment.as_ref().map(|p| p.id.clone());
     }
 }
 
@@ -49,7 +74,8 @@ fn id<T>(s: Option<String>, parse: fn(&str) -> Result<T, ps_contract::ApiError>)
 
 const COLUMNS: &str = "id, merchant_id, type, status, payment_outcome, amount, currency, capture_method, save_payment_method,
     customer_id, payment_method_id, mandate_id, checkout_token, session_url, return_url, expires_at, last_payment_error,
-    metadata, external_reference, mode, mandate_terms, created_at, updated_at";
+    metadata, external_reference, mode, mandate_terms, created_at, updated_at,
+    payment_created_at, authorised_amount, paid_amount, voided_amount, refunded_amount";
 
 fn from_row(r: &tokio_postgres::Row) -> Result<StoredSession, HandlerError> {
     let text = |i: usize| r.get::<_, String>(i);
@@ -64,6 +90,8 @@ fn from_row(r: &tokio_postgres::Row) -> Result<StoredSession, HandlerError> {
         customer_id: id(r.get(9), CustomerId::parse)?,
         payment_method_id: id(r.get(10), PaymentMethodId::parse)?,
         mandate_id: id(r.get(11), MandateId::parse)?,
+        payment_id: None,
+        payment: None,
         session_url: r.get(13),
         return_url: r.get(14),
         expires_at: r.get(15),
@@ -78,7 +106,7 @@ fn from_row(r: &tokio_postgres::Row) -> Result<StoredSession, HandlerError> {
         created_at: r.get(21),
         updated_at: r.get(22),
     };
-    Ok(StoredSession {
+    let mut stored = StoredSession {
         session,
         merchant_id: MerchantId::parse(&text(1)).map_err(|_| corrupt("merchant_id"))?,
         capture_method: CaptureMethod::parse(&text(7)).ok_or_else(|| corrupt("capture_method"))?,
@@ -89,7 +117,11 @@ fn from_row(r: &tokio_postgres::Row) -> Result<StoredSession, HandlerError> {
             .map(serde_json::from_value)
             .transpose()
             .map_err(|_| corrupt("mandate_terms"))?,
-    })
+        payment_started: r.get(23),
+        amounts: PaymentAmounts { authorised: r.get(24), paid: r.get(25), voided: r.get(26), refunded: r.get(27) },
+    };
+    stored.show_payment();
+    Ok(stored)
 }
 
 /// Loads and locks a session for change. `merchant` scopes the lookup: another
@@ -152,6 +184,7 @@ pub async fn save(client: &impl GenericClient, s: &StoredSession) -> Result<(), 
         .prepare_cached(
             "UPDATE payment_sessions SET status = $2, payment_outcome = $3, customer_id = $4, payment_method_id = $5,
                  mandate_id = $6, checkout_token = $7, session_url = $8, last_payment_error = $9, updated_at = $10,
+                 payment_created_at = $11, authorised_amount = $12, paid_amount = $13, voided_amount = $14, refunded_amount = $15,
                  version = version + 1
              WHERE id = $1",
         )
@@ -170,6 +203,11 @@ pub async fn save(client: &impl GenericClient, s: &StoredSession) -> Result<(), 
                 &s.session.session_url,
                 &error,
                 &s.session.updated_at,
+                &s.payment_started,
+                &s.amounts.authorised,
+                &s.amounts.paid,
+                &s.amounts.voided,
+                &s.amounts.refunded,
             ],
         )
         .await?;

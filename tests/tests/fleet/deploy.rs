@@ -42,6 +42,10 @@ async fn the_fleet_runs_with_only_the_grants_of_its_roles() {
     assert!(env.call(cmd()).await.replayed);
     CheckoutClient::new().pay(s["session_url"].as_str().unwrap(), "4242424242424242", false).await;
     assert_eq!(env.event_about("payment_session.completed", s["id"].as_str().unwrap()).await["data"]["payment_outcome"], "paid");
+    let refund = json!({"payment_session_id": s["id"], "amount": 40});
+    let r =
+        env.call(Command::new("refund.create", &refund).header("merchant-id", "shop_1").header("idempotency-key", "roles-refund")).await;
+    assert_eq!(env.event_about("refund.succeeded", r.body["id"].as_str().unwrap()).await["data"]["amount"], 40, "{}", r.body);
 
     let fis = json!({"type": "first_in_series", "amount": 100, "currency": "ZAR", "customer": {"name": "B", "email": "b@example.com"},
                      "return_url": "https://x.example/r", "subscription_options": {"recurrence": {"type": "monthly", "interval_count": 1}}});
@@ -305,6 +309,10 @@ async fn the_fleet_runs_with_only_its_broker_permissions() {
     endpoint_for(&env, &rx.url).await;
     CheckoutClient::new().pay(s["session_url"].as_str().unwrap(), "4242424242424242", false).await;
     assert_eq!(env.event_about("payment_session.completed", s["id"].as_str().unwrap()).await["data"]["payment_outcome"], "paid");
+    // A refund: lifecycle publishes gateway.refund and refund.* as ps-lifecycle, the gateway answers as ps-gateway.
+    let refund = json!({"payment_session_id": s["id"], "amount": 60});
+    let r = env.call(Command::new("refund.create", &refund).header("merchant-id", "shop").header("idempotency-key", "perm-refund")).await;
+    assert_eq!(env.event_about("refund.succeeded", r.body["id"].as_str().unwrap()).await["data"]["amount"], 60, "{}", r.body);
     let (_, _, md) =
         seed_mandate_with_card(&env.pool, "shop", json!({"type": "on_demand", "currency": "ZAR"}), "4242424242424242", (12, 2099), true)
             .await;

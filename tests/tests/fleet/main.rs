@@ -13,6 +13,7 @@ mod observability;
 mod operator;
 mod payments;
 mod reads;
+mod refunds;
 mod resilience;
 mod scheduler;
 mod security;

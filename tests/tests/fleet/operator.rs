@@ -2,7 +2,7 @@
 //! through the owning service, dead letters looked at without being lost.
 
 use integration_tests::receiver::{Answer, Receiver};
-use integration_tests::{seed_mandate, Command, TestEnv};
+use integration_tests::{seed_mandate, CheckoutClient, Command, TestEnv};
 use lapin::options::{BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use ps_runtime::topology;
@@ -39,6 +39,34 @@ async fn sessions_and_mandates_are_listed_and_a_mandate_revoked_through_lifecycl
     env.event_about("mandate.revoked", &mandate).await;
     let again = env.psctl_output(&["mandates", "revoke", "md_00000000000000000000000000"]).await;
     assert!(!again.status.success() && String::from_utf8_lossy(&again.stderr).contains("no such Mandate"), "{again:?}");
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn an_operator_refunds_through_lifecycle_and_sees_the_refund_on_its_session() {
+    let mut env = TestEnv::new().await;
+    env.start_fleet().await;
+    let body = json!({"type": "one_time", "amount": 900, "currency": "EUR", "return_url": "https://shop.example/r"});
+    let s = env.call(Command::create("shop", &body)).await.body;
+    let id = s["id"].as_str().unwrap();
+    CheckoutClient::new().pay(s["session_url"].as_str().unwrap(), "4242424242424242", false).await;
+    env.event_about("payment_session.completed", id).await;
+
+    let args = ["refunds", "create", id, "--amount", "300", "--reason", "duplicate", "--idempotency-key", "op-1", "--json"];
+    let made = parse(&env.psctl_async(&args).await);
+    assert_eq!((made["amount"].as_i64(), made["reason"].as_str()), (Some(300), Some("duplicate")), "{made}");
+    let again = parse(&env.psctl_async(&args).await);
+    assert_eq!(again["id"], made["id"], "the same key makes no second refund");
+    let refund_id = made["id"].as_str().unwrap();
+    env.event_about("refund.succeeded", refund_id).await;
+    let shown = parse(&env.psctl_async(&["refunds", "show", refund_id, "--json"]).await);
+    assert_eq!((shown["status"].as_str(), shown["merchant_id"].as_str()), (Some("succeeded"), Some("shop")), "{shown}");
+    let session = parse(&env.psctl_async(&["sessions", "show", id, "--json"]).await);
+    assert_eq!(session["refunds"].as_array().unwrap().len(), 1, "{session}");
+    assert_eq!(session["payment"]["refunded_amount"], 300);
+    let too_much = env.psctl_output(&["refunds", "create", id, "--amount", "601"]).await;
+    let err = String::from_utf8_lossy(&too_much.stderr);
+    assert!(!too_much.status.success() && err.contains("amount_too_large"), "{err}");
     env.finish().await;
 }
 
