@@ -255,6 +255,87 @@ async fn mandate_series(prior: usize) {
     env.finish().await;
 }
 
+/// Lifecycle's write path (cancels, each locking and saving its session) alone,
+/// then while readers run the read module it answers reads with
+/// (`ps_store::sessions::get` and `::list`) as fast as they can on their own
+/// connections. Reads take no row locks, so what they cost writes is CPU and
+/// I/O on this shared 2-core machine, not waiting.
+async fn reads(n: usize) {
+    let mut env = TestEnv::new().await;
+    let tuning = [("AMQP_PREFETCH", "64"), ("DATABASE_POOL_SIZE", "16")];
+    env.start_intake_with(&tuning).await;
+    env.start_lifecycle(&tuning).await;
+    let body = json!({"type": "one_time", "amount": 100, "currency": "ZAR", "return_url": "https://shop.example/r"});
+    let sent = env.send_many((0..2 * n).map(|_| Command::create("shop", &body)).collect()).await;
+    let mut ids = Vec::with_capacity(2 * n);
+    for corr in &sent {
+        ids.push(env.reply(corr).await.body["id"].as_str().unwrap().to_owned());
+    }
+    let cancel = async |ids: &[String]| {
+        let started = Instant::now();
+        let cmds = ids
+            .iter()
+            .map(|id| Command::new("payment_session.cancel", &json!({"payment_session_id": id})).header("merchant-id", "shop"))
+            .collect();
+        for corr in &env.send_many(cmds).await {
+            assert_eq!(env.reply(corr).await.body["status"], "cancelled");
+        }
+        ids.len() as f64 / started.elapsed().as_secs_f64()
+    };
+    // Backends of this database seen waiting on a lock, sampled every 5 ms: (samples, waits seen).
+    let lock_waits = |pool: deadpool_postgres::Pool, stop: Arc<std::sync::atomic::AtomicBool>| {
+        tokio::spawn(async move {
+            let c = pool.get().await.unwrap();
+            let (mut samples, mut waits) = (0u64, 0i64);
+            while !stop.load(Ordering::Relaxed) {
+                let sql = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'";
+                waits += c.query_one(sql, &[]).await.unwrap().get::<_, i64>(0);
+                samples += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (samples, waits)
+        })
+    };
+    let quiet = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampling = lock_waits(env.pool.clone(), quiet.clone());
+    let alone = cancel(&ids[..n]).await;
+    quiet.store(true, Ordering::Relaxed);
+    let (samples_alone, waits_alone) = sampling.await.unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampling = lock_waits(env.pool.clone(), stop.clone());
+    let done = Arc::new(AtomicUsize::new(0));
+    let merchant = ps_contract::ids::MerchantId::parse("shop").unwrap();
+    let mut readers = vec![];
+    for r in 0..2 {
+        let (pool, stop, done, merchant, ids) = (env.pool.clone(), stop.clone(), done.clone(), merchant.clone(), ids.clone());
+        readers.push(tokio::spawn(async move {
+            let c = pool.get().await.unwrap();
+            let page = ps_contract::commands::SessionList::parse(&json!({"limit": 20})).unwrap();
+            let mut i = r;
+            while !stop.load(Ordering::Relaxed) {
+                ps_store::sessions::get(&c, &ids[i % ids.len()]).await.unwrap();
+                ps_store::sessions::list(&c, &merchant, &page).await.unwrap();
+                done.fetch_add(2, Ordering::Relaxed);
+                i += 7;
+            }
+        }));
+    }
+    let started = Instant::now();
+    let with_reads = cancel(&ids[n..]).await;
+    let read_rate = done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        r.await.unwrap();
+    }
+    let (samples_read, waits_read) = sampling.await.unwrap();
+    println!(
+        "reads: {n} cancels at {alone:.0}/s alone, {with_reads:.0}/s ({:.2}×) while 2 readers did {read_rate:.0} reads/s (get and list of the same sessions); \
+         backends waiting on a lock: {waits_alone} in {samples_alone} samples alone, {waits_read} in {samples_read} with reads",
+        with_reads / alone
+    );
+    env.finish().await;
+}
+
 /// The fleet as production runs it (release binaries, separate processes),
 /// charged as fast as possible and then at half that rate, beside a raw
 /// pipeline with the same four durable hops in the same run.
@@ -391,6 +472,9 @@ async fn main() {
     }
     if runs("fleet") {
         fleet(5_000 * scale).await;
+    }
+    if runs("reads") {
+        reads(2_000 * scale).await;
     }
     if runs("mandate") {
         mandate_series(20_000 * scale).await;

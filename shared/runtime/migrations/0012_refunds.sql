@@ -55,3 +55,9 @@ ALTER TABLE sandbox_ledger
     ADD COLUMN authorization_key TEXT,
     ADD COLUMN refunds_fail      BOOLEAN NOT NULL DEFAULT false;
 CREATE INDEX sandbox_ledger_refunds ON sandbox_ledger (authorization_key) WHERE operation = 'refund';
+
+-- Reads (payment_session.list, mandate.list) page a merchant's rows newest
+-- first by id (time-ordered): an index in that order reads one page, where
+-- the (merchant_id, created_at) index made every page sort all of them.
+CREATE INDEX payment_sessions_merchant_page ON payment_sessions (merchant_id, id);
+CREATE INDEX mandates_merchant_page ON mandates (merchant_id, id);

@@ -113,3 +113,25 @@ async fn paging_through_250_sessions_stays_correct_while_new_ones_arrive() {
     assert!(pages >= 3, "{pages} pages");
     env.finish().await;
 }
+
+#[tokio::test]
+async fn reads_are_answered_while_a_write_holds_the_row_so_they_take_no_lock_of_their_own() {
+    let mut env = TestEnv::new().await;
+    env.start_intake().await;
+    env.start_lifecycle(&[]).await;
+    let s = env.call(Command::create("shop", &one_time("held"))).await.body;
+    let id = s["id"].as_str().unwrap();
+    // A writer mid-change: the session's row locked, as lifecycle and checkout lock it.
+    let mut c = env.pool.get().await.unwrap();
+    let tx = c.transaction().await.unwrap();
+    tx.query_one("SELECT id FROM payment_sessions WHERE id = $1 FOR UPDATE", &[&id]).await.unwrap();
+    // A read that locked (FOR SHARE or FOR UPDATE) would wait behind it and never be answered.
+    let got = env.call(read("payment_session.retrieve", "shop", json!({"payment_session_id": id}))).await.body;
+    assert_eq!(got["id"], id, "{got}");
+    let listed = env.call(read("payment_session.list", "shop", json!({"external_reference": "held"}))).await.body;
+    assert_eq!(listed["data"][0]["id"], id, "{listed}");
+    // And the write goes on as if nothing had read.
+    tx.execute("UPDATE payment_sessions SET updated_at = now() WHERE id = $1", &[&id]).await.unwrap();
+    tx.commit().await.unwrap();
+    env.finish().await;
+}

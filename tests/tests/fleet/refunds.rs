@@ -1,6 +1,7 @@
 //! The payment object and refunds (DESIGN §9), end to end through the
 //! checkout, gateway (sandbox) and lifecycle.
 
+use integration_tests::receiver::{Answer, Receiver};
 use integration_tests::{assert_schema, seed_mandate_with_card, CheckoutClient, Command, TestEnv};
 use ps_contract::routing::exchange;
 use serde_json::{json, Value};
@@ -256,6 +257,15 @@ async fn a_lost_refund_request_is_asked_again_under_the_same_key() {
 async fn a_refund_the_processor_refuses_fails_with_its_reason_and_takes_nothing() {
     let mut env = TestEnv::new().await;
     env.start_fleet().await;
+    env.start_webhooks(&[]).await;
+    let rx = Receiver::start(&[], Answer::Status(200)).await;
+    let ep = env
+        .call(
+            Command::new("webhook_endpoint.create", &json!({"url": rx.url, "enabled_events": ["refund.created", "refund.failed"]}))
+                .header("merchant-id", "shop"),
+        )
+        .await
+        .body;
     let s = paid(&env, 1200, "automatic", REFUNDS_FAIL).await;
     let id = s["id"].as_str().unwrap();
     assert_eq!(amounts(&s), (1200, 1200, 0, 0, "succeeded"), "the card pays");
@@ -272,5 +282,21 @@ async fn a_refund_the_processor_refuses_fails_with_its_reason_and_takes_nothing(
     env.event_about("refund.failed", again["id"].as_str().unwrap()).await;
     let now = env.call(Command::new("payment_session.retrieve", &json!({"payment_session_id": id})).header("merchant-id", "shop")).await;
     assert_eq!(amounts(&now.body), (1200, 1200, 0, 0, "succeeded"));
+    // The merchant hears of both refunds, each asked and failed, as signed webhooks.
+    let got = rx.wait_for(4).await;
+    let wh = standardwebhooks::Webhook::new(ep["secret"].as_str().unwrap()).unwrap();
+    let mut types = vec![];
+    for d in &got {
+        wh.verify(&d.body, &d.headers).expect("signed with the endpoint's secret");
+        let e: Value = serde_json::from_slice(&d.body).unwrap();
+        types.push(format!("{} {}", e["type"].as_str().unwrap(), e["data"]["id"].as_str().unwrap()));
+    }
+    types.sort();
+    let mut want: Vec<String> = [&r, &again]
+        .iter()
+        .flat_map(|x| ["refund.created", "refund.failed"].map(|t| format!("{t} {}", x["id"].as_str().unwrap())))
+        .collect();
+    want.sort();
+    assert_eq!(types, want);
     env.finish().await;
 }
