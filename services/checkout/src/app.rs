@@ -350,7 +350,7 @@ async fn start_attempt(state: &AppState, id: &str, card_token: &str, save_card: 
         processor_idempotency_key: key,
         keep_card: saved_card_usage(s.session.session_type, s.save_payment_method, save_card).is_some(),
     };
-    let msg = Outbound::json(exchange::INTERNAL, internal::GATEWAY_AUTHORIZE, &serde_json::to_value(&req).unwrap_or_default())
+    let msg = Outbound::to_json(exchange::INTERNAL, internal::GATEWAY_AUTHORIZE, &req)?
         .with_message_id(attempt.as_str())
         .with_header(h::MERCHANT_ID, s.merchant_id.as_str());
     state.outbox.enqueue(&tx, &[msg]).await?;

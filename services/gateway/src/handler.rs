@@ -163,9 +163,8 @@ impl Handler for GatewayHandler {
             };
             tracing::info!(operation = %result.operation, attempt = %result.attempt_id, outcome = %result.outcome,
                 decline_code = result.decline_code.as_deref().unwrap_or(""), "processor answered");
-            let body = serde_json::to_value(&result).map_err(|e| HandlerError::Permanent(e.to_string()))?;
             Ok(Handled::default().send(
-                Outbound::json(exchange::INTERNAL, internal::GATEWAY_RESULT, &body)
+                Outbound::to_json(exchange::INTERNAL, internal::GATEWAY_RESULT, &result)?
                     .with_message_id(result.message_id())
                     .with_header(header::MERCHANT_ID, result.merchant_id.as_str()),
             ))

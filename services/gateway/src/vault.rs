@@ -110,10 +110,16 @@ async fn tokenize(State(state): State<VaultState>, headers: HeaderMap, body: axu
     }
     .await;
     match stored {
-        Ok(_) => {
-            tracing::info!(brand = %summary.brand, last4 = %summary.last4, "card vaulted");
-            (StatusCode::CREATED, Json(serde_json::to_value(Tokenized { token, card: summary }).unwrap_or_default()))
-        }
+        Ok(_) => match serde_json::to_value(Tokenized { token, card: summary.clone() }) {
+            Ok(body) => {
+                tracing::info!(brand = %summary.brand, last4 = %summary.last4, "card vaulted");
+                (StatusCode::CREATED, Json(body))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "card vaulted but its token cannot be written");
+                (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": {"code": "internal_error", "message": "try again"}})))
+            }
+        },
         Err(e) => {
             tracing::error!(error = %e, "vault unavailable");
             (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": {"code": "vault_unavailable", "message": "try again"}})))

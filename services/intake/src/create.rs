@@ -8,11 +8,11 @@ use chrono::{DateTime, Duration, Utc};
 use deadpool_postgres::Transaction;
 use futures::future::BoxFuture;
 use ps_contract::create::{CreateSession, CustomerRef, DEFAULT_EXPIRES_IN};
-use ps_contract::events::{Event, EventType};
+use ps_contract::events::EventType;
 use ps_contract::idempotency::{request_fingerprint, IdempotencyKey};
 use ps_contract::ids::{MerchantId, SessionId};
 use ps_contract::lifecycle::SessionState;
-use ps_contract::routing::{command, exchange, header};
+use ps_contract::routing::{command, header};
 use ps_contract::session::{Mode, PaymentSession};
 use ps_contract::{ApiError, ErrorCode};
 use ps_runtime::{Handled, Handler, HandlerError, Incoming, Outbound};
@@ -93,20 +93,12 @@ impl Handler for CreateHandler {
             }
             match self.create(tx, &env.merchant, &request, Utc::now()).await? {
                 Ok((session, internal)) => {
-                    let reply = serde_json::to_value(&session).map_err(|e| HandlerError::Permanent(e.to_string()))?;
+                    let reply = serde_json::to_value(&session)?;
                     idempotency::complete(tx, &env.merchant, &env.key, &reply).await?;
-                    let event = Event::new(EventType::PaymentSessionCreated, session.created_at, reply.clone());
-                    let event_body = serde_json::to_value(&event).map_err(|e| HandlerError::Permanent(e.to_string()))?;
+                    let event = ps_store::events::event(EventType::PaymentSessionCreated, &env.merchant, session.created_at, &session)?;
                     crate::metrics::CREATED.with_label_values(&[session.session_type.as_str()]).inc();
                     tracing::info!(session_id = %session.id, merchant = %env.merchant, session_type = %session.session_type, "session created");
-                    Ok(Handled::default()
-                        .send(msg.reply(&reply, false))
-                        .send(
-                            Outbound::json(exchange::EVENTS, event.event_type.as_str(), &event_body)
-                                .with_message_id(event.id.as_str())
-                                .with_header(header::MERCHANT_ID, env.merchant.as_str()),
-                        )
-                        .send(internal))
+                    Ok(Handled::default().send(msg.reply(&reply, false)).send(event).send(internal))
                 }
                 Err(e) => {
                     idempotency::release(tx, &env.merchant, &env.key).await?;
@@ -186,8 +178,8 @@ impl CreateHandler {
             capture_method: req.capture_method.as_str(),
             save_payment_method: req.save_payment_method.as_str(),
             checkout_token: token.as_deref(),
-            mandate_terms: req.mandate_terms.as_ref().map(|t| serde_json::to_value(t).unwrap_or_default()),
-            subscription_options: req.subscription_options.as_ref().map(|s| serde_json::to_value(s).unwrap_or_default()),
+            mandate_terms: req.mandate_terms.as_ref().map(serde_json::to_value).transpose()?,
+            subscription_options: req.subscription_options.as_ref().map(serde_json::to_value).transpose()?,
         };
         store::insert_session(tx, &session, &extras).await?;
         if let Some((attempt, key, _)) = &authorize {

@@ -56,8 +56,7 @@ pub async fn start_charge(
         // A saved method: it stays in the vault whatever this charge does.
         keep_card: true,
     };
-    let body = serde_json::to_value(&request).map_err(|e| HandlerError::Permanent(e.to_string()))?;
-    let msg = Outbound::json(exchange::INTERNAL, internal::GATEWAY_AUTHORIZE, &body)
+    let msg = Outbound::to_json(exchange::INTERNAL, internal::GATEWAY_AUTHORIZE, &request)?
         .with_message_id(attempt.as_str())
         .with_header(header::MERCHANT_ID, merchant.as_str());
     Ok(Ok((attempt.to_string(), key, msg)))

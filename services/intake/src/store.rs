@@ -30,8 +30,8 @@ pub struct SessionExtras<'a> {
     pub subscription_options: Option<serde_json::Value>,
 }
 
-pub async fn insert_session(tx: &Transaction<'_>, s: &PaymentSession, x: &SessionExtras<'_>) -> Result<(), tokio_postgres::Error> {
-    let metadata = serde_json::to_value(&s.metadata).unwrap_or_default();
+pub async fn insert_session(tx: &Transaction<'_>, s: &PaymentSession, x: &SessionExtras<'_>) -> Result<(), ps_runtime::HandlerError> {
+    let metadata = serde_json::to_value(&s.metadata)?;
     tx.execute(
         "INSERT INTO payment_sessions (id, merchant_id, type, status, payment_outcome, amount, currency, capture_method,
              save_payment_method, customer_id, payment_method_id, mandate_id, checkout_token, session_url, return_url,

@@ -181,11 +181,11 @@ pub async fn abandon(tx: &Transaction<'_>, s: &StoredSession, attempt: &str, aft
         currency: s.session.currency,
         processor_idempotency_key: row.get(2),
     };
-    let body = serde_json::to_value(&req).map_err(|e| HandlerError::Permanent(format!("cannot serialise a resolve request: {e}")))?;
+
     // Each ask is its own message: the gateway's dedupe must not swallow a second one.
     let id = format!("resolve:{}:{}", req.attempt_id, Utc::now().timestamp_micros());
     Ok(Some(
-        Outbound::json(exchange::INTERNAL, internal::GATEWAY_RESOLVE, &body)
+        Outbound::to_json(exchange::INTERNAL, internal::GATEWAY_RESOLVE, &req)?
             .with_message_id(id)
             .with_header(header::MERCHANT_ID, s.merchant_id.as_str()),
     ))
@@ -206,8 +206,7 @@ fn settle_message(op: Operation, attempt: &AttemptId, request: u32, s: &StoredSe
         processor_idempotency_key: SettleRequest::idempotency_key_for(op, attempt, request),
     };
     let key = if op == Operation::Capture { internal::GATEWAY_CAPTURE } else { internal::GATEWAY_VOID };
-    let body = serde_json::to_value(&req).map_err(|e| HandlerError::Permanent(format!("cannot serialise a settle request: {e}")))?;
-    Ok(Outbound::json(exchange::INTERNAL, key, &body)
+    Ok(Outbound::to_json(exchange::INTERNAL, key, &req)?
         .with_message_id(req.processor_idempotency_key.clone())
         .with_header(header::MERCHANT_ID, s.merchant_id.as_str()))
 }

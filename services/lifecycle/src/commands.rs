@@ -45,7 +45,7 @@ fn not_found(id: &str) -> ApiError {
 }
 
 fn to_json(v: &impl serde::Serialize) -> Result<Value, HandlerError> {
-    serde_json::to_value(v).map_err(|e| HandlerError::Permanent(e.to_string()))
+    Ok(serde_json::to_value(v)?)
 }
 
 async fn cancel(tx: &Transaction<'_>, merchant: &MerchantId, body: &Value, now: DateTime<Utc>) -> Result<Answer, HandlerError> {
@@ -63,7 +63,7 @@ async fn cancel(tx: &Transaction<'_>, merchant: &MerchantId, body: &Value, now: 
     s.set_state(to, now);
     sessions::save(tx, &s).await?;
     tracing::info!(session = %s.session.id, "session cancelled");
-    Ok(Ok((to_json(&s.session)?, vec![event(EventType::PaymentSessionUpdated, merchant, now, &s.session)])))
+    Ok(Ok((to_json(&s.session)?, vec![event(EventType::PaymentSessionUpdated, merchant, now, &s.session)?])))
 }
 
 /// Capture or void a reservation: checked here, done by the gateway, applied when its result arrives.
@@ -123,7 +123,7 @@ async fn revoke(tx: &Transaction<'_>, merchant: &MerchantId, body: &Value, now: 
     if m.status == MandateStatus::Active {
         mandates::set_status(tx, &m.id, MandateStatus::Revoked, now).await?;
         m.status = MandateStatus::Revoked;
-        publish.push(event(EventType::MandateRevoked, merchant, now, &m));
+        publish.push(event(EventType::MandateRevoked, merchant, now, &m)?);
         tracing::info!(mandate = %m.id, "mandate revoked");
     }
     Ok(Ok((to_json(&m)?, publish)))

@@ -74,7 +74,7 @@ impl Sweeper {
                 Ok(to) => {
                     s.set_state(to, now);
                     sessions::save(&tx, &s).await?;
-                    out.push(event(EventType::PaymentSessionUpdated, &s.merchant_id, now, &s.session));
+                    out.push(event(EventType::PaymentSessionUpdated, &s.merchant_id, now, &s.session)?);
                 }
                 Err(e) => tracing::warn!(session = id, error = %e, "cannot expire"),
             }

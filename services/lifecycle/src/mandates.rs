@@ -46,7 +46,7 @@ pub async fn create(
     now: DateTime<Utc>,
 ) -> Result<MandateObject, HandlerError> {
     let id = MandateId::generate();
-    let stored = serde_json::to_value(terms).map_err(|e| HandlerError::Permanent(e.to_string()))?;
+    let stored = serde_json::to_value(terms)?;
     tx.execute(
         "INSERT INTO mandates (id, merchant_id, customer_id, payment_method_id, status, terms, created_at, updated_at)
          VALUES ($1, $2, $3, $4, 'active', $5, $6, $6)",

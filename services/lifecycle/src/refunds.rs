@@ -53,7 +53,7 @@ fn from_row(r: &tokio_postgres::Row) -> Result<Stored, HandlerError> {
 }
 
 fn to_json(r: &Refund) -> Result<serde_json::Value, HandlerError> {
-    serde_json::to_value(r).map_err(|e| HandlerError::Permanent(format!("cannot serialise a refund: {e}")))
+    Ok(serde_json::to_value(r)?)
 }
 
 /// `refund.create`. The session's row lock orders concurrent refunds of one
@@ -119,8 +119,7 @@ pub async fn create(
         created_at: now,
     };
     let key = RefundRequest::idempotency_key_for(&refund.id);
-    let metadata =
-        serde_json::to_value(&refund.metadata).map_err(|e| HandlerError::Permanent(format!("cannot serialise metadata: {e}")))?;
+    let metadata = serde_json::to_value(&refund.metadata)?;
     tx.execute(
         "INSERT INTO refunds (id, merchant_id, session_id, attempt_id, amount, currency, status, reason, metadata,
              processor_idempotency_key, created_at, updated_at)
@@ -150,13 +149,12 @@ pub async fn create(
         processor_idempotency_key: key.clone(),
     };
     let ask = message(&req, key)?;
-    Ok(Ok((to_json(&refund)?, vec![event(EventType::RefundCreated, merchant, now, &refund), ask])))
+    Ok(Ok((to_json(&refund)?, vec![event(EventType::RefundCreated, merchant, now, &refund)?, ask])))
 }
 
 /// A `gateway.refund`.
 fn message(req: &RefundRequest, message_id: String) -> Result<Outbound, HandlerError> {
-    let body = serde_json::to_value(req).map_err(|e| HandlerError::Permanent(format!("cannot serialise a refund request: {e}")))?;
-    Ok(Outbound::json(exchange::INTERNAL, internal::GATEWAY_REFUND, &body)
+    Ok(Outbound::to_json(exchange::INTERNAL, internal::GATEWAY_REFUND, req)?
         .with_message_id(message_id)
         .with_header(header::MERCHANT_ID, req.merchant_id.as_str()))
 }
@@ -206,7 +204,7 @@ pub async fn apply(tx: &Transaction<'_>, r: &GatewayResult, s: &mut StoredSessio
         tracing::warn!(refund = %id, failure_reason = %reason, "refund failed");
         stored.refund.status = RefundStatus::Failed;
         stored.refund.failure_reason = Some(reason);
-        return Ok(Handled::default().send(event(EventType::RefundFailed, &m, now, &stored.refund)));
+        return Ok(Handled::default().send(event(EventType::RefundFailed, &m, now, &stored.refund)?));
     }
     tx.execute(
         "UPDATE refunds SET status = 'succeeded', processor_reference = $2, updated_at = now() WHERE id = $1",
@@ -219,12 +217,12 @@ pub async fn apply(tx: &Transaction<'_>, r: &GatewayResult, s: &mut StoredSessio
     sessions::save(tx, s).await?;
     tracing::info!(refund = %id, amount = stored.refund.amount, refunded = amounts.refunded, "refund succeeded");
     stored.refund.status = RefundStatus::Succeeded;
-    Ok(Handled::default().send(event(EventType::RefundSucceeded, &m, now, &stored.refund)).send(event(
+    Ok(Handled::default().send(event(EventType::RefundSucceeded, &m, now, &stored.refund)?).send(event(
         EventType::PaymentSessionUpdated,
         &m,
         now,
         &s.session,
-    )))
+    )?))
 }
 
 /// Refunds asked for `after` ago or more with no answer: each is asked again

@@ -70,23 +70,23 @@ async fn authorized(
         if exhausted {
             tracing::warn!(session = %s.session.id, max_failed, "failed-attempt limit reached: session ends unpaid");
             out = out
-                .send(event(EventType::PaymentAttemptFailed, m, now, &s.session))
-                .send(event(EventType::PaymentFailed, m, now, &s.session))
-                .send(event(EventType::PaymentSessionCompleted, m, now, &s.session));
+                .send(event(EventType::PaymentAttemptFailed, m, now, &s.session)?)
+                .send(event(EventType::PaymentFailed, m, now, &s.session)?)
+                .send(event(EventType::PaymentSessionCompleted, m, now, &s.session)?);
         } else if ty.customer_present() {
-            out = out.send(event(EventType::PaymentAttemptFailed, m, now, &s.session)).send(event(
+            out = out.send(event(EventType::PaymentAttemptFailed, m, now, &s.session)?).send(event(
                 EventType::PaymentSessionUpdated,
                 m,
                 now,
                 &s.session,
-            ));
+            )?);
         } else {
-            out = out.send(event(EventType::PaymentFailed, m, now, &s.session)).send(event(
+            out = out.send(event(EventType::PaymentFailed, m, now, &s.session)?).send(event(
                 EventType::PaymentSessionCompleted,
                 m,
                 now,
                 &s.session,
-            ));
+            )?);
         }
         tracing::info!(session = %s.session.id, decline_code = r.decline_code.as_deref().unwrap_or(""), "attempt failed");
         return Ok(out);
@@ -123,11 +123,11 @@ async fn authorized(
     sessions::save(tx, s).await?;
 
     let m = s.merchant_id.clone();
-    out = out.send(event(EventType::PaymentSucceeded, &m, now, &s.session));
+    out = out.send(event(EventType::PaymentSucceeded, &m, now, &s.session)?);
     if let Some(md) = &mandate {
-        out = out.send(event(EventType::MandateCreated, &m, now, md));
+        out = out.send(event(EventType::MandateCreated, &m, now, md)?);
     }
-    out = out.send(event(EventType::PaymentSessionCompleted, &m, now, &s.session));
+    out = out.send(event(EventType::PaymentSessionCompleted, &m, now, &s.session)?);
     tracing::info!(session = %s.session.id, outcome = %s.session.payment_outcome, mandate = ?mandate.as_ref().map(|m| m.id.to_string()), "payment succeeded");
     Ok(out)
 }
@@ -170,12 +170,12 @@ async fn captured(
     s.set_state(to, now);
     sessions::save(tx, s).await?;
     let m = &s.merchant_id;
-    Ok(Handled::default().send(event(EventType::PaymentCaptured, m, now, &s.session)).send(event(
+    Ok(Handled::default().send(event(EventType::PaymentCaptured, m, now, &s.session)?).send(event(
         EventType::PaymentSessionUpdated,
         m,
         now,
         &s.session,
-    )))
+    )?))
 }
 
 async fn voided(
@@ -209,10 +209,10 @@ async fn voided(
             s.set_amounts(PaymentAmounts { voided: held.authorised, ..held }, now);
             s.set_state(to, now);
             sessions::save(tx, s).await?;
-            out = out.send(event(EventType::PaymentSessionUpdated, &m, now, &s.session));
+            out = out.send(event(EventType::PaymentSessionUpdated, &m, now, &s.session)?);
         }
     }
-    Ok(out.send(event(EventType::PaymentVoided, &m, now, &s.session)))
+    Ok(out.send(event(EventType::PaymentVoided, &m, now, &s.session)?))
 }
 
 /// The processor's refusals no retry changes: nothing (left) to void.
@@ -232,5 +232,5 @@ async fn settlement_failed(
         Some(sessions::payment_error(r.error_code.as_deref().unwrap_or("processing_error"), r.decline_code.as_deref(), message, now));
     s.session.updated_at = now;
     sessions::save(tx, s).await?;
-    Ok(Handled::default().send(event(EventType::PaymentSessionUpdated, &s.merchant_id, now, &s.session)))
+    Ok(Handled::default().send(event(EventType::PaymentSessionUpdated, &s.merchant_id, now, &s.session)?))
 }

@@ -141,5 +141,5 @@ async fn change(tx: &Transaction<'_>, ctx: &Ctx, merchant: &MerchantId, body: &V
         ctx.wake.notify_one();
     }
     tracing::info!(schedule = %s.id, status = %s.status, "schedule changed");
-    Ok(Ok((object(&s)?, vec![s.event(kind, now)])))
+    Ok(Ok((object(&s)?, vec![s.event(kind, now)?])))
 }

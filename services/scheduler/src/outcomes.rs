@@ -174,7 +174,7 @@ async fn create(
         return Ok(vec![]);
     }
     tracing::info!(schedule = %row.id, session = %s.id, next = ?row.next_charge_at, "schedule created");
-    Ok(vec![row.event(EventType::ScheduleCreated, now)])
+    Ok(vec![row.event(EventType::ScheduleCreated, now)?])
 }
 
 /// A run has an answer: a session that ended (`end`), or intake's refusal (`refused`: its code).
@@ -236,7 +236,7 @@ pub(crate) async fn run_ended(
     if event.is_some() {
         tracing::info!(schedule = %s.id, status = %s.status, reason = s.stop_reason.as_deref().unwrap_or(""), "schedule ended");
     }
-    Ok(event.map(|k| s.event(k, now)).into_iter().collect())
+    Ok(event.map(|k| s.event(k, now)).transpose()?.into_iter().collect())
 }
 
 /// A paid cycle: count it, then the next one, unless a cap or the mandate's end says it was the last.
@@ -325,7 +325,7 @@ pub async fn mandate_revoked(tx: &Transaction<'_>, ctx: &Ctx, msg: &Incoming) ->
         s.end(ScheduleStatus::Stopped, Some("mandate_revoked"), now);
         schedules::save(tx, &s).await?;
         tracing::info!(schedule = %s.id, mandate, "mandate revoked: schedule stopped");
-        out.push(s.event(EventType::ScheduleStopped, now));
+        out.push(s.event(EventType::ScheduleStopped, now)?);
     }
     Ok(Handled { outbox: out, dead_letter: None })
 }

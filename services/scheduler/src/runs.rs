@@ -118,5 +118,5 @@ async fn refused(tx: &Transaction<'_>, mut s: Row, e: &ApiError, now: DateTime<U
     schedules::save(tx, &s).await?;
     crate::metrics::RUNS.with_label_values(&["refused_by_mandate"]).inc();
     tracing::info!(schedule = %s.id, code = %e.code, status = %status, "mandate refuses the charge; schedule ended");
-    Ok(s.event(kind, now))
+    Ok(s.event(kind, now)?)
 }

@@ -102,7 +102,7 @@ impl Row {
     }
 
     /// An event about this schedule, as it now is.
-    pub fn event(&self, kind: EventType, now: DateTime<Utc>) -> Outbound {
+    pub fn event(&self, kind: EventType, now: DateTime<Utc>) -> Result<Outbound, serde_json::Error> {
         event(kind, &self.merchant_id, now, &self.object())
     }
 

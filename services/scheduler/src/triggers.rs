@@ -323,5 +323,5 @@ async fn maybe_completed(tx: &Transaction<'_>, trigger: &str, now: DateTime<Utc>
     let merchant = MerchantId::parse(t.get(0)).map_err(|_| HandlerError::Permanent("corrupt trigger merchant".into()))?;
     let summary = json!({"object": "schedule_trigger", "id": trigger, "items": t.get::<_, i32>(1), "outcomes": counts});
     tracing::info!(trigger, "every trigger charge has ended");
-    Ok(vec![event(EventType::ScheduleTriggerCompleted, &merchant, now, &summary)])
+    Ok(vec![event(EventType::ScheduleTriggerCompleted, &merchant, now, &summary)?])
 }

@@ -369,7 +369,7 @@ impl Dispatcher {
             created_at: r.get(2),
         };
         let merchant = MerchantId::parse(&d.merchant_id).map_err(|e| HandlerError::Permanent(e.to_string()))?;
-        self.outbox.enqueue(tx, &[ps_store::events::event(EventType::WebhookEndpointDisabled, &merchant, now, &endpoint)]).await?;
+        self.outbox.enqueue(tx, &[ps_store::events::event(EventType::WebhookEndpointDisabled, &merchant, now, &endpoint)?]).await?;
         self.outbox.wake();
         tracing::warn!(endpoint = %d.endpoint_id, reason, "webhook endpoint disabled");
         Ok(())

@@ -68,8 +68,8 @@ fn new_secret() -> String {
     webhooks::secret_from_bytes(&b)
 }
 
-fn to_json(e: &WebhookEndpoint) -> Value {
-    serde_json::to_value(e).unwrap_or_default()
+fn to_json(e: &WebhookEndpoint) -> Result<Value, serde_json::Error> {
+    serde_json::to_value(e)
 }
 
 fn not_found(id: &WebhookEndpointId) -> ApiError {
@@ -113,7 +113,7 @@ impl EndpointHandler {
         )
         .await?;
         tracing::info!(endpoint = %endpoint.id, merchant = %merchant, "webhook endpoint created");
-        Ok(Ok((to_json(&endpoint), vec![])))
+        Ok(Ok((to_json(&endpoint)?, vec![])))
     }
 }
 
@@ -175,7 +175,7 @@ async fn rotate(
     )
     .await?;
     endpoint.secret = Some(secret);
-    Ok(Ok((to_json(&endpoint), vec![])))
+    Ok(Ok((to_json(&endpoint)?, vec![])))
 }
 
 /// Turns a disabled endpoint back on with a clean record: deliveries failed
@@ -195,7 +195,7 @@ async fn enable(tx: &Transaction<'_>, merchant: &MerchantId, body: &Value) -> Re
         endpoint.status = EndpointStatus::Enabled;
         tracing::info!(endpoint = %id, merchant = %merchant, "webhook endpoint enabled by command");
     }
-    Ok(Ok((to_json(&endpoint), vec![])))
+    Ok(Ok((to_json(&endpoint)?, vec![])))
 }
 
 /// Turns an endpoint off as the dispatcher does after days of failures: its
@@ -207,7 +207,7 @@ async fn disable(tx: &Transaction<'_>, merchant: &MerchantId, body: &Value, now:
     };
     let Some(mut endpoint) = lock(tx, merchant, &id).await? else { return Ok(Err(not_found(&id))) };
     if endpoint.status == EndpointStatus::Disabled {
-        return Ok(Ok((to_json(&endpoint), vec![])));
+        return Ok(Ok((to_json(&endpoint)?, vec![])));
     }
     tx.execute(
         "UPDATE webhook_endpoints SET status = 'disabled', disabled_reason = 'disabled by command', updated_at = now() WHERE id = $1",
@@ -222,8 +222,8 @@ async fn disable(tx: &Transaction<'_>, merchant: &MerchantId, body: &Value, now:
     .await?;
     endpoint.status = EndpointStatus::Disabled;
     tracing::info!(endpoint = %id, merchant = %merchant, "webhook endpoint disabled by command");
-    let event = ps_store::events::event(ps_contract::events::EventType::WebhookEndpointDisabled, merchant, now, &endpoint);
-    Ok(Ok((to_json(&endpoint), vec![event])))
+    let event = ps_store::events::event(ps_contract::events::EventType::WebhookEndpointDisabled, merchant, now, &endpoint)?;
+    Ok(Ok((to_json(&endpoint)?, vec![event])))
 }
 
 async fn redeliver(tx: &Transaction<'_>, merchant: &MerchantId, body: &Value) -> Result<Answer, HandlerError> {

@@ -79,6 +79,9 @@ pub enum HandlerError {
     /// The handler panicked: a bug. The message is dead-lettered, the consumer goes on.
     #[error("the handler panicked: {0}")]
     Panicked(String),
+    /// A message or stored value could not be written as JSON: a bug, never retried.
+    #[error("cannot serialise to JSON")]
+    Serialise(#[from] serde_json::Error),
 }
 
 impl From<EnqueueError> for HandlerError {
@@ -108,7 +111,7 @@ impl HandlerError {
     pub fn is_transient(&self) -> bool {
         match self {
             HandlerError::Pool(_) | HandlerError::Transient(_) => true,
-            HandlerError::Permanent(_) | HandlerError::Secrets(_) | HandlerError::Panicked(_) => false,
+            HandlerError::Permanent(_) | HandlerError::Secrets(_) | HandlerError::Panicked(_) | HandlerError::Serialise(_) => false,
             HandlerError::Db(e) => match e.code() {
                 None => true,
                 Some(code) => {

@@ -48,10 +48,19 @@ impl OutboundKind {
 
 impl Outbound {
     pub fn json(exchange: &str, routing_key: &str, body: &Value) -> Outbound {
+        Outbound::bytes(exchange, routing_key, serde_json::to_vec(body).expect("a JSON value serialises"))
+    }
+
+    /// A message whose body is `body` written as JSON, once, straight to bytes.
+    pub fn to_json(exchange: &str, routing_key: &str, body: &impl serde::Serialize) -> Result<Outbound, serde_json::Error> {
+        Ok(Outbound::bytes(exchange, routing_key, serde_json::to_vec(body)?))
+    }
+
+    fn bytes(exchange: &str, routing_key: &str, body: Vec<u8>) -> Outbound {
         Outbound {
             exchange: exchange.to_owned(),
             routing_key: routing_key.to_owned(),
-            body: serde_json::to_vec(body).expect("a JSON value serialises"),
+            body,
             message_id: None,
             correlation_id: None,
             reply_to: None,

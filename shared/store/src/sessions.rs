@@ -173,13 +173,7 @@ pub async fn list(
 
 /// Writes back what lifecycle and checkout change. Callers hold the row lock.
 pub async fn save(client: &impl GenericClient, s: &StoredSession) -> Result<(), HandlerError> {
-    let error = s
-        .session
-        .last_payment_error
-        .as_ref()
-        .map(serde_json::to_value)
-        .transpose()
-        .map_err(|e| HandlerError::Permanent(format!("cannot serialise a payment error: {e}")))?;
+    let error = s.session.last_payment_error.as_ref().map(serde_json::to_value).transpose()?;
     let stmt = client
         .prepare_cached(
             "UPDATE payment_sessions SET status = $2, payment_outcome = $3, customer_id = $4, payment_method_id = $5,

@@ -230,8 +230,9 @@ async fn the_fleets_logs_carry_no_card_number_session_token_or_message_body() {
     let pan = "4000000000000002";
     let url = s["session_url"].as_str().unwrap().to_owned();
     let page = loop {
-        // The checkout is a child process: wait until it listens.
-        if tokio::net::TcpStream::connect(("127.0.0.1", web)).await.is_ok() {
+        // The checkout and the gateway's vault are child processes: wait until both listen.
+        let listening = |port| async move { tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() };
+        if listening(web).await && listening(vault).await {
             break CheckoutClient::new().pay(&url, pan, false).await;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
