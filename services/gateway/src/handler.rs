@@ -191,7 +191,7 @@ impl GatewayHandler {
             (Some(t), _) => Some(t.clone()),
             (None, Some(pm)) => tx
                 .query_opt(
-                    "SELECT vault_token FROM payment_methods WHERE id = $1 AND merchant_id = $2",
+                    &tx.prepare_cached("SELECT vault_token FROM payment_methods WHERE id = $1 AND merchant_id = $2").await?,
                     &[&pm.as_str(), &req.merchant_id.as_str()],
                 )
                 .await?
@@ -338,7 +338,11 @@ impl GatewayHandler {
             // not worth a WAL flush of its own on every call.
             tx.batch_execute("SET LOCAL synchronous_commit = off").await.map_err(|e| e.to_string())?;
             tx.execute(
-                "INSERT INTO processor_calls (attempt_id, operation, idempotency_key, result, latency_ms) VALUES ($1, $2, $3, $4, $5)",
+                &tx.prepare_cached(
+                    "INSERT INTO processor_calls (attempt_id, operation, idempotency_key, result, latency_ms) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .await
+                .map_err(|e| e.to_string())?,
                 &[&attempt, &op.as_str(), &key, &result, &(elapsed.as_millis() as i32)],
             )
             .await

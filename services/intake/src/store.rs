@@ -9,7 +9,7 @@ use ps_contract::session::PaymentSession;
 pub async fn insert_customer(tx: &Transaction<'_>, merchant: &MerchantId, c: &NewCustomer) -> Result<CustomerId, tokio_postgres::Error> {
     let id = CustomerId::generate();
     tx.execute(
-        "INSERT INTO customers (id, merchant_id, name, email) VALUES ($1, $2, $3, $4)",
+        &tx.prepare_cached("INSERT INTO customers (id, merchant_id, name, email) VALUES ($1, $2, $3, $4)").await?,
         &[&id.as_str(), &merchant.as_str(), &c.name, &c.email],
     )
     .await?;
@@ -17,7 +17,13 @@ pub async fn insert_customer(tx: &Transaction<'_>, merchant: &MerchantId, c: &Ne
 }
 
 pub async fn customer_exists(tx: &Transaction<'_>, merchant: &MerchantId, id: &CustomerId) -> Result<bool, tokio_postgres::Error> {
-    Ok(tx.query_opt("SELECT 1 FROM customers WHERE id = $1 AND merchant_id = $2", &[&id.as_str(), &merchant.as_str()]).await?.is_some())
+    Ok(tx
+        .query_opt(
+            &tx.prepare_cached("SELECT 1 FROM customers WHERE id = $1 AND merchant_id = $2").await?,
+            &[&id.as_str(), &merchant.as_str()],
+        )
+        .await?
+        .is_some())
 }
 
 /// What is stored beside the wire object.
@@ -33,10 +39,10 @@ pub struct SessionExtras<'a> {
 pub async fn insert_session(tx: &Transaction<'_>, s: &PaymentSession, x: &SessionExtras<'_>) -> Result<(), ps_runtime::HandlerError> {
     let metadata = serde_json::to_value(&s.metadata)?;
     tx.execute(
-        "INSERT INTO payment_sessions (id, merchant_id, type, status, payment_outcome, amount, currency, capture_method,
+        &tx.prepare_cached("INSERT INTO payment_sessions (id, merchant_id, type, status, payment_outcome, amount, currency, capture_method,
              save_payment_method, customer_id, payment_method_id, mandate_id, checkout_token, session_url, return_url,
              expires_at, metadata, external_reference, mode, mandate_terms, subscription_options, created_at, updated_at, traceparent, payment_created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $22, $23, $24)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $22, $23, $24)").await?,
         &[
             &s.id.as_str(),
             &x.merchant.as_str(),
@@ -77,8 +83,8 @@ pub async fn insert_attempt(
     capture_method: &str,
 ) -> Result<(), tokio_postgres::Error> {
     tx.execute(
-        "INSERT INTO payment_attempts (id, session_id, merchant_id, amount, currency, status, processor_idempotency_key, source, capture_method)
-         VALUES ($1, $2, $3, $4, $5, 'pending', $6, 'merchant', $7)",
+        &tx.prepare_cached("INSERT INTO payment_attempts (id, session_id, merchant_id, amount, currency, status, processor_idempotency_key, source, capture_method)
+         VALUES ($1, $2, $3, $4, $5, 'pending', $6, 'merchant', $7)").await?,
         &[&attempt, &session.id.as_str(), &merchant.as_str(), &session.amount, &session.currency.code(), &processor_key, &capture_method],
     )
     .await?;

@@ -21,7 +21,13 @@ pub struct Attempt {
 
 pub async fn lock(tx: &Transaction<'_>, id: &str) -> Result<Option<Attempt>, HandlerError> {
     let row = tx
-        .query_opt("SELECT id, session_id, status, save_card, amount, settlement FROM payment_attempts WHERE id = $1 FOR UPDATE", &[&id])
+        .query_opt(
+            &tx.prepare_cached(
+                "SELECT id, session_id, status, save_card, amount, settlement FROM payment_attempts WHERE id = $1 FOR UPDATE",
+            )
+            .await?,
+            &[&id],
+        )
         .await?;
     row.map(|r| {
         Ok(Attempt {
@@ -38,13 +44,23 @@ pub async fn lock(tx: &Transaction<'_>, id: &str) -> Result<Option<Attempt>, Han
 
 /// How many of a session's attempts have failed.
 pub async fn failed_count(tx: &Transaction<'_>, session_id: &str) -> Result<i64, HandlerError> {
-    Ok(tx.query_one("SELECT count(*) FROM payment_attempts WHERE session_id = $1 AND status = 'failed'", &[&session_id]).await?.get(0))
+    Ok(tx
+        .query_one(
+            &tx.prepare_cached("SELECT count(*) FROM payment_attempts WHERE session_id = $1 AND status = 'failed'").await?,
+            &[&session_id],
+        )
+        .await?
+        .get(0))
 }
 
 /// The attempt that succeeded for a session (the one a capture or void settles).
 pub async fn lock_succeeded(tx: &Transaction<'_>, session_id: &str) -> Result<Option<Attempt>, HandlerError> {
-    let row =
-        tx.query_opt("SELECT id FROM payment_attempts WHERE session_id = $1 AND status = 'succeeded' FOR UPDATE", &[&session_id]).await?;
+    let row = tx
+        .query_opt(
+            &tx.prepare_cached("SELECT id FROM payment_attempts WHERE session_id = $1 AND status = 'succeeded' FOR UPDATE").await?,
+            &[&session_id],
+        )
+        .await?;
     match row {
         Some(r) => lock(tx, r.get::<_, &str>(0)).await,
         None => Ok(None),
@@ -61,8 +77,11 @@ pub async fn finish(
     captured: Option<i64>,
 ) -> Result<(), HandlerError> {
     tx.execute(
-        "UPDATE payment_attempts SET status = $2, error_code = $3, decline_code = $4, processor_reference = $5,
+        &tx.prepare_cached(
+            "UPDATE payment_attempts SET status = $2, error_code = $3, decline_code = $4, processor_reference = $5,
              captured_amount = $6, updated_at = now() WHERE id = $1",
+        )
+        .await?,
         &[&id.as_str(), &status, &error_code, &decline_code, &reference, &captured],
     )
     .await?;
@@ -76,7 +95,7 @@ pub async fn set_settlement(
     captured: Option<i64>,
 ) -> Result<(), HandlerError> {
     tx.execute(
-        "UPDATE payment_attempts SET settlement = $2, captured_amount = coalesce($3, captured_amount), updated_at = now() WHERE id = $1",
+        &tx.prepare_cached("UPDATE payment_attempts SET settlement = $2, captured_amount = coalesce($3, captured_amount), updated_at = now() WHERE id = $1").await?,
         &[&id.as_str(), &settlement, &captured],
     )
     .await?;
@@ -95,8 +114,11 @@ pub async fn request_settlement(
     let marker = if op == Operation::Capture { "capture_requested" } else { "void_requested" };
     let row = tx
         .query_one(
-            "UPDATE payment_attempts SET settlement = $2, settlement_amount = $3, settlement_requests = settlement_requests + 1,
+            &tx.prepare_cached(
+                "UPDATE payment_attempts SET settlement = $2, settlement_amount = $3, settlement_requests = settlement_requests + 1,
                  updated_at = now() WHERE id = $1 RETURNING settlement_requests",
+            )
+            .await?,
             &[&attempt.as_str(), &marker, &amount],
         )
         .await?;
@@ -107,7 +129,8 @@ pub async fn request_settlement(
 /// under its next key, when the sweep next finds it unanswered.
 pub async fn retry_settlement_later(tx: &Transaction<'_>, attempt: &AttemptId) -> Result<(), HandlerError> {
     tx.execute(
-        "UPDATE payment_attempts SET settlement_requests = settlement_requests + 1, updated_at = now() WHERE id = $1",
+        &tx.prepare_cached("UPDATE payment_attempts SET settlement_requests = settlement_requests + 1, updated_at = now() WHERE id = $1")
+            .await?,
         &[&attempt.as_str()],
     )
     .await?;
@@ -120,11 +143,14 @@ pub async fn retry_settlement_later(tx: &Transaction<'_>, attempt: &AttemptId) -
 pub async fn unanswered_settlements(tx: &Transaction<'_>, after: Duration) -> Result<Vec<Outbound>, HandlerError> {
     let rows = tx
         .query(
-            "UPDATE payment_attempts SET updated_at = now() WHERE id IN (
+            &tx.prepare_cached(
+                "UPDATE payment_attempts SET updated_at = now() WHERE id IN (
                  SELECT id FROM payment_attempts
                  WHERE settlement IN ('capture_requested', 'void_requested') AND updated_at <= now() - $1::float8 * interval '1 second'
                  ORDER BY updated_at LIMIT 100 FOR UPDATE SKIP LOCKED)
              RETURNING id, session_id, settlement, settlement_requests, coalesce(settlement_amount, amount)",
+            )
+            .await?,
             &[&after.as_secs_f64()],
         )
         .await?;
@@ -144,9 +170,12 @@ pub async fn unanswered_settlements(tx: &Transaction<'_>, after: Duration) -> Re
 pub async fn unanswered(tx: &Transaction<'_>, after: Duration) -> Result<Vec<(String, String)>, HandlerError> {
     let rows = tx
         .query(
-            "SELECT session_id, id FROM payment_attempts
+            &tx.prepare_cached(
+                "SELECT session_id, id FROM payment_attempts
              WHERE status IN ('pending', 'abandoned') AND updated_at <= now() - $1::float8 * interval '1 second'
              ORDER BY updated_at LIMIT 100",
+            )
+            .await?,
             &[&after.as_secs_f64()],
         )
         .await?;
@@ -163,16 +192,23 @@ pub async fn abandon(tx: &Transaction<'_>, s: &StoredSession, attempt: &str, aft
     }
     let Some(row) = tx
         .query_opt(
-            "SELECT id, amount, processor_idempotency_key FROM payment_attempts
+            &tx.prepare_cached(
+                "SELECT id, amount, processor_idempotency_key FROM payment_attempts
              WHERE id = $1 AND status IN ('pending', 'abandoned') AND updated_at <= now() - $2::float8 * interval '1 second'
              FOR UPDATE SKIP LOCKED",
+            )
+            .await?,
             &[&attempt, &after.as_secs_f64()],
         )
         .await?
     else {
         return Ok(None);
     };
-    tx.execute("UPDATE payment_attempts SET status = 'abandoned', updated_at = now() WHERE id = $1", &[&attempt]).await?;
+    tx.execute(
+        &tx.prepare_cached("UPDATE payment_attempts SET status = 'abandoned', updated_at = now() WHERE id = $1").await?,
+        &[&attempt],
+    )
+    .await?;
     let req = ResolveRequest {
         attempt_id: parse_id(row.get(0))?,
         session_id: s.session.id.clone(),

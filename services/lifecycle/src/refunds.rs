@@ -96,7 +96,10 @@ pub async fn create(
     };
     let committed: i64 = tx
         .query_one(
-            "SELECT coalesce(sum(amount), 0)::bigint FROM refunds WHERE session_id = $1 AND status IN ('pending', 'succeeded')",
+            &tx.prepare_cached(
+                "SELECT coalesce(sum(amount), 0)::bigint FROM refunds WHERE session_id = $1 AND status IN ('pending', 'succeeded')",
+            )
+            .await?,
             &[&id],
         )
         .await?
@@ -121,9 +124,12 @@ pub async fn create(
     let key = RefundRequest::idempotency_key_for(&refund.id);
     let metadata = serde_json::to_value(&refund.metadata)?;
     tx.execute(
-        "INSERT INTO refunds (id, merchant_id, session_id, attempt_id, amount, currency, status, reason, metadata,
+        &tx.prepare_cached(
+            "INSERT INTO refunds (id, merchant_id, session_id, attempt_id, amount, currency, status, reason, metadata,
              processor_idempotency_key, created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9, $10, $10)",
+        )
+        .await?,
         &[
             &refund.id.as_str(),
             &merchant.as_str(),
@@ -197,7 +203,10 @@ pub async fn apply(tx: &Transaction<'_>, r: &GatewayResult, s: &mut StoredSessio
     if r.outcome == Outcome::Failed {
         let reason = r.decline_code.clone().unwrap_or_else(|| "unknown".into());
         tx.execute(
-            "UPDATE refunds SET status = 'failed', failure_reason = $2, processor_reference = $3, updated_at = now() WHERE id = $1",
+            &tx.prepare_cached(
+                "UPDATE refunds SET status = 'failed', failure_reason = $2, processor_reference = $3, updated_at = now() WHERE id = $1",
+            )
+            .await?,
             &[&id.as_str(), &reason, &r.processor_reference],
         )
         .await?;
@@ -207,7 +216,7 @@ pub async fn apply(tx: &Transaction<'_>, r: &GatewayResult, s: &mut StoredSessio
         return Ok(Handled::default().send(event(EventType::RefundFailed, &m, now, &stored.refund)?));
     }
     tx.execute(
-        "UPDATE refunds SET status = 'succeeded', processor_reference = $2, updated_at = now() WHERE id = $1",
+        &tx.prepare_cached("UPDATE refunds SET status = 'succeeded', processor_reference = $2, updated_at = now() WHERE id = $1").await?,
         &[&id.as_str(), &r.processor_reference],
     )
     .await?;
@@ -231,10 +240,13 @@ pub async fn apply(tx: &Transaction<'_>, r: &GatewayResult, s: &mut StoredSessio
 pub async fn unanswered(tx: &Transaction<'_>, after: Duration) -> Result<Vec<Outbound>, HandlerError> {
     let rows = tx
         .query(
-            "UPDATE refunds SET updated_at = now() WHERE id IN (
+            &tx.prepare_cached(
+                "UPDATE refunds SET updated_at = now() WHERE id IN (
                  SELECT id FROM refunds WHERE status = 'pending' AND updated_at <= now() - $1::float8 * interval '1 second'
                  ORDER BY updated_at LIMIT 100 FOR UPDATE SKIP LOCKED)
              RETURNING id, session_id, attempt_id, amount, currency, processor_idempotency_key",
+            )
+            .await?,
             &[&after.as_secs_f64()],
         )
         .await?;

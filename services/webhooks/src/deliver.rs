@@ -132,7 +132,9 @@ impl Dispatcher {
         let lease = (self.config.timeout + LEASE_MARGIN).as_secs_f64();
         let rows = client
             .query(
-                "WITH busy AS (
+                &client
+                    .prepare_cached(
+                        "WITH busy AS (
                      SELECT endpoint_id, count(*) AS n FROM webhook_deliveries
                      WHERE status = 'pending' AND lease_until >= now() GROUP BY endpoint_id
                  ), due AS (
@@ -157,6 +159,8 @@ impl Dispatcher {
                    AND d.status = 'pending' AND (d.lease_until IS NULL OR d.lease_until < now())
                  RETURNING d.id, d.event_id, d.attempts, e.payload, p.id, p.merchant_id, p.url, p.secret,
                            CASE WHEN p.previous_secret_expires_at > now() THEN p.previous_secret END, p.status",
+                    )
+                    .await?,
                 &[&self.config.per_endpoint, &n, &lease],
             )
             .await?;
@@ -280,7 +284,10 @@ impl Dispatcher {
             tx.batch_execute("SET LOCAL synchronous_commit = off").await?;
             let status_i = status.map(i32::from);
             tx.execute(
-                "INSERT INTO webhook_attempts (delivery_id, status_code, latency_ms, response_body, error) VALUES ($1, $2, $3, $4, $5)",
+                &tx.prepare_cached(
+                    "INSERT INTO webhook_attempts (delivery_id, status_code, latency_ms, response_body, error) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .await?,
                 &[&d.id, &status_i, &latency_ms, &response, &error],
             )
             .await?;
@@ -291,10 +298,13 @@ impl Dispatcher {
             };
             let waited: f64 = tx
                 .query_one(
-                    "UPDATE webhook_deliveries SET status = $2, attempts = attempts + 1, lease_until = NULL,
+                    &tx.prepare_cached(
+                        "UPDATE webhook_deliveries SET status = $2, attempts = attempts + 1, lease_until = NULL,
                          next_attempt_at = now() + make_interval(secs => $3), last_status = $4, last_error = $5,
                          finished_at = CASE WHEN $2 = 'pending' THEN NULL ELSE now() END
                      WHERE id = $1 RETURNING extract(epoch FROM now() - created_at)::float8",
+                    )
+                    .await?,
                     &[&d.id, &state, &delay, &status_i, &error],
                 )
                 .await?
@@ -306,7 +316,8 @@ impl Dispatcher {
             let disable = match &verdict {
                 Verdict::Delivered => {
                     tx.execute(
-                        "UPDATE webhook_endpoints SET failing_since = NULL WHERE id = $1 AND failing_since IS NOT NULL",
+                        &tx.prepare_cached("UPDATE webhook_endpoints SET failing_since = NULL WHERE id = $1 AND failing_since IS NOT NULL")
+                            .await?,
                         &[&d.endpoint_id],
                     )
                     .await?;
@@ -316,7 +327,7 @@ impl Dispatcher {
                 _ => {
                     let row = tx
                         .query_one(
-                            "UPDATE webhook_endpoints SET failing_since = coalesce(failing_since, now()) WHERE id = $1 RETURNING failing_since",
+                            &tx.prepare_cached("UPDATE webhook_endpoints SET failing_since = coalesce(failing_since, now()) WHERE id = $1 RETURNING failing_since").await?,
                             &[&d.endpoint_id],
                         )
                         .await?;
@@ -347,15 +358,21 @@ impl Dispatcher {
     ) -> Result<(), HandlerError> {
         let row = tx
             .query_opt(
-                "UPDATE webhook_endpoints SET status = 'disabled', disabled_reason = $2, updated_at = now()
+                &tx.prepare_cached(
+                    "UPDATE webhook_endpoints SET status = 'disabled', disabled_reason = $2, updated_at = now()
                  WHERE id = $1 AND status = 'enabled' RETURNING url, enabled_events, created_at",
+                )
+                .await?,
                 &[&d.endpoint_id, &reason],
             )
             .await?;
         let Some(r) = row else { return Ok(()) };
         tx.execute(
-            "UPDATE webhook_deliveries SET status = 'failed', last_error = 'endpoint disabled', finished_at = now(), lease_until = NULL
+            &tx.prepare_cached(
+                "UPDATE webhook_deliveries SET status = 'failed', last_error = 'endpoint disabled', finished_at = now(), lease_until = NULL
              WHERE endpoint_id = $1 AND status = 'pending' AND id <> $2",
+            )
+            .await?,
             &[&d.endpoint_id, &d.id],
         )
         .await?;

@@ -7,6 +7,14 @@ use ps_runtime::{Handled, Handler, HandlerError, Incoming};
 
 pub struct IngestHandler;
 
+#[derive(serde::Deserialize)]
+struct Head<'a> {
+    #[serde(borrow)]
+    id: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, rename = "type")]
+    kind: Option<std::borrow::Cow<'a, str>>,
+}
+
 fn reject(why: String) -> Handled {
     tracing::error!(reason = %why, "event not deliverable");
     Handled::dead_lettered("invalid_event", why)
@@ -18,30 +26,35 @@ impl Handler for IngestHandler {
             let Some(merchant) = msg.header(header::MERCHANT_ID) else {
                 return Ok(reject("event without a merchant-id header".into()));
             };
-            let event: serde_json::Value = match serde_json::from_slice(&msg.body) {
-                Ok(v) => v,
+            // Only the id and type are read; the body is kept as it came.
+            let (id, kind) = match serde_json::from_slice::<Head<'_>>(&msg.body) {
+                Ok(Head { id: Some(id), kind: Some(kind) }) => (id, kind),
+                Ok(_) => return Ok(reject("event without id or type".into())),
                 Err(e) => return Ok(reject(format!("event is not JSON: {e}"))),
-            };
-            let (Some(id), Some(kind)) = (event["id"].as_str(), event["type"].as_str()) else {
-                return Ok(reject("event without id or type".into()));
             };
             let stored = tx
                 .execute(
-                    "INSERT INTO webhook_events (id, merchant_id, type, payload) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING",
-                    &[&id, &merchant, &kind, &msg.body],
+                    &tx.prepare_cached(
+                        "INSERT INTO webhook_events (id, merchant_id, type, payload) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING",
+                    )
+                    .await?,
+                    &[&id.as_ref(), &merchant, &kind.as_ref(), &msg.body],
                 )
                 .await?;
             if stored == 1 {
                 let n = tx
                     .execute(
-                        "INSERT INTO webhook_deliveries (event_id, endpoint_id, status)
+                        &tx.prepare_cached(
+                            "INSERT INTO webhook_deliveries (event_id, endpoint_id, status)
                          SELECT $1, id, 'pending' FROM webhook_endpoints
                          WHERE merchant_id = $2 AND status = 'enabled' AND enabled_events && ARRAY[$3, '*']",
-                        &[&id, &merchant, &kind],
+                        )
+                        .await?,
+                        &[&id.as_ref(), &merchant, &kind.as_ref()],
                     )
                     .await?;
-                crate::metrics::EVENTS.with_label_values(&[kind]).inc();
-                tracing::debug!(event = id, deliveries = n, "event stored");
+                crate::metrics::EVENTS.with_label_values(&[kind.as_ref()]).inc();
+                tracing::debug!(event = %id, deliveries = n, "event stored");
             }
             Ok(Handled::default())
         })

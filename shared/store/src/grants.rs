@@ -22,7 +22,7 @@ pub async fn check(c: &impl GenericClient, user: Option<&str>, merchant: &Mercha
     };
     let granted = c
         .query_opt(
-            "SELECT 1 FROM merchant_grants WHERE broker_user = $1 AND merchant_id IN ($2, $3) LIMIT 1",
+            &c.prepare_cached("SELECT 1 FROM merchant_grants WHERE broker_user = $1 AND merchant_id IN ($2, $3) LIMIT 1").await?,
             &[&user, &merchant.as_str(), &EVERY_MERCHANT],
         )
         .await?
@@ -33,18 +33,23 @@ pub async fn check(c: &impl GenericClient, user: Option<&str>, merchant: &Mercha
 /// `merchant` is a merchant id or `*`.
 pub async fn grant(c: &impl GenericClient, user: &str, merchant: &str) -> Result<bool, tokio_postgres::Error> {
     let n = c
-        .execute("INSERT INTO merchant_grants (broker_user, merchant_id) VALUES ($1, $2) ON CONFLICT DO NOTHING", &[&user, &merchant])
+        .execute(
+            &c.prepare_cached("INSERT INTO merchant_grants (broker_user, merchant_id) VALUES ($1, $2) ON CONFLICT DO NOTHING").await?,
+            &[&user, &merchant],
+        )
         .await?;
     Ok(n == 1)
 }
 
 pub async fn revoke(c: &impl GenericClient, user: &str, merchant: &str) -> Result<bool, tokio_postgres::Error> {
-    Ok(c.execute("DELETE FROM merchant_grants WHERE broker_user = $1 AND merchant_id = $2", &[&user, &merchant]).await? == 1)
+    Ok(c.execute(&c.prepare_cached("DELETE FROM merchant_grants WHERE broker_user = $1 AND merchant_id = $2").await?, &[&user, &merchant])
+        .await?
+        == 1)
 }
 
 /// (broker user, merchant, granted at), by user then merchant.
 pub async fn list(c: &impl GenericClient) -> Result<Vec<(String, String, chrono::DateTime<chrono::Utc>)>, tokio_postgres::Error> {
-    Ok(c.query("SELECT broker_user, merchant_id, created_at FROM merchant_grants ORDER BY 1, 2", &[])
+    Ok(c.query(&c.prepare_cached("SELECT broker_user, merchant_id, created_at FROM merchant_grants ORDER BY 1, 2").await?, &[])
         .await?
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2)))

@@ -22,24 +22,35 @@ pub async fn claim(
     command: &str,
     fingerprint: &str,
 ) -> Result<Result<Claim, ApiError>, tokio_postgres::Error> {
-    let insert = "INSERT INTO idempotency_keys (merchant_id, key, command, request_hash) VALUES ($1, $2, $3, $4)
-                  ON CONFLICT DO NOTHING";
+    let insert = tx
+        .prepare_cached(
+            "INSERT INTO idempotency_keys (merchant_id, key, command, request_hash) VALUES ($1, $2, $3, $4)
+             ON CONFLICT DO NOTHING",
+        )
+        .await?;
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [&merchant.as_str(), &key.as_str(), &command, &fingerprint];
-    if tx.execute(insert, &params).await? == 1 {
+    if tx.execute(&insert, &params).await? == 1 {
         return Ok(Ok(Claim::New));
     }
     let row = tx
         .query_one(
-            "SELECT command, request_hash, reply, created_at < now() - interval '24 hours' AS stale
+            &tx.prepare_cached(
+                "SELECT command, request_hash, reply, created_at < now() - interval '24 hours' AS stale
              FROM idempotency_keys WHERE merchant_id = $1 AND key = $2 FOR UPDATE",
+            )
+            .await?,
             &[&merchant.as_str(), &key.as_str()],
         )
         .await?;
     let (stored_command, stored_hash, reply, stale): (String, String, Option<Value>, bool) =
         (row.get(0), row.get(1), row.get(2), row.get(3));
     if stale {
-        tx.execute("DELETE FROM idempotency_keys WHERE merchant_id = $1 AND key = $2", &[&merchant.as_str(), &key.as_str()]).await?;
-        tx.execute(insert, &params).await?;
+        tx.execute(
+            &tx.prepare_cached("DELETE FROM idempotency_keys WHERE merchant_id = $1 AND key = $2").await?,
+            &[&merchant.as_str(), &key.as_str()],
+        )
+        .await?;
+        tx.execute(&insert, &params).await?;
         return Ok(Ok(Claim::New));
     }
     if stored_command != command || stored_hash != fingerprint {
@@ -62,14 +73,21 @@ pub async fn complete(
     key: &IdempotencyKey,
     reply: &Value,
 ) -> Result<(), tokio_postgres::Error> {
-    tx.execute("UPDATE idempotency_keys SET reply = $3 WHERE merchant_id = $1 AND key = $2", &[&merchant.as_str(), &key.as_str(), reply])
-        .await?;
+    tx.execute(
+        &tx.prepare_cached("UPDATE idempotency_keys SET reply = $3 WHERE merchant_id = $1 AND key = $2").await?,
+        &[&merchant.as_str(), &key.as_str(), reply],
+    )
+    .await?;
     Ok(())
 }
 
 /// A request refused after its key was claimed does not bind the key: the
 /// merchant may fix the request and retry with the same key.
 pub async fn release(tx: &Transaction<'_>, merchant: &MerchantId, key: &IdempotencyKey) -> Result<(), tokio_postgres::Error> {
-    tx.execute("DELETE FROM idempotency_keys WHERE merchant_id = $1 AND key = $2", &[&merchant.as_str(), &key.as_str()]).await?;
+    tx.execute(
+        &tx.prepare_cached("DELETE FROM idempotency_keys WHERE merchant_id = $1 AND key = $2").await?,
+        &[&merchant.as_str(), &key.as_str()],
+    )
+    .await?;
     Ok(())
 }

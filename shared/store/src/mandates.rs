@@ -24,7 +24,10 @@ pub struct SavedMethod {
 async fn payment_method(tx: &Transaction<'_>, merchant: &MerchantId, id: &PaymentMethodId) -> Result<Option<SavedMethod>, HandlerError> {
     let row = tx
         .query_opt(
-            "SELECT id, customer_id, usage, exp_month, exp_year FROM payment_methods WHERE id = $1 AND merchant_id = $2",
+            &tx.prepare_cached(
+                "SELECT id, customer_id, usage, exp_month, exp_year FROM payment_methods WHERE id = $1 AND merchant_id = $2",
+            )
+            .await?,
             &[&id.as_str(), &merchant.as_str()],
         )
         .await?;
@@ -79,7 +82,12 @@ async fn mandate_for_method(tx: &Transaction<'_>, merchant: &MerchantId, pm: &Pa
 /// Counters the database keeps as sessions change (migration 0010), so a
 /// charge costs the same however many came before it.
 pub async fn mandate_usage(tx: &Transaction<'_>, mandate: &MandateId) -> Result<MandateUsage, tokio_postgres::Error> {
-    let r = tx.query_one("SELECT used_occurrences, used_amount, last_charge_at FROM mandates WHERE id = $1", &[&mandate.as_str()]).await?;
+    let r = tx
+        .query_one(
+            &tx.prepare_cached("SELECT used_occurrences, used_amount, last_charge_at FROM mandates WHERE id = $1").await?,
+            &[&mandate.as_str()],
+        )
+        .await?;
     let last: Option<DateTime<Utc>> = r.get(2);
     Ok(MandateUsage { occurrences: r.get::<_, i32>(0).max(0) as u32, amount: r.get(1), last_charge_on: last.map(|t| t.date_naive()) })
 }
@@ -169,13 +177,16 @@ pub async fn check_mandate_charges(
     let ids: Vec<&str> = charges.iter().map(|c| c.mandate.as_str()).collect();
     let rows = tx
         .query(
-            "SELECT m.id, m.merchant_id, m.customer_id, m.payment_method_id, m.status, m.terms, pm.exp_month, pm.exp_year,
+            &tx.prepare_cached(
+                "SELECT m.id, m.merchant_id, m.customer_id, m.payment_method_id, m.status, m.terms, pm.exp_month, pm.exp_year,
                     m.used_occurrences, m.used_amount, m.last_charge_at
              FROM mandates m
              JOIN payment_methods pm ON pm.id = m.payment_method_id
              WHERE m.id = ANY($1)
              ORDER BY m.id
              FOR UPDATE OF m",
+            )
+            .await?,
             &[&ids],
         )
         .await?;
