@@ -31,6 +31,8 @@ GRANT SELECT, INSERT ON payment_sessions, customers, payment_attempts TO ps_inta
 GRANT SELECT ON payment_methods, mandates TO ps_intake;
 -- Locking a mandate (SELECT … FOR UPDATE) needs an UPDATE grant on some column.
 GRANT UPDATE (updated_at) ON mandates TO ps_intake;
+-- A mandate's usage so far, which a charge is checked against (written by the sessions' trigger).
+GRANT SELECT ON mandate_usage TO ps_intake, ps_scheduler;
 
 -- checkout: reads a session, starts an attempt on it. No access to the vault.
 GRANT SELECT, UPDATE ON payment_sessions TO ps_checkout;

@@ -59,11 +59,12 @@ pub async fn refund(c: &Client, id: &str) -> Result<Value> {
 }
 
 const MANDATE_COLUMNS: &str = "m.id, m.merchant_id, m.customer_id, m.payment_method_id, m.status, m.terms,
-    m.used_occurrences, m.used_amount, m.last_charge_at, m.created_at, m.updated_at";
+    coalesce(u.used_occurrences, 0) AS used_occurrences, coalesce(u.used_amount, 0) AS used_amount, u.last_charge_at,
+    m.created_at, m.updated_at";
 
 pub async fn mandates(c: &Client, merchant: Option<&str>, customer: Option<&str>, status: Option<&str>, limit: i64) -> Result<Vec<Value>> {
     let sql = format!(
-        "SELECT {MANDATE_COLUMNS} FROM mandates m
+        "SELECT {MANDATE_COLUMNS} FROM mandates m LEFT JOIN mandate_usage u ON u.mandate_id = m.id
          WHERE ($1::text IS NULL OR m.merchant_id = $1) AND ($2::text IS NULL OR m.customer_id = $2) AND ($3::text IS NULL OR m.status = $3)
          ORDER BY m.id DESC LIMIT $4"
     );
@@ -71,7 +72,7 @@ pub async fn mandates(c: &Client, merchant: Option<&str>, customer: Option<&str>
 }
 
 pub async fn mandate(c: &Client, id: &str) -> Result<Value> {
-    let sql = format!("SELECT {MANDATE_COLUMNS} FROM mandates m WHERE m.id = $1");
+    let sql = format!("SELECT {MANDATE_COLUMNS} FROM mandates m LEFT JOIN mandate_usage u ON u.mandate_id = m.id WHERE m.id = $1");
     rows(c, &sql, &[&id]).await?.pop().ok_or_else(|| format!("no mandate {id}").into())
 }
 

@@ -20,6 +20,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0010_hot_paths", include_str!("../migrations/0010_hot_paths.sql")),
     ("0011_observability", include_str!("../migrations/0011_observability.sql")),
     ("0012_refunds", include_str!("../migrations/0012_refunds.sql")),
+    ("0013_mandate_usage", include_str!("../migrations/0013_mandate_usage.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -82,12 +82,11 @@ async fn mandate_for_method(tx: &Transaction<'_>, merchant: &MerchantId, pm: &Pa
 /// Counters the database keeps as sessions change (migration 0010), so a
 /// charge costs the same however many came before it.
 pub async fn mandate_usage(tx: &Transaction<'_>, mandate: &MandateId) -> Result<MandateUsage, tokio_postgres::Error> {
-    let r = tx
-        .query_one(
-            &tx.prepare_cached("SELECT used_occurrences, used_amount, last_charge_at FROM mandates WHERE id = $1").await?,
-            &[&mandate.as_str()],
-        )
-        .await?;
+    let stmt = tx.prepare_cached("SELECT used_occurrences, used_amount, last_charge_at FROM mandate_usage WHERE mandate_id = $1").await?;
+    // No row yet: a mandate not charged so far.
+    let Some(r) = tx.query_opt(&stmt, &[&mandate.as_str()]).await? else {
+        return Ok(MandateUsage { occurrences: 0, amount: 0, last_charge_on: None });
+    };
     let last: Option<DateTime<Utc>> = r.get(2);
     Ok(MandateUsage { occurrences: r.get::<_, i32>(0).max(0) as u32, amount: r.get(1), last_charge_on: last.map(|t| t.date_naive()) })
 }
@@ -175,18 +174,17 @@ pub async fn check_mandate_charges(
     now: DateTime<Utc>,
 ) -> Result<Vec<Result<(), ApiError>>, HandlerError> {
     let ids: Vec<&str> = charges.iter().map(|c| c.mandate.as_str()).collect();
+    // Not prepared: planned with the array in hand, a generic plan cannot see how many ids it holds.
     let rows = tx
         .query(
-            &tx.prepare_cached(
-                "SELECT m.id, m.merchant_id, m.customer_id, m.payment_method_id, m.status, m.terms, pm.exp_month, pm.exp_year,
-                    m.used_occurrences, m.used_amount, m.last_charge_at
+            "SELECT m.id, m.merchant_id, m.customer_id, m.payment_method_id, m.status, m.terms, pm.exp_month, pm.exp_year,
+                    coalesce(u.used_occurrences, 0), coalesce(u.used_amount, 0), u.last_charge_at
              FROM mandates m
              JOIN payment_methods pm ON pm.id = m.payment_method_id
+             LEFT JOIN mandate_usage u ON u.mandate_id = m.id
              WHERE m.id = ANY($1)
              ORDER BY m.id
              FOR UPDATE OF m",
-            )
-            .await?,
             &[&ids],
         )
         .await?;

@@ -120,7 +120,13 @@ async fn a_mandates_usage_counters_follow_every_charge() {
     };
     let usage = || async {
         let c = env.pool.get().await.unwrap();
-        let kept = c.query_one("SELECT used_occurrences, used_amount FROM mandates WHERE id = $1", &[&md]).await.unwrap();
+        let kept = c
+            .query_one(
+                "SELECT coalesce(max(used_occurrences), 0), coalesce(max(used_amount), 0)::bigint FROM mandate_usage WHERE mandate_id = $1",
+                &[&md],
+            )
+            .await
+            .unwrap();
         let counted = c
             .query_one(
                 "SELECT count(*)::int, coalesce(sum(amount), 0)::bigint FROM payment_sessions

@@ -237,7 +237,7 @@ async fn a_lost_refund_request_is_asked_again_under_the_same_key() {
     assert_eq!(next.body["payment"]["status"], "pending", "a next_in_series pays from its creation: {}", next.body);
     let s = env.event_about("payment_session.completed", &id).await["data"].clone();
     assert_eq!(amounts(&s), (700, 700, 0, 0, "succeeded"));
-    let used = "SELECT used_occurrences::bigint * 1000000 + used_amount FROM mandates";
+    let used = "SELECT used_occurrences::bigint * 1000000 + used_amount FROM mandate_usage";
     let before = env.count(used).await;
     // The gateway is away and its queue loses the request.
     env.stop_services().await;
