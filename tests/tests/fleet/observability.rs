@@ -5,9 +5,8 @@ use integration_tests::{Command, TestEnv};
 use serde_json::json;
 use std::sync::{Arc, Mutex};
 
-#[tokio::test]
-async fn spans_reach_an_otlp_collector_and_sigterm_stops_cleanly() {
-    // A stand-in collector that keeps what is POSTed to /v1/traces.
+/// A stand-in OTLP/HTTP collector that keeps what is POSTed to /v1/traces: its URL, and what it got.
+async fn collector() -> (String, Arc<Mutex<Vec<Bytes>>>) {
     let received: Arc<Mutex<Vec<Bytes>>> = Arc::default();
     let keep = received.clone();
     let app = axum::Router::new().route(
@@ -21,8 +20,14 @@ async fn spans_reach_an_otlp_collector_and_sigterm_stops_cleanly() {
         }),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let collector = format!("http://{}", listener.local_addr().unwrap());
+    let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, received)
+}
+
+#[tokio::test]
+async fn spans_reach_an_otlp_collector_and_sigterm_stops_cleanly() {
+    let (collector, received) = collector().await;
 
     let mut env = TestEnv::new().await;
     let pid =
@@ -105,21 +110,7 @@ fn attr(s: &opentelemetry_proto::tonic::trace::v1::Span, key: &str) -> Option<St
 #[tokio::test]
 async fn one_trace_follows_a_session_from_the_upstream_through_checkout_gateway_lifecycle_and_webhooks() {
     use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
-    let received: Arc<Mutex<Vec<Bytes>>> = Arc::default();
-    let keep = received.clone();
-    let app = axum::Router::new().route(
-        "/v1/traces",
-        axum::routing::post(move |body: Bytes| {
-            let keep = keep.clone();
-            async move {
-                keep.lock().unwrap().push(body);
-                ""
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let collector = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (collector, received) = collector().await;
 
     // The fleet as production runs it: six processes exporting spans.
     let settings = [("*", "OTEL_EXPORTER_OTLP_ENDPOINT", collector.as_str()), ("*", "OTEL_BSP_SCHEDULE_DELAY", "100")];
