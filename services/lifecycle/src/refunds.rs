@@ -244,7 +244,7 @@ pub async fn unanswered(tx: &Transaction<'_>, after: Duration) -> Result<Vec<Out
                 "UPDATE refunds SET updated_at = now() WHERE id IN (
                  SELECT id FROM refunds WHERE status = 'pending' AND updated_at <= now() - $1::float8 * interval '1 second'
                  ORDER BY updated_at LIMIT 100 FOR UPDATE SKIP LOCKED)
-             RETURNING id, session_id, attempt_id, amount, currency, processor_idempotency_key",
+             RETURNING id, session_id, attempt_id, amount, currency, processor_idempotency_key, merchant_id",
             )
             .await?,
             &[&after.as_secs_f64()],
@@ -252,19 +252,17 @@ pub async fn unanswered(tx: &Transaction<'_>, after: Duration) -> Result<Vec<Out
         .await?;
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
-        let Some(s) = sessions::get(tx, r.get::<_, &str>(1)).await? else { continue };
-        let refund_id = RefundId::parse(r.get(0)).map_err(|_| corrupt("id"))?;
-        let attempt = ps_contract::ids::AttemptId::parse(r.get(2)).map_err(|_| corrupt("attempt_id"))?;
-        tracing::warn!(refund = %refund_id, "refund unanswered: asking the processor again under the same key");
+        // The row names everything the request needs: no session to read.
         let req = RefundRequest {
-            refund_id,
-            attempt_id: attempt,
-            session_id: s.session.id.clone(),
-            merchant_id: s.merchant_id.clone(),
+            refund_id: RefundId::parse(r.get(0)).map_err(|_| corrupt("id"))?,
+            attempt_id: ps_contract::ids::AttemptId::parse(r.get(2)).map_err(|_| corrupt("attempt_id"))?,
+            session_id: SessionId::parse(r.get(1)).map_err(|_| corrupt("session_id"))?,
+            merchant_id: MerchantId::parse(r.get(6)).map_err(|_| corrupt("merchant_id"))?,
             amount: r.get(3),
             currency: Currency::parse(r.get(4)).map_err(|_| corrupt("currency"))?,
             processor_idempotency_key: r.get(5),
         };
+        tracing::warn!(refund = %req.refund_id, "refund unanswered: asking the processor again under the same key");
         // Each ask is its own message: the gateway's dedupe must not swallow a second one.
         let message_id = format!("{}:{}", req.processor_idempotency_key, Utc::now().timestamp_micros());
         out.push(message(&req, message_id)?);
