@@ -4,20 +4,56 @@
 -- tests/tests/fleet/deploy.rs runs the fleet under these roles, so a missing
 -- grant fails CI.
 
+-- Each role, the service it runs (its outbox producer and fleet_members row)
+-- and the queues it consumes (its dedupe records and dead letters). The shared
+-- plumbing tables have row-level security (migration 0014): a role reads and
+-- writes only its own rows there, so stolen checkout credentials cannot
+-- publish as the gateway or claim another consumer's messages (DESIGN §10).
 DO $$
-DECLARE r text;
+DECLARE
+    r record;
 BEGIN
-    FOREACH r IN ARRAY ARRAY['ps_intake', 'ps_checkout', 'ps_gateway', 'ps_lifecycle', 'ps_webhooks', 'ps_scheduler'] LOOP
-        IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) THEN
-            EXECUTE format('CREATE ROLE %I LOGIN', r);
+    FOR r IN SELECT * FROM (VALUES
+        ('ps_intake',    'session-intake',    ARRAY['payment_sessions.intake']),
+        ('ps_checkout',  'checkout',          ARRAY[]::text[]),
+        ('ps_gateway',   'payment-gateway',   ARRAY['payment_sessions.gateway']),
+        ('ps_lifecycle', 'session-lifecycle', ARRAY['payment_sessions.lifecycle']),
+        ('ps_webhooks',  'webhook-dispatch',  ARRAY['payment_sessions.webhooks.events', 'payment_sessions.webhooks.commands']),
+        ('ps_scheduler', 'charge-scheduler',  ARRAY['payment_sessions.scheduler', 'payment_sessions.scheduler.replies'])
+    ) AS t (role, service, queues) LOOP
+        IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r.role) THEN
+            EXECUTE format('CREATE ROLE %I LOGIN', r.role);
         END IF;
-        -- Plumbing every service runs: the dedupe record, the outbox and its
-        -- relay, and the retention sweep over both and the idempotency keys.
-        EXECUTE format('GRANT USAGE ON SCHEMA public TO %I', r);
-        EXECUTE format('GRANT SELECT ON schema_migrations TO %I', r);
-        EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON processed_messages, outbox TO %I', r);
-        EXECUTE format('GRANT USAGE ON SEQUENCE outbox_id_seq TO %I', r);
-        EXECUTE format('GRANT SELECT, DELETE ON idempotency_keys TO %I', r);
+        EXECUTE format('GRANT USAGE ON SCHEMA public TO %I', r.role);
+        EXECUTE format('GRANT SELECT ON schema_migrations TO %I', r.role);
+        -- Its outbox rows: written in its transactions, published by its relay, swept.
+        EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON outbox TO %I', r.role);
+        EXECUTE format('GRANT USAGE ON SEQUENCE outbox_id_seq TO %I', r.role);
+        EXECUTE format('DROP POLICY IF EXISTS %I ON outbox', r.role || '_own');
+        EXECUTE format('CREATE POLICY %I ON outbox TO %I USING (producer = %L) WITH CHECK (producer = %L)',
+                       r.role || '_own', r.role, r.service, r.service);
+        -- Who it publishes as: every row readable, only its own writable.
+        EXECUTE format('GRANT SELECT, INSERT, UPDATE ON fleet_members TO %I', r.role);
+        EXECUTE format('DROP POLICY IF EXISTS %I ON fleet_members', r.role || '_read');
+        EXECUTE format('CREATE POLICY %I ON fleet_members FOR SELECT TO %I USING (true)', r.role || '_read', r.role);
+        EXECUTE format('DROP POLICY IF EXISTS %I ON fleet_members', r.role || '_insert');
+        EXECUTE format('CREATE POLICY %I ON fleet_members FOR INSERT TO %I WITH CHECK (service = %L)', r.role || '_insert', r.role, r.service);
+        EXECUTE format('DROP POLICY IF EXISTS %I ON fleet_members', r.role || '_update');
+        EXECUTE format('CREATE POLICY %I ON fleet_members FOR UPDATE TO %I USING (service = %L) WITH CHECK (service = %L)',
+                       r.role || '_update', r.role, r.service, r.service);
+        IF cardinality(r.queues) > 0 THEN
+            -- Its consumers' dedupe records and dead letters, and the retention
+            -- sweep over those and the idempotency keys.
+            EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON processed_messages TO %I', r.role);
+            EXECUTE format('DROP POLICY IF EXISTS %I ON processed_messages', r.role || '_own');
+            EXECUTE format('CREATE POLICY %I ON processed_messages TO %I USING (consumer = ANY (%L)) WITH CHECK (consumer = ANY (%L))',
+                           r.role || '_own', r.role, r.queues, r.queues);
+            EXECUTE format('GRANT INSERT ON dead_letters TO %I', r.role);
+            EXECUTE format('DROP POLICY IF EXISTS %I ON dead_letters', r.role || '_own');
+            EXECUTE format('CREATE POLICY %I ON dead_letters FOR INSERT TO %I WITH CHECK (queue = ANY (%L))',
+                           r.role || '_own', r.role, r.queues);
+            EXECUTE format('GRANT SELECT, DELETE ON idempotency_keys TO %I', r.role);
+        END IF;
     END LOOP;
 END
 $$;
@@ -47,7 +83,8 @@ GRANT USAGE ON SEQUENCE processor_calls_id_seq TO ps_gateway;
 GRANT SELECT (id, merchant_id, vault_token) ON payment_methods TO ps_gateway;
 -- Each request is checked against the attempt it names before money moves (DESIGN §10);
 -- the card token, so a resolved attempt's card is saved or forgotten like any other.
-GRANT SELECT (id, session_id, merchant_id, amount, currency, status, processor_idempotency_key, settlement, settlement_requests, card_token)
+GRANT SELECT (id, session_id, merchant_id, amount, currency, status, processor_idempotency_key, settlement, settlement_requests, card_token,
+              payment_method_id, capture_method, keep_card, source)
     ON payment_attempts TO ps_gateway;
 -- Likewise each refund request against the refund lifecycle recorded.
 GRANT SELECT (id, session_id, merchant_id, attempt_id, amount, currency, status, processor_idempotency_key) ON refunds TO ps_gateway;

@@ -92,13 +92,12 @@ impl Upstream {
         let channel = conn.create_channel().await.unwrap();
         channel.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
         let seen = Arc::new(Mutex::new(Seen::default()));
-        let reply_queue = format!("{}bench.replies", env.prefix);
         let events_queue = format!("{}bench.completed", env.prefix);
         let listen = conn.create_channel().await.unwrap();
         let exclusive = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
-        for q in [&reply_queue, &events_queue] {
-            listen.queue_declare(q.as_str().into(), exclusive, FieldTable::default()).await.unwrap();
-        }
+        listen.queue_declare(events_queue.as_str().into(), exclusive, FieldTable::default()).await.unwrap();
+        // Server-named: the fleet answers only into RabbitMQ's own reply queues.
+        let reply_queue = listen.queue_declare("".into(), exclusive, FieldTable::default()).await.unwrap().name().as_str().to_owned();
         listen
             .queue_bind(
                 events_queue.as_str().into(),

@@ -493,7 +493,7 @@ async fn session_url(fleet: &Fleet, key: &str) -> Option<String> {
     let row = c.query_opt("SELECT reply FROM idempotency_keys WHERE merchant_id = $1 AND key = $2", &[&MERCHANT, &key]).await.ok()??;
     let stored: Value = row.get::<_, Option<Value>>(0)?;
     let reply = if ps_runtime::sealing::sealed_json(&stored).is_some() {
-        crate::test_keys().open_json(ps_runtime::sealing::context::REPLY, stored).ok()?
+        crate::test_keys().open_json(&ps_runtime::sealing::At::idempotency_reply(MERCHANT, key), stored).ok()?
     } else {
         stored
     };

@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod faults;
+pub mod peers;
 pub mod receiver;
 pub mod tls;
 
@@ -79,6 +80,8 @@ pub struct Command {
     pub user_id: Option<String>,
     /// Another `reply_to` than the harness's reply queue.
     pub reply_to: Option<String>,
+    /// Another correlation id than a fresh one.
+    pub correlation_id: Option<String>,
 }
 
 impl Command {
@@ -91,6 +94,7 @@ impl Command {
             reply: true,
             user_id: ps_runtime::broker::broker_user(&amqp_url()),
             reply_to: None,
+            correlation_id: None,
         }
     }
 
@@ -137,6 +141,38 @@ impl Command {
     pub fn no_reply(mut self) -> Command {
         self.reply = false;
         self
+    }
+
+    pub fn without_message_id(mut self) -> Command {
+        self.message_id = None;
+        self
+    }
+
+    /// A correlation id of the sender's choosing (a forger's, say).
+    pub fn correlation_id(mut self, id: &str) -> Command {
+        self.correlation_id = Some(id.to_owned());
+        self
+    }
+
+    /// Its AMQP properties, correlated by `corr`; replies to `reply_queue` unless told otherwise.
+    pub fn properties(&self, corr: &str, reply_queue: &str) -> BasicProperties {
+        let mut headers = FieldTable::default();
+        for (k, v) in &self.headers {
+            headers.insert(ShortString::from(k.as_str()), AMQPValue::LongString(LongString::from(v.as_str())));
+        }
+        let mut props = BasicProperties::default().with_delivery_mode(2).with_headers(headers).with_correlation_id(corr.into());
+        if let Some(user) = &self.user_id {
+            props = props.with_user_id(user.as_str().into());
+        }
+        if let Some(id) = &self.message_id {
+            props = props.with_message_id(id.as_str().into());
+        }
+        if let Some(q) = &self.reply_to {
+            props = props.with_reply_to(q.as_str().into());
+        } else if self.reply {
+            props = props.with_reply_to(reply_queue.into());
+        }
+        props
     }
 }
 
@@ -221,6 +257,11 @@ impl TestEnv {
         let c = pool.get().await.unwrap();
         ps_store::grants::grant(&c, "guest", ps_store::grants::EVERY_MERCHANT).await.unwrap();
         drop(c);
+        // As a whole local fleet leaves it: every service publishes as guest, so
+        // a test may stand in for a service it does not start.
+        for service in ps_contract::routing::service::ALL {
+            ps_runtime::members::register(&pool, service, "guest").await.unwrap();
+        }
 
         let conn = ps_runtime::broker::connect(&amqp, "test-client", &Default::default())
             .await
@@ -229,14 +270,15 @@ impl TestEnv {
         topology::declare(&channel, &names, delivery_limit).await.expect("declare topology");
         channel.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
 
-        // Replies: an exclusive queue that vanishes with this connection.
-        let reply_queue = format!("{prefix}test.replies");
+        // Replies: an exclusive, server-named queue (the fleet answers only into
+        // RabbitMQ's own reply queues) that vanishes with this connection.
         let replies = Arc::new(Mutex::new(HashMap::new()));
         let reply_arrived = Arc::new(Notify::new());
+        let reply_queue;
         {
             let ch = conn.create_channel().await.unwrap();
             let q = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
-            ch.queue_declare(ShortString::from(reply_queue.as_str()), q, FieldTable::default()).await.unwrap();
+            reply_queue = ch.queue_declare(ShortString::from(""), q, FieldTable::default()).await.unwrap().name().as_str().to_owned();
             let mut consumer = ch
                 .basic_consume(
                     ShortString::from(reply_queue.as_str()),
@@ -607,23 +649,8 @@ impl TestEnv {
     }
 
     async fn publish_command(&self, cmd: Command) -> (String, lapin::PublisherConfirm) {
-        let corr = uuid::Uuid::new_v4().to_string();
-        let mut headers = FieldTable::default();
-        for (k, v) in &cmd.headers {
-            headers.insert(ShortString::from(k.as_str()), AMQPValue::LongString(LongString::from(v.as_str())));
-        }
-        let mut props = BasicProperties::default().with_delivery_mode(2).with_headers(headers).with_correlation_id(corr.as_str().into());
-        if let Some(user) = &cmd.user_id {
-            props = props.with_user_id(user.as_str().into());
-        }
-        if let Some(id) = &cmd.message_id {
-            props = props.with_message_id(id.as_str().into());
-        }
-        if let Some(q) = &cmd.reply_to {
-            props = props.with_reply_to(q.as_str().into());
-        } else if cmd.reply {
-            props = props.with_reply_to(self.reply_queue.as_str().into());
-        }
+        let corr = cmd.correlation_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let props = cmd.properties(&corr, &self.reply_queue);
         let exchange = self.names.exchange(exchange::COMMANDS);
         let confirm = self
             .channel
@@ -646,7 +673,10 @@ impl TestEnv {
         for (rk, body, id, merchant) in msgs {
             let mut headers = FieldTable::default();
             headers.insert(header::MERCHANT_ID.into(), AMQPValue::LongString(LongString::from(merchant.as_str())));
-            let props = BasicProperties::default().with_delivery_mode(2).with_message_id(id.as_str().into()).with_headers(headers);
+            let mut props = BasicProperties::default().with_delivery_mode(2).with_message_id(id.as_str().into()).with_headers(headers);
+            if let Some(user) = ps_runtime::broker::broker_user(&self.amqp_url) {
+                props = props.with_user_id(user.as_str().into());
+            }
             let opts = BasicPublishOptions { mandatory: true, ..Default::default() };
             confirms.push(self.channel.basic_publish(ex.as_str().into(), rk.as_str().into(), opts, body, props).await.unwrap());
         }
@@ -660,6 +690,11 @@ impl TestEnv {
         let mut headers = FieldTable::default();
         headers.insert(header::MERCHANT_ID.into(), AMQPValue::LongString(LongString::from(merchant)));
         let props = BasicProperties::default().with_delivery_mode(2).with_message_id(message_id.into()).with_headers(headers);
+        // As the service it stands in for: every fleet service publishes as the harness's broker user.
+        let props = match ps_runtime::broker::broker_user(&self.amqp_url) {
+            Some(user) => props.with_user_id(user.as_str().into()),
+            None => props,
+        };
         let ex = self.names.exchange(logical_exchange);
         let confirm = self
             .channel
@@ -956,7 +991,13 @@ pub async fn seed_mandate_with_card(
     .unwrap();
     c.execute(
         "INSERT INTO vault_cards (token, pan_sealed, brand, last4, exp_month, exp_year) VALUES ($1, $2, 'visa', $3, $4, $5)",
-        &[&token, &test_keys().seal_str(ps_runtime::sealing::context::CARD_NUMBER, pan), &&pan[pan.len() - 4..], &card_exp.0, &card_exp.1],
+        &[
+            &token,
+            &test_keys().seal_str(&ps_runtime::sealing::At::card_number(&token), pan),
+            &&pan[pan.len() - 4..],
+            &card_exp.0,
+            &card_exp.1,
+        ],
     )
     .await
     .unwrap();

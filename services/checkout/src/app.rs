@@ -328,10 +328,11 @@ async fn start_attempt(state: &AppState, id: &str, card_token: &str, save_card: 
     let now = Utc::now();
     let attempt = AttemptId::generate();
     let key = AuthorizeRequest::idempotency_key_for(&attempt);
+    let keep_card = saved_card_usage(s.session.session_type, s.save_payment_method, save_card).is_some();
     tx.execute(
-        "INSERT INTO payment_attempts (id, session_id, merchant_id, amount, currency, status, processor_idempotency_key, source, card_token, save_card, capture_method)
-         VALUES ($1, $2, $3, $4, $5, 'pending', $6, 'checkout', $7, $8, $9)",
-        &[&attempt.as_str(), &id, &s.merchant_id.as_str(), &s.session.amount, &s.session.currency.code(), &key, &card_token, &save_card, &s.capture_method.as_str()],
+        "INSERT INTO payment_attempts (id, session_id, merchant_id, amount, currency, status, processor_idempotency_key, source, card_token, save_card, capture_method, keep_card)
+         VALUES ($1, $2, $3, $4, $5, 'pending', $6, 'checkout', $7, $8, $9, $10)",
+        &[&attempt.as_str(), &id, &s.merchant_id.as_str(), &s.session.amount, &s.session.currency.code(), &key, &card_token, &save_card, &s.capture_method.as_str(), &keep_card],
     )
     .await?;
     s.set_state(to, now);
@@ -348,7 +349,7 @@ async fn start_attempt(state: &AppState, id: &str, card_token: &str, save_card: 
         mandate_id: None,
         customer_present: true,
         processor_idempotency_key: key,
-        keep_card: saved_card_usage(s.session.session_type, s.save_payment_method, save_card).is_some(),
+        keep_card,
     };
     let msg = Outbound::to_json(exchange::INTERNAL, internal::GATEWAY_AUTHORIZE, &req)?
         .with_message_id(attempt.as_str())

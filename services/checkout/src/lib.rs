@@ -108,7 +108,14 @@ mod tests {
     fn live_mode_sends_cards_to_the_vault_over_tls_only() {
         let token = "t".repeat(32);
         let env = |mode: &'static str, url: &'static str| {
-            Env::from_pairs([("PS_MODE", mode), ("VAULT_URL", url), ("VAULT_TOKEN", token.as_str())])
+            Env::from_pairs([
+                ("PS_MODE", mode),
+                ("VAULT_URL", url),
+                ("VAULT_TOKEN", token.as_str()),
+                ("AMQP_URL", "amqps://ps-checkout:pw@rabbit:5671/%2f"),
+                ("DATABASE_URL", "postgres://ps_checkout:pw@db/ps?sslmode=verify-full"),
+                ("CHECKOUT_BASE_URL", "https://pay.example.com"),
+            ])
         };
         let err = CheckoutConfig::from_env(&env("live", "http://vault:9110")).unwrap_err();
         assert_eq!(err.var, "VAULT_URL");

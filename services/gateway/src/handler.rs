@@ -8,7 +8,7 @@ use futures::future::BoxFuture;
 use ps_contract::internal::{AuthorizeRequest, GatewayResult, Operation, Outcome, RefundRequest, ResolveRequest, SettleRequest};
 use ps_contract::routing::{exchange, header, internal};
 use ps_contract::session::CaptureMethod;
-use ps_runtime::{Handled, Handler, HandlerError, Incoming, Outbound};
+use ps_runtime::{Admission, Handled, Handler, HandlerError, Incoming, Outbound};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -97,6 +97,12 @@ pub struct GatewayHandler {
 }
 
 impl Handler for GatewayHandler {
+    /// Internal work, from the services the consumer checked it came from
+    /// (DESIGN §10); each request is then checked against its recorded attempt.
+    fn admit<'a>(&'a self, _: &'a Transaction<'_>, _: &'a Incoming) -> BoxFuture<'a, Result<Admission, HandlerError>> {
+        Box::pin(async { Ok(Admission::Apply) })
+    }
+
     fn handle<'a>(&'a self, tx: &'a Transaction<'_>, msg: &'a Incoming) -> BoxFuture<'a, Result<Handled, HandlerError>> {
         Box::pin(async move {
             let result = match msg.routing_key.as_str() {

@@ -121,7 +121,7 @@ pub struct RunningGateway {
 }
 
 pub async fn start(config: GatewayConfig, stop: CancellationToken) -> Result<RunningGateway, StartError> {
-    let pool = ps_runtime::db::pool(&config.common.database_url, config.common.database_pool_size, &config.common.trust)?;
+    let pool = ps_runtime::db::pool(config.common.database_url.expose(), config.common.database_pool_size, &config.common.trust)?;
     let processor: Arc<dyn processor::Processor> = match config.processor {
         ProcessorKind::Sandbox => Arc::new(sandbox::SandboxProcessor::new(pool.clone(), config.keys.clone(), config.sandbox_latency)),
     };
@@ -154,7 +154,12 @@ mod tests {
             pairs.extend_from_slice(extra);
             Env::from_pairs(pairs)
         };
-        let err = GatewayConfig::from_env(&env(&[("PS_MODE", "live")])).unwrap_err();
+        let live_links = [
+            ("PS_MODE", "live"),
+            ("AMQP_URL", "amqps://ps-gateway:pw@rabbit:5671/%2f"),
+            ("DATABASE_URL", "postgres://ps_gateway:pw@db/ps?sslmode=verify-full"),
+        ];
+        let err = GatewayConfig::from_env(&env(&live_links)).unwrap_err();
         assert_eq!(err.var, "PROCESSOR");
         assert!(err.to_string().contains("sandbox") && !err.to_string().contains('\n'), "{err}");
         assert_eq!(GatewayConfig::from_env(&env(&[])).unwrap().processor, ProcessorKind::Sandbox);

@@ -13,7 +13,7 @@ use deadpool_postgres::GenericClient;
 use deadpool_postgres::Pool;
 use ps_contract::internal::CardSummary;
 use ps_runtime::config::Secret;
-use ps_runtime::sealing::{Keyring, SealError};
+use ps_runtime::sealing::{At, Keyring, SealError};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -62,8 +62,6 @@ struct VaultState {
     keys: Keyring,
 }
 
-use ps_runtime::sealing::context::CARD_NUMBER as PAN_CONTEXT;
-
 /// Equal-time comparison, so timing says nothing about the token.
 fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -103,7 +101,14 @@ async fn tokenize(State(state): State<VaultState>, headers: HeaderMap, body: axu
         let c = pool.get().await.map_err(|e| e.to_string())?;
         c.execute(
             "INSERT INTO vault_cards (token, pan_sealed, brand, last4, exp_month, exp_year) VALUES ($1, $2, $3, $4, $5, $6)",
-            &[&token, &keys.seal_str(PAN_CONTEXT, &pan), &summary.brand, &summary.last4, &(summary.exp_month as i32), &summary.exp_year],
+            &[
+                &token,
+                &keys.seal_str(&At::card_number(&token), &pan),
+                &summary.brand,
+                &summary.last4,
+                &(summary.exp_month as i32),
+                &summary.exp_year,
+            ],
         )
         .await
         .map_err(|e| e.to_string())
@@ -138,17 +143,15 @@ pub struct VaultedCard {
 pub enum VaultError {
     #[error("vault: {0}")]
     Db(#[from] tokio_postgres::Error),
-    #[error("vault: the card number of {token} does not open: {source}")]
-    Sealed { token: String, source: SealError },
+    #[error("vault: a vaulted card's number does not open")]
+    Sealed(#[source] SealError),
 }
 
 pub async fn card_for_token(client: &impl GenericClient, keys: &Keyring, token: &str) -> Result<Option<VaultedCard>, VaultError> {
     let row = client.query_opt("SELECT pan_sealed, brand, last4, exp_month, exp_year FROM vault_cards WHERE token = $1", &[&token]).await?;
     let Some(r) = row else { return Ok(None) };
     let pan = match r.get::<_, Option<&str>>(0) {
-        Some(sealed) => {
-            Some(Secret::new(keys.open_str(PAN_CONTEXT, sealed).map_err(|source| VaultError::Sealed { token: token.to_owned(), source })?))
-        }
+        Some(sealed) => Some(Secret::new(keys.open_str(&At::card_number(token), sealed).map_err(VaultError::Sealed)?)),
         None => None,
     };
     Ok(Some(VaultedCard {

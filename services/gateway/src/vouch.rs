@@ -28,6 +28,11 @@ pub struct Recorded {
     settlement: Option<String>,
     settlement_requests: i32,
     pub card_token: Option<String>,
+    payment_method_id: Option<String>,
+    capture_method: String,
+    keep_card: bool,
+    /// `checkout` (the customer is there) or `merchant` (a saved method's charge).
+    source: String,
 }
 
 /// `hold` takes the attempt's fence first, until the message's transaction
@@ -39,7 +44,8 @@ async fn recorded(tx: &Transaction<'_>, attempt: &str, hold: bool) -> Result<Opt
     }
     let stmt = tx
         .prepare_cached(
-            "SELECT session_id, merchant_id, amount, currency, status, processor_idempotency_key, settlement, settlement_requests, card_token
+            "SELECT session_id, merchant_id, amount, currency, status, processor_idempotency_key, settlement, settlement_requests, card_token,
+                    payment_method_id, capture_method, keep_card, source
              FROM payment_attempts WHERE id = $1",
         )
         .await?;
@@ -54,6 +60,10 @@ async fn recorded(tx: &Transaction<'_>, attempt: &str, hold: bool) -> Result<Opt
         settlement: r.get(6),
         settlement_requests: r.get(7),
         card_token: r.get(8),
+        payment_method_id: r.get(9),
+        capture_method: r.get(10),
+        keep_card: r.get(11),
+        source: r.get(12),
     }))
 }
 
@@ -76,11 +86,32 @@ pub async fn authorize(tx: &Transaction<'_>, req: &AuthorizeRequest) -> Result<V
         Vouched::No(format!("amount {} differs from the attempt's {}", req.amount, a.amount))
     } else if a.key != req.processor_idempotency_key {
         Vouched::No("the processor key is not the attempt's".into())
+    } else if let Some(why) = same_terms(&a, req) {
+        Vouched::No(why)
     } else if a.status != "pending" {
         Vouched::AlreadyDone { succeeded: a.status == "succeeded" }
     } else {
         Vouched::Yes
     })
+}
+
+/// Everything else an authorize asks for must be what its attempt was
+/// started with: the card (or saved method) charged, how it is captured,
+/// whether the customer is there, whether the card outlives the attempt.
+fn same_terms(a: &Recorded, req: &AuthorizeRequest) -> Option<String> {
+    if a.card_token.as_deref() != req.card_token.as_deref() {
+        Some("the card is not the one the attempt was started with".into())
+    } else if a.payment_method_id.as_deref() != req.payment_method_id.as_ref().map(|p| p.as_str()) {
+        Some("the payment method is not the attempt's".into())
+    } else if a.capture_method != req.capture_method.as_str() {
+        Some(format!("capture method {} differs from the attempt's {}", req.capture_method.as_str(), a.capture_method))
+    } else if a.keep_card != req.keep_card {
+        Some("whether the card is kept differs from the attempt's".into())
+    } else if (a.source == "checkout") != req.customer_present {
+        Some("whether the customer is present differs from the attempt's".into())
+    } else {
+        None
+    }
 }
 
 pub async fn settle(tx: &Transaction<'_>, op: Operation, req: &SettleRequest) -> Result<Vouched, HandlerError> {

@@ -15,8 +15,7 @@ use ps_contract::lifecycle::SessionState;
 use ps_contract::routing::{command, header};
 use ps_contract::session::{Mode, PaymentSession};
 use ps_contract::{ApiError, ErrorCode};
-use ps_runtime::{Handled, Handler, HandlerError, Incoming, Outbound};
-use ps_store::grants::{self, Access};
+use ps_runtime::{Admission, Handled, Handler, HandlerError, Incoming, Outbound};
 use ps_store::idempotency::{self, Claim};
 use rand::RngCore;
 use serde_json::Value;
@@ -27,19 +26,14 @@ pub struct CreateHandler {
     pub mode: Mode,
 }
 
-/// The envelope, checked before the body is looked at.
+/// The envelope after admission: the merchant (whose grant the admission
+/// checked) and the idempotency key a create must carry.
 struct Envelope {
     merchant: MerchantId,
     key: IdempotencyKey,
 }
 
 fn envelope(msg: &Incoming) -> Result<Envelope, ApiError> {
-    if msg.routing_key != command::SESSION_CREATE {
-        return Err(ApiError::new(
-            ErrorCode::UnknownCommand,
-            format!("this queue takes {}, not {:?}", command::SESSION_CREATE, msg.routing_key),
-        ));
-    }
     let merchant = msg
         .header(header::MERCHANT_ID)
         .ok_or_else(|| ApiError::param(ErrorCode::MerchantIdMissing, header::MERCHANT_ID, "the merchant-id header is required"))?;
@@ -65,15 +59,25 @@ fn checkout_token() -> String {
 }
 
 impl Handler for CreateHandler {
+    /// The merchant grant, before anything is recorded or replayed (DESIGN §10).
+    fn admit<'a>(&'a self, tx: &'a Transaction<'_>, msg: &'a Incoming) -> BoxFuture<'a, Result<Admission, HandlerError>> {
+        Box::pin(async move {
+            Ok(match ps_store::commands::admit(tx, msg).await? {
+                Admission::Refused(h) => {
+                    crate::metrics::REJECTED.with_label_values(&[ErrorCode::MerchantNotAuthorized.as_str()]).inc();
+                    Admission::Refused(h)
+                }
+                admitted => admitted,
+            })
+        })
+    }
+
     fn handle<'a>(&'a self, tx: &'a Transaction<'_>, msg: &'a Incoming) -> BoxFuture<'a, Result<Handled, HandlerError>> {
         Box::pin(async move {
             let env = match envelope(msg) {
                 Ok(env) => env,
                 Err(e) => return Ok(refused(msg, &e)),
             };
-            if let Access::Refused(e) = grants::check(tx, msg.user_id.as_deref(), &env.merchant).await? {
-                return Ok(refused(msg, &e));
-            }
             let body = match parse_json(&msg.body) {
                 Ok(v) => v,
                 Err(why) => return Ok(Handled::refuse_unparseable(msg, &ApiError::new(ErrorCode::InvalidJson, why))),
@@ -84,12 +88,12 @@ impl Handler for CreateHandler {
             };
             let fingerprint = request_fingerprint(command::SESSION_CREATE, &body);
             match idempotency::claim(tx, &env.merchant, &env.key, command::SESSION_CREATE, &fingerprint).await? {
-                Err(e) => return Ok(refused(msg, &e)),
-                Ok(Claim::Replay(reply)) => {
+                Claim::Refused(e) => return Ok(refused(msg, &e)),
+                Claim::Replay(reply) => {
                     tracing::info!(merchant = %env.merchant, "idempotent replay");
                     return Ok(Handled::default().send(msg.reply(&reply, true)));
                 }
-                Ok(Claim::New) => {}
+                Claim::New => {}
             }
             match self.create(tx, &env.merchant, &request, Utc::now()).await? {
                 Ok((session, internal)) => {

@@ -17,13 +17,19 @@ pub struct Attempt {
     pub save_card: bool,
     pub amount: i64,
     pub settlement: Option<String>,
+    /// What a capture or void was asked for.
+    pub settlement_amount: Option<i64>,
+    /// The vault token of the card entered at checkout (none for a saved method's charge).
+    pub card_token: Option<String>,
+    pub processor_key: String,
 }
 
 pub async fn lock(tx: &Transaction<'_>, id: &str) -> Result<Option<Attempt>, HandlerError> {
     let row = tx
         .query_opt(
             &tx.prepare_cached(
-                "SELECT id, session_id, status, save_card, amount, settlement FROM payment_attempts WHERE id = $1 FOR UPDATE",
+                "SELECT id, session_id, status, save_card, amount, settlement, settlement_amount, card_token, processor_idempotency_key
+                 FROM payment_attempts WHERE id = $1 FOR UPDATE",
             )
             .await?,
             &[&id],
@@ -37,6 +43,9 @@ pub async fn lock(tx: &Transaction<'_>, id: &str) -> Result<Option<Attempt>, Han
             save_card: r.get(3),
             amount: r.get(4),
             settlement: r.get(5),
+            settlement_amount: r.get(6),
+            card_token: r.get(7),
+            processor_key: r.get(8),
         })
     })
     .transpose()

@@ -13,15 +13,15 @@ use ps_contract::mandate::MandateStatus;
 use ps_contract::routing::command;
 use ps_contract::{ApiError, ErrorCode};
 use ps_runtime::{Handled, HandlerError, Incoming};
-use ps_store::commands::{self, Answer};
+use ps_store::commands::{self, Answer, Opening};
 use ps_store::events::event;
 use ps_store::sessions;
 use serde_json::Value;
 
 pub async fn handle(tx: &Transaction<'_>, msg: &Incoming, now: DateTime<Utc>) -> Result<Handled, HandlerError> {
     let opened = match commands::open(tx, msg, None).await? {
-        Ok(o) => o,
-        Err(answered) => return Ok(answered),
+        Opening::Proceed(o) => o,
+        Opening::Answered(answered) => return Ok(answered),
     };
     let (merchant, body) = (&opened.merchant, &opened.body);
     let answer = match msg.routing_key.as_str() {

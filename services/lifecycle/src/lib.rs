@@ -15,7 +15,7 @@ use ps_contract::internal::GatewayResult;
 use ps_contract::routing::internal;
 use ps_runtime::config::{ConfigError, Env};
 use ps_runtime::service::{self, Consumes, Running, StartError};
-use ps_runtime::{topology, Config, Handled, Handler, HandlerError, Incoming};
+use ps_runtime::{topology, Admission, Config, Handled, Handler, HandlerError, Incoming};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -63,6 +63,17 @@ struct LifecycleHandler {
 }
 
 impl Handler for LifecycleHandler {
+    /// A processor's answer comes from the gateway, which the consumer checked
+    /// (DESIGN §10); a command needs its merchant's grant.
+    fn admit<'a>(&'a self, tx: &'a Transaction<'_>, msg: &'a Incoming) -> BoxFuture<'a, Result<Admission, HandlerError>> {
+        Box::pin(async move {
+            match msg.routing_key.as_str() {
+                internal::GATEWAY_RESULT => Ok(Admission::Apply),
+                _ => ps_store::commands::admit(tx, msg).await,
+            }
+        })
+    }
+
     fn handle<'a>(&'a self, tx: &'a Transaction<'_>, msg: &'a Incoming) -> BoxFuture<'a, Result<Handled, HandlerError>> {
         Box::pin(async move {
             let now = Utc::now();

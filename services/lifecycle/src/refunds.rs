@@ -195,6 +195,17 @@ pub async fn apply(tx: &Transaction<'_>, r: &GatewayResult, s: &mut StoredSessio
     {
         return Err(HandlerError::Permanent(format!("result for refund {id} names another session or attempt")));
     }
+    if r.amount != stored.refund.amount || r.currency != stored.refund.currency {
+        let why = format!(
+            "{} {} differs from the refund's {} {}",
+            r.amount,
+            r.currency.code(),
+            stored.refund.amount,
+            stored.refund.currency.code()
+        );
+        tracing::error!(refund = %id, reason = %why, "refund result does not match its refund; not applied");
+        return Ok(Handled::dead_lettered("result_not_vouched", why));
+    }
     if stored.refund.status.is_terminal() {
         tracing::info!(refund = %id, status = %stored.refund.status, "refund already has its answer; nothing to do");
         return Ok(Handled::default());

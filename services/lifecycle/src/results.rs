@@ -23,11 +23,41 @@ pub async fn apply(tx: &Transaction<'_>, r: &GatewayResult, now: DateTime<Utc>, 
     let Some(attempt) = attempts::lock(tx, r.attempt_id.as_str()).await?.filter(|a| a.session_id == r.session_id.as_str()) else {
         return Err(HandlerError::Permanent(format!("result for unknown attempt {} of {}", r.attempt_id, r.session_id)));
     };
+    if let Some(why) = unbacked(r, &attempt) {
+        tracing::error!(attempt = %attempt.id, reason = %why, "processor result does not match its attempt; not applied");
+        return Ok(Handled::dead_lettered("result_not_vouched", why));
+    }
     match r.operation {
         Operation::Authorize => authorized(tx, r, &attempt, &mut s, now, max_failed).await,
         Operation::Capture => captured(tx, r, &attempt, &mut s, now).await,
         Operation::Void => voided(tx, r, &attempt, &mut s, now).await,
         Operation::Refund => crate::refunds::apply(tx, r, &mut s, now).await,
+    }
+}
+
+/// Why a result does not belong to the attempt it names, if it does not
+/// (DESIGN §10: internal messages are checked, not trusted). The amount, key
+/// and card an authorize reports must be the attempt's; a capture reports
+/// what was asked for, within what was authorised. (A refund's result is held
+/// to its refund row in `refunds::apply`.)
+fn unbacked(r: &GatewayResult, a: &Attempt) -> Option<String> {
+    match r.operation {
+        Operation::Authorize => {
+            if r.amount != a.amount {
+                Some(format!("amount {} differs from the attempt's {}", r.amount, a.amount))
+            } else if r.processor_idempotency_key != a.processor_key {
+                Some("the processor key is not the attempt's".into())
+            } else if r.card_token.is_some() && a.card_token.is_some() && r.card_token != a.card_token {
+                Some("the card is not the one the attempt was started with".into())
+            } else {
+                None
+            }
+        }
+        Operation::Capture if r.outcome == Outcome::Succeeded => {
+            let asked = a.settlement_amount.unwrap_or(a.amount);
+            (r.amount != asked || r.amount > a.amount).then(|| format!("captured {} where {asked} of {} was asked for", r.amount, a.amount))
+        }
+        Operation::Capture | Operation::Void | Operation::Refund => None,
     }
 }
 
@@ -107,7 +137,9 @@ async fn authorized(
     // What a customer-present success leaves behind: a mandate, or a saved card.
     let keep_card = saved_card_usage(ty, s.save_payment_method, attempt.save_card);
     let mut mandate = None;
-    if let (Some(off_session), Some(card), Some(token), Some(customer)) = (keep_card, &r.card, &r.card_token, s.session.customer_id.clone())
+    // The card saved is the one the attempt was started with, as recorded.
+    if let (Some(off_session), Some(card), Some(token), Some(customer)) =
+        (keep_card, &r.card, &attempt.card_token, s.session.customer_id.clone())
     {
         let method = mandates::save_method(tx, &s.merchant_id, &customer, card, token, off_session).await?;
         if off_session {

@@ -13,8 +13,11 @@ use lapin::message::BasicGetMessage;
 use lapin::options::{BasicGetOptions, BasicNackOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{Channel, Confirmation};
-use ps_contract::routing::header;
+use ps_contract::routing::{exchange, header, service};
+use ps_runtime::deadletters;
+use ps_runtime::members::Members;
 use ps_runtime::message::header_str;
+use ps_runtime::topology::{Names, QueueSpec};
 use serde_json::{json, Value};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
@@ -36,6 +39,8 @@ pub struct Walk {
     pub kept: usize,
     pub replayed: usize,
     pub discarded: usize,
+    /// Dead letters asked to be replayed but kept, with why.
+    pub refused: Vec<(String, String)>,
 }
 
 /// A dead letter as `dlq list` shows it: no body.
@@ -44,7 +49,7 @@ pub fn summary(m: &BasicGetMessage) -> Value {
     let h = p.headers().as_ref();
     json!({
         "message_id": p.message_id().as_ref().map(|s| s.as_str()),
-        "routing_key": header_str(h, header::ORIGINAL_ROUTING_KEY).or_else(|| origin(h).map(|(_, k)| k)),
+        "routing_key": header_str(h, header::ORIGINAL_ROUTING_KEY).or_else(|| death_routing_key(h)),
         "code": header_str(h, header::DEAD_LETTER_CODE).unwrap_or_else(|| if h.is_some_and(|h| h.inner().contains_key("x-death")) { "delivery_limit".into() } else { "-".into() }),
         "reason": header_str(h, header::DEAD_LETTER_REASON),
         "merchant_id": header_str(h, header::MERCHANT_ID),
@@ -68,22 +73,17 @@ pub fn detail(m: &BasicGetMessage) -> Value {
     v
 }
 
-/// Where a dead letter was first published: our own dead-lettering records it in
-/// headers; RabbitMQ's (delivery limit) in `x-death`.
-pub fn origin(headers: Option<&FieldTable>) -> Option<(String, String)> {
-    if let (Some(e), Some(k)) = (header_str(headers, header::ORIGINAL_EXCHANGE), header_str(headers, header::ORIGINAL_ROUTING_KEY)) {
-        return Some((e, k));
-    }
-    let death = headers?.inner().get("x-death")?;
-    let AMQPValue::FieldArray(deaths) = death else { return None };
+/// The routing key RabbitMQ recorded when it dead-lettered a message itself
+/// (its delivery limit), from `x-death`. A publisher can write an `x-death` of
+/// its own, so this names no more than a candidate, checked against the queue.
+fn death_routing_key(headers: Option<&FieldTable>) -> Option<String> {
+    let AMQPValue::FieldArray(deaths) = headers?.inner().get("x-death")? else { return None };
     let AMQPValue::FieldTable(first) = deaths.as_slice().last()? else { return None };
-    let exchange = header_str(Some(first), "exchange")?;
     let AMQPValue::FieldArray(keys) = first.inner().get("routing-keys")? else { return None };
-    let key = match keys.as_slice().first()? {
-        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
-        _ => return None,
-    };
-    Some((exchange, key))
+    match keys.as_slice().first()? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        _ => None,
+    }
 }
 
 async fn publish(ch: &Channel, exchange: &str, key: &str, m: &BasicGetMessage, props: lapin::BasicProperties) -> Result<()> {
@@ -103,30 +103,146 @@ async fn publish(ch: &Channel, exchange: &str, key: &str, m: &BasicGetMessage, p
     }
 }
 
-/// Sends a dead letter back to where it was first published, as its first
-/// publisher, under a new message id (the old one is recorded as applied, so
-/// it would be skipped); idempotency keys still stop a second effect.
-async fn replay(ch: &Channel, m: &BasicGetMessage) -> Result<()> {
-    let p = &m.delivery.properties;
-    let (exchange, routing_key) = origin(p.headers().as_ref()).ok_or("a dead letter without its origin; kept")?;
-    let mut headers = p.headers().clone().unwrap_or_default();
-    let old_id = p.message_id().as_ref().map(|s| s.as_str().to_owned()).unwrap_or_default();
-    headers.insert("x-replayed-from".into(), AMQPValue::LongString(LongString::from(old_id.as_str())));
-    let mut props = p.clone().with_headers(headers).with_message_id(format!("{old_id}:replay:{}", uuid::Uuid::now_v7()).as_str().into());
-    // Sent again as its first publisher, so the merchant check applies as it did. RabbitMQ
-    // allows that only to the same user or one tagged `impersonator` (docs/security.md).
-    if let Some(user) = header_str(p.headers().as_ref(), header::ORIGINAL_USER_ID) {
-        props = props.with_user_id(user.as_str().into());
+/// Where and as whom a dead letter goes back, decided from what the fleet
+/// recorded (DESIGN §10), never from what the message says of itself.
+struct Plan {
+    exchange: String,
+    routing_key: String,
+    /// Sent as this broker user again, so the merchant check applies as it did.
+    user: Option<String>,
+    message_id: String,
+    /// The fleet's record, marked replayed once the copy is confirmed.
+    record: Option<String>,
+}
+
+/// Decides replays for one queue's DLQ.
+pub struct Replayer<'a> {
+    pub db: &'a deadpool_postgres::Client,
+    pub names: &'a Names,
+    pub spec: &'static QueueSpec,
+    pub members: Members,
+}
+
+impl Replayer<'_> {
+    /// The plan for `m`, or why it may not be replayed (it is then kept).
+    ///
+    /// A dead letter the fleet made names its record (`x-dead-letter-id`): the
+    /// copy must have been published by a fleet service, the record must be of
+    /// this queue and this very body, not yet replayed, and not internal work
+    /// (the sweeps resolve that, with the processor). One RabbitMQ dead-lettered
+    /// (delivery limit) has no record: it goes back only as a command of this
+    /// queue, on the commands exchange, as the broker user RabbitMQ vouched
+    /// published it.
+    async fn plan(&self, m: &BasicGetMessage) -> Result<std::result::Result<Plan, String>> {
+        let p = &m.delivery.properties;
+        let headers = p.headers().as_ref();
+        let copied_by = p.user_id().as_ref().map(|u| u.as_str().to_owned());
+        let old_id = p.message_id().as_ref().map(|s| s.as_str().to_owned()).unwrap_or_default();
+        if let Some(id) = header_str(headers, header::DEAD_LETTER_ID) {
+            let Some(record) = deadletters::find(self.db, &id).await? else {
+                return Ok(Err(format!("names a fleet record {id} that does not exist")));
+            };
+            if !self.members.include(self.db, copied_by.as_deref(), service::ALL).await? {
+                return Ok(Err(format!("names fleet record {id} but was not dead-lettered by a fleet service")));
+            }
+            if record.queue != self.spec.name || !record.matches(&m.delivery.data) {
+                return Ok(Err(format!("is not the message fleet record {id} was made for")));
+            }
+            if let Some(at) = record.replayed_at {
+                return Ok(Err(format!("was replayed already, at {at}; discard this copy")));
+            }
+            if ![exchange::COMMANDS, exchange::EVENTS].contains(&record.exchange.as_str()) {
+                return Ok(Err(format!(
+                    "was published to {:?}: internal work and replies are not replayed (the sweeps resolve unanswered attempts, settlements and refunds with the processor)",
+                    record.exchange
+                )));
+            }
+            return Ok(Ok(Plan {
+                exchange: self.names.exchange(&record.exchange),
+                routing_key: record.routing_key,
+                user: record.publisher,
+                message_id: format!("replay:{}", record.id),
+                record: Some(record.id),
+            }));
+        }
+        let Some(key) = death_routing_key(headers) else {
+            return Ok(Err("has neither a fleet record nor RabbitMQ's x-death: nothing says where it came from".into()));
+        };
+        if !self.spec.bindings.iter().any(|b| b.exchange == exchange::COMMANDS && b.key == key) {
+            return Ok(Err(format!("{key:?} is not a command this queue takes: only commands RabbitMQ dead-lettered go back")));
+        }
+        Ok(Ok(Plan {
+            exchange: self.names.exchange(exchange::COMMANDS),
+            routing_key: key,
+            user: copied_by,
+            message_id: format!("{old_id}:replay:{}", uuid::Uuid::now_v7()),
+            record: None,
+        }))
     }
-    publish(ch, &exchange, &routing_key, m, props).await
+
+    /// Sends a dead letter back as planned, under a new message id (the old
+    /// one is recorded as applied, so it would be skipped; a fleet record's
+    /// replay always gets the same one, so a second copy is a duplicate);
+    /// idempotency keys still stop a second effect. Headers only the fleet
+    /// writes are left behind. Returns why not, when it may not go.
+    async fn replay(&self, ch: &Channel, m: &BasicGetMessage) -> Result<Option<String>> {
+        let plan = match self.plan(m).await? {
+            Ok(plan) => plan,
+            Err(why) => return Ok(Some(why)),
+        };
+        if let Some(id) = &plan.record {
+            if !deadletters::mark_replayed(self.db, id).await? {
+                return Ok(Some("was replayed already; discard this copy".into()));
+            }
+        }
+        let p = &m.delivery.properties;
+        let mut headers = FieldTable::default();
+        for (k, v) in p.headers().as_ref().map(|h| h.inner().iter()).into_iter().flatten() {
+            if !header::set_by_fleet(k.as_str()) {
+                headers.insert(k.clone(), v.clone());
+            }
+        }
+        let old_id = p.message_id().as_ref().map(|s| s.as_str().to_owned()).unwrap_or_default();
+        headers.insert(header::REPLAYED_FROM.into(), AMQPValue::LongString(LongString::from(old_id.as_str())));
+        let mut props = p.clone().with_headers(headers).with_message_id(plan.message_id.as_str().into());
+        // RabbitMQ allows another user_id only to a user tagged `impersonator` (docs/security.md).
+        props = match &plan.user {
+            Some(user) => props.with_user_id(user.as_str().into()),
+            None => lapin::BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_headers(props.headers().clone().unwrap_or_default())
+                .with_message_id(plan.message_id.as_str().into()),
+        };
+        if let Err(e) = publish(ch, &plan.exchange, &plan.routing_key, m, props).await {
+            if let Some(id) = &plan.record {
+                deadletters::unmark_replayed(self.db, id).await?;
+            }
+            return Err(e);
+        }
+        Ok(None)
+    }
+
+    /// Forgets the fleet's record of a discarded dead letter (if it is this one's).
+    async fn forget(&self, m: &BasicGetMessage) -> Result<()> {
+        if let Some(id) = header_str(m.delivery.properties.headers().as_ref(), header::DEAD_LETTER_ID) {
+            if let Some(record) = deadletters::find(self.db, &id).await? {
+                if record.queue == self.spec.name && record.matches(&m.delivery.data) {
+                    deadletters::forget(self.db, &id).await?;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Walks every message in `dlq` once, in order, doing what `decide` says with
-/// each; `seen` is called with every message, whatever the verdict.
+/// each; `seen` is called with every message, whatever the verdict. Replays
+/// and discards go through `replayer` (required for them).
 pub async fn walk(
     ch: &Channel,
     dlq: &str,
     mut decide: impl FnMut(&BasicGetMessage) -> Verdict,
+    replayer: Option<&Replayer<'_>>,
     mut seen: impl FnMut(&BasicGetMessage),
 ) -> Result<Walk> {
     ch.confirm_select(ConfirmSelectOptions::default()).await?;
@@ -136,11 +252,21 @@ pub async fn walk(
     for _ in 0..q.message_count() {
         let Some(m) = ch.basic_get(dlq.into(), BasicGetOptions::default()).await? else { break };
         seen(&m);
-        let verdict = decide(&m);
-        let sent = match verdict {
-            Verdict::Keep => publish(ch, "", dlq, &m, m.delivery.properties.clone()).await,
-            Verdict::Replay => replay(ch, &m).await,
-            Verdict::Discard => Ok(()),
+        let mut verdict = decide(&m);
+        let sent = match (verdict, replayer) {
+            (Verdict::Keep, _) => publish(ch, "", dlq, &m, m.delivery.properties.clone()).await,
+            (Verdict::Replay, Some(r)) => match r.replay(ch, &m).await {
+                Ok(None) => Ok(()),
+                Ok(Some(why)) => {
+                    let id = m.delivery.properties.message_id().as_ref().map(|s| s.as_str().to_owned()).unwrap_or_default();
+                    done.refused.push((id, why));
+                    verdict = Verdict::Keep;
+                    publish(ch, "", dlq, &m, m.delivery.properties.clone()).await
+                }
+                Err(e) => Err(e),
+            },
+            (Verdict::Discard, Some(r)) => r.forget(&m).await,
+            (_, None) => Err("replaying or discarding needs the database".into()),
         };
         if let Err(e) = sent {
             // Not copied or not replayed: the original stays where it was.

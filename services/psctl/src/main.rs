@@ -304,7 +304,7 @@ struct Ctx {
 
 impl Ctx {
     async fn db(&self) -> Result<deadpool_postgres::Client> {
-        let pool = db::pool(&self.config.database_url, 1, &self.config.trust)?;
+        let pool = db::pool(self.config.database_url.expose(), 1, &self.config.trust)?;
         Ok(pool.get().await?)
     }
 
@@ -333,12 +333,12 @@ async fn run(cmd: Cmd, ctx: &Ctx) -> Result<()> {
     let (config, out) = (&ctx.config, &ctx.out);
     match cmd {
         Cmd::Migrate => {
-            let pool = db::pool(&config.database_url, 1, &config.trust)?;
+            let pool = db::pool(config.database_url.expose(), 1, &config.trust)?;
             let applied = db::migrate(&pool).await?;
             eprintln!("psctl: schema up to date ({} applied now)", applied.len());
         }
         Cmd::Declare => {
-            let conn = broker::connect(&config.amqp_url, "psctl", &config.trust).await?;
+            let conn = broker::connect(config.amqp_url.expose(), "psctl", &config.trust).await?;
             topology::declare(&conn.create_channel().await?, &ctx.names, config.delivery_limit).await?;
             eprintln!("psctl: topology declared");
         }
@@ -384,7 +384,7 @@ async fn run(cmd: Cmd, ctx: &Ctx) -> Result<()> {
         }
         Cmd::Secrets { action: SecretsCmd::Rewrap } => {
             let keys = config.require_secret_keys()?;
-            let pool = db::pool(&config.database_url, 1, &config.trust)?;
+            let pool = db::pool(config.database_url.expose(), 1, &config.trust)?;
             let mut c = pool.get().await?;
             let rows: Vec<Value> =
                 secrets::rewrap(&mut c, &keys).await?.into_iter().map(|(what, n)| json!({"secrets": what, "resealed": n})).collect();
@@ -619,24 +619,31 @@ async fn redeliver(
 
 async fn dead_letters(ctx: &Ctx, action: DlqCmd) -> Result<()> {
     use dlq::Verdict;
-    let conn = broker::connect(&ctx.config.amqp_url, "psctl", &ctx.config.trust).await?;
+    let conn = broker::connect(ctx.config.amqp_url.expose(), "psctl", &ctx.config.trust).await?;
     let ch = conn.create_channel().await?;
     let queue = match &action {
         DlqCmd::List { queue } | DlqCmd::Show { queue, .. } | DlqCmd::Replay { queue, .. } | DlqCmd::Discard { queue, .. } => queue.clone(),
     };
-    let dlq_name = ctx.names.dead_letter_queue(ctx.queue(&queue)?);
+    let spec = ctx.queue(&queue)?;
+    let dlq_name = ctx.names.dead_letter_queue(spec);
+    let db = match &action {
+        DlqCmd::Replay { .. } | DlqCmd::Discard { .. } => Some(ctx.db().await?),
+        _ => None,
+    };
+    let replayer = db.as_ref().map(|db| dlq::Replayer { db, names: &ctx.names, spec, members: Default::default() });
     let is = |id: &Option<String>, m: &lapin::message::BasicGetMessage| {
         id.is_none() || m.delivery.properties.message_id().as_ref().map(|s| s.as_str()) == id.as_deref()
     };
     let mut seen = vec![];
     let walked = match &action {
-        DlqCmd::List { .. } => dlq::walk(&ch, &dlq_name, |_| Verdict::Keep, |m| seen.push(dlq::summary(m))).await?,
+        DlqCmd::List { .. } => dlq::walk(&ch, &dlq_name, |_| Verdict::Keep, None, |m| seen.push(dlq::summary(m))).await?,
         DlqCmd::Show { message_id, .. } => {
             let id = Some(message_id.clone());
             dlq::walk(
                 &ch,
                 &dlq_name,
                 |_| Verdict::Keep,
+                None,
                 |m| {
                     if is(&id, m) {
                         seen.push(dlq::detail(m))
@@ -649,12 +656,14 @@ async fn dead_letters(ctx: &Ctx, action: DlqCmd) -> Result<()> {
             let passive = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
             let total = ch.queue_declare(dlq_name.as_str().into(), passive, Default::default()).await?.message_count();
             let bar = ctx.out.progress(total.into(), "replaying");
-            let w = dlq::walk(&ch, &dlq_name, |m| if is(id, m) { Verdict::Replay } else { Verdict::Keep }, |_| bar.inc(1)).await?;
+            let w =
+                dlq::walk(&ch, &dlq_name, |m| if is(id, m) { Verdict::Replay } else { Verdict::Keep }, replayer.as_ref(), |_| bar.inc(1))
+                    .await?;
             bar.finish_and_clear();
             w
         }
         DlqCmd::Discard { id, .. } => {
-            dlq::walk(&ch, &dlq_name, |m| if is(id, m) { Verdict::Discard } else { Verdict::Keep }, |_| {}).await?
+            dlq::walk(&ch, &dlq_name, |m| if is(id, m) { Verdict::Discard } else { Verdict::Keep }, replayer.as_ref(), |_| {}).await?
         }
     };
     conn.close(0, ShortString::from("done")).await?;
@@ -664,17 +673,26 @@ async fn dead_letters(ctx: &Ctx, action: DlqCmd) -> Result<()> {
             ctx.out.object(seen.first().ok_or_else(|| format!("no dead letter {message_id} in {dlq_name}"))?)
         }
         DlqCmd::Replay { id, .. } | DlqCmd::Discard { id, .. } => {
-            if let (Some(id), 0, 0) = (&id, walked.replayed, walked.discarded) {
+            for (message_id, why) in &walked.refused {
+                eprintln!("psctl: dead letter {message_id} kept, not replayed: it {why}");
+            }
+            if let (Some(id), 0, 0, true) = (&id, walked.replayed, walked.discarded, walked.refused.is_empty()) {
                 return Err(format!("no dead letter {id} in {dlq_name}").into());
             }
-            ctx.out.object(&json!({"queue": dlq_name, "replayed": walked.replayed, "discarded": walked.discarded, "kept": walked.kept}));
+            let refused: Vec<Value> = walked.refused.iter().map(|(id, why)| json!({"message_id": id, "reason": why})).collect();
+            ctx.out.object(
+                &json!({"queue": dlq_name, "replayed": walked.replayed, "discarded": walked.discarded, "kept": walked.kept, "refused": refused}),
+            );
+            if !walked.refused.is_empty() && walked.replayed == 0 {
+                return Err(format!("{} dead letter(s) may not be replayed", walked.refused.len()).into());
+            }
         }
     }
     Ok(())
 }
 
 async fn status(ctx: &Ctx) -> Result<()> {
-    let conn = broker::connect(&ctx.config.amqp_url, "psctl", &ctx.config.trust).await?;
+    let conn = broker::connect(ctx.config.amqp_url.expose(), "psctl", &ctx.config.trust).await?;
     let mut queues = vec![];
     for spec in topology::QUEUES {
         for name in [ctx.names.queue(spec), ctx.names.dead_letter_queue(spec)] {

@@ -40,7 +40,7 @@ impl Reply {
 
 impl Sender {
     pub async fn connect(config: &Config, names: &Names, timeout: Duration) -> Result<Sender> {
-        let conn = broker::connect(&config.amqp_url, "psctl", &config.trust).await?;
+        let conn = broker::connect(config.amqp_url.expose(), "psctl", &config.trust).await?;
         let ch = conn.create_channel().await?;
         ch.confirm_select(ConfirmSelectOptions::default()).await?;
         let q = ch
@@ -59,7 +59,7 @@ impl Sender {
             ch,
             replies,
             exchange: names.exchange(exchange::COMMANDS),
-            user: broker::broker_user(&config.amqp_url),
+            user: broker::broker_user(config.amqp_url.expose()),
             timeout,
         })
     }

@@ -10,14 +10,14 @@ use ps_contract::routing::command;
 use ps_contract::schedule::ScheduleStatus;
 use ps_contract::{ApiError, ErrorCode};
 use ps_runtime::{Handled, HandlerError, Incoming};
-use ps_store::commands::{self, Answer};
+use ps_store::commands::{self, Answer, Opening};
 use serde_json::{json, Value};
 
 #[tracing::instrument(name = "scheduler.command", skip_all, fields(command = %msg.routing_key))]
 pub async fn handle(tx: &Transaction<'_>, ctx: &Ctx, msg: &Incoming) -> Result<Handled, HandlerError> {
     let opened = match commands::open(tx, msg, None).await? {
-        Ok(o) => o,
-        Err(answered) => return Ok(answered),
+        Opening::Proceed(o) => o,
+        Opening::Answered(answered) => return Ok(answered),
     };
     let (m, body) = (&opened.merchant, &opened.body);
     let answer = match msg.routing_key.as_str() {

@@ -18,7 +18,7 @@ use ps_contract::routing::command;
 use ps_runtime::config::{ConfigError, Env};
 use ps_runtime::service::{self, Consumes, Running, StartError};
 use ps_runtime::topology::{self, Names};
-use ps_runtime::{Config, Handled, Handler, HandlerError, Incoming};
+use ps_runtime::{Admission, Config, Handled, Handler, HandlerError, Incoming};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -96,6 +96,17 @@ pub(crate) struct Ctx {
 struct SchedulerHandler(Arc<Ctx>);
 
 impl Handler for SchedulerHandler {
+    /// Events come from lifecycle, which the consumer checked (DESIGN §10);
+    /// a command needs its merchant's grant.
+    fn admit<'a>(&'a self, tx: &'a Transaction<'_>, msg: &'a Incoming) -> BoxFuture<'a, Result<Admission, HandlerError>> {
+        Box::pin(async move {
+            match msg.routing_key.as_str() {
+                "payment_session.completed" | "mandate.revoked" => Ok(Admission::Apply),
+                _ => ps_store::commands::admit(tx, msg).await,
+            }
+        })
+    }
+
     fn handle<'a>(&'a self, tx: &'a Transaction<'_>, msg: &'a Incoming) -> BoxFuture<'a, Result<Handled, HandlerError>> {
         Box::pin(async move {
             match msg.routing_key.as_str() {
@@ -111,6 +122,12 @@ impl Handler for SchedulerHandler {
 struct RepliesHandler(Arc<Ctx>);
 
 impl Handler for RepliesHandler {
+    /// Intake's replies: the consumer took them only from intake's broker user
+    /// (DESIGN §10), and each is checked against the run it answers.
+    fn admit<'a>(&'a self, _: &'a Transaction<'_>, _: &'a Incoming) -> BoxFuture<'a, Result<Admission, HandlerError>> {
+        Box::pin(async { Ok(Admission::Apply) })
+    }
+
     fn handle<'a>(&'a self, tx: &'a Transaction<'_>, msg: &'a Incoming) -> BoxFuture<'a, Result<Handled, HandlerError>> {
         Box::pin(async move { outcomes::reply(tx, &self.0, msg).await })
     }

@@ -17,7 +17,7 @@ use ps_contract::schedule::parse_trigger;
 use ps_contract::{ApiError, ErrorCode};
 use ps_runtime::outbox::Outbox;
 use ps_runtime::{Handled, HandlerError, Incoming, Outbound};
-use ps_store::commands;
+use ps_store::commands::{self, Opening};
 use ps_store::events::event;
 use ps_store::idempotency;
 use serde_json::{json, Value};
@@ -58,8 +58,8 @@ async fn seen_before(tx: &Transaction<'_>, merchant: &MerchantId, target: &str, 
 #[tracing::instrument(name = "scheduler.trigger_accept", skip_all)]
 pub async fn accept(tx: &Transaction<'_>, ctx: &Ctx, msg: &Incoming) -> Result<Handled, HandlerError> {
     let opened = match commands::open(tx, msg, None).await? {
-        Ok(o) => o,
-        Err(answered) => return Ok(answered),
+        Opening::Proceed(o) => o,
+        Opening::Answered(answered) => return Ok(answered),
     };
     let Some(key) = opened.key.clone() else {
         let e =

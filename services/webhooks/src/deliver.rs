@@ -10,7 +10,7 @@ use ps_contract::events::EventType;
 use ps_contract::ids::{MerchantId, WebhookEndpointId};
 use ps_contract::webhooks::{signature_header, EndpointStatus, WebhookEndpoint};
 use ps_runtime::outbox::Outbox;
-use ps_runtime::sealing::Keyring;
+use ps_runtime::sealing::{At, Keyring};
 use ps_runtime::HandlerError;
 use rand::Rng;
 use std::sync::Arc;
@@ -168,7 +168,8 @@ impl Dispatcher {
             .iter()
             .filter_map(|r| {
                 let sealed = std::iter::once(r.get::<_, String>(7)).chain(r.get::<_, Option<String>>(8));
-                let secrets = match sealed.map(|s| self.keys.open_str(crate::SECRET_CONTEXT, &s)).collect::<Result<Vec<_>, _>>() {
+                let at = At::webhook_secret(r.get::<_, &str>(4));
+                let secrets = match sealed.map(|s| self.keys.open_str(&at, &s)).collect::<Result<Vec<_>, _>>() {
                     Ok(s) => s,
                     Err(e) => {
                         // Left leased: it is retried when the lease runs out, once PS_SECRET_KEYS holds the key.

@@ -9,9 +9,9 @@ use ps_contract::ids::{MerchantId, WebhookEndpointId};
 use ps_contract::routing::command;
 use ps_contract::webhooks::{self, CreateEndpoint, EndpointStatus, WebhookEndpoint};
 use ps_contract::{ApiError, ErrorCode};
-use ps_runtime::sealing::Keyring;
-use ps_runtime::{Handled, Handler, HandlerError, Incoming};
-use ps_store::commands::{self, Answer};
+use ps_runtime::sealing::{At, Keyring};
+use ps_runtime::{Admission, Handled, Handler, HandlerError, Incoming};
+use ps_store::commands::{self, Answer, Opening};
 use rand::RngCore;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -27,11 +27,15 @@ pub struct EndpointHandler {
 }
 
 impl Handler for EndpointHandler {
+    fn admit<'a>(&'a self, tx: &'a Transaction<'_>, msg: &'a Incoming) -> BoxFuture<'a, Result<Admission, HandlerError>> {
+        Box::pin(commands::admit(tx, msg))
+    }
+
     fn handle<'a>(&'a self, tx: &'a Transaction<'_>, msg: &'a Incoming) -> BoxFuture<'a, Result<Handled, HandlerError>> {
         Box::pin(async move {
             let opened = match commands::open(tx, msg, Some(&self.keys)).await? {
-                Ok(o) => o,
-                Err(answered) => return Ok(answered),
+                Opening::Proceed(o) => o,
+                Opening::Answered(answered) => return Ok(answered),
             };
             let (m, body, now) = (&opened.merchant, &opened.body, Utc::now());
             let answer = match msg.routing_key.as_str() {
@@ -107,7 +111,7 @@ impl EndpointHandler {
                 &merchant.as_str(),
                 &endpoint.url,
                 &endpoint.enabled_events,
-                &endpoint.secret.as_deref().map(|s| self.keys.seal_str(crate::SECRET_CONTEXT, s)),
+                &endpoint.secret.as_deref().map(|s| self.keys.seal_str(&At::webhook_secret(endpoint.id.as_str()), s)),
                 &now,
             ],
         )
@@ -171,7 +175,7 @@ async fn rotate(
     tx.execute(
         "UPDATE webhook_endpoints SET previous_secret = secret, previous_secret_expires_at = $2::timestamptz + interval '24 hours',
              secret = $3, updated_at = $2 WHERE id = $1",
-        &[&id.as_str(), &now, &keys.seal_str(crate::SECRET_CONTEXT, &secret)],
+        &[&id.as_str(), &now, &keys.seal_str(&At::webhook_secret(id.as_str()), &secret)],
     )
     .await?;
     endpoint.secret = Some(secret);

@@ -3,7 +3,7 @@
 use deadpool_postgres::Transaction;
 use futures::future::BoxFuture;
 use ps_contract::routing::header;
-use ps_runtime::{Handled, Handler, HandlerError, Incoming};
+use ps_runtime::{Admission, Handled, Handler, HandlerError, Incoming};
 
 pub struct IngestHandler;
 
@@ -21,6 +21,12 @@ fn reject(why: String) -> Handled {
 }
 
 impl Handler for IngestHandler {
+    /// Events come from the fleet's own services, which the consumer checked
+    /// (DESIGN §10); each is recorded once by its id.
+    fn admit<'a>(&'a self, _: &'a Transaction<'_>, _: &'a Incoming) -> BoxFuture<'a, Result<Admission, HandlerError>> {
+        Box::pin(async { Ok(Admission::Apply) })
+    }
+
     fn handle<'a>(&'a self, tx: &'a Transaction<'_>, msg: &'a Incoming) -> BoxFuture<'a, Result<Handled, HandlerError>> {
         Box::pin(async move {
             let Some(merchant) = msg.header(header::MERCHANT_ID) else {

@@ -41,7 +41,6 @@ pub const MANUAL: ps_runtime::config::Manual = ps_runtime::config::Manual {
     ],
 };
 pub const DEFAULT_HEALTH_PORT: u16 = 9106;
-pub use ps_runtime::sealing::context::WEBHOOK_SECRET as SECRET_CONTEXT;
 
 #[derive(Debug, Clone)]
 pub struct WebhookConfig {

@@ -47,6 +47,7 @@ error_codes! {
     IdempotencyKeyInvalid => "idempotency_key_invalid", IdempotencyError;
     IdempotencyKeyReused => "idempotency_key_reused", IdempotencyError;
     UnknownCommand => "unknown_command", InvalidRequestError;
+    MessageTooLarge => "message_too_large", InvalidRequestError;
     // Fields of a body.
     ParameterMissing => "parameter_missing", InvalidRequestError;
     ParameterUnknown => "parameter_unknown", InvalidRequestError;
@@ -101,6 +102,7 @@ error_codes! {
     EnabledEventsInvalid => "enabled_events_invalid", InvalidRequestError;
     WebhookEndpointNotFound => "webhook_endpoint_not_found", InvalidRequestError;
     EventNotFound => "event_not_found", InvalidRequestError;
+    WebhookEndpointLimitReached => "webhook_endpoint_limit_reached", InvalidRequestError;
     // Schedules (DESIGN §3).
     ScheduleNotFound => "schedule_not_found", InvalidRequestError;
     ScheduleNotActive => "schedule_not_active", InvalidRequestError;

@@ -18,6 +18,7 @@ pub mod money;
 pub mod payment;
 pub mod routing;
 pub mod schedule;
+pub mod secret;
 pub mod session;
 pub mod webhooks;
 

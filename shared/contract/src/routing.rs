@@ -37,6 +37,28 @@ pub mod command {
     /// back on after the dispatcher disabled it, or off by hand.
     pub const WEBHOOK_ENDPOINT_ENABLE: &str = "webhook_endpoint.enable";
     pub const WEBHOOK_ENDPOINT_DISABLE: &str = "webhook_endpoint.disable";
+
+    /// Commands that only read (DESIGN §9): answered each time they arrive,
+    /// never deduplicated or replayed, since they change nothing (DESIGN §5).
+    pub const READS: &[&str] =
+        &[SESSION_RETRIEVE, SESSION_LIST, MANDATE_RETRIEVE, MANDATE_LIST, REFUND_RETRIEVE, SCHEDULE_RETRIEVE, SCHEDULE_LIST];
+
+    pub fn is_read(routing_key: &str) -> bool {
+        READS.contains(&routing_key)
+    }
+}
+
+/// The fleet's services, as publishers: each registers the broker user it runs
+/// as, and consumers of internal messages, events and replies accept them only
+/// from the service that sends them (DESIGN §10).
+pub mod service {
+    pub const INTAKE: &str = "session-intake";
+    pub const CHECKOUT: &str = "checkout";
+    pub const GATEWAY: &str = "payment-gateway";
+    pub const LIFECYCLE: &str = "session-lifecycle";
+    pub const SCHEDULER: &str = "charge-scheduler";
+    pub const WEBHOOKS: &str = "webhook-dispatch";
+    pub const ALL: &[&str] = &[INTAKE, CHECKOUT, GATEWAY, LIFECYCLE, SCHEDULER, WEBHOOKS];
 }
 
 /// Routing keys on `payment_sessions.internal`.
@@ -62,6 +84,27 @@ pub mod header {
     /// The broker user that published a message a service dead-lettered: a
     /// replay is sent as that user again (DESIGN §10).
     pub const ORIGINAL_USER_ID: &str = "x-original-user-id";
+    /// Names the fleet's record of a dead letter (who published it, where, its
+    /// body's digest): what `psctl dlq replay` trusts, never the headers above.
+    pub const DEAD_LETTER_ID: &str = "x-dead-letter-id";
+    /// The size of a body the fleet refused as too large and did not keep.
+    pub const ORIGINAL_SIZE: &str = "x-original-size";
+    /// What a replay was replayed from.
+    pub const REPLAYED_FROM: &str = "x-replayed-from";
+
+    /// Headers only the fleet or the broker writes (dead-letter reasons and
+    /// origins, replay marks): a publisher's own are stripped on arrival, so
+    /// none can pose as the fleet's (DESIGN §10).
+    pub fn set_by_fleet(name: &str) -> bool {
+        let n = name.to_ascii_lowercase();
+        n.starts_with("x-original-")
+            || n.starts_with("x-dead-letter-")
+            || n.starts_with("x-death")
+            || n.starts_with("x-first-death-")
+            || n.starts_with("x-last-death-")
+            || n == REPLAYED_FROM
+            || n == IDEMPOTENT_REPLAYED
+    }
     /// W3C trace context.
     pub const TRACEPARENT: &str = "traceparent";
     pub const TRACESTATE: &str = "tracestate";

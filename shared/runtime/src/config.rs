@@ -24,25 +24,7 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// A value that must never reach a log: `Debug` prints `***`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Secret {
-        Secret(value.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
+pub use ps_contract::secret::{Secret, SecretUrl};
 
 /// Where variables come from: the process environment, or a map in tests.
 /// It notes every variable asked for, with its default, so `--help` and
@@ -146,7 +128,7 @@ impl Env {
     /// A required secret of at least `min_len` characters.
     pub fn secret(&self, var: &'static str, min_len: usize, what: &str) -> Result<Secret, ConfigError> {
         match self.raw(var) {
-            Some(v) if v.chars().count() >= min_len => Ok(Secret(v.to_owned())),
+            Some(v) if v.chars().count() >= min_len => Ok(Secret::new(v)),
             Some(_) => Err(ConfigError { var, problem: format!("must be at least {min_len} characters ({what})") }),
             None => Err(ConfigError { var, problem: format!("is required ({what})") }),
         }
@@ -189,6 +171,10 @@ pub const COMMON_VARS: &[(&str, &str)] = &[
         "redeliveries before RabbitMQ dead-letters a message that keeps failing; `policy`: declared without one, so a RabbitMQ policy's `delivery-limit` governs and can change without redeclaring",
     ),
     ("AMQP_PUBLISH_TIMEOUT_MS", "how long a publish waits for the broker's confirm"),
+    (
+        "AMQP_MAX_MESSAGE_BYTES",
+        "a message body larger than this is refused unread (message_too_large) and never stored; keep the broker's max_message_size above it",
+    ),
     ("HEALTH_ADDR", "where `/healthz`, `/readyz` and `/metrics` are served"),
     ("PS_SECRET_KEYS", "keys sealing secrets at rest, `id:base64(32 bytes)`, comma-separated, newest first"),
     ("SSL_CERT_FILE", "PEM file of CAs trusted beyond the system's (broker, database, webhooks, vault)"),
@@ -196,11 +182,11 @@ pub const COMMON_VARS: &[(&str, &str)] = &[
     ("RUST_LOG", "log filter, e.g. `info,lapin=warn`"),
 ];
 
-/// What every service reads.
+/// What every service reads. `Debug` shows the URLs without their passwords.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub amqp_url: String,
-    pub database_url: String,
+    pub amqp_url: SecretUrl,
+    pub database_url: SecretUrl,
     pub database_pool_size: usize,
     /// Migrate the schema at start. Off where the service's role has no DDL rights.
     pub database_migrate: bool,
@@ -214,6 +200,8 @@ pub struct Config {
     /// can change without redeclaring the queues.
     pub delivery_limit: Option<u32>,
     pub publish_timeout: Duration,
+    /// Bodies larger than this are refused before they are parsed or stored.
+    pub max_message_bytes: usize,
     pub health_addr: SocketAddr,
     pub mode: Mode,
     /// `PS_SECRET_KEYS`: what seals secrets at rest. Required by the services that keep any.
@@ -259,9 +247,14 @@ impl Config {
         if !name_prefix.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) || name_prefix.len() > 64 {
             return Err(ConfigError { var: "AMQP_NAME_PREFIX", problem: "use at most 64 of A-Z a-z 0-9 . _ -".into() });
         }
+        let amqp_url = env.url("AMQP_URL", DEFAULT_AMQP_URL, &["amqp", "amqps"])?;
+        let database_url = env.url("DATABASE_URL", DEFAULT_DATABASE_URL, &["postgres", "postgresql"])?;
+        if mode == Mode::Live {
+            live_links(&amqp_url, &database_url)?;
+        }
         Ok(Config {
-            amqp_url: env.url("AMQP_URL", DEFAULT_AMQP_URL, &["amqp", "amqps"])?,
-            database_url: env.url("DATABASE_URL", DEFAULT_DATABASE_URL, &["postgres", "postgresql"])?,
+            amqp_url: SecretUrl::new(amqp_url),
+            database_url: SecretUrl::new(database_url),
             database_pool_size: env.ranged("DATABASE_POOL_SIZE", 16, 1, 512)? as usize,
             database_migrate: env.flag("DATABASE_MIGRATE", true)?,
             name_prefix,
@@ -272,6 +265,12 @@ impl Config {
                 _ => Some(env.ranged("AMQP_DELIVERY_LIMIT", 10, 1, 1000)? as u32),
             },
             publish_timeout: Duration::from_millis(env.ranged("AMQP_PUBLISH_TIMEOUT_MS", 5000, 100, 120_000)?),
+            max_message_bytes: env.ranged(
+                "AMQP_MAX_MESSAGE_BYTES",
+                crate::consumer::DEFAULT_MAX_MESSAGE_BYTES as u64,
+                1024,
+                64 * 1024 * 1024,
+            )? as usize,
             health_addr: env.parsed("HEALTH_ADDR", SocketAddr::from(([127, 0, 0, 1], default_health_port)))?,
             mode,
             secret_keys: env
@@ -289,6 +288,37 @@ impl Config {
             fault_panic_on: env.raw("PS_FAULT_PANIC_ON").map(str::to_owned),
         })
     }
+}
+
+/// What live mode asks of the links every service opens: TLS to the broker
+/// and a verified certificate from PostgreSQL (`prefer` falls back to plaintext
+/// without a word), and neither the broker's `guest` nor the database's
+/// default superuser. (The service also refuses a superuser role at start.)
+fn live_links(amqp_url: &str, database_url: &str) -> Result<(), ConfigError> {
+    let amqp = |problem: &str| Err(ConfigError { var: "AMQP_URL", problem: format!("{problem} (PS_MODE=live)") });
+    if !amqp_url.starts_with("amqps://") {
+        return amqp("must be amqps:// so the broker link is encrypted");
+    }
+    if crate::broker::broker_user(amqp_url).is_none_or(|u| u == "guest") {
+        return amqp("must log in as the service's own broker user, not guest");
+    }
+    let db = |problem: &str| Err(ConfigError { var: "DATABASE_URL", problem: format!("{problem} (PS_MODE=live)") });
+    if database_url == DEFAULT_DATABASE_URL {
+        return db("must be set: the default logs in as the postgres superuser without TLS");
+    }
+    let cfg: tokio_postgres::Config = match crate::db::split_sslmode(database_url) {
+        Ok((url, _)) => url.parse().map_err(|e| ConfigError { var: "DATABASE_URL", problem: format!("is not a PostgreSQL URL: {e}") })?,
+        Err(e) => return Err(ConfigError { var: "DATABASE_URL", problem: e.to_string() }),
+    };
+    if cfg.get_user().is_none_or(|u| u == "postgres") {
+        return db("must log in as the service's own role (deploy/postgres/roles.sql), not postgres");
+    }
+    let verifying =
+        database_url.split_once('?').is_some_and(|(_, q)| q.split('&').any(|p| p == "sslmode=verify-full" || p == "sslmode=verify-ca"));
+    if !verifying {
+        return db("must carry sslmode=verify-full (or verify-ca): disable, prefer and require do not verify the server, and prefer falls back to plaintext");
+    }
+    Ok(())
 }
 
 /// What a binary is and what it reads: its `--help`.
@@ -339,10 +369,46 @@ mod tests {
     }
 
     #[test]
+    fn live_mode_refuses_guest_the_superuser_and_unverified_links() {
+        let good_db = "postgres://ps_intake:pw@db.internal:5432/ps?sslmode=verify-full";
+        let good_amqp = "amqps://ps-intake:pw@rabbit.internal:5671/%2f";
+        let live =
+            |amqp: &str, db: &str| Config::from_env(&Env::from_pairs([("PS_MODE", "live"), ("AMQP_URL", amqp), ("DATABASE_URL", db)]), 1);
+        assert!(live(good_amqp, good_db).is_ok());
+        for (amqp, db, var, says) in [
+            ("amqp://ps-intake:pw@rabbit:5672/%2f", good_db, "AMQP_URL", "amqps"),
+            ("amqps://guest:guest@rabbit:5671/%2f", good_db, "AMQP_URL", "guest"),
+            (good_amqp, DEFAULT_DATABASE_URL, "DATABASE_URL", "superuser"),
+            (good_amqp, "postgres://postgres:pw@db/ps?sslmode=verify-full", "DATABASE_URL", "postgres"),
+            (good_amqp, "postgres://ps_intake:pw@db/ps", "DATABASE_URL", "sslmode"),
+            (good_amqp, "postgres://ps_intake:pw@db/ps?sslmode=prefer", "DATABASE_URL", "plaintext"),
+            (good_amqp, "postgres://ps_intake:pw@db/ps?sslmode=require", "DATABASE_URL", "verify-full"),
+        ] {
+            let e = live(amqp, db).unwrap_err();
+            assert_eq!(e.var, var, "{amqp} {db}");
+            assert!(e.problem.contains(says), "{e}");
+            assert!(!e.to_string().contains("pw"), "no password in the error: {e}");
+        }
+        // Test mode keeps local defaults.
+        assert!(Config::from_env(&Env::from_pairs([]), 1).is_ok());
+    }
+
+    #[test]
+    fn debug_output_holds_no_password() {
+        let c = Config::from_env(
+            &Env::from_pairs([("AMQP_URL", "amqp://svc:s3cret-amqp@rabbit/%2f"), ("DATABASE_URL", "postgres://svc:s3cret-db@db/ps")]),
+            1,
+        )
+        .unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("s3cret") && shown.contains("svc:***@rabbit"), "{shown}");
+    }
+
+    #[test]
     fn defaults_match_the_design() {
         let c = Config::from_env(&Env::from_pairs([]), 9101).unwrap();
-        assert_eq!(c.amqp_url, DEFAULT_AMQP_URL);
-        assert_eq!(c.database_url, DEFAULT_DATABASE_URL);
+        assert_eq!(c.amqp_url.expose(), DEFAULT_AMQP_URL);
+        assert_eq!(c.database_url.expose(), DEFAULT_DATABASE_URL);
         assert_eq!(c.health_addr.port(), 9101);
         assert_eq!(c.mode, Mode::Test);
     }

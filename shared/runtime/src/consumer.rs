@@ -2,10 +2,13 @@
 //! the handler's change, its outgoing messages — then commit, then ack.
 
 use crate::dedupe::{self, Claim};
+use crate::members::Members;
 use crate::message::{Incoming, Outbound, OutboundKind};
 use crate::metrics;
 use crate::outbox::{EnqueueError, Outbox};
+use crate::sealing::At;
 use crate::sealing::SecretsError;
+use crate::topology::{Names, Publishers, QueueSpec};
 use backon::{ExponentialBuilder, Retryable};
 use deadpool_postgres::Pool;
 use deadpool_postgres::Transaction;
@@ -140,17 +143,43 @@ impl HandlerError {
     }
 }
 
-pub use crate::sealing::context::REPLY as REPLY_CONTEXT;
+/// What a handler's admission decided about a message, before the fleet's
+/// record of it is consulted (DESIGN §5, §10).
+#[derive(Debug)]
+pub enum Admission {
+    /// Apply it at most once: its record keys on its publisher, and a
+    /// redelivery gets the first delivery's reply again.
+    Apply,
+    /// A read: answered every time it arrives, never recorded or replayed.
+    Answer,
+    /// Refused before anything is recorded or replayed: this is the whole answer.
+    Refused(Handled),
+}
 
 pub trait Handler: Send + Sync + 'static {
+    /// Whether the publisher may send this message at all (for a command: the
+    /// merchant grant), and whether it is applied once or answered each time.
+    /// Runs after the consumer checked the route, the publisher of internal
+    /// messages and the `reply_to`; before any record is claimed or replayed.
+    fn admit<'a>(&'a self, tx: &'a Transaction<'_>, msg: &'a Incoming) -> BoxFuture<'a, Result<Admission, HandlerError>>;
     fn handle<'a>(&'a self, tx: &'a Transaction<'_>, msg: &'a Incoming) -> BoxFuture<'a, Result<Handled, HandlerError>>;
 }
+
+/// Bodies larger than this are refused unread unless `AMQP_MAX_MESSAGE_BYTES` says otherwise.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1 << 20;
 
 pub struct ConsumerContext {
     /// Names the consumer in the dedupe table: the queue's logical name.
     pub consumer: &'static str,
+    /// The queue: its bindings say what may come in, and from whom.
+    pub spec: QueueSpec,
+    pub names: Names,
     /// The queue's real (prefixed) name.
     pub queue: String,
+    /// Which broker user each fleet service publishes as.
+    pub members: Arc<Members>,
+    /// Bodies larger than this are refused unread and never stored.
+    pub max_message_bytes: usize,
     pub pool: Pool,
     pub outbox: Outbox,
     pub handler: Arc<dyn Handler>,
@@ -173,32 +202,138 @@ enum Applied {
     DeadLettered,
 }
 
+/// A message the consumer's own checks let through, or their answer.
+enum Gate {
+    Pass(Admission),
+    Refused(Handled),
+}
+
+/// A refusal at the gate, dead-lettered with why and answered to nobody: the
+/// sender is not trusted with an answer (or gave nowhere trustworthy to send it).
+fn turned_away(code: &str, why: String) -> Gate {
+    tracing::warn!(code, reason = %why, "message turned away before it was recorded");
+    Gate::Refused(Handled::dead_lettered(code, why))
+}
+
 impl ConsumerContext {
-    /// One message inside `tx` (a transaction, or a batch's savepoint): dedupe
-    /// record, the handler's change, its outgoing messages. Commits nothing.
+    /// The checks every message passes before anything is recorded, replayed
+    /// or answered (DESIGN §10): that it came in through one of the queue's
+    /// bindings; that a fleet service's message (internal work, an event, a
+    /// reply) was published by that service's broker user; that its
+    /// `reply_to` is a reply queue and not another's queue; the handler's own
+    /// admission (a command's merchant grant); and its size.
+    async fn gate(&self, tx: &Transaction<'_>, msg: &Incoming) -> Result<Gate, HandlerError> {
+        let route = self.names.logical_exchange(&msg.exchange).and_then(|ex| self.spec.route(ex, &msg.routing_key, &self.queue));
+        let Some(from) = route else {
+            return Ok(turned_away(
+                "unexpected_route",
+                format!("{:?} on exchange {:?} is not one of this queue's bindings", msg.routing_key, msg.exchange),
+            ));
+        };
+        if let Publishers::Fleet(services) = from {
+            if !self.members.include(tx, msg.user_id.as_deref(), services).await? {
+                let who = msg.user_id.as_deref().unwrap_or("(no user_id)");
+                return Ok(turned_away(
+                    "publisher_not_allowed",
+                    format!("{} is taken only from {services:?}, not from broker user {who}", msg.routing_key),
+                ));
+            }
+        }
+        if let Some(reply_to) = msg.reply_to.as_deref() {
+            if !self.reply_to_allowed(tx, msg, reply_to).await? {
+                return Ok(turned_away(
+                    "reply_to_not_allowed",
+                    format!("reply_to {reply_to:?} is neither a RabbitMQ reply queue nor one registered for this publisher"),
+                ));
+            }
+        }
+        let admission = match self.handler.admit(tx, msg).await? {
+            Admission::Refused(h) => return Ok(Gate::Refused(h)),
+            a => a,
+        };
+        if msg.body.len() > self.max_message_bytes {
+            let e = ApiError::new(
+                ErrorCode::MessageTooLarge,
+                format!(
+                    "the body is {} bytes; this fleet takes at most {} (AMQP_MAX_MESSAGE_BYTES)",
+                    msg.body.len(),
+                    self.max_message_bytes
+                ),
+            );
+            tracing::warn!(bytes = msg.body.len(), limit = self.max_message_bytes, "message over the size limit refused unread");
+            return Ok(Gate::Refused(Handled::refuse(msg, &e)));
+        }
+        Ok(Gate::Pass(admission))
+    }
+
+    /// RabbitMQ's own reply queues (direct reply-to, or a server-named
+    /// `amq.gen-` queue, which no client can name itself) take anyone's
+    /// replies; a registered reply queue (the scheduler's) only its owner's.
+    /// Any other queue name would let a publisher send the fleet's answer
+    /// into a queue a service consumes.
+    async fn reply_to_allowed(&self, tx: &Transaction<'_>, msg: &Incoming, reply_to: &str) -> Result<bool, HandlerError> {
+        if reply_to.starts_with("amq.rabbitmq.reply-to.") || reply_to.starts_with("amq.gen-") {
+            return Ok(true);
+        }
+        for q in crate::topology::QUEUES {
+            if let Some(r) = q.replies.filter(|_| self.names.queue(q) == reply_to) {
+                return Ok(self.members.include(tx, msg.user_id.as_deref(), &[r.owner]).await?);
+            }
+        }
+        Ok(false)
+    }
+
+    /// The dead letter of `msg` with the fleet's record of it, so a replay
+    /// never has to believe the message about itself. A body over the size
+    /// limit is left out.
+    async fn dead_letter(&self, tx: &Transaction<'_>, msg: &Incoming, code: &str, reason: &str) -> Result<Outbound, HandlerError> {
+        let id = uuid::Uuid::now_v7().to_string();
+        let exchange = self.names.logical_exchange(&msg.exchange).unwrap_or(msg.exchange.as_str());
+        crate::deadletters::record(tx, &id, self.consumer, exchange, msg, code).await?;
+        Ok(msg.dead_letter(&self.queue, &id, code, reason, msg.body.len() <= self.max_message_bytes))
+    }
+
+    /// One message inside `tx` (a transaction, or a batch's savepoint): the
+    /// gate, the dedupe record (for what is applied once), the handler's change,
+    /// its outgoing messages. Commits nothing.
     async fn apply_in(&self, tx: &Transaction<'_>, msg: &Incoming) -> Result<Applied, HandlerError> {
-        let key = msg.dedupe_key();
-        if let Claim::Duplicate { reply } = dedupe::claim(tx, self.consumer, &key).await? {
-            return self.duplicate(tx, msg, reply).await;
+        let admission = match self.gate(tx, msg).await? {
+            Gate::Pass(a) => a,
+            Gate::Refused(h) => return self.finish(tx, msg, None, h).await,
+        };
+        let key = match admission {
+            Admission::Apply => Some(msg.dedupe_key()),
+            Admission::Answer | Admission::Refused(_) => None,
+        };
+        if let Some(key) = &key {
+            if let Claim::Duplicate { reply } = dedupe::claim(tx, self.consumer, key).await? {
+                return self.duplicate(tx, msg, key, reply).await;
+            }
         }
         if self.fault_panic_on.as_deref() == Some(msg.routing_key.as_str()) {
             panic!("fault injection: handler panic on {}", msg.routing_key);
         }
         let handled = self.handler.handle(tx, msg).await?;
+        self.finish(tx, msg, key.as_deref(), handled).await
+    }
+
+    /// Writes what a handled message sends (and its dead letter), keeping its
+    /// reply with its record when it has one.
+    async fn finish(&self, tx: &Transaction<'_>, msg: &Incoming, key: Option<&str>, handled: Handled) -> Result<Applied, HandlerError> {
         let mut out = handled.outbox;
         let dead = handled.dead_letter.is_some();
         if let Some((code, reason)) = handled.dead_letter {
-            out.push(msg.dead_letter(&self.queue, &code, &reason));
+            out.push(self.dead_letter(tx, msg, &code, &reason).await?);
         }
-        if let Some(reply) = out.iter().find(|m| m.kind == OutboundKind::Reply) {
+        if let (Some(key), Some(reply)) = (key, out.iter().find(|m| m.kind == OutboundKind::Reply)) {
             if let Ok(body) = serde_json::from_slice::<serde_json::Value>(&reply.body) {
-                // A reply holding a secret is kept sealed, as in the outbox.
+                // A reply holding a secret is kept sealed, bound to its record's row.
                 let kept = match (reply.sealed, self.outbox.keys()) {
                     (false, _) => body,
-                    (true, Some(keys)) => keys.seal_json(REPLY_CONTEXT, &body),
+                    (true, Some(keys)) => keys.seal_json(&At::dedupe_reply(self.consumer, key), &body),
                     (true, None) => return Err(SecretsError::NoKeys.into()),
                 };
-                dedupe::record_reply(tx, self.consumer, &key, &kept).await?;
+                dedupe::record_reply(tx, self.consumer, key, &kept).await?;
             }
         }
         self.outbox.enqueue(tx, &out).await?;
@@ -238,15 +373,22 @@ impl ConsumerContext {
     }
 
     /// A message applied before changes nothing. If its sender wants a reply,
-    /// it gets the one the first delivery produced, marked as a replay.
-    async fn duplicate(&self, tx: &Transaction<'_>, msg: &Incoming, reply: Option<serde_json::Value>) -> Result<Applied, HandlerError> {
+    /// it gets the one the first delivery produced, marked as a replay; the
+    /// record is its own publisher's, so nobody else's reply can come back.
+    async fn duplicate(
+        &self,
+        tx: &Transaction<'_>,
+        msg: &Incoming,
+        key: &str,
+        reply: Option<serde_json::Value>,
+    ) -> Result<Applied, HandlerError> {
         if let Some(stored) = reply {
             let sealed = crate::sealing::sealed_json(&stored).is_some();
             let reply = match (sealed, self.outbox.keys()) {
                 (false, _) => stored,
-                (true, Some(keys)) => {
-                    keys.open_json(REPLY_CONTEXT, stored).map_err(|source| SecretsError::Open { context: REPLY_CONTEXT, source })?
-                }
+                (true, Some(keys)) => keys
+                    .open_json(&At::dedupe_reply(self.consumer, key), stored)
+                    .map_err(|source| SecretsError::Open { context: crate::sealing::context::DEDUPE_REPLY, source })?,
                 (true, None) => return Err(SecretsError::NoKeys.into()),
             };
             if let Some(mut again) = msg.reply(&reply, true) {
@@ -294,21 +436,36 @@ impl ConsumerContext {
         }
     }
 
+    /// A message whose handling failed for good: dead-lettered in a
+    /// transaction of its own, after the same gate (and, for what is applied
+    /// once, the same record) as any other.
     async fn dead_letter_alone(&self, msg: &Incoming, reason: &str) -> Result<Applied, HandlerError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        if let Claim::Duplicate { reply } = dedupe::claim(&tx, self.consumer, &msg.dedupe_key()).await? {
-            let applied = self.duplicate(&tx, msg, reply).await?;
-            tx.commit().await?;
-            self.outbox.wake();
-            return Ok(applied);
-        }
-        let mut out = vec![msg.dead_letter(&self.queue, ErrorCode::InternalError.as_str(), reason)];
-        out.extend(msg.reply(&ApiError::internal().to_reply(), false));
-        self.outbox.enqueue(&tx, &out).await?;
+        let applied = match self.gate(&tx, msg).await? {
+            Gate::Refused(h) => self.finish(&tx, msg, None, h).await?,
+            Gate::Pass(admission) => {
+                let key = matches!(admission, Admission::Apply).then(|| msg.dedupe_key());
+                let duplicate = match &key {
+                    Some(key) => match dedupe::claim(&tx, self.consumer, key).await? {
+                        Claim::Duplicate { reply } => Some(self.duplicate(&tx, msg, key, reply).await?),
+                        Claim::New => None,
+                    },
+                    None => None,
+                };
+                match duplicate {
+                    Some(applied) => applied,
+                    None => {
+                        let mut h = Handled::dead_lettered(ErrorCode::InternalError.as_str(), reason);
+                        h.outbox.extend(msg.reply(&ApiError::internal().to_reply(), false));
+                        self.finish(&tx, msg, key.as_deref(), h).await?
+                    }
+                }
+            }
+        };
         tx.commit().await?;
         self.outbox.wake();
-        Ok(Applied::DeadLettered)
+        Ok(applied)
     }
 
     fn span(&self, msg: &Incoming) -> tracing::Span {

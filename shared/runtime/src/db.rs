@@ -21,6 +21,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0011_observability", include_str!("../migrations/0011_observability.sql")),
     ("0012_refunds", include_str!("../migrations/0012_refunds.sql")),
     ("0013_mandate_usage", include_str!("../migrations/0013_mandate_usage.sql")),
+    ("0014_trust", include_str!("../migrations/0014_trust.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +38,15 @@ pub enum DbError {
     Unavailable(#[from] deadpool_postgres::PoolError),
     #[error("database error: {0}")]
     Query(#[from] tokio_postgres::Error),
+    #[error("migration {name} failed: {}", describe(.source))]
+    Migration { name: &'static str, source: tokio_postgres::Error },
+}
+
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        None => causes(e),
+    }
 }
 
 /// How much of the server's certificate is checked: libpq's `sslmode` values.
@@ -134,7 +144,7 @@ pub async fn migrate(pool: &Pool) -> Result<Vec<&'static str>, DbError> {
     for (name, sql) in MIGRATIONS {
         let done = tx.query_opt("SELECT 1 FROM schema_migrations WHERE name = $1", &[name]).await?.is_some();
         if !done {
-            tx.batch_execute(sql).await?;
+            tx.batch_execute(sql).await.map_err(|source| DbError::Migration { name, source })?;
             tx.execute("INSERT INTO schema_migrations (name) VALUES ($1)", &[name]).await?;
             applied.push(*name);
         }

@@ -6,8 +6,10 @@ pub mod broker;
 pub mod config;
 pub mod consumer;
 pub mod db;
+pub mod deadletters;
 pub mod dedupe;
 pub mod health;
+pub mod members;
 pub mod message;
 pub mod metrics;
 pub mod outbox;
@@ -18,5 +20,5 @@ pub mod tls;
 pub mod topology;
 
 pub use config::{Config, ConfigError, Env};
-pub use consumer::{Handled, Handler, HandlerError};
+pub use consumer::{Admission, Handled, Handler, HandlerError};
 pub use message::{Incoming, Outbound};

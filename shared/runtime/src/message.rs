@@ -132,6 +132,20 @@ pub fn header_str(headers: Option<&FieldTable>, name: &str) -> Option<String> {
     }
 }
 
+/// A delivery's headers without those only the fleet or the broker may write
+/// (dead-letter origins and reasons, replay marks): a publisher's own copies of
+/// them are dropped here, at the edge, so nothing downstream can mistake them
+/// for the fleet's (DESIGN §10).
+fn publisher_headers(headers: Option<&FieldTable>) -> FieldTable {
+    let mut kept = FieldTable::default();
+    for (k, v) in headers.map(|h| h.inner().iter()).into_iter().flatten() {
+        if !header::set_by_fleet(k.as_str()) {
+            kept.insert(k.clone(), v.clone());
+        }
+    }
+    kept
+}
+
 /// A delivered message, properties read once.
 #[derive(Debug, Clone)]
 pub struct Incoming {
@@ -163,7 +177,7 @@ impl Incoming {
             correlation_id: text(p.correlation_id()),
             reply_to: text(p.reply_to()),
             user_id: text(p.user_id()),
-            headers: p.headers().clone().unwrap_or_default(),
+            headers: publisher_headers(p.headers().as_ref()),
             body: data,
             redelivered,
         };
@@ -175,27 +189,31 @@ impl Incoming {
         header_str(Some(&self.headers), name).map(printable)
     }
 
-    /// What deduplicates redeliveries: the AMQP `message_id`, or, when a
-    /// publisher sent none, a digest of everything that makes the command what it is.
+    /// What deduplicates redeliveries (DESIGN §5): who published it (the broker
+    /// user RabbitMQ vouched for), under which routing key, for which merchant,
+    /// and its AMQP `message_id` (or, when a publisher sent none, a digest of its
+    /// idempotency key and body). Another publisher's message never matches, so
+    /// none can claim or replay another's record.
     pub fn dedupe_key(&self) -> String {
         let merchant = self.header(header::MERCHANT_ID).unwrap_or_default();
+        let user = self.user_id.as_deref().unwrap_or_default();
+        // Length-prefixed, so no value can make two keys collide.
+        let mut key = String::with_capacity(96);
+        for part in [user, self.routing_key.as_str(), merchant.as_str()] {
+            key.push_str(&format!("{}:{part}:", part.len()));
+        }
         match &self.message_id {
-            // Length-prefixed, so no merchant-id can make two keys collide.
-            Some(id) => format!("{}:{merchant}:id:{id}", merchant.len()),
+            Some(id) => key.push_str(&format!("id:{id}")),
             None => {
                 let mut h = Sha256::new();
-                for part in [
-                    self.routing_key.as_bytes(),
-                    merchant.as_bytes(),
-                    self.header(header::IDEMPOTENCY_KEY).unwrap_or_default().as_bytes(),
-                    &self.body,
-                ] {
+                for part in [self.header(header::IDEMPOTENCY_KEY).unwrap_or_default().as_bytes(), &self.body] {
                     h.update((part.len() as u64).to_be_bytes());
                     h.update(part);
                 }
-                format!("{}:{merchant}:sha256:{}", merchant.len(), hex::encode(h.finalize()))
+                key.push_str(&format!("sha256:{}", hex::encode(h.finalize())));
             }
         }
+        key
     }
 
     /// A reply to this message, if its sender asked for one.
@@ -211,14 +229,18 @@ impl Incoming {
         Some(out)
     }
 
-    /// This message, headed for `<queue>.dlq` with why.
-    pub fn dead_letter(&self, queue: &str, code: &str, reason: &str) -> Outbound {
+    /// This message, headed for `<queue>.dlq` with why, under the id of the
+    /// fleet's record of it (`x-dead-letter-id`). `keep_body` false leaves the
+    /// body out (one over the size limit is never stored) and says how big it was.
+    pub fn dead_letter(&self, queue: &str, record_id: &str, code: &str, reason: &str, keep_body: bool) -> Outbound {
         let mut headers = Map::new();
+        // Publishers' own x-original-* and the like were dropped on arrival; what is copied is theirs alone.
         for k in self.headers.inner().keys() {
             if let Some(s) = header_str(Some(&self.headers), k.as_str()) {
                 headers.insert(printable(k.as_str().to_owned()), Value::String(printable(s)));
             }
         }
+        headers.insert(header::DEAD_LETTER_ID.to_owned(), record_id.into());
         headers.insert(header::DEAD_LETTER_CODE.to_owned(), code.into());
         headers.insert(header::DEAD_LETTER_REASON.to_owned(), printable(reason.to_owned()).into());
         headers.insert(header::ORIGINAL_EXCHANGE.to_owned(), self.exchange.clone().into());
@@ -226,10 +248,13 @@ impl Incoming {
         if let Some(user) = &self.user_id {
             headers.insert(header::ORIGINAL_USER_ID.to_owned(), user.clone().into());
         }
+        if !keep_body {
+            headers.insert(header::ORIGINAL_SIZE.to_owned(), Value::from(self.body.len() as i64));
+        }
         Outbound {
             exchange: ps_contract::routing::exchange::DEAD_LETTER.to_owned(),
             routing_key: queue.to_owned(),
-            body: self.body.clone(),
+            body: if keep_body { self.body.clone() } else { Vec::new() },
             message_id: self.message_id.clone(),
             correlation_id: self.correlation_id.clone(),
             reply_to: None,
@@ -237,5 +262,52 @@ impl Incoming {
             kind: OutboundKind::Durable,
             sealed: false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn incoming(user: Option<&str>, routing_key: &str, message_id: Option<&str>) -> Incoming {
+        let mut headers = FieldTable::default();
+        headers.insert(header::MERCHANT_ID.into(), AMQPValue::LongString("shop".into()));
+        Incoming {
+            exchange: "payment_sessions.commands".into(),
+            routing_key: routing_key.into(),
+            body: b"{}".to_vec(),
+            message_id: message_id.map(str::to_owned),
+            correlation_id: None,
+            reply_to: None,
+            user_id: user.map(str::to_owned),
+            headers,
+            redelivered: false,
+        }
+    }
+
+    #[test]
+    fn a_record_belongs_to_its_publisher_and_routing_key() {
+        let mine = incoming(Some("upstream"), "payment_session.cancel", Some("m-1")).dedupe_key();
+        assert_eq!(mine, incoming(Some("upstream"), "payment_session.cancel", Some("m-1")).dedupe_key());
+        assert_ne!(mine, incoming(Some("attacker"), "payment_session.cancel", Some("m-1")).dedupe_key());
+        assert_ne!(mine, incoming(None, "payment_session.cancel", Some("m-1")).dedupe_key());
+        assert_ne!(mine, incoming(Some("upstream"), "mandate.revoke", Some("m-1")).dedupe_key());
+        let digest = incoming(Some("upstream"), "payment_session.cancel", None).dedupe_key();
+        assert_ne!(digest, incoming(Some("attacker"), "payment_session.cancel", None).dedupe_key());
+        // A user name cannot be made to look like another user plus a routing key.
+        assert_ne!(incoming(Some("a:1:b"), "c", Some("x")).dedupe_key(), incoming(Some("a"), "b:1:c", Some("x")).dedupe_key());
+    }
+
+    #[test]
+    fn headers_only_the_fleet_writes_are_dropped_on_arrival() {
+        let mut h = FieldTable::default();
+        for k in ["X-Original-User-Id", "x-original-exchange", "X-Dead-Letter-Id", "x-death", "x-replayed-from", "idempotent-replayed"] {
+            h.insert(k.into(), AMQPValue::LongString("forged".into()));
+        }
+        h.insert("merchant-id".into(), AMQPValue::LongString("shop".into()));
+        h.insert("x-delivery-count".into(), AMQPValue::LongLongInt(2));
+        let kept = publisher_headers(Some(&h));
+        let names: Vec<&str> = kept.inner().keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["merchant-id", "x-delivery-count"]);
     }
 }

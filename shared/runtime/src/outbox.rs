@@ -6,7 +6,7 @@
 use crate::broker::{PublishError, Publisher};
 use crate::message::{Outbound, OutboundKind};
 use crate::metrics;
-use crate::sealing::{Keyring, SealError, SecretsError};
+use crate::sealing::{At, Keyring, SealError, SecretsError};
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use deadpool_postgres::Transaction;
@@ -35,8 +35,6 @@ pub struct Outbox {
     /// Seals bodies that hold a secret; a service without keys cannot write one.
     keys: Option<Keyring>,
 }
-
-use crate::sealing::context::OUTBOX_BODY as SEALED_CONTEXT;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EnqueueError {
@@ -73,7 +71,10 @@ impl Outbox {
         let sealed_bodies = messages
             .iter()
             .filter(|m| m.sealed)
-            .map(|m| Ok(self.keys.as_ref().ok_or(SecretsError::NoKeys)?.seal(SEALED_CONTEXT, &m.body).into_bytes()))
+            .map(|m| {
+                let at = At::outbox_body(self.producer, &m.exchange, &m.routing_key, m.message_id.as_deref());
+                Ok(self.keys.as_ref().ok_or(SecretsError::NoKeys)?.seal(&at, &m.body).into_bytes())
+            })
             .collect::<Result<Vec<_>, EnqueueError>>()?;
         let mut sealed_iter = sealed_bodies.iter();
         for m in messages {
@@ -119,7 +120,7 @@ pub enum RelayError {
     Db(#[from] crate::db::DbError),
     #[error("the broker connection failed: {0}")]
     Broker(PublishError),
-    #[error("a sealed outbox row does not open: {0}")]
+    #[error("a sealed outbox row does not open")]
     Sealed(#[source] SealError),
 }
 
@@ -143,10 +144,10 @@ pub struct Relay {
 impl Relay {
     /// A sealed body, opened to publish. A key missing from PS_SECRET_KEYS stops
     /// the relay (and says so) rather than dropping the message.
-    fn open(&self, stored: &[u8]) -> Result<Vec<u8>, RelayError> {
+    fn open(&self, at: &At, stored: &[u8]) -> Result<Vec<u8>, RelayError> {
         let keys = self.outbox.keys.as_ref().ok_or(RelayError::Sealed(SealError::UnknownKey("(no PS_SECRET_KEYS)".into())))?;
         let text = std::str::from_utf8(stored).map_err(|_| RelayError::Sealed(SealError::NotSealed))?;
-        keys.open(SEALED_CONTEXT, text).map_err(RelayError::Sealed)
+        keys.open(at, text).map_err(RelayError::Sealed)
     }
 
     pub fn new(pool: Pool, outbox: Outbox) -> Relay {
@@ -212,26 +213,51 @@ impl Relay {
             if rows.is_empty() {
                 return Ok(());
             }
-            let mut messages: Vec<Outbound> = rows
-                .iter()
-                .map(|r| {
-                    let sealed: bool = r.get(10);
-                    Ok(Outbound {
-                        exchange: r.get(1),
-                        routing_key: r.get(2),
-                        message_id: r.get(3),
-                        correlation_id: r.get(4),
-                        reply_to: r.get(11),
-                        headers: match r.get::<_, Value>(5) {
-                            Value::Object(m) => m,
-                            _ => Map::new(),
-                        },
-                        body: if sealed { self.open(r.get(6))? } else { r.get(6) },
-                        kind: if r.get::<_, &str>(7) == "reply" { OutboundKind::Reply } else { OutboundKind::Durable },
-                        sealed,
-                    })
-                })
-                .collect::<Result<_, RelayError>>()?;
+            // A sealed row that does not open for its own row (copied in from
+            // another, or corrupt) is set aside as failed, not published and not
+            // left to block the rows behind it; a missing key stops the relay
+            // until an operator restores it.
+            let mut unopenable: Vec<(i64, String)> = vec![];
+            let mut kept = Vec::with_capacity(rows.len());
+            let mut messages: Vec<Outbound> = Vec::with_capacity(rows.len());
+            for r in rows {
+                let sealed: bool = r.get(10);
+                let (exchange, routing_key, message_id): (String, String, Option<String>) = (r.get(1), r.get(2), r.get(3));
+                let body = match sealed {
+                    false => r.get(6),
+                    true => {
+                        match self.open(&At::outbox_body(self.outbox.producer, &exchange, &routing_key, message_id.as_deref()), r.get(6)) {
+                            Ok(body) => body,
+                            Err(RelayError::Sealed(SealError::UnknownKey(k))) => return Err(RelayError::Sealed(SealError::UnknownKey(k))),
+                            Err(e) => {
+                                tracing::error!(outbox_id = r.get::<_, i64>(0), error = %crate::db::causes(&e), "a sealed outbox row does not open for its row; set aside as failed");
+                                unopenable.push((r.get(0), crate::db::causes(&e)));
+                                continue;
+                            }
+                        }
+                    }
+                };
+                messages.push(Outbound {
+                    exchange,
+                    routing_key,
+                    message_id,
+                    correlation_id: r.get(4),
+                    reply_to: r.get(11),
+                    headers: match r.get::<_, Value>(5) {
+                        Value::Object(m) => m,
+                        _ => Map::new(),
+                    },
+                    body,
+                    kind: if r.get::<_, &str>(7) == "reply" { OutboundKind::Reply } else { OutboundKind::Durable },
+                    sealed,
+                });
+                kept.push(r);
+            }
+            let batch_len = kept.len() + unopenable.len();
+            let rows = kept;
+            for (id, why) in &unopenable {
+                tx.execute("UPDATE outbox SET failed_at = now(), last_error = $2 WHERE id = $1", &[id, why]).await?;
+            }
             let spans: Vec<tracing::Span> = messages.iter_mut().map(|m| crate::telemetry::publish_span(m, publisher.names())).collect();
             let results = publisher.publish_batch(&messages).await;
 
@@ -285,7 +311,7 @@ impl Relay {
             if let Some(e) = broken {
                 return Err(RelayError::Broker(e));
             }
-            if (rows.len() as i64) < BATCH {
+            if (batch_len as i64) < BATCH {
                 return Ok(());
             }
         }
@@ -297,24 +323,27 @@ fn retry_delay(attempts: i32) -> Duration {
     Duration::from_secs(1u64 << attempts.clamp(0, 6) as u32).min(Duration::from_secs(60))
 }
 
-/// The relay's read: due rows of this producer (or of none), oldest first.
+/// The relay's read: due rows of this producer, oldest first.
 /// Served by `outbox_pending`, an index of the pending rows alone, so what the
 /// table holds besides them costs nothing.
 pub const DRAIN_SQL: &str =
     "SELECT id, exchange, routing_key, message_id, correlation_id, headers, body, kind, attempts, created_at, sealed, reply_to
      FROM outbox
-     WHERE published_at IS NULL AND failed_at IS NULL AND next_attempt_at <= now() AND producer IN ($2, '')
+     WHERE published_at IS NULL AND failed_at IS NULL AND next_attempt_at <= now() AND producer = $2
      ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED";
 
-/// Deletes what is done with: published (and given-up) outbox rows, dedupe
-/// records and idempotency keys past their retention. Cheap enough for every
-/// replica to run.
-pub async fn sweep(pool: &Pool) -> Result<u64, crate::db::DbError> {
+/// Deletes what is done with: published (and given-up) outbox rows, and for a
+/// service that consumes, dedupe records and idempotency keys past their
+/// retention. Under the deploy roles each sees only its own rows of the first
+/// two (row-level security). Cheap enough for every replica to run.
+pub async fn sweep(pool: &Pool, consumes: bool) -> Result<u64, crate::db::DbError> {
     let c = pool.get().await?;
     let mut n = c.execute("DELETE FROM outbox WHERE published_at < now() - interval '1 day'", &[]).await?;
     n += c.execute("DELETE FROM outbox WHERE failed_at < now() - interval '1 day'", &[]).await?;
-    n += c.execute("DELETE FROM processed_messages WHERE processed_at < now() - interval '7 days'", &[]).await?;
-    n += c.execute("DELETE FROM idempotency_keys WHERE created_at < now() - interval '24 hours'", &[]).await?;
+    if consumes {
+        n += c.execute("DELETE FROM processed_messages WHERE processed_at < now() - interval '7 days'", &[]).await?;
+        n += c.execute("DELETE FROM idempotency_keys WHERE created_at < now() - interval '24 hours'", &[]).await?;
+    }
     Ok(n)
 }
 

@@ -2,9 +2,11 @@
 //! each sealed value carrying the id of the key that sealed it, so keys rotate:
 //! add a new key first, run `psctl secrets rewrap`, then drop the old one.
 //!
-//! A sealed value is `ps1:<key id>:<base64url(nonce ‖ ciphertext)>`. What it is
-//! (its context, e.g. `webhook_endpoints.secret`) is bound in as associated
-//! data, so a value copied into another column does not open there.
+//! A sealed value is `ps2:<key id>:<base64url(nonce ‖ ciphertext)>`. Where it
+//! rests (its column and its row's key, an [`At`]) is bound in as associated
+//! data, so a value copied into another column, or into another row of the
+//! same column, does not open there. `ps1:` values (earlier versions bound only
+//! the column) open only in `psctl secrets rewrap`, which re-seals them bound.
 
 use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
@@ -14,15 +16,68 @@ use serde_json::{json, Value};
 use std::fmt;
 use std::sync::Arc;
 
-const PREFIX: &str = "ps1";
+const PREFIX: &str = "ps2";
+const LEGACY_PREFIX: &str = "ps1";
 
-/// What each sealed value is, bound into its ciphertext: one per column.
+/// The columns that hold sealed values.
 pub mod context {
     pub const WEBHOOK_SECRET: &str = "webhook_endpoints.secret";
     pub const CARD_NUMBER: &str = "vault_cards.pan";
-    /// A stored reply holding a secret (idempotency and dedupe records).
-    pub const REPLY: &str = "reply";
+    /// A stored reply holding a secret, in the idempotency record.
+    pub const IDEMPOTENCY_REPLY: &str = "idempotency_keys.reply";
+    /// A stored reply holding a secret, in the dedupe record.
+    pub const DEDUPE_REPLY: &str = "processed_messages.reply";
     pub const OUTBOX_BODY: &str = "outbox.body";
+    /// What `ps1:` replies (either table) were bound to before rows were.
+    pub const LEGACY_REPLY: &str = "reply";
+}
+
+/// Where a sealed value rests: its column and the key of its row, bound into
+/// the ciphertext. Each part is length-prefixed, so no two rows share one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct At {
+    column: &'static str,
+    aad: String,
+}
+
+impl At {
+    pub fn new(column: &'static str, row: &[&str]) -> At {
+        let mut aad = format!("{PREFIX}|{column}");
+        for part in row {
+            aad.push_str(&format!("|{}:{part}", part.len()));
+        }
+        At { column, aad }
+    }
+
+    pub fn column(&self) -> &'static str {
+        self.column
+    }
+
+    /// A vaulted card's number, by its token.
+    pub fn card_number(token: &str) -> At {
+        At::new(context::CARD_NUMBER, &[token])
+    }
+
+    /// An endpoint's signing secret (current or previous), by the endpoint's id.
+    pub fn webhook_secret(endpoint_id: &str) -> At {
+        At::new(context::WEBHOOK_SECRET, &[endpoint_id])
+    }
+
+    /// A reply kept with an idempotency key.
+    pub fn idempotency_reply(merchant: &str, key: &str) -> At {
+        At::new(context::IDEMPOTENCY_REPLY, &[merchant, key])
+    }
+
+    /// A reply kept with a consumer's record of a message.
+    pub fn dedupe_reply(consumer: &str, message_key: &str) -> At {
+        At::new(context::DEDUPE_REPLY, &[consumer, message_key])
+    }
+
+    /// An outbox body, bound to its producer and destination: copied into a
+    /// row routed elsewhere, it does not open.
+    pub fn outbox_body(producer: &str, exchange: &str, routing_key: &str, message_id: Option<&str>) -> At {
+        At::new(context::OUTBOX_BODY, &[producer, exchange, routing_key, message_id.unwrap_or("")])
+    }
 }
 /// How a sealed JSON value (a stored reply holding a secret) is marked.
 const SEALED_FIELD: &str = "$sealed";
@@ -33,8 +88,10 @@ pub enum SealError {
     NotSealed,
     #[error("sealed with key {0:?}, which PS_SECRET_KEYS does not hold")]
     UnknownKey(String),
-    #[error("does not open under key {0:?}: corrupt, or sealed for another use")]
+    #[error("does not open under key {0:?}: corrupt, or sealed for another column or row")]
     Corrupt(String),
+    #[error("sealed by an earlier version without its row bound in: run `psctl secrets rewrap`")]
+    Legacy,
 }
 
 /// Why a service could not seal or open a secret it holds.
@@ -43,7 +100,11 @@ pub enum SecretsError {
     #[error("a secret to keep, but this service has no PS_SECRET_KEYS")]
     NoKeys,
     #[error("{context}: {source}")]
-    Open { context: &'static str, source: SealError },
+    Open {
+        context: &'static str,
+        #[source]
+        source: SealError,
+    },
 }
 
 #[derive(Clone)]
@@ -91,57 +152,64 @@ impl Keyring {
         &self.0[0].id
     }
 
-    pub fn seal(&self, context: &str, plaintext: &[u8]) -> String {
+    pub fn seal(&self, at: &At, plaintext: &[u8]) -> String {
         let key = &self.0[0];
         let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
         let sealed =
-            key.cipher.encrypt(&nonce, Payload { msg: plaintext, aad: context.as_bytes() }).expect("AES-GCM encrypts any length we store");
+            key.cipher.encrypt(&nonce, Payload { msg: plaintext, aad: at.aad.as_bytes() }).expect("AES-GCM encrypts any length we store");
         let mut out = nonce.to_vec();
         out.extend_from_slice(&sealed);
         format!("{PREFIX}:{}:{}", key.id, URL_SAFE_NO_PAD.encode(out))
     }
 
-    pub fn seal_str(&self, context: &str, plaintext: &str) -> String {
-        self.seal(context, plaintext.as_bytes())
+    pub fn seal_str(&self, at: &At, plaintext: &str) -> String {
+        self.seal(at, plaintext.as_bytes())
     }
 
-    pub fn open(&self, context: &str, sealed: &str) -> Result<Vec<u8>, SealError> {
-        let (id, data) = key_id(sealed).ok_or(SealError::NotSealed)?;
+    pub fn open(&self, at: &At, sealed: &str) -> Result<Vec<u8>, SealError> {
+        match parts(sealed) {
+            Some((PREFIX, id, data)) => self.decrypt(id, data, at.aad.as_bytes()),
+            Some(_) => Err(SealError::Legacy),
+            None => Err(SealError::NotSealed),
+        }
+    }
+
+    fn decrypt(&self, id: &str, data: &str, aad: &[u8]) -> Result<Vec<u8>, SealError> {
         let key = self.0.iter().find(|k| k.id == id).ok_or_else(|| SealError::UnknownKey(id.to_owned()))?;
         let bytes = URL_SAFE_NO_PAD.decode(data).map_err(|_| SealError::Corrupt(id.to_owned()))?;
         if bytes.len() < 12 {
             return Err(SealError::Corrupt(id.to_owned()));
         }
         let (nonce, ciphertext) = bytes.split_at(12);
-        key.cipher
-            .decrypt(Nonce::from_slice(nonce), Payload { msg: ciphertext, aad: context.as_bytes() })
-            .map_err(|_| SealError::Corrupt(id.to_owned()))
+        key.cipher.decrypt(Nonce::from_slice(nonce), Payload { msg: ciphertext, aad }).map_err(|_| SealError::Corrupt(id.to_owned()))
     }
 
-    pub fn open_str(&self, context: &str, sealed: &str) -> Result<String, SealError> {
-        String::from_utf8(self.open(context, sealed)?)
+    pub fn open_str(&self, at: &At, sealed: &str) -> Result<String, SealError> {
+        String::from_utf8(self.open(at, sealed)?)
             .map_err(|_| SealError::Corrupt(key_id(sealed).map(|k| k.0).unwrap_or_default().to_owned()))
     }
 
-    /// `sealed` again under the active key, or `None` if it already is (or is not sealed at all and `clear` says to leave it).
-    pub fn rewrap(&self, context: &str, stored: &str) -> Result<Option<String>, SealError> {
-        match key_id(stored) {
-            Some((id, _)) if id == self.active_id() => Ok(None),
-            Some(_) => Ok(Some(self.seal(context, &self.open(context, stored)?))),
-            // Written before values were sealed: seal it now.
-            None => Ok(Some(self.seal(context, stored.as_bytes()))),
+    /// `stored` sealed again under the active key and bound to `at`, or `None`
+    /// if it already is. A `ps1:` value opens under `legacy` (the context it was
+    /// sealed with: its column); a value in clear (written before sealing) is sealed.
+    pub fn rewrap(&self, at: &At, legacy: &str, stored: &str) -> Result<Option<String>, SealError> {
+        match parts(stored) {
+            Some((PREFIX, id, _)) if id == self.active_id() => Ok(None),
+            Some((PREFIX, _, _)) => Ok(Some(self.seal(at, &self.open(at, stored)?))),
+            Some((_, id, data)) => Ok(Some(self.seal(at, &self.decrypt(id, data, legacy.as_bytes())?))),
+            None => Ok(Some(self.seal(at, stored.as_bytes()))),
         }
     }
 
     /// A JSON value (a stored reply that holds a secret) sealed into `{"$sealed": …}`.
-    pub fn seal_json(&self, context: &str, value: &Value) -> Value {
-        json!({ SEALED_FIELD: self.seal(context, value.to_string().as_bytes()) })
+    pub fn seal_json(&self, at: &At, value: &Value) -> Value {
+        json!({ SEALED_FIELD: self.seal(at, value.to_string().as_bytes()) })
     }
 
     /// A stored JSON value, opened if it was sealed, as it is otherwise.
-    pub fn open_json(&self, context: &str, stored: Value) -> Result<Value, SealError> {
+    pub fn open_json(&self, at: &At, stored: Value) -> Result<Value, SealError> {
         match sealed_json(&stored) {
-            Some(s) => serde_json::from_slice(&self.open(context, s)?).map_err(|_| SealError::Corrupt(self.active_id().to_owned())),
+            Some(s) => serde_json::from_slice(&self.open(at, s)?).map_err(|_| SealError::Corrupt(self.active_id().to_owned())),
             None => Ok(stored),
         }
     }
@@ -155,10 +223,16 @@ pub fn sealed_json(v: &Value) -> Option<&str> {
     }
 }
 
+/// (version, key id, data) of a sealed value, either version.
+fn parts(sealed: &str) -> Option<(&'static str, &str, &str)> {
+    let (version, rest) = [PREFIX, LEGACY_PREFIX].into_iter().find_map(|v| Some((v, sealed.strip_prefix(v)?.strip_prefix(':')?)))?;
+    let (id, data) = rest.split_once(':')?;
+    Some((version, id, data))
+}
+
 /// (key id, data) of a sealed value.
 pub fn key_id(sealed: &str) -> Option<(&str, &str)> {
-    let rest = sealed.strip_prefix(PREFIX)?.strip_prefix(':')?;
-    rest.split_once(':')
+    parts(sealed).map(|(_, id, data)| (id, data))
 }
 
 #[cfg(test)]
@@ -172,37 +246,60 @@ mod tests {
     const K1: &str = "k1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
     const K2: &str = "k2:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
 
+    fn at(row: &str) -> At {
+        At::new(context::CARD_NUMBER, &[row])
+    }
+
     #[test]
-    fn seals_and_opens_binding_the_context() {
+    fn seals_and_opens_binding_the_column_and_the_row() {
         let r = ring(K1);
-        let s = r.seal_str("vault_cards.pan", "4242424242424242");
-        assert!(s.starts_with("ps1:k1:") && !s.contains("4242424242424242"));
-        assert_eq!(r.open_str("vault_cards.pan", &s).unwrap(), "4242424242424242");
-        assert_eq!(r.open_str("webhook_endpoints.secret", &s), Err(SealError::Corrupt("k1".into())));
-        assert_ne!(r.seal_str("x", "same"), r.seal_str("x", "same"), "a fresh nonce each time");
+        let s = r.seal_str(&at("tok_1"), "4242424242424242");
+        assert!(s.starts_with("ps2:k1:") && !s.contains("4242424242424242"));
+        assert_eq!(r.open_str(&at("tok_1"), &s).unwrap(), "4242424242424242");
+        assert_eq!(r.open_str(&at("tok_2"), &s), Err(SealError::Corrupt("k1".into())), "another row");
+        assert_eq!(r.open_str(&At::new(context::WEBHOOK_SECRET, &["tok_1"]), &s), Err(SealError::Corrupt("k1".into())), "another column");
+        // Length prefixes: no row key can be split to look like another.
+        assert_ne!(At::new(context::OUTBOX_BODY, &["a|1:b"]), At::new(context::OUTBOX_BODY, &["a", "b"]));
+        assert_ne!(r.seal_str(&at("x"), "same"), r.seal_str(&at("x"), "same"), "a fresh nonce each time");
     }
 
     #[test]
     fn rotation_opens_old_values_and_rewraps_them() {
-        let old = ring(K1).seal_str("c", "secret");
+        let old = ring(K1).seal_str(&at("t"), "secret");
         let rotated = ring(&format!("{K2},{K1}"));
-        assert_eq!(rotated.open_str("c", &old).unwrap(), "secret");
-        let new = rotated.rewrap("c", &old).unwrap().unwrap();
-        assert!(new.starts_with("ps1:k2:"));
-        assert_eq!(rotated.rewrap("c", &new).unwrap(), None);
-        assert_eq!(ring(K2).open_str("c", &new).unwrap(), "secret");
-        assert_eq!(ring(K2).open_str("c", &old), Err(SealError::UnknownKey("k1".into())));
-        assert!(ring(K2).rewrap("c", "clear").unwrap().unwrap().starts_with("ps1:k2:"));
+        assert_eq!(rotated.open_str(&at("t"), &old).unwrap(), "secret");
+        let new = rotated.rewrap(&at("t"), context::CARD_NUMBER, &old).unwrap().unwrap();
+        assert!(new.starts_with("ps2:k2:"));
+        assert_eq!(rotated.rewrap(&at("t"), context::CARD_NUMBER, &new).unwrap(), None);
+        assert_eq!(ring(K2).open_str(&at("t"), &new).unwrap(), "secret");
+        assert_eq!(ring(K2).open_str(&at("t"), &old), Err(SealError::UnknownKey("k1".into())));
+        assert!(ring(K2).rewrap(&at("t"), context::CARD_NUMBER, "clear").unwrap().unwrap().starts_with("ps2:k2:"));
+    }
+
+    #[test]
+    fn legacy_values_open_only_to_be_rewrapped() {
+        // As an earlier version sealed: the column alone as associated data.
+        let r = ring(K1);
+        let key = &r.0[0];
+        let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
+        let mut data = nonce.to_vec();
+        data.extend(key.cipher.encrypt(&nonce, Payload { msg: b"4242".as_slice(), aad: context::CARD_NUMBER.as_bytes() }).unwrap());
+        let legacy = format!("ps1:k1:{}", URL_SAFE_NO_PAD.encode(data));
+        assert_eq!(r.open_str(&at("t"), &legacy), Err(SealError::Legacy));
+        let bound = r.rewrap(&at("t"), context::CARD_NUMBER, &legacy).unwrap().unwrap();
+        assert_eq!(r.open_str(&at("t"), &bound).unwrap(), "4242");
     }
 
     #[test]
     fn json_round_trips_and_clear_json_passes() {
         let r = ring(K1);
         let v = json!({"id": "we_1", "secret": "whsec_x"});
-        let sealed = r.seal_json("reply", &v);
+        let at = At::new(context::DEDUPE_REPLY, &["consumer", "key"]);
+        let sealed = r.seal_json(&at, &v);
         assert!(!sealed.to_string().contains("whsec_x"));
-        assert_eq!(r.open_json("reply", sealed).unwrap(), v);
-        assert_eq!(r.open_json("reply", v.clone()).unwrap(), v);
+        assert_eq!(r.open_json(&at, sealed.clone()).unwrap(), v);
+        assert!(r.open_json(&At::new(context::DEDUPE_REPLY, &["consumer", "other"]), sealed).is_err());
+        assert_eq!(r.open_json(&at, v.clone()).unwrap(), v);
     }
 
     #[test]

@@ -5,6 +5,7 @@ use crate::broker::{self, Publisher};
 use crate::config::Config;
 use crate::consumer::{consume, ConsumerContext, Handler};
 use crate::health::{self, Health};
+use crate::members::{self, Members};
 use crate::outbox::{Outbox, Relay};
 use crate::topology::{self, Names, QueueSpec};
 use crate::{db, metrics, outbox};
@@ -45,6 +46,10 @@ pub enum StartError {
     Tls(#[from] crate::tls::TlsError),
     #[error("cannot build the HTTP client: {0}")]
     HttpClient(#[source] reqwest::Error),
+    #[error("AMQP_URL names no broker user to register this service under")]
+    NoBrokerUser,
+    #[error("cannot register this service's broker user in fleet_members: {}", db::causes(.0))]
+    Register(#[source] db::DbError),
 }
 
 pub struct Running {
@@ -77,7 +82,7 @@ impl Running {
 /// Connects to the database (waiting for it, within reason), migrates if
 /// configured, binds the health port, then runs the broker side in the background.
 pub async fn start(name: &'static str, config: Config, consumes: Vec<Consumes>, stop: CancellationToken) -> Result<Running, StartError> {
-    let pool = db::pool(&config.database_url, config.database_pool_size, &config.trust)?;
+    let pool = db::pool(config.database_url.expose(), config.database_pool_size, &config.trust)?;
     if config.database_migrate {
         let backoff = ExponentialBuilder::default().with_max_delay(Duration::from_secs(5)).with_max_times(12);
         let applied = (|| db::migrate(&pool))
@@ -88,6 +93,14 @@ pub async fn start(name: &'static str, config: Config, consumes: Vec<Consumes>, 
             tracing::info!(?applied, "migrations applied");
         }
     }
+    // Who this service publishes as, for the consumers of what it sends (DESIGN §10).
+    let user = broker::broker_user(config.amqp_url.expose()).ok_or(StartError::NoBrokerUser)?;
+    let backoff = ExponentialBuilder::default().with_max_delay(Duration::from_secs(5)).with_max_times(12);
+    (|| members::register(&pool, name, &user))
+        .retry(backoff)
+        .notify(|e, wait| tracing::warn!(error = %e, retry_in = ?wait, "database not ready to register this service's broker user"))
+        .await
+        .map_err(StartError::Register)?;
     let health = Health::new(pool.clone());
     let health_addr = health::serve(config.health_addr, health.clone(), stop.clone())
         .await
@@ -96,13 +109,14 @@ pub async fn start(name: &'static str, config: Config, consumes: Vec<Consumes>, 
 
     let sweeper_pool = pool.clone();
     let sweeper_stop = stop.clone();
+    let consumes_any = !consumes.is_empty();
     tokio::spawn(async move {
         loop {
             tokio::select! {
                 _ = sweeper_stop.cancelled() => break,
                 _ = tokio::time::sleep(Duration::from_secs(600)) => {}
             }
-            match outbox::sweep(&sweeper_pool).await {
+            match outbox::sweep(&sweeper_pool, consumes_any).await {
                 Ok(n) if n > 0 => tracing::info!(deleted = n, "retention sweep"),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "retention sweep failed"),
@@ -125,12 +139,17 @@ async fn supervise(
     stop: CancellationToken,
 ) {
     let names = Names::new(config.name_prefix.clone());
+    let members = Arc::new(Members::default());
     let contexts: Vec<Arc<ConsumerContext>> = consumes
         .into_iter()
         .map(|c| {
             Arc::new(ConsumerContext {
                 consumer: c.queue.name,
+                spec: c.queue,
+                names: names.clone(),
                 queue: names.queue(&c.queue),
+                members: members.clone(),
+                max_message_bytes: config.max_message_bytes,
                 pool: pool.clone(),
                 outbox: outbox.clone(),
                 handler: c.handler,
@@ -148,7 +167,7 @@ async fn supervise(
     let mut connected_before = false;
     // The prefix in the connection name lets an operator (or a test) find this instance's connection.
     let connection_name = format!("{name} {}", config.name_prefix).trim_end().to_owned();
-    while let Some(conn) = broker::connect_with_backoff(&config.amqp_url, &connection_name, &config.trust, &stop).await {
+    while let Some(conn) = broker::connect_with_backoff(config.amqp_url.expose(), &connection_name, &config.trust, &stop).await {
         if connected_before {
             metrics::BROKER_RECONNECTS.inc();
         }
@@ -198,7 +217,7 @@ async fn session(
     let setup = conn.create_channel().await.map_err(SessionError::Declare)?;
     topology::declare(&setup, names, config.delivery_limit).await.map_err(SessionError::Declare)?;
     let _ = setup.close(200, "declared".into()).await;
-    let user = broker::broker_user(&config.amqp_url);
+    let user = broker::broker_user(config.amqp_url.expose());
     let publisher = Publisher::new(conn, names.clone(), config.publish_timeout, user).await.map_err(SessionError::Declare)?;
 
     let consumers_stop = stop.child_token();

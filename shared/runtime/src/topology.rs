@@ -4,76 +4,151 @@
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{Channel, ExchangeKind};
-use ps_contract::routing::{command, exchange, internal};
+use ps_contract::routing::{command, exchange, internal, service};
+
+/// Who may publish what a binding brings in (DESIGN §10).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Publishers {
+    /// Commands: any broker user may send one; the merchant grant decides
+    /// whether it counts (each handler's admission).
+    Upstream,
+    /// Only the broker users these fleet services registered (internal work,
+    /// their events, their replies).
+    Fleet(&'static [&'static str]),
+}
+
+/// One way into a queue: an exchange, a routing key (or pattern), and who may use it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Binding {
+    pub exchange: &'static str,
+    pub key: &'static str,
+    pub from: Publishers,
+}
+
+impl Binding {
+    const fn command(key: &'static str) -> Binding {
+        Binding { exchange: exchange::COMMANDS, key, from: Publishers::Upstream }
+    }
+
+    const fn internal(key: &'static str, from: &'static [&'static str]) -> Binding {
+        Binding { exchange: exchange::INTERNAL, key, from: Publishers::Fleet(from) }
+    }
+
+    const fn event(key: &'static str, from: &'static [&'static str]) -> Binding {
+        Binding { exchange: exchange::EVENTS, key, from: Publishers::Fleet(from) }
+    }
+
+    /// Whether a message published to `exchange` (logical) with `routing_key` came in through this binding.
+    pub fn admits(&self, exchange: &str, routing_key: &str) -> bool {
+        self.exchange == exchange && (self.key == "#" || self.key == routing_key)
+    }
+}
 
 /// A queue a service consumes, with what feeds it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueSpec {
     pub name: &'static str,
-    pub bindings: &'static [(&'static str, &'static str)],
+    pub bindings: &'static [Binding],
+    /// A reply queue, fed by name through the default exchange: only these
+    /// services' replies are taken from it, and only the owner's broker user
+    /// may name it as a `reply_to` (DESIGN §10).
+    pub replies: Option<ReplyQueue>,
 }
 
-pub const INTAKE: QueueSpec = QueueSpec { name: "payment_sessions.intake", bindings: &[(exchange::COMMANDS, command::SESSION_CREATE)] };
+/// Who answers into a registered reply queue, and whose it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplyQueue {
+    pub owner: &'static str,
+    pub from: &'static [&'static str],
+}
+
+impl QueueSpec {
+    /// How a message on logical `exchange` with `routing_key` may have reached
+    /// this queue, if it may have at all. `""` is the default exchange (by name).
+    pub fn route(&self, exchange: &str, routing_key: &str, real_name: &str) -> Option<Publishers> {
+        if exchange.is_empty() {
+            return self.replies.filter(|_| routing_key == real_name).map(|r| Publishers::Fleet(r.from));
+        }
+        self.bindings.iter().find(|b| b.admits(exchange, routing_key)).map(|b| b.from)
+    }
+}
+
+const FROM_INTAKE_OR_CHECKOUT: &[&str] = &[service::INTAKE, service::CHECKOUT];
+const FROM_LIFECYCLE: &[&str] = &[service::LIFECYCLE];
+const FROM_GATEWAY: &[&str] = &[service::GATEWAY];
+
+pub const INTAKE: QueueSpec =
+    QueueSpec { name: "payment_sessions.intake", bindings: &[Binding::command(command::SESSION_CREATE)], replies: None };
 
 pub const GATEWAY: QueueSpec = QueueSpec {
     name: "payment_sessions.gateway",
     bindings: &[
-        (exchange::INTERNAL, internal::GATEWAY_AUTHORIZE),
-        (exchange::INTERNAL, internal::GATEWAY_CAPTURE),
-        (exchange::INTERNAL, internal::GATEWAY_VOID),
-        (exchange::INTERNAL, internal::GATEWAY_RESOLVE),
-        (exchange::INTERNAL, internal::GATEWAY_REFUND),
+        Binding::internal(internal::GATEWAY_AUTHORIZE, FROM_INTAKE_OR_CHECKOUT),
+        Binding::internal(internal::GATEWAY_CAPTURE, FROM_LIFECYCLE),
+        Binding::internal(internal::GATEWAY_VOID, FROM_LIFECYCLE),
+        Binding::internal(internal::GATEWAY_RESOLVE, FROM_LIFECYCLE),
+        Binding::internal(internal::GATEWAY_REFUND, FROM_LIFECYCLE),
     ],
+    replies: None,
 };
 
 pub const LIFECYCLE: QueueSpec = QueueSpec {
     name: "payment_sessions.lifecycle",
     bindings: &[
-        (exchange::INTERNAL, internal::GATEWAY_RESULT),
-        (exchange::COMMANDS, command::SESSION_CANCEL),
-        (exchange::COMMANDS, command::PAYMENT_CAPTURE),
-        (exchange::COMMANDS, command::PAYMENT_VOID),
-        (exchange::COMMANDS, command::MANDATE_REVOKE),
-        (exchange::COMMANDS, command::SESSION_RETRIEVE),
-        (exchange::COMMANDS, command::SESSION_LIST),
-        (exchange::COMMANDS, command::MANDATE_RETRIEVE),
-        (exchange::COMMANDS, command::MANDATE_LIST),
-        (exchange::COMMANDS, command::REFUND_CREATE),
-        (exchange::COMMANDS, command::REFUND_RETRIEVE),
+        Binding::internal(internal::GATEWAY_RESULT, FROM_GATEWAY),
+        Binding::command(command::SESSION_CANCEL),
+        Binding::command(command::PAYMENT_CAPTURE),
+        Binding::command(command::PAYMENT_VOID),
+        Binding::command(command::MANDATE_REVOKE),
+        Binding::command(command::SESSION_RETRIEVE),
+        Binding::command(command::SESSION_LIST),
+        Binding::command(command::MANDATE_RETRIEVE),
+        Binding::command(command::MANDATE_LIST),
+        Binding::command(command::REFUND_CREATE),
+        Binding::command(command::REFUND_RETRIEVE),
     ],
+    replies: None,
 };
 
 pub const SCHEDULER: QueueSpec = QueueSpec {
     name: "payment_sessions.scheduler",
     bindings: &[
-        (exchange::COMMANDS, command::SCHEDULE_TRIGGER),
-        (exchange::COMMANDS, command::SCHEDULE_RETRIEVE),
-        (exchange::COMMANDS, command::SCHEDULE_LIST),
-        (exchange::COMMANDS, command::SCHEDULE_PAUSE),
-        (exchange::COMMANDS, command::SCHEDULE_RESUME),
-        (exchange::COMMANDS, command::SCHEDULE_CANCEL),
-        (exchange::EVENTS, "payment_session.completed"),
-        (exchange::EVENTS, "mandate.revoked"),
+        Binding::command(command::SCHEDULE_TRIGGER),
+        Binding::command(command::SCHEDULE_RETRIEVE),
+        Binding::command(command::SCHEDULE_LIST),
+        Binding::command(command::SCHEDULE_PAUSE),
+        Binding::command(command::SCHEDULE_RESUME),
+        Binding::command(command::SCHEDULE_CANCEL),
+        Binding::event("payment_session.completed", FROM_LIFECYCLE),
+        Binding::event("mandate.revoked", FROM_LIFECYCLE),
     ],
+    replies: None,
 };
 
 /// Intake's answers to the `payment_session.create` commands the scheduler
 /// sends (its `reply_to`): a durable queue, so no answer is lost while the
 /// scheduler is down. Fed by the default exchange, by name.
-pub const SCHEDULER_REPLIES: QueueSpec = QueueSpec { name: "payment_sessions.scheduler.replies", bindings: &[] };
+pub const SCHEDULER_REPLIES: QueueSpec = QueueSpec {
+    name: "payment_sessions.scheduler.replies",
+    bindings: &[],
+    replies: Some(ReplyQueue { owner: service::SCHEDULER, from: &[service::INTAKE] }),
+};
 
-pub const WEBHOOK_EVENTS: QueueSpec = QueueSpec { name: "payment_sessions.webhooks.events", bindings: &[(exchange::EVENTS, "#")] };
+/// Every event, from whichever service announces it.
+pub const WEBHOOK_EVENTS: QueueSpec =
+    QueueSpec { name: "payment_sessions.webhooks.events", bindings: &[Binding::event("#", service::ALL)], replies: None };
 
 pub const WEBHOOK_COMMANDS: QueueSpec = QueueSpec {
     name: "payment_sessions.webhooks.commands",
     bindings: &[
-        (exchange::COMMANDS, command::WEBHOOK_ENDPOINT_CREATE),
-        (exchange::COMMANDS, command::WEBHOOK_ENDPOINT_DELETE),
-        (exchange::COMMANDS, command::WEBHOOK_ENDPOINT_ROTATE_SECRET),
-        (exchange::COMMANDS, command::WEBHOOK_EVENT_REDELIVER),
-        (exchange::COMMANDS, command::WEBHOOK_ENDPOINT_ENABLE),
-        (exchange::COMMANDS, command::WEBHOOK_ENDPOINT_DISABLE),
+        Binding::command(command::WEBHOOK_ENDPOINT_CREATE),
+        Binding::command(command::WEBHOOK_ENDPOINT_DELETE),
+        Binding::command(command::WEBHOOK_ENDPOINT_ROTATE_SECRET),
+        Binding::command(command::WEBHOOK_EVENT_REDELIVER),
+        Binding::command(command::WEBHOOK_ENDPOINT_ENABLE),
+        Binding::command(command::WEBHOOK_ENDPOINT_DISABLE),
     ],
+    replies: None,
 };
 
 pub const QUEUES: &[QueueSpec] = &[INTAKE, GATEWAY, LIFECYCLE, SCHEDULER, SCHEDULER_REPLIES, WEBHOOK_EVENTS, WEBHOOK_COMMANDS];
@@ -103,6 +178,15 @@ impl Names {
         } else {
             format!("{}{logical}", self.prefix)
         }
+    }
+
+    /// The logical name of one of this fleet's exchanges (`""` stays the
+    /// default exchange); `None` for a name that is not this fleet's.
+    pub fn logical_exchange<'a>(&self, real: &'a str) -> Option<&'a str> {
+        if real.is_empty() {
+            return Some(real);
+        }
+        real.strip_prefix(self.prefix.as_str()).filter(|l| EXCHANGES.iter().any(|(e, _)| e == l))
     }
 
     pub fn queue(&self, spec: &QueueSpec) -> String {
@@ -159,8 +243,10 @@ pub async fn declare(channel: &Channel, names: &Names, delivery_limit: Option<u3
         channel.queue_declare(s(&dlq), qopts, quorum_args(None, None)).await?;
         channel.queue_bind(s(&dlq), s(&dlx), s(&queue), QueueBindOptions::default(), FieldTable::default()).await?;
         channel.queue_declare(s(&queue), qopts, quorum_args(delivery_limit, Some((&dlx, &queue)))).await?;
-        for (exchange, key) in spec.bindings {
-            channel.queue_bind(s(&queue), s(&names.exchange(exchange)), s(key), QueueBindOptions::default(), FieldTable::default()).await?;
+        for b in spec.bindings {
+            channel
+                .queue_bind(s(&queue), s(&names.exchange(b.exchange)), s(b.key), QueueBindOptions::default(), FieldTable::default())
+                .await?;
         }
     }
     Ok(())
@@ -175,9 +261,9 @@ mod tests {
     fn every_command_has_exactly_one_owner() {
         let mut owners = HashSet::new();
         for q in QUEUES {
-            for (ex, key) in q.bindings {
-                if *ex == exchange::COMMANDS {
-                    assert!(owners.insert(*key), "{key} is consumed twice");
+            for b in q.bindings {
+                if b.exchange == exchange::COMMANDS {
+                    assert!(owners.insert(b.key), "{} is consumed twice", b.key);
                 }
             }
         }
@@ -206,6 +292,22 @@ mod tests {
         ] {
             assert!(owners.contains(c), "nobody consumes {c}");
         }
+    }
+
+    #[test]
+    fn a_queue_admits_only_what_its_bindings_bring() {
+        let real = "t1.payment_sessions.scheduler.replies";
+        assert_eq!(SCHEDULER_REPLIES.route("", real, real), Some(Publishers::Fleet(&[service::INTAKE])));
+        assert_eq!(SCHEDULER_REPLIES.route("", "t1.payment_sessions.lifecycle", real), None);
+        assert_eq!(LIFECYCLE.route("", "t1.payment_sessions.lifecycle", "t1.payment_sessions.lifecycle"), None, "not by name");
+        assert_eq!(LIFECYCLE.route(exchange::INTERNAL, internal::GATEWAY_RESULT, ""), Some(Publishers::Fleet(FROM_GATEWAY)));
+        assert_eq!(LIFECYCLE.route(exchange::COMMANDS, internal::GATEWAY_RESULT, ""), None, "an internal key on the commands exchange");
+        assert_eq!(LIFECYCLE.route(exchange::COMMANDS, command::SESSION_CANCEL, ""), Some(Publishers::Upstream));
+        assert_eq!(WEBHOOK_EVENTS.route(exchange::EVENTS, "anything.at_all", ""), Some(Publishers::Fleet(service::ALL)));
+        let n = Names::new("t1.");
+        assert_eq!(n.logical_exchange("t1.payment_sessions.internal"), Some(exchange::INTERNAL));
+        assert_eq!(n.logical_exchange("payment_sessions.internal"), None);
+        assert_eq!(n.logical_exchange(""), Some(""));
     }
 
     #[test]

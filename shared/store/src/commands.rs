@@ -6,11 +6,11 @@ use crate::idempotency::{self, Claim};
 use deadpool_postgres::Transaction;
 use ps_contract::idempotency::{request_fingerprint, IdempotencyKey};
 use ps_contract::ids::MerchantId;
+use ps_contract::routing::command;
 use ps_contract::routing::header;
 use ps_contract::{ApiError, ErrorCode};
-use ps_runtime::consumer::REPLY_CONTEXT;
-use ps_runtime::sealing::{sealed_json, Keyring, SecretsError};
-use ps_runtime::{Handled, HandlerError, Incoming, Outbound};
+use ps_runtime::sealing::{context, sealed_json, At, Keyring, SecretsError};
+use ps_runtime::{Admission, Handled, HandlerError, Incoming, Outbound};
 use serde_json::Value;
 
 /// A command's answer: the object to reply with and what to publish.
@@ -23,32 +23,53 @@ pub struct Opened {
     pub body: Value,
 }
 
+/// What opening a command's envelope came to.
+pub enum Opening {
+    /// Go on with the command.
+    Proceed(Opened),
+    /// The envelope is the whole answer: a refusal, or the replay of an earlier reply.
+    Answered(Handled),
+}
+
 pub fn refused(msg: &Incoming, e: &ApiError) -> Handled {
     tracing::info!(command = %msg.routing_key, code = %e.code, "command refused");
     Handled::refuse(msg, e)
 }
 
-/// Checks the envelope and claims the idempotency key. `Err` is the whole
-/// answer already (a refusal, or the replay of an earlier reply).
-/// `keys` opens a stored reply that was sealed (one holding a secret); a service
-/// that never seals replies passes `None`.
-pub async fn open(tx: &Transaction<'_>, msg: &Incoming, keys: Option<&Keyring>) -> Result<Result<Opened, Handled>, HandlerError> {
-    let merchant = match msg.header(header::MERCHANT_ID).map(|m| MerchantId::parse(&m)) {
-        None => {
-            return Ok(Err(refused(
-                msg,
-                &ApiError::param(ErrorCode::MerchantIdMissing, header::MERCHANT_ID, "the merchant-id header is required"),
-            )))
-        }
-        Some(Err(e)) => return Ok(Err(refused(msg, &e.with_param(header::MERCHANT_ID)))),
-        Some(Ok(m)) => m,
+fn merchant_of(msg: &Incoming) -> Result<MerchantId, ApiError> {
+    let m = msg
+        .header(header::MERCHANT_ID)
+        .ok_or_else(|| ApiError::param(ErrorCode::MerchantIdMissing, header::MERCHANT_ID, "the merchant-id header is required"))?;
+    MerchantId::parse(&m).map_err(|e| e.with_param(header::MERCHANT_ID))
+}
+
+/// A command's admission (DESIGN §10), before anything about it is recorded
+/// or replayed: a valid `merchant-id`, and a publisher (its broker user, as
+/// RabbitMQ vouched) granted that merchant. A read is then answered every time
+/// it comes; anything else is applied once.
+pub async fn admit(tx: &Transaction<'_>, msg: &Incoming) -> Result<Admission, HandlerError> {
+    let merchant = match merchant_of(msg) {
+        Ok(m) => m,
+        Err(e) => return Ok(Admission::Refused(refused(msg, &e))),
     };
     if let Access::Refused(e) = grants::check(tx, msg.user_id.as_deref(), &merchant).await? {
-        return Ok(Err(refused(msg, &e)));
+        return Ok(Admission::Refused(refused(msg, &e)));
     }
+    Ok(if command::is_read(&msg.routing_key) { Admission::Answer } else { Admission::Apply })
+}
+
+/// Opens an admitted command: its idempotency key (claimed, unless the
+/// command is a read, which is never replayed) and its JSON body.
+/// `keys` opens a stored reply that was sealed (one holding a secret); a service
+/// that never seals replies passes `None`.
+pub async fn open(tx: &Transaction<'_>, msg: &Incoming, keys: Option<&Keyring>) -> Result<Opening, HandlerError> {
+    let merchant = match merchant_of(msg) {
+        Ok(m) => m,
+        Err(e) => return Ok(Opening::Answered(refused(msg, &e))),
+    };
     let key = match msg.header(header::IDEMPOTENCY_KEY).map(|k| IdempotencyKey::parse(&k)) {
         None => None,
-        Some(Err(e)) => return Ok(Err(refused(msg, &e.with_param(header::IDEMPOTENCY_KEY)))),
+        Some(Err(e)) => return Ok(Opening::Answered(refused(msg, &e.with_param(header::IDEMPOTENCY_KEY)))),
         Some(Ok(k)) => Some(k),
     };
     let body: Value = match serde_json::from_slice(&msg.body) {
@@ -56,31 +77,42 @@ pub async fn open(tx: &Transaction<'_>, msg: &Incoming, keys: Option<&Keyring>) 
         Err(e) => {
             let err = ApiError::new(ErrorCode::InvalidJson, format!("body is not JSON: {e}"));
             tracing::info!(command = %msg.routing_key, code = %err.code, "command refused");
-            return Ok(Err(Handled::refuse_unparseable(msg, &err)));
+            return Ok(Opening::Answered(Handled::refuse_unparseable(msg, &err)));
         }
     };
+    // A read changes nothing: its key binds nothing and nothing is replayed.
+    let key = key.filter(|_| !command::is_read(&msg.routing_key));
     if let Some(k) = &key {
         match idempotency::claim(tx, &merchant, k, &msg.routing_key, &request_fingerprint(&msg.routing_key, &body)).await? {
-            Err(e) => return Ok(Err(refused(msg, &e))),
-            Ok(Claim::Replay(stored)) => {
-                let sealed = sealed_json(&stored).is_some();
-                let reply = match (sealed, keys) {
-                    (false, _) => stored,
-                    (true, Some(keys)) => keys
-                        .open_json(REPLY_CONTEXT, stored)
-                        .map_err(|source| SecretsError::Open { context: "idempotency_keys.reply", source })?,
-                    (true, None) => return Err(SecretsError::NoKeys.into()),
-                };
-                let again = msg.reply(&reply, true).map(|mut r| {
-                    r.sealed = sealed;
-                    r
-                });
-                return Ok(Err(Handled::default().send(again)));
-            }
-            Ok(Claim::New) => {}
+            Claim::Refused(e) => return Ok(Opening::Answered(refused(msg, &e))),
+            Claim::Replay(stored) => return Ok(Opening::Answered(replay(msg, &merchant, k, stored, keys)?)),
+            Claim::New => {}
         }
     }
-    Ok(Ok(Opened { merchant, key, body }))
+    Ok(Opening::Proceed(Opened { merchant, key, body }))
+}
+
+/// An earlier reply to the same key, sent again (opened first if it was sealed).
+pub fn replay(
+    msg: &Incoming,
+    merchant: &MerchantId,
+    key: &IdempotencyKey,
+    stored: Value,
+    keys: Option<&Keyring>,
+) -> Result<Handled, HandlerError> {
+    let sealed = sealed_json(&stored).is_some();
+    let reply = match (sealed, keys) {
+        (false, _) => stored,
+        (true, Some(keys)) => keys
+            .open_json(&At::idempotency_reply(merchant.as_str(), key.as_str()), stored)
+            .map_err(|source| SecretsError::Open { context: context::IDEMPOTENCY_REPLY, source })?,
+        (true, None) => return Err(SecretsError::NoKeys.into()),
+    };
+    let again = msg.reply(&reply, true).map(|mut r| {
+        r.sealed = sealed;
+        r
+    });
+    Ok(Handled::default().send(again))
 }
 
 /// Replies with the answer, keeps it for idempotent replays, or releases the key on refusal.
@@ -111,7 +143,7 @@ async fn finish(
         Ok((reply, publish)) => {
             if let Some(k) = &opened.key {
                 let kept = match seal {
-                    Some(keys) => keys.seal_json(REPLY_CONTEXT, &reply),
+                    Some(keys) => keys.seal_json(&At::idempotency_reply(opened.merchant.as_str(), k.as_str()), &reply),
                     None => reply.clone(),
                 };
                 idempotency::complete(tx, &opened.merchant, k, &kept).await?;

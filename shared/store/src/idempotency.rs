@@ -11,6 +11,8 @@ pub enum Claim {
     New,
     /// Seen before with the same body: send this stored reply again.
     Replay(Value),
+    /// The key cannot be used for this request (another body, another command).
+    Refused(ApiError),
 }
 
 /// Claims `key` for this request. Inserting first takes the row lock, so a
@@ -21,7 +23,7 @@ pub async fn claim(
     key: &IdempotencyKey,
     command: &str,
     fingerprint: &str,
-) -> Result<Result<Claim, ApiError>, tokio_postgres::Error> {
+) -> Result<Claim, tokio_postgres::Error> {
     let insert = tx
         .prepare_cached(
             "INSERT INTO idempotency_keys (merchant_id, key, command, request_hash) VALUES ($1, $2, $3, $4)
@@ -30,7 +32,7 @@ pub async fn claim(
         .await?;
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [&merchant.as_str(), &key.as_str(), &command, &fingerprint];
     if tx.execute(&insert, &params).await? == 1 {
-        return Ok(Ok(Claim::New));
+        return Ok(Claim::New);
     }
     let row = tx
         .query_one(
@@ -51,19 +53,19 @@ pub async fn claim(
         )
         .await?;
         tx.execute(&insert, &params).await?;
-        return Ok(Ok(Claim::New));
+        return Ok(Claim::New);
     }
     if stored_command != command || stored_hash != fingerprint {
-        return Ok(Err(ApiError::param(
+        return Ok(Claim::Refused(ApiError::param(
             ErrorCode::IdempotencyKeyReused,
             "idempotency-key",
             format!("idempotency key {key} was already used with a different request in the last 24 hours"),
         )));
     }
     match reply {
-        Some(reply) => Ok(Ok(Claim::Replay(reply))),
+        Some(reply) => Ok(Claim::Replay(reply)),
         // A key row is only ever committed with its reply, or deleted.
-        None => Ok(Err(ApiError::internal())),
+        None => Ok(Claim::Refused(ApiError::internal())),
     }
 }
 

@@ -20,9 +20,8 @@ fn batches_seen(queue: &str) -> u64 {
 #[tokio::test]
 async fn a_poison_message_in_the_middle_of_a_batch_fails_alone() {
     let mut env = TestEnv::new().await;
-    let retrieve = |i: usize| {
-        Command::new("payment_session.retrieve", &json!({"payment_session_id": format!("ps_{:026}", i)})).header("merchant-id", "shop")
-    };
+    // Commands that change something (reads are never recorded): each is refused, and recorded once.
+    let retrieve = |i: usize| Command::new("mandate.revoke", &json!({"mandate_id": format!("md_{:026}", i)})).header("merchant-id", "shop");
     // Waiting before lifecycle starts, so they arrive together.
     let mut cmds: Vec<Command> = (0..7).map(retrieve).collect();
     cmds.push(
@@ -33,7 +32,7 @@ async fn a_poison_message_in_the_middle_of_a_batch_fails_alone() {
     env.start_lifecycle(&[("PS_FAULT_PANIC_ON", "payment_session.cancel"), ("AMQP_PREFETCH", "32"), ("CONSUMER_BATCH", "16")]).await;
     for (i, corr) in corrs.iter().enumerate() {
         let r = env.reply(corr).await;
-        let expected = if i == 7 { "internal_error" } else { "session_not_found" };
+        let expected = if i == 7 { "internal_error" } else { "mandate_not_found" };
         assert_eq!(r.error_code(), Some(expected), "{i}: {}", r.body);
     }
     let (_, headers) = env.next_dead_letter(&topology::LIFECYCLE).await;

@@ -79,9 +79,10 @@ async fn the_card_number_never_leaves_the_vault() {
 
     let pan = "4242424242424242";
     // Even the vault keeps it sealed (DESIGN §10), under the key PS_SECRET_KEYS names.
-    let sealed: String = env.pool.get().await.unwrap().query_one("SELECT pan_sealed FROM vault_cards", &[]).await.unwrap().get(0);
-    assert!(sealed.starts_with("ps1:test1:"), "{sealed}");
-    assert_eq!(integration_tests::test_keys().open_str(ps_runtime::sealing::context::CARD_NUMBER, &sealed).unwrap(), pan);
+    let row = env.pool.get().await.unwrap().query_one("SELECT token, pan_sealed FROM vault_cards", &[]).await.unwrap();
+    let (token, sealed): (String, String) = (row.get(0), row.get(1));
+    assert!(sealed.starts_with("ps2:test1:"), "{sealed}");
+    assert_eq!(integration_tests::test_keys().open_str(&ps_runtime::sealing::At::card_number(&token), &sealed).unwrap(), pan);
     for (table, text) in [
         ("vault_cards", "t::text"),
         ("outbox", "convert_from(body, 'UTF8') || headers::text"),

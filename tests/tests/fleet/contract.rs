@@ -116,11 +116,13 @@ fn every_route_names_a_document_and_every_command_is_routed() {
     }
     // Every routing key a queue is bound to on the command or internal exchange is in the AsyncAPI document.
     for q in ps_runtime::topology::QUEUES {
-        for (exchange, key) in q.bindings {
-            if [ps_contract::routing::exchange::COMMANDS, ps_contract::routing::exchange::INTERNAL].contains(exchange) {
+        for b in q.bindings {
+            if [ps_contract::routing::exchange::COMMANDS, ps_contract::routing::exchange::INTERNAL].contains(&b.exchange) {
                 assert!(
-                    ROUTES.iter().any(|r| r.routing_key == *key && r.exchange == *exchange),
-                    "{key} on {exchange} is consumed but not published in the contract"
+                    ROUTES.iter().any(|r| r.routing_key == b.key && r.exchange == b.exchange),
+                    "{} on {} is consumed but not published in the contract",
+                    b.key,
+                    b.exchange
                 );
             }
         }

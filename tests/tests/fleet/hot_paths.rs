@@ -157,7 +157,7 @@ async fn a_mandates_usage_counters_follow_every_charge() {
         .await
         .unwrap()
         .get(0);
-    let sealed = integration_tests::test_keys().seal_str(ps_runtime::sealing::context::CARD_NUMBER, "4000000000000002");
+    let sealed = integration_tests::test_keys().seal_str(&ps_runtime::sealing::At::card_number(&token), "4000000000000002");
     c.execute("UPDATE vault_cards SET pan_sealed = $2 WHERE token = $1", &[&token, &sealed]).await.unwrap();
     let declined = env.call(charge(200, false)).await.body["id"].as_str().unwrap().to_owned();
     assert_eq!(env.event_about("payment_session.completed", &declined).await["data"]["payment_outcome"], "unpaid");
@@ -165,7 +165,7 @@ async fn a_mandates_usage_counters_follow_every_charge() {
     // The cap counts what the counters say: three more fit, the fourth does not.
     c.execute(
         "UPDATE vault_cards SET pan_sealed = $2 WHERE token = $1",
-        &[&token, &integration_tests::test_keys().seal_str(ps_runtime::sealing::context::CARD_NUMBER, "4242424242424242")],
+        &[&token, &integration_tests::test_keys().seal_str(&ps_runtime::sealing::At::card_number(&token), "4242424242424242")],
     )
     .await
     .unwrap();

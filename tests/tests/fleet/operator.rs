@@ -3,8 +3,8 @@
 
 use integration_tests::receiver::{Answer, Receiver};
 use integration_tests::{seed_mandate, CheckoutClient, Command, TestEnv};
-use lapin::options::{BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions};
-use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::options::BasicGetOptions;
+use lapin::types::AMQPValue;
 use ps_runtime::topology;
 use serde_json::{json, Value};
 
@@ -131,44 +131,27 @@ async fn status_shows_queue_depths_consumers_and_the_backlog() {
     env.finish().await;
 }
 
-/// Puts `n` dead letters in intake's DLQ, as intake would have (origin headers), ids `dl-0`….
-async fn dead_letters(env: &TestEnv, n: usize) {
-    let conn = ps_runtime::broker::connect(&env.amqp_url, "dlq-test", &Default::default()).await.unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+/// Puts `n` dead letters in intake's DLQ the way they get there: a bug (a
+/// trigger that fails every insert) makes intake dead-letter each create, ids `dl-0`….
+/// Intake is stopped and the bug fixed afterwards.
+async fn dead_letters(env: &mut TestEnv, n: usize) {
+    let bug = "CREATE FUNCTION broken() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'a bug, since fixed'; END $$;
+               CREATE TRIGGER broken BEFORE INSERT ON payment_sessions FOR EACH ROW EXECUTE FUNCTION broken();";
+    env.pool.get().await.unwrap().batch_execute(bug).await.unwrap();
+    env.start_intake().await;
     for i in 0..n {
-        let mut h = FieldTable::default();
-        let mut set = |k: &str, v: &str| {
-            h.insert(k.into(), AMQPValue::LongString(LongString::from(v)));
-        };
-        set("x-original-exchange", &env.names.exchange(ps_contract::routing::exchange::COMMANDS));
-        set("x-original-routing-key", "payment_session.create");
-        set("x-dead-letter-code", "internal_error");
-        set("x-dead-letter-reason", "a bug, since fixed");
-        set("merchant-id", "shop");
-        set("idempotency-key", &format!("dead-{i}"));
-        let body = json!({"type": "one_time", "amount": 100 + i, "currency": "EUR", "return_url": "https://shop.example/r"}).to_string();
-        let props = lapin::BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_message_id(format!("dl-{i}").as_str().into())
-            .with_user_id("guest".into())
-            .with_headers(h);
-        let dlq = env.names.dead_letter_queue(&topology::INTAKE);
-        assert!(ch
-            .basic_publish("".into(), dlq.as_str().into(), BasicPublishOptions::default(), body.as_bytes(), props)
-            .await
-            .unwrap()
-            .await
-            .unwrap()
-            .is_ack());
+        let body = json!({"type": "one_time", "amount": 100 + i, "currency": "EUR", "return_url": "https://shop.example/r"});
+        let cmd = Command::create("shop", &body).header("idempotency-key", &format!("dead-{i}")).message_id(&format!("dl-{i}"));
+        assert_eq!(env.call(cmd).await.error_code(), Some("internal_error"));
     }
-    conn.close(0, "done".into()).await.unwrap();
+    env.stop_services().await;
+    env.pool.get().await.unwrap().batch_execute("DROP TRIGGER broken ON payment_sessions").await.unwrap();
 }
 
 #[tokio::test]
 async fn looking_at_a_dead_letter_queue_never_wears_its_messages_down() {
     let mut env = TestEnv::new().await;
-    dead_letters(&env, 3).await;
+    dead_letters(&mut env, 3).await;
     let queue = topology::INTAKE.name;
     // More looks than RabbitMQ 4's default quorum delivery limit (20): returning
     // messages to look at them would have dropped them by now.
@@ -192,7 +175,8 @@ async fn looking_at_a_dead_letter_queue_never_wears_its_messages_down() {
         conn.close(0, "done".into()).await.unwrap(); // returned once, by this test
     }
     let shown = parse(&env.psctl_async(&["dlq", "show", queue, "dl-1", "--json"]).await);
-    assert_eq!((shown["body"]["amount"].as_i64(), shown["reason"].as_str()), (Some(101), Some("a bug, since fixed")));
+    assert_eq!(shown["body"]["amount"].as_i64(), Some(101));
+    assert!(shown["reason"].as_str().unwrap().contains("a bug, since fixed"), "{shown}");
 
     let discarded = parse(&env.psctl_async(&["dlq", "discard", queue, "--id", "dl-0", "--json"]).await);
     assert_eq!((discarded["discarded"].as_u64(), discarded["kept"].as_u64()), (Some(1), Some(2)));

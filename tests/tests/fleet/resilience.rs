@@ -195,7 +195,7 @@ async fn the_retention_sweep_deletes_only_what_has_expired() {
     )
     .await
     .unwrap();
-    assert_eq!(ps_runtime::outbox::sweep(&env.pool).await.unwrap(), 3);
+    assert_eq!(ps_runtime::outbox::sweep(&env.pool, true).await.unwrap(), 3);
     let left = |sql: &str| {
         let c = &c;
         let sql = sql.to_owned();

@@ -201,17 +201,15 @@ async fn dunning_retries_a_retryable_decline_and_a_final_decline_stops_the_sched
     let s = f.next_charge(&retried).await;
     assert_eq!(s["retries"], 2, "{s}");
     // The customer tops up: the vault's card now pays.
-    f.env
-        .pool
-        .get()
-        .await
-        .unwrap()
-        .execute(
-            "UPDATE vault_cards SET pan_sealed = $1 WHERE token = (SELECT vault_token FROM payment_methods WHERE id = $2)",
-            &[&test_keys().seal_str(ps_runtime::sealing::context::CARD_NUMBER, "4242424242424242"), &poor.1],
-        )
-        .await
-        .unwrap();
+    let c = f.env.pool.get().await.unwrap();
+    let token: String = c.query_one("SELECT vault_token FROM payment_methods WHERE id = $1", &[&poor.1]).await.unwrap().get(0);
+    c.execute(
+        "UPDATE vault_cards SET pan_sealed = $1 WHERE token = $2",
+        &[&test_keys().seal_str(&ps_runtime::sealing::At::card_number(&token), "4242424242424242"), &token],
+    )
+    .await
+    .unwrap();
+    drop(c);
     let s = f.next_charge(&retried).await;
     assert_eq!((s["occurrences"].as_i64(), s["retries"].as_i64(), s["retries_total"].as_i64()), (Some(1), Some(0), Some(2)), "{s}");
 

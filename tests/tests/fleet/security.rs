@@ -15,7 +15,7 @@ async fn vaulted_card(env: &TestEnv, pan: &str) -> String {
         .unwrap()
         .execute(
             "INSERT INTO vault_cards (token, pan_sealed, brand, last4, exp_month, exp_year) VALUES ($1, $2, 'visa', '4242', 12, 2034)",
-            &[&token, &integration_tests::test_keys().seal_str(ps_runtime::sealing::context::CARD_NUMBER, pan)],
+            &[&token, &integration_tests::test_keys().seal_str(&ps_runtime::sealing::At::card_number(&token), pan)],
         )
         .await
         .unwrap();
@@ -83,6 +83,8 @@ async fn live_mode_refuses_to_start_the_gateway_on_the_sandbox() {
     let out = std::process::Command::new(binary_path("payment-gateway"))
         .env_clear()
         .env("PS_MODE", "live")
+        .env("AMQP_URL", "amqps://ps-gateway:pw@rabbit.internal:5671/%2f")
+        .env("DATABASE_URL", "postgres://ps_gateway:pw@db.internal/ps?sslmode=verify-full")
         .env("VAULT_TOKEN", integration_tests::VAULT_TOKEN)
         .output()
         .unwrap();
