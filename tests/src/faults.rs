@@ -171,7 +171,7 @@ impl Fleet {
             set("CHECKOUT_ADDR", format!("127.0.0.1:{checkout}"));
             set("CHECKOUT_BASE_URL", fleet.checkout_url.clone());
             set("CHECKOUT_SUBMITS_PER_MINUTE", "10000".into());
-            set("WEBHOOK_ALLOWED_CIDRS", "127.0.0.0/8".into());
+            set("WEBHOOK_LOCAL_MODE", "true".into());
             set("WEBHOOK_POLL_MS", "100".into());
             set("EXPIRY_SWEEP_INTERVAL_MS", "200".into());
             set("ATTEMPT_ABANDON_AFTER_SECS", "20".into());

@@ -453,10 +453,11 @@ impl TestEnv {
         url
     }
 
-    /// Starts webhook-dispatch; loopback receivers are allowed unless `overrides` says otherwise.
+    /// Starts webhook-dispatch in local mode (plain http, loopback receivers) unless `overrides` says otherwise.
     pub async fn start_webhooks(&mut self, overrides: &[(&'static str, &str)]) {
         let stop = CancellationToken::new();
-        let mut all = vec![("WEBHOOK_ALLOWED_CIDRS", "127.0.0.0/8"), ("WEBHOOK_POLL_MS", "50"), ("WEBHOOK_TIMEOUT_MS", "5000")];
+        // Local mode: the tests' receivers are plain http on loopback.
+        let mut all = vec![("WEBHOOK_LOCAL_MODE", "true"), ("WEBHOOK_POLL_MS", "50"), ("WEBHOOK_TIMEOUT_MS", "5000")];
         all.extend_from_slice(overrides);
         let config = webhook_dispatch::WebhookConfig::from_env(&self.env_with(&all)).unwrap();
         let running = webhook_dispatch::start(config, stop.clone()).await.expect("webhook-dispatch starts");
@@ -609,6 +610,29 @@ impl TestEnv {
             .output()
             .await
             .unwrap()
+    }
+
+    /// `psctl`'s whole result with some variables replaced (another broker user, say), without blocking the runtime.
+    pub async fn psctl_with_output(&self, env: &[(&str, &str)], args: &[&str]) -> std::process::Output {
+        let mut cmd = tokio::process::Command::new(binary_path("psctl"));
+        cmd.args(args)
+            .env("AMQP_URL", &self.amqp_url)
+            .env("AMQP_NAME_PREFIX", &self.prefix)
+            .env("DATABASE_URL", &self.database_url)
+            .env("PS_SECRET_KEYS", SECRET_KEYS);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().await.unwrap()
+    }
+
+    /// A durable queue of the test's own, removed with the test's broker objects only if prefixed.
+    pub async fn declare_queue(&self, name: &str) {
+        let ch = self.conn.create_channel().await.unwrap();
+        let opts = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
+        ch.queue_declare(ShortString::from(name), opts, FieldTable::default()).await.unwrap();
+        // Exclusive to the harness's connection: the channel may close, the queue stays with it.
+        let _ = ch.close(200, "done".into()).await;
     }
 
     /// `psctl` with some variables replaced (another `PS_SECRET_KEYS`, say).

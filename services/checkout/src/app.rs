@@ -13,7 +13,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use ps_contract::ids::AttemptId;
 use ps_contract::internal::AuthorizeRequest;
-use ps_contract::lifecycle::{transition, Transition};
+use ps_contract::lifecycle::{transition, PaymentOutcome, Status, Transition};
 use ps_contract::routing::{exchange, header as h, internal};
 use ps_contract::session::{saved_card_usage, SavePaymentMethod};
 use ps_runtime::outbox::Outbox;
@@ -33,20 +33,26 @@ pub struct AppState {
     pub vault_url: String,
     pub vault_token: ps_runtime::config::Secret,
     pub http: reqwest::Client,
-    pub limiter: Arc<SubmitLimiter>,
+    /// Card submissions per client.
+    pub limiter: Arc<ClientLimiter>,
+    /// Page loads per client.
+    pub views: Arc<ClientLimiter>,
+    /// Served over https: the CSRF cookie is `Secure` and `__Host-`.
+    pub https: bool,
 }
 
-/// At most N card submissions a minute per client, whatever session they aim at:
-/// a card tester cycles through sessions as readily as through cards.
-pub struct SubmitLimiter {
+/// At most N requests a minute per client, whatever session they aim at: a
+/// card tester cycles through sessions as readily as through cards, and a
+/// token guesser through session ids.
+pub struct ClientLimiter {
     limiter: DefaultKeyedRateLimiter<IpAddr>,
     client_ip_header: Option<String>,
 }
 
-impl SubmitLimiter {
-    pub fn new(per_minute: u32, client_ip_header: Option<String>) -> SubmitLimiter {
+impl ClientLimiter {
+    pub fn new(per_minute: u32, client_ip_header: Option<String>) -> ClientLimiter {
         let quota = Quota::per_minute(NonZeroU32::new(per_minute.max(1)).expect("at least one"));
-        SubmitLimiter { limiter: RateLimiter::keyed(quota), client_ip_header }
+        ClientLimiter { limiter: RateLimiter::keyed(quota), client_ip_header }
     }
 
     /// The client a request comes from: the trusted proxy's header, else the peer.
@@ -87,19 +93,18 @@ pub struct PayForm {
 }
 
 const CSRF_COOKIE: &str = "ps_csrf";
+const SECURE_CSRF_COOKIE: &str = "__Host-ps_csrf";
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/pay/{id}", get(show).post(pay))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), http_span))
-        .with_state(state)
+    Router::new().route("/pay/{id}", get(show).post(pay)).layer(axum::middleware::from_fn(http_span)).with_state(state)
 }
 
 /// A server span per request (OpenTelemetry's HTTP conventions: the route, not
-/// the path, and never the query, which carries the checkout token), in the
-/// trace the session was created in: the authorize it queues, the gateway's
-/// call and everything after join the upstream's trace.
-async fn http_span(State(state): State<AppState>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+/// the path, and never the query, which carries the checkout token). Once the
+/// token opens the session, the span joins the trace the session was created
+/// in (`join_session_trace`): the authorize it queues, the gateway's call and
+/// everything after join the upstream's trace. Nothing is read before that.
+async fn http_span(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     use tracing::Instrument;
     // The one route; anything else is answered 404 by the router.
     let route = if req.uri().path().starts_with("/pay/") { "/pay/{id}" } else { "unmatched" };
@@ -113,19 +118,35 @@ async fn http_span(State(state): State<AppState>, req: axum::extract::Request, n
         http.route = route,
         http.response.status_code = tracing::field::Empty,
     );
-    if let Some(id) = req.uri().path().strip_prefix("/pay/") {
-        if let Some(traceparent) = session_traceparent(&state, id).await {
-            ps_runtime::telemetry::continue_from(&span, &traceparent);
-        }
-    }
     let resp = next.run(req).instrument(span.clone()).await;
     span.record("http.response.status_code", resp.status().as_u16());
     resp
 }
 
-async fn session_traceparent(state: &AppState, id: &str) -> Option<String> {
-    let c = state.pool.get().await.ok()?;
-    c.query_opt("SELECT traceparent FROM payment_sessions WHERE id = $1", &[&id]).await.ok()??.get(0)
+/// The request's span joins the session's trace (its kept traceparent): called
+/// only once the token has opened the session.
+async fn join_session_trace(state: &AppState, id: &str) {
+    let Ok(c) = state.pool.get().await else { return };
+    if let Ok(Some(row)) = c.query_opt("SELECT traceparent FROM payment_sessions WHERE id = $1", &[&id]).await {
+        if let Some(traceparent) = row.get::<_, Option<String>>(0) {
+            ps_runtime::telemetry::continue_from(&tracing::Span::current(), &traceparent);
+        }
+    }
+}
+
+/// A checkout token as intake makes them: 24 random bytes, base64url. Anything
+/// else cannot open a session, so it is refused before the database is asked.
+fn token_shaped(t: &str) -> bool {
+    t.len() == 32 && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Too many requests from this client: 429 with when to come back.
+fn too_many(wait: Duration, title: &str, text: &str) -> Response {
+    let mut r = html(StatusCode::TOO_MANY_REQUESTS, pages::message(title, text));
+    if let Ok(v) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    r
 }
 
 /// Equal-time comparison, so response timing says nothing about a token.
@@ -161,16 +182,32 @@ fn not_found() -> Response {
     html(StatusCode::NOT_FOUND, pages::not_found())
 }
 
-/// The session if `token` opens it; anything else is a plain 404.
+/// The session if `token` opens it; anything else is a plain 404. A session
+/// past its `expires_at` is shown expired, whether or not lifecycle's sweep
+/// has reached it yet (unless a payment is in flight: that one finishes).
 async fn authorised(state: &AppState, id: &str, token: Option<&str>) -> Result<StoredSession, Response> {
-    let Some(token) = token else { return Err(not_found()) };
+    let Some(token) = token.filter(|t| token_shaped(t)) else { return Err(not_found()) };
+    if ps_contract::ids::SessionId::parse(id).is_err() {
+        return Err(not_found());
+    }
     let client = state
         .pool
         .get()
         .await
         .map_err(|_| html(StatusCode::SERVICE_UNAVAILABLE, pages::message("Try again", "We cannot load this page right now.")))?;
     match sessions::get(&client, id).await {
-        Ok(Some(s)) if s.checkout_token.as_deref().is_some_and(|t| same(t, token)) => Ok(s),
+        Ok(Some(mut s)) if s.checkout_token.as_deref().is_some_and(|t| same(t, token)) => {
+            drop(client);
+            join_session_trace(state, id).await;
+            let st = &mut s.session;
+            if st.status == Status::Active
+                && st.payment_outcome != PaymentOutcome::Pending
+                && st.expires_at.is_some_and(|at| at <= Utc::now())
+            {
+                st.status = Status::Expired;
+            }
+            Ok(s)
+        }
         Ok(_) => Err(not_found()),
         Err(e) => {
             tracing::error!(error = %e, "cannot load session");
@@ -183,21 +220,45 @@ fn action(id: &str, token: &str) -> String {
     format!("/pay/{id}?t={token}")
 }
 
+/// The CSRF cookie's name: over https a `__Host-` cookie, which only this host
+/// may set and only over TLS (no subdomain or plain-http page can plant one).
+fn csrf_cookie(https: bool) -> &'static str {
+    if https {
+        SECURE_CSRF_COOKIE
+    } else {
+        CSRF_COOKIE
+    }
+}
+
 /// Renders the page, with a fresh CSRF token in both a cookie and the form.
-fn page(s: &StoredSession, token: &str, error: Option<&str>) -> Response {
+fn page(state: &AppState, s: &StoredSession, token: &str, error: Option<&str>) -> Response {
     let csrf = random_token();
     let id = s.session.id.as_str();
     let mut r = html(StatusCode::OK, pages::session_page(s, &action(id, token), &csrf, error));
-    let cookie = format!("{CSRF_COOKIE}={csrf}; Path=/pay/{id}; HttpOnly; SameSite=Strict");
+    let cookie = if state.https {
+        format!("{SECURE_CSRF_COOKIE}={csrf}; Path=/; Secure; HttpOnly; SameSite=Strict")
+    } else {
+        format!("{CSRF_COOKIE}={csrf}; Path=/pay/{id}; HttpOnly; SameSite=Strict")
+    };
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         r.headers_mut().insert(header::SET_COOKIE, v);
     }
     r
 }
 
-async fn show(State(state): State<AppState>, Path(id): Path<String>, Query(q): Query<TokenQuery>) -> Response {
+async fn show(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+    Query(q): Query<TokenQuery>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(wait) = state.views.check(peer, &headers) {
+        tracing::warn!("page loads over the per-client limit; refused");
+        return too_many(wait, "Too many requests", "Please wait a minute and reload this page.");
+    }
     match authorised(&state, &id, q.t.as_deref()).await {
-        Ok(s) => page(&s, q.t.as_deref().unwrap_or_default(), None),
+        Ok(s) => page(&state, &s, q.t.as_deref().unwrap_or_default(), None),
         Err(r) => r,
     }
 }
@@ -247,21 +308,14 @@ async fn pay(
 ) -> Response {
     if let Err(wait) = state.limiter.check(peer, &headers) {
         tracing::warn!(session = %id, "card submissions over the per-client limit; refused");
-        let mut r = html(
-            StatusCode::TOO_MANY_REQUESTS,
-            pages::message("Too many attempts", "Please wait a minute before you try again. No payment was taken."),
-        );
-        if let Ok(v) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
-            r.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-        return r;
+        return too_many(wait, "Too many attempts", "Please wait a minute before you try again. No payment was taken.");
     }
     let token = q.t.clone().unwrap_or_default();
     let s = match authorised(&state, &id, q.t.as_deref()).await {
         Ok(s) => s,
         Err(r) => return r,
     };
-    let csrf_ok = cookie(&headers, CSRF_COOKIE).is_some_and(|c| same(&c, &form.csrf));
+    let csrf_ok = cookie(&headers, csrf_cookie(state.https)).is_some_and(|c| same(&c, &form.csrf));
     if !csrf_ok {
         tracing::warn!(session = %id, "checkout form refused: CSRF token missing or wrong");
         return html(
@@ -274,7 +328,7 @@ async fn pay(
         return back; // already paying, paid or ended: the page says which
     }
     let Some((exp_month, exp_year)) = parse_expiry(&form.expiry) else {
-        return page(&s, &token, Some("The expiry date must look like MM/YY."));
+        return page(&state, &s, &token, Some("The expiry date must look like MM/YY."));
     };
 
     // The card goes to the vault and nowhere else; from here on only its token.
@@ -289,7 +343,7 @@ async fn pay(
         Ok(r) => match (r.status().as_u16(), r.json::<VaultReply>().await) {
             (201, Ok(VaultReply { token: Some(t), .. })) => t,
             // The card's own faults (number, expiry, CVC): the customer can fix them.
-            (422, Ok(VaultReply { error: Some(e), .. })) => return page(&s, &token, Some(&e.message)),
+            (422, Ok(VaultReply { error: Some(e), .. })) => return page(&state, &s, &token, Some(&e.message)),
             (status, _) => {
                 tracing::error!(status, "the vault refused the checkout's request");
                 return html(
@@ -308,23 +362,51 @@ async fn pay(
     };
     let save_card = form.save_card.is_some() && s.save_payment_method == SavePaymentMethod::Prompt;
     match start_attempt(&state, &id, &card_token, save_card).await {
-        Ok(()) => back,
+        Ok(Started::Yes) => back,
+        Ok(Started::No) => {
+            // Another submit got there first, or the session ended meanwhile: this card has no use.
+            release_card(&state, &card_token).await;
+            back
+        }
         Err(e) => {
+            release_card(&state, &card_token).await;
             tracing::error!(session = %id, error = %e, "could not start the attempt");
             html(StatusCode::SERVICE_UNAVAILABLE, pages::message("Try again", "We could not start your payment. No payment was taken."))
         }
     }
 }
 
+/// Asks the vault to delete the number of a card no attempt took. If it
+/// cannot be reached, its orphan sweep deletes it (VAULT_ORPHAN_AFTER_SECS).
+async fn release_card(state: &AppState, card_token: &str) {
+    let url = format!("{}/v1/cards/{card_token}", state.vault_url.trim_end_matches('/'));
+    match state.http.delete(url).bearer_auth(state.vault_token.expose()).send().await {
+        Ok(r) if r.status().is_success() => tracing::info!("card no attempt took: released"),
+        Ok(r) => tracing::warn!(status = r.status().as_u16(), "the vault did not release an untaken card; its sweep will"),
+        Err(e) => tracing::warn!(error = %e, "the vault did not release an untaken card; its sweep will"),
+    }
+}
+
+/// Whether a submit started an attempt.
+enum Started {
+    Yes,
+    /// The session was already paying, paid or ended.
+    No,
+}
+
 /// One transaction: lock the session, move it to `pending`, record the attempt,
 /// and queue the `gateway.authorize`. A second submit finds it pending and starts nothing.
-async fn start_attempt(state: &AppState, id: &str, card_token: &str, save_card: bool) -> Result<(), ps_runtime::HandlerError> {
+async fn start_attempt(state: &AppState, id: &str, card_token: &str, save_card: bool) -> Result<Started, ps_runtime::HandlerError> {
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
-    let Some(mut s) = sessions::lock(&tx, id, None).await? else { return Ok(()) };
+    let Some(mut s) = sessions::lock(&tx, id, None).await? else { return Ok(Started::No) };
+    let expired = s.session.expires_at.is_some_and(|at| at <= Utc::now());
     let Ok(to) = transition(s.session.session_type, s.state(), Transition::StartAttempt) else {
-        return Ok(());
+        return Ok(Started::No);
     };
+    if expired {
+        return Ok(Started::No);
+    }
     let now = Utc::now();
     let attempt = AttemptId::generate();
     let key = AuthorizeRequest::idempotency_key_for(&attempt);
@@ -358,7 +440,7 @@ async fn start_attempt(state: &AppState, id: &str, card_token: &str, save_card: 
     tx.commit().await?;
     state.outbox.wake();
     tracing::info!(session = id, attempt = %attempt, "checkout attempt started");
-    Ok(())
+    Ok(Started::Yes)
 }
 
 #[cfg(test)]

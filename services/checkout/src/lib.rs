@@ -24,6 +24,8 @@ pub const MANUAL: ps_runtime::config::Manual = ps_runtime::config::Manual {
         ("VAULT_TOKEN", "bearer token presented to the vault (at least 32 characters; required)"),
         ("CHECKOUT_SUBMITS_PER_MINUTE", "card submissions a minute per client IP, whatever session they aim at (card-testing limit)"),
         ("CHECKOUT_CLIENT_IP_HEADER", "header carrying the client IP from a trusted proxy (e.g. x-forwarded-for); unset: the peer address"),
+        ("CHECKOUT_VIEWS_PER_MINUTE", "page loads a minute per client IP, whatever session they aim at"),
+        ("CHECKOUT_BASE_URL", "where customers reach the checkout (https required in live mode; https makes its cookies Secure and __Host-)"),
     ],
 };
 pub const DEFAULT_HEALTH_PORT: u16 = 9102;
@@ -36,6 +38,10 @@ pub struct CheckoutConfig {
     pub vault_token: Secret,
     /// Card submissions one client may make a minute (a card-testing limit).
     pub submits_per_minute: u32,
+    /// Page loads one client may make a minute (token guessing, scraping).
+    pub views_per_minute: u32,
+    /// Served over https (its public URL): cookies are `Secure` and `__Host-`.
+    pub https: bool,
     /// The header a trusted proxy in front writes the client's address into
     /// (its first entry counts); unset, the connection's peer is the client.
     pub client_ip_header: Option<String>,
@@ -51,6 +57,8 @@ impl CheckoutConfig {
             vault_url: env.url("VAULT_URL", "http://127.0.0.1:9110", schemes)?,
             vault_token: env.secret("VAULT_TOKEN", 32, "the bearer token the vault expects")?,
             submits_per_minute: env.ranged("CHECKOUT_SUBMITS_PER_MINUTE", 10, 1, 10_000)? as u32,
+            views_per_minute: env.ranged("CHECKOUT_VIEWS_PER_MINUTE", 120, 1, 100_000)? as u32,
+            https: env.url("CHECKOUT_BASE_URL", "http://127.0.0.1:8080", schemes)?.starts_with("https://"),
             client_ip_header: env.raw("CHECKOUT_CLIENT_IP_HEADER").map(str::to_ascii_lowercase),
             common,
         })
@@ -78,12 +86,15 @@ pub async fn start(config: CheckoutConfig, stop: CancellationToken) -> Result<Ru
         vault_url: config.vault_url,
         vault_token: config.vault_token,
         http,
-        limiter: std::sync::Arc::new(app::SubmitLimiter::new(config.submits_per_minute, config.client_ip_header)),
+        limiter: std::sync::Arc::new(app::ClientLimiter::new(config.submits_per_minute, config.client_ip_header.clone())),
+        views: std::sync::Arc::new(app::ClientLimiter::new(config.views_per_minute, config.client_ip_header)),
+        https: config.https,
     };
-    let (limiter, pruning) = (state.limiter.clone(), stop.clone());
+    let (limiter, views, pruning) = (state.limiter.clone(), state.views.clone(), stop.clone());
     tokio::spawn(async move {
         while tokio::time::timeout(std::time::Duration::from_secs(60), pruning.cancelled()).await.is_err() {
             limiter.prune();
+            views.prune();
         }
     });
     let listener = tokio::net::TcpListener::bind(config.addr).await.map_err(|source| StartError::Listen { addr: config.addr, source })?;
@@ -119,6 +130,19 @@ mod tests {
         };
         let err = CheckoutConfig::from_env(&env("live", "http://vault:9110")).unwrap_err();
         assert_eq!(err.var, "VAULT_URL");
+        let plain_page = Env::from_pairs([
+            ("PS_MODE", "live"),
+            ("VAULT_URL", "https://vault:9110"),
+            ("VAULT_TOKEN", token.as_str()),
+            ("AMQP_URL", "amqps://ps-checkout:pw@rabbit:5671/%2f"),
+            ("DATABASE_URL", "postgres://ps_checkout:pw@db/ps?sslmode=verify-full"),
+            ("CHECKOUT_BASE_URL", "http://pay.example.com"),
+        ]);
+        assert_eq!(
+            CheckoutConfig::from_env(&plain_page).unwrap_err().var,
+            "CHECKOUT_BASE_URL",
+            "live mode serves customers over https only"
+        );
         assert!(CheckoutConfig::from_env(&env("live", "https://vault:9110")).is_ok());
         assert!(CheckoutConfig::from_env(&env("test", "http://127.0.0.1:9110")).is_ok());
         assert_eq!(CheckoutConfig::from_env(&Env::from_pairs([])).unwrap_err().var, "VAULT_TOKEN");

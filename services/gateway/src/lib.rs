@@ -32,6 +32,7 @@ pub const MANUAL: ps_runtime::config::Manual = ps_runtime::config::Manual {
         ("PROCESSOR", "the processor connector; this build has `sandbox` (refused in live mode)"),
         ("VAULT_TLS_CERT_FILE", "the vault's certificate chain, PEM (required in live mode)"),
         ("VAULT_TLS_KEY_FILE", "the vault's private key, PEM (required in live mode)"),
+        ("VAULT_ORPHAN_AFTER_SECS", "a vaulted card number no attempt or saved method took is deleted after this long (a checkout that crashed mid-submit)"),
         ("VAULT_ADDR", "where the card vault listens"),
         ("VAULT_TOKEN", "bearer token the checkout must present to the vault (at least 32 characters; required)"),
         ("PROCESSOR_TIMEOUT_MS", "a processor call unanswered this long has an unknown outcome, resolved later by lookup"),
@@ -81,6 +82,8 @@ pub struct GatewayConfig {
     pub vault_tls: Option<(PathBuf, PathBuf)>,
     pub processor_timeout: Duration,
     pub sandbox_latency: Duration,
+    /// A vaulted card no attempt or saved method took loses its number after this long.
+    pub orphan_after: Duration,
 }
 
 impl GatewayConfig {
@@ -111,6 +114,7 @@ impl GatewayConfig {
             vault_tls: vault_tls(env, mode)?,
             processor_timeout: Duration::from_millis(env.ranged("PROCESSOR_TIMEOUT_MS", 10_000, 10, 120_000)?),
             sandbox_latency: Duration::from_millis(env.ranged("SANDBOX_LATENCY_MS", 0, 0, 60_000)?),
+            orphan_after: Duration::from_secs(env.ranged("VAULT_ORPHAN_AFTER_SECS", 900, 1, 86_400)?),
         })
     }
 }
@@ -133,11 +137,28 @@ pub async fn start(config: GatewayConfig, stop: CancellationToken) -> Result<Run
     };
     let service = service::start(SERVICE, config.common, consumes, stop.clone()).await?;
     let encrypted = tls.is_some();
-    let vault_addr = vault::serve(config.vault_addr, pool, config.keys, config.vault_token, tls, stop)
+    let vault_addr = vault::serve(config.vault_addr, pool, config.keys, config.vault_token, tls, stop.clone())
         .await
         .map_err(|source| StartError::Listen { addr: config.vault_addr, source })?;
     tracing::info!(%vault_addr, tls = encrypted, "vault listening");
-    Ok(RunningGateway { service, vault_addr })
+    let sweeping = tokio::spawn(sweep_orphans(service.pool.clone(), config.orphan_after, stop));
+    Ok(RunningGateway { service: service.with_task(sweeping), vault_addr })
+}
+
+/// Deletes the numbers of vaulted cards nothing took, every so often.
+async fn sweep_orphans(pool: deadpool_postgres::Pool, after: Duration, stop: CancellationToken) {
+    let every = (after / 4).clamp(Duration::from_millis(200), Duration::from_secs(60));
+    loop {
+        match vault::forget_orphans(&pool, after).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(forgotten = n, "card numbers no attempt took were deleted from the vault"),
+            Err(e) => tracing::warn!(error = %e, "orphaned cards not swept"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
 }
 
 #[cfg(test)]

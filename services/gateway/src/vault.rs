@@ -67,11 +67,78 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn tokenize(State(state): State<VaultState>, headers: HeaderMap, body: axum::body::Bytes) -> (StatusCode, Json<serde_json::Value>) {
+/// The caller presented the vault's bearer token, or the answer that says it did not.
+fn authenticated(state: &VaultState, headers: &HeaderMap) -> Result<(), (StatusCode, Json<serde_json::Value>)> {
     let presented = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-    if !presented.is_some_and(|t| same(t.as_bytes(), state.token.expose().as_bytes())) {
-        tracing::warn!("vault request refused: missing or wrong bearer token");
-        return (StatusCode::UNAUTHORIZED, Json(json!({"error": {"code": "unauthorized", "message": "a valid bearer token is required"}})));
+    if presented.is_some_and(|t| same(t.as_bytes(), state.token.expose().as_bytes())) {
+        return Ok(());
+    }
+    tracing::warn!("vault request refused: missing or wrong bearer token");
+    Err((StatusCode::UNAUTHORIZED, Json(json!({"error": {"code": "unauthorized", "message": "a valid bearer token is required"}}))))
+}
+
+/// `DELETE /v1/cards/{token}`: the checkout vaulted a card that no attempt
+/// took (the session was already paying or had ended): its number goes now.
+/// Only a card nothing refers to may be released this way, so the vault's
+/// token alone cannot make a saved card or an attempt's card disappear.
+async fn release(
+    State(state): State<VaultState>,
+    headers: HeaderMap,
+    axum::extract::Path(token): axum::extract::Path<String>,
+) -> (StatusCode, Json<serde_json::Value>) {
+    if let Err(refused) = authenticated(&state, &headers) {
+        return refused;
+    }
+    let released = async {
+        let c = state.pool.get().await.map_err(|e| e.to_string())?;
+        c.execute(
+            "UPDATE vault_cards v SET pan_sealed = NULL, forgotten_at = now()
+             WHERE token = $1 AND pan_sealed IS NOT NULL
+               AND NOT EXISTS (SELECT 1 FROM payment_attempts a WHERE a.card_token = v.token)
+               AND NOT EXISTS (SELECT 1 FROM payment_methods m WHERE m.vault_token = v.token)",
+            &[&token],
+        )
+        .await
+        .map_err(|e| e.to_string())
+    }
+    .await;
+    match released {
+        Ok(n) => {
+            tracing::info!(released = n, "card no attempt took: number deleted");
+            (StatusCode::OK, Json(json!({"released": n == 1})))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "vault unavailable");
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": {"code": "vault_unavailable", "message": "try again"}})))
+        }
+    }
+}
+
+/// Numbers of cards vaulted more than `after` ago that no attempt and no saved
+/// method refers to (a checkout that crashed between vaulting and starting
+/// its attempt): deleted, as if their attempt had ended (PCI DSS 3: keep no
+/// number there is no use for). Returns how many.
+pub async fn forget_orphans(pool: &Pool, after: std::time::Duration) -> Result<u64, tokio_postgres::Error> {
+    let c = match pool.get().await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!(error = %e, "orphaned cards not swept: database unavailable");
+            return Ok(0);
+        }
+    };
+    c.execute(
+        "UPDATE vault_cards v SET pan_sealed = NULL, forgotten_at = now()
+         WHERE pan_sealed IS NOT NULL AND created_at < now() - $1::float8 * interval '1 second'
+           AND NOT EXISTS (SELECT 1 FROM payment_attempts a WHERE a.card_token = v.token)
+           AND NOT EXISTS (SELECT 1 FROM payment_methods m WHERE m.vault_token = v.token)",
+        &[&after.as_secs_f64()],
+    )
+    .await
+}
+
+async fn tokenize(State(state): State<VaultState>, headers: HeaderMap, body: axum::body::Bytes) -> (StatusCode, Json<serde_json::Value>) {
+    if let Err(refused) = authenticated(&state, &headers) {
+        return refused;
     }
     // Parsed only after the caller is known; serde's message never echoes the card number.
     let input: CardInput = match serde_json::from_slice(&body) {
@@ -178,7 +245,10 @@ pub async fn serve(
     tls: Option<rustls::ServerConfig>,
     stop: CancellationToken,
 ) -> std::io::Result<SocketAddr> {
-    let app = Router::new().route("/v1/cards", post(tokenize)).with_state(VaultState { pool, token, keys });
+    let app = Router::new()
+        .route("/v1/cards", post(tokenize))
+        .route("/v1/cards/{token}", axum::routing::delete(release))
+        .with_state(VaultState { pool, token, keys });
     let listener = std::net::TcpListener::bind(addr)?;
     let bound = listener.local_addr()?;
     let handle = axum_server::Handle::new();

@@ -32,10 +32,10 @@ pub struct IntakeConfig {
 
 impl IntakeConfig {
     pub fn from_env(env: &Env) -> Result<IntakeConfig, ConfigError> {
-        Ok(IntakeConfig {
-            common: Config::from_env(env, DEFAULT_HEALTH_PORT)?,
-            checkout_base_url: env.url("CHECKOUT_BASE_URL", DEFAULT_CHECKOUT_BASE_URL, &["http", "https"])?,
-        })
+        let common = Config::from_env(env, DEFAULT_HEALTH_PORT)?;
+        // A session_url carries its checkout token: in live mode it is never sent in clear.
+        let schemes: &[&str] = if common.mode == ps_contract::session::Mode::Live { &["https"] } else { &["http", "https"] };
+        Ok(IntakeConfig { checkout_base_url: env.url("CHECKOUT_BASE_URL", DEFAULT_CHECKOUT_BASE_URL, schemes)?, common })
     }
 }
 

@@ -136,14 +136,22 @@ fn session_body(req: &CreateSession) -> Value {
     body
 }
 
-/// Sends up to `limit` queued charges (any trigger's, oldest first) as commands.
+/// Sends up to `limit` queued charges as commands, merchants taking turns
+/// (each merchant's oldest first): one merchant's 10,000-charge trigger does
+/// not hold every other merchant's behind it.
 pub async fn send_queued(pool: &Pool, outbox: &Outbox, ctx: &Ctx, limit: i64) -> Result<usize, HandlerError> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     let rows = tx
         .query(
-            "SELECT trigger_id, idx, merchant_id, request FROM schedule_trigger_items WHERE status = 'queued'
-             ORDER BY created_at, trigger_id, idx LIMIT $1 FOR UPDATE SKIP LOCKED",
+            "WITH turns AS (
+                 SELECT trigger_id, idx, row_number() OVER (PARTITION BY merchant_id ORDER BY created_at, trigger_id, idx) AS turn
+                 FROM schedule_trigger_items WHERE status = 'queued'
+             )
+             SELECT i.trigger_id, i.idx, i.merchant_id, i.request
+             FROM schedule_trigger_items i JOIN turns t USING (trigger_id, idx)
+             WHERE i.status = 'queued' AND t.turn <= $1
+             ORDER BY t.turn, i.created_at, i.trigger_id, i.idx LIMIT $1 FOR UPDATE OF i SKIP LOCKED",
             &[&limit],
         )
         .await?;

@@ -24,6 +24,9 @@ pub struct DeliveryConfig {
     pub schedule: Vec<f64>,
     /// Requests in flight to one endpoint at most: a slow endpoint waits on itself only.
     pub per_endpoint: i64,
+    /// Requests in flight to one merchant's endpoints together at most: a
+    /// merchant with many slow endpoints waits on itself only.
+    pub per_merchant: i64,
     pub concurrency: usize,
     pub poll: Duration,
     /// An endpoint failing without a break for this long is disabled.
@@ -83,6 +86,8 @@ impl Dispatcher {
             .user_agent("payment-sessions-webhooks/1")
             .pool_max_idle_per_host(config.per_endpoint as usize)
             .dns_resolver(Arc::new(GuardedResolver(guard)))
+            // A proxy would resolve and connect for us, past the guard.
+            .no_proxy()
             .build()?;
         let slots = Arc::new(Semaphore::new(config.concurrency));
         Ok(Dispatcher { pool, config, wake, outbox, client, slots, keys })
@@ -137,10 +142,12 @@ impl Dispatcher {
                         "WITH busy AS (
                      SELECT endpoint_id, count(*) AS n FROM webhook_deliveries
                      WHERE status = 'pending' AND lease_until >= now() GROUP BY endpoint_id
+                 ), busy_merchant AS (
+                     SELECT p.merchant_id, sum(b.n)::bigint AS n FROM busy b JOIN webhook_endpoints p ON p.id = b.endpoint_id GROUP BY p.merchant_id
                  ), due AS (
                      -- Each endpoint's own oldest few: a backlog at one endpoint
                      -- fills its own in-flight slots, never the others' turns.
-                     SELECT c.id, c.endpoint_id, c.next_attempt_at, c.rn
+                     SELECT c.id, c.endpoint_id, p.merchant_id, c.next_attempt_at, c.rn
                      FROM webhook_endpoints p CROSS JOIN LATERAL (
                          SELECT id, endpoint_id, next_attempt_at,
                                 row_number() OVER (ORDER BY next_attempt_at, id) AS rn
@@ -148,10 +155,17 @@ impl Dispatcher {
                          WHERE endpoint_id = p.id AND status = 'pending' AND next_attempt_at <= now()
                            AND (lease_until IS NULL OR lease_until < now())
                          ORDER BY next_attempt_at, id LIMIT $1) c
-                 ), picked AS (
-                     SELECT due.id FROM due LEFT JOIN busy USING (endpoint_id)
+                 ), fair AS (
+                     -- Then each merchant's oldest few across its endpoints, taken in
+                     -- turns: many endpoints give a merchant no more than its share.
+                     SELECT due.id, due.merchant_id, due.next_attempt_at,
+                            row_number() OVER (PARTITION BY due.merchant_id ORDER BY due.next_attempt_at, due.id) AS mrn
+                     FROM due LEFT JOIN busy USING (endpoint_id)
                      WHERE due.rn + coalesce(busy.n, 0) <= $1
-                     ORDER BY due.next_attempt_at LIMIT $2
+                 ), picked AS (
+                     SELECT fair.id FROM fair LEFT JOIN busy_merchant USING (merchant_id)
+                     WHERE fair.mrn + coalesce(busy_merchant.n, 0) <= $4
+                     ORDER BY fair.mrn, fair.next_attempt_at LIMIT $2
                  )
                  UPDATE webhook_deliveries d SET lease_until = now() + make_interval(secs => $3)
                  FROM webhook_events e, webhook_endpoints p
@@ -161,7 +175,7 @@ impl Dispatcher {
                            CASE WHEN p.previous_secret_expires_at > now() THEN p.previous_secret END, p.status",
                     )
                     .await?,
-                &[&self.config.per_endpoint, &n, &lease],
+                &[&self.config.per_endpoint, &n, &lease, &self.config.per_merchant],
             )
             .await?;
         Ok(rows

@@ -24,6 +24,8 @@ pub struct EndpointHandler {
     pub dispatcher: Arc<tokio::sync::Notify>,
     /// Seals signing secrets at rest, and the replies that carry one.
     pub keys: Keyring,
+    /// Endpoints one merchant may have (not deleted) at most.
+    pub max_per_merchant: i64,
 }
 
 impl Handler for EndpointHandler {
@@ -89,10 +91,23 @@ impl EndpointHandler {
         if req.url.scheme() != "https" && !self.allow_http {
             return Ok(Err(ApiError::param(ErrorCode::UrlInvalid, "url", "webhook URLs must use https")));
         }
-        let host = req.url.host_str().unwrap_or_default();
-        let port = req.url.port_or_known_default().unwrap_or(443);
-        if let Err(why) = self.guard.check_host(host, port).await {
+        // No DNS here: the transaction must not wait on a resolver, and the
+        // answer must not say what a name resolves to. Deliveries resolve
+        // through the guard, which refuses special addresses (DNS rebinding included).
+        if let Err(why) = self.guard.check_literal(req.url.host_str().unwrap_or_default()) {
             return Ok(Err(ApiError::param(ErrorCode::WebhookUrlNotAllowed, "url", why)));
+        }
+        // Counted under a lock on the merchant, so concurrent creates cannot pass the cap together.
+        tx.execute("SELECT pg_advisory_xact_lock(hashtext('ps-endpoints:' || $1))", &[&merchant.as_str()]).await?;
+        let existing: i64 = tx
+            .query_one("SELECT count(*) FROM webhook_endpoints WHERE merchant_id = $1 AND status <> 'deleted'", &[&merchant.as_str()])
+            .await?
+            .get(0);
+        if existing >= self.max_per_merchant {
+            return Ok(Err(ApiError::new(
+                ErrorCode::WebhookEndpointLimitReached,
+                format!("a merchant may have {} webhook endpoints; delete one first", self.max_per_merchant),
+            )));
         }
         let endpoint = WebhookEndpoint {
             id: WebhookEndpointId::generate(),

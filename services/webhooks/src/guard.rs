@@ -36,8 +36,12 @@ fn special_v6(ip: Ipv6Addr) -> bool {
     ip.is_unspecified()
         || ip.is_loopback()
         || ip.is_multicast()
+        || seg[..6] == [0; 6] // IPv4-compatible (::a.b.c.d), deprecated: reaches the embedded IPv4 address
+        || seg[0] == 0x2002 // 6to4: an IPv4 address inside
+        || (seg[0] == 0x2001 && seg[1] == 0x0000) // Teredo: an IPv4 address inside
         || (seg[0] & 0xfe00) == 0xfc00 // unique local
         || (seg[0] & 0xffc0) == 0xfe80 // link-local
+        || (seg[0] & 0xffc0) == 0xfec0 // site-local, deprecated but still routed inside some networks
         || (seg[0] == 0x2001 && seg[1] == 0x0db8) // documentation
         || (seg[0] == 0x0064 && seg[1] == 0xff9b) // NAT64
         || seg[0] == 0x0100 // discard-only
@@ -56,8 +60,26 @@ impl Guard {
         !is_special(ip) || self.allowed.iter().any(|n| n.contains(&ip))
     }
 
+    /// What can be said of an endpoint's host without asking DNS: a literal
+    /// address must be allowed, and `localhost` names loopback by definition
+    /// (RFC 6761). Names are checked where they are used, after resolution,
+    /// so creating an endpoint never waits on a resolver, and a refusal never
+    /// tells the sender what an internal name resolves to.
+    pub fn check_literal(&self, host: &str) -> Result<(), String> {
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let name = bare.trim_end_matches('.').to_ascii_lowercase();
+        if name == "localhost" || name.ends_with(".localhost") {
+            return if self.permits(IpAddr::V4(Ipv4Addr::LOCALHOST)) { Ok(()) } else { Err(format!("{host} is a loopback name")) };
+        }
+        match bare.parse::<IpAddr>() {
+            Ok(ip) if !self.permits(ip) => Err(format!("{host} is a private or reserved address")),
+            _ => Ok(()),
+        }
+    }
+
     /// Resolves `host` and refuses it if any address is forbidden: a name that
-    /// points anywhere special is refused, not partly used.
+    /// points anywhere special is refused, not partly used. The refusal does
+    /// not say which address (it may reach a merchant); the log does.
     pub async fn check_host(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
@@ -68,7 +90,8 @@ impl Guard {
             return Err(format!("{host} does not resolve"));
         }
         if let Some(bad) = addrs.iter().find(|a| !self.permits(a.ip())) {
-            return Err(format!("{host} resolves to {}, a private or reserved address", bad.ip()));
+            tracing::warn!(host, address = %bad.ip(), "webhook host resolves to a private or reserved address; not contacted");
+            return Err(format!("{host} resolves to a private or reserved address; not contacted"));
         }
         Ok(addrs)
     }
@@ -107,6 +130,13 @@ mod tests {
             "fe80::1",
             "fd00::1",
             "::ffff:127.0.0.1",
+            "::127.0.0.1",
+            "::10.0.0.1",
+            "::a9fe:a9fe",
+            "2002:7f00:1::1",
+            "2002:a9fe:a9fe::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "fec0::1",
             "224.0.0.1",
             "255.255.255.255",
         ] {
@@ -125,9 +155,22 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn names_are_checked_after_resolution() {
+    async fn names_are_checked_after_resolution_and_the_address_is_not_told() {
         let g = Guard::default();
-        assert!(g.check_host("localhost", 80).await.unwrap_err().contains("private or reserved"));
+        let e = g.check_host("localhost", 80).await.unwrap_err();
+        assert!(e.contains("private or reserved") && !e.contains("127.0.0.1"), "{e}");
         assert!(g.check_host("[::1]", 80).await.is_err());
+    }
+
+    #[test]
+    fn literals_are_checked_without_dns() {
+        let g = Guard::default();
+        for bad in ["127.0.0.1", "[::1]", "localhost", "LocalHost.", "api.localhost", "[::127.0.0.1]", "10.1.2.3"] {
+            assert!(g.check_literal(bad).is_err(), "{bad}");
+        }
+        for fine in ["hooks.example.com", "93.184.216.34", "[2606:4700::1111]", "internal.corp"] {
+            assert!(g.check_literal(fine).is_ok(), "{fine}");
+        }
+        assert!(Guard { allowed: vec!["127.0.0.0/8".parse().unwrap()] }.check_literal("localhost").is_ok());
     }
 }

@@ -37,7 +37,9 @@ pub const MANUAL: ps_runtime::config::Manual = ps_runtime::config::Manual {
         ("WEBHOOK_CONCURRENCY", "deliveries in flight at most"),
         ("WEBHOOK_POLL_MS", "how often due deliveries are looked for"),
         ("WEBHOOK_DISABLE_AFTER_SECS", "an endpoint failing without a success for this long is disabled"),
-        ("WEBHOOK_LOCAL_MODE", "allow plain http and loopback endpoints (test mode only)"),
+        ("WEBHOOK_LOCAL_MODE", "allow plain http and loopback endpoints (test mode only; refused in live mode)"),
+        ("WEBHOOK_MAX_IN_FLIGHT_PER_MERCHANT", "deliveries in flight to one merchant's endpoints together at most"),
+        ("WEBHOOK_MAX_ENDPOINTS_PER_MERCHANT", "webhook endpoints one merchant may have"),
     ],
 };
 pub const DEFAULT_HEALTH_PORT: u16 = 9106;
@@ -51,6 +53,7 @@ pub struct WebhookConfig {
     /// `make run`'s local mode: http and loopback targets are allowed.
     pub local_mode: bool,
     pub allowed: Vec<ipnet::IpNet>,
+    pub max_endpoints_per_merchant: i64,
 }
 
 impl WebhookConfig {
@@ -66,6 +69,13 @@ impl WebhookConfig {
             .map_err(|e| ConfigError { var: "WEBHOOK_ALLOWED_CIDRS", problem: format!("not a list of CIDR ranges: {e}") })?
             .unwrap_or_default();
         let common = Config::from_env(env, DEFAULT_HEALTH_PORT)?;
+        let local_mode = env.flag("WEBHOOK_LOCAL_MODE", false)?;
+        if local_mode && common.mode == ps_contract::session::Mode::Live {
+            return Err(ConfigError {
+                var: "WEBHOOK_LOCAL_MODE",
+                problem: "allows plain http and loopback endpoints: unset it for PS_MODE=live".into(),
+            });
+        }
         Ok(WebhookConfig {
             keys: common.require_secret_keys()?,
             common,
@@ -73,12 +83,14 @@ impl WebhookConfig {
                 timeout: Duration::from_millis(env.ranged("WEBHOOK_TIMEOUT_MS", 10_000, 100, 120_000)?),
                 schedule,
                 per_endpoint: env.ranged("WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT", 8, 1, 1000)? as i64,
+                per_merchant: env.ranged("WEBHOOK_MAX_IN_FLIGHT_PER_MERCHANT", 64, 1, 10_000)? as i64,
                 concurrency: env.ranged("WEBHOOK_CONCURRENCY", 256, 1, 10_000)? as usize,
                 poll: Duration::from_millis(env.ranged("WEBHOOK_POLL_MS", 250, 10, 60_000)?),
                 disable_after: Duration::from_secs(env.ranged("WEBHOOK_DISABLE_AFTER_SECS", 5 * 86_400, 1, 365 * 86_400)?),
             },
-            local_mode: env.flag("WEBHOOK_LOCAL_MODE", false)?,
+            local_mode,
             allowed,
+            max_endpoints_per_merchant: env.ranged("WEBHOOK_MAX_ENDPOINTS_PER_MERCHANT", 16, 1, 1000)? as i64,
         })
     }
 }
@@ -92,9 +104,12 @@ pub async fn start(config: WebhookConfig, stop: CancellationToken) -> Result<Run
     let wake = Arc::new(Notify::new());
     let endpoints = endpoints::EndpointHandler {
         guard: guard.clone(),
-        allow_http: config.local_mode || !config.allowed.is_empty(),
+        // Plain http only in local mode: an allow-list for private ranges
+        // (a test receiver, an internal relay) does not open http to everyone.
+        allow_http: config.local_mode,
         dispatcher: wake.clone(),
         keys: config.keys.clone(),
+        max_per_merchant: config.max_endpoints_per_merchant,
     };
     let consumes = vec![
         Consumes { queue: topology::WEBHOOK_EVENTS, handler: Arc::new(ingest::IngestHandler), after_commit: Some(wake.clone()) },

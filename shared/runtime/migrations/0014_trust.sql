@@ -44,3 +44,7 @@ ALTER TABLE payment_attempts
     ADD COLUMN keep_card         BOOLEAN NOT NULL DEFAULT false;
 UPDATE payment_attempts a SET payment_method_id = s.payment_method_id, keep_card = true
 FROM payment_sessions s WHERE s.id = a.session_id AND a.source = 'merchant';
+
+-- Queued trigger charges are sent merchant by merchant in turns (scheduler): each
+-- merchant's oldest first, read from this index.
+CREATE INDEX schedule_trigger_items_turns ON schedule_trigger_items (merchant_id, created_at, trigger_id, idx) WHERE status = 'queued';

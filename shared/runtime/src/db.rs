@@ -38,6 +38,8 @@ pub enum DbError {
     Unavailable(#[from] deadpool_postgres::PoolError),
     #[error("database error: {0}")]
     Query(#[from] tokio_postgres::Error),
+    #[error("DATABASE_URL logs in as {0}, a role no grant or row-level security binds (superuser or BYPASSRLS): run each service under its own role (deploy/postgres/roles.sql) in live mode")]
+    Superuser(String),
     #[error("migration {name} failed: {}", describe(.source))]
     Migration { name: &'static str, source: tokio_postgres::Error },
 }
@@ -151,6 +153,19 @@ pub async fn migrate(pool: &Pool) -> Result<Vec<&'static str>, DbError> {
     }
     tx.commit().await?;
     Ok(applied)
+}
+
+/// Live mode's check of the role a service logs in as: never a superuser,
+/// which row-level security and every grant in deploy/postgres/roles.sql
+/// would not bind (DESIGN §10).
+pub async fn refuse_superuser(pool: &Pool) -> Result<(), DbError> {
+    let c = pool.get().await?;
+    let row = c.query_one("SELECT current_user::text, rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user", &[]).await?;
+    let (role, unbound): (String, bool) = (row.get(0), row.get(1));
+    if unbound {
+        return Err(DbError::Superuser(role));
+    }
+    Ok(())
 }
 
 /// Whether the database answers, for `/readyz`.

@@ -83,6 +83,14 @@ impl Running {
 /// configured, binds the health port, then runs the broker side in the background.
 pub async fn start(name: &'static str, config: Config, consumes: Vec<Consumes>, stop: CancellationToken) -> Result<Running, StartError> {
     let pool = db::pool(config.database_url.expose(), config.database_pool_size, &config.trust)?;
+    if config.mode == ps_contract::session::Mode::Live {
+        let backoff = ExponentialBuilder::default().with_max_delay(Duration::from_secs(5)).with_max_times(12);
+        (|| db::refuse_superuser(&pool))
+            .retry(backoff)
+            .when(|e| matches!(e, db::DbError::Unavailable(_)))
+            .notify(|e, wait| tracing::warn!(error = %e, retry_in = ?wait, "database not ready"))
+            .await?;
+    }
     if config.database_migrate {
         let backoff = ExponentialBuilder::default().with_max_delay(Duration::from_secs(5)).with_max_times(12);
         let applied = (|| db::migrate(&pool))

@@ -48,12 +48,17 @@ async fn a_forged_form_starts_nothing_and_a_double_submit_starts_one_attempt() {
     assert_eq!(env.count("SELECT count(*) FROM payment_attempts").await, 0);
     assert_eq!(env.count("SELECT count(*) FROM vault_cards").await, 0, "a refused form never reaches the vault");
 
-    let (a, b) = tokio::join!(
-        client.submit(url, &csrf, Some(&cookie), "4242424242424242"),
-        client.submit(url, &csrf, Some(&cookie), "4242424242424242")
-    );
-    assert_eq!((a, b), (303, 303));
+    let presses = futures::future::join_all((0..8).map(|_| client.submit(url, &csrf, Some(&cookie), "4242424242424242"))).await;
+    assert!(presses.iter().all(|s| *s == 303), "{presses:?}");
     assert_eq!(env.count("SELECT count(*) FROM payment_attempts").await, 1, "one attempt however often the button is pressed");
+    // A press that lost the race had its card vaulted already: its number is gone by the time it is answered.
+    let orphaned = env
+        .count(
+            "SELECT count(*) FROM vault_cards v WHERE pan_sealed IS NOT NULL
+             AND NOT EXISTS (SELECT 1 FROM payment_attempts a WHERE a.card_token = v.token)",
+        )
+        .await;
+    assert_eq!(orphaned, 0, "no card number kept that no attempt took");
 
     // While it is in flight, the merchant cannot cancel it.
     let cancel = env.call(Command::new("payment_session.cancel", &json!({"payment_session_id": id})).header("merchant-id", "shop")).await;
@@ -164,5 +169,117 @@ async fn card_testing_meets_a_generic_decline_an_attempt_limit_and_a_rate_limit(
     let (csrf, cookie) = client.form_tokens(third_url).await;
     assert_eq!(client.submit(third_url, &csrf, Some(&cookie), "4242424242424242").await, 429);
     assert_eq!(env.count("SELECT count(*) FROM vault_cards").await, vaulted, "a refused submission never reaches the vault");
+    env.finish().await;
+}
+
+/// A card vaulted by a checkout that died before starting its attempt keeps
+/// its number only until the vault's sweep finds nothing refers to it.
+#[tokio::test]
+async fn a_vaulted_card_no_attempt_took_loses_its_number() {
+    let mut env = TestEnv::new().await;
+    let token = format!("tok_orphan_{}", uuid::Uuid::new_v4().simple());
+    let sealed = integration_tests::test_keys().seal_str(&ps_runtime::sealing::At::card_number(&token), "4242424242424242");
+    env.pool
+        .get()
+        .await
+        .unwrap()
+        .execute(
+            "INSERT INTO vault_cards (token, pan_sealed, brand, last4, exp_month, exp_year, created_at)
+             VALUES ($1, $2, 'visa', '4242', 12, 2034, now() - interval '1 hour')",
+            &[&token, &sealed],
+        )
+        .await
+        .unwrap();
+    // A saved method's card, as old, stays.
+    let (_, pm, _) =
+        integration_tests::seed_mandate(&env.pool, "gym", json!({"type": "on_demand", "currency": "ZAR"}), (12, 2099), true).await;
+    env.start_gateway(&[("VAULT_ORPHAN_AFTER_SECS", "1")]).await;
+    env.wait_for_count("SELECT count(*) FROM vault_cards WHERE pan_sealed IS NULL AND forgotten_at IS NOT NULL", 1).await;
+    let c = env.pool.get().await.unwrap();
+    let kept: bool = c
+        .query_one(
+            "SELECT pan_sealed IS NOT NULL FROM vault_cards WHERE token = (SELECT vault_token FROM payment_methods WHERE id = $1)",
+            &[&pm],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(kept, "a saved method's card keeps its number");
+    let forgotten: Option<String> = c.query_one("SELECT pan_sealed FROM vault_cards WHERE token = $1", &[&token]).await.unwrap().get(0);
+    assert_eq!(forgotten, None);
+    drop(c);
+    env.finish().await;
+}
+
+/// The page checks `expires_at` itself: a session past it takes no card,
+/// whether or not lifecycle's sweep has ended it yet.
+#[tokio::test]
+async fn a_session_past_its_expiry_takes_no_card() {
+    let mut env = TestEnv::new().await;
+    env.start_gateway(&[]).await;
+    let base = env.start_checkout().await;
+    env.start_intake_with(&[("CHECKOUT_BASE_URL", &base)]).await;
+    // No lifecycle: nothing sweeps the session to `expired`.
+    let s = env.call(Command::create("shop", &one_time())).await.body;
+    let (id, url) = (s["id"].as_str().unwrap(), s["session_url"].as_str().unwrap());
+    let client = CheckoutClient::new();
+    let (csrf, cookie) = client.form_tokens(url).await;
+    env.pool
+        .get()
+        .await
+        .unwrap()
+        .execute("UPDATE payment_sessions SET expires_at = now() - interval '1 second' WHERE id = $1", &[&id])
+        .await
+        .unwrap();
+    let (page, _) = client.get(url).await;
+    assert!(!page.has("card_number"), "no card form past expires_at: {}", page.body);
+    assert_eq!(client.submit(url, &csrf, Some(&cookie), "4242424242424242").await, 303);
+    assert_eq!(env.count("SELECT count(*) FROM payment_attempts").await, 0);
+    assert_eq!(env.count("SELECT count(*) FROM vault_cards").await, 0, "the card never reached the vault");
+    env.finish().await;
+}
+
+/// A page load is limited per client like a submission, and a token that
+/// cannot be one is refused before the database is asked for anything.
+#[tokio::test]
+async fn page_loads_are_limited_and_a_malformed_token_asks_the_database_nothing() {
+    let mut env = TestEnv::new().await;
+    env.start_gateway(&[]).await;
+    let base = env.start_checkout_with(&[("CHECKOUT_VIEWS_PER_MINUTE", "3")]).await;
+    env.start_intake_with(&[("CHECKOUT_BASE_URL", &base)]).await;
+    let s = env.call(Command::create("shop", &one_time())).await.body;
+    let (id, url) = (s["id"].as_str().unwrap().to_owned(), s["session_url"].as_str().unwrap().to_owned());
+    let client = CheckoutClient::new();
+
+    // The database refuses every connection from here on.
+    let admin = integration_tests::admin_database_url();
+    let (c, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    c.batch_execute(&format!("ALTER DATABASE {} ALLOW_CONNECTIONS false", env.db_name)).await.unwrap();
+    c.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", &[&env.db_name]).await.unwrap();
+    let (malformed, _) = client.get(&format!("{base}/pay/{id}?t=guess")).await;
+    assert_eq!(malformed.status, 404, "answered without the database");
+    let (shaped, _) = client.get(&format!("{base}/pay/{id}?t={}", "A".repeat(32))).await;
+    assert_eq!(shaped.status, 503, "a token that could be one needs the database");
+    c.batch_execute(&format!("ALTER DATABASE {} ALLOW_CONNECTIONS true", env.db_name)).await.unwrap();
+
+    client.get(&url).await;
+    let (fourth, _) = client.get(&url).await;
+    assert_eq!(fourth.status, 429, "the fourth load within the minute, whatever the session");
+    env.finish().await;
+}
+
+/// Served behind TLS (its public URL https), the CSRF cookie is a `__Host-` one:
+/// Secure, for the whole host, settable by no subdomain and no plain-http page.
+#[tokio::test]
+async fn behind_https_the_csrf_cookie_is_secure_and_host_only() {
+    let mut env = TestEnv::new().await;
+    env.start_gateway(&[]).await;
+    let base = env.start_checkout_with(&[("CHECKOUT_BASE_URL", "https://pay.example.com")]).await;
+    env.start_intake_with(&[("CHECKOUT_BASE_URL", &base)]).await;
+    let s = env.call(Command::create("shop", &one_time())).await.body;
+    let r = reqwest::get(s["session_url"].as_str().unwrap()).await.unwrap();
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cookie.starts_with("__Host-ps_csrf=") && cookie.contains("; Secure") && cookie.contains("Path=/;"), "{cookie}");
     env.finish().await;
 }

@@ -86,7 +86,28 @@ async fn the_fleet_runs_with_only_the_grants_of_its_roles() {
     tokio::spawn(conn);
     let denied = client.query("SELECT pan_sealed FROM vault_cards", &[]).await.unwrap_err();
     assert_eq!(denied.code(), Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE));
+    // Nor write another producer's outbox row: stolen checkout credentials cannot
+    // queue a gateway.result the gateway's relay would publish as the gateway.
+    let forge = "INSERT INTO outbox (exchange, routing_key, message_id, body, kind, producer)
+                 VALUES ('payment_sessions.internal', 'gateway.result', 'forged', '{}', 'durable', $1)";
+    let refused = client.execute(forge, &[&"payment-gateway"]).await.unwrap_err();
+    assert_eq!(refused.code(), Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE), "{refused:?}");
+    let theirs = client.query_one("SELECT count(*) FROM outbox WHERE producer <> 'checkout'", &[]).await.unwrap().get::<_, i64>(0);
+    assert_eq!(theirs, 0, "another service's outbox rows are not even visible");
+    for table in ["processed_messages", "idempotency_keys", "dead_letters"] {
+        let e = client.query(&format!("SELECT count(*) FROM {table}"), &[]).await.unwrap_err();
+        assert_eq!(e.code(), Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE), "{table}: {e:?}");
+    }
+    let register = "UPDATE fleet_members SET broker_user = 'mallory' WHERE service = 'payment-gateway'";
+    assert_eq!(client.execute(register, &[]).await.unwrap(), 0, "the gateway's broker user is not the checkout's to change");
     drop(client);
+    // And a consumer's role writes only its own consumers' dedupe records.
+    let (gateway_client, conn) = tokio_postgres::connect(&gateway, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let claim = "INSERT INTO processed_messages (consumer, message_key) VALUES ('payment_sessions.lifecycle', 'pre-claimed')";
+    let refused = gateway_client.execute(claim, &[]).await.unwrap_err();
+    assert_eq!(refused.code(), Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE), "{refused:?}");
+    drop(gateway_client);
 
     env.stop_services().await;
     // Roles are cluster-wide: remove them unless another database still grants them something.

@@ -18,4 +18,5 @@ mod resilience;
 mod scheduler;
 mod security;
 mod tls;
+mod trust;
 mod webhooks;

@@ -215,7 +215,7 @@ async fn the_fleets_logs_carry_no_card_number_session_token_or_message_body() {
         ("session-lifecycle", vec![]),
         ("checkout", vec![("CHECKOUT_ADDR", format!("127.0.0.1:{web}")), ("VAULT_URL", vault_url)]),
         ("session-intake", vec![("CHECKOUT_BASE_URL", checkout_url.clone())]),
-        ("webhook-dispatch", vec![("WEBHOOK_ALLOWED_CIDRS", "127.0.0.0/8".into())]),
+        ("webhook-dispatch", vec![("WEBHOOK_LOCAL_MODE", "true".into())]),
     ];
     for (name, extra) in &services {
         // As verbose as an operator would ever run them.

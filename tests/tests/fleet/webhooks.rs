@@ -200,13 +200,16 @@ async fn rotation_signs_with_both_secrets() {
 #[tokio::test]
 async fn private_and_loopback_targets_are_refused_without_the_allow_list() {
     let mut env = TestEnv::new().await;
-    env.start_webhooks(&[("WEBHOOK_ALLOWED_CIDRS", "")]).await;
+    env.start_webhooks(&[("WEBHOOK_LOCAL_MODE", "false")]).await;
     for url in [
         "https://127.0.0.1/hooks",
         "https://10.0.0.1/hooks",
         "https://169.254.169.254/latest/meta-data",
         "https://[::1]/hooks",
         "https://localhost/hooks",
+        "https://[::127.0.0.1]/hooks",
+        "https://[2002:a9fe:a9fe::1]/hooks",
+        "https://[fec0::1]/hooks",
     ] {
         let r = env
             .call(Command::new("webhook_endpoint.create", &json!({"url": url, "enabled_events": ["*"]})).header("merchant-id", "shop"))
