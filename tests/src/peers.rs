@@ -18,6 +18,7 @@ use tokio::sync::Notify;
 /// broker, must be what stops it), deleted when dropped.
 pub struct BrokerUser {
     pub name: String,
+    pub password: String,
     pub url: String,
 }
 
@@ -37,7 +38,7 @@ impl BrokerUser {
         let base = crate::amqp_url();
         let host = base.split_once('@').map(|(_, h)| h).unwrap_or("127.0.0.1:5672/%2f");
         let url = vhost_url(&format!("amqp://{name}:{password}@{host}"), vhost);
-        BrokerUser { name, url }
+        BrokerUser { name, password, url }
     }
 }
 

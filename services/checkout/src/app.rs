@@ -96,15 +96,24 @@ const CSRF_COOKIE: &str = "ps_csrf";
 const SECURE_CSRF_COOKIE: &str = "__Host-ps_csrf";
 
 pub fn router(state: AppState) -> Router {
-    Router::new().route("/pay/{id}", get(show).post(pay)).layer(axum::middleware::from_fn(http_span)).with_state(state)
+    Router::new()
+        .route("/pay/{id}", get(show).post(pay))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), http_span))
+        .with_state(state)
 }
 
 /// A server span per request (OpenTelemetry's HTTP conventions: the route, not
-/// the path, and never the query, which carries the checkout token). Once the
-/// token opens the session, the span joins the trace the session was created
-/// in (`join_session_trace`): the authorize it queues, the gateway's call and
-/// everything after join the upstream's trace. Nothing is read before that.
-async fn http_span(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+/// the path, and never the query, which carries the checkout token). First the
+/// per-client limits (page loads, card submissions), before anything is read;
+/// then, if the token opens the session, the span joins the trace the session
+/// was created in: the authorize it queues, the gateway's call and everything
+/// after join the upstream's trace.
+async fn http_span(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
     use tracing::Instrument;
     // The one route; anything else is answered 404 by the router.
     let route = if req.uri().path().starts_with("/pay/") { "/pay/{id}" } else { "unmatched" };
@@ -118,20 +127,41 @@ async fn http_span(req: axum::extract::Request, next: axum::middleware::Next) ->
         http.route = route,
         http.response.status_code = tracing::field::Empty,
     );
+    let limited = if req.method() == axum::http::Method::POST {
+        state.limiter.check(peer, req.headers()).map_err(|wait| {
+            tracing::warn!("card submissions over the per-client limit; refused");
+            too_many(wait, "Too many attempts", "Please wait a minute before you try again. No payment was taken.")
+        })
+    } else {
+        state.views.check(peer, req.headers()).map_err(|wait| {
+            tracing::warn!("page loads over the per-client limit; refused");
+            too_many(wait, "Too many requests", "Please wait a minute and reload this page.")
+        })
+    };
+    if let Err(refused) = limited {
+        span.record("http.response.status_code", refused.status().as_u16());
+        return refused;
+    }
+    if let Some(traceparent) = session_trace(&state, req.uri()).await {
+        ps_runtime::telemetry::continue_from(&span, &traceparent);
+    }
     let resp = next.run(req).instrument(span.clone()).await;
     span.record("http.response.status_code", resp.status().as_u16());
     resp
 }
 
-/// The request's span joins the session's trace (its kept traceparent): called
-/// only once the token has opened the session.
-async fn join_session_trace(state: &AppState, id: &str) {
-    let Ok(c) = state.pool.get().await else { return };
-    if let Ok(Some(row)) = c.query_opt("SELECT traceparent FROM payment_sessions WHERE id = $1", &[&id]).await {
-        if let Some(traceparent) = row.get::<_, Option<String>>(0) {
-            ps_runtime::telemetry::continue_from(&tracing::Span::current(), &traceparent);
-        }
+/// The trace a session was created in (its kept traceparent), once the
+/// request's token has opened it; nothing for a token that could not be one.
+async fn session_trace(state: &AppState, uri: &axum::http::Uri) -> Option<String> {
+    let id = uri.path().strip_prefix("/pay/")?;
+    let token = uri.query()?.split('&').find_map(|kv| kv.strip_prefix("t="))?;
+    if !token_shaped(token) || ps_contract::ids::SessionId::parse(id).is_err() {
+        return None;
     }
+    let c = state.pool.get().await.ok()?;
+    let row = c.query_opt("SELECT checkout_token, traceparent FROM payment_sessions WHERE id = $1", &[&id]).await.ok()??;
+    let (kept, traceparent): (Option<String>, Option<String>) = (row.get(0), row.get(1));
+    kept.is_some_and(|k| same(&k, token)).then_some(traceparent)?
 }
 
 /// A checkout token as intake makes them: 24 random bytes, base64url. Anything
@@ -197,8 +227,6 @@ async fn authorised(state: &AppState, id: &str, token: Option<&str>) -> Result<S
         .map_err(|_| html(StatusCode::SERVICE_UNAVAILABLE, pages::message("Try again", "We cannot load this page right now.")))?;
     match sessions::get(&client, id).await {
         Ok(Some(mut s)) if s.checkout_token.as_deref().is_some_and(|t| same(t, token)) => {
-            drop(client);
-            join_session_trace(state, id).await;
             let st = &mut s.session;
             if st.status == Status::Active
                 && st.payment_outcome != PaymentOutcome::Pending
@@ -246,17 +274,7 @@ fn page(state: &AppState, s: &StoredSession, token: &str, error: Option<&str>) -
     r
 }
 
-async fn show(
-    State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(id): Path<String>,
-    Query(q): Query<TokenQuery>,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(wait) = state.views.check(peer, &headers) {
-        tracing::warn!("page loads over the per-client limit; refused");
-        return too_many(wait, "Too many requests", "Please wait a minute and reload this page.");
-    }
+async fn show(State(state): State<AppState>, Path(id): Path<String>, Query(q): Query<TokenQuery>) -> Response {
     match authorised(&state, &id, q.t.as_deref()).await {
         Ok(s) => page(&state, &s, q.t.as_deref().unwrap_or_default(), None),
         Err(r) => r,
@@ -300,16 +318,11 @@ struct VaultError {
 
 async fn pay(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(id): Path<String>,
     Query(q): Query<TokenQuery>,
     headers: HeaderMap,
     Form(form): Form<PayForm>,
 ) -> Response {
-    if let Err(wait) = state.limiter.check(peer, &headers) {
-        tracing::warn!(session = %id, "card submissions over the per-client limit; refused");
-        return too_many(wait, "Too many attempts", "Please wait a minute before you try again. No payment was taken.");
-    }
     let token = q.t.clone().unwrap_or_default();
     let s = match authorised(&state, &id, q.t.as_deref()).await {
         Ok(s) => s,

@@ -35,7 +35,7 @@ pub async fn handle(tx: &Transaction<'_>, msg: &Incoming, now: DateTime<Utc>) ->
         command::MANDATE_LIST => list_mandates(tx, merchant, body).await?,
         command::REFUND_CREATE => crate::refunds::create(tx, merchant, opened.key.is_some(), body, now).await?,
         command::REFUND_RETRIEVE => crate::refunds::retrieve(tx, merchant, body).await?,
-        other => Err(ApiError::new(ErrorCode::UnknownCommand, format!("lifecycle does not handle {other:?}"))),
+        other => Answer::Refused(ApiError::new(ErrorCode::UnknownCommand, format!("lifecycle does not handle {other:?}"))),
     };
     commands::close(tx, msg, &opened, answer).await
 }
@@ -51,19 +51,19 @@ fn to_json(v: &impl serde::Serialize) -> Result<Value, HandlerError> {
 async fn cancel(tx: &Transaction<'_>, merchant: &MerchantId, body: &Value, now: DateTime<Utc>) -> Result<Answer, HandlerError> {
     let cmd = match SessionCommand::parse(body) {
         Ok(c) => c,
-        Err(e) => return Ok(Err(e)),
+        Err(e) => return Ok(Answer::Refused(e)),
     };
     let Some(mut s) = sessions::lock(tx, cmd.payment_session_id.as_str(), Some(merchant)).await? else {
-        return Ok(Err(not_found(cmd.payment_session_id.as_str())));
+        return Ok(Answer::Refused(not_found(cmd.payment_session_id.as_str())));
     };
     let to = match transition(s.session.session_type, s.state(), Transition::Cancel) {
         Ok(to) => to,
-        Err(e) => return Ok(Err(e.into())),
+        Err(e) => return Ok(Answer::Refused(e.into())),
     };
     s.set_state(to, now);
     sessions::save(tx, &s).await?;
     tracing::info!(session = %s.session.id, "session cancelled");
-    Ok(Ok((to_json(&s.session)?, vec![event(EventType::PaymentSessionUpdated, merchant, now, &s.session)?])))
+    Ok(Answer::Done(to_json(&s.session)?, vec![event(EventType::PaymentSessionUpdated, merchant, now, &s.session)?]))
 }
 
 /// Capture or void a reservation: checked here, done by the gateway, applied when its result arrives.
@@ -71,36 +71,36 @@ async fn settle(tx: &Transaction<'_>, merchant: &MerchantId, body: &Value, op: O
     let (id, requested) = match op {
         Operation::Capture => match CaptureCommand::parse(body) {
             Ok(c) => (c.payment_session_id, c.amount),
-            Err(e) => return Ok(Err(e)),
+            Err(e) => return Ok(Answer::Refused(e)),
         },
         _ => match SessionCommand::parse(body) {
             Ok(c) => (c.payment_session_id, None),
-            Err(e) => return Ok(Err(e)),
+            Err(e) => return Ok(Answer::Refused(e)),
         },
     };
     let Some(s) = sessions::lock(tx, id.as_str(), Some(merchant)).await? else {
-        return Ok(Err(not_found(id.as_str())));
+        return Ok(Answer::Refused(not_found(id.as_str())));
     };
     let t = if op == Operation::Capture { Transition::Capture } else { Transition::Void };
     if let Err(e) = transition(s.session.session_type, s.state(), t) {
-        return Ok(Err(e.into()));
+        return Ok(Answer::Refused(e.into()));
     }
     let Some(attempt) = attempts::lock_succeeded(tx, id.as_str()).await? else {
         return Err(HandlerError::Permanent(format!("reserved session {id} has no succeeded attempt")));
     };
     let amount = match check_capture_amount(requested, attempt.amount) {
         Ok(a) => a,
-        Err(e) => return Ok(Err(e)),
+        Err(e) => return Ok(Answer::Refused(e)),
     };
     let reply = to_json(&s.session)?;
     let marker = if op == Operation::Capture { "capture_requested" } else { "void_requested" };
     match attempt.settlement.as_deref() {
         // Already asked for: the same answer, and no second request to the processor.
-        Some(asked) if asked == marker => return Ok(Ok((reply, vec![]))),
+        Some(asked) if asked == marker => return Ok(Answer::Done(reply, vec![])),
         // The other settlement is in flight: its outcome decides the session, so this one is refused, not dropped.
         Some(_) => {
             let other = if op == Operation::Capture { "void" } else { "capture" };
-            return Ok(Err(ApiError::param(
+            return Ok(Answer::Refused(ApiError::param(
                 ErrorCode::PaymentProcessing,
                 "payment_session_id",
                 format!("a {other} of this payment is being processed; its outcome decides the session"),
@@ -108,16 +108,20 @@ async fn settle(tx: &Transaction<'_>, merchant: &MerchantId, body: &Value, op: O
         }
         None => {}
     }
-    Ok(Ok((reply, vec![attempts::request_settlement(tx, op, &attempt.id, &s, amount).await?])))
+    Ok(Answer::Done(reply, vec![attempts::request_settlement(tx, op, &attempt.id, &s, amount).await?]))
 }
 
 async fn revoke(tx: &Transaction<'_>, merchant: &MerchantId, body: &Value, now: DateTime<Utc>) -> Result<Answer, HandlerError> {
     let cmd = match RevokeCommand::parse(body) {
         Ok(c) => c,
-        Err(e) => return Ok(Err(e)),
+        Err(e) => return Ok(Answer::Refused(e)),
     };
     let Some(mut m) = mandates::lock(tx, merchant, &cmd.mandate_id).await? else {
-        return Ok(Err(ApiError::param(ErrorCode::MandateNotFound, "mandate_id", format!("no such mandate: {}", cmd.mandate_id))));
+        return Ok(Answer::Refused(ApiError::param(
+            ErrorCode::MandateNotFound,
+            "mandate_id",
+            format!("no such mandate: {}", cmd.mandate_id),
+        )));
     };
     let mut publish = vec![];
     if m.status == MandateStatus::Active {
@@ -126,7 +130,7 @@ async fn revoke(tx: &Transaction<'_>, merchant: &MerchantId, body: &Value, now: 
         publish.push(event(EventType::MandateRevoked, merchant, now, &m)?);
         tracing::info!(mandate = %m.id, "mandate revoked");
     }
-    Ok(Ok((to_json(&m)?, publish)))
+    Ok(Answer::Done(to_json(&m)?, publish))
 }
 
 /// `{"object": "list", "data", "has_more"}` from a page fetched with one row extra.
@@ -139,40 +143,42 @@ fn page<T: serde::Serialize>(mut rows: Vec<T>, limit: u32) -> Result<Value, Hand
 async fn retrieve_session(tx: &Transaction<'_>, merchant: &MerchantId, body: &Value) -> Result<Answer, HandlerError> {
     let cmd = match SessionCommand::parse(body) {
         Ok(c) => c,
-        Err(e) => return Ok(Err(e)),
+        Err(e) => return Ok(Answer::Refused(e)),
     };
     match sessions::get(tx, cmd.payment_session_id.as_str()).await? {
-        Some(s) if &s.merchant_id == merchant => Ok(Ok((to_json(&s.session)?, vec![]))),
+        Some(s) if &s.merchant_id == merchant => Ok(Answer::Done(to_json(&s.session)?, vec![])),
         // Another merchant's session is answered exactly as a missing one.
-        _ => Ok(Err(not_found(cmd.payment_session_id.as_str()))),
+        _ => Ok(Answer::Refused(not_found(cmd.payment_session_id.as_str()))),
     }
 }
 
 async fn list_sessions(tx: &Transaction<'_>, merchant: &MerchantId, body: &Value) -> Result<Answer, HandlerError> {
     let q = match SessionList::parse(body) {
         Ok(q) => q,
-        Err(e) => return Ok(Err(e)),
+        Err(e) => return Ok(Answer::Refused(e)),
     };
     let rows: Vec<_> = sessions::list(tx, merchant, &q).await?.into_iter().map(|s| s.session).collect();
-    Ok(Ok((page(rows, q.limit)?, vec![])))
+    Ok(Answer::Done(page(rows, q.limit)?, vec![]))
 }
 
 async fn retrieve_mandate(tx: &Transaction<'_>, merchant: &MerchantId, body: &Value) -> Result<Answer, HandlerError> {
     let cmd = match RevokeCommand::parse(body) {
         Ok(c) => c,
-        Err(e) => return Ok(Err(e)),
+        Err(e) => return Ok(Answer::Refused(e)),
     };
     match mandates::get(tx, merchant, &cmd.mandate_id).await? {
-        Some(m) => Ok(Ok((to_json(&m)?, vec![]))),
-        None => Ok(Err(ApiError::param(ErrorCode::MandateNotFound, "mandate_id", format!("no such mandate: {}", cmd.mandate_id)))),
+        Some(m) => Ok(Answer::Done(to_json(&m)?, vec![])),
+        None => {
+            Ok(Answer::Refused(ApiError::param(ErrorCode::MandateNotFound, "mandate_id", format!("no such mandate: {}", cmd.mandate_id))))
+        }
     }
 }
 
 async fn list_mandates(tx: &Transaction<'_>, merchant: &MerchantId, body: &Value) -> Result<Answer, HandlerError> {
     let q = match MandateList::parse(body) {
         Ok(q) => q,
-        Err(e) => return Ok(Err(e)),
+        Err(e) => return Ok(Answer::Refused(e)),
     };
     let rows = mandates::list(tx, merchant, &q).await?;
-    Ok(Ok((page(rows, q.limit)?, vec![])))
+    Ok(Answer::Done(page(rows, q.limit)?, vec![]))
 }

@@ -68,7 +68,7 @@ pub async fn create(
     now: DateTime<Utc>,
 ) -> Result<Answer, HandlerError> {
     if !keyed {
-        return Ok(Err(ApiError::param(
+        return Ok(Answer::Refused(ApiError::param(
             ErrorCode::IdempotencyKeyMissing,
             header::IDEMPOTENCY_KEY,
             "refund.create needs an idempotency-key header, so a resent refund is not made twice",
@@ -76,11 +76,15 @@ pub async fn create(
     }
     let cmd = match RefundCommand::parse(body) {
         Ok(c) => c,
-        Err(e) => return Ok(Err(e)),
+        Err(e) => return Ok(Answer::Refused(e)),
     };
     let id = cmd.payment_session_id.as_str();
     let Some(s) = sessions::lock(tx, id, Some(merchant)).await? else {
-        return Ok(Err(ApiError::param(ErrorCode::SessionNotFound, "payment_session_id", format!("no such payment session: {id}"))));
+        return Ok(Answer::Refused(ApiError::param(
+            ErrorCode::SessionNotFound,
+            "payment_session_id",
+            format!("no such payment session: {id}"),
+        )));
     };
     if s.session.payment_outcome != PaymentOutcome::Paid {
         let why = match s.session.payment_outcome {
@@ -89,7 +93,7 @@ pub async fn create(
             PaymentOutcome::PaymentMethodVerified => "the card was verified; nothing was paid",
             _ => "nothing was paid in this session",
         };
-        return Ok(Err(ApiError::param(ErrorCode::PaymentNotRefundable, "payment_session_id", why)));
+        return Ok(Answer::Refused(ApiError::param(ErrorCode::PaymentNotRefundable, "payment_session_id", why)));
     }
     let Some(attempt) = attempts::lock_succeeded(tx, id).await? else {
         return Err(HandlerError::Permanent(format!("paid session {id} has no succeeded attempt")));
@@ -106,7 +110,7 @@ pub async fn create(
         .get(0);
     let amount = match check_refund_amount(cmd.amount, s.amounts().paid, committed) {
         Ok(a) => a,
-        Err(e) => return Ok(Err(e)),
+        Err(e) => return Ok(Answer::Refused(e)),
     };
     let refund = Refund {
         id: RefundId::generate(),
@@ -155,7 +159,7 @@ pub async fn create(
         processor_idempotency_key: key.clone(),
     };
     let ask = message(&req, key)?;
-    Ok(Ok((to_json(&refund)?, vec![event(EventType::RefundCreated, merchant, now, &refund)?, ask])))
+    Ok(Answer::Done(to_json(&refund)?, vec![event(EventType::RefundCreated, merchant, now, &refund)?, ask]))
 }
 
 /// A `gateway.refund`.
@@ -169,12 +173,12 @@ fn message(req: &RefundRequest, message_id: String) -> Result<Outbound, HandlerE
 pub async fn retrieve(tx: &Transaction<'_>, merchant: &MerchantId, body: &serde_json::Value) -> Result<Answer, HandlerError> {
     let cmd = match RefundRef::parse(body) {
         Ok(c) => c,
-        Err(e) => return Ok(Err(e)),
+        Err(e) => return Ok(Answer::Refused(e)),
     };
     let sql = format!("SELECT {COLUMNS} FROM refunds WHERE id = $1 AND merchant_id = $2");
     match tx.query_opt(sql.as_str(), &[&cmd.refund_id.as_str(), &merchant.as_str()]).await? {
-        Some(r) => Ok(Ok((to_json(&from_row(&r)?.refund)?, vec![]))),
-        None => Ok(Err(ApiError::param(ErrorCode::RefundNotFound, "refund_id", format!("no such refund: {}", cmd.refund_id)))),
+        Some(r) => Ok(Answer::Done(to_json(&from_row(&r)?.refund)?, vec![])),
+        None => Ok(Answer::Refused(ApiError::param(ErrorCode::RefundNotFound, "refund_id", format!("no such refund: {}", cmd.refund_id)))),
     }
 }
 

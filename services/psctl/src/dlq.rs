@@ -115,6 +115,13 @@ struct Plan {
     record: Option<String>,
 }
 
+/// What becomes of a dead letter asked to be replayed.
+enum Decision {
+    Replay(Plan),
+    /// Kept where it is, with why.
+    Keep(String),
+}
+
 /// Decides replays for one queue's DLQ.
 pub struct Replayer<'a> {
     pub db: &'a deadpool_postgres::Client,
@@ -133,31 +140,31 @@ impl Replayer<'_> {
     /// (delivery limit) has no record: it goes back only as a command of this
     /// queue, on the commands exchange, as the broker user RabbitMQ vouched
     /// published it.
-    async fn plan(&self, m: &BasicGetMessage) -> Result<std::result::Result<Plan, String>> {
+    async fn plan(&self, m: &BasicGetMessage) -> Result<Decision> {
         let p = &m.delivery.properties;
         let headers = p.headers().as_ref();
         let copied_by = p.user_id().as_ref().map(|u| u.as_str().to_owned());
         let old_id = p.message_id().as_ref().map(|s| s.as_str().to_owned()).unwrap_or_default();
         if let Some(id) = header_str(headers, header::DEAD_LETTER_ID) {
             let Some(record) = deadletters::find(self.db, &id).await? else {
-                return Ok(Err(format!("names a fleet record {id} that does not exist")));
+                return Ok(Decision::Keep(format!("names a fleet record {id} that does not exist")));
             };
             if !self.members.include(self.db, copied_by.as_deref(), service::ALL).await? {
-                return Ok(Err(format!("names fleet record {id} but was not dead-lettered by a fleet service")));
+                return Ok(Decision::Keep(format!("names fleet record {id} but was not dead-lettered by a fleet service")));
             }
             if record.queue != self.spec.name || !record.matches(&m.delivery.data) {
-                return Ok(Err(format!("is not the message fleet record {id} was made for")));
+                return Ok(Decision::Keep(format!("is not the message fleet record {id} was made for")));
             }
             if let Some(at) = record.replayed_at {
-                return Ok(Err(format!("was replayed already, at {at}; discard this copy")));
+                return Ok(Decision::Keep(format!("was replayed already, at {at}; discard this copy")));
             }
             if ![exchange::COMMANDS, exchange::EVENTS].contains(&record.exchange.as_str()) {
-                return Ok(Err(format!(
+                return Ok(Decision::Keep(format!(
                     "was published to {:?}: internal work and replies are not replayed (the sweeps resolve unanswered attempts, settlements and refunds with the processor)",
                     record.exchange
                 )));
             }
-            return Ok(Ok(Plan {
+            return Ok(Decision::Replay(Plan {
                 exchange: self.names.exchange(&record.exchange),
                 routing_key: record.routing_key,
                 user: record.publisher,
@@ -166,12 +173,12 @@ impl Replayer<'_> {
             }));
         }
         let Some(key) = death_routing_key(headers) else {
-            return Ok(Err("has neither a fleet record nor RabbitMQ's x-death: nothing says where it came from".into()));
+            return Ok(Decision::Keep("has neither a fleet record nor RabbitMQ's x-death: nothing says where it came from".into()));
         };
         if !self.spec.bindings.iter().any(|b| b.exchange == exchange::COMMANDS && b.key == key) {
-            return Ok(Err(format!("{key:?} is not a command this queue takes: only commands RabbitMQ dead-lettered go back")));
+            return Ok(Decision::Keep(format!("{key:?} is not a command this queue takes: only commands RabbitMQ dead-lettered go back")));
         }
-        Ok(Ok(Plan {
+        Ok(Decision::Replay(Plan {
             exchange: self.names.exchange(exchange::COMMANDS),
             routing_key: key,
             user: copied_by,
@@ -187,8 +194,8 @@ impl Replayer<'_> {
     /// writes are left behind. Returns why not, when it may not go.
     async fn replay(&self, ch: &Channel, m: &BasicGetMessage) -> Result<Option<String>> {
         let plan = match self.plan(m).await? {
-            Ok(plan) => plan,
-            Err(why) => return Ok(Some(why)),
+            Decision::Replay(plan) => plan,
+            Decision::Keep(why) => return Ok(Some(why)),
         };
         if let Some(id) = &plan.record {
             if !deadletters::mark_replayed(self.db, id).await? {

@@ -26,7 +26,7 @@ pub async fn handle(tx: &Transaction<'_>, ctx: &Ctx, msg: &Incoming) -> Result<H
         command::SCHEDULE_PAUSE => change(tx, ctx, m, body, Change::Pause).await?,
         command::SCHEDULE_RESUME => change(tx, ctx, m, body, Change::Resume).await?,
         command::SCHEDULE_CANCEL => change(tx, ctx, m, body, Change::Cancel).await?,
-        other => Err(ApiError::new(ErrorCode::UnknownCommand, format!("the scheduler does not handle {other:?}"))),
+        other => Answer::Refused(ApiError::new(ErrorCode::UnknownCommand, format!("the scheduler does not handle {other:?}"))),
     };
     commands::close(tx, msg, &opened, answer).await
 }
@@ -55,28 +55,30 @@ fn object(s: &Row) -> Result<Value, HandlerError> {
 async fn retrieve(tx: &Transaction<'_>, merchant: &MerchantId, body: &Value) -> Result<Answer, HandlerError> {
     let id = match schedule_id(body) {
         Ok(id) => id,
-        Err(e) => return Ok(Err(e)),
+        Err(e) => return Ok(Answer::Refused(e)),
     };
     match schedules::get(tx, id.as_str(), merchant).await? {
-        Some(s) => Ok(Ok((object(&s)?, vec![]))),
-        None => Ok(Err(not_found(id.as_str()))),
+        Some(s) => Ok(Answer::Done(object(&s)?, vec![])),
+        None => Ok(Answer::Refused(not_found(id.as_str()))),
     }
 }
 
 async fn list(tx: &Transaction<'_>, merchant: &MerchantId, body: &Value) -> Result<Answer, HandlerError> {
-    let Some(obj) = body.as_object() else { return Ok(Err(ApiError::new(ErrorCode::BodyNotObject, "the body must be a JSON object"))) };
+    let Some(obj) = body.as_object() else {
+        return Ok(Answer::Refused(ApiError::new(ErrorCode::BodyNotObject, "the body must be a JSON object")));
+    };
     if let Some(k) = obj.keys().find(|k| !["mandate_id", "status", "limit", "starting_after"].contains(&k.as_str())) {
-        return Ok(Err(ApiError::param(ErrorCode::ParameterUnknown, k.clone(), format!("unknown field {k}"))));
+        return Ok(Answer::Refused(ApiError::param(ErrorCode::ParameterUnknown, k.clone(), format!("unknown field {k}"))));
     }
     let text = |k: &str| obj.get(k).and_then(Value::as_str);
     if let Some(m) = text("mandate_id") {
         if let Err(e) = MandateId::parse(m) {
-            return Ok(Err(e.with_param("mandate_id")));
+            return Ok(Answer::Refused(e.with_param("mandate_id")));
         }
     }
     if let Some(s) = text("status") {
         if ScheduleStatus::parse(s).is_none() {
-            return Ok(Err(ApiError::param(
+            return Ok(Answer::Refused(ApiError::param(
                 ErrorCode::ParameterInvalidValue,
                 "status",
                 "status must be active, paused, completed, cancelled or stopped",
@@ -87,13 +89,19 @@ async fn list(tx: &Transaction<'_>, merchant: &MerchantId, body: &Value) -> Resu
         None | Some(Value::Null) => 20,
         Some(v) => match v.as_i64().filter(|n| (1..=100).contains(n)) {
             Some(n) => n,
-            None => return Ok(Err(ApiError::param(ErrorCode::ParameterInvalidValue, "limit", "limit must be an integer from 1 to 100"))),
+            None => {
+                return Ok(Answer::Refused(ApiError::param(
+                    ErrorCode::ParameterInvalidValue,
+                    "limit",
+                    "limit must be an integer from 1 to 100",
+                )))
+            }
         },
     };
     let rows = schedules::list(tx, merchant, text("mandate_id"), text("status"), text("starting_after"), limit + 1).await?;
     let has_more = rows.len() as i64 > limit;
     let data = rows.iter().take(limit as usize).map(object).collect::<Result<Vec<_>, _>>()?;
-    Ok(Ok((json!({"object": "list", "data": data, "has_more": has_more}), vec![])))
+    Ok(Answer::Done(json!({"object": "list", "data": data, "has_more": has_more}), vec![]))
 }
 
 #[derive(Clone, Copy)]
@@ -106,16 +114,16 @@ enum Change {
 async fn change(tx: &Transaction<'_>, ctx: &Ctx, merchant: &MerchantId, body: &Value, change: Change) -> Result<Answer, HandlerError> {
     let id = match schedule_id(body) {
         Ok(id) => id,
-        Err(e) => return Ok(Err(e)),
+        Err(e) => return Ok(Answer::Refused(e)),
     };
-    let Some(mut s) = schedules::lock(tx, id.as_str(), Some(merchant)).await? else { return Ok(Err(not_found(id.as_str()))) };
+    let Some(mut s) = schedules::lock(tx, id.as_str(), Some(merchant)).await? else { return Ok(Answer::Refused(not_found(id.as_str()))) };
     let now = ctx.clock.now();
     let (to, kind) = match (change, s.status) {
         (Change::Pause, ScheduleStatus::Active) => (ScheduleStatus::Paused, EventType::SchedulePaused),
         (Change::Resume, ScheduleStatus::Paused) => (ScheduleStatus::Active, EventType::ScheduleResumed),
         (Change::Cancel, ScheduleStatus::Active | ScheduleStatus::Paused) => (ScheduleStatus::Cancelled, EventType::ScheduleCancelled),
         (_, status) => {
-            return Ok(Err(ApiError::param(
+            return Ok(Answer::Refused(ApiError::param(
                 ErrorCode::ScheduleNotActive,
                 "schedule_id",
                 format!(
@@ -141,5 +149,5 @@ async fn change(tx: &Transaction<'_>, ctx: &Ctx, merchant: &MerchantId, body: &V
         ctx.wake.notify_one();
     }
     tracing::info!(schedule = %s.id, status = %s.status, "schedule changed");
-    Ok(Ok((object(&s)?, vec![s.event(kind, now)?])))
+    Ok(Answer::Done(object(&s)?, vec![s.event(kind, now)?]))
 }

@@ -17,7 +17,7 @@ use ps_contract::schedule::parse_trigger;
 use ps_contract::{ApiError, ErrorCode};
 use ps_runtime::outbox::Outbox;
 use ps_runtime::{Handled, HandlerError, Incoming, Outbound};
-use ps_store::commands::{self, Opening};
+use ps_store::commands::{self, Answer, Opening};
 use ps_store::events::event;
 use ps_store::idempotency;
 use serde_json::{json, Value};
@@ -64,11 +64,11 @@ pub async fn accept(tx: &Transaction<'_>, ctx: &Ctx, msg: &Incoming) -> Result<H
     let Some(key) = opened.key.clone() else {
         let e =
             ApiError::param(ErrorCode::IdempotencyKeyMissing, header::IDEMPOTENCY_KEY, "schedule.trigger needs an idempotency-key header");
-        return commands::close(tx, msg, &opened, Err(e)).await;
+        return commands::close(tx, msg, &opened, Answer::Refused(e)).await;
     };
     let charges = match parse_trigger(&opened.body) {
         Ok(c) => c,
-        Err(e) => return commands::close(tx, msg, &opened, Err(e)).await,
+        Err(e) => return commands::close(tx, msg, &opened, Answer::Refused(e)).await,
     };
     let merchant = &opened.merchant;
     let now = ctx.clock.now();
@@ -136,22 +136,28 @@ fn session_body(req: &CreateSession) -> Value {
     body
 }
 
-/// Sends up to `limit` queued charges as commands, merchants taking turns
-/// (each merchant's oldest first): one merchant's 10,000-charge trigger does
-/// not hold every other merchant's behind it.
+/// Sends up to `limit` queued charges as commands, merchants taking turns:
+/// each merchant's oldest first, and among merchants the one served longest
+/// ago first. One merchant's 10,000-charge trigger does not hold every other
+/// merchant's behind it, however small each round is.
 pub async fn send_queued(pool: &Pool, outbox: &Outbox, ctx: &Ctx, limit: i64) -> Result<usize, HandlerError> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     let rows = tx
         .query(
             "WITH turns AS (
-                 SELECT trigger_id, idx, row_number() OVER (PARTITION BY merchant_id ORDER BY created_at, trigger_id, idx) AS turn
+                 SELECT trigger_id, idx, merchant_id,
+                        row_number() OVER (PARTITION BY merchant_id ORDER BY created_at, trigger_id, idx) AS turn
                  FROM schedule_trigger_items WHERE status = 'queued'
+             ), served AS (
+                 SELECT m.merchant_id,
+                        (SELECT max(x.sent_at) FROM schedule_trigger_items x WHERE x.merchant_id = m.merchant_id AND x.sent_at IS NOT NULL) AS last
+                 FROM (SELECT DISTINCT merchant_id FROM turns) m
              )
              SELECT i.trigger_id, i.idx, i.merchant_id, i.request
-             FROM schedule_trigger_items i JOIN turns t USING (trigger_id, idx)
+             FROM schedule_trigger_items i JOIN turns t USING (trigger_id, idx) JOIN served s ON s.merchant_id = i.merchant_id
              WHERE i.status = 'queued' AND t.turn <= $1
-             ORDER BY t.turn, i.created_at, i.trigger_id, i.idx LIMIT $1 FOR UPDATE OF i SKIP LOCKED",
+             ORDER BY t.turn, s.last NULLS FIRST, i.created_at, i.trigger_id, i.idx LIMIT $1 FOR UPDATE OF i SKIP LOCKED",
             &[&limit],
         )
         .await?;
@@ -166,7 +172,11 @@ pub async fn send_queued(pool: &Pool, outbox: &Outbox, ctx: &Ctx, limit: i64) ->
         cmd.correlation_id = Some(format!("trg:{trigger}:{idx}"));
         cmd.reply_to = Some(ctx.replies_queue.clone());
         out.push(cmd);
-        tx.execute("UPDATE schedule_trigger_items SET status = 'sent' WHERE trigger_id = $1 AND idx = $2", &[&trigger, &idx]).await?;
+        tx.execute(
+            "UPDATE schedule_trigger_items SET status = 'sent', sent_at = now() WHERE trigger_id = $1 AND idx = $2",
+            &[&trigger, &idx],
+        )
+        .await?;
     }
     outbox.enqueue(&tx, &out).await?;
     tx.commit().await?;

@@ -55,7 +55,7 @@ impl Handler for EndpointHandler {
                     self.dispatcher.notify_one();
                     a
                 }
-                other => Err(ApiError::new(ErrorCode::UnknownCommand, format!("webhook-dispatch does not handle {other:?}"))),
+                other => Answer::Refused(ApiError::new(ErrorCode::UnknownCommand, format!("webhook-dispatch does not handle {other:?}"))),
             };
             match msg.routing_key.as_str() {
                 // These answer with the signing secret: it rests sealed, as in its column.
@@ -86,16 +86,16 @@ impl EndpointHandler {
     async fn create(&self, tx: &Transaction<'_>, merchant: &MerchantId, body: &Value, now: DateTime<Utc>) -> Result<Answer, HandlerError> {
         let req = match CreateEndpoint::parse(body) {
             Ok(r) => r,
-            Err(e) => return Ok(Err(e)),
+            Err(e) => return Ok(Answer::Refused(e)),
         };
         if req.url.scheme() != "https" && !self.allow_http {
-            return Ok(Err(ApiError::param(ErrorCode::UrlInvalid, "url", "webhook URLs must use https")));
+            return Ok(Answer::Refused(ApiError::param(ErrorCode::UrlInvalid, "url", "webhook URLs must use https")));
         }
         // No DNS here: the transaction must not wait on a resolver, and the
         // answer must not say what a name resolves to. Deliveries resolve
         // through the guard, which refuses special addresses (DNS rebinding included).
         if let Err(why) = self.guard.check_literal(req.url.host_str().unwrap_or_default()) {
-            return Ok(Err(ApiError::param(ErrorCode::WebhookUrlNotAllowed, "url", why)));
+            return Ok(Answer::Refused(ApiError::param(ErrorCode::WebhookUrlNotAllowed, "url", why)));
         }
         // Counted under a lock on the merchant, so concurrent creates cannot pass the cap together.
         tx.execute("SELECT pg_advisory_xact_lock(hashtext('ps-endpoints:' || $1))", &[&merchant.as_str()]).await?;
@@ -104,7 +104,7 @@ impl EndpointHandler {
             .await?
             .get(0);
         if existing >= self.max_per_merchant {
-            return Ok(Err(ApiError::new(
+            return Ok(Answer::Refused(ApiError::new(
                 ErrorCode::WebhookEndpointLimitReached,
                 format!("a merchant may have {} webhook endpoints; delete one first", self.max_per_merchant),
             )));
@@ -132,7 +132,7 @@ impl EndpointHandler {
         )
         .await?;
         tracing::info!(endpoint = %endpoint.id, merchant = %merchant, "webhook endpoint created");
-        Ok(Ok((to_json(&endpoint)?, vec![])))
+        Ok(Answer::Done(to_json(&endpoint)?, vec![]))
     }
 }
 
@@ -158,10 +158,10 @@ async fn lock(tx: &Transaction<'_>, merchant: &MerchantId, id: &WebhookEndpointI
 async fn delete(tx: &Transaction<'_>, merchant: &MerchantId, body: &Value) -> Result<Answer, HandlerError> {
     let id = match webhooks::parse_endpoint_ref(body) {
         Ok(id) => id,
-        Err(e) => return Ok(Err(e)),
+        Err(e) => return Ok(Answer::Refused(e)),
     };
     if lock(tx, merchant, &id).await?.is_none() {
-        return Ok(Err(not_found(&id)));
+        return Ok(Answer::Refused(not_found(&id)));
     }
     tx.execute("UPDATE webhook_endpoints SET status = 'deleted', updated_at = now() WHERE id = $1", &[&id.as_str()]).await?;
     tx.execute(
@@ -170,7 +170,7 @@ async fn delete(tx: &Transaction<'_>, merchant: &MerchantId, body: &Value) -> Re
         &[&id.as_str()],
     )
     .await?;
-    Ok(Ok((json!({"id": id, "object": "webhook_endpoint", "deleted": true}), vec![])))
+    Ok(Answer::Done(json!({"id": id, "object": "webhook_endpoint", "deleted": true}), vec![]))
 }
 
 /// A new secret; the old one keeps signing beside it for 24 hours.
@@ -183,9 +183,9 @@ async fn rotate(
 ) -> Result<Answer, HandlerError> {
     let id = match webhooks::parse_endpoint_ref(body) {
         Ok(id) => id,
-        Err(e) => return Ok(Err(e)),
+        Err(e) => return Ok(Answer::Refused(e)),
     };
-    let Some(mut endpoint) = lock(tx, merchant, &id).await? else { return Ok(Err(not_found(&id))) };
+    let Some(mut endpoint) = lock(tx, merchant, &id).await? else { return Ok(Answer::Refused(not_found(&id))) };
     let secret = new_secret();
     tx.execute(
         "UPDATE webhook_endpoints SET previous_secret = secret, previous_secret_expires_at = $2::timestamptz + interval '24 hours',
@@ -194,7 +194,7 @@ async fn rotate(
     )
     .await?;
     endpoint.secret = Some(secret);
-    Ok(Ok((to_json(&endpoint)?, vec![])))
+    Ok(Answer::Done(to_json(&endpoint)?, vec![]))
 }
 
 /// Turns a disabled endpoint back on with a clean record: deliveries failed
@@ -202,9 +202,9 @@ async fn rotate(
 async fn enable(tx: &Transaction<'_>, merchant: &MerchantId, body: &Value) -> Result<Answer, HandlerError> {
     let id = match webhooks::parse_endpoint_ref(body) {
         Ok(id) => id,
-        Err(e) => return Ok(Err(e)),
+        Err(e) => return Ok(Answer::Refused(e)),
     };
-    let Some(mut endpoint) = lock(tx, merchant, &id).await? else { return Ok(Err(not_found(&id))) };
+    let Some(mut endpoint) = lock(tx, merchant, &id).await? else { return Ok(Answer::Refused(not_found(&id))) };
     if endpoint.status == EndpointStatus::Disabled {
         tx.execute(
             "UPDATE webhook_endpoints SET status = 'enabled', disabled_reason = NULL, failing_since = NULL, updated_at = now() WHERE id = $1",
@@ -214,7 +214,7 @@ async fn enable(tx: &Transaction<'_>, merchant: &MerchantId, body: &Value) -> Re
         endpoint.status = EndpointStatus::Enabled;
         tracing::info!(endpoint = %id, merchant = %merchant, "webhook endpoint enabled by command");
     }
-    Ok(Ok((to_json(&endpoint)?, vec![])))
+    Ok(Answer::Done(to_json(&endpoint)?, vec![]))
 }
 
 /// Turns an endpoint off as the dispatcher does after days of failures: its
@@ -222,11 +222,11 @@ async fn enable(tx: &Transaction<'_>, merchant: &MerchantId, body: &Value) -> Re
 async fn disable(tx: &Transaction<'_>, merchant: &MerchantId, body: &Value, now: DateTime<Utc>) -> Result<Answer, HandlerError> {
     let id = match webhooks::parse_endpoint_ref(body) {
         Ok(id) => id,
-        Err(e) => return Ok(Err(e)),
+        Err(e) => return Ok(Answer::Refused(e)),
     };
-    let Some(mut endpoint) = lock(tx, merchant, &id).await? else { return Ok(Err(not_found(&id))) };
+    let Some(mut endpoint) = lock(tx, merchant, &id).await? else { return Ok(Answer::Refused(not_found(&id))) };
     if endpoint.status == EndpointStatus::Disabled {
-        return Ok(Ok((to_json(&endpoint)?, vec![])));
+        return Ok(Answer::Done(to_json(&endpoint)?, vec![]));
     }
     tx.execute(
         "UPDATE webhook_endpoints SET status = 'disabled', disabled_reason = 'disabled by command', updated_at = now() WHERE id = $1",
@@ -242,24 +242,24 @@ async fn disable(tx: &Transaction<'_>, merchant: &MerchantId, body: &Value, now:
     endpoint.status = EndpointStatus::Disabled;
     tracing::info!(endpoint = %id, merchant = %merchant, "webhook endpoint disabled by command");
     let event = ps_store::events::event(ps_contract::events::EventType::WebhookEndpointDisabled, merchant, now, &endpoint)?;
-    Ok(Ok((to_json(&endpoint)?, vec![event])))
+    Ok(Answer::Done(to_json(&endpoint)?, vec![event]))
 }
 
 async fn redeliver(tx: &Transaction<'_>, merchant: &MerchantId, body: &Value) -> Result<Answer, HandlerError> {
     let (event, endpoint) = match webhooks::parse_redeliver(body) {
         Ok(x) => x,
-        Err(e) => return Ok(Err(e)),
+        Err(e) => return Ok(Answer::Refused(e)),
     };
     let found =
         tx.query_opt("SELECT type FROM webhook_events WHERE id = $1 AND merchant_id = $2", &[&event.as_str(), &merchant.as_str()]).await?;
     let Some(row) = found else {
-        return Ok(Err(ApiError::param(ErrorCode::EventNotFound, "event_id", format!("no such event: {event}"))));
+        return Ok(Answer::Refused(ApiError::param(ErrorCode::EventNotFound, "event_id", format!("no such event: {event}"))));
     };
     let kind: String = row.get(0);
     let targets: Vec<String> = match &endpoint {
         Some(id) => match lock(tx, merchant, id).await? {
             Some(e) if e.status == EndpointStatus::Enabled => vec![id.to_string()],
-            _ => return Ok(Err(not_found(id))),
+            _ => return Ok(Answer::Refused(not_found(id))),
         },
         None => tx
             .query(
@@ -275,5 +275,5 @@ async fn redeliver(tx: &Transaction<'_>, merchant: &MerchantId, body: &Value) ->
         tx.execute("INSERT INTO webhook_deliveries (event_id, endpoint_id, status) VALUES ($1, $2, 'pending')", &[&event.as_str(), t])
             .await?;
     }
-    Ok(Ok((json!({"object": "webhook_redelivery", "event_id": event, "webhook_endpoint_ids": targets}), vec![])))
+    Ok(Answer::Done(json!({"object": "webhook_redelivery", "event_id": event, "webhook_endpoint_ids": targets}), vec![]))
 }

@@ -126,3 +126,22 @@ pub async fn start(config: WebhookConfig, stop: CancellationToken) -> Result<Run
     let watching = tokio::spawn(metrics::watch_backlog(running.pool.clone(), every, stop));
     Ok(running.with_task(delivering).with_task(watching))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn live_mode_refuses_local_mode() {
+        let vars = [
+            ("PS_MODE", "live"),
+            ("AMQP_URL", "amqps://ps-webhooks:pw@rabbit:5671/%2f"),
+            ("DATABASE_URL", "postgres://ps_webhooks:pw@db/ps?sslmode=verify-full"),
+            ("PS_SECRET_KEYS", "k1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="),
+        ];
+        assert!(WebhookConfig::from_env(&Env::from_pairs(vars)).is_ok());
+        let mut local = vars.to_vec();
+        local.push(("WEBHOOK_LOCAL_MODE", "true"));
+        assert_eq!(WebhookConfig::from_env(&Env::from_pairs(local)).unwrap_err().var, "WEBHOOK_LOCAL_MODE");
+    }
+}

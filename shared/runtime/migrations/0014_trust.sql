@@ -46,5 +46,7 @@ UPDATE payment_attempts a SET payment_method_id = s.payment_method_id, keep_card
 FROM payment_sessions s WHERE s.id = a.session_id AND a.source = 'merchant';
 
 -- Queued trigger charges are sent merchant by merchant in turns (scheduler): each
--- merchant's oldest first, read from this index.
+-- merchant's oldest first, the merchant served longest ago first.
+ALTER TABLE schedule_trigger_items ADD COLUMN sent_at TIMESTAMPTZ;
 CREATE INDEX schedule_trigger_items_turns ON schedule_trigger_items (merchant_id, created_at, trigger_id, idx) WHERE status = 'queued';
+CREATE INDEX schedule_trigger_items_served ON schedule_trigger_items (merchant_id, sent_at) WHERE sent_at IS NOT NULL;

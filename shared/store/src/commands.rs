@@ -13,8 +13,13 @@ use ps_runtime::sealing::{context, sealed_json, At, Keyring, SecretsError};
 use ps_runtime::{Admission, Handled, HandlerError, Incoming, Outbound};
 use serde_json::Value;
 
-/// A command's answer: the object to reply with and what to publish.
-pub type Answer = Result<(Value, Vec<Outbound>), ApiError>;
+/// How a command came out.
+pub enum Answer {
+    /// The object to reply with, and what to publish.
+    Done(Value, Vec<Outbound>),
+    /// Refused: changes nothing, and releases its idempotency key.
+    Refused(ApiError),
+}
 
 /// A command ready for its handler.
 pub struct Opened {
@@ -140,7 +145,7 @@ async fn finish(
     seal: Option<&Keyring>,
 ) -> Result<Handled, HandlerError> {
     match answer {
-        Ok((reply, publish)) => {
+        Answer::Done(reply, publish) => {
             if let Some(k) = &opened.key {
                 let kept = match seal {
                     Some(keys) => keys.seal_json(&At::idempotency_reply(opened.merchant.as_str(), k.as_str()), &reply),
@@ -156,7 +161,7 @@ async fn finish(
             h.outbox.extend(publish);
             Ok(h)
         }
-        Err(e) => {
+        Answer::Refused(e) => {
             if let Some(k) = &opened.key {
                 idempotency::release(tx, &opened.merchant, k).await?;
             }

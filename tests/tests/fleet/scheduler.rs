@@ -315,3 +315,29 @@ async fn two_schedulers_one_killed_mid_batch_charge_every_cycle_exactly_once() {
     assert_eq!(env.count("SELECT count(*) FROM payment_sessions").await, n);
     env.finish().await;
 }
+
+/// A merchant's large trigger does not keep another merchant's charge waiting
+/// behind it: queued charges go out merchant by merchant, in turns.
+#[tokio::test]
+async fn one_merchants_large_trigger_does_not_hold_up_another_merchants() {
+    let f = fleet(&[("SCHEDULER_TRIGGER_RATE", "20")]).await;
+    let (_, _, big) = seed_mandate(&f.env.pool, "bulk", json!({"type": "on_demand", "currency": "ZAR"}), (12, 2099), true).await;
+    let (_, _, small) = seed_mandate(&f.env.pool, "corner", json!({"type": "on_demand", "currency": "ZAR"}), (12, 2099), true).await;
+    let charges: Vec<Value> =
+        (0..200).map(|i| json!({"mandate_id": big, "amount": 100, "currency": "ZAR", "external_reference": format!("bulk-{i}")})).collect();
+    f.env
+        .send(
+            Command::new("schedule.trigger", &json!({ "charges": charges }))
+                .header("merchant-id", "bulk")
+                .header("idempotency-key", "bulk-1"),
+        )
+        .await;
+    f.env.wait_for_count("SELECT count(*) FROM schedule_trigger_items WHERE status <> 'queued'", 1).await;
+    let one = json!({"charges": [{"mandate_id": small, "amount": 100, "currency": "ZAR", "external_reference": "corner-1"}]});
+    let answered =
+        f.env.call(Command::new("schedule.trigger", &one).header("merchant-id", "corner").header("idempotency-key", "corner-1")).await;
+    assert!(answered.body["items"][0]["payment_session_id"].is_string(), "{}", answered.body);
+    let waiting = f.env.count("SELECT count(*) FROM schedule_trigger_items WHERE merchant_id = 'bulk' AND status = 'queued'").await;
+    assert!(waiting > 0, "the corner shop's charge went out while the bulk trigger still had {waiting} charges waiting");
+    f.env.finish().await;
+}

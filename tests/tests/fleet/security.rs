@@ -71,10 +71,57 @@ async fn a_forged_authorize_charges_nothing_and_a_recorded_one_charges_its_amoun
     assert!(header_str(Some(&headers), header::DEAD_LETTER_REASON).unwrap().contains("amount 50000 differs"));
     assert_eq!(env.count("SELECT count(*) FROM sandbox_ledger").await, 0, "no forged request reached the processor");
 
+    // The right amount, but another card than the attempt's, or a card kept that the attempt let go.
+    let other = vaulted_card(&env, "4242424242424242").await;
+    env.publish(exchange::INTERNAL, "gateway.authorize", &authorize(&attempt, session, 500, &other), "forged-3", "shop").await;
+    let (_, headers) = env.next_dead_letter(&topology::GATEWAY).await;
+    assert!(header_str(Some(&headers), header::DEAD_LETTER_REASON).unwrap().contains("card is not the one"));
+    let mut keep: serde_json::Value = serde_json::from_slice(&authorize(&attempt, session, 500, &token)).unwrap();
+    keep["keep_card"] = json!(true);
+    env.publish(exchange::INTERNAL, "gateway.authorize", keep.to_string().as_bytes(), "forged-4", "shop").await;
+    let (_, headers) = env.next_dead_letter(&topology::GATEWAY).await;
+    assert!(header_str(Some(&headers), header::DEAD_LETTER_REASON).unwrap().contains("kept"));
+    assert_eq!(env.count("SELECT count(*) FROM sandbox_ledger").await, 0);
+
     // The request the fleet recorded goes through, for the recorded amount.
     env.publish(exchange::INTERNAL, "gateway.authorize", &authorize(&attempt, session, 500, &token), "genuine", "shop").await;
     env.wait_for_count("SELECT count(*) FROM sandbox_ledger", 1).await;
     assert_eq!(env.count("SELECT sum(amount)::bigint FROM sandbox_ledger").await, 500);
+    env.finish().await;
+}
+
+/// Lifecycle holds a processor's answer to its attempt too: an amount or key
+/// that is not the attempt's is dead-lettered, never applied.
+#[tokio::test]
+async fn a_result_that_does_not_match_its_attempt_is_not_applied() {
+    let mut env = TestEnv::new().await;
+    env.start_intake().await;
+    env.start_lifecycle(&[]).await;
+    // No gateway: the charge stays pending, its authorize unanswered.
+    let (_, _, md) =
+        integration_tests::seed_mandate(&env.pool, "gym", json!({"type": "on_demand", "currency": "ZAR"}), (12, 2099), true).await;
+    let s =
+        env.call(Command::create("gym", &json!({"type": "next_in_series", "amount": 700, "currency": "ZAR", "mandate_id": md}))).await.body;
+    let id = s["id"].as_str().unwrap();
+    let row = env.pool.get().await.unwrap().query_one("SELECT id, processor_idempotency_key FROM payment_attempts", &[]).await.unwrap();
+    let (attempt, key): (String, String) = (row.get(0), row.get(1));
+    let result = |amount: i64, key: &str| {
+        json!({"operation": "authorize", "attempt_id": attempt, "session_id": id, "merchant_id": "gym", "outcome": "succeeded",
+               "amount": amount, "currency": "ZAR", "error_code": null, "decline_code": null, "message": null, "card": null,
+               "card_token": null, "processor_reference": "ref-1", "processor_idempotency_key": key, "refund_id": null})
+        .to_string()
+    };
+    env.publish(exchange::INTERNAL, "gateway.result", result(1, &key).as_bytes(), "forged-result-1", "gym").await;
+    let (_, headers) = env.next_dead_letter(&topology::LIFECYCLE).await;
+    assert_eq!(header_str(Some(&headers), header::DEAD_LETTER_CODE).as_deref(), Some("result_not_vouched"));
+    assert!(header_str(Some(&headers), header::DEAD_LETTER_REASON).unwrap().contains("amount 1 differs"));
+    env.publish(exchange::INTERNAL, "gateway.result", result(700, "authorize:att_other").as_bytes(), "forged-result-2", "gym").await;
+    let (_, headers) = env.next_dead_letter(&topology::LIFECYCLE).await;
+    assert!(header_str(Some(&headers), header::DEAD_LETTER_REASON).unwrap().contains("processor key"));
+    assert_eq!(env.session(id).await["payment_outcome"], "pending", "nothing was applied");
+    // The attempt's own answer is.
+    env.publish(exchange::INTERNAL, "gateway.result", result(700, &key).as_bytes(), "genuine-result", "gym").await;
+    assert_eq!(env.event_about("payment_session.completed", id).await["data"]["payment_outcome"], "paid");
     env.finish().await;
 }
 
@@ -169,7 +216,7 @@ async fn webhook_secrets_rest_sealed_everywhere_and_survive_a_key_rotation() {
         serde_json::from_str(&env.psctl_with(&[("PS_SECRET_KEYS", &both)], &["secrets", "rewrap", "--json"])).unwrap();
     assert!(report.as_array().unwrap().iter().any(|r| r["secrets"] == "webhook_endpoints.secret" && r["resealed"] == 1), "{report}");
     for (table, text) in AT_REST {
-        let old = env.count(&format!("SELECT count(*) FROM {table} t WHERE {text} LIKE '%ps1:test1:%'")).await;
+        let old = env.count(&format!("SELECT count(*) FROM {table} t WHERE {text} LIKE '%ps2:test1:%'")).await;
         assert_eq!(old, 0, "{table} still holds values sealed under the retired key");
     }
     env.start_intake().await;

@@ -138,3 +138,71 @@ async fn the_checkout_reaches_the_vault_over_tls_with_its_token_and_nobody_else_
     assert_eq!(env.count("SELECT count(*) FROM vault_cards").await, 2, "the paid card and the one stored with the token");
     env.finish().await;
 }
+
+/// Live mode as production runs it: amqps as the service's own broker user,
+/// PostgreSQL with `sslmode=verify-full` as the service's own role (the
+/// server's certificate trusted through SSL_CERT_FILE), https session URLs.
+/// A role no grant binds (a superuser) stops it at start.
+#[tokio::test]
+async fn intake_runs_in_live_mode_over_tls_as_its_own_users_and_refuses_a_superuser() {
+    let ca = TestCa::new();
+    let front = TlsFront::start(&ca.leaf("rabbitmq"), "127.0.0.1:5672".parse().unwrap()).await;
+    let mut env = TestEnv::in_vhost().await;
+    let user = integration_tests::peers::BrokerUser::create(&env, "ps-intake", &[]);
+    let vhost = env.vhost.clone().unwrap();
+    let amqps = format!("amqps://{}:{}@localhost:{}/{vhost}", user.name, user.password, front.port);
+    // Trusted: the test CA (the broker's front) and the database server's own certificate.
+    let bundle = std::env::temp_dir().join(format!("ps-trust-{}.pem", uuid::Uuid::new_v4().simple()));
+    let server_cert =
+        std::fs::read_to_string("/etc/ssl/certs/ssl-cert-snakeoil.pem").expect("PostgreSQL's certificate (Debian's snakeoil)");
+    std::fs::write(&bundle, format!("{}\n{server_cert}", std::fs::read_to_string(ca.ca_file()).unwrap())).unwrap();
+    let bundle_path = bundle.display().to_string();
+    let c = env.pool.get().await.unwrap();
+    c.batch_execute(include_str!("../../../deploy/postgres/roles.sql")).await.expect("roles.sql applies");
+    let superuser = format!("ps_root_{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    c.batch_execute(&format!("CREATE ROLE {superuser} LOGIN SUPERUSER")).await.unwrap();
+    drop(c);
+    let db_as = |role: &str| format!("postgres://{role}@localhost:5432/{}?sslmode=verify-full", env.db_name);
+    let live = |db: String| {
+        vec![
+            ("PS_MODE", "live".to_owned()),
+            ("AMQP_URL", amqps.clone()),
+            ("DATABASE_URL", db),
+            ("SSL_CERT_FILE", bundle_path.clone()),
+            ("DATABASE_MIGRATE", "false".to_owned()),
+            ("CHECKOUT_BASE_URL", "https://pay.example.com".to_owned()),
+        ]
+    };
+    let refused = {
+        let vars = live(db_as(&superuser));
+        let config = session_intake::IntakeConfig::from_env(&env.env_with(&vars.iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>()))
+            .expect("a superuser's URL looks like any other");
+        session_intake::start(config, tokio_util::sync::CancellationToken::new()).await.err().expect("a superuser is refused at start")
+    };
+    assert!(refused.to_string().contains("superuser"), "{refused}");
+
+    let vars = live(db_as("ps_intake"));
+    env.start_intake_with(&vars.iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>()).await;
+    let s = env.call(Command::create("shop", &one_time())).await.body;
+    assert_eq!((s["status"].as_str(), s["mode"].as_str()), (Some("active"), Some("live")), "{s}");
+    assert!(s["session_url"].as_str().unwrap().starts_with("https://pay.example.com/pay/"), "{s}");
+    assert!(front.handshakes() >= 1, "intake reached the broker over TLS");
+    let encrypted =
+        env.count("SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE s.ssl AND a.usename = 'ps_intake'").await;
+    assert!(encrypted >= 1, "intake's database connections are encrypted");
+    env.stop_services().await;
+    let _ = std::fs::remove_file(&bundle);
+    let c = env.pool.get().await.unwrap();
+    for r in ["ps_intake", "ps_checkout", "ps_gateway", "ps_lifecycle", "ps_webhooks", "ps_scheduler"] {
+        c.batch_execute(&format!("DROP OWNED BY {r}")).await.unwrap();
+    }
+    drop(c);
+    let (admin, conn) = tokio_postgres::connect(&integration_tests::admin_database_url(), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    env.finish().await;
+    let _ = admin.batch_execute(&format!("DROP ROLE IF EXISTS {superuser}")).await;
+    for r in ["ps_intake", "ps_checkout", "ps_gateway", "ps_lifecycle", "ps_webhooks", "ps_scheduler"] {
+        // Roles are cluster-wide: another test's database may still grant them something.
+        let _ = admin.batch_execute(&format!("DROP ROLE IF EXISTS {r}")).await;
+    }
+}

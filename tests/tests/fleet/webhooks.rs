@@ -249,6 +249,134 @@ async fn a_hanging_endpoint_does_not_hold_up_another() {
     env.finish().await;
 }
 
+/// Many endpoints give a merchant no more delivery slots than one: its share is
+/// per merchant, so another merchant's deliveries keep flowing.
+#[tokio::test]
+async fn a_merchant_with_many_hanging_endpoints_holds_up_nobody_else() {
+    let mut env = TestEnv::new().await;
+    env.start_intake().await;
+    env.start_webhooks(&[
+        ("WEBHOOK_CONCURRENCY", "8"),
+        ("WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT", "2"),
+        ("WEBHOOK_MAX_IN_FLIGHT_PER_MERCHANT", "4"),
+        ("WEBHOOK_TIMEOUT_MS", "60000"),
+    ])
+    .await;
+    let stuck = Receiver::start(&[], Answer::Hang).await;
+    let fine = Receiver::start(&[], Answer::Status(200)).await;
+    for i in 0..6 {
+        endpoint(&env, "slowpoke", &format!("{}?endpoint={i}", stuck.url), json!(["*"])).await;
+    }
+    endpoint(&env, "shop", &fine.url, json!(["*"])).await;
+    for _ in 0..5 {
+        env.send(Command::create("slowpoke", &one_time()).no_reply()).await;
+    }
+    stuck.wait_for(4).await;
+    for _ in 0..10 {
+        env.send(Command::create("shop", &one_time()).no_reply()).await;
+    }
+    fine.wait_for(10).await;
+    assert_eq!(stuck.received().len(), 4, "six endpoints, and still only the merchant's four slots");
+    stuck.release();
+    stuck.wait_for(30).await;
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn a_merchant_has_a_bounded_number_of_endpoints() {
+    let mut env = TestEnv::new().await;
+    env.start_webhooks(&[("WEBHOOK_MAX_ENDPOINTS_PER_MERCHANT", "2")]).await;
+    let create = |merchant: &str, n: usize| {
+        Command::new("webhook_endpoint.create", &json!({"url": format!("https://127.0.0.1:9/hooks?n={n}"), "enabled_events": ["*"]}))
+            .header("merchant-id", merchant)
+    };
+    for n in 0..2 {
+        assert_eq!(env.call(create("shop", n)).await.body["status"], "enabled");
+    }
+    let third = env.call(create("shop", 2)).await;
+    assert_eq!(third.error_code(), Some("webhook_endpoint_limit_reached"), "{}", third.body);
+    assert_eq!(env.call(create("other", 0)).await.body["status"], "enabled", "the cap is per merchant");
+    // A deleted endpoint frees its place.
+    let id: String = env
+        .pool
+        .get()
+        .await
+        .unwrap()
+        .query_one("SELECT id FROM webhook_endpoints WHERE merchant_id = 'shop' LIMIT 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    env.call(Command::new("webhook_endpoint.delete", &json!({"webhook_endpoint_id": id})).header("merchant-id", "shop")).await;
+    assert_eq!(env.call(create("shop", 3)).await.body["status"], "enabled");
+    env.finish().await;
+}
+
+/// Creating an endpoint asks no resolver (the command's transaction must not
+/// wait on DNS, and its answer must not say what a name resolves to); the
+/// delivery resolves through the guard, which refuses a private address
+/// without contacting it and without naming it.
+#[tokio::test]
+async fn a_name_that_resolves_to_a_private_address_is_refused_where_it_is_used() {
+    let host = String::from_utf8(std::process::Command::new("hostname").output().unwrap().stdout).unwrap().trim().to_owned();
+    let resolved: Vec<std::net::IpAddr> = tokio::net::lookup_host((host.as_str(), 443)).await.unwrap().map(|a| a.ip()).collect();
+    assert!(
+        !resolved.is_empty() && resolved.iter().all(|ip| webhook_dispatch::guard::is_special(*ip)),
+        "this test needs the machine's own name to resolve to private addresses only: {host} -> {resolved:?}"
+    );
+    let mut env = TestEnv::new().await;
+    env.start_intake().await;
+    env.start_webhooks(&[("WEBHOOK_LOCAL_MODE", "false"), ("WEBHOOK_RETRY_SCHEDULE_SECS", "3600")]).await;
+    let url = format!("https://{host}:{}/hooks", integration_tests::free_port());
+    let ep = env
+        .call(Command::new("webhook_endpoint.create", &json!({"url": url, "enabled_events": ["*"]})).header("merchant-id", "shop"))
+        .await;
+    assert_eq!(ep.body["status"], "enabled", "{}", ep.body);
+    env.call(Command::create("shop", &one_time())).await;
+    env.wait_for_count("SELECT count(*) FROM webhook_attempts WHERE error LIKE '%private or reserved%'", 1).await;
+    let error: String = env.pool.get().await.unwrap().query_one("SELECT error FROM webhook_attempts", &[]).await.unwrap().get(0);
+    for ip in &resolved {
+        assert!(!error.contains(&ip.to_string()), "the refusal names no address: {error}");
+    }
+    env.finish().await;
+}
+
+/// A proxy named in the environment would resolve and connect for the
+/// dispatcher, past its guard: the dispatcher never uses one.
+#[tokio::test]
+async fn deliveries_never_go_through_a_proxy_from_the_environment() {
+    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_url = format!("http://{}", proxy.local_addr().unwrap());
+    let knocks = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = knocks.clone();
+    tokio::spawn(async move {
+        while let Ok((conn, _)) = proxy.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(conn);
+        }
+    });
+    let mut env = TestEnv::new().await;
+    env.start_intake().await;
+    let rx = Receiver::start(&[], Answer::Status(200)).await;
+    let vars = [
+        ("WEBHOOK_LOCAL_MODE", "true"),
+        ("WEBHOOK_POLL_MS", "50"),
+        ("HTTP_PROXY", proxy_url.as_str()),
+        ("HTTPS_PROXY", proxy_url.as_str()),
+        ("ALL_PROXY", proxy_url.as_str()),
+        ("http_proxy", proxy_url.as_str()),
+        ("https_proxy", proxy_url.as_str()),
+    ];
+    env.spawn_binary("webhook-dispatch", &vars);
+    let ep = env
+        .call(Command::new("webhook_endpoint.create", &json!({"url": rx.url, "enabled_events": ["*"]})).header("merchant-id", "shop"))
+        .await;
+    assert_eq!(ep.body["status"], "enabled", "{}", ep.body);
+    env.call(Command::create("shop", &one_time())).await;
+    rx.wait_for(1).await;
+    assert_eq!(knocks.load(std::sync::atomic::Ordering::SeqCst), 0, "the proxy was never contacted");
+    env.finish().await;
+}
+
 #[tokio::test]
 async fn exhausted_deliveries_show_as_dead_letters_and_can_be_redelivered() {
     let mut env = TestEnv::new().await;
