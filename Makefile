@@ -1,12 +1,12 @@
 # The two commands the README gives: `make run` and `make test`.
 CARGO ?= cargo
 
-.PHONY: run test services browser build unit fmt lint bench faults profile validate demo
+.PHONY: run test services browser stripe build unit fmt lint bench faults profile validate demo
 
 run: services build
 	./scripts/run-fleet.sh
 
-test: services browser build
+test: services browser stripe build
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 		$(CARGO) nextest run --workspace --no-fail-fast; \
 	else \
@@ -16,6 +16,10 @@ test: services browser build
 
 browser:
 	./scripts/ensure-browser.sh
+
+# localstripe, the stand-in Stripe the connector's tests run against.
+stripe:
+	./scripts/ensure-localstripe.sh
 
 services:
 	./scripts/ensure-services.sh
@@ -55,7 +59,7 @@ profile:
 
 # The fault suite, quick and long scenarios one at a time (the long ones restart
 # this machine's RabbitMQ and PostgreSQL), then the table, also in docs/faults.md.
-faults: services build
+faults: services stripe build
 	rm -rf target/faults
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 		$(CARGO) nextest run -p integration-tests --test faults --run-ignored all --test-threads 1 --no-fail-fast; \

@@ -70,21 +70,27 @@ GRANT UPDATE (updated_at) ON mandates TO ps_intake;
 -- A mandate's usage so far, which a charge is checked against (written by the sessions' trigger).
 GRANT SELECT ON mandate_usage TO ps_intake, ps_scheduler;
 
--- checkout: reads a session, starts an attempt on it. No access to the vault.
+-- checkout: reads a session, starts an attempt on it, shows the challenge an attempt waits on. No access to the vault.
 GRANT SELECT, UPDATE ON payment_sessions TO ps_checkout;
 GRANT INSERT ON payment_attempts TO ps_checkout;
+GRANT SELECT (id, session_id, status, next_action, processor_idempotency_key) ON payment_attempts TO ps_checkout;
 
 -- gateway: its vault, its processor's ledger, its call log; the token of a saved method.
 GRANT SELECT, INSERT ON vault_cards, sandbox_ledger TO ps_gateway;
--- A card that was not saved loses its number once its attempt is answered.
-GRANT UPDATE (pan_sealed, forgotten_at) ON vault_cards TO ps_gateway;
+-- A card that was not saved loses its number once its attempt is answered; a
+-- saved one gains its processor customer.
+GRANT UPDATE (pan_sealed, forgotten_at, processor_customer) ON vault_cards TO ps_gateway;
+-- The sandbox's issuer decides a challenge once the customer has answered it.
+GRANT UPDATE (outcome, error_code, decline_code) ON sandbox_ledger TO ps_gateway;
+-- The processor's objects behind our keys, and its events, applied once.
+GRANT SELECT, INSERT ON processor_objects, processor_events TO ps_gateway;
 GRANT INSERT ON processor_calls TO ps_gateway;
 GRANT USAGE ON SEQUENCE processor_calls_id_seq TO ps_gateway;
 GRANT SELECT (id, merchant_id, vault_token) ON payment_methods TO ps_gateway;
 -- Each request is checked against the attempt it names before money moves (DESIGN §10);
 -- the card token, so a resolved attempt's card is saved or forgotten like any other.
 GRANT SELECT (id, session_id, merchant_id, amount, currency, status, processor_idempotency_key, settlement, settlement_requests, card_token,
-              payment_method_id, capture_method, keep_card, source)
+              payment_method_id, capture_method, keep_card, source, save_for)
     ON payment_attempts TO ps_gateway;
 -- Likewise each refund request against the refund lifecycle recorded.
 GRANT SELECT (id, session_id, merchant_id, attempt_id, amount, currency, status, processor_idempotency_key) ON refunds TO ps_gateway;

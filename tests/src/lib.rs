@@ -3,9 +3,11 @@
 //! and removes everything it made when it ends, even if it panics.
 
 pub mod bench;
+pub mod browser;
 pub mod faults;
 pub mod peers;
 pub mod receiver;
+pub mod stripe;
 pub mod tls;
 
 use deadpool_postgres::Pool;
@@ -195,6 +197,8 @@ pub struct TestEnv {
     stops: Vec<CancellationToken>,
     running: Vec<Running>,
     vault_url: Option<String>,
+    /// Where the gateway takes the processor's events (PROCESSOR=stripe).
+    pub processor_events: Option<std::net::SocketAddr>,
     delivery_limit: Option<u32>,
     seen_events: Mutex<Vec<Value>>,
     held_events: Mutex<Vec<Value>>,
@@ -353,6 +357,7 @@ impl TestEnv {
             stops: vec![],
             running: vec![],
             vault_url: None,
+            processor_events: None,
             delivery_limit,
             seen_events: Mutex::new(vec![]),
             held_events: Mutex::new(vec![]),
@@ -418,6 +423,7 @@ impl TestEnv {
         let config = payment_gateway::GatewayConfig::from_env(&self.env_with(&all)).unwrap();
         let running = payment_gateway::start(config, stop.clone()).await.expect("gateway starts");
         let url = format!("http://{}", running.vault_addr);
+        self.processor_events = running.events_addr;
         self.stops.push(stop);
         self.running.push(running.service);
         self.vault_url = Some(url.clone());
@@ -1167,6 +1173,11 @@ impl CheckoutClient {
             form.push(("save_card", "on".into()));
         }
         let r = self.http.post(url).header("cookie", cookie.unwrap_or_default()).form(&form).send().await.unwrap();
+        self.followed(url, r).await
+    }
+
+    /// A 303's target, loaded; any other answer as it is.
+    async fn followed(&self, url: &str, r: reqwest::Response) -> Page {
         let status = r.status().as_u16();
         if status == 303 {
             let base = url.split("/pay/").next().unwrap();
@@ -1174,5 +1185,26 @@ impl CheckoutClient {
             return self.get(&format!("{base}{location}")).await.0;
         }
         Page { status, body: r.text().await.unwrap() }
+    }
+
+    /// On a page showing the sandbox's 3-D Secure challenge, presses the
+    /// button with this id (`authenticate` or `fail_authentication`; `other_card`
+    /// on any challenge); returns the page that follows.
+    pub async fn answer_challenge(&self, url: &str, button: &str) -> Page {
+        let (page, cookie) = self.get(url).await;
+        assert!(page.has(button), "no {button} on the page: {}", page.body);
+        let at = page.body.find(&format!("id=\"{button}\"")).unwrap();
+        let form_start = page.body[..at].rfind("<form").expect("the button is in a form");
+        let form = &page.body[form_start..at];
+        let attr = |name: &str| {
+            let from = form.find(&format!("{name}=\"")).unwrap() + name.len() + 2;
+            form[from..].split('"').next().unwrap().replace("&amp;", "&")
+        };
+        let (action, csrf, result) =
+            (attr("action"), attr("value"), form.rsplit("name=\"result\" value=\"").next().unwrap().split('"').next().unwrap().to_owned());
+        let base = url.split("/pay/").next().unwrap();
+        let fields = [("csrf", csrf), ("result", result)];
+        let r = self.http.post(format!("{base}{action}")).header("cookie", cookie.unwrap_or_default()).form(&fields).send().await.unwrap();
+        self.followed(url, r).await
     }
 }

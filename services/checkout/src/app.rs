@@ -12,7 +12,7 @@ use deadpool_postgres::Pool;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use ps_contract::ids::AttemptId;
-use ps_contract::internal::AuthorizeRequest;
+use ps_contract::internal::{ActionKind, AuthenticateRequest, AuthorizeRequest, NextAction, SaveUsage};
 use ps_contract::lifecycle::{transition, PaymentOutcome, Status, Transition};
 use ps_contract::routing::{exchange, header as h, internal};
 use ps_contract::session::{saved_card_usage, SavePaymentMethod};
@@ -39,6 +39,36 @@ pub struct AppState {
     pub views: Arc<ClientLimiter>,
     /// Served over https: the CSRF cookie is `Secure` and `__Host-`.
     pub https: bool,
+    /// With `PROCESSOR=stripe`: what the page needs to run Stripe.js.
+    pub stripe: Option<Arc<StripeBrowser>>,
+}
+
+/// Stripe.js at the checkout: where it loads from, the key it opens with, and
+/// the origins the page's CSP must allow for it (exactly those).
+#[derive(Debug, Clone)]
+pub struct StripeBrowser {
+    pub js_url: String,
+    pub publishable_key: String,
+    /// `script-src`, `frame-src` and `connect-src` beyond the page itself.
+    pub script_src: String,
+    pub frame_src: String,
+    pub connect_src: String,
+}
+
+impl StripeBrowser {
+    /// Stripe's own Stripe.js needs its script and frame host, its 3-D Secure
+    /// frames and its API (Stripe's documented CSP); any other (localstripe's,
+    /// in tests) serves all three from its own origin.
+    pub fn new(js_url: String, publishable_key: String) -> Result<StripeBrowser, String> {
+        let url = url::Url::parse(&js_url).map_err(|e| format!("{js_url:?} is not a URL: {e}"))?;
+        let origin = url.origin().ascii_serialization();
+        let (script_src, frame_src, connect_src) = if url.host_str() == Some("js.stripe.com") {
+            (origin.clone(), format!("{origin} https://hooks.stripe.com"), "https://api.stripe.com".to_owned())
+        } else {
+            (origin.clone(), origin.clone(), origin)
+        };
+        Ok(StripeBrowser { js_url, publishable_key, script_src, frame_src, connect_src })
+    }
 }
 
 /// At most N requests a minute per client, whatever session they aim at: a
@@ -98,6 +128,7 @@ const SECURE_CSRF_COOKIE: &str = "__Host-ps_csrf";
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/pay/{id}", get(show).post(pay))
+        .route("/pay/{id}/challenge", axum::routing::post(challenged))
         .layer(axum::middleware::from_fn_with_state(state.clone(), http_span))
         .with_state(state)
 }
@@ -116,7 +147,11 @@ async fn http_span(
 ) -> Response {
     use tracing::Instrument;
     // The one route; anything else is answered 404 by the router.
-    let route = if req.uri().path().starts_with("/pay/") { "/pay/{id}" } else { "unmatched" };
+    let route = match req.uri().path().strip_prefix("/pay/") {
+        Some(rest) if rest.ends_with("/challenge") => "/pay/{id}/challenge",
+        Some(_) => "/pay/{id}",
+        None => "unmatched",
+    };
     let method = req.method().as_str().to_owned();
     let name = format!("{method} {route}");
     let span = tracing::info_span!(
@@ -153,7 +188,7 @@ async fn http_span(
 /// The trace a session was created in (its kept traceparent), once the
 /// request's token has opened it; nothing for a token that could not be one.
 async fn session_trace(state: &AppState, uri: &axum::http::Uri) -> Option<String> {
-    let id = uri.path().strip_prefix("/pay/")?;
+    let id = uri.path().strip_prefix("/pay/")?.split('/').next()?;
     let token = uri.query()?.split('&').find_map(|kv| kv.strip_prefix("t="))?;
     if !token_shaped(token) || ps_contract::ids::SessionId::parse(id).is_err() {
         return None;
@@ -190,7 +225,14 @@ fn random_token() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
 }
 
+/// Nothing but the page itself: no script, no frame, no connection elsewhere.
+const STRICT_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
 fn html(status: StatusCode, body: String) -> Response {
+    html_with_csp(status, body, STRICT_CSP)
+}
+
+fn html_with_csp(status: StatusCode, body: String, csp: &str) -> Response {
     let mut r = (status, body).into_response();
     let hs = r.headers_mut();
     hs.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
@@ -199,12 +241,9 @@ fn html(status: StatusCode, body: String) -> Response {
     hs.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     hs.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     hs.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    hs.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-        ),
-    );
+    if let Ok(v) = HeaderValue::from_str(csp) {
+        hs.insert(header::CONTENT_SECURITY_POLICY, v);
+    }
     r
 }
 
@@ -262,7 +301,31 @@ fn csrf_cookie(https: bool) -> &'static str {
 fn page(state: &AppState, s: &StoredSession, token: &str, error: Option<&str>) -> Response {
     let csrf = random_token();
     let id = s.session.id.as_str();
-    let mut r = html(StatusCode::OK, pages::session_page(s, &action(id, token), &csrf, error));
+    let r = html(StatusCode::OK, pages::session_page(s, &action(id, token), &csrf, error));
+    with_csrf_cookie(state, r, id, &csrf)
+}
+
+/// A challenge the attempt waits on: the sandbox's page, or Stripe.js's, its
+/// script allowed by nonce and its origins exactly.
+fn challenge(state: &AppState, s: &StoredSession, token: &str, waiting: &NextAction) -> Response {
+    let csrf = random_token();
+    let id = s.session.id.as_str();
+    let nonce = random_token();
+    let browser =
+        state.stripe.as_deref().map(|b| pages::BrowserProcessor { js_url: &b.js_url, publishable_key: &b.publishable_key, nonce: &nonce });
+    let body = pages::challenge_page(s, &format!("/pay/{id}/challenge?t={token}"), &csrf, waiting, browser.as_ref());
+    let csp = match (&state.stripe, waiting.kind) {
+        (Some(b), ActionKind::StripePayment | ActionKind::StripeSetup) => format!(
+            "default-src 'none'; style-src 'unsafe-inline'; script-src 'nonce-{nonce}' {}; frame-src {}; connect-src {}; \
+             form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+            b.script_src, b.frame_src, b.connect_src
+        ),
+        _ => STRICT_CSP.to_owned(),
+    };
+    with_csrf_cookie(state, html_with_csp(StatusCode::OK, body, &csp), id, &csrf)
+}
+
+fn with_csrf_cookie(state: &AppState, mut r: Response, id: &str, csrf: &str) -> Response {
     let cookie = if state.https {
         format!("{SECURE_CSRF_COOKIE}={csrf}; Path=/; Secure; HttpOnly; SameSite=Strict")
     } else {
@@ -275,10 +338,107 @@ fn page(state: &AppState, s: &StoredSession, token: &str, error: Option<&str>) -
 }
 
 async fn show(State(state): State<AppState>, Path(id): Path<String>, Query(q): Query<TokenQuery>) -> Response {
+    let token = q.t.as_deref().unwrap_or_default();
     match authorised(&state, &id, q.t.as_deref()).await {
-        Ok(s) => page(&state, &s, q.t.as_deref().unwrap_or_default(), None),
+        Ok(s) if s.session.payment_outcome == PaymentOutcome::Pending => match waiting_challenge(&state, &id).await {
+            Ok(Some((_, action))) => challenge(&state, &s, token, &action),
+            Ok(None) => page(&state, &s, token, None),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the session's attempt");
+                html(StatusCode::SERVICE_UNAVAILABLE, pages::message("Try again", "We cannot load this page right now."))
+            }
+        },
+        Ok(s) => page(&state, &s, token, None),
         Err(r) => r,
     }
+}
+
+/// The session's attempt that waits for the customer's challenge, if one does.
+async fn waiting_challenge(state: &AppState, id: &str) -> Result<Option<(String, NextAction)>, ps_runtime::HandlerError> {
+    let c = state.pool.get().await?;
+    let row =
+        c.query_opt("SELECT id, next_action FROM payment_attempts WHERE session_id = $1 AND status = 'requires_action'", &[&id]).await?;
+    let Some(row) = row else { return Ok(None) };
+    let action = match row.get::<_, Option<serde_json::Value>>(1) {
+        Some(v) => serde_json::from_value(v)?,
+        None => NextAction { kind: ActionKind::SandboxChallenge, client_secret: None },
+    };
+    Ok(Some((row.get(0), action)))
+}
+
+#[derive(Deserialize)]
+pub struct ChallengeForm {
+    csrf: String,
+    /// `complete` or `fail`.
+    result: String,
+}
+
+/// The customer finished the challenge (or gave up on it): the gateway asks the
+/// processor what came of it, and the page shows that once it knows.
+async fn challenged(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<TokenQuery>,
+    headers: HeaderMap,
+    Form(form): Form<ChallengeForm>,
+) -> Response {
+    let token = q.t.clone().unwrap_or_default();
+    let s = match authorised(&state, &id, q.t.as_deref()).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    if !cookie(&headers, csrf_cookie(state.https)).is_some_and(|c| same(&c, &form.csrf)) {
+        tracing::warn!(session = %id, "challenge form refused: CSRF token missing or wrong");
+        return html(StatusCode::FORBIDDEN, pages::message("Please try again", "This form has expired. Reload the page."));
+    }
+    let completed = match form.result.as_str() {
+        "complete" => true,
+        "fail" => false,
+        _ => return html(StatusCode::BAD_REQUEST, pages::message("Please try again", "This form is not one of ours.")),
+    };
+    match end_challenge(&state, &s, completed).await {
+        Ok(()) => Redirect::to(&action(&id, &token)).into_response(),
+        Err(e) => {
+            tracing::error!(session = %id, error = %e, "could not pass the challenge on");
+            html(StatusCode::SERVICE_UNAVAILABLE, pages::message("Try again", "We could not pass your bank's answer on. Reload the page."))
+        }
+    }
+}
+
+/// One transaction: the session locked, its waiting attempt found, and the
+/// gateway asked (through the outbox) what came of the challenge. Nothing if
+/// no attempt waits any more (an answer arrived meanwhile).
+async fn end_challenge(state: &AppState, s: &StoredSession, completed: bool) -> Result<(), ps_runtime::HandlerError> {
+    let mut client = state.pool.get().await?;
+    let tx = client.transaction().await?;
+    let id = s.session.id.as_str();
+    let Some(locked) = sessions::lock(&tx, id, None).await? else { return Ok(()) };
+    let Some(row) = tx
+        .query_opt(
+            "SELECT id, processor_idempotency_key FROM payment_attempts WHERE session_id = $1 AND status = 'requires_action'",
+            &[&id],
+        )
+        .await?
+    else {
+        return Ok(());
+    };
+    let attempt = AttemptId::parse(row.get(0)).map_err(|e| ps_runtime::HandlerError::Permanent(e.to_string()))?;
+    let req = AuthenticateRequest {
+        attempt_id: attempt.clone(),
+        session_id: locked.session.id.clone(),
+        merchant_id: locked.merchant_id.clone(),
+        completed,
+        processor_idempotency_key: row.get(1),
+    };
+    // Each answer its own message: a customer may finish, fail and try again.
+    let msg = Outbound::to_json(exchange::INTERNAL, internal::GATEWAY_AUTHENTICATE, &req)?
+        .with_message_id(format!("authenticate:{attempt}:{}", uuid::Uuid::now_v7()))
+        .with_header(h::MERCHANT_ID, locked.merchant_id.as_str());
+    state.outbox.enqueue(&tx, &[msg]).await?;
+    tx.commit().await?;
+    state.outbox.wake();
+    tracing::info!(session = id, attempt = %attempt, completed, "challenge ended; the processor is asked what came of it");
+    Ok(())
 }
 
 fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -423,11 +583,13 @@ async fn start_attempt(state: &AppState, id: &str, card_token: &str, save_card: 
     let now = Utc::now();
     let attempt = AttemptId::generate();
     let key = AuthorizeRequest::idempotency_key_for(&attempt);
-    let keep_card = saved_card_usage(s.session.session_type, s.save_payment_method, save_card).is_some();
+    let usage = saved_card_usage(s.session.session_type, s.save_payment_method, save_card);
+    let keep_card = usage.is_some();
+    let save_for = usage.map(|off_session| if off_session { SaveUsage::OffSession } else { SaveUsage::OnSession });
     tx.execute(
-        "INSERT INTO payment_attempts (id, session_id, merchant_id, amount, currency, status, processor_idempotency_key, source, card_token, save_card, capture_method, keep_card)
-         VALUES ($1, $2, $3, $4, $5, 'pending', $6, 'checkout', $7, $8, $9, $10)",
-        &[&attempt.as_str(), &id, &s.merchant_id.as_str(), &s.session.amount, &s.session.currency.code(), &key, &card_token, &save_card, &s.capture_method.as_str(), &keep_card],
+        "INSERT INTO payment_attempts (id, session_id, merchant_id, amount, currency, status, processor_idempotency_key, source, card_token, save_card, capture_method, keep_card, save_for)
+         VALUES ($1, $2, $3, $4, $5, 'pending', $6, 'checkout', $7, $8, $9, $10, $11)",
+        &[&attempt.as_str(), &id, &s.merchant_id.as_str(), &s.session.amount, &s.session.currency.code(), &key, &card_token, &save_card, &s.capture_method.as_str(), &keep_card, &save_for.map(|u| u.as_str())],
     )
     .await?;
     s.set_state(to, now);
@@ -445,6 +607,7 @@ async fn start_attempt(state: &AppState, id: &str, card_token: &str, save_card: 
         customer_present: true,
         processor_idempotency_key: key,
         keep_card,
+        save_for,
     };
     let msg = Outbound::to_json(exchange::INTERNAL, internal::GATEWAY_AUTHORIZE, &req)?
         .with_message_id(attempt.as_str())

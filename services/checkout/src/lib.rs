@@ -26,6 +26,9 @@ pub const MANUAL: ps_runtime::config::Manual = ps_runtime::config::Manual {
         ("CHECKOUT_CLIENT_IP_HEADER", "header carrying the client IP from a trusted proxy (e.g. x-forwarded-for); unset: the peer address"),
         ("CHECKOUT_VIEWS_PER_MINUTE", "page loads a minute per client IP, whatever session they aim at"),
         ("CHECKOUT_BASE_URL", "where customers reach the checkout (https required in live mode; https makes its cookies Secure and __Host-)"),
+        ("PROCESSOR", "the gateway's processor (`sandbox` or `stripe`): with stripe the page runs Stripe.js for 3-D Secure"),
+        ("STRIPE_JS_URL", "where the page loads Stripe.js from (PROCESSOR=stripe)"),
+        ("STRIPE_PUBLISHABLE_KEY", "Stripe's publishable key, pk_test_… or pk_live_… as PS_MODE (PROCESSOR=stripe)"),
     ],
 };
 pub const DEFAULT_HEALTH_PORT: u16 = 9102;
@@ -42,6 +45,8 @@ pub struct CheckoutConfig {
     pub views_per_minute: u32,
     /// Served over https (its public URL): cookies are `Secure` and `__Host-`.
     pub https: bool,
+    /// With `PROCESSOR=stripe`: Stripe.js, for the challenges of 3-D Secure.
+    pub stripe: Option<app::StripeBrowser>,
     /// The header a trusted proxy in front writes the client's address into
     /// (its first entry counts); unset, the connection's peer is the client.
     pub client_ip_header: Option<String>,
@@ -59,6 +64,18 @@ impl CheckoutConfig {
             submits_per_minute: env.ranged("CHECKOUT_SUBMITS_PER_MINUTE", 10, 1, 10_000)? as u32,
             views_per_minute: env.ranged("CHECKOUT_VIEWS_PER_MINUTE", 120, 1, 100_000)? as u32,
             https: env.url("CHECKOUT_BASE_URL", "http://127.0.0.1:8080", schemes)?.starts_with("https://"),
+            stripe: match env.string("PROCESSOR", "sandbox").as_str() {
+                "sandbox" => None,
+                "stripe" => {
+                    let js = env.url("STRIPE_JS_URL", "https://js.stripe.com/v3/", schemes)?;
+                    let pk = env.mode_key("STRIPE_PUBLISHABLE_KEY", &["pk"], common.mode)?;
+                    Some(
+                        app::StripeBrowser::new(js, pk.expose().to_owned())
+                            .map_err(|problem| ConfigError { var: "STRIPE_JS_URL", problem })?,
+                    )
+                }
+                other => return Err(ConfigError { var: "PROCESSOR", problem: format!("{other:?} is not one of sandbox, stripe") }),
+            },
             client_ip_header: env.raw("CHECKOUT_CLIENT_IP_HEADER").map(str::to_ascii_lowercase),
             common,
         })
@@ -89,6 +106,7 @@ pub async fn start(config: CheckoutConfig, stop: CancellationToken) -> Result<Ru
         limiter: std::sync::Arc::new(app::ClientLimiter::new(config.submits_per_minute, config.client_ip_header.clone())),
         views: std::sync::Arc::new(app::ClientLimiter::new(config.views_per_minute, config.client_ip_header)),
         https: config.https,
+        stripe: config.stripe.map(std::sync::Arc::new),
     };
     let (limiter, views, pruning) = (state.limiter.clone(), state.views.clone(), stop.clone());
     tokio::spawn(async move {

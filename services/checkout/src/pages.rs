@@ -1,6 +1,7 @@
 //! The checkout's pages, rendered on the server. Every dynamic value is escaped.
 
 use crate::terms;
+use ps_contract::internal::{ActionKind, NextAction};
 use ps_contract::lifecycle::{PaymentOutcome, SessionType, Status};
 use ps_contract::session::{LastPaymentError, SavePaymentMethod};
 use ps_store::sessions::StoredSession;
@@ -168,6 +169,92 @@ fn form(s: &StoredSession, action: &str, csrf: &str, vault_error: Option<&str>) 
     layout("Checkout", &body, false)
 }
 
+/// What the page needs to run a processor's challenge in the browser.
+pub struct BrowserProcessor<'a> {
+    /// Where Stripe.js is loaded from (`STRIPE_JS_URL`).
+    pub js_url: &'a str,
+    /// The publishable key Stripe.js is opened with.
+    pub publishable_key: &'a str,
+    /// Marks the page's own script as allowed (CSP).
+    pub nonce: &'a str,
+}
+
+/// A string as a JavaScript literal inside a `<script>`: JSON's quoting, and
+/// no `</` that could end the script early.
+fn js_string(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into()).replace("</", "<\\/")
+}
+
+/// An attempt waiting for the customer to authenticate (3-D Secure). The
+/// sandbox's issuer asks on a page of ours (no script needed); Stripe's through
+/// Stripe.js with the intent's client secret. Either way the outcome comes
+/// back here (`challenge_action`) and the gateway asks the processor what it was.
+pub fn challenge_page(
+    s: &StoredSession,
+    challenge_action: &str,
+    csrf: &str,
+    action: &NextAction,
+    browser: Option<&BrowserProcessor<'_>>,
+) -> String {
+    let form = |result: &str, id: &str, label: &str| {
+        format!(
+            "<form method=\"post\" action=\"{}\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+             <input type=\"hidden\" name=\"result\" value=\"{result}\"><button type=\"submit\" id=\"{id}\">{label}</button></form>",
+            escape(challenge_action),
+            escape(csrf)
+        )
+    };
+    let mut body = header(s);
+    body.push_str("<h1 id=\"state\">Confirm this payment with your bank</h1>");
+    match (action.kind, browser, action.client_secret.as_deref()) {
+        (ActionKind::SandboxChallenge, _, _) => {
+            body.push_str(
+                "<div class=\"box\" id=\"challenge\"><p>Test mode: this is the sandbox's 3-D Secure page, standing in for your bank's.</p>",
+            );
+            body.push_str(&form("complete", "authenticate", "Authenticate"));
+            body.push_str(&form("fail", "fail_authentication", "Fail authentication"));
+            body.push_str("</div>");
+        }
+        (kind @ (ActionKind::StripePayment | ActionKind::StripeSetup), Some(b), Some(secret)) => {
+            // The outcome is only reported: the gateway asks Stripe what it was.
+            let confirm = match kind {
+                ActionKind::StripeSetup => {
+                    "stripe.handleNextAction ? stripe.handleNextAction({clientSecret: secret}) : stripe.confirmCardSetup(secret)"
+                }
+                _ => "stripe.confirmCardPayment(secret)",
+            };
+            body.push_str(&format!(
+                "<div class=\"box\" id=\"challenge\"><p id=\"waiting\">Your bank's check opens here. Keep this page open.</p>\
+                 <noscript><p>Your bank's check needs JavaScript. Turn it on and reload this page, or use another card.</p></noscript>\
+                 <form id=\"done\" method=\"post\" action=\"{}\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+                 <input type=\"hidden\" name=\"result\" id=\"result\" value=\"complete\"></form>{}</div>\
+                 <script src=\"{}\" nonce=\"{}\"></script>\
+                 <script nonce=\"{}\">(async function () {{\
+                   const stripe = Stripe({}); const secret = {};\
+                   let failed = true;\
+                   try {{ const r = await ({confirm}); failed = !r || !!r.error; }} catch (e) {{ failed = true; }}\
+                   document.getElementById('result').value = failed ? 'fail' : 'complete';\
+                   document.getElementById('done').submit();\
+                 }})();</script>",
+                escape(challenge_action),
+                escape(csrf),
+                form("fail", "other_card", "Use another card"),
+                escape(b.js_url),
+                escape(b.nonce),
+                escape(b.nonce),
+                js_string(b.publishable_key),
+                js_string(secret),
+            ));
+        }
+        _ => {
+            // A Stripe challenge with nothing configured to run it: the customer can only start again.
+            body.push_str("<div class=\"box error\" id=\"error\" role=\"alert\">Your bank's check cannot be shown right now.</div>");
+            body.push_str(&form("fail", "other_card", "Use another card"));
+        }
+    }
+    layout("Confirm with your bank", &body, false)
+}
+
 pub fn not_found() -> String {
     layout("Not found", "<h1>Page not found</h1>", false)
 }
@@ -193,6 +280,13 @@ mod tests {
         for code in ["incorrect_cvc", "stolen_card", "generic_decline", "processing_error", "fraudulent"] {
             assert_eq!(decline_for_customer(&e(code)), "Your card was declined.", "{code}");
         }
+    }
+
+    #[test]
+    fn a_js_string_cannot_end_its_script() {
+        assert_eq!(js_string("pi_1_secret_x"), "\"pi_1_secret_x\"");
+        assert!(!js_string("</script><script>alert(1)").contains("</"));
+        assert_eq!(js_string("a\"b"), "\"a\\\"b\"");
     }
 
     #[test]

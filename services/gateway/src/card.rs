@@ -57,7 +57,35 @@ pub enum SandboxBehaviour {
     SettlementFailsOnce,
     /// Pays; every refund of the payment fails (`expired_or_canceled_card`), as Stripe's test card does.
     RefundsFail,
+    /// 3-D Secure (Stripe's authentication test cards, DESIGN §11): with the
+    /// customer present the issuer asks for a challenge, then `then` decides;
+    /// off-session it asks again unless the card was set up for later use.
+    Authenticates {
+        then: AfterAuthentication,
+        off_session: OffSession,
+    },
 }
+
+/// What the issuer does once the customer has authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterAuthentication {
+    Pays,
+    Declines { error_code: &'static str, decline_code: &'static str },
+}
+
+/// What an authentication card does with the customer absent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffSession {
+    /// Asks every time: off-session that is a decline (`authentication_required`).
+    AlwaysAsks,
+    /// Set up once with the customer (a saved card's first payment), never asks again.
+    PaysOnceSetUp,
+}
+
+/// The code an off-session charge fails with when the issuer wants the customer.
+pub const AUTHENTICATION_REQUIRED: &str = "authentication_required";
+/// The decline of an attempt whose challenge failed or was abandoned.
+pub const AUTHENTICATION_FAILED: &str = "authentication_failed";
 
 pub fn sandbox_behaviour(pan: &str) -> SandboxBehaviour {
     use SandboxBehaviour::*;
@@ -70,6 +98,12 @@ pub fn sandbox_behaviour(pan: &str) -> SandboxBehaviour {
         "4000000000000341" => SucceedsOnlyWithCustomerPresent,
         "4000000000000309" => SettlementFailsOnce,
         "4000000000005126" => RefundsFail,
+        "4000002760003184" => Authenticates { then: AfterAuthentication::Pays, off_session: OffSession::AlwaysAsks },
+        "4000002500003155" => Authenticates { then: AfterAuthentication::Pays, off_session: OffSession::PaysOnceSetUp },
+        "4000008260003178" => Authenticates {
+            then: AfterAuthentication::Declines { error_code: "card_declined", decline_code: "insufficient_funds" },
+            off_session: OffSession::AlwaysAsks,
+        },
         _ => Succeeds,
     }
 }
@@ -80,6 +114,8 @@ pub fn decline_message(decline_code: &str) -> &'static str {
         "expired_card" => "Your card has expired.",
         "incorrect_cvc" => "Your card's security code is incorrect.",
         "processing_error" => "An error occurred while processing your card. Try again in a little bit.",
+        AUTHENTICATION_REQUIRED => "Your bank asks you to authenticate this payment; it cannot be charged without you.",
+        AUTHENTICATION_FAILED => "Your bank could not authenticate this payment.",
         _ => "Your card was declined.",
     }
 }
@@ -100,6 +136,9 @@ mod tests {
             "4000000000000341",
             "4000000000000309",
             "4000000000005126",
+            "4000002760003184",
+            "4000002500003155",
+            "4000008260003178",
         ] {
             assert!(valid_number(pan), "{pan}");
             assert_eq!(brand(pan), "visa");
@@ -121,6 +160,18 @@ mod tests {
         assert_eq!(sandbox_behaviour("4000000000000341"), SandboxBehaviour::SucceedsOnlyWithCustomerPresent);
         assert_eq!(sandbox_behaviour("4000000000000309"), SandboxBehaviour::SettlementFailsOnce);
         assert_eq!(sandbox_behaviour("4000000000005126"), SandboxBehaviour::RefundsFail);
+        assert!(matches!(
+            sandbox_behaviour("4000002760003184"),
+            SandboxBehaviour::Authenticates { off_session: OffSession::AlwaysAsks, .. }
+        ));
+        assert!(matches!(
+            sandbox_behaviour("4000002500003155"),
+            SandboxBehaviour::Authenticates { off_session: OffSession::PaysOnceSetUp, .. }
+        ));
+        assert!(matches!(
+            sandbox_behaviour("4000008260003178"),
+            SandboxBehaviour::Authenticates { then: AfterAuthentication::Declines { decline_code: "insufficient_funds", .. }, .. }
+        ));
         assert_eq!(brand("5555555555554444"), "mastercard");
     }
 }

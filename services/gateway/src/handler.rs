@@ -1,11 +1,13 @@
 //! `gateway.authorize`, `gateway.capture`, `gateway.void`, `gateway.refund` → processor → `gateway.result`.
 
 use crate::card;
-use crate::processor::{Processor, ProcessorRequest, ProcessorResponse};
+use crate::processor::{Processor, ProcessorError, ProcessorRequest, ProcessorResponse, SaveFor};
 use crate::vouch::{self, Vouched};
 use deadpool_postgres::{Pool, Transaction};
 use futures::future::BoxFuture;
-use ps_contract::internal::{AuthorizeRequest, GatewayResult, Operation, Outcome, RefundRequest, ResolveRequest, SettleRequest};
+use ps_contract::internal::{
+    AuthenticateRequest, AuthorizeRequest, GatewayResult, Operation, Outcome, RefundRequest, ResolveRequest, SaveUsage, SettleRequest,
+};
 use ps_contract::routing::{exchange, header, internal};
 use ps_contract::session::CaptureMethod;
 use ps_runtime::{Admission, Handled, Handler, HandlerError, Incoming, Outbound};
@@ -33,6 +35,19 @@ impl<'a> Step<'a> {
             merchant: &r.merchant_id,
             amount: r.amount,
             currency: r.currency,
+            key: &r.processor_idempotency_key,
+            refund: None,
+        }
+    }
+
+    fn authenticate(r: &'a AuthenticateRequest, amount: i64, currency: ps_contract::money::Currency) -> Step<'a> {
+        Step {
+            op: Operation::Authorize,
+            attempt: &r.attempt_id,
+            session: &r.session_id,
+            merchant: &r.merchant_id,
+            amount,
+            currency,
             key: &r.processor_idempotency_key,
             refund: None,
         }
@@ -84,6 +99,7 @@ impl<'a> Step<'a> {
             processor_reference: Some(resp.reference),
             processor_idempotency_key: self.key.to_owned(),
             refund_id: self.refund.cloned(),
+            next_action: resp.next_action,
         }
     }
 }
@@ -153,6 +169,24 @@ impl Handler for GatewayHandler {
                     },
                     Err(e) => return Ok(bad(msg, &e.to_string())),
                 },
+                internal::GATEWAY_AUTHENTICATE => match serde_json::from_slice::<AuthenticateRequest>(&msg.body) {
+                    Ok(req) => match vouch::authenticate(tx, &req).await? {
+                        (Vouched::Yes, Some(attempt)) => match self.authenticate(tx, &req, &attempt).await? {
+                            Some(r) => r,
+                            None => {
+                                tracing::info!(attempt = %req.attempt_id, "the processor still waits for the customer");
+                                return Ok(Handled::default());
+                            }
+                        },
+                        (Vouched::AlreadyDone { .. }, _) => {
+                            tracing::info!(attempt = %req.attempt_id, "a challenge's end for an attempt that already has its answer");
+                            return Ok(Handled::default());
+                        }
+                        (Vouched::No(why), _) => return Ok(unvouched(msg, &why)),
+                        (Vouched::Yes, None) => return Err(HandlerError::Permanent("vouched for an attempt it did not read".into())),
+                    },
+                    Err(e) => return Ok(bad(msg, &e.to_string())),
+                },
                 internal::GATEWAY_RESOLVE => match serde_json::from_slice::<ResolveRequest>(&msg.body) {
                     Ok(req) => match vouch::resolve(tx, &req).await? {
                         (Vouched::Yes, Some(attempt)) => self.resolve(tx, &req, attempt.card_token).await?,
@@ -176,6 +210,37 @@ impl Handler for GatewayHandler {
             ))
         })
     }
+}
+
+/// What a processor's failure means for the message: retried (unavailable, or
+/// asked to slow down), or dead-lettered (a request it refused as malformed).
+fn processor_failure(e: ProcessorError) -> HandlerError {
+    match e {
+        ProcessorError::Unavailable(_) | ProcessorError::RateLimited(_) => HandlerError::Transient(e.to_string()),
+        ProcessorError::Refused(_) => HandlerError::Permanent(e.to_string()),
+    }
+}
+
+/// Once an authorization has its answer, a card that will not be kept has no
+/// further use for its number; while the customer is still asked, it waits.
+async fn done_with_card(
+    tx: &Transaction<'_>,
+    attempt: &str,
+    card_token: Option<&str>,
+    keep: bool,
+    outcome: Outcome,
+) -> Result<(), HandlerError> {
+    let done = match outcome {
+        Outcome::RequiresAction => false,
+        Outcome::Failed => true,
+        Outcome::Succeeded => !keep,
+    };
+    if let Some(t) = card_token.filter(|_| done) {
+        if crate::vault::forget(tx, t).await? {
+            tracing::info!(attempt, "card number deleted from the vault");
+        }
+    }
+    Ok(())
 }
 
 /// A well-formed request the fleet's records do not back: kept in the DLQ for a
@@ -204,6 +269,12 @@ impl GatewayHandler {
                 .map(|r| r.get::<_, String>(0)),
             (None, None) => None,
         };
+        // A card entered now and kept is set up for its later use; a saved method's charge sets up nothing.
+        let save = match (req.customer_present, req.keep_card, req.save_for) {
+            (true, true, Some(SaveUsage::OffSession)) => Some(SaveFor::OffSession),
+            (true, true, _) => Some(SaveFor::OnSession),
+            _ => None,
+        };
         let call = ProcessorRequest {
             key: &req.processor_idempotency_key,
             operation: Operation::Authorize,
@@ -213,16 +284,35 @@ impl GatewayHandler {
             currency: req.currency,
             customer_present: req.customer_present,
             capture: req.capture_method == CaptureMethod::Automatic,
+            save,
         };
         let resp = self.call(req.attempt_id.as_str(), call).await?;
-        // The attempt has its answer: a card that will not be saved has no further use for its number.
-        let done_with_card = !req.keep_card || resp.outcome == Outcome::Failed;
-        if let Some(t) = req.card_token.as_deref().filter(|_| done_with_card) {
-            if crate::vault::forget(tx, t).await? {
-                tracing::info!(attempt = %req.attempt_id, "card number deleted from the vault");
-            }
-        }
+        done_with_card(tx, req.attempt_id.as_str(), req.card_token.as_deref(), req.keep_card, resp.outcome).await?;
         Ok(Step::authorize(req).answered(resp, token))
+    }
+
+    /// The end of a challenge: what the processor now says of the attempt's
+    /// authorization (`None`: it still waits for the customer).
+    async fn authenticate(
+        &self,
+        tx: &Transaction<'_>,
+        req: &AuthenticateRequest,
+        attempt: &vouch::Recorded,
+    ) -> Result<Option<GatewayResult>, HandlerError> {
+        let started = Instant::now();
+        let key = req.processor_idempotency_key.as_str();
+        let answered = tokio::time::timeout(self.timeout, self.processor.authenticate(key, req.completed)).await;
+        let resp = match answered {
+            Ok(Ok(Some(resp))) => resp,
+            Ok(Ok(None)) => return Ok(None),
+            Ok(Err(e)) => return Err(processor_failure(e)),
+            Err(_) => return Err(HandlerError::Transient(format!("the processor did not answer within {:?}", self.timeout))),
+        };
+        self.log_call(req.attempt_id.as_str(), Operation::Authorize, key, resp.outcome.as_str(), started.elapsed()).await;
+        crate::metrics::CALLS.with_label_values(&["authenticate", resp.outcome.as_str()]).inc();
+        done_with_card(tx, req.attempt_id.as_str(), attempt.card_token.as_deref(), attempt.keep_card, resp.outcome).await?;
+        let (amount, currency) = attempt.amount_and_currency()?;
+        Ok(Some(Step::authenticate(req, amount, currency).answered(resp, attempt.card_token.clone())))
     }
 
     async fn settle(&self, op: Operation, req: &SettleRequest) -> Result<GatewayResult, HandlerError> {
@@ -236,6 +326,7 @@ impl GatewayHandler {
             currency: req.currency,
             customer_present: false,
             capture: op == Operation::Capture,
+            save: None,
         };
         let resp = self.call(req.attempt_id.as_str(), call).await?;
         Ok(Step::settle(op, req).answered(resp, None))
@@ -254,6 +345,7 @@ impl GatewayHandler {
             currency: req.currency,
             customer_present: false,
             capture: false,
+            save: None,
         };
         let resp = self.call(req.attempt_id.as_str(), call).await?;
         Ok(Step::refund(req).answered(resp, None))
@@ -276,7 +368,7 @@ impl GatewayHandler {
             Ok(Err(e)) => {
                 self.log_call(attempt, op, &key, "error", elapsed).await;
                 crate::metrics::CALLS.with_label_values(&[op.as_str(), "error"]).inc();
-                Err(HandlerError::Transient(e.to_string()))
+                Err(processor_failure(e))
             }
             Err(_) => {
                 self.log_call(attempt, op, &key, "timeout", elapsed).await;
@@ -288,7 +380,7 @@ impl GatewayHandler {
                         Ok(resp)
                     }
                     Ok(None) => Err(HandlerError::Transient(format!("processor timed out and has no record of {key} yet"))),
-                    Err(e) => Err(HandlerError::Transient(e.to_string())),
+                    Err(e) => Err(processor_failure(e)),
                 }
             }
         }
@@ -300,7 +392,7 @@ impl GatewayHandler {
     async fn resolve(&self, tx: &Transaction<'_>, req: &ResolveRequest, card_token: Option<String>) -> Result<GatewayResult, HandlerError> {
         let started = Instant::now();
         let key = req.processor_idempotency_key.as_str();
-        let found = self.processor.lookup(key).await.map_err(|e| HandlerError::Transient(e.to_string()))?;
+        let found = self.processor.lookup(key).await.map_err(processor_failure)?;
         let resp = match found {
             Some(resp) => {
                 self.log_call(req.attempt_id.as_str(), Operation::Authorize, key, "resolved_by_lookup", started.elapsed()).await;
@@ -308,13 +400,7 @@ impl GatewayHandler {
             }
             None => {
                 self.log_call(req.attempt_id.as_str(), Operation::Authorize, key, "resolved_no_record", started.elapsed()).await;
-                ProcessorResponse {
-                    outcome: Outcome::Failed,
-                    error_code: Some("processing_error".into()),
-                    decline_code: Some("processor_no_record".into()),
-                    reference: String::new(),
-                    card: None,
-                }
+                ProcessorResponse::failed("processing_error", "processor_no_record", "")
             }
         };
         tracing::info!(attempt = %req.attempt_id, outcome = %resp.outcome, "unanswered attempt resolved by asking the processor");
@@ -331,7 +417,7 @@ impl GatewayHandler {
         let (attempt, key) = (step.attempt.as_str(), step.key);
         tracing::info!(operation = %step.op, attempt, "request for a step already taken: answering from the processor's record");
         let started = Instant::now();
-        let Some(resp) = self.processor.lookup(key).await.map_err(|e| HandlerError::Transient(e.to_string()))? else { return Ok(None) };
+        let Some(resp) = self.processor.lookup(key).await.map_err(processor_failure)? else { return Ok(None) };
         self.log_call(attempt, step.op, key, "resolved_by_lookup", started.elapsed()).await;
         Ok(Some(step.answered(resp, None)))
     }

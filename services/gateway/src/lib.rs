@@ -2,10 +2,12 @@
 //! the only one that ever holds a card number (in its vault).
 
 pub mod card;
+pub mod events;
 mod handler;
 mod metrics;
 pub mod processor;
 pub mod sandbox;
+pub mod stripe;
 pub mod vault;
 mod vouch;
 
@@ -29,7 +31,7 @@ pub const MANUAL: ps_runtime::config::Manual = ps_runtime::config::Manual {
     version: env!("CARGO_PKG_VERSION"),
     about: "The payment gateway: the processor connector (authorize, capture, void, resolve by lookup), its card vault and the sandbox processor.",
     vars: &[
-        ("PROCESSOR", "the processor connector; this build has `sandbox` (refused in live mode)"),
+        ("PROCESSOR", "the processor connector: `sandbox` (refused in live mode) or `stripe`"),
         ("VAULT_TLS_CERT_FILE", "the vault's certificate chain, PEM (required in live mode)"),
         ("VAULT_TLS_KEY_FILE", "the vault's private key, PEM (required in live mode)"),
         ("VAULT_ORPHAN_AFTER_SECS", "a vaulted card number no attempt or saved method took is deleted after this long (a checkout that crashed mid-submit)"),
@@ -37,6 +39,12 @@ pub const MANUAL: ps_runtime::config::Manual = ps_runtime::config::Manual {
         ("VAULT_TOKEN", "bearer token the checkout must present to the vault (at least 32 characters; required)"),
         ("PROCESSOR_TIMEOUT_MS", "a processor call unanswered this long has an unknown outcome, resolved later by lookup"),
         ("SANDBOX_LATENCY_MS", "delay the sandbox processor adds to every call"),
+        ("STRIPE_SECRET_KEY", "Stripe's secret (or restricted) key, sk_test_… or sk_live_… as PS_MODE (PROCESSOR=stripe)"),
+        ("STRIPE_API_BASE", "Stripe's API (https in live mode)"),
+        ("STRIPE_WEBHOOK_SECRET", "the signing secret (whsec_…) of the webhook endpoint registered at Stripe for PROCESSOR_EVENTS_ADDR"),
+        ("PROCESSOR_EVENTS_ADDR", "where the processor's events (Stripe's webhooks) are taken, at /v1/processors/stripe/events"),
+        ("PROCESSOR_EVENTS_TLS_CERT_FILE", "its certificate chain, PEM (else TLS ends at an ingress in front)"),
+        ("PROCESSOR_EVENTS_TLS_KEY_FILE", "its private key, PEM"),
     ],
 };
 pub const DEFAULT_HEALTH_PORT: u16 = 9103;
@@ -47,14 +55,20 @@ pub const DEFAULT_HEALTH_PORT: u16 = 9103;
 pub enum ProcessorKind {
     /// Pays by card number (DESIGN §7): never a real payment.
     Sandbox,
+    /// Stripe's PaymentIntents API (DESIGN §11).
+    Stripe,
 }
 
 impl ProcessorKind {
     fn parse(env: &Env, mode: Mode) -> Result<ProcessorKind, ConfigError> {
         let kind = match env.string("PROCESSOR", "sandbox").as_str() {
             "sandbox" => ProcessorKind::Sandbox,
+            "stripe" => ProcessorKind::Stripe,
             other => {
-                return Err(ConfigError { var: "PROCESSOR", problem: format!("{other:?} is not a processor this build has (sandbox)") })
+                return Err(ConfigError {
+                    var: "PROCESSOR",
+                    problem: format!("{other:?} is not a processor this build has (sandbox, stripe)"),
+                })
             }
         };
         if mode == Mode::Live && kind == ProcessorKind::Sandbox {
@@ -82,6 +96,11 @@ pub struct GatewayConfig {
     pub vault_tls: Option<(PathBuf, PathBuf)>,
     pub processor_timeout: Duration,
     pub sandbox_latency: Duration,
+    /// `PROCESSOR=stripe`: its keys and API.
+    pub stripe: Option<stripe::StripeConfig>,
+    /// Where the processor's events (Stripe's webhooks) are taken, and its TLS.
+    pub events_addr: SocketAddr,
+    pub events_tls: Option<(PathBuf, PathBuf)>,
     /// A vaulted card no attempt or saved method took loses its number after this long.
     pub orphan_after: Duration,
 }
@@ -105,8 +124,41 @@ impl GatewayConfig {
                 (None, Some(_)) => Err(ConfigError { var: "VAULT_TLS_CERT_FILE", problem: "is required with VAULT_TLS_KEY_FILE".into() }),
             }
         };
+        let processor = ProcessorKind::parse(env, mode)?;
+        let https_only: &[&str] = if mode == Mode::Live { &["https"] } else { &["http", "https"] };
+        let stripe = match processor {
+            ProcessorKind::Sandbox => None,
+            ProcessorKind::Stripe => Some(stripe::StripeConfig {
+                secret_key: env.mode_key("STRIPE_SECRET_KEY", &["sk", "rk"], mode)?,
+                api_base: env.url("STRIPE_API_BASE", "https://api.stripe.com", https_only)?,
+                webhook_secret: env.secret(
+                    "STRIPE_WEBHOOK_SECRET",
+                    16,
+                    "the signing secret of the webhook endpoint registered at Stripe, whsec_…",
+                )?,
+            }),
+        };
+        let events_tls = match (env.raw("PROCESSOR_EVENTS_TLS_CERT_FILE"), env.raw("PROCESSOR_EVENTS_TLS_KEY_FILE")) {
+            (Some(c), Some(k)) => Some((PathBuf::from(c), PathBuf::from(k))),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(ConfigError {
+                    var: "PROCESSOR_EVENTS_TLS_KEY_FILE",
+                    problem: "is required with PROCESSOR_EVENTS_TLS_CERT_FILE".into(),
+                })
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError {
+                    var: "PROCESSOR_EVENTS_TLS_CERT_FILE",
+                    problem: "is required with PROCESSOR_EVENTS_TLS_KEY_FILE".into(),
+                })
+            }
+        };
         Ok(GatewayConfig {
-            processor: ProcessorKind::parse(env, mode)?,
+            processor,
+            stripe,
+            events_addr: env.parsed("PROCESSOR_EVENTS_ADDR", SocketAddr::from(([127, 0, 0, 1], 9111)))?,
+            events_tls,
             keys: common.require_secret_keys()?,
             common,
             vault_addr: env.parsed("VAULT_ADDR", SocketAddr::from(([127, 0, 0, 1], 9110)))?,
@@ -122,14 +174,20 @@ impl GatewayConfig {
 pub struct RunningGateway {
     pub service: Running,
     pub vault_addr: SocketAddr,
+    /// Where Stripe's events are taken (PROCESSOR=stripe).
+    pub events_addr: Option<SocketAddr>,
 }
 
 pub async fn start(config: GatewayConfig, stop: CancellationToken) -> Result<RunningGateway, StartError> {
     let pool = ps_runtime::db::pool(config.common.database_url.expose(), config.common.database_pool_size, &config.common.trust)?;
-    let processor: Arc<dyn processor::Processor> = match config.processor {
-        ProcessorKind::Sandbox => Arc::new(sandbox::SandboxProcessor::new(pool.clone(), config.keys.clone(), config.sandbox_latency)),
+    let client_tls = config.common.trust.client_config()?;
+    let processor: Arc<dyn processor::Processor> = match (config.processor, &config.stripe) {
+        (ProcessorKind::Stripe, Some(stripe)) => {
+            Arc::new(stripe::StripeProcessor::new(stripe.clone(), pool.clone(), client_tls).map_err(StartError::HttpClient)?)
+        }
+        _ => Arc::new(sandbox::SandboxProcessor::new(pool.clone(), config.keys.clone(), config.sandbox_latency)),
     };
-    let handler = handler::GatewayHandler { processor, timeout: config.processor_timeout, pool: pool.clone() };
+    let handler = handler::GatewayHandler { processor: processor.clone(), timeout: config.processor_timeout, pool: pool.clone() };
     let consumes = vec![Consumes::new(topology::GATEWAY, Arc::new(handler))];
     let tls = match &config.vault_tls {
         Some((cert, key)) => Some(ps_runtime::tls::server_config(cert, key)?),
@@ -137,12 +195,27 @@ pub async fn start(config: GatewayConfig, stop: CancellationToken) -> Result<Run
     };
     let service = service::start(SERVICE, config.common, consumes, stop.clone()).await?;
     let encrypted = tls.is_some();
-    let vault_addr = vault::serve(config.vault_addr, pool, config.keys, config.vault_token, tls, stop.clone())
+    let vault_addr = vault::serve(config.vault_addr, pool, config.keys, config.vault_token, processor, tls, stop.clone())
         .await
         .map_err(|source| StartError::Listen { addr: config.vault_addr, source })?;
     tracing::info!(%vault_addr, tls = encrypted, "vault listening");
+    let events_addr = match &config.stripe {
+        Some(stripe) => {
+            let events_tls = match &config.events_tls {
+                Some((cert, key)) => Some(ps_runtime::tls::server_config(cert, key)?),
+                None => None,
+            };
+            let events = events::StripeEvents::new(service.pool.clone(), service.outbox.clone(), stripe.webhook_secret.clone());
+            let addr = events::serve(config.events_addr, events, events_tls, stop.clone())
+                .await
+                .map_err(|source| StartError::Listen { addr: config.events_addr, source })?;
+            tracing::info!(%addr, "processor events listening");
+            Some(addr)
+        }
+        None => None,
+    };
     let sweeping = tokio::spawn(sweep_orphans(service.pool.clone(), config.orphan_after, stop));
-    Ok(RunningGateway { service: service.with_task(sweeping), vault_addr })
+    Ok(RunningGateway { service: service.with_task(sweeping), vault_addr, events_addr })
 }
 
 /// Deletes the numbers of vaulted cards nothing took, every so often.

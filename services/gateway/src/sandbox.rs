@@ -1,12 +1,12 @@
 //! The sandbox processor (DESIGN §7): deterministic by card number, with a
 //! ledger of its own keyed by idempotency key, and configurable latency.
 
-use crate::card::{self, SandboxBehaviour};
-use crate::processor::{Processor, ProcessorError, ProcessorRequest, ProcessorResponse};
+use crate::card::{self, AfterAuthentication, OffSession, SandboxBehaviour};
+use crate::processor::{CardData, Processor, ProcessorError, ProcessorRequest, ProcessorResponse, Tokenized};
 use crate::vault;
 use deadpool_postgres::Pool;
 use futures::future::BoxFuture;
-use ps_contract::internal::{Operation, Outcome};
+use ps_contract::internal::{ActionKind, NextAction, Operation, Outcome};
 use ps_runtime::sealing::Keyring;
 use std::time::Duration;
 
@@ -38,18 +38,26 @@ impl SandboxProcessor {
             Some(t) => vault::card_for_token(client, &self.keys, &t).await.map_err(err)?.map(|c| c.summary),
             None => None,
         };
+        let outcome = Outcome::parse(r.get(0)).ok_or_else(|| err("the ledger holds an outcome it cannot hold"))?;
         Ok(Some(ProcessorResponse {
-            outcome: if r.get::<_, &str>(0) == "succeeded" { Outcome::Succeeded } else { Outcome::Failed },
+            outcome,
             error_code: r.get(1),
             decline_code: r.get(2),
             reference: r.get(3),
             card,
+            // The sandbox's issuer asks on a page of our own.
+            next_action: (outcome == Outcome::RequiresAction)
+                .then_some(NextAction { kind: ActionKind::SandboxChallenge, client_secret: None }),
         }))
     }
 
     async fn decide(&self, client: &deadpool_postgres::Client, req: &ProcessorRequest<'_>) -> Result<Decision, ProcessorError> {
-        let fail = |e, d| Ok(Decision { outcome: Outcome::Failed, error_code: Some(e), decline_code: Some(d), refunds_fail: false });
-        let succeed = |refunds_fail| Ok(Decision { outcome: Outcome::Succeeded, error_code: None, decline_code: None, refunds_fail });
+        let fail = |e, d| {
+            Ok(Decision { outcome: Outcome::Failed, error_code: Some(e), decline_code: Some(d), refunds_fail: false, after_auth: None })
+        };
+        let succeed = |refunds_fail| {
+            Ok(Decision { outcome: Outcome::Succeeded, error_code: None, decline_code: None, refunds_fail, after_auth: None })
+        };
         match req.operation {
             Operation::Authorize => {
                 let Some(token) = req.card_token else { return fail("processing_error", "missing_card") };
@@ -65,6 +73,18 @@ impl SandboxProcessor {
                     SandboxBehaviour::SucceedsOnlyWithCustomerPresent => fail("card_declined", "generic_decline"),
                     SandboxBehaviour::SettlementFailsOnce => succeed(false),
                     SandboxBehaviour::Declines { error_code, decline_code } => fail(error_code, decline_code),
+                    // The issuer asks the customer first; what it then does is kept for the challenge's end.
+                    SandboxBehaviour::Authenticates { then, .. } if req.customer_present => Ok(Decision {
+                        outcome: Outcome::RequiresAction,
+                        error_code: None,
+                        decline_code: None,
+                        refunds_fail: false,
+                        after_auth: Some(then),
+                    }),
+                    SandboxBehaviour::Authenticates { off_session: OffSession::PaysOnceSetUp, then: AfterAuthentication::Pays } => {
+                        succeed(false)
+                    }
+                    SandboxBehaviour::Authenticates { .. } => fail(card::AUTHENTICATION_REQUIRED, card::AUTHENTICATION_REQUIRED),
                 }
             }
             Operation::Capture | Operation::Void => {
@@ -152,6 +172,8 @@ struct Decision {
     decline_code: Option<&'static str>,
     /// An authorisation whose later refunds fail (`4000000000005126`).
     refunds_fail: bool,
+    /// A challenge's end: what the issuer does once the customer authenticates.
+    after_auth: Option<AfterAuthentication>,
 }
 
 impl SandboxProcessor {
@@ -173,7 +195,7 @@ impl SandboxProcessor {
 }
 
 fn err(e: impl std::fmt::Display) -> ProcessorError {
-    ProcessorError(e.to_string())
+    ProcessorError::unavailable(e)
 }
 
 impl Processor for SandboxProcessor {
@@ -184,14 +206,21 @@ impl Processor for SandboxProcessor {
                 tracing::info!(key = req.key, "sandbox: idempotent replay, no new charge");
                 return Ok(done);
             }
-            let Decision { outcome, error_code, decline_code, refunds_fail } = self.decide(&client, &req).await?;
+            let Decision { outcome, error_code, decline_code, refunds_fail, after_auth } = self.decide(&client, &req).await?;
+            let (after_outcome, after_error, after_decline) = match after_auth {
+                None => (None, None, None),
+                Some(AfterAuthentication::Pays) => (Some(Outcome::Succeeded.as_str()), None, None),
+                Some(AfterAuthentication::Declines { error_code, decline_code }) => {
+                    (Some(Outcome::Failed.as_str()), Some(error_code), Some(decline_code))
+                }
+            };
             let reference = format!("sbx_{}", uuid_like(req.key));
             // A concurrent call with the same key loses the insert and returns the winner's row.
             let insert = client
                 .prepare_cached(
                     "INSERT INTO sandbox_ledger (idempotency_key, operation, card_token, amount, currency, outcome, error_code, decline_code,
-                         reference, authorization_key, refunds_fail)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (idempotency_key) DO NOTHING",
+                         reference, authorization_key, refunds_fail, after_auth_outcome, after_auth_error_code, after_auth_decline_code)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT (idempotency_key) DO NOTHING",
                 )
                 .await
                 .map_err(err)?;
@@ -210,6 +239,9 @@ impl Processor for SandboxProcessor {
                         &reference,
                         &req.authorization_key,
                         &refunds_fail,
+                        &after_outcome,
+                        &after_error,
+                        &after_decline,
                     ],
                 )
                 .await
@@ -228,6 +260,30 @@ impl Processor for SandboxProcessor {
             let client = self.pool.get().await.map_err(err)?;
             self.stored(&client, key).await
         })
+    }
+
+    /// The sandbox's issuer takes the customer's word: the challenge is ours.
+    /// Once: a second answer finds the call decided and changes nothing.
+    fn authenticate<'a>(&'a self, key: &'a str, completed: bool) -> BoxFuture<'a, Result<Option<ProcessorResponse>, ProcessorError>> {
+        Box::pin(async move {
+            let client = self.pool.get().await.map_err(err)?;
+            let decide = client
+                .prepare_cached(
+                    "UPDATE sandbox_ledger SET
+                         outcome = CASE WHEN $2 THEN after_auth_outcome ELSE 'failed' END,
+                         error_code = CASE WHEN $2 THEN after_auth_error_code ELSE 'card_declined' END,
+                         decline_code = CASE WHEN $2 THEN after_auth_decline_code ELSE $3 END
+                     WHERE idempotency_key = $1 AND outcome = 'requires_action'",
+                )
+                .await
+                .map_err(err)?;
+            client.execute(&decide, &[&key, &completed, &card::AUTHENTICATION_FAILED]).await.map_err(err)?;
+            self.stored(&client, key).await
+        })
+    }
+
+    fn tokenize<'a>(&'a self, _: CardData<'a>, _: &'a str) -> BoxFuture<'a, Result<Tokenized, ProcessorError>> {
+        Box::pin(async { Ok(Tokenized::Nothing) })
     }
 }
 

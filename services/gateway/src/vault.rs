@@ -60,6 +60,8 @@ struct VaultState {
     pool: Pool,
     token: Secret,
     keys: Keyring,
+    /// Hears of each card while its security code is in memory (Stripe makes its PaymentMethod).
+    processor: std::sync::Arc<dyn crate::processor::Processor>,
 }
 
 /// Equal-time comparison, so timing says nothing about the token.
@@ -158,16 +160,32 @@ async fn tokenize(State(state): State<VaultState>, headers: HeaderMap, body: axu
     let mut bytes = [0u8; 18];
     rand::rng().fill_bytes(&mut bytes);
     let token = format!("tok_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes));
+    // The processor hears of the card now, the only time its security code exists here.
+    let card = crate::processor::CardData { number: &pan, exp_month: input.exp_month, exp_year: input.exp_year, cvc: &input.cvc };
+    let processor_method = match state.processor.tokenize(card, &token).await {
+        Ok(crate::processor::Tokenized::Method(m)) => Some(m),
+        Ok(crate::processor::Tokenized::Nothing) => None,
+        Ok(crate::processor::Tokenized::Refused { code, message }) => {
+            tracing::info!(code = %code, "the processor refused the card");
+            return (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({"error": {"code": code, "message": message}})));
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "the processor could not take the card");
+            return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": {"code": "processor_unavailable", "message": "try again"}})));
+        }
+    };
     let summary = CardSummary {
         brand: card::brand(&pan).to_owned(),
         last4: pan[pan.len() - 4..].to_owned(),
         exp_month: input.exp_month,
         exp_year: input.exp_year,
     };
+    // The security code goes no further than this.
+    drop(input);
     let stored = async {
         let c = pool.get().await.map_err(|e| e.to_string())?;
         c.execute(
-            "INSERT INTO vault_cards (token, pan_sealed, brand, last4, exp_month, exp_year) VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO vault_cards (token, pan_sealed, brand, last4, exp_month, exp_year, processor_method) VALUES ($1, $2, $3, $4, $5, $6, $7)",
             &[
                 &token,
                 &keys.seal_str(&At::card_number(&token), &pan),
@@ -175,6 +193,7 @@ async fn tokenize(State(state): State<VaultState>, headers: HeaderMap, body: axu
                 &summary.last4,
                 &(summary.exp_month as i32),
                 &summary.exp_year,
+                &processor_method,
             ],
         )
         .await
@@ -242,13 +261,14 @@ pub async fn serve(
     pool: Pool,
     keys: Keyring,
     token: Secret,
+    processor: std::sync::Arc<dyn crate::processor::Processor>,
     tls: Option<rustls::ServerConfig>,
     stop: CancellationToken,
 ) -> std::io::Result<SocketAddr> {
     let app = Router::new()
         .route("/v1/cards", post(tokenize))
         .route("/v1/cards/{token}", axum::routing::delete(release))
-        .with_state(VaultState { pool, token, keys });
+        .with_state(VaultState { pool, token, keys, processor });
     let listener = std::net::TcpListener::bind(addr)?;
     let bound = listener.local_addr()?;
     let handle = axum_server::Handle::new();

@@ -3,7 +3,10 @@
 //! amount the message claims. A forged or stale request charges nothing.
 
 use deadpool_postgres::Transaction;
-use ps_contract::internal::{AuthorizeRequest, Operation, RefundRequest, ResolveRequest, SettleRequest};
+use ps_contract::internal::{
+    AttemptStatus, AuthenticateRequest, AuthorizeRequest, Operation, RefundRequest, ResolveRequest, SettleRequest,
+};
+use ps_contract::money::Currency;
 use ps_runtime::HandlerError;
 
 pub enum Vouched {
@@ -23,16 +26,26 @@ pub struct Recorded {
     merchant_id: String,
     amount: i64,
     currency: String,
-    status: String,
+    status: AttemptStatus,
     key: String,
     settlement: Option<String>,
     settlement_requests: i32,
     pub card_token: Option<String>,
     payment_method_id: Option<String>,
     capture_method: String,
-    keep_card: bool,
+    pub keep_card: bool,
+    save_for: Option<String>,
     /// `checkout` (the customer is there) or `merchant` (a saved method's charge).
     source: String,
+}
+
+impl Recorded {
+    /// What the attempt charges.
+    pub fn amount_and_currency(&self) -> Result<(i64, Currency), HandlerError> {
+        let currency =
+            Currency::parse(&self.currency).map_err(|_| HandlerError::Permanent(format!("attempt holds currency {:?}", self.currency)))?;
+        Ok((self.amount, currency))
+    }
 }
 
 /// `hold` takes the attempt's fence first, until the message's transaction
@@ -45,26 +58,33 @@ async fn recorded(tx: &Transaction<'_>, attempt: &str, hold: bool) -> Result<Opt
     let stmt = tx
         .prepare_cached(
             "SELECT session_id, merchant_id, amount, currency, status, processor_idempotency_key, settlement, settlement_requests, card_token,
-                    payment_method_id, capture_method, keep_card, source
+                    payment_method_id, capture_method, keep_card, source, save_for
              FROM payment_attempts WHERE id = $1",
         )
         .await?;
     let row = tx.query_opt(&stmt, &[&attempt]).await?;
-    Ok(row.map(|r| Recorded {
-        session_id: r.get(0),
-        merchant_id: r.get(1),
-        amount: r.get(2),
-        currency: r.get(3),
-        status: r.get(4),
-        key: r.get(5),
-        settlement: r.get(6),
-        settlement_requests: r.get(7),
-        card_token: r.get(8),
-        payment_method_id: r.get(9),
-        capture_method: r.get(10),
-        keep_card: r.get(11),
-        source: r.get(12),
-    }))
+    row.map(|r| {
+        let status: &str = r.get(4);
+        let status =
+            AttemptStatus::parse(status).ok_or_else(|| HandlerError::Permanent(format!("attempt {attempt} holds status {status:?}")))?;
+        Ok(Recorded {
+            session_id: r.get(0),
+            merchant_id: r.get(1),
+            amount: r.get(2),
+            currency: r.get(3),
+            status,
+            key: r.get(5),
+            settlement: r.get(6),
+            settlement_requests: r.get(7),
+            card_token: r.get(8),
+            payment_method_id: r.get(9),
+            capture_method: r.get(10),
+            keep_card: r.get(11),
+            source: r.get(12),
+            save_for: r.get(13),
+        })
+    })
+    .transpose()
 }
 
 /// The parts every request must agree on with its attempt.
@@ -88,11 +108,33 @@ pub async fn authorize(tx: &Transaction<'_>, req: &AuthorizeRequest) -> Result<V
         Vouched::No("the processor key is not the attempt's".into())
     } else if let Some(why) = same_terms(&a, req) {
         Vouched::No(why)
-    } else if a.status != "pending" {
-        Vouched::AlreadyDone { succeeded: a.status == "succeeded" }
+    } else if a.status != AttemptStatus::Pending {
+        Vouched::AlreadyDone { succeeded: a.status == AttemptStatus::Succeeded }
     } else {
         Vouched::Yes
     })
+}
+
+/// A challenge's end must name an attempt that is waiting for its customer
+/// (or that lifecycle gave up on meanwhile), with its own key. Returns the
+/// recorded attempt too: its card, to save or forget, and its amount.
+pub async fn authenticate(tx: &Transaction<'_>, req: &AuthenticateRequest) -> Result<(Vouched, Option<Recorded>), HandlerError> {
+    let Some(a) = recorded(tx, req.attempt_id.as_str(), false).await? else {
+        return Ok((Vouched::No(format!("no attempt {} was recorded", req.attempt_id)), None));
+    };
+    if a.session_id != req.session_id.as_str() || a.merchant_id != req.merchant_id.as_str() {
+        return Ok((Vouched::No("the attempt belongs to another session or merchant".into()), None));
+    }
+    let vouched = if a.key != req.processor_idempotency_key {
+        Vouched::No("the processor key is not the attempt's".into())
+    } else if matches!(a.status, AttemptStatus::RequiresAction | AttemptStatus::Abandoned) {
+        Vouched::Yes
+    } else if a.status == AttemptStatus::Pending {
+        Vouched::No("the attempt is not waiting for its customer".into())
+    } else {
+        Vouched::AlreadyDone { succeeded: a.status == AttemptStatus::Succeeded }
+    };
+    Ok((vouched, Some(a)))
 }
 
 /// Everything else an authorize asks for must be what its attempt was
@@ -107,6 +149,8 @@ fn same_terms(a: &Recorded, req: &AuthorizeRequest) -> Option<String> {
         Some(format!("capture method {} differs from the attempt's {}", req.capture_method.as_str(), a.capture_method))
     } else if a.keep_card != req.keep_card {
         Some("whether the card is kept differs from the attempt's".into())
+    } else if a.save_for.as_deref() != req.save_for.map(|u| u.as_str()) {
+        Some("what the card is kept for differs from the attempt's".into())
     } else if (a.source == "checkout") != req.customer_present {
         Some("whether the customer is present differs from the attempt's".into())
     } else {
@@ -124,7 +168,7 @@ pub async fn settle(tx: &Transaction<'_>, op: Operation, req: &SettleRequest) ->
     let asked = if op == Operation::Capture { "capture_requested" } else { "void_requested" };
     let numbered = (1..=a.settlement_requests.max(0) as u32)
         .any(|n| SettleRequest::idempotency_key_for(op, &req.attempt_id, n) == req.processor_idempotency_key);
-    Ok(if a.status != "succeeded" {
+    Ok(if a.status != AttemptStatus::Succeeded {
         Vouched::No(format!("the attempt is {}: nothing to {op}", a.status))
     } else if req.amount <= 0 || req.amount > a.amount {
         Vouched::No(format!("amount {} is not within the authorised {}", req.amount, a.amount))
@@ -151,10 +195,10 @@ pub async fn resolve(tx: &Transaction<'_>, req: &ResolveRequest) -> Result<(Vouc
         Vouched::No(format!("amount {} differs from the attempt's {}", req.amount, a.amount))
     } else if a.key != req.processor_idempotency_key {
         Vouched::No("the processor key is not the attempt's".into())
-    } else if a.status == "pending" {
-        Vouched::No("the attempt is pending: lifecycle has not given up on it".into())
-    } else if a.status != "abandoned" {
-        Vouched::AlreadyDone { succeeded: a.status == "succeeded" }
+    } else if matches!(a.status, AttemptStatus::Pending | AttemptStatus::RequiresAction) {
+        Vouched::No(format!("the attempt is {}: lifecycle has not given up on it", a.status))
+    } else if a.status != AttemptStatus::Abandoned {
+        Vouched::AlreadyDone { succeeded: a.status == AttemptStatus::Succeeded }
     } else {
         Vouched::Yes
     };

@@ -55,6 +55,7 @@ pub async fn start_charge(
         processor_idempotency_key: key.clone(),
         // A saved method: it stays in the vault whatever this charge does.
         keep_card: true,
+        save_for: None,
     };
     let msg = Outbound::to_json(exchange::INTERNAL, internal::GATEWAY_AUTHORIZE, &request)?
         .with_message_id(attempt.as_str())

@@ -3,7 +3,7 @@
 use chrono::Utc;
 use deadpool_postgres::Transaction;
 use ps_contract::ids::AttemptId;
-use ps_contract::internal::{Operation, ResolveRequest, SettleRequest};
+use ps_contract::internal::{AttemptStatus, AuthenticateRequest, NextAction, Operation, ResolveRequest, SettleRequest};
 use ps_contract::routing::{exchange, header, internal};
 use ps_runtime::{HandlerError, Outbound};
 use ps_store::sessions::{self, StoredSession};
@@ -13,7 +13,7 @@ use std::time::Duration;
 pub struct Attempt {
     pub id: AttemptId,
     pub session_id: String,
-    pub status: String,
+    pub status: AttemptStatus,
     pub save_card: bool,
     pub amount: i64,
     pub settlement: Option<String>,
@@ -36,10 +36,11 @@ pub async fn lock(tx: &Transaction<'_>, id: &str) -> Result<Option<Attempt>, Han
         )
         .await?;
     row.map(|r| {
+        let status: &str = r.get(2);
         Ok(Attempt {
             id: parse_id(r.get(0))?,
             session_id: r.get(1),
-            status: r.get(2),
+            status: AttemptStatus::parse(status).ok_or_else(|| HandlerError::Permanent(format!("attempt {id} holds status {status:?}")))?,
             save_card: r.get(3),
             amount: r.get(4),
             settlement: r.get(5),
@@ -76,10 +77,11 @@ pub async fn lock_succeeded(tx: &Transaction<'_>, session_id: &str) -> Result<Op
     }
 }
 
+/// The attempt's final answer. A challenge it waited on is over.
 pub async fn finish(
     tx: &Transaction<'_>,
     id: &AttemptId,
-    status: &str,
+    status: AttemptStatus,
     error_code: Option<&str>,
     decline_code: Option<&str>,
     reference: Option<&str>,
@@ -88,13 +90,68 @@ pub async fn finish(
     tx.execute(
         &tx.prepare_cached(
             "UPDATE payment_attempts SET status = $2, error_code = $3, decline_code = $4, processor_reference = $5,
-             captured_amount = $6, updated_at = now() WHERE id = $1",
+             captured_amount = $6, next_action = NULL, updated_at = now() WHERE id = $1",
         )
         .await?,
-        &[&id.as_str(), &status, &error_code, &decline_code, &reference, &captured],
+        &[&id.as_str(), &status.as_str(), &error_code, &decline_code, &reference, &captured],
     )
     .await?;
     Ok(())
+}
+
+/// The processor asks the customer first (3-D Secure): the attempt waits in
+/// `requires_action`, keeping what the checkout needs to show the challenge.
+pub async fn require_action(tx: &Transaction<'_>, id: &AttemptId, action: Option<&NextAction>) -> Result<(), HandlerError> {
+    let action = action.map(serde_json::to_value).transpose()?;
+    tx.execute(
+        &tx.prepare_cached(
+            "UPDATE payment_attempts SET status = 'requires_action', next_action = $2, updated_at = now() WHERE id = $1 AND status = 'pending'",
+        )
+        .await?,
+        &[&id.as_str(), &action],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Challenges of sessions past `expires_at` that nobody has given up on in
+/// the last `again_after`: each is given up on (the processor cancels or
+/// fails it), so the session can expire. Locked, so one sweeping replica sends each.
+pub async fn expired_challenges(tx: &Transaction<'_>, again_after: Duration) -> Result<Vec<Outbound>, HandlerError> {
+    let rows = tx
+        .query(
+            &tx.prepare_cached(
+                "UPDATE payment_attempts a SET updated_at = now() FROM (
+                     SELECT a.id FROM payment_attempts a JOIN payment_sessions s ON s.id = a.session_id
+                     WHERE a.status = 'requires_action' AND s.status = 'active' AND s.expires_at <= now()
+                       AND a.updated_at <= now() - $1::float8 * interval '1 second'
+                     ORDER BY a.updated_at LIMIT 100 FOR UPDATE OF a SKIP LOCKED) due
+                 WHERE a.id = due.id
+                 RETURNING a.id, a.session_id, a.merchant_id, a.processor_idempotency_key",
+            )
+            .await?,
+            &[&again_after.as_secs_f64()],
+        )
+        .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let req = AuthenticateRequest {
+            attempt_id: parse_id(r.get(0))?,
+            session_id: ps_contract::ids::SessionId::parse(r.get(1)).map_err(|e| HandlerError::Permanent(e.to_string()))?,
+            merchant_id: ps_contract::ids::MerchantId::parse(r.get(2)).map_err(|e| HandlerError::Permanent(e.to_string()))?,
+            completed: false,
+            processor_idempotency_key: r.get(3),
+        };
+        tracing::info!(attempt = %req.attempt_id, "session expired mid-challenge: giving the challenge up");
+        // Each give-up its own message: the gateway's dedupe must not swallow a second one.
+        let id = format!("give-up:{}:{}", req.attempt_id, Utc::now().timestamp_micros());
+        out.push(
+            Outbound::to_json(exchange::INTERNAL, internal::GATEWAY_AUTHENTICATE, &req)?
+                .with_message_id(id)
+                .with_header(header::MERCHANT_ID, req.merchant_id.as_str()),
+        );
+    }
+    Ok(out)
 }
 
 pub async fn set_settlement(

@@ -43,6 +43,7 @@ impl Sweeper {
     /// again for unanswered settlements. Returns how many sessions expired.
     pub async fn sweep(&self) -> Result<usize, HandlerError> {
         let expired = self.expire().await?;
+        self.give_up_challenges().await?;
         self.resolve().await?;
         self.resettle().await?;
         self.refund_again().await?;
@@ -99,6 +100,17 @@ impl Sweeper {
                 out.push(ask);
             }
         }
+        self.commit(tx, &out).await
+    }
+
+    /// A session past `expires_at` whose attempt still waits for the customer's
+    /// challenge: the challenge is given up (asked again after
+    /// `settle_retry_after` if no answer comes), the attempt fails, and the
+    /// next round expires the session.
+    async fn give_up_challenges(&self) -> Result<(), HandlerError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let out = attempts::expired_challenges(&tx, self.settle_retry_after).await?;
         self.commit(tx, &out).await
     }
 

@@ -11,7 +11,7 @@ mod results;
 use chrono::Utc;
 use deadpool_postgres::Transaction;
 use futures::future::BoxFuture;
-use ps_contract::internal::GatewayResult;
+use ps_contract::internal::{DisputeNotice, GatewayResult};
 use ps_contract::routing::internal;
 use ps_runtime::config::{ConfigError, Env};
 use ps_runtime::service::{self, Consumes, Running, StartError};
@@ -68,7 +68,7 @@ impl Handler for LifecycleHandler {
     fn admit<'a>(&'a self, tx: &'a Transaction<'_>, msg: &'a Incoming) -> BoxFuture<'a, Result<Admission, HandlerError>> {
         Box::pin(async move {
             match msg.routing_key.as_str() {
-                internal::GATEWAY_RESULT => Ok(Admission::Apply),
+                internal::GATEWAY_RESULT | internal::GATEWAY_DISPUTE => Ok(Admission::Apply),
                 _ => ps_store::commands::admit(tx, msg).await,
             }
         })
@@ -77,13 +77,17 @@ impl Handler for LifecycleHandler {
     fn handle<'a>(&'a self, tx: &'a Transaction<'_>, msg: &'a Incoming) -> BoxFuture<'a, Result<Handled, HandlerError>> {
         Box::pin(async move {
             let now = Utc::now();
-            if msg.routing_key == internal::GATEWAY_RESULT {
-                return match serde_json::from_slice::<GatewayResult>(&msg.body) {
+            match msg.routing_key.as_str() {
+                internal::GATEWAY_RESULT => match serde_json::from_slice::<GatewayResult>(&msg.body) {
                     Ok(r) => results::apply(tx, &r, now, self.max_failed_attempts).await,
                     Err(e) => Ok(Handled::dead_lettered("invalid_message", e.to_string())),
-                };
+                },
+                internal::GATEWAY_DISPUTE => match serde_json::from_slice::<DisputeNotice>(&msg.body) {
+                    Ok(d) => results::disputed(tx, &d, now).await,
+                    Err(e) => Ok(Handled::dead_lettered("invalid_message", e.to_string())),
+                },
+                _ => commands::handle(tx, msg, now).await,
             }
-            commands::handle(tx, msg, now).await
         })
     }
 }

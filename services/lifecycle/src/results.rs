@@ -5,9 +5,10 @@ use crate::mandates;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
 use ps_contract::events::EventType;
-use ps_contract::internal::{GatewayResult, Operation, Outcome};
+use ps_contract::internal::{AttemptStatus, DisputeNotice, GatewayResult, Operation, Outcome};
 use ps_contract::lifecycle::{transition, PaymentOutcome, Status, Success, Transition};
 use ps_contract::mandate::MandateTerms;
+use ps_contract::payment::Dispute;
 use ps_contract::payment::PaymentAmounts;
 use ps_contract::session::{saved_card_usage, CaptureMethod};
 use ps_runtime::{Handled, HandlerError};
@@ -70,8 +71,15 @@ async fn authorized(
     max_failed: u32,
 ) -> Result<Handled, HandlerError> {
     // An abandoned attempt is still waiting: for the answer its resolution brings.
-    let awaiting = attempt.status == "pending" || attempt.status == "abandoned";
-    if !awaiting || s.session.status.is_terminal() {
+    if r.outcome == Outcome::RequiresAction {
+        // The customer is asked first; the answer comes when the challenge ends.
+        if attempt.status == AttemptStatus::Pending && !s.session.status.is_terminal() {
+            attempts::require_action(tx, &attempt.id, r.next_action.as_ref()).await?;
+            tracing::info!(session = %s.session.id, attempt = %attempt.id, "the customer is asked to authenticate");
+        }
+        return Ok(Handled::default());
+    }
+    if !attempt.status.awaiting() || s.session.status.is_terminal() {
         return late(tx, r, attempt, s).await;
     }
     let ty = s.session.session_type;
@@ -84,7 +92,7 @@ async fn authorized(
         attempts::finish(
             tx,
             &attempt.id,
-            "failed",
+            AttemptStatus::Failed,
             r.error_code.as_deref(),
             r.decline_code.as_deref(),
             r.processor_reference.as_deref(),
@@ -131,7 +139,7 @@ async fn authorized(
     };
     let to = transition(ty, s.state(), Transition::AttemptSucceeded(success)).map_err(|e| HandlerError::Permanent(e.to_string()))?;
     let captured = (success == Success::Paid).then_some(r.amount);
-    attempts::finish(tx, &attempt.id, "succeeded", None, None, r.processor_reference.as_deref(), captured).await?;
+    attempts::finish(tx, &attempt.id, AttemptStatus::Succeeded, None, None, r.processor_reference.as_deref(), captured).await?;
     s.set_amounts(PaymentAmounts { authorised: r.amount, paid: captured.unwrap_or(0), ..s.amounts() }, now);
 
     // What a customer-present success leaves behind: a mandate, or a saved card.
@@ -167,9 +175,9 @@ async fn authorized(
 /// A result for an attempt already given up on, or a session that has ended:
 /// money taken for a session that will not complete is given back.
 async fn late(tx: &Transaction<'_>, r: &GatewayResult, attempt: &Attempt, s: &StoredSession) -> Result<Handled, HandlerError> {
-    if r.outcome == Outcome::Succeeded && attempt.settlement.is_none() && attempt.status != "succeeded" {
+    if r.outcome == Outcome::Succeeded && attempt.settlement.is_none() && attempt.status != AttemptStatus::Succeeded {
         tracing::warn!(session = %s.session.id, attempt = %attempt.id, status = %s.session.status, "late success for an ended session: voiding it");
-        attempts::finish(tx, &attempt.id, "succeeded", None, None, r.processor_reference.as_deref(), None).await?;
+        attempts::finish(tx, &attempt.id, AttemptStatus::Succeeded, None, None, r.processor_reference.as_deref(), None).await?;
         return Ok(Handled::default().send(attempts::request_settlement(tx, Operation::Void, &attempt.id, s, r.amount).await?));
     }
     tracing::info!(attempt = %attempt.id, "result for an attempt already resolved; nothing to do");
@@ -265,4 +273,31 @@ async fn settlement_failed(
     s.session.updated_at = now;
     sessions::save(tx, s).await?;
     Ok(Handled::default().send(event(EventType::PaymentSessionUpdated, &s.merchant_id, now, &s.session)?))
+}
+
+/// The cardholder disputed a payment: the merchant hears of it
+/// (`payment.disputed`, its data the `dispute`), once per dispute.
+pub async fn disputed(tx: &Transaction<'_>, d: &DisputeNotice, now: DateTime<Utc>) -> Result<Handled, HandlerError> {
+    let Some(s) = sessions::get(tx, d.session_id.as_str()).await? else {
+        return Err(HandlerError::Permanent(format!("dispute for unknown session {}", d.session_id)));
+    };
+    if s.merchant_id != d.merchant_id {
+        return Ok(Handled::dead_lettered("result_not_vouched", "the dispute names another merchant than its session's"));
+    }
+    let Some(payment_id) = s.session.payment_id.clone() else {
+        return Ok(Handled::dead_lettered("result_not_vouched", "a dispute for a session that has no payment"));
+    };
+    let dispute = Dispute {
+        id: d.dispute_id.clone(),
+        object: Dispute::OBJECT.to_owned(),
+        payment_session_id: d.session_id.clone(),
+        payment_id,
+        amount: d.amount,
+        currency: d.currency,
+        reason: d.reason.clone(),
+        status: d.status.clone(),
+        created_at: now,
+    };
+    tracing::warn!(session = %d.session_id, dispute = %d.dispute_id, amount = d.amount, "payment disputed");
+    Ok(Handled::default().send(event(EventType::PaymentDisputed, &s.merchant_id, now, &dispute)?))
 }

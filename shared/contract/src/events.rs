@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 wire_enum!(
     /// Every event type; the routing key on the events exchange is the type.
+    /// `payment.disputed`'s data is the `dispute`; the others', the object named.
     EventType {
         PaymentSessionCreated => "payment_session.created",
         PaymentSessionUpdated => "payment_session.updated",
@@ -17,6 +18,7 @@ wire_enum!(
         PaymentFailed => "payment.failed",
         PaymentCaptured => "payment.captured",
         PaymentVoided => "payment.voided",
+        PaymentDisputed => "payment.disputed",
         RefundCreated => "refund.created",
         RefundSucceeded => "refund.succeeded",
         RefundFailed => "refund.failed",

@@ -30,7 +30,21 @@ pub struct AuthorizeRequest {
     /// number once the attempt has its answer.
     #[serde(default)]
     pub keep_card: bool,
+    /// A card entered at checkout and kept: for what later use (the processor
+    /// must be told before it allows charges without the customer).
+    #[serde(default)]
+    pub save_for: Option<SaveUsage>,
 }
+
+wire_enum!(
+    /// What a saved card will be used for.
+    SaveUsage {
+        /// Merchant-initiated charges under a mandate.
+        OffSession => "off_session",
+        /// The customer's own later checkouts.
+        OnSession => "on_session",
+    }
+);
 
 impl AuthorizeRequest {
     pub fn idempotency_key_for(attempt: &AttemptId) -> String {
@@ -88,7 +102,85 @@ impl RefundRequest {
 }
 
 wire_enum!(Operation { Authorize => "authorize", Capture => "capture", Void => "void", Refund => "refund" });
-wire_enum!(Outcome { Succeeded => "succeeded", Failed => "failed" });
+wire_enum!(Outcome {
+    Succeeded => "succeeded",
+    Failed => "failed",
+    /// The customer must authenticate (3-D Secure) before the processor answers.
+    RequiresAction => "requires_action",
+});
+
+wire_enum!(
+    /// An attempt's state, as `payment_attempts.status` holds it.
+    AttemptStatus {
+        Pending => "pending",
+        /// Waiting for the customer to authenticate (3-D Secure) at the checkout.
+        RequiresAction => "requires_action",
+        Succeeded => "succeeded",
+        Failed => "failed",
+        /// Lifecycle stopped waiting for an answer; the processor is asked what it did.
+        Abandoned => "abandoned",
+    }
+);
+
+impl AttemptStatus {
+    /// Still waiting for the processor's final answer (or the customer's authentication).
+    pub fn awaiting(self) -> bool {
+        matches!(self, AttemptStatus::Pending | AttemptStatus::RequiresAction | AttemptStatus::Abandoned)
+    }
+}
+
+wire_enum!(
+    /// What the checkout shows for an attempt that needs the customer.
+    ActionKind {
+        /// The sandbox's own challenge page.
+        SandboxChallenge => "sandbox_challenge",
+        /// Stripe.js completes a PaymentIntent's next action with its client secret.
+        StripePayment => "stripe_payment",
+        /// Stripe.js completes a SetupIntent's next action (a zero-amount verification).
+        StripeSetup => "stripe_setup",
+    }
+);
+
+/// How the customer completes an attempt that requires action. The client
+/// secret is the processor's: it lets the holder finish this one payment and
+/// nothing else, so it goes to the customer's browser and nowhere else.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct NextAction {
+    pub kind: ActionKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
+}
+
+/// `gateway.authenticate`: the customer finished (or gave up) the challenge
+/// of an attempt that required action, or lifecycle gave up on it when its
+/// session expired. The processor says what came of it; the browser's word
+/// is taken only by the sandbox, whose challenge is ours.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct AuthenticateRequest {
+    pub attempt_id: AttemptId,
+    pub session_id: SessionId,
+    pub merchant_id: MerchantId,
+    /// The customer completed the challenge (false: failed, abandoned, expired).
+    pub completed: bool,
+    pub processor_idempotency_key: String,
+}
+
+/// `gateway.dispute`: the processor told of a dispute on an attempt's payment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct DisputeNotice {
+    pub attempt_id: AttemptId,
+    pub session_id: SessionId,
+    pub merchant_id: MerchantId,
+    /// The processor's id of the dispute (`dp_…` at Stripe).
+    pub dispute_id: String,
+    pub amount: i64,
+    pub currency: Currency,
+    pub reason: String,
+    pub status: String,
+}
 
 /// What the card looks like outside the vault.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,11 +217,16 @@ pub struct GatewayResult {
     /// A refund's result: which one.
     #[serde(default)]
     pub refund_id: Option<RefundId>,
+    /// With `requires_action`: how the customer completes it.
+    #[serde(default)]
+    pub next_action: Option<NextAction>,
 }
 
 impl GatewayResult {
-    /// Deterministic per processor call, so a result published twice is applied once.
+    /// Deterministic per processor call and outcome, so a result published
+    /// twice (answered, and told again by the processor's own event) is applied
+    /// once, while a call that first required action can still be answered.
     pub fn message_id(&self) -> String {
-        format!("result:{}", self.processor_idempotency_key)
+        format!("result:{}:{}", self.processor_idempotency_key, self.outcome)
     }
 }

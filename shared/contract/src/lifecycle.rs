@@ -6,11 +6,11 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 macro_rules! wire_enum {
-    ($(#[$doc:meta])* $name:ident { $($variant:ident => $s:literal),* $(,)? }) => {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $s:literal),* $(,)? }) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
         #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-        pub enum $name { $(#[serde(rename = $s)] $variant,)* }
+        pub enum $name { $($(#[$vdoc])* #[serde(rename = $s)] $variant,)* }
 
         impl $name {
             pub const ALL: &'static [$name] = &[$($name::$variant,)*];

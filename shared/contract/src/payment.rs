@@ -111,6 +111,32 @@ impl Refund {
     pub const OBJECT: &'static str = "refund";
 }
 
+/// The `dispute` object (`payment.disputed`'s data): the cardholder asked
+/// their bank to reverse a payment. The processor's id, amount and reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct Dispute {
+    /// The processor's id of the dispute (`dp_…` at Stripe).
+    pub id: String,
+    /// Always `"dispute"`.
+    pub object: String,
+    pub payment_session_id: SessionId,
+    pub payment_id: PaymentId,
+    pub amount: i64,
+    pub currency: Currency,
+    /// The processor's reason, e.g. `fraudulent`, `product_not_received`.
+    pub reason: String,
+    /// The processor's status, e.g. `needs_response`.
+    pub status: String,
+    #[serde(with = "timestamp")]
+    #[cfg_attr(feature = "schema", schemars(with = "crate::schema::Timestamp"))]
+    pub created_at: DateTime<Utc>,
+}
+
+impl Dispute {
+    pub const OBJECT: &'static str = "dispute";
+}
+
 /// What a refund may take: the whole of what is left by default, never more.
 /// `committed` is what earlier refunds took, pending ones included, so two
 /// sent at once cannot together pass `paid`.

@@ -69,6 +69,10 @@ pub mod internal {
     pub const GATEWAY_RESULT: &str = "gateway.result";
     pub const GATEWAY_RESOLVE: &str = "gateway.resolve";
     pub const GATEWAY_REFUND: &str = "gateway.refund";
+    /// The customer's challenge is done (or given up): the checkout, or lifecycle at expiry.
+    pub const GATEWAY_AUTHENTICATE: &str = "gateway.authenticate";
+    /// A processor's dispute, told to lifecycle.
+    pub const GATEWAY_DISPUTE: &str = "gateway.dispute";
 }
 
 /// AMQP header names.

@@ -476,6 +476,7 @@ pub const DOCUMENTS: &[Document] = &[
         schema: of::<List<crate::session::PaymentSession>>,
     },
     Document { name: "refund", title: "The refund object", sent: true, schema: of::<crate::payment::Refund> },
+    Document { name: "dispute", title: "The dispute object (payment.disputed)", sent: true, schema: of::<crate::payment::Dispute> },
     Document { name: "mandate", title: "The mandate object", sent: true, schema: of::<crate::mandate::MandateObject> },
     Document { name: "mandate.list_reply", title: "mandate.list reply", sent: true, schema: of::<List<crate::mandate::MandateObject>> },
     Document { name: "payment_method", title: "The payment_method object", sent: true, schema: of::<crate::mandate::PaymentMethodObject> },
@@ -498,6 +499,13 @@ pub const DOCUMENTS: &[Document] = &[
     Document { name: "gateway.resolve", title: "gateway.resolve (internal)", sent: true, schema: of::<crate::internal::ResolveRequest> },
     Document { name: "gateway.refund", title: "gateway.refund (internal)", sent: true, schema: of::<crate::internal::RefundRequest> },
     Document { name: "gateway.result", title: "gateway.result (internal)", sent: true, schema: of::<crate::internal::GatewayResult> },
+    Document {
+        name: "gateway.authenticate",
+        title: "gateway.authenticate (internal)",
+        sent: true,
+        schema: of::<crate::internal::AuthenticateRequest>,
+    },
+    Document { name: "gateway.dispute", title: "gateway.dispute (internal)", sent: true, schema: of::<crate::internal::DisputeNotice> },
 ];
 
 fn settings(base: SchemaSettings, sent: bool) -> SchemaSettings {
@@ -830,6 +838,22 @@ pub const ROUTES: &[Route] = &[
         consumer: "session-lifecycle",
         replies: &[],
         summary: "Internal: what the processor answered.",
+    },
+    Route {
+        exchange: x::INTERNAL,
+        routing_key: i::GATEWAY_AUTHENTICATE,
+        body: "gateway.authenticate",
+        consumer: "payment-gateway",
+        replies: &[],
+        summary: "Internal: the customer finished (or gave up) an attempt's 3-D Secure challenge; the processor says what came of it.",
+    },
+    Route {
+        exchange: x::INTERNAL,
+        routing_key: i::GATEWAY_DISPUTE,
+        body: "gateway.dispute",
+        consumer: "session-lifecycle",
+        replies: &[],
+        summary: "Internal: the processor told of a dispute on a payment.",
     },
 ];
 

@@ -134,6 +134,26 @@ impl Env {
         }
     }
 
+    /// A processor key whose prefix says which mode it belongs to (Stripe's
+    /// `sk_test_…` / `sk_live_…`, `rk_…` restricted keys, `pk_…` publishable
+    /// keys): required, and refused in the other mode, so a live key never
+    /// runs a test fleet nor a test key a live one.
+    pub fn mode_key(&self, var: &'static str, kinds: &[&str], mode: ps_contract::session::Mode) -> Result<Secret, ConfigError> {
+        let expected = if mode == ps_contract::session::Mode::Live { "live" } else { "test" };
+        let Some(v) = self.raw(var) else {
+            return Err(ConfigError { var, problem: format!("is required ({}_{expected}_…)", kinds.join("_/")) });
+        };
+        let found = kinds.iter().find_map(|k| v.strip_prefix(k)?.strip_prefix('_')?.split_once('_')).map(|(m, rest)| (m, rest.len()));
+        match found {
+            Some((m, len)) if m == expected && len >= 8 => Ok(Secret::new(v)),
+            Some((m, len)) if len >= 8 && (m == "live" || m == "test") => Err(ConfigError {
+                var,
+                problem: format!("is a {m} key, and PS_MODE is {expected}: a {m} key never runs a {expected} fleet"),
+            }),
+            _ => Err(ConfigError { var, problem: format!("is not a key of the form {}_{expected}_…", kinds.join("_/")) }),
+        }
+    }
+
     pub fn flag(&self, var: &'static str, default: bool) -> Result<bool, ConfigError> {
         self.note(var, Some(default.to_string()));
         match self.get(var) {
@@ -391,6 +411,21 @@ mod tests {
         }
         // Test mode keeps local defaults.
         assert!(Config::from_env(&Env::from_pairs([]), 1).is_ok());
+    }
+
+    #[test]
+    fn a_processor_key_belongs_to_its_mode() {
+        use ps_contract::session::Mode;
+        let env = |k: &str| Env::from_pairs([("STRIPE_SECRET_KEY", k)]);
+        let key = |k: &str, mode| env(k).mode_key("STRIPE_SECRET_KEY", &["sk", "rk"], mode);
+        assert_eq!(key("sk_test_abcdefgh12", Mode::Test).unwrap().expose(), "sk_test_abcdefgh12");
+        assert!(key("rk_live_abcdefgh12", Mode::Live).is_ok());
+        let e = key("sk_live_abcdefgh12", Mode::Test).unwrap_err();
+        assert!(e.problem.contains("live key") && !e.to_string().contains("abcdefgh"), "{e}");
+        assert!(key("sk_test_abcdefgh12", Mode::Live).unwrap_err().problem.contains("test key"));
+        assert!(key("pk_test_abcdefgh12", Mode::Test).is_err(), "a publishable key is not a secret key");
+        assert!(key("sk_test_x", Mode::Test).is_err());
+        assert_eq!(Env::from_pairs([]).mode_key("STRIPE_SECRET_KEY", &["sk"], Mode::Test).unwrap_err().var, "STRIPE_SECRET_KEY");
     }
 
     #[test]

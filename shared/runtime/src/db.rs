@@ -22,6 +22,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0012_refunds", include_str!("../migrations/0012_refunds.sql")),
     ("0013_mandate_usage", include_str!("../migrations/0013_mandate_usage.sql")),
     ("0014_trust", include_str!("../migrations/0014_trust.sql")),
+    ("0015_processors", include_str!("../migrations/0015_processors.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]

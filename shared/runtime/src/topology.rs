@@ -74,6 +74,7 @@ impl QueueSpec {
 }
 
 const FROM_INTAKE_OR_CHECKOUT: &[&str] = &[service::INTAKE, service::CHECKOUT];
+const FROM_CHECKOUT_OR_LIFECYCLE: &[&str] = &[service::CHECKOUT, service::LIFECYCLE];
 const FROM_LIFECYCLE: &[&str] = &[service::LIFECYCLE];
 const FROM_GATEWAY: &[&str] = &[service::GATEWAY];
 
@@ -88,6 +89,7 @@ pub const GATEWAY: QueueSpec = QueueSpec {
         Binding::internal(internal::GATEWAY_VOID, FROM_LIFECYCLE),
         Binding::internal(internal::GATEWAY_RESOLVE, FROM_LIFECYCLE),
         Binding::internal(internal::GATEWAY_REFUND, FROM_LIFECYCLE),
+        Binding::internal(internal::GATEWAY_AUTHENTICATE, FROM_CHECKOUT_OR_LIFECYCLE),
     ],
     replies: None,
 };
@@ -96,6 +98,7 @@ pub const LIFECYCLE: QueueSpec = QueueSpec {
     name: "payment_sessions.lifecycle",
     bindings: &[
         Binding::internal(internal::GATEWAY_RESULT, FROM_GATEWAY),
+        Binding::internal(internal::GATEWAY_DISPUTE, FROM_GATEWAY),
         Binding::command(command::SESSION_CANCEL),
         Binding::command(command::PAYMENT_CAPTURE),
         Binding::command(command::PAYMENT_VOID),

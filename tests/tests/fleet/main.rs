@@ -1,5 +1,6 @@
 //! The fleet's integration suite: real binaries' code, real RabbitMQ, real PostgreSQL.
 
+mod authentication;
 mod batches;
 mod browser;
 mod checkout;
@@ -17,6 +18,7 @@ mod refunds;
 mod resilience;
 mod scheduler;
 mod security;
+mod stripe;
 mod tls;
 mod trust;
 mod webhooks;
