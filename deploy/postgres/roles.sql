@@ -74,6 +74,7 @@ GRANT SELECT ON mandate_usage TO ps_intake, ps_scheduler;
 GRANT SELECT, UPDATE ON payment_sessions TO ps_checkout;
 GRANT INSERT ON payment_attempts TO ps_checkout;
 GRANT SELECT (id, session_id, status, next_action, processor_idempotency_key) ON payment_attempts TO ps_checkout;
+GRANT SELECT, INSERT, UPDATE ON checkout_challenges TO ps_checkout;
 
 -- gateway: its vault, its processor's ledger, its call log; the token of a saved method.
 GRANT SELECT, INSERT ON vault_cards, sandbox_ledger TO ps_gateway;

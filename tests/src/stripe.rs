@@ -106,7 +106,8 @@ impl Recorded {
 /// What the proxy does to a matching request, once.
 #[derive(Debug, Clone)]
 pub enum Fault {
-    /// Forwarded, committed by Stripe, and its response never arrives.
+    /// Forwarded, committed by Stripe, and its response held back until
+    /// `release` (then a 504): for the gateway, a lost response.
     LoseResponse,
     /// Forwarded and committed, then answered with a 500.
     ServerErrorAfter,
@@ -122,6 +123,7 @@ struct ProxyState {
     http: reqwest::Client,
     recorded: Arc<Mutex<Vec<Recorded>>>,
     faults: Arc<Mutex<VecDeque<(Method, String, Fault)>>>,
+    release: Arc<tokio::sync::Notify>,
 }
 
 /// The proxy in front of localstripe: the gateway's `STRIPE_API_BASE`.
@@ -129,18 +131,29 @@ pub struct StripeProxy {
     pub url: String,
     recorded: Arc<Mutex<Vec<Recorded>>>,
     faults: Arc<Mutex<VecDeque<(Method, String, Fault)>>>,
+    release: Arc<tokio::sync::Notify>,
 }
 
 impl StripeProxy {
     pub async fn start(upstream: &LocalStripe) -> StripeProxy {
-        let state =
-            ProxyState { upstream: upstream.url.clone(), http: reqwest::Client::new(), recorded: Arc::default(), faults: Arc::default() };
-        let (recorded, faults) = (state.recorded.clone(), state.faults.clone());
+        let state = ProxyState {
+            upstream: upstream.url.clone(),
+            http: reqwest::Client::new(),
+            recorded: Arc::default(),
+            faults: Arc::default(),
+            release: Arc::default(),
+        };
+        let (recorded, faults, release) = (state.recorded.clone(), state.faults.clone(), state.release.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let app = axum::Router::new().fallback(forward).with_state(state);
         tokio::spawn(async move { axum::serve(listener, app).await });
-        StripeProxy { url, recorded, faults }
+        StripeProxy { url, recorded, faults, release }
+    }
+
+    /// Lets the responses `LoseResponse` holds back go (as 504s).
+    pub fn release(&self) {
+        self.release.notify_waiters();
     }
 
     /// Every request so far, in order.
@@ -201,7 +214,7 @@ async fn forward(State(s): State<ProxyState>, method: Method, uri: Uri, headers:
     match fault {
         // The gateway gives up waiting: the answer is lost, what Stripe did stands.
         Some(Fault::LoseResponse) => {
-            tokio::time::sleep(Duration::from_secs(3600)).await;
+            s.release.notified().await;
             StatusCode::GATEWAY_TIMEOUT.into_response()
         }
         Some(Fault::ServerErrorAfter) => {

@@ -341,7 +341,13 @@ async fn show(State(state): State<AppState>, Path(id): Path<String>, Query(q): Q
     let token = q.t.as_deref().unwrap_or_default();
     match authorised(&state, &id, q.t.as_deref()).await {
         Ok(s) if s.session.payment_outcome == PaymentOutcome::Pending => match waiting_challenge(&state, &id).await {
-            Ok(Some((_, action))) => challenge(&state, &s, token, &action),
+            // Answered: the processor's word is awaited; the customer may still give up and use another card.
+            Ok(Some((_, _, true))) => {
+                let csrf = random_token();
+                let body = pages::challenge_answered(&s, &format!("/pay/{id}/challenge?t={token}"), &csrf);
+                with_csrf_cookie(&state, html(StatusCode::OK, body), &id, &csrf)
+            }
+            Ok(Some((_, action, false))) => challenge(&state, &s, token, &action),
             Ok(None) => page(&state, &s, token, None),
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the session's attempt");
@@ -353,17 +359,24 @@ async fn show(State(state): State<AppState>, Path(id): Path<String>, Query(q): Q
     }
 }
 
-/// The session's attempt that waits for the customer's challenge, if one does.
-async fn waiting_challenge(state: &AppState, id: &str) -> Result<Option<(String, NextAction)>, ps_runtime::HandlerError> {
+/// The session's attempt that waits for the customer's challenge, if one
+/// does, and whether the customer has answered it already.
+async fn waiting_challenge(state: &AppState, id: &str) -> Result<Option<(String, NextAction, bool)>, ps_runtime::HandlerError> {
     let c = state.pool.get().await?;
-    let row =
-        c.query_opt("SELECT id, next_action FROM payment_attempts WHERE session_id = $1 AND status = 'requires_action'", &[&id]).await?;
+    let row = c
+        .query_opt(
+            "SELECT a.id, a.next_action, c.attempt_id IS NOT NULL FROM payment_attempts a
+             LEFT JOIN checkout_challenges c ON c.attempt_id = a.id
+             WHERE a.session_id = $1 AND a.status = 'requires_action'",
+            &[&id],
+        )
+        .await?;
     let Some(row) = row else { return Ok(None) };
     let action = match row.get::<_, Option<serde_json::Value>>(1) {
         Some(v) => serde_json::from_value(v)?,
         None => NextAction { kind: ActionKind::SandboxChallenge, client_secret: None },
     };
-    Ok(Some((row.get(0), action)))
+    Ok(Some((row.get(0), action, row.get(2))))
 }
 
 #[derive(Deserialize)]
@@ -435,6 +448,12 @@ async fn end_challenge(state: &AppState, s: &StoredSession, completed: bool) -> 
         .with_message_id(format!("authenticate:{attempt}:{}", uuid::Uuid::now_v7()))
         .with_header(h::MERCHANT_ID, locked.merchant_id.as_str());
     state.outbox.enqueue(&tx, &[msg]).await?;
+    tx.execute(
+        "INSERT INTO checkout_challenges (attempt_id, completed) VALUES ($1, $2)
+         ON CONFLICT (attempt_id) DO UPDATE SET completed = EXCLUDED.completed, answered_at = now()",
+        &[&attempt.as_str(), &completed],
+    )
+    .await?;
     tx.commit().await?;
     state.outbox.wake();
     tracing::info!(session = id, attempt = %attempt, completed, "challenge ended; the processor is asked what came of it");

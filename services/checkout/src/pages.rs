@@ -255,6 +255,20 @@ pub fn challenge_page(
     layout("Confirm with your bank", &body, false)
 }
 
+/// A challenge the customer has answered: the processor's word is awaited
+/// (the page refreshes itself); the customer may still give up and use another card.
+pub fn challenge_answered(s: &StoredSession, challenge_action: &str, csrf: &str) -> String {
+    let body = format!(
+        "{}<h1 id=\"state\">Processing your payment…</h1><p>Your bank's answer is on its way. This page updates by itself.</p>\
+         <form method=\"post\" action=\"{}\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+         <input type=\"hidden\" name=\"result\" value=\"fail\"><button type=\"submit\" id=\"other_card\">Use another card</button></form>",
+        header(s),
+        escape(challenge_action),
+        escape(csrf)
+    );
+    layout("Processing payment", &body, true)
+}
+
 pub fn not_found() -> String {
     layout("Not found", "<h1>Page not found</h1>", false)
 }

@@ -14,6 +14,14 @@ ALTER TABLE payment_attempts ADD COLUMN save_for TEXT CHECK (save_for IN ('off_s
 -- Lifecycle's expiry sweep gives up on challenges of expired sessions.
 CREATE INDEX payment_attempts_requiring_action ON payment_attempts (session_id) WHERE status = 'requires_action';
 
+-- The checkout's own record of a challenge the customer has answered: the page
+-- then waits for the processor's word instead of asking again.
+CREATE TABLE checkout_challenges (
+    attempt_id  TEXT        PRIMARY KEY,
+    completed   BOOLEAN     NOT NULL,
+    answered_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+
 -- The sandbox's challenge: what its issuer decides once the customer has
 -- authenticated (the card's own answer), kept with the call that asked.
 ALTER TABLE sandbox_ledger DROP CONSTRAINT sandbox_ledger_outcome_check;

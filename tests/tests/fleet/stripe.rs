@@ -35,3 +35,243 @@ async fn a_payment_at_the_checkout_is_a_succeeded_payment_intent_of_the_same_amo
     assert!(!calls.iter().any(|c| c.path.contains("4242")), "no card number in a path");
     env.finish().await;
 }
+
+async fn pay_reserved(env: &mut TestEnv, amount: i64) -> String {
+    let body = json!({"type": "one_time", "amount": amount, "currency": "EUR", "return_url": "https://shop.example/r", "capture_method": "manual"});
+    let s = env.call(Command::create("shop", &body)).await.body;
+    let id = s["id"].as_str().unwrap().to_owned();
+    CheckoutClient::new().pay(s["session_url"].as_str().unwrap(), "4242424242424242", false).await;
+    assert_eq!(env.event_about("payment_session.completed", &id).await["data"]["payment_outcome"], "reserved");
+    id
+}
+
+#[tokio::test]
+async fn a_smaller_capture_a_void_and_refunds_are_what_stripe_holds() {
+    let mut env = TestEnv::new().await;
+    let f = StripeFleet::start(&mut env, &[]).await;
+
+    // Authorised 5000, captured 3000: Stripe received 3000.
+    let captured = pay_reserved(&mut env, 5000).await;
+    let r = env
+        .call(Command::new("payment.capture", &json!({"payment_session_id": captured, "amount": 3000})).header("merchant-id", "shop"))
+        .await;
+    assert!(r.error_code().is_none(), "{}", r.body);
+    env.event_about("payment.captured", &captured).await;
+    let pi = f.intents().await.into_iter().next().unwrap();
+    // localstripe keeps a smaller capture as the whole charge less a refund of the rest (Stripe: amount_received).
+    let charge = &pi["latest_charge"];
+    let received =
+        pi["amount_received"].as_i64().unwrap_or(charge["amount"].as_i64().unwrap() - charge["amount_refunded"].as_i64().unwrap());
+    assert_eq!((pi["status"].as_str(), received), (Some("succeeded"), 3000), "{pi}");
+
+    // Two partial refunds of what was captured.
+    for (key, amount) in [("refund-a", 1000), ("refund-b", 500)] {
+        let body = json!({"payment_session_id": captured, "amount": amount});
+        let refund = env.call(Command::new("refund.create", &body).header("merchant-id", "shop").header("idempotency-key", key)).await.body;
+        assert_eq!(env.event_about("refund.succeeded", refund["id"].as_str().unwrap()).await["data"]["amount"], amount);
+    }
+    let refunds = f.stripe.get(&format!("/v1/refunds?payment_intent={}", pi["id"].as_str().unwrap())).await;
+    // Ours carry our key (localstripe keeps the smaller capture's release as a refund too).
+    let ours = refunds["data"].as_array().unwrap().iter().filter(|r| r["metadata"]["ps_key"].is_string());
+    let mut amounts: Vec<i64> = ours.map(|r| r["amount"].as_i64().unwrap()).collect();
+    amounts.sort();
+    assert_eq!(amounts, [500, 1000], "{refunds}");
+
+    // A void cancels its intent.
+    let voided = pay_reserved(&mut env, 4000).await;
+    env.call(Command::new("payment.void", &json!({"payment_session_id": voided})).header("merchant-id", "shop")).await;
+    env.event_about("payment.voided", &voided).await;
+    let pi = f.intents().await.into_iter().nth(1).unwrap();
+    assert_eq!(pi["status"], "canceled", "{pi}");
+    assert!(f.proxy.recorded().iter().any(|c| c.path.ends_with("/capture") && c.param("amount_to_capture") == Some("3000")));
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn a_mandate_set_up_at_the_checkout_charges_the_saved_card_off_session() {
+    let mut env = TestEnv::new().await;
+    let f = StripeFleet::start(&mut env, &[]).await;
+    let first = json!({"type": "first_in_series", "amount": 1500, "currency": "ZAR", "customer": {"name": "Bo", "email": "bo@example.com"},
+                       "return_url": "https://gym.example/r"});
+    let s = env.call(Command::create("gym", &first)).await.body;
+    CheckoutClient::new().pay(s["session_url"].as_str().unwrap(), "4242424242424242", false).await;
+    let done = env.event_about("payment_session.completed", s["id"].as_str().unwrap()).await;
+    let mandate = done["data"]["mandate_id"].as_str().expect("a mandate").to_owned();
+    for _ in 0..3 {
+        let next = json!({"type": "next_in_series", "amount": 1500, "currency": "ZAR", "mandate_id": mandate});
+        let charge = env.call(Command::create("gym", &next)).await.body;
+        assert_eq!(env.event_about("payment_session.completed", charge["id"].as_str().unwrap()).await["data"]["payment_outcome"], "paid");
+    }
+    let intents = f.intents().await;
+    assert_eq!(intents.len(), 4);
+    let customer = intents[0]["customer"].as_str().expect("the card was saved under a Stripe customer").to_owned();
+    for pi in &intents {
+        assert_eq!((pi["status"].as_str(), pi["customer"].as_str()), (Some("succeeded"), Some(customer.as_str())), "{pi}");
+        assert_eq!(pi["payment_method"], intents[0]["payment_method"], "the same saved card");
+    }
+    // What Stripe requires for charges without the customer, as the connector sent it.
+    let calls = f.proxy.recorded();
+    let creates: Vec<_> = calls.iter().filter(|c| c.path == "/v1/payment_intents").collect();
+    assert_eq!(creates[0].param("setup_future_usage"), Some("off_session"));
+    assert!(creates[1..].iter().all(|c| c.param("setup_future_usage").is_none()));
+    let confirms: Vec<_> = calls.iter().filter(|c| c.path.ends_with("/confirm")).collect();
+    assert_eq!(confirms.iter().filter(|c| c.param("off_session") == Some("true")).count(), 3, "the three merchant-initiated charges");
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn a_decline_is_reported_with_its_code() {
+    let mut env = TestEnv::new().await;
+    let f = StripeFleet::start(&mut env, &[]).await;
+    let s = env.call(Command::create("shop", &one_time(700))).await.body;
+    let id = s["id"].as_str().unwrap();
+    // localstripe declines this card's charges (its other decline cards only on saving: see docs/processors.md).
+    CheckoutClient::new().pay(s["session_url"].as_str().unwrap(), "4000000000000341", false).await;
+    let failed = env.event_about("payment.attempt_failed", id).await;
+    assert_eq!(failed["data"]["last_payment_error"]["error_code"], "card_declined");
+    assert_eq!(failed["data"]["status"], "active", "the customer may try another card");
+    assert_eq!(f.intents().await[0]["status"], "requires_payment_method");
+    env.finish().await;
+}
+
+/// Stripe's own event can answer a payment whose answer was lost: the session
+/// completes from the event, and the answer, when it comes after all, changes
+/// nothing (the same result, recognised).
+#[tokio::test]
+async fn stripes_event_answers_a_payment_whose_answer_is_lost_and_the_answer_changes_nothing() {
+    let mut env = TestEnv::new().await;
+    // The gateway would wait a minute for the lost answer: longer than this test waits for the event.
+    let f = StripeFleet::start(&mut env, &[("PROCESSOR_TIMEOUT_MS", "60000")]).await;
+    f.proxy.inject(axum::http::Method::POST, "/v1/payment_intents/", integration_tests::stripe::Fault::LoseResponse);
+    let s = env.call(Command::create("shop", &one_time(900))).await.body;
+    let id = s["id"].as_str().unwrap();
+    CheckoutClient::new().pay(s["session_url"].as_str().unwrap(), "4242424242424242", false).await;
+    assert_eq!(env.event_about("payment_session.completed", id).await["data"]["payment_outcome"], "paid", "completed by Stripe's event");
+    assert_eq!(env.count("SELECT count(*) FROM processor_events WHERE type = 'payment_intent.succeeded'").await, 1);
+    // The held answer goes: the gateway reads the intent, answers the same, and lifecycle recognises it.
+    f.proxy.release();
+    let duplicates = || ps_runtime::metrics::MESSAGES.with_label_values(&[ps_runtime::topology::LIFECYCLE.name, "duplicate"]).get();
+    integration_tests::eventually("lifecycle recognised the answer as the event's", || duplicates() >= 1).await;
+    assert_eq!(env.event_types_about(id).iter().filter(|t| *t == "payment.succeeded").count(), 1);
+    assert_eq!(f.intents().await.len(), 1, "one intent, charged once");
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn a_zero_amount_first_in_series_verifies_the_card_with_a_setup_intent() {
+    let mut env = TestEnv::new().await;
+    let f = StripeFleet::start(&mut env, &[]).await;
+    let first = json!({"type": "first_in_series", "amount": 0, "currency": "ZAR", "customer": {"name": "Bo", "email": "bo@example.com"},
+                       "return_url": "https://gym.example/r"});
+    let s = env.call(Command::create("gym", &first)).await.body;
+    CheckoutClient::new().pay(s["session_url"].as_str().unwrap(), "4242424242424242", false).await;
+    let done = env.event_about("payment_session.completed", s["id"].as_str().unwrap()).await;
+    assert_eq!(done["data"]["payment_outcome"], "payment_method_verified");
+    let mandate = done["data"]["mandate_id"].as_str().unwrap().to_owned();
+    assert!(f.intents().await.is_empty(), "no payment for a verification");
+    let setup = f.proxy.recorded().into_iter().find(|c| c.path == "/v1/setup_intents").expect("a SetupIntent");
+    assert_eq!(setup.param("usage"), Some("off_session"));
+    let next = json!({"type": "next_in_series", "amount": 2000, "currency": "ZAR", "mandate_id": mandate});
+    let charge = env.call(Command::create("gym", &next)).await.body;
+    assert_eq!(env.event_about("payment_session.completed", charge["id"].as_str().unwrap()).await["data"]["payment_outcome"], "paid");
+    assert_eq!(f.intents().await[0]["amount"], 2000);
+    env.finish().await;
+}
+
+/// Signs `body` as Stripe signs its events.
+fn stripe_signature(body: &str, t: i64) -> String {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(integration_tests::stripe::WEBHOOK_SECRET.as_bytes()).unwrap();
+    mac.update(format!("{t}.{body}").as_bytes());
+    format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// localstripe has no disputes: Stripe's `charge.dispute.created` is sent as
+/// Stripe signs it. Forged or replayed events change nothing.
+#[tokio::test]
+async fn a_dispute_reaches_the_merchant_and_an_unsigned_event_reaches_nobody() {
+    let mut env = TestEnv::new().await;
+    let f = StripeFleet::start(&mut env, &[]).await;
+    let s = env.call(Command::create("shop", &one_time(4200))).await.body;
+    let id = s["id"].as_str().unwrap();
+    CheckoutClient::new().pay(s["session_url"].as_str().unwrap(), "4242424242424242", false).await;
+    env.event_about("payment_session.completed", id).await;
+    let pi = f.intents().await[0]["id"].as_str().unwrap().to_owned();
+    let url = format!("http://{}/v1/processors/stripe/events", env.processor_events.unwrap());
+    let event = json!({"id": "evt_dispute_1", "object": "event", "type": "charge.dispute.created",
+        "data": {"object": {"id": "dp_1", "object": "dispute", "amount": 4200, "currency": "eur", "reason": "fraudulent",
+                            "status": "needs_response", "payment_intent": pi, "charge": "ch_1"}}})
+    .to_string();
+    let now = chrono::Utc::now().timestamp();
+    let http = reqwest::Client::new();
+    let send = |sig: String| http.post(&url).header("stripe-signature", sig).body(event.clone()).send();
+    assert_eq!(send(format!("t={now},v1=00")).await.unwrap().status(), 400, "a wrong signature");
+    assert_eq!(send(stripe_signature(&event, now - 3600)).await.unwrap().status(), 400, "a replay an hour old");
+    assert_eq!(env.count("SELECT count(*) FROM processor_events").await, 0);
+    for _ in 0..3 {
+        assert_eq!(send(stripe_signature(&event, now)).await.unwrap().status(), 200);
+    }
+    let disputed = env.event_about("payment.disputed", "dp_1").await;
+    assert_eq!((disputed["data"]["amount"].as_i64(), disputed["data"]["reason"].as_str()), (Some(4200), Some("fraudulent")));
+    assert_eq!(disputed["data"]["payment_session_id"], id);
+    integration_tests::assert_schema("dispute", &disputed["data"]);
+    assert_eq!(env.count("SELECT count(*) FROM processor_events WHERE event_id = 'evt_dispute_1'").await, 1, "applied once");
+    env.finish().await;
+}
+
+/// In Chromium: a card paid at the checkout, and a card whose issuer asks
+/// for 3-D Secure, completed through (localstripe's) Stripe.js challenge.
+#[tokio::test]
+async fn in_chromium_a_payment_and_a_3d_secure_challenge_complete_through_stripe_js() {
+    use integration_tests::browser::Browser;
+    let mut env = TestEnv::new().await;
+    let f = StripeFleet::start(&mut env, &[]).await;
+    let browser = Browser::launch().await;
+
+    let s = env.call(Command::create("shop", &one_time(1250))).await.body;
+    browser.c().goto(s["session_url"].as_str().unwrap()).await.unwrap();
+    browser.pay("4242424242424242").await;
+    browser.wait_for_text("state", "Payment successful").await;
+
+    let s = env.call(Command::create("shop", &one_time(3300))).await.body;
+    let id = s["id"].as_str().unwrap();
+    browser.c().goto(s["session_url"].as_str().unwrap()).await.unwrap();
+    browser.pay("4000002760003184").await;
+    // The page runs Stripe.js with the intent's client secret; its challenge opens in the page.
+    browser.click_button("Complete authentication").await;
+    browser.wait_for_text("state", "Payment successful").await;
+    assert_eq!(env.session(id).await["payment_outcome"], "paid");
+    let intents = f.intents().await;
+    assert_eq!(
+        intents.iter().map(|pi| (pi["amount"].as_i64().unwrap(), pi["status"].as_str().unwrap())).collect::<Vec<_>>(),
+        [(1250, "succeeded"), (3300, "succeeded")]
+    );
+    browser.close().await;
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn in_chromium_a_failed_challenge_leaves_the_session_to_try_again() {
+    use integration_tests::browser::Browser;
+    let mut env = TestEnv::new().await;
+    let f = StripeFleet::start(&mut env, &[]).await;
+    let browser = Browser::launch().await;
+    let s = env.call(Command::create("shop", &one_time(5100))).await.body;
+    let id = s["id"].as_str().unwrap();
+    browser.c().goto(s["session_url"].as_str().unwrap()).await.unwrap();
+    browser.pay("4000002760003184").await;
+    browser.click_button("Fail authentication").await;
+    browser.wait_for_text("error", "Your card was declined.").await;
+    let session = env.session(id).await;
+    assert_eq!(
+        (session["status"].as_str(), session["last_payment_error"]["decline_code"].as_str()),
+        (Some("active"), Some("authentication_failed"))
+    );
+    browser.pay("4242424242424242").await;
+    browser.wait_for_text("state", "Payment successful").await;
+    let statuses: Vec<String> = f.intents().await.iter().map(|pi| pi["status"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(statuses.last().map(String::as_str), Some("succeeded"));
+    assert!(statuses[0] != "succeeded", "the failed challenge's intent took nothing: {statuses:?}");
+    browser.close().await;
+    env.finish().await;
+}
