@@ -25,6 +25,24 @@ stop() {
 }
 trap stop INT TERM
 
+# PROCESSOR=stripe: with STRIPE_SECRET_KEY (a test key), real Stripe's test
+# mode; without, localstripe on this machine (scripts/ensure-localstripe.sh).
+if [ "${PROCESSOR:-sandbox}" = stripe ]; then
+    if [ -z "${STRIPE_SECRET_KEY:-}" ]; then
+        ./scripts/ensure-localstripe.sh
+        export STRIPE_SECRET_KEY=sk_test_localstripe_0123456789 STRIPE_PUBLISHABLE_KEY=pk_test_localstripe_0123456789
+        export STRIPE_WEBHOOK_SECRET=whsec_localstripe_test_0123456789
+        export STRIPE_API_BASE=http://127.0.0.1:${STRIPE_PROXY_PORT:-8421}
+        export STRIPE_JS_URL=http://localhost:${LOCALSTRIPE_PORT:-8420}/js.stripe.com/v3/
+        LOCALSTRIPE_PORT=${LOCALSTRIPE_PORT:-8420} STRIPE_PROXY_ADDR=127.0.0.1:${STRIPE_PROXY_PORT:-8421} \
+            "$bin/local-stripe" > >(sed -u "s/^/[local-stripe] /") 2>&1 &
+        pids+=($!)
+    else
+        : "${STRIPE_PUBLISHABLE_KEY:?PROCESSOR=stripe with STRIPE_SECRET_KEY needs STRIPE_PUBLISHABLE_KEY (pk_test_…) for the checkout}"
+        : "${STRIPE_WEBHOOK_SECRET:?needs STRIPE_WEBHOOK_SECRET: run stripe listen --forward-to localhost:9111/v1/processors/stripe/events and use the whsec_… it prints}"
+    fi
+fi
+
 "$bin/psctl" migrate
 # Local mode: the broker's guest may send commands for every merchant (DESIGN §10).
 "$bin/psctl" merchants grant guest '*'

@@ -44,9 +44,12 @@ pub struct LocalStripe {
 
 impl LocalStripe {
     pub async fn start() -> LocalStripe {
+        LocalStripe::start_on(crate::free_port()).await
+    }
+
+    pub async fn start_on(port: u16) -> LocalStripe {
         let exe = format!("{}/../target/localstripe/bin/localstripe", env!("CARGO_MANIFEST_DIR"));
         assert!(std::path::Path::new(&exe).exists(), "{exe} is missing: run scripts/ensure-localstripe.sh (make test does)");
-        let port = crate::free_port();
         let child = std::process::Command::new(&exe)
             .args(["--port", &port.to_string(), "--from-scratch"])
             .stdout(Stdio::null())
@@ -136,6 +139,10 @@ pub struct StripeProxy {
 
 impl StripeProxy {
     pub async fn start(upstream: &LocalStripe) -> StripeProxy {
+        StripeProxy::start_on(upstream, "127.0.0.1:0").await
+    }
+
+    pub async fn start_on(upstream: &LocalStripe, addr: &str) -> StripeProxy {
         let state = ProxyState {
             upstream: upstream.url.clone(),
             http: reqwest::Client::new(),
@@ -144,7 +151,7 @@ impl StripeProxy {
             release: Arc::default(),
         };
         let (recorded, faults, release) = (state.recorded.clone(), state.faults.clone(), state.release.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap_or_else(|e| panic!("cannot listen on {addr}: {e}"));
         let url = format!("http://{}", listener.local_addr().unwrap());
         let app = axum::Router::new().fallback(forward).with_state(state);
         tokio::spawn(async move { axum::serve(listener, app).await });

@@ -271,4 +271,54 @@ mod tests {
         assert!(format!("{:?}", GatewayConfig::from_env(&Env::from_pairs([keys, ("VAULT_TOKEN", t.as_str())])).unwrap()).contains("***"));
         assert_eq!(GatewayConfig::from_env(&Env::from_pairs([("VAULT_TOKEN", t.as_str())])).unwrap_err().var, "PS_SECRET_KEYS");
     }
+
+    #[test]
+    fn stripe_keys_match_the_mode() {
+        let token = "t".repeat(32);
+        let live = [
+            ("PS_MODE", "live"),
+            ("AMQP_URL", "amqps://ps-gateway:pw@rabbit:5671/%2f"),
+            ("DATABASE_URL", "postgres://ps_gateway:pw@db/ps?sslmode=verify-full"),
+            ("VAULT_TLS_CERT_FILE", "/etc/ps/vault.pem"),
+            ("VAULT_TLS_KEY_FILE", "/etc/ps/vault.key"),
+        ];
+        let stripe = |mode: &[(&'static str, &'static str)], key: &'static str, base: Option<&'static str>| {
+            let mut pairs = vec![
+                ("PS_SECRET_KEYS", KEYS),
+                ("VAULT_TOKEN", token.as_str()),
+                ("PROCESSOR", "stripe"),
+                ("STRIPE_SECRET_KEY", key),
+                ("STRIPE_WEBHOOK_SECRET", "whsec_0123456789abcdef"),
+            ];
+            pairs.extend_from_slice(mode);
+            pairs.extend(base.map(|b| ("STRIPE_API_BASE", b)));
+            GatewayConfig::from_env(&Env::from_pairs(pairs))
+        };
+        let config = stripe(&live, "sk_live_0123456789abcdef", None).expect("live mode starts with a live key");
+        assert_eq!(config.processor, ProcessorKind::Stripe);
+        let stripe_config = config.stripe.as_ref().unwrap();
+        assert_eq!(stripe_config.api_base, "https://api.stripe.com");
+        assert!(!format!("{config:?}").contains("sk_live_0123456789abcdef"), "the key is never printed");
+        assert!(stripe(&live, "rk_live_0123456789abcdef", None).is_ok(), "a restricted live key is a live key");
+        let refused = stripe(&live, "sk_test_0123456789abcdef", None).unwrap_err();
+        assert_eq!(refused.var, "STRIPE_SECRET_KEY");
+        assert!(refused.to_string().contains("test key") && !refused.to_string().contains("0123456789"), "{refused}");
+        assert_eq!(stripe(&[], "sk_live_0123456789abcdef", None).unwrap_err().var, "STRIPE_SECRET_KEY", "test mode refuses a live key");
+        assert!(stripe(&[], "sk_test_0123456789abcdef", None).is_ok());
+        assert_eq!(
+            stripe(&[], "pk_test_0123456789abcdef", None).unwrap_err().var,
+            "STRIPE_SECRET_KEY",
+            "a publishable key is no secret key"
+        );
+        let plain = stripe(&live, "sk_live_0123456789abcdef", Some("http://stripe.internal")).unwrap_err();
+        assert_eq!(plain.var, "STRIPE_API_BASE", "live mode reaches Stripe over https only");
+        assert!(stripe(&[], "sk_test_0123456789abcdef", Some("http://127.0.0.1:12111")).is_ok());
+        let no_secret = Env::from_pairs([
+            ("PS_SECRET_KEYS", KEYS),
+            ("VAULT_TOKEN", token.as_str()),
+            ("PROCESSOR", "stripe"),
+            ("STRIPE_SECRET_KEY", "sk_test_0123456789abcdef"),
+        ]);
+        assert_eq!(GatewayConfig::from_env(&no_secret).unwrap_err().var, "STRIPE_WEBHOOK_SECRET");
+    }
 }
