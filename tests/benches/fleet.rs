@@ -342,7 +342,7 @@ async fn reads(n: usize) {
 async fn fleet(n: usize) {
     use integration_tests::bench::{self, Upstream};
     let settings = [("*", "RUST_LOG", "warn"), ("*", "AMQP_PREFETCH", "64"), ("*", "DATABASE_POOL_SIZE", "16")];
-    let fleet = integration_tests::faults::Fleet::start_with(10, &settings, false).await;
+    let fleet = integration_tests::faults::Fleet::start_with(10, &settings, false, integration_tests::faults::Processor::Sandbox).await;
     let mandates = bench::mandates(&fleet, 100).await;
     let upstream = Upstream::connect(&fleet).await;
     let pids = fleet.pids();

@@ -1,10 +1,12 @@
 //! The fault harness (issue 9): the real service binaries as separate
 //! processes, reaching the broker and the database through TCP proxies the
 //! harness can cut and slow, a mixed load of all three session types, and the
-//! invariants checked at the end against independent records: the sandbox
-//! processor's ledger, a webhook receiver counting by `webhook-id`, the DLQs.
+//! invariants checked at the end against independent records: the
+//! processor's ledger (the sandbox's, or Stripe's as localstripe holds it), a
+//! webhook receiver counting by `webhook-id`, the DLQs.
 
 use crate::receiver::{Answer, Receiver};
+use crate::stripe::{EventsRelay, LocalStripe, StripeProxy};
 use crate::{binary_path, free_port, seed_mandate_with_card, seed_schedule, Command, TestEnv};
 use ps_runtime::topology;
 use serde::{Deserialize, Serialize};
@@ -118,8 +120,25 @@ pub struct Fleet {
     pub db: Proxy,
     pub broker: Proxy,
     pub checkout_url: String,
+    /// `PROCESSOR=stripe`: localstripe, the proxy before it, its events' relay.
+    pub stripe: Option<OnStripe>,
     procs: std::sync::Mutex<Vec<Proc>>,
     logs: std::path::PathBuf,
+}
+
+/// Stripe as the fault scenarios meet it: localstripe behind the proxy that
+/// injects the API's faults, and a relay that repeats its events.
+pub struct OnStripe {
+    pub stripe: LocalStripe,
+    pub proxy: StripeProxy,
+    pub events: EventsRelay,
+}
+
+/// Which processor the fleet's gateway calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Processor {
+    Sandbox,
+    Stripe,
 }
 
 /// Where scenarios leave their logs and rows: the workspace's `target/faults`.
@@ -142,20 +161,30 @@ impl Fleet {
     /// Starts every service with `overrides` (service name, or `*`, → variable
     /// and value), its queues declared with `delivery_limit`.
     pub async fn start(delivery_limit: u32, overrides: &[(&str, &str, &str)]) -> Fleet {
-        Fleet::start_with(delivery_limit, overrides, true).await
+        Fleet::start_with(delivery_limit, overrides, true, Processor::Sandbox).await
     }
 
     /// As `start`; `proxied: false` connects the services straight to the
     /// broker and the database (the benchmark: no extra hop to measure).
-    pub async fn start_with(delivery_limit: u32, overrides: &[(&str, &str, &str)], proxied: bool) -> Fleet {
+    pub async fn start_with(delivery_limit: u32, overrides: &[(&str, &str, &str)], proxied: bool, processor: Processor) -> Fleet {
         let env = TestEnv::with_delivery_limit(delivery_limit).await;
         let db = Proxy::start(host_port(&env.database_url)).await;
         let broker = Proxy::start(host_port(&env.amqp_url)).await;
-        let (vault, checkout) = (free_port(), free_port());
+        let (vault, checkout, events) = (free_port(), free_port(), free_port());
         let checkout_url = format!("http://127.0.0.1:{checkout}");
         let logs = results_dir().join("logs").join(&env.db_name);
         std::fs::create_dir_all(&logs).unwrap();
-        let fleet = Fleet { env, db, broker, checkout_url, procs: std::sync::Mutex::new(vec![]), logs };
+        let stripe = match processor {
+            Processor::Sandbox => None,
+            Processor::Stripe => {
+                let stripe = LocalStripe::start().await;
+                let proxy = StripeProxy::start(&stripe).await;
+                let events = EventsRelay::start(&format!("http://127.0.0.1:{events}/v1/processors/stripe/events")).await;
+                stripe.send_events_to(&events.url).await;
+                Some(OnStripe { stripe, proxy, events })
+            }
+        };
+        let fleet = Fleet { env, db, broker, checkout_url, stripe, procs: std::sync::Mutex::new(vec![]), logs };
         for name in SERVICES {
             let mut vars: Vec<(String, String)> = fleet.env.service_env().into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
             let mut set = |k: &str, v: String| {
@@ -179,6 +208,15 @@ impl Fleet {
             set("SCHEDULER_POLL_MS", "200".into());
             set("DATABASE_POOL_SIZE", "6".into());
             set("RUST_LOG", "info".into());
+            if let Some(on) = &fleet.stripe {
+                set("PROCESSOR", "stripe".into());
+                set("STRIPE_SECRET_KEY", crate::stripe::SECRET_KEY.into());
+                set("STRIPE_API_BASE", on.proxy.url.clone());
+                set("STRIPE_WEBHOOK_SECRET", crate::stripe::WEBHOOK_SECRET.into());
+                set("PROCESSOR_EVENTS_ADDR", format!("127.0.0.1:{events}"));
+                set("STRIPE_JS_URL", on.stripe.js_url());
+                set("STRIPE_PUBLISHABLE_KEY", crate::stripe::PUBLISHABLE_KEY.into());
+            }
             for (svc, k, v) in overrides {
                 if svc == name || *svc == "*" {
                     set(k, v.to_string());
@@ -204,6 +242,50 @@ impl Fleet {
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run {name}: {e}"))
+    }
+
+    /// An active mandate on a saved card; on Stripe, the card saved there too
+    /// (a PaymentMethod attached to a Customer), as a first_in_series leaves it.
+    async fn seed_mandate(&self, terms: Value) -> (String, String, String) {
+        let seeded = seed_mandate_with_card(&self.env.pool, MERCHANT, terms, PAYS, (12, 2099), true).await;
+        if let Some(on) = &self.stripe {
+            let (method, customer) = on.stripe.save_card(PAYS).await;
+            self.env
+                .pool
+                .get()
+                .await
+                .unwrap()
+                .execute(
+                    "UPDATE vault_cards SET processor_method = $1, processor_customer = $2
+                     WHERE token = (SELECT vault_token FROM payment_methods WHERE id = $3)",
+                    &[&method, &customer, &seeded.1],
+                )
+                .await
+                .unwrap();
+        }
+        seeded
+    }
+
+    /// The processor's record of the money, as a table the invariants join:
+    /// the sandbox's own ledger, or Stripe's copied into `stripe_ledger`.
+    async fn ledger_table(&self) -> &'static str {
+        let Some(on) = &self.stripe else { return "sandbox_ledger" };
+        let c = self.env.pool.get().await.unwrap();
+        c.batch_execute(
+            "DROP TABLE IF EXISTS stripe_ledger;
+             CREATE TABLE stripe_ledger (operation text NOT NULL, idempotency_key text NOT NULL, outcome text NOT NULL)",
+        )
+        .await
+        .unwrap();
+        for line in on.stripe.ledger().await {
+            c.execute(
+                "INSERT INTO stripe_ledger (operation, idempotency_key, outcome) VALUES ($1, $2, $3)",
+                &[&line.operation, &line.idempotency_key, &line.outcome],
+            )
+            .await
+            .unwrap();
+        }
+        "stripe_ledger"
     }
 
     /// SIGKILL, as the OOM killer or a node failure does it, then start it again.
@@ -339,13 +421,13 @@ impl Load {
             planned.push(Planned { key: format!("fis-{i}"), ty: "first_in_series", body });
         }
         for i in 0..mix.next_in_series {
-            let md = seed_mandate_with_card(&fleet.env.pool, MERCHANT, terms(), PAYS, (12, 2099), true).await.2;
+            let md = fleet.seed_mandate(terms()).await.2;
             let body = json!({"type": "next_in_series", "amount": 700 + i as i64, "currency": "ZAR", "mandate_id": md});
             planned.push(Planned { key: format!("nis-{i}"), ty: "next_in_series", body });
         }
         let mut schedules = vec![];
         for _ in 0..mix.scheduled {
-            schedules.push(seed_mandate_with_card(&fleet.env.pool, MERCHANT, terms(), PAYS, (12, 2099), true).await);
+            schedules.push(fleet.seed_mandate(terms()).await);
         }
         // Interleaved, so every wave carries every type.
         planned.sort_by_key(|p| p.key.rsplit('-').next().and_then(|n| n.parse::<usize>().ok()).unwrap_or(0));
@@ -588,6 +670,7 @@ pub async fn settle_and_check(fleet: &Fleet, load: &Load, scenario: &str, healed
     }
     let recovery = healed.elapsed().as_secs_f64();
     let missing_events = undelivered_events(fleet, load).await;
+    let ledger = fleet.ledger_table().await;
 
     let mut rows = vec![];
     for ty in TYPES {
@@ -595,7 +678,7 @@ pub async fn settle_and_check(fleet: &Fleet, load: &Load, scenario: &str, healed
         let keys: Vec<String> = sent.commands.iter().filter(|(_, t)| *t == ty).map(|(k, _)| k.clone()).collect();
         let r = c
             .query_one(
-                "WITH s AS (
+                &format!("WITH s AS (
                      SELECT s.id, s.status, s.payment_outcome FROM payment_sessions s
                      WHERE s.merchant_id = $1 AND CASE WHEN $2 = 'scheduled' THEN s.id IN (SELECT payment_session_id FROM schedule_runs)
                                                        WHEN $2 = 'next_in_series' THEN s.type = 'next_in_series'
@@ -603,9 +686,9 @@ pub async fn settle_and_check(fleet: &Fleet, load: &Load, scenario: &str, healed
                                                        ELSE s.type = $2 END
                  ), charged AS (
                      SELECT a.session_id, count(*) AS n,
-                            count(*) FILTER (WHERE EXISTS (SELECT 1 FROM sandbox_ledger v WHERE v.operation = 'void'
+                            count(*) FILTER (WHERE EXISTS (SELECT 1 FROM {ledger} v WHERE v.operation = 'void'
                                 AND v.outcome = 'succeeded' AND v.idempotency_key LIKE 'void:' || a.id || ':%')) AS voided
-                     FROM payment_attempts a JOIN sandbox_ledger l ON l.idempotency_key = a.processor_idempotency_key
+                     FROM payment_attempts a JOIN {ledger} l ON l.idempotency_key = a.processor_idempotency_key
                      WHERE l.outcome = 'succeeded' AND a.session_id IN (SELECT id FROM s) GROUP BY a.session_id
                  )
                  SELECT (SELECT count(*) FROM s),
@@ -613,7 +696,7 @@ pub async fn settle_and_check(fleet: &Fleet, load: &Load, scenario: &str, healed
                         (SELECT count(*) FROM charged WHERE n > 1),
                         (SELECT count(*) FROM s WHERE payment_outcome = 'paid' AND id NOT IN (SELECT session_id FROM charged)),
                         (SELECT count(*) FROM s JOIN charged ON charged.session_id = s.id
-                         WHERE s.payment_outcome <> 'paid' AND charged.n > charged.voided)",
+                         WHERE s.payment_outcome <> 'paid' AND charged.n > charged.voided)"),
                 &[&MERCHANT, ty],
             )
             .await

@@ -77,6 +77,13 @@ impl LocalStripe {
         assert!(r.status().is_success(), "localstripe refused the webhook configuration: {}", r.status());
     }
 
+    /// A call made straight to localstripe, as a test's own set-up.
+    pub async fn post(&self, path: &str, form: &[(&str, &str)]) -> serde_json::Value {
+        let r = reqwest::Client::new().post(format!("{}{path}", self.url)).bearer_auth(SECRET_KEY).form(form).send().await.unwrap();
+        assert!(r.status().is_success(), "localstripe refused {path}: {}", r.status());
+        r.json().await.unwrap()
+    }
+
     /// An object as localstripe holds it (`/v1/payment_intents/pi_…`).
     pub async fn get(&self, path: &str) -> serde_json::Value {
         reqwest::Client::new().get(format!("{}{path}", self.url)).bearer_auth(SECRET_KEY).send().await.unwrap().json().await.unwrap()
@@ -98,6 +105,8 @@ pub struct Recorded {
     pub idempotency_key: Option<String>,
     pub stripe_version: Option<String>,
     pub params: Vec<(String, String)>,
+    /// When the proxy received it.
+    pub at: std::time::Instant,
 }
 
 impl Recorded {
@@ -118,6 +127,15 @@ pub enum Fault {
     Delay(Duration),
     /// Not forwarded: a 429 asking to come back after this many seconds.
     TooMany(u64),
+    /// Forwarded and committed at once, answered this much later: Stripe's
+    /// event overtakes the answer.
+    AnswerAfter(Duration),
+}
+
+/// Whether a fault's pattern names a request: the same segments, `*` any one.
+fn matches(pattern: &str, path: &str) -> bool {
+    let (p, q): (Vec<&str>, Vec<&str>) = (pattern.split('/').collect(), path.split('/').collect());
+    p.len() == q.len() && p.iter().zip(&q).all(|(a, b)| *a == "*" || a == b)
 }
 
 #[derive(Clone)]
@@ -127,6 +145,7 @@ struct ProxyState {
     recorded: Arc<Mutex<Vec<Recorded>>>,
     faults: Arc<Mutex<VecDeque<(Method, String, Fault)>>>,
     release: Arc<tokio::sync::Notify>,
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// The proxy in front of localstripe: the gateway's `STRIPE_API_BASE`.
@@ -135,6 +154,7 @@ pub struct StripeProxy {
     recorded: Arc<Mutex<Vec<Recorded>>>,
     faults: Arc<Mutex<VecDeque<(Method, String, Fault)>>>,
     release: Arc<tokio::sync::Notify>,
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl StripeProxy {
@@ -149,13 +169,15 @@ impl StripeProxy {
             recorded: Arc::default(),
             faults: Arc::default(),
             release: Arc::default(),
+            in_flight: Arc::default(),
         };
-        let (recorded, faults, release) = (state.recorded.clone(), state.faults.clone(), state.release.clone());
+        let (recorded, faults, release, in_flight) =
+            (state.recorded.clone(), state.faults.clone(), state.release.clone(), state.in_flight.clone());
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap_or_else(|e| panic!("cannot listen on {addr}: {e}"));
         let url = format!("http://{}", listener.local_addr().unwrap());
         let app = axum::Router::new().fallback(forward).with_state(state);
         tokio::spawn(async move { axum::serve(listener, app).await });
-        StripeProxy { url, recorded, faults, release }
+        StripeProxy { url, recorded, faults, release, in_flight }
     }
 
     /// Lets the responses `LoseResponse` holds back go (as 504s).
@@ -168,9 +190,28 @@ impl StripeProxy {
         self.recorded.lock().unwrap().clone()
     }
 
-    /// The next `method` request whose path starts with `path` meets `fault`.
-    pub fn inject(&self, method: Method, path: &str, fault: Fault) {
-        self.faults.lock().unwrap().push_back((method, path.to_owned(), fault));
+    /// The next `method` request whose path matches `pattern` (segments, `*`
+    /// for any one: `/v1/payment_intents/*/confirm`) meets `fault`.
+    pub fn inject(&self, method: Method, pattern: &str, fault: Fault) {
+        self.inject_n(method, pattern, fault, 1);
+    }
+
+    /// The next `n` such requests meet `fault`.
+    pub fn inject_n(&self, method: Method, pattern: &str, fault: Fault, n: usize) {
+        let mut faults = self.faults.lock().unwrap();
+        for _ in 0..n {
+            faults.push_back((method.clone(), pattern.to_owned(), fault.clone()));
+        }
+    }
+
+    /// Requests on their way to localstripe (a delayed one included).
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// How many injected faults no request has met yet.
+    pub fn faults_pending(&self) -> usize {
+        self.faults.lock().unwrap().len()
     }
 }
 
@@ -184,10 +225,11 @@ async fn forward(State(s): State<ProxyState>, method: Method, uri: Uri, headers:
         idempotency_key: header("idempotency-key"),
         stripe_version: header("stripe-version"),
         params: params.clone(),
+        at: std::time::Instant::now(),
     });
     let fault = {
         let mut faults = s.faults.lock().unwrap();
-        let at = faults.iter().position(|(m, p, _)| *m == method && path.starts_with(p.as_str()));
+        let at = faults.iter().position(|(m, p, _)| *m == method && matches(p, &path));
         at.and_then(|i| faults.remove(i)).map(|(_, _, f)| f)
     };
     if let Some(Fault::TooMany(secs)) = fault {
@@ -198,9 +240,12 @@ async fn forward(State(s): State<ProxyState>, method: Method, uri: Uri, headers:
         )
             .into_response();
     }
-    if let Some(Fault::Delay(d)) = fault {
-        tokio::time::sleep(d).await;
-    }
+    // Stripe finishes what it received whether or not the caller still
+    // waits: the forward runs on its own, past a caller that gave up.
+    let delay = match fault {
+        Some(Fault::Delay(d)) => Some(d),
+        _ => None,
+    };
     let kept: Vec<(String, String)> = params.into_iter().filter(|(k, _)| !unknown_to_localstripe(&method, &path, k)).collect();
     let target = format!("{}{}", s.upstream, uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
     let mut req = s.http.request(method.clone(), target);
@@ -212,17 +257,35 @@ async fn forward(State(s): State<ProxyState>, method: Method, uri: Uri, headers:
             .header("content-type", "application/x-www-form-urlencoded")
             .body(form_urlencoded::Serializer::new(String::new()).extend_pairs(&kept).finish());
     }
-    let upstream = match req.send().await {
-        Ok(r) => r,
+    let in_flight = s.in_flight.clone();
+    in_flight.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let forwarded = tokio::spawn(async move {
+        if let Some(d) = delay {
+            tokio::time::sleep(d).await;
+        }
+        let answer = async {
+            let upstream = req.send().await.map_err(|e| e.to_string())?;
+            let status = upstream.status().as_u16();
+            Ok::<_, String>((status, upstream.text().await.unwrap_or_default()))
+        }
+        .await;
+        in_flight.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        answer
+    });
+    let (status, text) = match forwarded.await {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(e)) => return (StatusCode::BAD_GATEWAY, e).into_response(),
         Err(e) => return (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
     };
-    let status = upstream.status().as_u16();
-    let text = upstream.text().await.unwrap_or_default();
     match fault {
         // The gateway gives up waiting: the answer is lost, what Stripe did stands.
         Some(Fault::LoseResponse) => {
             s.release.notified().await;
             StatusCode::GATEWAY_TIMEOUT.into_response()
+        }
+        Some(Fault::AnswerAfter(d)) => {
+            tokio::time::sleep(d).await;
+            (StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY), [("content-type", "application/json")], text).into_response()
         }
         Some(Fault::ServerErrorAfter) => {
             (StatusCode::INTERNAL_SERVER_ERROR, r#"{"error":{"type":"api_error","message":"An unknown error occurred"}}"#).into_response()
@@ -244,6 +307,11 @@ pub struct StripeFleet {
 
 impl StripeFleet {
     pub async fn start(env: &mut crate::TestEnv, gateway: &[(&'static str, &str)]) -> StripeFleet {
+        StripeFleet::start_with(env, gateway, &[]).await
+    }
+
+    /// As `start`, lifecycle with `lifecycle`'s settings too.
+    pub async fn start_with(env: &mut crate::TestEnv, gateway: &[(&'static str, &str)], lifecycle: &[(&'static str, &str)]) -> StripeFleet {
         let stripe = LocalStripe::start().await;
         let proxy = StripeProxy::start(&stripe).await;
         let mut vars = vec![
@@ -257,7 +325,9 @@ impl StripeFleet {
         env.start_gateway(&vars).await;
         let events = env.processor_events.expect("the gateway takes Stripe's events");
         stripe.send_events_to(&format!("http://{events}/v1/processors/stripe/events")).await;
-        env.start_lifecycle(&[("SETTLEMENT_RETRY_AFTER_SECS", "2")]).await;
+        let mut lifecycle_vars = vec![("SETTLEMENT_RETRY_AFTER_SECS", "2")];
+        lifecycle_vars.extend_from_slice(lifecycle);
+        env.start_lifecycle(&lifecycle_vars).await;
         let js = stripe.js_url();
         let checkout = env
             .start_checkout_with(&[("PROCESSOR", "stripe"), ("STRIPE_JS_URL", js.as_str()), ("STRIPE_PUBLISHABLE_KEY", PUBLISHABLE_KEY)])
@@ -272,5 +342,126 @@ impl StripeFleet {
         let mut data = list["data"].as_array().cloned().unwrap_or_default();
         data.sort_by_key(|pi| pi["created"].as_i64());
         data
+    }
+}
+
+/// Between localstripe and the gateway's event endpoint: every event passed
+/// on as signed, `copies` times (the first at once, the others a little
+/// later), as Stripe's at-least-once delivery may.
+pub struct EventsRelay {
+    pub url: String,
+    copies: Arc<std::sync::atomic::AtomicUsize>,
+    relayed: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+#[derive(Clone)]
+struct RelayState {
+    target: String,
+    http: reqwest::Client,
+    copies: Arc<std::sync::atomic::AtomicUsize>,
+    relayed: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl EventsRelay {
+    /// Relays to `target` (the gateway's `/v1/processors/stripe/events`).
+    pub async fn start(target: &str) -> EventsRelay {
+        let state =
+            RelayState { target: target.to_owned(), http: reqwest::Client::new(), copies: Arc::new(1.into()), relayed: Arc::default() };
+        let (copies, relayed) = (state.copies.clone(), state.relayed.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/events", listener.local_addr().unwrap());
+        let app = axum::Router::new().fallback(relay).with_state(state);
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        EventsRelay { url, copies, relayed }
+    }
+
+    /// Each event from now on arrives `n` times.
+    pub fn deliver_each(&self, n: usize) {
+        self.copies.store(n.max(1), std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Events passed on so far, copies included.
+    pub fn relayed(&self) -> usize {
+        self.relayed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+async fn relay(State(s): State<RelayState>, headers: HeaderMap, body: Bytes) -> Response {
+    let send = {
+        let s = s.clone();
+        move |body: Bytes, headers: HeaderMap| async move {
+            let mut req = s.http.post(&s.target).body(body);
+            for name in ["stripe-signature", "content-type"] {
+                if let Some(v) = headers.get(name) {
+                    req = req.header(name, v);
+                }
+            }
+            let r = req.send().await;
+            s.relayed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            r.map(|r| r.status().as_u16()).unwrap_or(502)
+        }
+    };
+    for copy in 1..s.copies.load(std::sync::atomic::Ordering::SeqCst) {
+        let (send, body, headers) = (send.clone(), body.clone(), headers.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(700 * copy as u64)).await;
+            send(body, headers).await
+        });
+    }
+    StatusCode::from_u16(send(body, headers).await).unwrap_or(StatusCode::BAD_GATEWAY).into_response()
+}
+
+/// One line of what Stripe did, in the shape of the sandbox's ledger.
+#[derive(Debug, Clone)]
+pub struct LedgerLine {
+    pub operation: &'static str,
+    pub idempotency_key: String,
+    pub outcome: &'static str,
+}
+
+impl LocalStripe {
+    /// Every object of a list, following `starting_after`.
+    pub async fn list_all(&self, path: &str) -> Vec<serde_json::Value> {
+        let mut all: Vec<serde_json::Value> = vec![];
+        loop {
+            let after = all.last().and_then(|o| o["id"].as_str()).map(|id| format!("&starting_after={id}")).unwrap_or_default();
+            let page = self.get(&format!("{path}?limit=100{after}")).await;
+            let data = page["data"].as_array().cloned().unwrap_or_default();
+            let more = page["has_more"].as_bool().unwrap_or(false) && !data.is_empty();
+            all.extend(data);
+            if !more {
+                return all;
+            }
+        }
+    }
+
+    /// Stripe's own record of the money, keyed by our keys (its metadata):
+    /// a charge for each intent that took money (captured or held), a void
+    /// for each refund that gave a late charge back.
+    pub async fn ledger(&self) -> Vec<LedgerLine> {
+        let mut lines = vec![];
+        for pi in self.list_all("/v1/payment_intents").await {
+            let (Some(key), Some(status)) = (pi["metadata"]["ps_key"].as_str(), pi["status"].as_str()) else { continue };
+            let outcome = if matches!(status, "succeeded" | "requires_capture") { "succeeded" } else { "failed" };
+            lines.push(LedgerLine { operation: "authorize", idempotency_key: key.to_owned(), outcome });
+        }
+        for re in self.list_all("/v1/refunds").await {
+            let Some(key) = re["metadata"]["ps_key"].as_str() else { continue };
+            let operation = if key.starts_with("void:") { "void" } else { "refund" };
+            let outcome = if re["status"] == "succeeded" { "succeeded" } else { "failed" };
+            lines.push(LedgerLine { operation, idempotency_key: key.to_owned(), outcome });
+        }
+        lines
+    }
+
+    /// A card saved at Stripe for charges without the customer: its
+    /// PaymentMethod attached to a new Customer, as a first_in_series leaves it.
+    pub async fn save_card(&self, number: &str) -> (String, String) {
+        let card =
+            [("type", "card"), ("card[number]", number), ("card[exp_month]", "12"), ("card[exp_year]", "2099"), ("card[cvc]", "123")];
+        let pm = self.post("/v1/payment_methods", &card).await["id"].as_str().unwrap().to_owned();
+        let cus = self.post("/v1/customers", &[]).await["id"].as_str().unwrap().to_owned();
+        self.post(&format!("/v1/payment_methods/{pm}/attach"), &[("customer", cus.as_str())]).await;
+        (pm, cus)
     }
 }

@@ -3,7 +3,8 @@
 //! `make test`; the long ones (`#[ignore]`: they restart the machine's broker
 //! and database, or take minutes) in `make faults`, one at a time.
 
-use integration_tests::faults::{settle_and_check, Fleet, Link, Load, Mix, SERVICES};
+use integration_tests::faults::{settle_and_check, Fleet, Link, Load, Mix, Processor, SERVICES};
+use integration_tests::stripe::Fault as StripeFault;
 use std::time::{Duration, Instant};
 
 /// What a scenario does to the fleet while the load runs; returns when healed.
@@ -27,6 +28,10 @@ async fn scenario_limited(
     fault: Fault,
 ) {
     let fleet = Fleet::start(delivery_limit, overrides).await;
+    run(fleet, name, mix, copies, poison, fault).await
+}
+
+async fn run(fleet: Fleet, name: &str, mix: Mix, copies: usize, poison: usize, fault: Fault) {
     let load = Load::prepare(&fleet, mix, copies).await;
     load.send_wave(&fleet, 0, 2).await;
     load.poison(&fleet, poison).await;
@@ -148,6 +153,95 @@ async fn processor_times_out_and_answers_later() {
     // Every call outlives the gateway's deadline: each outcome is unknown until looked up.
     let slow = [("payment-gateway", "PROCESSOR_TIMEOUT_MS", "200"), ("payment-gateway", "SANDBOX_LATENCY_MS", "1000")];
     scenario("processor timeouts", Mix::QUICK, 1, 0, &slow, second_wave).await;
+}
+
+// Stripe (issue 18): the fleet on PROCESSOR=stripe against localstripe, the
+// faults injected by the proxy between the gateway and Stripe and by the
+// relay of Stripe's events. The ledger the invariants read is Stripe's.
+
+async fn on_stripe(name: &str, overrides: &[(&str, &str, &str)], fault: Fault) {
+    let fleet = Fleet::start_with(DELIVERY_LIMIT, overrides, true, Processor::Stripe).await;
+    run(fleet, name, Mix::QUICK, 1, 0, fault).await
+}
+
+/// Until every injected fault has met its request: the fault happened.
+async fn faults_met(fleet: &Fleet) {
+    let proxy = &fleet.stripe.as_ref().unwrap().proxy;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while proxy.faults_pending() > 0 {
+        assert!(Instant::now() < deadline, "{} injected faults never met a request", proxy.faults_pending());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+const CONFIRM: &str = "/v1/payment_intents/*/confirm";
+const CREATE: &str = "/v1/payment_intents";
+
+/// Stripe commits, and its answer is lost (the gateway gives up waiting) or is
+/// a 500; each event arrives three times.
+fn stripe_answers_lost<'a>(fleet: &'a Fleet, load: &'a Load) -> futures::future::BoxFuture<'a, ()> {
+    Box::pin(async move {
+        let on = fleet.stripe.as_ref().unwrap();
+        on.events.deliver_each(3);
+        mid_batch(fleet).await;
+        on.proxy.inject_n(axum::http::Method::POST, CONFIRM, StripeFault::LoseResponse, 3);
+        on.proxy.inject_n(axum::http::Method::POST, CONFIRM, StripeFault::ServerErrorAfter, 3);
+        on.proxy.inject_n(axum::http::Method::POST, CREATE, StripeFault::ServerErrorAfter, 2);
+        load.send_wave(fleet, 1, 2).await;
+        faults_met(fleet).await;
+        // Held until the gateway gave up on each: the answers are lost, not late.
+        fleet.env.wait_for_count("SELECT count(*) FROM processor_calls WHERE result = 'timeout'", 3).await;
+        on.proxy.release();
+    })
+}
+
+/// Stripe slower than the gateway waits (it commits after the gateway gave
+/// up), and 429s asking to come back later.
+fn stripe_slow_and_throttling<'a>(fleet: &'a Fleet, load: &'a Load) -> futures::future::BoxFuture<'a, ()> {
+    Box::pin(async move {
+        let proxy = &fleet.stripe.as_ref().unwrap().proxy;
+        mid_batch(fleet).await;
+        proxy.inject_n(axum::http::Method::POST, CONFIRM, StripeFault::Delay(Duration::from_secs(3)), 3);
+        proxy.inject_n(axum::http::Method::POST, CREATE, StripeFault::Delay(Duration::from_secs(3)), 2);
+        proxy.inject_n(axum::http::Method::POST, CREATE, StripeFault::TooMany(2), 3);
+        proxy.inject_n(axum::http::Method::POST, CONFIRM, StripeFault::TooMany(1), 2);
+        load.send_wave(fleet, 1, 2).await;
+        faults_met(fleet).await;
+        fleet.env.wait_for_count("SELECT count(*) FROM processor_calls WHERE result = 'timeout'", 5).await;
+    })
+}
+
+/// Stripe's event overtakes its answer, and arrives three times.
+fn stripe_events_early_and_repeated<'a>(fleet: &'a Fleet, load: &'a Load) -> futures::future::BoxFuture<'a, ()> {
+    Box::pin(async move {
+        let on = fleet.stripe.as_ref().unwrap();
+        on.events.deliver_each(3);
+        mid_batch(fleet).await;
+        on.proxy.inject_n(axum::http::Method::POST, CONFIRM, StripeFault::AnswerAfter(Duration::from_millis(1500)), 8);
+        load.send_wave(fleet, 1, 2).await;
+        faults_met(fleet).await;
+    })
+}
+
+#[tokio::test]
+async fn stripe_answers_lost_after_commit_or_a_500_events_three_times() {
+    on_stripe(
+        "Stripe: answers lost or 500 after commit, events ×3",
+        &[("payment-gateway", "PROCESSOR_TIMEOUT_MS", "2000")],
+        stripe_answers_lost,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn stripe_slower_than_the_gateway_waits_and_429s() {
+    on_stripe("Stripe: timeouts, 429 + Retry-After", &[("payment-gateway", "PROCESSOR_TIMEOUT_MS", "1000")], stripe_slow_and_throttling)
+        .await;
+}
+
+#[tokio::test]
+async fn stripe_events_before_the_answer_and_repeated() {
+    on_stripe("Stripe: events early and ×3", &[], stripe_events_early_and_repeated).await;
 }
 
 // The long scenarios: `make faults` runs them one at a time (they restart the

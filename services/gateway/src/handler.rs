@@ -216,7 +216,8 @@ impl Handler for GatewayHandler {
 /// asked to slow down), or dead-lettered (a request it refused as malformed).
 fn processor_failure(e: ProcessorError) -> HandlerError {
     match e {
-        ProcessorError::Unavailable(_) | ProcessorError::RateLimited(_) => HandlerError::Transient(e.to_string()),
+        ProcessorError::Unavailable(_) => HandlerError::Transient(e.to_string()),
+        ProcessorError::RateLimited(retry_after) => HandlerError::Throttled { retry_after, why: e.to_string() },
         ProcessorError::Refused(_) => HandlerError::Permanent(e.to_string()),
     }
 }
@@ -392,7 +393,7 @@ impl GatewayHandler {
     async fn resolve(&self, tx: &Transaction<'_>, req: &ResolveRequest, card_token: Option<String>) -> Result<GatewayResult, HandlerError> {
         let started = Instant::now();
         let key = req.processor_idempotency_key.as_str();
-        let found = self.processor.lookup(key).await.map_err(processor_failure)?;
+        let found = self.processor.close_unknown(key).await.map_err(processor_failure)?;
         let resp = match found {
             Some(resp) => {
                 self.log_call(req.attempt_id.as_str(), Operation::Authorize, key, "resolved_by_lookup", started.elapsed()).await;

@@ -124,6 +124,15 @@ pub trait Processor: Send + Sync + 'static {
     /// never acts.
     fn lookup<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<ProcessorResponse>, ProcessorError>>;
 
+    /// An authorization whose outcome is unknown is being closed (lifecycle
+    /// gave up waiting): what happened, once nothing more can. `None`: nothing
+    /// was or will be charged. Where a call still in flight could yet move
+    /// money (a confirmation Stripe has not received), the processor is told
+    /// to refuse it first.
+    fn close_unknown<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<ProcessorResponse>, ProcessorError>> {
+        self.lookup(key)
+    }
+
     /// The customer finished (`completed`) or gave up the challenge of the
     /// authorization under `key`: what the processor now says of it.
     /// `None` while it still waits for the customer.

@@ -6,9 +6,10 @@
 //! so an unknown outcome is resolved by reading Stripe's record of it.
 //!
 //! An authorization is two calls: the intent is created (which moves no
-//! money) and recorded, then confirmed. A lookup reads the recorded intent: a
-//! confirmation that never arrived leaves it unconfirmed, and it is never
-//! confirmed once lifecycle has given up on its attempt.
+//! money) and recorded, then confirmed. A lookup reads the recorded intent.
+//! When lifecycle gives up on an attempt whose intent is still unconfirmed, the
+//! intent is cancelled before the attempt is called failed: a confirmation
+//! still on its way to Stripe is then refused there, never charged unreported.
 
 use crate::card::{AUTHENTICATION_FAILED, AUTHENTICATION_REQUIRED};
 use crate::processor::{CardData, Processor, ProcessorError, ProcessorRequest, ProcessorResponse, SaveFor, Tokenized};
@@ -150,15 +151,27 @@ impl StripeProcessor {
         if let Some(c) = existing {
             return Ok(Ok(c));
         }
-        let form = vec![("metadata[ps_vault_token]".to_owned(), token.to_owned())];
-        let customer = match self.post("/v1/customers", &format!("customer:{token}"), &form).await? {
-            Answer::Object(c) => str_field(&c, "id")?,
-            Answer::Declined(e) => return Ok(Err(declined(&e, ""))),
+        // Recorded the moment it exists, and the attachment read before it is
+        // asked for: a retry after a lost answer makes neither twice, even
+        // once Stripe has forgotten the Idempotency-Key.
+        let key = format!("customer:{token}");
+        let customer = match self.recorded(&key).await? {
+            Some(c) => c,
+            None => {
+                let form = vec![("metadata[ps_vault_token]".to_owned(), token.to_owned())];
+                match self.post("/v1/customers", &key, &form).await? {
+                    Answer::Object(c) => self.record(&key, &str_field(&c, "id")?).await?,
+                    Answer::Declined(e) => return Ok(Err(declined(&e, ""))),
+                }
+            }
         };
-        let attach = vec![("customer".to_owned(), customer.clone())];
-        if let Answer::Declined(e) = self.post(&format!("/v1/payment_methods/{method}/attach"), &format!("attach:{token}"), &attach).await?
-        {
-            return Ok(Err(declined(&e, "")));
+        let attached = self.get(&format!("/v1/payment_methods/{method}")).await?["customer"] == customer.as_str();
+        if !attached {
+            let attach = vec![("customer".to_owned(), customer.clone())];
+            let path = format!("/v1/payment_methods/{method}/attach");
+            if let Answer::Declined(e) = self.post(&path, &format!("attach:{token}"), &attach).await? {
+                return Ok(Err(declined(&e, "")));
+            }
         }
         let c = self.pool.get().await.map_err(ProcessorError::unavailable)?;
         c.execute("UPDATE vault_cards SET processor_customer = $2 WHERE token = $1 AND processor_customer IS NULL", &[&token, &customer])
@@ -323,12 +336,18 @@ impl StripeProcessor {
         let Some(pi) = self.intent_of(req.authorization_key).await? else {
             return Ok(ProcessorResponse::failed("processing_error", "no_authorization", ""));
         };
+        // A void after Stripe captured (an automatic-capture charge that came
+        // too late for its session) gives the money back the only way Stripe
+        // has: a full refund, under the void's own key.
+        if self.recorded(req.key).await?.is_some() {
+            return self.refund_of(req.key, &pi, None).await;
+        }
         match self.post(&format!("/v1/payment_intents/{pi}/cancel"), req.key, &[]).await {
             Ok(Answer::Object(_)) => Ok(ProcessorResponse::succeeded(&pi)),
             Ok(Answer::Declined(e)) => Ok(declined(&e, &pi)),
             Err(ProcessorError::Refused(why)) => match self.get(&format!("/v1/payment_intents/{pi}")).await?["status"].as_str() {
                 Some("canceled") => Ok(ProcessorResponse::succeeded(&pi)),
-                Some("succeeded") => Ok(ProcessorResponse::failed("processing_error", "already_settled", pi)),
+                Some("succeeded") => self.refund_of(req.key, &pi, None).await,
                 _ => Err(ProcessorError::Refused(why)),
             },
             Err(e) => Err(e),
@@ -339,21 +358,45 @@ impl StripeProcessor {
         let Some(pi) = self.intent_of(req.authorization_key).await? else {
             return Ok(ProcessorResponse::failed("processing_error", "no_charge", ""));
         };
-        if let Some(id) = self.recorded(req.key).await? {
+        self.refund_of(req.key, &pi, Some(req.amount)).await
+    }
+
+    /// A refund of `amount` (all, if `None`) of an intent, under our key. A
+    /// refund Stripe made whose answer never reached us is found on the
+    /// intent by our key before another is asked for: Stripe keeps an
+    /// Idempotency-Key for 24 hours only, and a retry may come later.
+    async fn refund_of(&self, key: &str, pi: &str, amount: Option<i64>) -> Result<ProcessorResponse, ProcessorError> {
+        let existing = match self.recorded(key).await? {
+            Some(id) => Some(id),
+            None => self.refund_made(key, pi).await?,
+        };
+        if let Some(id) = existing {
+            let id = self.record(key, &id).await?;
             return refund_answer(&self.get(&format!("/v1/refunds/{id}")).await?)?.ok_or_unknown();
         }
-        let form = vec![
-            ("payment_intent".to_owned(), pi.clone()),
-            ("amount".to_owned(), req.amount.to_string()),
-            ("metadata[ps_key]".to_owned(), req.key.to_owned()),
-        ];
-        match self.post("/v1/refunds", req.key, &form).await? {
+        let mut form = vec![("payment_intent".to_owned(), pi.to_owned()), ("metadata[ps_key]".to_owned(), key.to_owned())];
+        if let Some(amount) = amount {
+            form.push(("amount".to_owned(), amount.to_string()));
+        }
+        match self.post("/v1/refunds", key, &form).await? {
             Answer::Object(re) => {
-                self.record(req.key, &str_field(&re, "id")?).await?;
+                self.record(key, &str_field(&re, "id")?).await?;
                 refund_answer(&re)?.ok_or_unknown()
             }
-            Answer::Declined(e) => Ok(declined(&e, &pi)),
+            Answer::Declined(e) => Ok(declined(&e, pi)),
         }
+    }
+
+    /// The refund of an intent made under our key, by its metadata.
+    async fn refund_made(&self, key: &str, pi: &str) -> Result<Option<String>, ProcessorError> {
+        let list = self.get(&format!("/v1/refunds?payment_intent={pi}&limit=100")).await?;
+        Ok(list["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["metadata"]["ps_key"] == key)
+            .and_then(|r| r["id"].as_str())
+            .map(str::to_owned))
     }
 
     /// What Stripe's record says of a key, read and never acted on.
@@ -381,6 +424,11 @@ impl StripeProcessor {
                 let attempt = key.split(':').nth(1).unwrap_or_default();
                 let Some(pi) = self.recorded(&format!("authorize:{attempt}")).await? else { return Ok(None) };
                 let status = self.get(&format!("/v1/payment_intents/{pi}")).await?["status"].as_str().map(str::to_owned);
+                if op == "void" {
+                    if let Some(refund) = self.recorded(key).await? {
+                        return Ok(refund_answer(&self.get(&format!("/v1/refunds/{refund}")).await?)?.settled());
+                    }
+                }
                 Ok(match (op, status.as_deref()) {
                     ("capture", Some("succeeded")) | ("void", Some("canceled")) => Some(ProcessorResponse::succeeded(&pi)),
                     _ => None,
@@ -392,6 +440,36 @@ impl StripeProcessor {
             },
             _ => Ok(None),
         }
+    }
+
+    /// An unknown authorization closed: an intent never confirmed is
+    /// cancelled first (Stripe refuses a confirmation that arrives after), then
+    /// read; if Stripe confirmed it meanwhile, that is the answer.
+    async fn close(&self, key: &str) -> Result<Option<ProcessorResponse>, ProcessorError> {
+        if !key.starts_with("authorize:") {
+            return self.look(key).await;
+        }
+        let Some(id) = self.recorded(key).await? else { return Ok(None) };
+        let path = if id.starts_with("seti_") { format!("/v1/setup_intents/{id}") } else { format!("/v1/payment_intents/{id}") };
+        let object = self.get(&path).await?;
+        let unconfirmed = matches!(object["status"].as_str(), Some("requires_confirmation" | "requires_payment_method"))
+            && object["last_payment_error"].is_null()
+            && object["last_setup_error"].is_null();
+        if unconfirmed {
+            match self.post(&format!("{path}/cancel"), &format!("{id}:cancel"), &[]).await {
+                Ok(_) => {}
+                // Refused: it is no longer cancellable, because it was confirmed meanwhile.
+                Err(ProcessorError::Refused(_)) => {}
+                Err(e) => return Err(e),
+            }
+            if self.get(&path).await?["status"] == "canceled" {
+                return Ok(None);
+            }
+        }
+        // Still processing is not "nothing happened": asked again later.
+        let object = self.get(&path).await?;
+        let answer = if id.starts_with("seti_") { setup_answer(&object)? } else { intent_answer(&object)? };
+        answer.ok_or_unknown().map(Some)
     }
 
     /// The end of a challenge. Stripe, not the browser, says how it went; a
@@ -560,6 +638,10 @@ impl Processor for StripeProcessor {
 
     fn lookup<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<ProcessorResponse>, ProcessorError>> {
         Box::pin(self.look(key))
+    }
+
+    fn close_unknown<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<ProcessorResponse>, ProcessorError>> {
+        Box::pin(self.close(key))
     }
 
     fn authenticate<'a>(&'a self, key: &'a str, completed: bool) -> BoxFuture<'a, Result<Option<ProcessorResponse>, ProcessorError>> {

@@ -73,6 +73,10 @@ pub enum HandlerError {
     /// Worth retrying: something outside the database (a processor) is unavailable.
     #[error("{0}")]
     Transient(String),
+    /// Something outside asked us to slow down (an HTTP 429): retried no
+    /// sooner than it said.
+    #[error("{why}; asked to wait {retry_after:?}")]
+    Throttled { retry_after: Duration, why: String },
     /// Never going to work for this message (a bug, corrupt stored data).
     #[error("{0}")]
     Permanent(String),
@@ -113,7 +117,7 @@ impl HandlerError {
     /// a bug that retrying cannot fix.
     pub fn is_transient(&self) -> bool {
         match self {
-            HandlerError::Pool(_) | HandlerError::Transient(_) => true,
+            HandlerError::Pool(_) | HandlerError::Transient(_) | HandlerError::Throttled { .. } => true,
             HandlerError::Permanent(_) | HandlerError::Secrets(_) | HandlerError::Panicked(_) | HandlerError::Serialise(_) => false,
             HandlerError::Db(e) => match e.code() {
                 None => true,
@@ -130,7 +134,7 @@ impl HandlerError {
     /// No message can succeed meanwhile, so the message is held, not returned.
     pub fn is_unavailable(&self) -> bool {
         match self {
-            HandlerError::Pool(_) | HandlerError::Transient(_) => true,
+            HandlerError::Pool(_) | HandlerError::Transient(_) | HandlerError::Throttled { .. } => true,
             HandlerError::Db(e) => match e.code() {
                 None => true,
                 Some(code) => {
@@ -562,6 +566,10 @@ impl ConsumerContext {
                 let result = (|| self.apply_contained(&msg))
                     .retry(backoff)
                     .when(HandlerError::is_transient)
+                    .adjust(|e, wait| match e {
+                        HandlerError::Throttled { retry_after, .. } => wait.map(|w| w.max(*retry_after)),
+                        _ => wait,
+                    })
                     .notify(|e, wait| {
                         metrics::RETRIES.with_label_values(&[self.consumer]).inc();
                         tracing::warn!(error = %e, retry_in = ?wait, "message not applied; retrying")
@@ -574,9 +582,13 @@ impl ConsumerContext {
                             metrics::HELD.with_label_values(&[self.consumer]).inc();
                             tracing::warn!(error = %e, "a dependency is unavailable: holding the message until it answers");
                         }
+                        let pause = match &e {
+                            HandlerError::Throttled { retry_after, .. } => HOLD_PAUSE.max(*retry_after),
+                            _ => HOLD_PAUSE,
+                        };
                         tokio::select! {
                             _ = self.stop.cancelled() => {}
-                            _ = tokio::time::sleep(HOLD_PAUSE) => {}
+                            _ = tokio::time::sleep(pause) => {}
                         }
                     }
                     other => break other,

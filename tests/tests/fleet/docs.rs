@@ -146,7 +146,7 @@ fn the_grafana_dashboard_shows_only_metrics_the_services_export() {
 #[tokio::test]
 async fn make_demo_tells_its_story_against_a_running_fleet() {
     // As `make run` runs it: every binary, guest granted every merchant, loopback webhooks allowed.
-    let fleet = integration_tests::faults::Fleet::start_with(10, &[], false).await;
+    let fleet = integration_tests::faults::Fleet::start_with(10, &[], false, integration_tests::faults::Processor::Sandbox).await;
     let out = tokio::process::Command::new(binary_path("demo"))
         .env("AMQP_URL", &fleet.env.amqp_url)
         .env("AMQP_NAME_PREFIX", &fleet.env.prefix)

@@ -114,7 +114,7 @@ async fn one_trace_follows_a_session_from_the_upstream_through_checkout_gateway_
 
     // The fleet as production runs it: six processes exporting spans.
     let settings = [("*", "OTEL_EXPORTER_OTLP_ENDPOINT", collector.as_str()), ("*", "OTEL_BSP_SCHEDULE_DELAY", "100")];
-    let fleet = integration_tests::faults::Fleet::start_with(10, &settings, false).await;
+    let fleet = integration_tests::faults::Fleet::start_with(10, &settings, false, integration_tests::faults::Processor::Sandbox).await;
     // The upstream's own trace, carried in the command's headers.
     let trace_hex = format!("{:032x}", uuid::Uuid::new_v4().as_u128());
     let traceparent = format!("00-{trace_hex}-{:016x}-01", (uuid::Uuid::new_v4().as_u128() as u64) | 1);

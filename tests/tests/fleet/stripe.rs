@@ -2,9 +2,11 @@
 //! (localstripe), through the real services: what reaches Stripe, what Stripe
 //! then holds, and what the merchant is told.
 
-use integration_tests::stripe::StripeFleet;
+use integration_tests::stripe::{Fault, LocalStripe, StripeFleet, StripeProxy, SECRET_KEY, WEBHOOK_SECRET};
 use integration_tests::{CheckoutClient, Command, TestEnv};
+use ps_contract::secret::Secret;
 use serde_json::{json, Value};
+use std::time::Duration;
 
 fn one_time(amount: i64) -> Value {
     json!({"type": "one_time", "amount": amount, "currency": "EUR", "return_url": "https://shop.example/r"})
@@ -142,7 +144,7 @@ async fn stripes_event_answers_a_payment_whose_answer_is_lost_and_the_answer_cha
     let mut env = TestEnv::new().await;
     // The gateway would wait a minute for the lost answer: longer than this test waits for the event.
     let f = StripeFleet::start(&mut env, &[("PROCESSOR_TIMEOUT_MS", "60000")]).await;
-    f.proxy.inject(axum::http::Method::POST, "/v1/payment_intents/", integration_tests::stripe::Fault::LoseResponse);
+    f.proxy.inject(axum::http::Method::POST, "/v1/payment_intents/*/confirm", Fault::LoseResponse);
     let s = env.call(Command::create("shop", &one_time(900))).await.body;
     let id = s["id"].as_str().unwrap();
     CheckoutClient::new().pay(s["session_url"].as_str().unwrap(), "4242424242424242", false).await;
@@ -273,5 +275,115 @@ async fn in_chromium_a_failed_challenge_leaves_the_session_to_try_again() {
     assert_eq!(statuses.last().map(String::as_str), Some("succeeded"));
     assert!(statuses[0] != "succeeded", "the failed challenge's intent took nothing: {statuses:?}");
     browser.close().await;
+    env.finish().await;
+}
+
+/// Stripe's 429 is waited out for as long as its Retry-After asks, then the
+/// same call made again: one intent, paid.
+#[tokio::test]
+async fn a_429_is_asked_again_no_sooner_than_stripe_says() {
+    let mut env = TestEnv::new().await;
+    let f = StripeFleet::start(&mut env, &[]).await;
+    f.proxy.inject(axum::http::Method::POST, "/v1/payment_intents", Fault::TooMany(2));
+    let s = env.call(Command::create("shop", &one_time(1200))).await.body;
+    let id = s["id"].as_str().unwrap();
+    CheckoutClient::new().pay(s["session_url"].as_str().unwrap(), "4242424242424242", false).await;
+    assert_eq!(env.event_about("payment_session.completed", id).await["data"]["payment_outcome"], "paid");
+    let creates: Vec<_> = f.proxy.recorded().into_iter().filter(|c| c.method == "POST" && c.path == "/v1/payment_intents").collect();
+    assert_eq!(creates.len(), 2, "refused once, then made");
+    assert_eq!(creates[0].idempotency_key, creates[1].idempotency_key, "the same call, under the same key");
+    let waited = creates[1].at - creates[0].at;
+    assert!(waited >= Duration::from_secs(2), "asked again after {waited:?}, sooner than Retry-After: 2");
+    assert_eq!(f.intents().await.len(), 1);
+    env.finish().await;
+}
+
+/// Lifecycle gives up on an attempt whose confirmation is still on its way to
+/// Stripe: the intent is cancelled before the attempt is called failed, so
+/// the confirmation, when it lands, is refused and nobody is charged unawares.
+#[tokio::test]
+async fn an_attempt_given_up_while_its_confirmation_is_in_flight_is_never_charged() {
+    let mut env = TestEnv::new().await;
+    let f = StripeFleet::start_with(&mut env, &[("PROCESSOR_TIMEOUT_MS", "300")], &[("ATTEMPT_ABANDON_AFTER_SECS", "2")]).await;
+    // Every confirmation reaches Stripe long after the gateway stopped waiting.
+    f.proxy.inject_n(axum::http::Method::POST, "/v1/payment_intents/*/confirm", Fault::Delay(Duration::from_secs(5)), 50);
+    let s = env.call(Command::create("shop", &one_time(1300))).await.body;
+    let id = s["id"].as_str().unwrap();
+    CheckoutClient::new().pay(s["session_url"].as_str().unwrap(), "4242424242424242", false).await;
+    let failed = env.event_about("payment.attempt_failed", id).await;
+    assert_eq!(failed["data"]["status"], "active", "the customer may pay again");
+    // Every confirmation has now landed at Stripe.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while f.proxy.in_flight() > 0 {
+        assert!(std::time::Instant::now() < deadline, "confirmations still in flight");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let confirms = f.proxy.recorded().iter().filter(|c| c.path.ends_with("/confirm")).count();
+    assert!(confirms >= 1);
+    let intents = f.intents().await;
+    assert_eq!(intents.len(), 1, "{intents:?}");
+    assert_eq!(intents[0]["status"], "canceled", "cancelled before the attempt was failed: {}", intents[0]);
+    assert!(!env.event_types_about(id).iter().any(|t| t == "payment.succeeded"));
+    env.finish().await;
+}
+
+/// Giving back a charge Stripe already captured (one that came too late for
+/// its session) is a refund of all of it; a refund whose answer was lost is
+/// found on the intent by our key, never made twice.
+#[tokio::test]
+async fn a_void_after_stripe_captured_is_one_full_refund_even_when_its_answer_is_lost() {
+    use payment_gateway::processor::{Processor, ProcessorError, ProcessorRequest};
+    use payment_gateway::stripe::{StripeConfig, StripeProcessor};
+    use ps_contract::internal::{Operation, Outcome};
+    let env = TestEnv::new().await;
+    let stripe = LocalStripe::start().await;
+    let proxy = StripeProxy::start(&stripe).await;
+    let (pm, cus) = stripe.save_card("4242424242424242").await;
+    let pi = stripe
+        .post(
+            "/v1/payment_intents",
+            &[
+                ("amount", "1500"),
+                ("currency", "eur"),
+                ("payment_method", &pm),
+                ("customer", &cus),
+                ("confirm", "true"),
+                ("metadata[ps_key]", "authorize:att_late"),
+            ],
+        )
+        .await;
+    assert_eq!(pi["status"], "succeeded");
+    env.pool
+        .get()
+        .await
+        .unwrap()
+        .execute("INSERT INTO processor_objects (idempotency_key, object_id) VALUES ('authorize:att_late', $1)", &[&pi["id"].as_str()])
+        .await
+        .unwrap();
+    let config =
+        StripeConfig { secret_key: Secret::new(SECRET_KEY), api_base: proxy.url.clone(), webhook_secret: Secret::new(WEBHOOK_SECRET) };
+    let processor = StripeProcessor::new(config, env.pool.clone(), ps_runtime::tls::Trust::default().client_config().unwrap()).unwrap();
+    let void = || ProcessorRequest {
+        key: "void:att_late:1",
+        operation: Operation::Void,
+        card_token: None,
+        authorization_key: Some("authorize:att_late"),
+        amount: 1500,
+        currency: ps_contract::money::Currency::parse("EUR").unwrap(),
+        customer_present: false,
+        capture: true,
+        save: None,
+    };
+    proxy.inject(axum::http::Method::POST, "/v1/refunds", Fault::ServerErrorAfter);
+    assert!(matches!(processor.execute(void()).await, Err(ProcessorError::Unavailable(_))), "the refund's answer is lost");
+    let answer = processor.execute(void()).await.unwrap();
+    assert_eq!(answer.outcome, Outcome::Succeeded, "{answer:?}");
+    let again = processor.execute(void()).await.unwrap();
+    assert_eq!(again, answer, "asked a third time: the same refund");
+    let refunds = stripe.list_all("/v1/refunds").await;
+    assert_eq!(refunds.len(), 1, "{refunds:?}");
+    assert_eq!((refunds[0]["amount"].as_i64(), refunds[0]["metadata"]["ps_key"].as_str()), (Some(1500), Some("void:att_late:1")));
+    let posted = proxy.recorded().iter().filter(|c| c.method == "POST" && c.path == "/v1/refunds").count();
+    assert_eq!(posted, 1, "the second and third found the first on the intent");
     env.finish().await;
 }
