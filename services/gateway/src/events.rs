@@ -5,6 +5,7 @@
 //! three times, changes the state once: it becomes the same `gateway.result`
 //! (same message id) the answer would have, and lifecycle applies a result once.
 
+use crate::processor::{Processor, ProcessorError};
 use crate::stripe::{intent_event_answer, setup_event_answer};
 use axum::body::Bytes;
 use axum::extract::State;
@@ -37,11 +38,13 @@ pub struct StripeEvents {
     pool: Pool,
     outbox: Outbox,
     secret: Secret,
+    /// Reads a refund an event names from Stripe, as the synchronous path does.
+    processor: Arc<dyn Processor>,
 }
 
 impl StripeEvents {
-    pub fn new(pool: Pool, outbox: Outbox, secret: Secret) -> Arc<StripeEvents> {
-        Arc::new(StripeEvents { pool, outbox, secret })
+    pub fn new(pool: Pool, outbox: Outbox, secret: Secret, processor: Arc<dyn Processor>) -> Arc<StripeEvents> {
+        Arc::new(StripeEvents { pool, outbox, secret, processor })
     }
 }
 
@@ -128,23 +131,25 @@ impl StripeEvents {
             tracing::info!(event = id, kind, "processor event seen before; nothing to do");
             return Ok(());
         }
-        let out = match kind {
+        let out: Vec<Outbound> = match kind {
             "payment_intent.succeeded"
             | "payment_intent.amount_capturable_updated"
             | "payment_intent.payment_failed"
-            | "payment_intent.canceled" => self.authorization(&tx, object, false).await?,
+            | "payment_intent.canceled" => self.authorization(&tx, object, false).await?.into_iter().collect(),
             "setup_intent.succeeded" | "setup_intent.setup_failed" | "setup_intent.canceled" => {
-                self.authorization(&tx, object, true).await?
+                self.authorization(&tx, object, true).await?.into_iter().collect()
             }
-            "charge.dispute.created" => self.dispute(&tx, object).await?,
+            // A charge refunded, or one of its refunds finished: the intent's refunds still waiting.
+            "charge.refunded" | "charge.refund.updated" | "refund.updated" | "refund.failed" => self.refunds(&tx, object).await?,
+            "charge.dispute.created" => self.dispute(&tx, object).await?.into_iter().collect(),
             _ => {
                 tracing::debug!(kind, "processor event not one the fleet acts on");
-                None
+                vec![]
             }
         };
-        self.outbox.enqueue(&tx, out.as_slice()).await?;
+        self.outbox.enqueue(&tx, &out).await?;
         tx.commit().await?;
-        if out.is_some() {
+        if !out.is_empty() {
             self.outbox.wake();
         }
         tracing::info!(event = id, kind, "processor event applied");
@@ -236,6 +241,74 @@ impl StripeEvents {
                 .with_message_id(result.message_id())
                 .with_header(header::MERCHANT_ID, result.merchant_id.as_str()),
         ))
+    }
+
+    /// The refunds of an intent that still wait for their answer, answered as
+    /// the synchronous path answers them: from Stripe's record under each
+    /// refund's key (the event's own copy may be older than Stripe's state).
+    /// A refund made outside the fleet (Stripe's dashboard) has no row of
+    /// ours and changes nothing here.
+    async fn refunds(&self, tx: &Transaction<'_>, object: &Value) -> Result<Vec<Outbound>, HandlerError> {
+        let Some(intent) = object["payment_intent"].as_str() else { return Ok(vec![]) };
+        let Some((_, attempt)) = self.attempt_of(tx, intent).await? else {
+            tracing::info!(intent, "a refund on no payment of ours; ignored");
+            return Ok(vec![]);
+        };
+        let waiting = tx
+            .query(
+                "SELECT id, amount, currency, processor_idempotency_key FROM refunds WHERE attempt_id = $1 AND status = 'pending'",
+                &[&attempt.id],
+            )
+            .await?;
+        // The refunds the event carries (a refund object, or a charge's list):
+        // the id of one whose answer was lost reaches us here.
+        let carried: Vec<&Value> = match object["object"].as_str() {
+            Some("refund") => vec![object],
+            _ => object["refunds"]["data"].as_array().map(|l| l.iter().collect()).unwrap_or_default(),
+        };
+        let mut out = vec![];
+        for r in waiting {
+            let key: String = r.get(3);
+            if let Some(id) = carried.iter().find(|c| c["metadata"]["ps_key"] == key.as_str()).and_then(|c| c["id"].as_str()) {
+                // On its own connection, as the connector records: the lookup below reads it there.
+                self.pool.get().await?.execute(
+                    "INSERT INTO processor_objects (idempotency_key, object_id) VALUES ($1, $2) ON CONFLICT (idempotency_key) DO NOTHING",
+                    &[&key, &id],
+                )
+                .await?;
+            }
+            let resp = match self.processor.lookup(&key).await {
+                Ok(Some(resp)) => resp,
+                // Not made yet, or still in progress: the refund sweep asks again.
+                Ok(None) | Err(ProcessorError::Pending(_)) => continue,
+                Err(e) => return Err(HandlerError::Transient(e.to_string())),
+            };
+            let result = GatewayResult {
+                operation: Operation::Refund,
+                attempt_id: parse(&attempt.id, ps_contract::ids::AttemptId::parse)?,
+                session_id: parse(&attempt.session_id, ps_contract::ids::SessionId::parse)?,
+                merchant_id: parse(&attempt.merchant_id, ps_contract::ids::MerchantId::parse)?,
+                outcome: resp.outcome,
+                amount: r.get(1),
+                currency: Currency::parse(r.get(2)).map_err(|e| HandlerError::Permanent(e.to_string()))?,
+                message: resp.decline_code.as_deref().map(|d| crate::card::decline_message(d).to_owned()),
+                error_code: resp.error_code,
+                decline_code: resp.decline_code,
+                card: None,
+                card_token: None,
+                processor_reference: Some(resp.reference),
+                processor_idempotency_key: key,
+                refund_id: Some(parse(r.get(0), ps_contract::ids::RefundId::parse)?),
+                next_action: None,
+            };
+            tracing::info!(refund = ?result.refund_id, outcome = %result.outcome, "processor event answers a refund");
+            out.push(
+                Outbound::to_json(exchange::INTERNAL, internal::GATEWAY_RESULT, &result)?
+                    .with_message_id(result.message_id())
+                    .with_header(header::MERCHANT_ID, result.merchant_id.as_str()),
+            );
+        }
+        Ok(out)
     }
 
     /// A dispute on a payment of ours: told to lifecycle, which tells the merchant.

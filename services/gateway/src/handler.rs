@@ -160,7 +160,13 @@ impl Handler for GatewayHandler {
                 },
                 internal::GATEWAY_REFUND => match serde_json::from_slice::<RefundRequest>(&msg.body) {
                     Ok(req) => match vouch::refund(tx, &req).await? {
-                        Vouched::Yes => self.refund(&req).await?,
+                        Vouched::Yes => match self.refund(&req).await? {
+                            Called::Answered(r) => r,
+                            Called::Pending => {
+                                tracing::info!(refund = %req.refund_id, "refund in progress at the processor; its event or the next sweep answers");
+                                return Ok(Handled::default());
+                            }
+                        },
                         Vouched::AlreadyDone { .. } => match self.replay(Step::refund(&req)).await? {
                             Some(r) => r,
                             None => return Ok(unvouched(msg, "the refund has its answer and the processor has no call under its key")),
@@ -212,10 +218,34 @@ impl Handler for GatewayHandler {
     }
 }
 
+/// A processor call that gave no answer yet.
+enum CallError {
+    /// Taken and in progress at the processor (a refund): answered later.
+    Pending,
+    Failed(HandlerError),
+}
+
+impl From<CallError> for HandlerError {
+    /// Only a refund may be pending; any other call still in progress is asked again.
+    fn from(e: CallError) -> HandlerError {
+        match e {
+            CallError::Pending => HandlerError::Transient("the processor has not finished the call".into()),
+            CallError::Failed(e) => e,
+        }
+    }
+}
+
+/// A refund's call: its answer, or in progress at the processor.
+enum Called {
+    Answered(GatewayResult),
+    Pending,
+}
+
 /// What a processor's failure means for the message: retried (unavailable, or
 /// asked to slow down), or dead-lettered (a request it refused as malformed).
 fn processor_failure(e: ProcessorError) -> HandlerError {
     match e {
+        ProcessorError::Pending(_) => HandlerError::Transient(e.to_string()),
         ProcessorError::Unavailable(_) => HandlerError::Transient(e.to_string()),
         ProcessorError::RateLimited(retry_after) => HandlerError::Throttled { retry_after, why: e.to_string() },
         ProcessorError::Refused(_) => HandlerError::Permanent(e.to_string()),
@@ -335,7 +365,7 @@ impl GatewayHandler {
 
     /// Refunds part or all of the attempt's payment; the processor refunds
     /// against the authorisation, at most once under the refund's key.
-    async fn refund(&self, req: &RefundRequest) -> Result<GatewayResult, HandlerError> {
+    async fn refund(&self, req: &RefundRequest) -> Result<Called, HandlerError> {
         let auth_key = AuthorizeRequest::idempotency_key_for(&req.attempt_id);
         let call = ProcessorRequest {
             key: &req.processor_idempotency_key,
@@ -348,14 +378,17 @@ impl GatewayHandler {
             capture: false,
             save: None,
         };
-        let resp = self.call(req.attempt_id.as_str(), call).await?;
-        Ok(Step::refund(req).answered(resp, None))
+        match self.call(req.attempt_id.as_str(), call).await {
+            Ok(resp) => Ok(Called::Answered(Step::refund(req).answered(resp, None))),
+            Err(CallError::Pending) => Ok(Called::Pending),
+            Err(CallError::Failed(e)) => Err(e),
+        }
     }
 
     /// One processor call with a deadline. A timeout is an unknown outcome: ask
     /// the processor what happened under this key; if it has nothing, the call
     /// is retried later with the same key, which cannot charge twice.
-    async fn call(&self, attempt: &str, req: ProcessorRequest<'_>) -> Result<ProcessorResponse, HandlerError> {
+    async fn call(&self, attempt: &str, req: ProcessorRequest<'_>) -> Result<ProcessorResponse, CallError> {
         let (key, op) = (req.key.to_owned(), req.operation);
         let started = Instant::now();
         let outcome = tokio::time::timeout(self.timeout, self.processor.execute(req)).await;
@@ -366,10 +399,15 @@ impl GatewayHandler {
                 crate::metrics::CALLS.with_label_values(&[op.as_str(), resp.outcome.as_str()]).inc();
                 Ok(resp)
             }
+            Ok(Err(ProcessorError::Pending(_))) => {
+                self.log_call(attempt, op, &key, "pending", elapsed).await;
+                crate::metrics::CALLS.with_label_values(&[op.as_str(), "pending"]).inc();
+                Err(CallError::Pending)
+            }
             Ok(Err(e)) => {
                 self.log_call(attempt, op, &key, "error", elapsed).await;
                 crate::metrics::CALLS.with_label_values(&[op.as_str(), "error"]).inc();
-                Err(processor_failure(e))
+                Err(CallError::Failed(processor_failure(e)))
             }
             Err(_) => {
                 self.log_call(attempt, op, &key, "timeout", elapsed).await;
@@ -380,8 +418,11 @@ impl GatewayHandler {
                         self.log_call(attempt, op, &key, "resolved_by_lookup", started.elapsed()).await;
                         Ok(resp)
                     }
-                    Ok(None) => Err(HandlerError::Transient(format!("processor timed out and has no record of {key} yet"))),
-                    Err(e) => Err(processor_failure(e)),
+                    Ok(None) => {
+                        Err(CallError::Failed(HandlerError::Transient(format!("processor timed out and has no record of {key} yet"))))
+                    }
+                    Err(ProcessorError::Pending(_)) => Err(CallError::Pending),
+                    Err(e) => Err(CallError::Failed(processor_failure(e))),
                 }
             }
         }

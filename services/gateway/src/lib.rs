@@ -195,7 +195,7 @@ pub async fn start(config: GatewayConfig, stop: CancellationToken) -> Result<Run
     };
     let service = service::start(SERVICE, config.common, consumes, stop.clone()).await?;
     let encrypted = tls.is_some();
-    let vault_addr = vault::serve(config.vault_addr, pool, config.keys, config.vault_token, processor, tls, stop.clone())
+    let vault_addr = vault::serve(config.vault_addr, pool, config.keys, config.vault_token, processor.clone(), tls, stop.clone())
         .await
         .map_err(|source| StartError::Listen { addr: config.vault_addr, source })?;
     tracing::info!(%vault_addr, tls = encrypted, "vault listening");
@@ -205,7 +205,8 @@ pub async fn start(config: GatewayConfig, stop: CancellationToken) -> Result<Run
                 Some((cert, key)) => Some(ps_runtime::tls::server_config(cert, key)?),
                 None => None,
             };
-            let events = events::StripeEvents::new(service.pool.clone(), service.outbox.clone(), stripe.webhook_secret.clone());
+            let events =
+                events::StripeEvents::new(service.pool.clone(), service.outbox.clone(), stripe.webhook_secret.clone(), processor.clone());
             let addr = events::serve(config.events_addr, events, events_tls, stop.clone())
                 .await
                 .map_err(|source| StartError::Listen { addr: config.events_addr, source })?;

@@ -89,6 +89,10 @@ pub enum ProcessorError {
     /// A request the processor refused as malformed: a bug, never retried.
     #[error("processor refused the request: {0}")]
     Refused(String),
+    /// Taken, and still in progress at the processor (a refund its bank has
+    /// not finished): the processor's event, or the next sweep, answers it.
+    #[error("still in progress at the processor: {0}")]
+    Pending(String),
 }
 
 impl ProcessorError {

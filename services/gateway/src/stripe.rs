@@ -372,7 +372,7 @@ impl StripeProcessor {
         };
         if let Some(id) = existing {
             let id = self.record(key, &id).await?;
-            return refund_answer(&self.get(&format!("/v1/refunds/{id}")).await?)?.ok_or_unknown();
+            return refund_result(&self.get(&format!("/v1/refunds/{id}")).await?);
         }
         let mut form = vec![("payment_intent".to_owned(), pi.to_owned()), ("metadata[ps_key]".to_owned(), key.to_owned())];
         if let Some(amount) = amount {
@@ -381,7 +381,7 @@ impl StripeProcessor {
         match self.post("/v1/refunds", key, &form).await? {
             Answer::Object(re) => {
                 self.record(key, &str_field(&re, "id")?).await?;
-                refund_answer(&re)?.ok_or_unknown()
+                refund_result(&re)
             }
             Answer::Declined(e) => Ok(declined(&e, pi)),
         }
@@ -609,6 +609,14 @@ fn setup_answer(si: &Value) -> Result<Read, ProcessorError> {
         "canceled" => Read::Final(ProcessorResponse::failed("card_declined", "canceled", id)),
         other => Read::Unknown(format!("setup intent {id} is {other}")),
     })
+}
+
+/// A refund's answer, where a refund Stripe has not finished is pending, not unknown.
+fn refund_result(re: &Value) -> Result<ProcessorResponse, ProcessorError> {
+    match refund_answer(re)? {
+        Read::Final(r) => Ok(r),
+        Read::Unknown(why) => Err(ProcessorError::Pending(why)),
+    }
 }
 
 /// A Refund's state as an answer.

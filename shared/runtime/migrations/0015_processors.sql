@@ -57,4 +57,4 @@ CREATE TABLE processor_events (
 
 ALTER TABLE processor_calls DROP CONSTRAINT processor_calls_result_check;
 ALTER TABLE processor_calls ADD CONSTRAINT processor_calls_result_check
-    CHECK (result IN ('succeeded', 'failed', 'requires_action', 'timeout', 'resolved_by_lookup', 'resolved_no_record', 'error'));
+    CHECK (result IN ('succeeded', 'failed', 'requires_action', 'timeout', 'resolved_by_lookup', 'resolved_no_record', 'pending', 'error'));

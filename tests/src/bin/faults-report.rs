@@ -35,7 +35,12 @@ fn main() -> std::process::ExitCode {
          sessions through the checkout's HTTP interface, `next_in_series` charges from an upstream,\n\
          due schedules charged by the charge-scheduler); breaks something and sends the other half\n\
          while it is broken; heals it; and checks, against records the fleet does not write for\n\
-         itself (the sandbox processor's ledger, a webhook receiver counting by `webhook-id`, the DLQs):\n\n\
+         itself (the processor's ledger: the sandbox's, or with `PROCESSOR=stripe` Stripe's own record as\n\
+         localstripe holds it, read by our keys in its metadata; a webhook receiver counting by\n\
+         `webhook-id`; the DLQs). The Stripe scenarios put a proxy between the gateway and Stripe that\n\
+         loses answers after Stripe committed, answers 500 after success, delays calls past the gateway's\n\
+         timeout, answers 429 with `Retry-After`, or lets Stripe's event overtake the answer, and a relay\n\
+         that delivers each of Stripe's events three times:\n\n\
          - **sessions**: sessions of the type; every confirmed command has exactly one (by idempotency key);\n\
          - **charges**: successful charges in the processor's ledger;\n\
          - **duplicates**: sessions charged more than once;\n\
