@@ -161,7 +161,7 @@ impl Handler for GatewayHandler {
                 internal::GATEWAY_REFUND => match serde_json::from_slice::<RefundRequest>(&msg.body) {
                     Ok(req) => match vouch::refund(tx, &req).await? {
                         Vouched::Yes => match self.refund(&req).await? {
-                            Called::Answered(r) => r,
+                            Called::Answered(r) => *r,
                             Called::Pending => {
                                 tracing::info!(refund = %req.refund_id, "refund in progress at the processor; its event or the next sweep answers");
                                 return Ok(Handled::default());
@@ -237,7 +237,7 @@ impl From<CallError> for HandlerError {
 
 /// A refund's call: its answer, or in progress at the processor.
 enum Called {
-    Answered(GatewayResult),
+    Answered(Box<GatewayResult>),
     Pending,
 }
 
@@ -379,7 +379,7 @@ impl GatewayHandler {
             save: None,
         };
         match self.call(req.attempt_id.as_str(), call).await {
-            Ok(resp) => Ok(Called::Answered(Step::refund(req).answered(resp, None))),
+            Ok(resp) => Ok(Called::Answered(Box::new(Step::refund(req).answered(resp, None)))),
             Err(CallError::Pending) => Ok(Called::Pending),
             Err(CallError::Failed(e)) => Err(e),
         }
