@@ -59,9 +59,14 @@ impl Env {
     /// An environment for listing what a binary reads: empty, except for
     /// stand-ins for the secrets it cannot start without.
     pub fn for_listing() -> Env {
+        // The Stripe connector's path, so its variables are listed too.
         Env::from_pairs([
             ("PS_SECRET_KEYS", "k1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="),
             ("VAULT_TOKEN", "listing-listing-listing-listing-listing"),
+            ("PROCESSOR", "stripe"),
+            ("STRIPE_SECRET_KEY", "sk_test_listing_listing"),
+            ("STRIPE_WEBHOOK_SECRET", "whsec_listing_listing"),
+            ("STRIPE_PUBLISHABLE_KEY", "pk_test_listing_listing"),
         ])
     }
 
