@@ -832,6 +832,16 @@ impl TestEnv {
         q.message_count()
     }
 
+    /// Waits until `queue` holds `n` ready messages (a dead letter is
+    /// published after the error reply that announces it).
+    pub async fn wait_for_ready(&self, queue: &str, n: u32) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while self.ready_count(queue).await != n {
+            assert!(tokio::time::Instant::now() < deadline, "{queue} never held {n} messages");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Waits until `sql` (a count) reaches at least `n`; returns it.
     pub async fn wait_for_count(&self, sql: &str, n: i64) -> i64 {
         let deadline = tokio::time::Instant::now() + WAIT;

@@ -226,7 +226,7 @@ async fn a_dead_letter_replayed_after_the_fix_is_applied_once() {
         .unwrap();
     let first = env.call(Command::create("shop_1", &one_time()).header(header::IDEMPOTENCY_KEY, "order-9")).await;
     assert_eq!(first.error_code(), Some("internal_error"));
-    assert_eq!(env.ready_count(&env.names.dead_letter_queue(&topology::INTAKE)).await, 1);
+    env.wait_for_ready(&env.names.dead_letter_queue(&topology::INTAKE), 1).await;
 
     // The fix is deployed; the operator replays the dead letter.
     env.pool.get().await.unwrap().batch_execute("DROP TRIGGER broken ON payment_sessions").await.unwrap();
