@@ -297,6 +297,29 @@ impl Fleet {
         p.child = self.spawn(name, &p.env, generation);
     }
 
+    /// Restarts `name` with `extra` in its environment for this generation only.
+    pub fn restart_with(&self, name: &str, extra: &[(&str, &str)], generation: u32) {
+        let mut procs = self.procs.lock().unwrap();
+        let p = procs.iter_mut().find(|p| p.name == name).unwrap();
+        let _ = p.child.kill();
+        let _ = p.child.wait();
+        let mut vars = p.env.clone();
+        vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        p.child = self.spawn(name, &vars, generation);
+    }
+
+    /// Until `name`'s process has ended by itself; how it ended.
+    pub async fn exited(&self, name: &str, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.procs.lock().unwrap().iter_mut().find(|p| p.name == name).unwrap().child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "{name} did not end within {within:?} (logs in {})", self.logs.display());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Until every service answers `/readyz` 200.
     pub async fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(120);
@@ -499,8 +522,8 @@ impl Load {
         futures::future::join_all(payers).await.into_iter().flatten().collect()
     }
 
-    /// Publishes again every message the fleet has published so far (its
-    /// outbox: commands to the gateway, results, events), each with its own
+    /// Publishes again every message the fleet has published so far (by
+    /// either path: commands to the gateway, results, events), each with its own
     /// message id and headers: a duplicate delivery of every message.
     pub async fn redeliver_everything(&self, fleet: &Fleet) -> usize {
         use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
@@ -508,7 +531,7 @@ impl Load {
         let c = fleet.env.pool.get().await.unwrap();
         let rows = c
             .query(
-                "SELECT exchange, routing_key, message_id, headers, body FROM outbox WHERE kind = 'durable' AND NOT sealed ORDER BY id",
+                "SELECT exchange, routing_key, message_id, headers, body_base64 FROM sent_messages WHERE kind = 'durable' AND NOT sealed ORDER BY created_at",
                 &[],
             )
             .await
@@ -531,7 +554,9 @@ impl Load {
             if let Some(id) = r.get::<_, Option<&str>>(2) {
                 props = props.with_message_id(id.into());
             }
-            let body: &[u8] = r.get(4);
+            use base64::Engine;
+            let body = base64::engine::general_purpose::STANDARD.decode(r.get::<_, &str>(4)).unwrap();
+            let body: &[u8] = &body;
             let opts = BasicPublishOptions { mandatory: false, ..Default::default() };
             confirms.push(ch.basic_publish(exchange.as_str().into(), r.get::<_, &str>(1).into(), opts, body, props).await.unwrap());
         }
@@ -557,11 +582,20 @@ impl Load {
             .await
             .map_err(|e| e.to_string())?;
         let (total, open): (i64, i64) = (r.get(0), r.get(1));
+        // A due schedule's run learns its session from intake's reply, which may come after the session settled.
+        let linked: i64 = c
+            .query_one("SELECT count(DISTINCT payment_session_id) FROM schedule_runs WHERE payment_session_id IS NOT NULL", &[])
+            .await
+            .map_err(|e| e.to_string())?
+            .get(0);
         let undelivered = undelivered_events(fleet, self).await.len();
-        if open == 0 && total as usize >= expected && undelivered == 0 {
+        if open == 0 && total as usize >= expected && linked as usize >= sent.schedules && undelivered == 0 {
             Ok(())
         } else {
-            Err(format!("{open} sessions open, {total}/{expected} sessions, {undelivered} events undelivered"))
+            Err(format!(
+                "{open} sessions open, {total}/{expected} sessions, {linked}/{} runs answered, {undelivered} events undelivered",
+                sent.schedules
+            ))
         }
     }
 
@@ -751,7 +785,10 @@ pub async fn settle_and_check(fleet: &Fleet, load: &Load, scenario: &str, healed
 async fn undelivered_events(fleet: &Fleet, load: &Load) -> Vec<String> {
     let c = fleet.env.pool.get().await.unwrap();
     let published: Vec<String> = c
-        .query("SELECT message_id FROM outbox WHERE exchange = 'payment_sessions.events' AND headers ->> 'merchant-id' = $1", &[&MERCHANT])
+        .query(
+            "SELECT DISTINCT message_id FROM sent_messages WHERE exchange = 'payment_sessions.events' AND headers ->> 'merchant-id' = $1",
+            &[&MERCHANT],
+        )
         .await
         .unwrap()
         .iter()

@@ -832,6 +832,22 @@ impl TestEnv {
         q.message_count()
     }
 
+    /// The bodies of the messages sent with `routing_key` (by either path:
+    /// straight after a consumer's commit, or through the outbox), oldest first.
+    /// Sealed ones are left out.
+    pub async fn sent_bodies(&self, routing_key: &str) -> Vec<Vec<u8>> {
+        use base64::Engine;
+        let rows = self
+            .pool
+            .get()
+            .await
+            .unwrap()
+            .query("SELECT body_base64 FROM sent_messages WHERE routing_key = $1 AND NOT sealed ORDER BY created_at", &[&routing_key])
+            .await
+            .unwrap();
+        rows.iter().map(|r| base64::engine::general_purpose::STANDARD.decode(r.get::<_, &str>(0)).unwrap()).collect()
+    }
+
     /// Waits until `queue` holds `n` ready messages (a dead letter is
     /// published after the error reply that announces it).
     pub async fn wait_for_ready(&self, queue: &str, n: u32) {

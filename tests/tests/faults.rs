@@ -119,6 +119,24 @@ async fn readyz_when_unready(fleet: &Fleet, service: &str, reason: &str) -> (u16
     }
 }
 
+/// Each consuming service in turn dies right after a commit, before it has
+/// published what the message sends or acked it (DESIGN §5): the redelivery
+/// must send the kept set, and nothing may be lost or done twice.
+fn crash_after_commit<'a>(fleet: &'a Fleet, load: &'a Load) -> futures::future::BoxFuture<'a, ()> {
+    Box::pin(async move {
+        mid_batch(fleet).await;
+        load.send_wave(fleet, 1, 2).await;
+        for (i, name) in ["session-intake", "payment-gateway", "session-lifecycle", "webhook-dispatch"].iter().enumerate() {
+            fleet.restart_with(name, &[("PS_FAULT_ABORT_AFTER_COMMIT", "true")], 10 + i as u32);
+            let status = fleet.exited(name, Duration::from_secs(60)).await;
+            use std::os::unix::process::ExitStatusExt;
+            assert_eq!(status.signal(), Some(6), "{name} aborted after a commit: {status:?}");
+            fleet.kill_and_restart(name, 20 + i as u32);
+        }
+        fleet.wait_ready().await;
+    })
+}
+
 /// No fault of the harness's own: the second wave mid-batch (the fault is in the configuration).
 fn second_wave<'a>(fleet: &'a Fleet, load: &'a Load) -> futures::future::BoxFuture<'a, ()> {
     Box::pin(async move {
@@ -130,6 +148,11 @@ fn second_wave<'a>(fleet: &'a Fleet, load: &'a Load) -> futures::future::BoxFutu
 #[tokio::test]
 async fn every_service_killed_mid_batch_and_restarted() {
     scenario("SIGKILL each service", Mix::QUICK.times(3), 1, 0, &[], kill_each).await;
+}
+
+#[tokio::test]
+async fn each_consumer_dies_between_its_commit_and_its_publish() {
+    scenario("crash after commit, before publish", Mix::QUICK.times(2), 1, 0, &[], crash_after_commit).await;
 }
 
 #[tokio::test]

@@ -77,6 +77,36 @@ pub async fn rewrap(c: &mut deadpool_postgres::Client, keys: &Keyring) -> Result
         done.push((what, n));
     }
 
+    // What consumed messages sent, kept in their records: each sealed body.
+    let tx = c.transaction().await?;
+    let mut n = 0;
+    let kept = "SELECT consumer, message_key, outgoing FROM processed_messages
+                WHERE outgoing IS NOT NULL AND jsonb_path_exists(outgoing, '$[*] ? (@.sealed == true)') FOR UPDATE";
+    for r in tx.query(kept, &[]).await? {
+        let (consumer, key, mut outgoing): (&str, &str, Value) = (r.get(0), r.get(1), r.get(2));
+        let mut changed = false;
+        for (i, m) in outgoing.as_array_mut().into_iter().flatten().enumerate() {
+            if m["sealed"] != true {
+                continue;
+            }
+            let at = At::dedupe_outgoing(consumer, key, i, m["exchange"].as_str().unwrap_or(""), m["routing_key"].as_str().unwrap_or(""));
+            if let Some(new) = keys.rewrap(&at, context::DEDUPE_OUTGOING, m["body"].as_str().unwrap_or(""))? {
+                m["body"] = Value::String(new);
+                changed = true;
+                n += 1;
+            }
+        }
+        if changed {
+            tx.execute(
+                "UPDATE processed_messages SET outgoing = $3 WHERE consumer = $1 AND message_key = $2",
+                &[&consumer, &key, &outgoing],
+            )
+            .await?;
+        }
+    }
+    tx.commit().await?;
+    done.push(("processed_messages.outgoing", n));
+
     let tx = c.transaction().await?;
     let mut n = 0;
     let pending = "SELECT id, body, sealed, producer, exchange, routing_key, message_id FROM outbox

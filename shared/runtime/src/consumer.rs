@@ -1,6 +1,8 @@
-//! The consume loop: one database transaction per message — dedupe record,
-//! the handler's change, its outgoing messages — then commit, then ack.
+//! The consume loop: one database transaction per message — its record, the
+//! handler's change, and the outgoing messages kept with the record — then
+//! commit, then publish them (confirmed), then ack (DESIGN §5).
 
+use crate::broker::Publisher;
 use crate::dedupe::{self, Claim};
 use crate::members::Members;
 use crate::message::{Incoming, Outbound, OutboundKind};
@@ -23,8 +25,8 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-/// What a handler decided. Everything in it is written to the outbox in the
-/// message's own transaction, so it happens exactly when the change commits.
+/// What a handler decided. Everything in it is kept with the message's record
+/// in its own transaction, and published once that commits.
 #[derive(Debug, Default)]
 pub struct Handled {
     /// Replies, events and work for other services.
@@ -206,6 +208,12 @@ enum Applied {
     DeadLettered,
 }
 
+/// What applying a message did, and what it sends once committed.
+struct Done {
+    applied: Applied,
+    send: Vec<Outbound>,
+}
+
 /// A message the consumer's own checks let through, or their answer.
 enum Gate {
     Pass(Admission),
@@ -300,7 +308,7 @@ impl ConsumerContext {
     /// One message inside `tx` (a transaction, or a batch's savepoint): the
     /// gate, the dedupe record (for what is applied once), the handler's change,
     /// its outgoing messages. Commits nothing.
-    async fn apply_in(&self, tx: &Transaction<'_>, msg: &Incoming) -> Result<Applied, HandlerError> {
+    async fn apply_in(&self, tx: &Transaction<'_>, msg: &Incoming) -> Result<Done, HandlerError> {
         let admission = match self.gate(tx, msg).await? {
             Gate::Pass(a) => a,
             Gate::Refused(h) => return self.finish(tx, msg, None, h).await,
@@ -310,8 +318,8 @@ impl ConsumerContext {
             Admission::Answer | Admission::Refused(_) => None,
         };
         if let Some(key) = &key {
-            if let Claim::Duplicate { reply } = dedupe::claim(tx, self.consumer, key).await? {
-                return self.duplicate(tx, msg, key, reply).await;
+            if let Claim::Duplicate { reply, outgoing } = dedupe::claim(tx, self.consumer, key).await? {
+                return self.duplicate(msg, key, reply, outgoing);
             }
         }
         if self.fault_panic_on.as_deref() == Some(msg.routing_key.as_str()) {
@@ -321,32 +329,40 @@ impl ConsumerContext {
         self.finish(tx, msg, key.as_deref(), handled).await
     }
 
-    /// Writes what a handled message sends (and its dead letter), keeping its
-    /// reply with its record when it has one.
-    async fn finish(&self, tx: &Transaction<'_>, msg: &Incoming, key: Option<&str>, handled: Handled) -> Result<Applied, HandlerError> {
+    /// What a handled message sends (and its dead letter), kept with its
+    /// record when it has one: its reply to answer a duplicate with, the rest
+    /// to publish again should the ack never happen.
+    async fn finish(&self, tx: &Transaction<'_>, msg: &Incoming, key: Option<&str>, handled: Handled) -> Result<Done, HandlerError> {
         let mut out = handled.outbox;
         let dead = handled.dead_letter.is_some();
         if let Some((code, reason)) = handled.dead_letter {
             out.push(self.dead_letter(tx, msg, &code, &reason).await?);
         }
-        if let (Some(key), Some(reply)) = (key, out.iter().find(|m| m.kind == OutboundKind::Reply)) {
-            if let Ok(body) = serde_json::from_slice::<serde_json::Value>(&reply.body) {
-                // A reply holding a secret is kept sealed, bound to its record's row.
-                let kept = match (reply.sealed, self.outbox.keys()) {
-                    (false, _) => body,
-                    (true, Some(keys)) => keys.seal_json(&At::dedupe_reply(self.consumer, key), &body),
-                    (true, None) => return Err(SecretsError::NoKeys.into()),
-                };
-                dedupe::record_reply(tx, self.consumer, key, &kept).await?;
-            }
+        for m in &mut out {
+            crate::telemetry::inject_current(&mut m.headers);
         }
-        self.outbox.enqueue(tx, &out).await?;
-        Ok(if dead { Applied::DeadLettered } else { Applied::New })
+        if let Some(key) = key.filter(|_| !out.is_empty()) {
+            let reply = match out.iter().find(|m| m.kind == OutboundKind::Reply) {
+                Some(reply) => match serde_json::from_slice::<serde_json::Value>(&reply.body) {
+                    // A reply holding a secret is kept sealed, bound to its record's row.
+                    Ok(body) => Some(match (reply.sealed, self.outbox.keys()) {
+                        (false, _) => body,
+                        (true, Some(keys)) => keys.seal_json(&At::dedupe_reply(self.consumer, key), &body),
+                        (true, None) => return Err(SecretsError::NoKeys.into()),
+                    }),
+                    Err(_) => None,
+                },
+                None => None,
+            };
+            let rest: Vec<&Outbound> = out.iter().filter(|m| m.kind != OutboundKind::Reply).collect();
+            let outgoing = if rest.is_empty() { None } else { Some(self.outbox.store(self.consumer, key, &rest)?) };
+            dedupe::record(tx, self.consumer, key, reply.as_ref(), outgoing.as_ref()).await?;
+        }
+        Ok(Done { applied: if dead { Applied::DeadLettered } else { Applied::New }, send: out })
     }
 
-    /// What follows every commit: the relay woken, the service's own worker told.
+    /// What follows every commit: the service's own worker told.
     fn committed(&self, batch: bool) {
-        self.outbox.wake();
         if let Some(n) = &self.after_commit {
             n.notify_one();
         }
@@ -357,7 +373,7 @@ impl ConsumerContext {
     }
 
     /// One message in a transaction of its own.
-    async fn apply(&self, msg: &Incoming) -> Result<Applied, HandlerError> {
+    async fn apply(&self, msg: &Incoming) -> Result<Done, HandlerError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         match self.apply_in(&tx, msg).await {
@@ -376,16 +392,26 @@ impl ConsumerContext {
         }
     }
 
-    /// A message applied before changes nothing. If its sender wants a reply,
-    /// it gets the one the first delivery produced, marked as a replay; the
-    /// record is its own publisher's, so nobody else's reply can come back.
-    async fn duplicate(
+    /// A message applied before changes nothing. What it sent goes again,
+    /// under the same message ids (its ack may never have happened, so they
+    /// may never have gone; their consumers recognise them if they did). If
+    /// its sender wants a reply, it gets the one the first delivery produced,
+    /// marked as a replay; the record is its own publisher's, so nobody
+    /// else's reply can come back.
+    fn duplicate(
         &self,
-        tx: &Transaction<'_>,
         msg: &Incoming,
         key: &str,
         reply: Option<serde_json::Value>,
-    ) -> Result<Applied, HandlerError> {
+        outgoing: Option<serde_json::Value>,
+    ) -> Result<Done, HandlerError> {
+        let mut send = match &outgoing {
+            Some(stored) => self.outbox.open_stored(self.consumer, key, stored).map_err(|e| match e {
+                crate::outbox::StoredError::Secrets(e) => HandlerError::Secrets(e),
+                e => HandlerError::Permanent(e.to_string()),
+            })?,
+            None => vec![],
+        };
         if let Some(stored) = reply {
             let sealed = crate::sealing::sealed_json(&stored).is_some();
             let reply = match (sealed, self.outbox.keys()) {
@@ -397,17 +423,18 @@ impl ConsumerContext {
             };
             if let Some(mut again) = msg.reply(&reply, true) {
                 again.sealed = sealed;
-                self.outbox.enqueue(tx, &[again]).await?;
+                crate::telemetry::inject_current(&mut again.headers);
+                send.push(again);
             }
         }
-        Ok(Applied::Duplicate)
+        Ok(Done { applied: Applied::Duplicate, send })
     }
 
     /// Messages delivered together, applied in one transaction, each under a
     /// savepoint: one that fails (or panics) is rolled back alone and comes
     /// back `None`, for the single-message path with its retries, holds and
     /// dead letters. Nothing is acknowledged before the commit.
-    async fn apply_batch(&self, msgs: &[(Incoming, Acker)]) -> Result<Vec<Option<Applied>>, HandlerError> {
+    async fn apply_batch(&self, msgs: &[(Incoming, Acker)]) -> Result<Vec<Option<Done>>, HandlerError> {
         let mut client = self.pool.get().await?;
         let mut tx = client.transaction().await?;
         let mut applied = Vec::with_capacity(msgs.len());
@@ -429,7 +456,7 @@ impl ConsumerContext {
 
     /// `apply`, with a panic turned into a dead letter: one bad message must
     /// not take the consumer (and every message behind it) down.
-    async fn apply_contained(&self, msg: &Incoming) -> Result<Applied, HandlerError> {
+    async fn apply_contained(&self, msg: &Incoming) -> Result<Done, HandlerError> {
         match std::panic::AssertUnwindSafe(self.apply(msg)).catch_unwind().await {
             Ok(applied) => applied,
             Err(panic) => {
@@ -443,7 +470,7 @@ impl ConsumerContext {
     /// A message whose handling failed for good: dead-lettered in a
     /// transaction of its own, after the same gate (and, for what is applied
     /// once, the same record) as any other.
-    async fn dead_letter_alone(&self, msg: &Incoming, reason: &str) -> Result<Applied, HandlerError> {
+    async fn dead_letter_alone(&self, msg: &Incoming, reason: &str) -> Result<Done, HandlerError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         let applied = match self.gate(&tx, msg).await? {
@@ -452,7 +479,7 @@ impl ConsumerContext {
                 let key = matches!(admission, Admission::Apply).then(|| msg.dedupe_key());
                 let duplicate = match &key {
                     Some(key) => match dedupe::claim(&tx, self.consumer, key).await? {
-                        Claim::Duplicate { reply } => Some(self.duplicate(&tx, msg, key, reply).await?),
+                        Claim::Duplicate { reply, outgoing } => Some(self.duplicate(msg, key, reply, outgoing)?),
                         Claim::New => None,
                     },
                     None => None,
@@ -468,7 +495,6 @@ impl ConsumerContext {
             }
         };
         tx.commit().await?;
-        self.outbox.wake();
         Ok(applied)
     }
 
@@ -495,10 +521,37 @@ impl ConsumerContext {
         span
     }
 
-    /// Acks an applied message and records how it went, inside its span.
-    async fn acked(&self, acker: &Acker, applied: Applied, started: Instant) {
+    /// Publishes what an applied message sends, confirmed, then acks it, and
+    /// records how it went, inside its span. A publish that fails is handed
+    /// to the outbox, whose relay retries it; only if that fails too is the
+    /// message returned to the queue, for its redelivery to send the kept set.
+    async fn delivered(&self, publisher: &Publisher, acker: &Acker, done: Done, started: Instant) {
+        let Done { applied, mut send } = done;
+        if !send.is_empty() {
+            let spans: Vec<tracing::Span> = send.iter_mut().map(|m| crate::telemetry::publish_span(m, publisher.names())).collect();
+            let results = publisher.publish_batch(&send).await;
+            let mut failed = vec![];
+            for ((m, result), span) in send.into_iter().zip(results).zip(&spans) {
+                let outcome = if result.is_ok() { "confirmed" } else { "to_outbox" };
+                span.record("outcome", outcome);
+                metrics::DIRECT_PUBLISHED.with_label_values(&[m.kind.as_str(), outcome]).inc();
+                if let Err(e) = result {
+                    tracing::warn!(routing_key = %m.routing_key, error = %e, "publish after commit failed; handing it to the outbox");
+                    failed.push(m);
+                }
+            }
+            if !failed.is_empty() {
+                if let Err(e) = self.to_outbox(&failed).await {
+                    tracing::error!(error = %e, "neither published nor handed to the outbox; returning the message");
+                    let _ = acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
+                    self.handled("requeued", started);
+                    return;
+                }
+                self.outbox.wake();
+            }
+        }
         if let Err(e) = acker.ack(BasicAckOptions::default()).await {
-            // The commit stands; the redelivery will find the dedupe record.
+            // The commit stands; the redelivery finds the record and sends its set again.
             tracing::warn!(error = %e, "ack failed after commit");
         }
         let outcome = match applied {
@@ -507,6 +560,15 @@ impl ConsumerContext {
             Applied::DeadLettered => "dead_lettered",
         };
         self.handled(outcome, started);
+    }
+
+    /// Messages a direct publish could not send, for the relay.
+    async fn to_outbox(&self, msgs: &[Outbound]) -> Result<(), HandlerError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        self.outbox.enqueue(&tx, msgs).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     fn handled(&self, outcome: &'static str, started: Instant) {
@@ -518,12 +580,12 @@ impl ConsumerContext {
 
     /// Deliveries that were waiting together: applied as one batch when there
     /// are several, each alone otherwise (and each the batch left out).
-    async fn process_batch(&self, deliveries: Vec<lapin::message::Delivery>) {
+    async fn process_batch(&self, deliveries: Vec<lapin::message::Delivery>, publisher: &Publisher) {
         let started = Instant::now();
         let msgs: Vec<(Incoming, Acker)> = deliveries.into_iter().map(Incoming::from_delivery).collect();
         if msgs.len() == 1 {
             let (msg, acker) = msgs.into_iter().next().expect("one message");
-            return self.process(msg, acker, started).await;
+            return self.process(msg, acker, started, publisher).await;
         }
         metrics::BATCH_SIZE.with_label_values(&[self.consumer]).observe(msgs.len() as f64);
         let applied = match self.apply_batch(&msgs).await {
@@ -534,21 +596,24 @@ impl ConsumerContext {
             }
         };
         let mut alone = vec![];
+        let mut sending = vec![];
         for ((msg, acker), applied) in msgs.into_iter().zip(applied) {
             match applied {
-                Some(a) => {
+                Some(done) => {
                     let span = self.span(&msg);
                     span.record("batch", true);
-                    self.acked(&acker, a, started).instrument(span).await;
+                    sending.push(async move { self.delivered(publisher, &acker, done, started).instrument(span).await });
                 }
                 None => alone.push((msg, acker)),
             }
         }
+        // Together: their confirms come back in one round trip.
+        futures::future::join_all(sending).await;
         // Side by side: one held for an outage must not keep the others waiting.
-        futures::future::join_all(alone.into_iter().map(|(msg, acker)| self.process(msg, acker, Instant::now()))).await;
+        futures::future::join_all(alone.into_iter().map(|(msg, acker)| self.process(msg, acker, Instant::now(), publisher))).await;
     }
 
-    async fn process(&self, msg: Incoming, acker: Acker, started: Instant) {
+    async fn process(&self, msg: Incoming, acker: Acker, started: Instant, publisher: &Publisher) {
         let span = self.span(&msg);
         async {
             // A conflict (deadlock, serialization) is retried briefly, then the
@@ -599,7 +664,7 @@ impl ConsumerContext {
                 tracing::info!(held_ms = since.elapsed().as_millis() as u64, "dependency back: held message released");
             }
             match result {
-                Ok(applied) => self.acked(&acker, applied, started).await,
+                Ok(done) => self.delivered(publisher, &acker, done, started).await,
                 Err(e) => {
                     tracing::error!(error = %e, "message not applied; returning it to the queue");
                     let _ = acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
@@ -629,6 +694,7 @@ pub enum ConsumeError {
 pub async fn consume(
     conn: &Connection,
     ctx: Arc<ConsumerContext>,
+    publisher: Arc<Publisher>,
     prefetch: u16,
     batch: u16,
     stop: CancellationToken,
@@ -649,9 +715,9 @@ pub async fn consume(
         .ready_chunks(batch)
         .map(|chunk| chunk.into_iter().collect::<Result<Vec<_>, _>>().map_err(ConsumeError::from))
         .try_for_each_concurrent(concurrent, |deliveries| {
-            let ctx = ctx.clone();
+            let (ctx, publisher) = (ctx.clone(), publisher.clone());
             async move {
-                ctx.process_batch(deliveries).await;
+                ctx.process_batch(deliveries, &publisher).await;
                 Ok(())
             }
         })

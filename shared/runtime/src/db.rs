@@ -23,6 +23,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0013_mandate_usage", include_str!("../migrations/0013_mandate_usage.sql")),
     ("0014_trust", include_str!("../migrations/0014_trust.sql")),
     ("0015_processors", include_str!("../migrations/0015_processors.sql")),
+    ("0016_direct", include_str!("../migrations/0016_direct.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]

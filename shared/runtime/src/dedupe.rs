@@ -1,13 +1,16 @@
-//! The message-dedupe record: the first thing each consumer transaction writes.
+//! The message-dedupe record: the first thing each consumer transaction
+//! writes, and, once the message is handled, what it sends (DESIGN §5).
 
 use deadpool_postgres::Transaction;
 use serde_json::Value;
 
 pub enum Claim {
     New,
-    /// Applied before. Nothing changes; the reply it got, if any, may be sent again.
+    /// Applied before. Nothing changes; what it sent may be sent again (its
+    /// ack may never have happened), and its reply, if any, answered again.
     Duplicate {
         reply: Option<Value>,
+        outgoing: Option<Value>,
     },
 }
 
@@ -21,13 +24,26 @@ pub async fn claim(tx: &Transaction<'_>, consumer: &str, message_key: &str) -> R
     if n == 1 {
         return Ok(Claim::New);
     }
-    let row =
-        tx.query_opt("SELECT reply FROM processed_messages WHERE consumer = $1 AND message_key = $2", &[&consumer, &message_key]).await?;
-    Ok(Claim::Duplicate { reply: row.and_then(|r| r.get(0)) })
+    let row = tx
+        .query_opt("SELECT reply, outgoing FROM processed_messages WHERE consumer = $1 AND message_key = $2", &[&consumer, &message_key])
+        .await?;
+    Ok(match row {
+        Some(r) => Claim::Duplicate { reply: r.get(0), outgoing: r.get(1) },
+        None => Claim::Duplicate { reply: None, outgoing: None },
+    })
 }
 
-pub async fn record_reply(tx: &Transaction<'_>, consumer: &str, message_key: &str, reply: &Value) -> Result<(), tokio_postgres::Error> {
-    let update = tx.prepare_cached("UPDATE processed_messages SET reply = $3 WHERE consumer = $1 AND message_key = $2").await?;
-    tx.execute(&update, &[&consumer, &message_key, reply]).await?;
+/// What the message sends: its reply (answered again to a duplicate) and the
+/// rest (published again if its ack never happened), in one statement.
+pub async fn record(
+    tx: &Transaction<'_>,
+    consumer: &str,
+    message_key: &str,
+    reply: Option<&Value>,
+    outgoing: Option<&Value>,
+) -> Result<(), tokio_postgres::Error> {
+    let update =
+        tx.prepare_cached("UPDATE processed_messages SET reply = $3, outgoing = $4 WHERE consumer = $1 AND message_key = $2").await?;
+    tx.execute(&update, &[&consumer, &message_key, &reply, &outgoing]).await?;
     Ok(())
 }

@@ -55,6 +55,15 @@ pub static OUTBOX_PUBLISHED: LazyLock<IntCounterVec> = LazyLock::new(|| {
         .expect("metric registers once")
 });
 
+pub static DIRECT_PUBLISHED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "ps_direct_published_total",
+        "Messages a consumer published straight after its commit, by kind and outcome (confirmed, or handed to the outbox).",
+        &["kind", "outcome"]
+    )
+    .expect("metric registers once")
+});
+
 pub static OUTBOX_FAILURES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "ps_outbox_publish_failures_total",

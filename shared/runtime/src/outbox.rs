@@ -1,7 +1,11 @@
-//! The transactional outbox (DESIGN §5): messages are written in the same
-//! transaction as the change they announce, and a relay publishes them with
-//! confirms. A crash at any point loses nothing; at worst a message goes twice,
-//! with the same `message_id` for consumers to dedupe on.
+//! The transactional outbox (DESIGN §5), for work no consumed message
+//! carries (an HTTP request, a sweep, a clock) and for a consumer's publish
+//! that failed after its commit: messages are written in the same transaction
+//! as the change they announce, and a relay publishes them with confirms. A
+//! crash at any point loses nothing; at worst a message goes twice, with the
+//! same `message_id` for consumers to dedupe on. A consumer's own messages are
+//! kept with its record instead and published straight after its commit
+//! (consumer.rs).
 
 use crate::broker::{PublishError, Publisher};
 use crate::message::{Outbound, OutboundKind};
@@ -109,9 +113,73 @@ impl Outbox {
         self.keys.as_ref()
     }
 
+    /// Messages as kept in a consumed message's record, to be published again
+    /// if its ack never happened (DESIGN §5): a JSON array, each body base64 or,
+    /// where it holds a secret, sealed and bound to the message it belongs to.
+    pub fn store(&self, consumer: &str, message_key: &str, messages: &[&Outbound]) -> Result<Value, EnqueueError> {
+        use base64::Engine;
+        let mut kept = Vec::with_capacity(messages.len());
+        for (i, m) in messages.iter().enumerate() {
+            let body = if m.sealed {
+                let at = At::dedupe_outgoing(consumer, message_key, i, &m.exchange, &m.routing_key);
+                self.keys.as_ref().ok_or(SecretsError::NoKeys)?.seal(&at, &m.body)
+            } else {
+                base64::engine::general_purpose::STANDARD.encode(&m.body)
+            };
+            kept.push(serde_json::json!({
+                "exchange": m.exchange, "routing_key": m.routing_key, "message_id": m.message_id,
+                "correlation_id": m.correlation_id, "reply_to": m.reply_to, "headers": m.headers,
+                "kind": m.kind.as_str(), "sealed": m.sealed, "body": body,
+            }));
+        }
+        Ok(Value::Array(kept))
+    }
+
+    /// What `store` kept, as messages again.
+    pub fn open_stored(&self, consumer: &str, message_key: &str, stored: &Value) -> Result<Vec<Outbound>, StoredError> {
+        use base64::Engine;
+        let text = |v: &Value, f: &'static str| v[f].as_str().map(str::to_owned).ok_or(StoredError::Malformed(f));
+        let optional = |v: &Value, f: &str| v[f].as_str().map(str::to_owned);
+        let mut out = vec![];
+        for (i, v) in stored.as_array().into_iter().flatten().enumerate() {
+            let (exchange, routing_key, message_id) = (text(v, "exchange")?, text(v, "routing_key")?, optional(v, "message_id"));
+            let sealed = v["sealed"].as_bool().unwrap_or(false);
+            let body = text(v, "body")?;
+            let body = if sealed {
+                let keys = self.keys.as_ref().ok_or(StoredError::Secrets(SecretsError::NoKeys))?;
+                keys.open(&At::dedupe_outgoing(consumer, message_key, i, &exchange, &routing_key), &body).map_err(|source| {
+                    StoredError::Secrets(SecretsError::Open { context: crate::sealing::context::DEDUPE_OUTGOING, source })
+                })?
+            } else {
+                base64::engine::general_purpose::STANDARD.decode(body).map_err(|_| StoredError::Malformed("body"))?
+            };
+            out.push(Outbound {
+                exchange,
+                routing_key,
+                message_id,
+                correlation_id: optional(v, "correlation_id"),
+                reply_to: optional(v, "reply_to"),
+                headers: v["headers"].as_object().cloned().unwrap_or_default(),
+                body,
+                kind: if v["kind"] == "reply" { OutboundKind::Reply } else { OutboundKind::Durable },
+                sealed,
+            });
+        }
+        Ok(out)
+    }
+
     pub fn wake(&self) {
         self.notify.notify_one();
     }
+}
+
+/// A consumed message's kept outgoing messages that cannot be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum StoredError {
+    #[error("a kept outgoing message has no valid {0}")]
+    Malformed(&'static str),
+    #[error(transparent)]
+    Secrets(SecretsError),
 }
 
 #[derive(Debug, thiserror::Error)]

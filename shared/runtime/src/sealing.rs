@@ -28,6 +28,8 @@ pub mod context {
     /// A stored reply holding a secret, in the dedupe record.
     pub const DEDUPE_REPLY: &str = "processed_messages.reply";
     pub const OUTBOX_BODY: &str = "outbox.body";
+    /// A body a consumed message sent, kept in its record.
+    pub const DEDUPE_OUTGOING: &str = "processed_messages.outgoing";
     /// What `ps1:` replies (either table) were bound to before rows were.
     pub const LEGACY_REPLY: &str = "reply";
 }
@@ -77,6 +79,12 @@ impl At {
     /// row routed elsewhere, it does not open.
     pub fn outbox_body(producer: &str, exchange: &str, routing_key: &str, message_id: Option<&str>) -> At {
         At::new(context::OUTBOX_BODY, &[producer, exchange, routing_key, message_id.unwrap_or("")])
+    }
+
+    /// A body among what a consumed message sent, kept in its record: bound to
+    /// the record and to the message's place and destination in it.
+    pub fn dedupe_outgoing(consumer: &str, message_key: &str, index: usize, exchange: &str, routing_key: &str) -> At {
+        At::new(context::DEDUPE_OUTGOING, &[consumer, message_key, &index.to_string(), exchange, routing_key])
     }
 }
 /// How a sealed JSON value (a stored reply holding a secret) is marked.

@@ -226,7 +226,9 @@ async fn session(
     topology::declare(&setup, names, config.delivery_limit).await.map_err(SessionError::Declare)?;
     let _ = setup.close(200, "declared".into()).await;
     let user = broker::broker_user(config.amqp_url.expose());
-    let publisher = Publisher::new(conn, names.clone(), config.publish_timeout, user).await.map_err(SessionError::Declare)?;
+    let publisher = Publisher::new(conn, names.clone(), config.publish_timeout, user.clone()).await.map_err(SessionError::Declare)?;
+    // The consumers' own channel: their publishes after commit and the relay's do not queue behind each other.
+    let direct = Arc::new(Publisher::new(conn, names.clone(), config.publish_timeout, user).await.map_err(SessionError::Declare)?);
 
     let consumers_stop = stop.child_token();
     let relay_stop = CancellationToken::new();
@@ -236,7 +238,10 @@ async fn session(
             consumers_stop.cancelled().await;
             return Ok(vec![]);
         }
-        try_join_all(contexts.iter().map(|ctx| consume(conn, ctx.clone(), config.prefetch, config.batch, consumers_stop.clone()))).await
+        try_join_all(
+            contexts.iter().map(|ctx| consume(conn, ctx.clone(), direct.clone(), config.prefetch, config.batch, consumers_stop.clone())),
+        )
+        .await
     };
     let relaying = async {
         let _running = health.relay_running();
@@ -254,6 +259,7 @@ async fn session(
     relay_stop.cancel();
     let drained = relaying.await;
     publisher.close().await;
+    direct.close().await;
     consumed?;
     drained?;
     Ok(())

@@ -64,7 +64,7 @@ async fn killed_after_a_batchs_commit_before_its_acks_nothing_is_applied_twice()
     }
     assert_eq!(ids.len(), 12);
     assert_eq!(env.count("SELECT count(*) FROM payment_sessions").await, 12, "nothing applied twice");
-    assert_eq!(env.count("SELECT count(*) FROM outbox WHERE routing_key = 'payment_session.created'").await, 12);
+    assert_eq!(env.count("SELECT count(*) FROM sent_messages WHERE routing_key = 'payment_session.created'").await, 12);
     env.finish().await;
 }
 

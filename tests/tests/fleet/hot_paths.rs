@@ -6,6 +6,7 @@ use integration_tests::{seed_mandate_with_card, Command, TestEnv};
 use lapin::options::{BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use ps_contract::routing::{exchange, header};
+use ps_runtime::topology;
 use serde_json::{json, Value};
 
 /// An upstream using RabbitMQ's direct reply-to (as its RPC tutorial does)
@@ -48,11 +49,13 @@ async fn a_command_over_direct_reply_to_is_answered_once() {
     let reply = tokio::time::timeout(integration_tests::WAIT, replies.next()).await.expect("a reply").unwrap().unwrap();
     let answer: Value = serde_json::from_slice(&reply.data).unwrap();
     assert!(answer["id"].is_string(), "{answer}");
-    // Published once, and recorded so: a row marked published is never sent again.
-    let published =
-        env.wait_for_count("SELECT count(*) FROM outbox WHERE kind = 'reply' AND published_at IS NOT NULL AND attempts = 1", 1).await;
-    assert_eq!(published, 1);
-    assert_eq!(env.count("SELECT count(*) FROM outbox WHERE kind = 'reply' AND (attempts > 1 OR failed_at IS NOT NULL)").await, 0);
+    // Published once, straight after the commit: never through the outbox, never again.
+    let applied = || ps_runtime::metrics::MESSAGES.with_label_values(&[topology::INTAKE.name, "applied"]).get();
+    integration_tests::eventually("the command to be acked", || applied() == 1).await;
+    let direct = ps_runtime::metrics::DIRECT_PUBLISHED.with_label_values(&["reply", "confirmed"]).get();
+    assert_eq!(direct, 1, "one reply, confirmed");
+    assert_eq!(env.count("SELECT count(*) FROM outbox").await, 0, "nothing went through the outbox");
+    assert!(tokio::time::timeout(std::time::Duration::from_millis(500), replies.next()).await.is_err(), "no second reply");
     let _ = conn.close(200, "done".into()).await;
     env.finish().await;
 }

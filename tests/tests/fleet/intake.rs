@@ -179,7 +179,7 @@ async fn twenty_concurrent_duplicates_make_one_session() {
     assert_eq!(fresh, 1, "exactly one reply is the original; the rest are replays");
     assert_eq!(env.count("SELECT count(*) FROM payment_sessions").await, 1);
     assert_eq!(env.count("SELECT count(*) FROM customers").await, 1);
-    assert_eq!(env.count("SELECT count(*) FROM outbox WHERE routing_key = 'payment_session.created'").await, 1);
+    assert_eq!(env.count("SELECT count(*) FROM sent_messages WHERE routing_key = 'payment_session.created'").await, 1);
     env.finish().await;
 }
 

@@ -339,8 +339,7 @@ async fn redelivering_an_authorize_charges_once() {
 
     // The same authorize again, as a broker redelivery after a lost ack would bring it
     // (a new message id, so only the processor's idempotency key stands in the way).
-    let c = env.pool.get().await.unwrap();
-    let body: Vec<u8> = c.query_one("SELECT body FROM outbox WHERE routing_key = 'gateway.authorize'", &[]).await.unwrap().get(0);
+    let body = env.sent_bodies("gateway.authorize").await.remove(0);
     let lifecycle_duplicates =
         || ps_runtime::metrics::MESSAGES.with_label_values(&[ps_runtime::topology::LIFECYCLE.name, "duplicate"]).get();
     let before = lifecycle_duplicates();
@@ -352,7 +351,7 @@ async fn redelivering_an_authorize_charges_once() {
         "one charge in the sandbox's own ledger"
     );
     eventually("lifecycle to see the duplicate result", || lifecycle_duplicates() > before).await;
-    assert_eq!(env.count("SELECT count(*) FROM outbox WHERE routing_key = 'payment.succeeded'").await, 1);
+    assert_eq!(env.count("SELECT count(*) FROM sent_messages WHERE routing_key = 'payment.succeeded'").await, 1);
     assert_eq!(env.session(id).await["payment_outcome"], "paid");
     env.finish().await;
 }
@@ -405,7 +404,7 @@ async fn two_lifecycle_replicas_never_lose_an_update() {
         env.event_about("payment_session.completed", s["id"].as_str().unwrap()).await;
     }
     assert_eq!(env.count("SELECT count(*) FROM payment_sessions WHERE payment_outcome = 'paid'").await, 20);
-    assert_eq!(env.count("SELECT count(*) FROM outbox WHERE routing_key = 'payment_session.completed'").await, 20);
+    assert_eq!(env.count("SELECT count(*) FROM sent_messages WHERE routing_key = 'payment_session.completed'").await, 20);
 
     // Captures and voids of one reservation, all at once, to both replicas: one wins.
     let mut body = one_time("never");

@@ -219,8 +219,10 @@ async fn a_message_over_the_size_limit_is_refused_unread_and_never_stored() {
     assert_eq!((code_of(&headers).as_str(), body.len()), ("message_too_large", 0));
     let size: i64 = header_str(Some(&headers), header::ORIGINAL_SIZE).unwrap().parse().unwrap();
     assert!(size > 1_200_000, "{size}");
-    let largest = env.count("SELECT coalesce(max(length(body)), 0)::bigint FROM outbox").await;
-    assert!(largest < 4096, "no body copied into the outbox: {largest} bytes");
+    let largest = env.count("SELECT coalesce(max(length(body_base64)), 0)::bigint FROM sent_messages").await;
+    assert!(largest < 8192, "no body copied into what was sent: {largest} base64 bytes");
+    let replies = env.count("SELECT coalesce(max(length(reply::text)), 0)::bigint FROM processed_messages").await;
+    assert!(replies < 4096, "nor into a record: {replies} bytes");
     assert_eq!(env.count("SELECT count(*) FROM payment_sessions").await, 0);
     // A smaller limit is a setting.
     env.stop_services().await;
@@ -237,7 +239,7 @@ async fn a_message_over_the_size_limit_is_refused_unread_and_never_stored() {
 }
 
 #[tokio::test]
-async fn a_sealed_reply_copied_into_another_outbox_row_does_not_open() {
+async fn a_sealed_reply_copied_into_an_outbox_row_does_not_open() {
     let mut env = TestEnv::new().await;
     env.start_webhooks(&[]).await;
     let created = env
@@ -247,21 +249,20 @@ async fn a_sealed_reply_copied_into_another_outbox_row_does_not_open() {
         )
         .await;
     assert!(created.body["secret"].is_string(), "{}", created.body);
-    env.wait_for_count("SELECT count(*) FROM outbox WHERE sealed AND published_at IS NOT NULL", 1).await;
-    // Someone who may write this producer's rows copies the sealed reply into one routed to a queue of theirs.
+    // Someone who may write this producer's outbox rows copies the sealed reply
+    // from its record into a row routed to a queue of theirs.
+    let c = env.pool.get().await.unwrap();
+    let reply: Value = c.query_one("SELECT reply FROM processed_messages WHERE reply::text LIKE '%ps2:%'", &[]).await.unwrap().get(0);
+    let sealed = ps_runtime::sealing::sealed_json(&reply).expect("the reply rests sealed").to_owned();
     let stolen = format!("{}stolen", env.prefix);
     env.declare_queue(&stolen).await;
-    env.pool
-        .get()
-        .await
-        .unwrap()
-        .execute(
-            "INSERT INTO outbox (exchange, routing_key, message_id, body, kind, producer, sealed)
-             SELECT '', $1, message_id, body, 'reply', producer, true FROM outbox WHERE sealed LIMIT 1",
-            &[&stolen],
-        )
-        .await
-        .unwrap();
+    c.execute(
+        "INSERT INTO outbox (exchange, routing_key, message_id, body, kind, producer, sealed)
+         VALUES ('', $1, 'stolen-1', $2, 'reply', 'webhook-dispatch', true)",
+        &[&stolen, &sealed.as_bytes()],
+    )
+    .await
+    .unwrap();
     env.wait_for_count("SELECT count(*) FROM outbox WHERE sealed AND failed_at IS NOT NULL AND last_error LIKE '%does not open%'", 1).await;
     assert_eq!(env.ready_count(&stolen).await, 0, "the copy was never published");
     env.finish().await;
