@@ -395,6 +395,15 @@ async fn fleet(n: usize) {
     );
     println!("  raw pipeline, 4 durable hops, one message per transaction: {raw:.0} messages/s; fleet ÷ raw = {:.3}", max.per_second / raw);
     println!("  per session: {:.1} commits, {:.1} WAL syncs", max.commits_per_session, max.wal_syncs_per_session);
+    match max.statements_per_session {
+        Some(n) => {
+            println!("  per session: {n:.1} statements (pg_stat_statements); the busiest:");
+            for (per, q) in max.top_statements.iter().take(25) {
+                println!("    {per:6.2}  {}", q.chars().take(150).collect::<String>());
+            }
+        }
+        None => println!("  statements per session: not measured (pg_stat_statements is not in shared_preload_libraries)"),
+    }
     for (label, r) in [("max rate", &max), ("paced", &paced)] {
         println!(
             "  {label} ({:.0}/s): reply p50 {:.1} / p90 {:.1} / p99 {:.1} / p99.9 {:.1} ms; completed p50 {:.1} / p90 {:.1} / p99 {:.1} / p99.9 {:.1} ms",
@@ -431,6 +440,7 @@ async fn fleet(n: usize) {
          | fleet ÷ raw | {:.3} |\n\
          | commits per session | {:.1} |\n\
          | WAL syncs per session | {:.1} |\n\
+         | statements per session | {} |\n\
          | paced at {rate:.0}/s: command → reply p50 / p90 / p99 / p99.9 | {:.1} / {:.1} / {:.1} / {:.1} ms |\n\
          | paced at {rate:.0}/s: command → completed p50 / p90 / p99 / p99.9 | {:.1} / {:.1} / {:.1} / {:.1} ms |\n\n\
          | worker | RSS idle (MiB) | RSS peak (MiB) | CPU at max rate (% of a core) |\n|---|---:|---:|---:|\n{workers}\n\
@@ -442,6 +452,7 @@ async fn fleet(n: usize) {
         max.per_second / raw,
         max.commits_per_session,
         max.wal_syncs_per_session,
+        max.statements_per_session.map_or("not measured (needs pg_stat_statements)".to_owned(), |n| format!("{n:.1}")),
         paced.reply_ms.p50,
         paced.reply_ms.p90,
         paced.reply_ms.p99,

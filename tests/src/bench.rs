@@ -61,6 +61,10 @@ pub struct Run {
     pub sustained_per_second: f64,
     pub commits_per_session: f64,
     pub wal_syncs_per_session: f64,
+    /// Statements the database executed per session, where pg_stat_statements
+    /// is loaded (shared_preload_libraries); the busiest ones beside it.
+    pub statements_per_session: Option<f64>,
+    pub top_statements: Vec<(f64, String)>,
     /// Command → completed of each session, in milliseconds.
     #[serde(skip)]
     pub completed_samples: Vec<f64>,
@@ -165,6 +169,7 @@ impl Upstream {
     /// `n` charges spread over `mandates`, published at `rate` a second (as
     /// fast as possible if `None`); waits until every session has completed.
     pub async fn run(&self, fleet: &Fleet, mandates: &[String], n: usize, rate: Option<f64>, tag: &str) -> Run {
+        let statements = statement_counts(fleet, true).await;
         let (commits0, syncs0) = db_counters(fleet).await;
         let started = Instant::now();
         let mut confirms = Vec::with_capacity(1000);
@@ -196,6 +201,15 @@ impl Upstream {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let (commits1, syncs1) = db_counters(fleet).await;
+        let (statements_per_session, top_statements) = match statements {
+            Some(_) => {
+                let after = statement_counts(fleet, false).await.unwrap_or_default();
+                let total: i64 = after.iter().map(|(c, _)| c).sum();
+                let top = after.iter().take(25).map(|(c, q)| (*c as f64 / n as f64, q.clone())).collect();
+                (Some(total as f64 / n as f64), top)
+            }
+            None => (None, vec![]),
+        };
         let s = self.seen.lock().unwrap();
         let mut reply = vec![];
         let mut completed = vec![];
@@ -227,12 +241,34 @@ impl Upstream {
             timeline,
             commits_per_session: (commits1 - commits0) as f64 / n as f64,
             wal_syncs_per_session: (syncs1 - syncs0) as f64 / n as f64,
+            statements_per_session,
+            top_statements,
         }
     }
 
     pub async fn close(self) {
         let _ = self.conn.close(200, "done".into()).await;
     }
+}
+
+/// Every statement the run's database executed since the last reset, busiest
+/// first (`reset`: start counting afresh); `None` without pg_stat_statements.
+async fn statement_counts(fleet: &Fleet, reset: bool) -> Option<Vec<(i64, String)>> {
+    let c = fleet.env.pool.get().await.unwrap();
+    c.batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements").await.ok()?;
+    if reset {
+        c.batch_execute("SELECT pg_stat_statements_reset()").await.ok()?;
+        return Some(vec![]);
+    }
+    let rows = c
+        .query(
+            "SELECT calls, query FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+             ORDER BY calls DESC",
+            &[],
+        )
+        .await
+        .ok()?;
+    Some(rows.iter().map(|r| (r.get(0), r.get::<_, String>(1).split_whitespace().collect::<Vec<_>>().join(" "))).collect())
 }
 
 /// Commits in the run's database, and WAL syncs of the whole server.

@@ -1,9 +1,10 @@
 //! `gateway.authorize`, `gateway.capture`, `gateway.void`, `gateway.refund` → processor → `gateway.result`.
 
+use crate::calls::CallResult;
 use crate::card;
 use crate::processor::{Processor, ProcessorError, ProcessorRequest, ProcessorResponse, SaveFor};
 use crate::vouch::{self, Vouched};
-use deadpool_postgres::{Pool, Transaction};
+use deadpool_postgres::Transaction;
 use futures::future::BoxFuture;
 use ps_contract::internal::{
     AuthenticateRequest, AuthorizeRequest, GatewayResult, Operation, Outcome, RefundRequest, ResolveRequest, SaveUsage, SettleRequest,
@@ -107,9 +108,9 @@ impl<'a> Step<'a> {
 pub struct GatewayHandler {
     pub processor: Arc<dyn Processor>,
     pub timeout: Duration,
-    /// Processor calls are logged on their own connections: a call made is a
-    /// fact even if the message's transaction rolls back.
-    pub pool: Pool,
+    /// Where each call is noted (processor_calls), beside the message's
+    /// transaction: a call made is a fact even if that rolls back.
+    pub calls: crate::calls::CallLog,
 }
 
 impl Handler for GatewayHandler {
@@ -339,7 +340,7 @@ impl GatewayHandler {
             Ok(Err(e)) => return Err(processor_failure(e)),
             Err(_) => return Err(HandlerError::Transient(format!("the processor did not answer within {:?}", self.timeout))),
         };
-        self.log_call(req.attempt_id.as_str(), Operation::Authorize, key, resp.outcome.as_str(), started.elapsed()).await;
+        self.log_call(req.attempt_id.as_str(), Operation::Authorize, key, CallResult::of(resp.outcome), started.elapsed());
         crate::metrics::CALLS.with_label_values(&["authenticate", resp.outcome.as_str()]).inc();
         done_with_card(tx, req.attempt_id.as_str(), attempt.card_token.as_deref(), attempt.keep_card, resp.outcome).await?;
         let (amount, currency) = attempt.amount_and_currency()?;
@@ -395,27 +396,27 @@ impl GatewayHandler {
         let elapsed = started.elapsed();
         match outcome {
             Ok(Ok(resp)) => {
-                self.log_call(attempt, op, &key, resp.outcome.as_str(), elapsed).await;
+                self.log_call(attempt, op, &key, CallResult::of(resp.outcome), elapsed);
                 crate::metrics::CALLS.with_label_values(&[op.as_str(), resp.outcome.as_str()]).inc();
                 Ok(resp)
             }
             Ok(Err(ProcessorError::Pending(_))) => {
-                self.log_call(attempt, op, &key, "pending", elapsed).await;
+                self.log_call(attempt, op, &key, CallResult::Pending, elapsed);
                 crate::metrics::CALLS.with_label_values(&[op.as_str(), "pending"]).inc();
                 Err(CallError::Pending)
             }
             Ok(Err(e)) => {
-                self.log_call(attempt, op, &key, "error", elapsed).await;
+                self.log_call(attempt, op, &key, CallResult::Error, elapsed);
                 crate::metrics::CALLS.with_label_values(&[op.as_str(), "error"]).inc();
                 Err(CallError::Failed(processor_failure(e)))
             }
             Err(_) => {
-                self.log_call(attempt, op, &key, "timeout", elapsed).await;
+                self.log_call(attempt, op, &key, CallResult::Timeout, elapsed);
                 crate::metrics::CALLS.with_label_values(&[op.as_str(), "timeout"]).inc();
                 tracing::warn!(attempt, %key, timeout = ?self.timeout, "processor timed out; resolving the outcome by lookup");
                 match self.processor.lookup(&key).await {
                     Ok(Some(resp)) => {
-                        self.log_call(attempt, op, &key, "resolved_by_lookup", started.elapsed()).await;
+                        self.log_call(attempt, op, &key, CallResult::ResolvedByLookup, started.elapsed());
                         Ok(resp)
                     }
                     Ok(None) => {
@@ -437,11 +438,11 @@ impl GatewayHandler {
         let found = self.processor.close_unknown(key).await.map_err(processor_failure)?;
         let resp = match found {
             Some(resp) => {
-                self.log_call(req.attempt_id.as_str(), Operation::Authorize, key, "resolved_by_lookup", started.elapsed()).await;
+                self.log_call(req.attempt_id.as_str(), Operation::Authorize, key, CallResult::ResolvedByLookup, started.elapsed());
                 resp
             }
             None => {
-                self.log_call(req.attempt_id.as_str(), Operation::Authorize, key, "resolved_no_record", started.elapsed()).await;
+                self.log_call(req.attempt_id.as_str(), Operation::Authorize, key, CallResult::ResolvedNoRecord, started.elapsed());
                 ProcessorResponse::failed("processing_error", "processor_no_record", "")
             }
         };
@@ -460,31 +461,11 @@ impl GatewayHandler {
         tracing::info!(operation = %step.op, attempt, "request for a step already taken: answering from the processor's record");
         let started = Instant::now();
         let Some(resp) = self.processor.lookup(key).await.map_err(processor_failure)? else { return Ok(None) };
-        self.log_call(attempt, step.op, key, "resolved_by_lookup", started.elapsed()).await;
+        self.log_call(attempt, step.op, key, CallResult::ResolvedByLookup, started.elapsed());
         Ok(Some(step.answered(resp, None)))
     }
 
-    async fn log_call(&self, attempt: &str, op: Operation, key: &str, result: &str, elapsed: Duration) {
-        let logged = async {
-            let mut c = self.pool.get().await.map_err(|e| e.to_string())?;
-            let tx = c.transaction().await.map_err(|e| e.to_string())?;
-            // A log, not the record of the money (that is the processor's):
-            // not worth a WAL flush of its own on every call.
-            tx.batch_execute("SET LOCAL synchronous_commit = off").await.map_err(|e| e.to_string())?;
-            tx.execute(
-                &tx.prepare_cached(
-                    "INSERT INTO processor_calls (attempt_id, operation, idempotency_key, result, latency_ms) VALUES ($1, $2, $3, $4, $5)",
-                )
-                .await
-                .map_err(|e| e.to_string())?,
-                &[&attempt, &op.as_str(), &key, &result, &(elapsed.as_millis() as i32)],
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-            tx.commit().await.map_err(|e| e.to_string())
-        };
-        if let Err(e) = logged.await {
-            tracing::warn!(error = %e, "could not record the processor call");
-        }
+    fn log_call(&self, attempt: &str, op: Operation, key: &str, result: CallResult, elapsed: Duration) {
+        self.calls.note(attempt, op, key, result, elapsed);
     }
 }

@@ -1,6 +1,7 @@
 //! `payment-gateway`: the only service that talks to the card processor, and
 //! the only one that ever holds a card number (in its vault).
 
+pub mod calls;
 pub mod card;
 pub mod events;
 mod handler;
@@ -187,7 +188,8 @@ pub async fn start(config: GatewayConfig, stop: CancellationToken) -> Result<Run
         }
         _ => Arc::new(sandbox::SandboxProcessor::new(pool.clone(), config.keys.clone(), config.sandbox_latency)),
     };
-    let handler = handler::GatewayHandler { processor: processor.clone(), timeout: config.processor_timeout, pool: pool.clone() };
+    let (calls, logging) = calls::CallLog::start(pool.clone(), stop.clone());
+    let handler = handler::GatewayHandler { processor: processor.clone(), timeout: config.processor_timeout, calls };
     let consumes = vec![Consumes::new(topology::GATEWAY, Arc::new(handler))];
     let tls = match &config.vault_tls {
         Some((cert, key)) => Some(ps_runtime::tls::server_config(cert, key)?),
@@ -216,7 +218,7 @@ pub async fn start(config: GatewayConfig, stop: CancellationToken) -> Result<Run
         None => None,
     };
     let sweeping = tokio::spawn(sweep_orphans(service.pool.clone(), config.orphan_after, stop));
-    Ok(RunningGateway { service: service.with_task(sweeping), vault_addr, events_addr })
+    Ok(RunningGateway { service: service.with_task(sweeping).with_task(logging), vault_addr, events_addr })
 }
 
 /// Deletes the numbers of vaulted cards nothing took, every so often.

@@ -42,7 +42,22 @@ pub struct Dispatcher {
     slots: Arc<Semaphore>,
     /// Opens the endpoints' signing secrets.
     keys: Keyring,
+    /// Successful attempts, recorded together by `record_delivered`.
+    delivered: tokio::sync::mpsc::UnboundedSender<Delivered>,
+    delivered_rx: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Delivered>>>,
 }
+
+/// A 2xx, waiting to be recorded with the others that came meanwhile.
+struct Delivered {
+    id: i64,
+    endpoint_id: String,
+    status: i32,
+    latency_ms: i32,
+    response: String,
+}
+
+/// Successful attempts recorded in one transaction at most.
+const RECORD_BATCH: usize = 500;
 
 /// A delivery this worker holds the lease on.
 struct Claimed {
@@ -90,10 +105,12 @@ impl Dispatcher {
             .no_proxy()
             .build()?;
         let slots = Arc::new(Semaphore::new(config.concurrency));
-        Ok(Dispatcher { pool, config, wake, outbox, client, slots, keys })
+        let (delivered, rx) = tokio::sync::mpsc::unbounded_channel();
+        Ok(Dispatcher { pool, config, wake, outbox, client, slots, keys, delivered, delivered_rx: std::sync::Mutex::new(Some(rx)) })
     }
 
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+        let recording = self.delivered_rx.lock().unwrap().take().map(|rx| tokio::spawn(self.clone().record_delivered(rx)));
         loop {
             let free = self.slots.available_permits();
             let mut claimed = 0;
@@ -126,6 +143,91 @@ impl Dispatcher {
         // Let requests in flight finish (their leases would cover a crash anyway).
         let _ = tokio::time::timeout(self.config.timeout + Duration::from_secs(1), self.slots.acquire_many(self.config.concurrency as u32))
             .await;
+        // What they delivered is recorded before the worker goes.
+        if let Some(recording) = recording {
+            let _ =
+                self.delivered.send(Delivered { id: -1, endpoint_id: String::new(), status: 0, latency_ms: 0, response: String::new() });
+            let _ = recording.await;
+        }
+    }
+
+    /// Records successful attempts a batch per transaction: what came while
+    /// the last batch was being written goes in the next, so under load each
+    /// commit carries many and alone each goes at once. A batch not recorded
+    /// (the database away) leaves its deliveries leased: they go again when
+    /// the lease runs out, and receivers dedupe on `webhook-id`. A delivery
+    /// with id -1 asks it to finish.
+    async fn record_delivered(self: Arc<Self>, mut rx: tokio::sync::mpsc::UnboundedReceiver<Delivered>) {
+        let mut batch = Vec::with_capacity(RECORD_BATCH);
+        while let Some(first) = rx.recv().await {
+            let mut last = first.id == -1;
+            batch.push(first);
+            while batch.len() < RECORD_BATCH {
+                match rx.try_recv() {
+                    Ok(d) => {
+                        last |= d.id == -1;
+                        batch.push(d);
+                    }
+                    Err(_) => break,
+                }
+            }
+            batch.retain(|d| d.id != -1);
+            if !batch.is_empty() {
+                if let Err(e) = self.record_batch(&batch).await {
+                    tracing::warn!(deliveries = batch.len(), error = %e, "could not record delivered attempts; their leases will run out and they will go again");
+                }
+                batch.clear();
+            }
+            if last {
+                break;
+            }
+        }
+    }
+
+    async fn record_batch(&self, batch: &[Delivered]) -> Result<(), HandlerError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        // As `finish`: a record lost in a crash means the event goes again.
+        tx.batch_execute("SET LOCAL synchronous_commit = off").await?;
+        let ids: Vec<i64> = batch.iter().map(|d| d.id).collect();
+        let statuses: Vec<i32> = batch.iter().map(|d| d.status).collect();
+        let latencies: Vec<i32> = batch.iter().map(|d| d.latency_ms).collect();
+        let responses: Vec<&str> = batch.iter().map(|d| d.response.as_str()).collect();
+        let mut endpoints: Vec<&str> = batch.iter().map(|d| d.endpoint_id.as_str()).collect();
+        endpoints.sort_unstable();
+        endpoints.dedup();
+        tx.execute(
+            &tx.prepare_cached(
+                "INSERT INTO webhook_attempts (delivery_id, status_code, latency_ms, response_body)
+                 SELECT * FROM unnest($1::bigint[], $2::int[], $3::int[], $4::text[])",
+            )
+            .await?,
+            &[&ids, &statuses, &latencies, &responses],
+        )
+        .await?;
+        let waited = tx
+            .query(
+                &tx.prepare_cached(
+                    "UPDATE webhook_deliveries d SET status = 'delivered', attempts = attempts + 1, lease_until = NULL,
+                         next_attempt_at = now(), last_status = u.status, last_error = NULL, finished_at = now()
+                     FROM unnest($1::bigint[], $2::int[]) AS u (id, status)
+                     WHERE d.id = u.id RETURNING extract(epoch FROM now() - d.created_at)::float8",
+                )
+                .await?,
+                &[&ids, &statuses],
+            )
+            .await?;
+        tx.execute(
+            &tx.prepare_cached("UPDATE webhook_endpoints SET failing_since = NULL WHERE id = ANY($1) AND failing_since IS NOT NULL")
+                .await?,
+            &[&endpoints],
+        )
+        .await?;
+        tx.commit().await?;
+        for r in waited {
+            crate::metrics::DELIVERY_SECONDS.observe(r.get(0));
+        }
+        Ok(())
     }
 
     /// Leases up to `n` due deliveries, never more than `per_endpoint` in
@@ -249,6 +351,24 @@ impl Dispatcher {
                     },
                 };
                 let text = String::from_utf8_lossy(&body).into_owned();
+                if matches!(verdict, Verdict::Delivered) {
+                    crate::metrics::ATTEMPTS.with_label_values(&["delivered"]).inc();
+                    tracing::info!(delivery = d.id, event = %d.event_id, endpoint = %d.endpoint_id, status, outcome = "delivered", "webhook attempt");
+                    let delivered = Delivered {
+                        id: d.id,
+                        endpoint_id: d.endpoint_id.clone(),
+                        status: i32::from(status),
+                        latency_ms: latency.as_millis() as i32,
+                        response: text,
+                    };
+                    if self.delivered.send(delivered).is_err() {
+                        tracing::warn!(
+                            delivery = d.id,
+                            "delivered, but the recorder has stopped; the lease will run out and it will go again"
+                        );
+                    }
+                    return;
+                }
                 self.finish(&d, Some(status), latency.as_millis() as i32, Some(text), None, verdict).await;
             }
             Err(e) => {

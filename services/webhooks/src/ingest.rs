@@ -22,9 +22,10 @@ fn reject(why: String) -> Handled {
 
 impl Handler for IngestHandler {
     /// Events come from the fleet's own services, which the consumer checked
-    /// (DESIGN §10); each is recorded once by its id.
+    /// (DESIGN §10). Each is stored once by its own id, and ingesting sends
+    /// nothing: no dedupe record is needed beside it.
     fn admit<'a>(&'a self, _: &'a Transaction<'_>, _: &'a Incoming) -> BoxFuture<'a, Result<Admission, HandlerError>> {
-        Box::pin(async { Ok(Admission::Apply) })
+        Box::pin(async { Ok(Admission::Idempotent) })
     }
 
     fn handle<'a>(&'a self, tx: &'a Transaction<'_>, msg: &'a Incoming) -> BoxFuture<'a, Result<Handled, HandlerError>> {
@@ -38,29 +39,29 @@ impl Handler for IngestHandler {
                 Ok(_) => return Ok(reject("event without id or type".into())),
                 Err(e) => return Ok(reject(format!("event is not JSON: {e}"))),
             };
-            let stored = tx
-                .execute(
+            // Stored once by its id, and one delivery per subscribed endpoint, in one statement.
+            let counts = tx
+                .query_one(
                     &tx.prepare_cached(
-                        "INSERT INTO webhook_events (id, merchant_id, type, payload) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING",
+                        "WITH stored AS (
+                             INSERT INTO webhook_events (id, merchant_id, type, payload) VALUES ($1, $2, $3, $4)
+                             ON CONFLICT (id) DO NOTHING RETURNING id
+                         ), planned AS (
+                             INSERT INTO webhook_deliveries (event_id, endpoint_id, status)
+                             SELECT stored.id, p.id, 'pending' FROM stored, webhook_endpoints p
+                             WHERE p.merchant_id = $2 AND p.status = 'enabled' AND p.enabled_events && ARRAY[$3, '*']
+                             RETURNING 1
+                         )
+                         SELECT (SELECT count(*) FROM stored), (SELECT count(*) FROM planned)",
                     )
                     .await?,
                     &[&id.as_ref(), &merchant, &kind.as_ref(), &msg.body],
                 )
                 .await?;
+            let (stored, deliveries): (i64, i64) = (counts.get(0), counts.get(1));
             if stored == 1 {
-                let n = tx
-                    .execute(
-                        &tx.prepare_cached(
-                            "INSERT INTO webhook_deliveries (event_id, endpoint_id, status)
-                         SELECT $1, id, 'pending' FROM webhook_endpoints
-                         WHERE merchant_id = $2 AND status = 'enabled' AND enabled_events && ARRAY[$3, '*']",
-                        )
-                        .await?,
-                        &[&id.as_ref(), &merchant, &kind.as_ref()],
-                    )
-                    .await?;
                 crate::metrics::EVENTS.with_label_values(&[kind.as_ref()]).inc();
-                tracing::debug!(event = %id, deliveries = n, "event stored");
+                tracing::debug!(event = %id, deliveries, "event stored");
             }
             Ok(Handled::default())
         })

@@ -64,6 +64,15 @@ pub static DIRECT_PUBLISHED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+pub static BATCH_RETRIES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "ps_batch_retries_total",
+        "Batches rolled back because one message failed, and applied again without it.",
+        &["consumer"]
+    )
+    .expect("metric registers once")
+});
+
 pub static OUTBOX_FAILURES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "ps_outbox_publish_failures_total",

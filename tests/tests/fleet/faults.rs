@@ -59,7 +59,7 @@ async fn a_lost_authorize_is_resolved_by_asking_the_processor_and_never_runs_lat
     eventually("the gateway handled the late authorize", || gateway_handled() > before).await;
     assert!(ledger(&env).await.is_empty(), "the processor was never asked to charge");
     assert_eq!(env.ready_count(&env.names.dead_letter_queue(&topology::GATEWAY)).await, 0, "not poison: an attempt that ended");
-    let calls = env.count("SELECT count(*) FROM processor_calls WHERE result = 'resolved_no_record'").await;
+    let calls = env.wait_for_count("SELECT count(*) FROM processor_calls WHERE result = 'resolved_no_record'", 1).await;
     assert_eq!(calls, 1);
     env.finish().await;
 }

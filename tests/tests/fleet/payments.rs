@@ -367,6 +367,7 @@ async fn a_processor_timeout_is_resolved_by_lookup_not_by_charging_again() {
     let s = create(&env, "gym", &next_by_mandate(&md, 900)).await;
     let done = env.event_about("payment_session.completed", s["id"].as_str().unwrap()).await;
     assert_eq!(done["data"]["payment_outcome"], "paid");
+    env.wait_for_count("SELECT count(*) FROM processor_calls", 2).await;
     let results: Vec<String> = env
         .pool
         .get()

@@ -207,8 +207,13 @@ async fn a_refund_whose_processor_call_times_out_is_resolved_by_lookup_and_made_
     let done = env.event_about("refund.succeeded", r["id"].as_str().unwrap()).await;
     assert_eq!(done["data"]["amount"], 250);
     assert_eq!(ledger_refunds(&env, id).await, [(250, "succeeded".to_owned())]);
-    let timed_out =
-        env.count("SELECT count(*) FROM processor_calls WHERE operation = 'refund' AND result IN ('timeout', 'resolved_by_lookup')").await;
+    // The call log is written beside the work, a moment later.
+    let timed_out = env
+        .wait_for_count(
+            "SELECT count(*) FROM processor_calls WHERE operation = 'refund' AND result IN ('timeout', 'resolved_by_lookup')",
+            2,
+        )
+        .await;
     assert_eq!(timed_out, 2, "the refund timed out and was resolved by asking the processor under its key");
     env.finish().await;
 }
