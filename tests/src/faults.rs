@@ -522,16 +522,18 @@ impl Load {
         futures::future::join_all(payers).await.into_iter().flatten().collect()
     }
 
-    /// Publishes again every message the fleet has published so far (by
-    /// either path: commands to the gateway, results, events), each with its own
-    /// message id and headers: a duplicate delivery of every message.
+    /// Publishes again every message the fleet has sent so far (by either
+    /// path: commands to the gateway, results, events), each with its own
+    /// message id, headers, correlation id and reply_to: a duplicate delivery
+    /// of every message, which may overtake the original.
     pub async fn redeliver_everything(&self, fleet: &Fleet) -> usize {
         use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
         use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
         let c = fleet.env.pool.get().await.unwrap();
         let rows = c
             .query(
-                "SELECT exchange, routing_key, message_id, headers, body_base64 FROM sent_messages WHERE kind = 'durable' AND NOT sealed ORDER BY created_at",
+                "SELECT exchange, routing_key, message_id, headers, body_base64, correlation_id, reply_to
+                 FROM sent_messages WHERE kind = 'durable' AND NOT sealed ORDER BY created_at",
                 &[],
             )
             .await
@@ -553,6 +555,13 @@ impl Load {
             let mut props = lapin::BasicProperties::default().with_delivery_mode(2).with_headers(headers).with_user_id("guest".into());
             if let Some(id) = r.get::<_, Option<&str>>(2) {
                 props = props.with_message_id(id.into());
+            }
+            // A redelivery is the same message: where to answer, and under which correlation, too.
+            if let Some(c) = r.get::<_, Option<&str>>(5) {
+                props = props.with_correlation_id(c.into());
+            }
+            if let Some(to) = r.get::<_, Option<&str>>(6) {
+                props = props.with_reply_to(to.into());
             }
             use base64::Engine;
             let body = base64::engine::general_purpose::STANDARD.decode(r.get::<_, &str>(4)).unwrap();

@@ -51,7 +51,12 @@ impl SandboxProcessor {
         }))
     }
 
-    async fn decide(&self, client: &deadpool_postgres::Client, req: &ProcessorRequest<'_>) -> Result<Decision, ProcessorError> {
+    async fn decide(
+        &self,
+        client: &deadpool_postgres::Client,
+        req: &ProcessorRequest<'_>,
+        card: Option<&vault::VaultedCard>,
+    ) -> Result<Decision, ProcessorError> {
         let fail = |e, d| {
             Ok(Decision { outcome: Outcome::Failed, error_code: Some(e), decline_code: Some(d), refunds_fail: false, after_auth: None })
         };
@@ -60,11 +65,11 @@ impl SandboxProcessor {
         };
         match req.operation {
             Operation::Authorize => {
-                let Some(token) = req.card_token else { return fail("processing_error", "missing_card") };
-                let Some(card) = vault::card_for_token(client, &self.keys, token).await.map_err(err)? else {
-                    return fail("processing_error", "unknown_card_token");
-                };
-                let Some(pan) = card.pan else { return fail("processing_error", "card_data_deleted") };
+                if req.card_token.is_none() {
+                    return fail("processing_error", "missing_card");
+                }
+                let Some(card) = card else { return fail("processing_error", "unknown_card_token") };
+                let Some(pan) = card.pan.as_ref() else { return fail("processing_error", "card_data_deleted") };
                 match card::sandbox_behaviour(pan.expose()) {
                     SandboxBehaviour::Succeeds => succeed(false),
                     // Kept with the charge: the number may be forgotten before a refund comes.
@@ -202,11 +207,14 @@ impl Processor for SandboxProcessor {
     fn execute<'a>(&'a self, req: ProcessorRequest<'a>) -> BoxFuture<'a, Result<ProcessorResponse, ProcessorError>> {
         Box::pin(async move {
             let client = self.pool.get().await.map_err(err)?;
-            if let Some(done) = self.stored(&client, req.key).await? {
-                tracing::info!(key = req.key, "sandbox: idempotent replay, no new charge");
-                return Ok(done);
-            }
-            let Decision { outcome, error_code, decline_code, refunds_fail, after_auth } = self.decide(&client, &req).await?;
+            // Decided first and recorded by one insert that a call already
+            // made under the key loses: then that call's answer is the answer.
+            let card = match (req.operation, req.card_token) {
+                (Operation::Authorize, Some(token)) => vault::card_for_token(&client, &self.keys, token).await.map_err(err)?,
+                _ => None,
+            };
+            let Decision { outcome, error_code, decline_code, refunds_fail, after_auth } =
+                self.decide(&client, &req, card.as_ref()).await?;
             let (after_outcome, after_error, after_decline) = match after_auth {
                 None => (None, None, None),
                 Some(AfterAuthentication::Pays) => (Some(Outcome::Succeeded.as_str()), None, None),
@@ -220,12 +228,13 @@ impl Processor for SandboxProcessor {
                 .prepare_cached(
                     "INSERT INTO sandbox_ledger (idempotency_key, operation, card_token, amount, currency, outcome, error_code, decline_code,
                          reference, authorization_key, refunds_fail, after_auth_outcome, after_auth_error_code, after_auth_decline_code)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT (idempotency_key) DO NOTHING",
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT (idempotency_key) DO NOTHING
+                     RETURNING outcome",
                 )
                 .await
                 .map_err(err)?;
-            client
-                .execute(
+            let inserted = client
+                .query_opt(
                     &insert,
                     &[
                         &req.key,
@@ -246,7 +255,21 @@ impl Processor for SandboxProcessor {
                 )
                 .await
                 .map_err(err)?;
-            let response = self.stored(&client, req.key).await?.ok_or_else(|| err("ledger row vanished"))?;
+            let response = match inserted {
+                Some(_) => ProcessorResponse {
+                    outcome,
+                    error_code: error_code.map(str::to_owned),
+                    decline_code: decline_code.map(str::to_owned),
+                    reference,
+                    card: card.map(|c| c.summary),
+                    next_action: (outcome == Outcome::RequiresAction)
+                        .then_some(NextAction { kind: ActionKind::SandboxChallenge, client_secret: None }),
+                },
+                None => {
+                    tracing::info!(key = req.key, "sandbox: idempotent replay, no new charge");
+                    self.stored(&client, req.key).await?.ok_or_else(|| err("ledger row vanished"))?
+                }
+            };
             drop(client);
             if !self.latency.is_zero() {
                 tokio::time::sleep(self.latency).await;

@@ -93,10 +93,11 @@ pub(crate) async fn ended(
     end: &Ended,
     now: DateTime<Utc>,
 ) -> Result<Vec<Outbound>, HandlerError> {
-    if let Some((schedule, cycle, retry)) = schedules::run_of_session(tx, session).await? {
-        return run_ended(tx, ctx, &schedule, cycle, retry, Some(end), None, now).await;
+    match schedules::origin_of_session(tx, session).await? {
+        Some(schedules::Origin::Run(schedule, cycle, retry)) => run_ended(tx, ctx, &schedule, cycle, retry, Some(end), None, now).await,
+        Some(schedules::Origin::Trigger(trigger)) => triggers::item_ended(tx, &trigger, session, end, now).await,
+        None => Ok(vec![]),
     }
-    triggers::item_ended(tx, session, end, now).await
 }
 
 /// A first_in_series that sets up a schedule (subscription_options, or a

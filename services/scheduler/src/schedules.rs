@@ -254,12 +254,33 @@ pub async fn start_runs(tx: &Transaction<'_>, started: &[&Row], now: DateTime<Ut
     Ok(())
 }
 
-/// The run a session belongs to: (schedule id, cycle, retry).
-pub async fn run_of_session(tx: &Transaction<'_>, session: &str) -> Result<Option<(String, u32, u32)>, HandlerError> {
+/// What asked for a session, if the scheduler did.
+pub enum Origin {
+    /// A schedule's run: (schedule id, cycle, retry), still waiting for its end.
+    Run(String, u32, u32),
+    /// An item of a trigger.
+    Trigger(String),
+}
+
+/// Which run or trigger a session belongs to, in one statement: every
+/// completed session of the merchant comes here, most of them neither's.
+pub async fn origin_of_session(tx: &Transaction<'_>, session: &str) -> Result<Option<Origin>, HandlerError> {
     let row = tx
-        .query_opt("SELECT schedule_id, cycle, retry FROM schedule_runs WHERE payment_session_id = $1 AND outcome IS NULL", &[&session])
+        .query_opt(
+            &tx.prepare_cached(
+                "SELECT true, schedule_id, cycle, retry FROM schedule_runs WHERE payment_session_id = $1 AND outcome IS NULL
+                 UNION ALL
+                 SELECT false, trigger_id, 0, 0 FROM schedule_trigger_items WHERE payment_session_id = $1
+                 LIMIT 1",
+            )
+            .await?,
+            &[&session],
+        )
         .await?;
-    Ok(row.map(|r| (r.get(0), r.get::<_, i32>(1) as u32, r.get::<_, i32>(2) as u32)))
+    Ok(row.map(|r| match r.get::<_, bool>(0) {
+        true => Origin::Run(r.get(1), r.get::<_, i32>(2) as u32, r.get::<_, i32>(3) as u32),
+        false => Origin::Trigger(r.get(1)),
+    }))
 }
 
 /// Links a run to the session intake made for it. False if it was linked already.

@@ -233,12 +233,14 @@ pub async fn answered(
 }
 
 /// A session of a trigger has ended.
-pub async fn item_ended(tx: &Transaction<'_>, session: &str, end: &Ended, now: DateTime<Utc>) -> Result<Vec<Outbound>, HandlerError> {
-    let Some(r) = tx.query_opt("SELECT trigger_id FROM schedule_trigger_items WHERE payment_session_id = $1", &[&session]).await? else {
-        return Ok(vec![]);
-    };
-    let trigger: String = r.get(0);
-    lock(tx, &trigger).await?;
+pub async fn item_ended(
+    tx: &Transaction<'_>,
+    trigger: &str,
+    session: &str,
+    end: &Ended,
+    now: DateTime<Utc>,
+) -> Result<Vec<Outbound>, HandlerError> {
+    lock(tx, trigger).await?;
     let n = tx
         .execute(
             "UPDATE schedule_trigger_items SET status = 'ended', outcome = $2 WHERE payment_session_id = $1 AND status = 'created'",
@@ -248,7 +250,7 @@ pub async fn item_ended(tx: &Transaction<'_>, session: &str, end: &Ended, now: D
     if n == 0 {
         return Ok(vec![]);
     }
-    maybe_completed(tx, &trigger, now).await
+    maybe_completed(tx, trigger, now).await
 }
 
 /// Takes the trigger's row lock before touching its items: the counts that

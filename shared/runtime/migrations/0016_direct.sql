@@ -8,11 +8,11 @@ ALTER TABLE processed_messages ADD COLUMN outgoing JSONB;
 -- Bodies in base64 (sealed ones as sealed). For operators and the tests'
 -- invariants; services never read it.
 CREATE VIEW sent_messages AS
-    SELECT exchange, routing_key, message_id, headers, kind, sealed,
+    SELECT exchange, routing_key, message_id, correlation_id, reply_to, headers, kind, sealed,
            replace(encode(body, 'base64'), E'\n', '') AS body_base64, producer AS source, created_at
     FROM outbox
     UNION ALL
-    SELECT m ->> 'exchange', m ->> 'routing_key', m ->> 'message_id', m -> 'headers', m ->> 'kind', (m ->> 'sealed')::boolean,
-           m ->> 'body', p.consumer, p.processed_at
+    SELECT m ->> 'exchange', m ->> 'routing_key', m ->> 'message_id', m ->> 'correlation_id', m ->> 'reply_to', m -> 'headers',
+           m ->> 'kind', (m ->> 'sealed')::boolean, m ->> 'body', p.consumer, p.processed_at
     FROM processed_messages p, jsonb_array_elements(p.outgoing) m
     WHERE p.outgoing IS NOT NULL;

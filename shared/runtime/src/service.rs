@@ -209,7 +209,12 @@ enum SessionError {
     Relay(#[from] crate::outbox::RelayError),
     #[error("the broker session panicked: {0}")]
     Panicked(String),
+    #[error("the broker connection is no longer open ({0})")]
+    Lost(String),
 }
+
+/// How often a session checks that its broker connection is still open.
+const CONNECTION_CHECK: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// One broker connection's worth of work. Ok only after a graceful stop:
 /// consumers finish what is in flight, then the relay publishes what they wrote.
@@ -247,6 +252,25 @@ async fn session(
         let _running = health.relay_running();
         relay.run(&publisher, &relay_stop).await
     };
+    // A broken connection does not always end the consumers' streams; the
+    // consumers' publishes after commit no longer pass through the relay to
+    // notice it either. Its state is watched, and the session ends with it.
+    let lost = async {
+        loop {
+            tokio::time::sleep(CONNECTION_CHECK).await;
+            let status = conn.status();
+            if !status.connected() {
+                let state = if status.reconnecting() {
+                    "reconnecting"
+                } else if status.closing() {
+                    "closing"
+                } else {
+                    "closed or failed"
+                };
+                return SessionError::Lost(state.to_owned());
+            }
+        }
+    };
     tokio::pin!(relaying);
     let consumed = tokio::select! {
         r = consumers => r,
@@ -254,6 +278,11 @@ async fn session(
             consumers_stop.cancel();
             r?;
             return Ok(());
+        }
+        e = lost => {
+            consumers_stop.cancel();
+            relay_stop.cancel();
+            return Err(e);
         }
     };
     relay_stop.cancel();
