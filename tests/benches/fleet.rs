@@ -387,13 +387,19 @@ async fn fleet(n: usize) {
     let paced = upstream.run(&fleet, &mandates, (rate * 20.0) as usize, Some(rate), "paced").await;
     sampling.abort();
     upstream.close().await;
-    let raw = bench::raw_pipeline(&fleet, 20_000, 4, 64).await;
+    let raw = bench::raw_pipeline(&fleet, 20_000, 4, 64, 1).await;
+    // The raw pipeline at the fleet's own batch size (CONSUMER_BATCH's default).
+    let raw_batched = bench::raw_pipeline(&fleet, 20_000, 4, 64, 16).await;
 
     println!(
         "fleet: {} next_in_series sessions, command → completed, as fast as possible: {:.0} sessions/s over {:.0} s (slowest 10 s: {:.0}/s)",
         max.sessions, max.per_second, max.seconds, max.sustained_per_second
     );
     println!("  raw pipeline, 4 durable hops, one message per transaction: {raw:.0} messages/s; fleet ÷ raw = {:.3}", max.per_second / raw);
+    println!(
+        "  raw pipeline, up to 16 messages per transaction: {raw_batched:.0} messages/s; fleet ÷ raw batched = {:.3}",
+        max.per_second / raw_batched
+    );
     println!("  per session: {:.1} commits, {:.1} WAL syncs", max.commits_per_session, max.wal_syncs_per_session);
     match max.statements_per_session {
         Some(n) => {
@@ -416,6 +422,7 @@ async fn fleet(n: usize) {
         println!("  {name}: RSS {rss:.0} MiB idle, {:.0} MiB peak; CPU {:.0} % of a core at max rate", peak[i], cpu[i]);
     }
     let summary = json!({"max": max, "paced": paced, "raw_per_second": raw, "ratio": max.per_second / raw,
+        "raw_batched_per_second": raw_batched, "ratio_batched": max.per_second / raw_batched,
         "workers": idle.iter().enumerate().map(|(i, (name, rss, _))| json!({"service": name, "rss_idle_mib": rss, "rss_peak_mib": peak[i], "cpu_percent": cpu[i]})).collect::<Vec<_>>()});
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/bench");
     std::fs::create_dir_all(&dir).unwrap();
@@ -438,6 +445,8 @@ async fn fleet(n: usize) {
          | the run's slowest 10 s | {:.0} sessions/s |\n\
          | raw pipeline, 4 durable hops, one message per transaction (same run) | {raw:.0} messages/s |\n\
          | fleet ÷ raw | {:.3} |\n\
+         | raw pipeline, up to 16 messages per transaction (same run) | {raw_batched:.0} messages/s |\n\
+         | fleet ÷ raw batched | {:.3} |\n\
          | commits per session | {:.1} |\n\
          | WAL syncs per session | {:.1} |\n\
          | statements per session | {} |\n\
@@ -450,6 +459,7 @@ async fn fleet(n: usize) {
         max.seconds,
         max.sustained_per_second,
         max.per_second / raw,
+        max.per_second / raw_batched,
         max.commits_per_session,
         max.wal_syncs_per_session,
         max.statements_per_session.map_or("not measured (needs pg_stat_statements)".to_owned(), |n| format!("{n:.1}")),

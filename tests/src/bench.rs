@@ -319,11 +319,12 @@ pub fn usage(pid: u32) -> (f64, f64) {
 /// The raw baseline: `hops` stages, each consuming its queue and, per message,
 /// one transaction (an insert), a confirmed publish to the next, then the ack;
 /// no logic. Returns messages per second through all of them.
-pub async fn raw_pipeline(fleet: &Fleet, n: usize, hops: usize, prefetch: u16) -> f64 {
+pub async fn raw_pipeline(fleet: &Fleet, n: usize, hops: usize, prefetch: u16, batch: usize) -> f64 {
     let env = &fleet.env;
-    env.pool.get().await.unwrap().batch_execute("CREATE TABLE raw_hops (id TEXT, hop INT, PRIMARY KEY (id, hop))").await.unwrap();
+    let table = format!("raw_hops_{batch}");
+    env.pool.get().await.unwrap().batch_execute(&format!("CREATE TABLE {table} (id TEXT, hop INT, PRIMARY KEY (id, hop))")).await.unwrap();
     let conn = Arc::new(ps_runtime::broker::connect(&env.amqp_url, "bench-raw", &Default::default()).await.unwrap());
-    let q = |k: usize| format!("{}raw.{k}", env.prefix);
+    let q = |k: usize| format!("{}raw{batch}.{k}", env.prefix);
     let setup = conn.create_channel().await.unwrap();
     let opts = QueueDeclareOptions { durable: true, ..Default::default() };
     let mut quorum = FieldTable::default();
@@ -334,7 +335,7 @@ pub async fn raw_pipeline(fleet: &Fleet, n: usize, hops: usize, prefetch: u16) -
         setup.queue_declare(q(k).as_str().into(), opts, args).await.unwrap();
     }
     for k in 0..hops {
-        let (conn, pool, from, to) = (conn.clone(), env.pool.clone(), q(k), q(k + 1));
+        let (conn, pool, from, to, table) = (conn.clone(), env.pool.clone(), q(k), q(k + 1), table.clone());
         tokio::spawn(async move {
             let ch = conn.create_channel().await.unwrap();
             ch.basic_qos(prefetch, BasicQosOptions::default()).await.unwrap();
@@ -342,23 +343,35 @@ pub async fn raw_pipeline(fleet: &Fleet, n: usize, hops: usize, prefetch: u16) -
             out.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
             let consumer =
                 ch.basic_consume(from.as_str().into(), "".into(), BasicConsumeOptions::default(), FieldTable::default()).await.unwrap();
+            // Up to `batch` waiting messages per transaction, as the fleet's
+            // consumers take them (CONSUMER_BATCH); one at a time when batch is 1.
+            let insert = format!("INSERT INTO {table} (id, hop) SELECT unnest($1::text[]), $2");
             consumer
-                .for_each_concurrent(prefetch as usize, |d| {
-                    let (pool, out, to) = (pool.clone(), out.clone(), to.clone());
+                .ready_chunks(batch)
+                .for_each_concurrent((prefetch as usize / batch).max(1), |chunk| {
+                    let (pool, out, to, insert) = (pool.clone(), out.clone(), to.clone(), insert.clone());
                     async move {
-                        let Ok(d) = d else { return };
+                        let deliveries: Vec<_> = chunk.into_iter().filter_map(Result::ok).collect();
                         let mut c = pool.get().await.unwrap();
                         let tx = c.transaction().await.unwrap();
-                        let id = String::from_utf8_lossy(&d.data).into_owned();
-                        tx.execute("INSERT INTO raw_hops (id, hop) VALUES ($1, $2)", &[&id, &(k as i32)]).await.unwrap();
+                        let ids: Vec<String> = deliveries.iter().map(|d| String::from_utf8_lossy(&d.data).into_owned()).collect();
+                        tx.execute(insert.as_str(), &[&ids, &(k as i32)]).await.unwrap();
                         tx.commit().await.unwrap();
-                        let props = BasicProperties::default().with_delivery_mode(2);
-                        out.basic_publish("".into(), to.as_str().into(), BasicPublishOptions::default(), &d.data, props)
-                            .await
-                            .unwrap()
-                            .await
-                            .unwrap();
-                        d.acker.ack(BasicAckOptions::default()).await.unwrap();
+                        let mut confirms = vec![];
+                        for d in &deliveries {
+                            let props = BasicProperties::default().with_delivery_mode(2);
+                            confirms.push(
+                                out.basic_publish("".into(), to.as_str().into(), BasicPublishOptions::default(), &d.data, props)
+                                    .await
+                                    .unwrap(),
+                            );
+                        }
+                        for c in confirms {
+                            c.await.unwrap();
+                        }
+                        for d in deliveries {
+                            d.acker.ack(BasicAckOptions::default()).await.unwrap();
+                        }
                     }
                 })
                 .await;

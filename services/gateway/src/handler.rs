@@ -125,8 +125,8 @@ impl Handler for GatewayHandler {
             let result = match msg.routing_key.as_str() {
                 internal::GATEWAY_AUTHORIZE => match serde_json::from_slice::<AuthorizeRequest>(&msg.body) {
                     Ok(req) => match vouch::authorize(tx, &req).await? {
-                        Vouched::Yes => self.authorize(tx, &req).await?,
-                        Vouched::AlreadyDone { succeeded } => match self.replay(Step::authorize(&req)).await? {
+                        (Vouched::Yes, attempt) => self.authorize(tx, &req, attempt.and_then(|a| a.saved_card)).await?,
+                        (Vouched::AlreadyDone { succeeded }, _) => match self.replay(Step::authorize(&req)).await? {
                             Some(r) => r,
                             // Lifecycle gave up on the attempt before this request was
                             // executed, and has its answer (or is getting it) by lookup.
@@ -139,7 +139,7 @@ impl Handler for GatewayHandler {
                             }
                             None => return Ok(unvouched(msg, "the attempt succeeded but the processor has no call under its key")),
                         },
-                        Vouched::No(why) => return Ok(unvouched(msg, &why)),
+                        (Vouched::No(why), _) => return Ok(unvouched(msg, &why)),
                     },
                     Err(e) => return Ok(bad(msg, &e.to_string())),
                 },
@@ -289,16 +289,16 @@ fn bad(msg: &Incoming, why: &str) -> Handled {
 }
 
 impl GatewayHandler {
-    async fn authorize(&self, tx: &Transaction<'_>, req: &AuthorizeRequest) -> Result<GatewayResult, HandlerError> {
+    /// `saved_card`: the vault token of the saved method the vouched attempt charges.
+    async fn authorize(
+        &self,
+        tx: &Transaction<'_>,
+        req: &AuthorizeRequest,
+        saved_card: Option<String>,
+    ) -> Result<GatewayResult, HandlerError> {
         let token = match (&req.card_token, &req.payment_method_id) {
             (Some(t), _) => Some(t.clone()),
-            (None, Some(pm)) => tx
-                .query_opt(
-                    &tx.prepare_cached("SELECT vault_token FROM payment_methods WHERE id = $1 AND merchant_id = $2").await?,
-                    &[&pm.as_str(), &req.merchant_id.as_str()],
-                )
-                .await?
-                .map(|r| r.get::<_, String>(0)),
+            (None, Some(_)) => saved_card,
             (None, None) => None,
         };
         // A card entered now and kept is set up for its later use; a saved method's charge sets up nothing.

@@ -37,6 +37,8 @@ pub struct Recorded {
     save_for: Option<String>,
     /// `checkout` (the customer is there) or `merchant` (a saved method's charge).
     source: String,
+    /// The vault token of the saved method the attempt charges, if it charges one.
+    pub saved_card: Option<String>,
 }
 
 impl Recorded {
@@ -57,9 +59,11 @@ async fn recorded(tx: &Transaction<'_>, attempt: &str, hold: bool) -> Result<Opt
     }
     let stmt = tx
         .prepare_cached(
-            "SELECT session_id, merchant_id, amount, currency, status, processor_idempotency_key, settlement, settlement_requests, card_token,
-                    payment_method_id, capture_method, keep_card, source, save_for
-             FROM payment_attempts WHERE id = $1",
+            "SELECT a.session_id, a.merchant_id, a.amount, a.currency, a.status, a.processor_idempotency_key, a.settlement,
+                    a.settlement_requests, a.card_token, a.payment_method_id, a.capture_method, a.keep_card, a.source, a.save_for,
+                    m.vault_token
+             FROM payment_attempts a LEFT JOIN payment_methods m ON m.id = a.payment_method_id AND m.merchant_id = a.merchant_id
+             WHERE a.id = $1",
         )
         .await?;
     let row = tx.query_opt(&stmt, &[&attempt]).await?;
@@ -82,6 +86,7 @@ async fn recorded(tx: &Transaction<'_>, attempt: &str, hold: bool) -> Result<Opt
             keep_card: r.get(11),
             source: r.get(12),
             save_for: r.get(13),
+            saved_card: r.get(14),
         })
     })
     .transpose()
@@ -95,14 +100,14 @@ fn same_attempt(a: &Recorded, session: &str, merchant: &str, currency: &str) -> 
     (a.currency != currency).then(|| format!("currency {currency} differs from the attempt's {}", a.currency))
 }
 
-pub async fn authorize(tx: &Transaction<'_>, req: &AuthorizeRequest) -> Result<Vouched, HandlerError> {
+pub async fn authorize(tx: &Transaction<'_>, req: &AuthorizeRequest) -> Result<(Vouched, Option<Recorded>), HandlerError> {
     let Some(a) = recorded(tx, req.attempt_id.as_str(), true).await? else {
-        return Ok(Vouched::No(format!("no attempt {} was recorded", req.attempt_id)));
+        return Ok((Vouched::No(format!("no attempt {} was recorded", req.attempt_id)), None));
     };
     if let Some(why) = same_attempt(&a, req.session_id.as_str(), req.merchant_id.as_str(), req.currency.code()) {
-        return Ok(Vouched::No(why));
+        return Ok((Vouched::No(why), None));
     }
-    Ok(if a.amount != req.amount {
+    let vouched = if a.amount != req.amount {
         Vouched::No(format!("amount {} differs from the attempt's {}", req.amount, a.amount))
     } else if a.key != req.processor_idempotency_key {
         Vouched::No("the processor key is not the attempt's".into())
@@ -112,7 +117,8 @@ pub async fn authorize(tx: &Transaction<'_>, req: &AuthorizeRequest) -> Result<V
         Vouched::AlreadyDone { succeeded: a.status == AttemptStatus::Succeeded }
     } else {
         Vouched::Yes
-    })
+    };
+    Ok((vouched, Some(a)))
 }
 
 /// A challenge's end must name an attempt that is waiting for its customer
