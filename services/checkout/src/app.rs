@@ -18,6 +18,7 @@ use ps_contract::routing::{exchange, header as h, internal};
 use ps_contract::session::{saved_card_usage, SavePaymentMethod};
 use ps_runtime::outbox::Outbox;
 use ps_runtime::Outbound;
+use ps_store::attempts;
 use ps_store::sessions::{self, StoredSession};
 use rand::RngCore;
 use serde::Deserialize;
@@ -605,10 +606,23 @@ async fn start_attempt(state: &AppState, id: &str, card_token: &str, save_card: 
     let usage = saved_card_usage(s.session.session_type, s.save_payment_method, save_card);
     let keep_card = usage.is_some();
     let save_for = usage.map(|off_session| if off_session { SaveUsage::OffSession } else { SaveUsage::OnSession });
-    tx.execute(
-        "INSERT INTO payment_attempts (id, session_id, merchant_id, amount, currency, status, processor_idempotency_key, source, card_token, save_card, capture_method, keep_card, save_for)
-         VALUES ($1, $2, $3, $4, $5, 'pending', $6, 'checkout', $7, $8, $9, $10, $11)",
-        &[&attempt.as_str(), &id, &s.merchant_id.as_str(), &s.session.amount, &s.session.currency.code(), &key, &card_token, &save_card, &s.capture_method.as_str(), &keep_card, &save_for.map(|u| u.as_str())],
+    attempts::start(
+        &tx,
+        &attempts::NewAttempt {
+            id: &attempt,
+            session_id: id,
+            merchant_id: s.merchant_id.as_str(),
+            amount: s.session.amount,
+            currency: s.session.currency,
+            processor_key: &key,
+            source: attempts::Source::Checkout,
+            capture_method: s.capture_method.as_str(),
+            card_token: Some(card_token),
+            payment_method_id: None,
+            save_card,
+            keep_card,
+            save_for: save_for.map(|u| u.as_str()),
+        },
     )
     .await?;
     s.set_state(to, now);

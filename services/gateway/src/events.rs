@@ -14,12 +14,13 @@ use axum::routing::post;
 use axum::Router;
 use deadpool_postgres::{Pool, Transaction};
 use hmac::{Hmac, Mac};
-use ps_contract::internal::{AttemptStatus, CardSummary, DisputeNotice, GatewayResult, Operation, Outcome};
+use ps_contract::internal::{CardSummary, DisputeNotice, GatewayResult, Operation, Outcome};
 use ps_contract::money::Currency;
 use ps_contract::routing::{exchange, header, internal};
 use ps_contract::secret::Secret;
 use ps_runtime::outbox::Outbox;
 use ps_runtime::{HandlerError, Outbound};
+use ps_store::attempts::{self, Recorded, Source};
 use serde_json::Value;
 use sha2::Sha256;
 use std::net::SocketAddr;
@@ -101,18 +102,6 @@ async fn receive(State(events): State<Arc<StripeEvents>>, headers: HeaderMap, bo
     }
 }
 
-/// An attempt as an event finds it.
-struct Attempt {
-    id: String,
-    session_id: String,
-    merchant_id: String,
-    amount: i64,
-    currency: String,
-    status: AttemptStatus,
-    card_token: Option<String>,
-    customer_present: bool,
-}
-
 impl StripeEvents {
     /// One event, in one transaction: its id recorded (a second delivery ends
     /// there), and what it means queued for lifecycle.
@@ -157,7 +146,7 @@ impl StripeEvents {
     }
 
     /// The attempt behind a Stripe object, by the key it was made under.
-    async fn attempt_of(&self, tx: &Transaction<'_>, object_id: &str) -> Result<Option<(String, Attempt)>, HandlerError> {
+    async fn attempt_of(&self, tx: &Transaction<'_>, object_id: &str) -> Result<Option<(String, Recorded)>, HandlerError> {
         let Some(key) = tx
             .query_opt(
                 "SELECT idempotency_key FROM processor_objects WHERE object_id = $1 AND idempotency_key LIKE 'authorize:%'",
@@ -168,32 +157,7 @@ impl StripeEvents {
         else {
             return Ok(None);
         };
-        let row = tx
-            .query_opt(
-                "SELECT id, session_id, merchant_id, amount, currency, status, card_token, source FROM payment_attempts WHERE processor_idempotency_key = $1",
-                &[&key],
-            )
-            .await?;
-        Ok(match row {
-            Some(r) => {
-                let status: &str = r.get(5);
-                let status = AttemptStatus::parse(status).ok_or_else(|| HandlerError::Permanent(format!("attempt status {status:?}")))?;
-                Some((
-                    key,
-                    Attempt {
-                        id: r.get(0),
-                        session_id: r.get(1),
-                        merchant_id: r.get(2),
-                        amount: r.get(3),
-                        currency: r.get(4),
-                        status,
-                        card_token: r.get(6),
-                        customer_present: r.get::<_, &str>(7) == "checkout",
-                    },
-                ))
-            }
-            None => None,
-        })
+        Ok(attempts::recorded_by_key(tx, &key).await?.map(|a| (key, a)))
     }
 
     /// An intent's (or setup intent's) new state: the attempt's answer, as the
@@ -210,7 +174,7 @@ impl StripeEvents {
         let answer = if setup { setup_event_answer(object) } else { intent_event_answer(object) };
         let Some(resp) = answer else { return Ok(None) };
         // Off-session, a demand for the customer is the synchronous path's to turn into a decline.
-        if resp.outcome == Outcome::RequiresAction && !attempt.customer_present {
+        if resp.outcome == Outcome::RequiresAction && attempt.source != Source::Checkout {
             return Ok(None);
         }
         let card = match &attempt.card_token {

@@ -39,6 +39,12 @@ pub struct StripeProcessor {
     pool: Pool,
 }
 
+/// The Customer a saved card is attached to, or Stripe's refusal to attach it.
+enum CustomerFor {
+    Ready(String),
+    Declined(ProcessorResponse),
+}
+
 /// What Stripe answered a call with.
 enum Answer {
     /// 2xx: the object.
@@ -142,14 +148,9 @@ impl StripeProcessor {
     /// The Customer a card is saved under: made, and the card attached to it,
     /// the first time the card is kept (Stripe charges a saved card without
     /// the customer only through its Customer).
-    async fn customer_for(
-        &self,
-        token: &str,
-        method: &str,
-        existing: Option<String>,
-    ) -> Result<Result<String, ProcessorResponse>, ProcessorError> {
+    async fn customer_for(&self, token: &str, method: &str, existing: Option<String>) -> Result<CustomerFor, ProcessorError> {
         if let Some(c) = existing {
-            return Ok(Ok(c));
+            return Ok(CustomerFor::Ready(c));
         }
         // Recorded the moment it exists, and the attachment read before it is
         // asked for: a retry after a lost answer makes neither twice, even
@@ -161,7 +162,7 @@ impl StripeProcessor {
                 let form = vec![("metadata[ps_vault_token]".to_owned(), token.to_owned())];
                 match self.post("/v1/customers", &key, &form).await? {
                     Answer::Object(c) => self.record(&key, &str_field(&c, "id")?).await?,
-                    Answer::Declined(e) => return Ok(Err(declined(&e, ""))),
+                    Answer::Declined(e) => return Ok(CustomerFor::Declined(declined(&e, ""))),
                 }
             }
         };
@@ -170,14 +171,14 @@ impl StripeProcessor {
             let attach = vec![("customer".to_owned(), customer.clone())];
             let path = format!("/v1/payment_methods/{method}/attach");
             if let Answer::Declined(e) = self.post(&path, &format!("attach:{token}"), &attach).await? {
-                return Ok(Err(declined(&e, "")));
+                return Ok(CustomerFor::Declined(declined(&e, "")));
             }
         }
         let c = self.pool.get().await.map_err(ProcessorError::unavailable)?;
         c.execute("UPDATE vault_cards SET processor_customer = $2 WHERE token = $1 AND processor_customer IS NULL", &[&token, &customer])
             .await
             .map_err(ProcessorError::unavailable)?;
-        Ok(Ok(customer))
+        Ok(CustomerFor::Ready(customer))
     }
 
     async fn authorize(&self, req: &ProcessorRequest<'_>) -> Result<ProcessorResponse, ProcessorError> {
@@ -191,8 +192,8 @@ impl StripeProcessor {
         };
         let customer = match (req.save, customer) {
             (Some(_), existing) => match self.customer_for(token, &method, existing).await? {
-                Ok(c) => Some(c),
-                Err(declined) => return Ok(with_card(declined, &summary)),
+                CustomerFor::Ready(c) => Some(c),
+                CustomerFor::Declined(declined) => return Ok(with_card(declined, &summary)),
             },
             (None, existing) => existing,
         };

@@ -6,8 +6,10 @@ use deadpool_postgres::Transaction;
 use ps_contract::internal::{
     AttemptStatus, AuthenticateRequest, AuthorizeRequest, Operation, RefundRequest, ResolveRequest, SettleRequest,
 };
-use ps_contract::money::Currency;
+use ps_contract::payment::RefundStatus;
 use ps_runtime::HandlerError;
+pub use ps_store::attempts::Recorded;
+use ps_store::attempts::{self, Settlement, Source};
 
 pub enum Vouched {
     Yes,
@@ -21,35 +23,6 @@ pub enum Vouched {
     No(String),
 }
 
-pub struct Recorded {
-    session_id: String,
-    merchant_id: String,
-    amount: i64,
-    currency: String,
-    status: AttemptStatus,
-    key: String,
-    settlement: Option<String>,
-    settlement_requests: i32,
-    pub card_token: Option<String>,
-    payment_method_id: Option<String>,
-    capture_method: String,
-    pub keep_card: bool,
-    save_for: Option<String>,
-    /// `checkout` (the customer is there) or `merchant` (a saved method's charge).
-    source: String,
-    /// The vault token of the saved method the attempt charges, if it charges one.
-    pub saved_card: Option<String>,
-}
-
-impl Recorded {
-    /// What the attempt charges.
-    pub fn amount_and_currency(&self) -> Result<(i64, Currency), HandlerError> {
-        let currency =
-            Currency::parse(&self.currency).map_err(|_| HandlerError::Permanent(format!("attempt holds currency {:?}", self.currency)))?;
-        Ok((self.amount, currency))
-    }
-}
-
 /// `hold` takes the attempt's fence first, until the message's transaction
 /// ends: while the gateway calls the processor for an attempt, lifecycle cannot
 /// give up on it, and once it has, the status read here says so.
@@ -57,39 +30,7 @@ async fn recorded(tx: &Transaction<'_>, attempt: &str, hold: bool) -> Result<Opt
     if hold {
         ps_store::fence::hold_for_call(tx, attempt).await?;
     }
-    let stmt = tx
-        .prepare_cached(
-            "SELECT a.session_id, a.merchant_id, a.amount, a.currency, a.status, a.processor_idempotency_key, a.settlement,
-                    a.settlement_requests, a.card_token, a.payment_method_id, a.capture_method, a.keep_card, a.source, a.save_for,
-                    m.vault_token
-             FROM payment_attempts a LEFT JOIN payment_methods m ON m.id = a.payment_method_id AND m.merchant_id = a.merchant_id
-             WHERE a.id = $1",
-        )
-        .await?;
-    let row = tx.query_opt(&stmt, &[&attempt]).await?;
-    row.map(|r| {
-        let status: &str = r.get(4);
-        let status =
-            AttemptStatus::parse(status).ok_or_else(|| HandlerError::Permanent(format!("attempt {attempt} holds status {status:?}")))?;
-        Ok(Recorded {
-            session_id: r.get(0),
-            merchant_id: r.get(1),
-            amount: r.get(2),
-            currency: r.get(3),
-            status,
-            key: r.get(5),
-            settlement: r.get(6),
-            settlement_requests: r.get(7),
-            card_token: r.get(8),
-            payment_method_id: r.get(9),
-            capture_method: r.get(10),
-            keep_card: r.get(11),
-            source: r.get(12),
-            save_for: r.get(13),
-            saved_card: r.get(14),
-        })
-    })
-    .transpose()
+    attempts::recorded(tx, attempt).await
 }
 
 /// The parts every request must agree on with its attempt.
@@ -157,7 +98,7 @@ fn same_terms(a: &Recorded, req: &AuthorizeRequest) -> Option<String> {
         Some("whether the card is kept differs from the attempt's".into())
     } else if a.save_for.as_deref() != req.save_for.map(|u| u.as_str()) {
         Some("what the card is kept for differs from the attempt's".into())
-    } else if (a.source == "checkout") != req.customer_present {
+    } else if (a.source == Source::Checkout) != req.customer_present {
         Some("whether the customer is present differs from the attempt's".into())
     } else {
         None
@@ -171,7 +112,6 @@ pub async fn settle(tx: &Transaction<'_>, op: Operation, req: &SettleRequest) ->
     if let Some(why) = same_attempt(&a, req.session_id.as_str(), req.merchant_id.as_str(), req.currency.code()) {
         return Ok(Vouched::No(why));
     }
-    let asked = if op == Operation::Capture { "capture_requested" } else { "void_requested" };
     let numbered = (1..=a.settlement_requests.max(0) as u32)
         .any(|n| SettleRequest::idempotency_key_for(op, &req.attempt_id, n) == req.processor_idempotency_key);
     Ok(if a.status != AttemptStatus::Succeeded {
@@ -180,7 +120,7 @@ pub async fn settle(tx: &Transaction<'_>, op: Operation, req: &SettleRequest) ->
         Vouched::No(format!("amount {} is not within the authorised {}", req.amount, a.amount))
     } else if !numbered {
         Vouched::No("the processor key is not one the fleet issued".into())
-    } else if a.settlement.as_deref() != Some(asked) {
+    } else if a.settlement != Some(Settlement::requested(op)) {
         Vouched::AlreadyDone { succeeded: true }
     } else {
         Vouched::Yes
@@ -229,8 +169,8 @@ pub async fn refund(tx: &Transaction<'_>, req: &RefundRequest) -> Result<Vouched
         Vouched::No(format!("{} {} differs from the refund's {amount} {currency}", req.amount, req.currency.code()))
     } else if key != req.processor_idempotency_key {
         Vouched::No("the processor key is not the refund's".into())
-    } else if status != "pending" {
-        Vouched::AlreadyDone { succeeded: status == "succeeded" }
+    } else if status != RefundStatus::Pending.as_str() {
+        Vouched::AlreadyDone { succeeded: status == RefundStatus::Succeeded.as_str() }
     } else {
         Vouched::Yes
     })

@@ -16,7 +16,9 @@ use ps_contract::routing::{command, header};
 use ps_contract::session::{Mode, PaymentSession};
 use ps_contract::{ApiError, ErrorCode};
 use ps_runtime::{Admission, Handled, Handler, HandlerError, Incoming, Outbound};
+use ps_store::attempts;
 use ps_store::idempotency::{self, Claim};
+use ps_store::Checked;
 use rand::RngCore;
 use serde_json::Value;
 
@@ -96,7 +98,7 @@ impl Handler for CreateHandler {
                 Claim::New => {}
             }
             match self.create(tx, &env.merchant, &request, Utc::now()).await? {
-                Ok((session, internal)) => {
+                Checked::Passed((session, internal)) => {
                     let reply = serde_json::to_value(&session)?;
                     idempotency::complete(tx, &env.merchant, &env.key, &reply).await?;
                     let event = ps_store::events::event(EventType::PaymentSessionCreated, &env.merchant, session.created_at, &session)?;
@@ -104,7 +106,7 @@ impl Handler for CreateHandler {
                     tracing::info!(session_id = %session.id, merchant = %env.merchant, session_type = %session.session_type, "session created");
                     Ok(Handled::default().send(msg.reply(&reply, false)).send(event).send(internal))
                 }
-                Err(e) => {
+                Checked::Refused(e) => {
                     idempotency::release(tx, &env.merchant, &env.key).await?;
                     Ok(refused(msg, &e))
                 }
@@ -128,7 +130,7 @@ impl CreateHandler {
         merchant: &MerchantId,
         req: &CreateSession,
         now: DateTime<Utc>,
-    ) -> Result<Result<(PaymentSession, Option<Outbound>), ApiError>, HandlerError> {
+    ) -> Result<Checked<(PaymentSession, Option<Outbound>)>, HandlerError> {
         let id = SessionId::generate();
         let mut session = PaymentSession {
             id: id.clone(),
@@ -162,7 +164,11 @@ impl CreateHandler {
                     Some(CustomerRef::New(c)) => Some(store::insert_customer(tx, merchant, c).await?),
                     Some(CustomerRef::Existing(c)) if store::customer_exists(tx, merchant, c).await? => Some(c.clone()),
                     Some(CustomerRef::Existing(c)) => {
-                        return Ok(Err(ApiError::param(ErrorCode::CustomerNotFound, "customer_id", format!("no such customer: {c}"))))
+                        return Ok(Checked::Refused(ApiError::param(
+                            ErrorCode::CustomerNotFound,
+                            "customer_id",
+                            format!("no such customer: {c}"),
+                        )))
                     }
                     None => None,
                 };
@@ -172,8 +178,8 @@ impl CreateHandler {
                 token = Some(t);
             }
             Some(target) => match series::start_charge(tx, merchant, target, req, &mut session, now).await? {
-                Ok(msg) => authorize = Some(msg),
-                Err(e) => return Ok(Err(e)),
+                Checked::Passed(msg) => authorize = Some(msg),
+                Checked::Refused(e) => return Ok(Checked::Refused(e)),
             },
         }
 
@@ -187,8 +193,24 @@ impl CreateHandler {
         };
         store::insert_session(tx, &session, &extras).await?;
         if let Some((attempt, key, _)) = &authorize {
-            store::insert_attempt(tx, attempt, &session, merchant, key, req.capture_method.as_str()).await?;
+            // A saved method's charge: the card stays in the vault whatever this charge does.
+            let started = attempts::NewAttempt {
+                id: attempt,
+                session_id: session.id.as_str(),
+                merchant_id: merchant.as_str(),
+                amount: session.amount,
+                currency: session.currency,
+                processor_key: key,
+                source: attempts::Source::Merchant,
+                capture_method: req.capture_method.as_str(),
+                card_token: None,
+                payment_method_id: session.payment_method_id.as_ref().map(|p| p.as_str()),
+                save_card: false,
+                keep_card: true,
+                save_for: None,
+            };
+            attempts::start(tx, &started).await?;
         }
-        Ok(Ok((session, authorize.map(|(_, _, msg)| msg))))
+        Ok(Checked::Passed((session, authorize.map(|(_, _, msg)| msg))))
     }
 }

@@ -9,9 +9,9 @@ use ps_contract::lifecycle::{transition, SessionState, Transition};
 use ps_contract::payment::{Payment, PaymentAmounts};
 use ps_contract::routing::{exchange, header, internal};
 use ps_contract::session::PaymentSession;
-use ps_contract::ApiError;
 use ps_runtime::{HandlerError, Outbound};
 use ps_store::mandates;
+use ps_store::Checked;
 
 /// On success the session is `pending` and the result is (attempt id, processor
 /// key, the `gateway.authorize` message).
@@ -22,10 +22,10 @@ pub async fn start_charge(
     req: &CreateSession,
     session: &mut PaymentSession,
     now: DateTime<Utc>,
-) -> Result<Result<(String, String, Outbound), ApiError>, HandlerError> {
+) -> Result<Checked<(AttemptId, String, Outbound)>, HandlerError> {
     let (mandate, method) = match mandates::check_charge(tx, merchant, target, req.amount, req.currency, now).await? {
-        Ok(found) => found,
-        Err(e) => return Ok(Err(e)),
+        Checked::Passed(found) => found,
+        Checked::Refused(e) => return Ok(Checked::Refused(e)),
     };
 
     let state = transition(session.session_type, SessionState::INITIAL, Transition::StartAttempt)
@@ -60,5 +60,5 @@ pub async fn start_charge(
     let msg = Outbound::to_json(exchange::INTERNAL, internal::GATEWAY_AUTHORIZE, &request)?
         .with_message_id(attempt.as_str())
         .with_header(header::MERCHANT_ID, merchant.as_str());
-    Ok(Ok((attempt.to_string(), key, msg)))
+    Ok(Checked::Passed((attempt, key, msg)))
 }

@@ -73,21 +73,3 @@ pub async fn insert_session(tx: &Transaction<'_>, s: &PaymentSession, x: &Sessio
     .await?;
     Ok(())
 }
-
-pub async fn insert_attempt(
-    tx: &Transaction<'_>,
-    attempt: &str,
-    session: &PaymentSession,
-    merchant: &MerchantId,
-    processor_key: &str,
-    capture_method: &str,
-) -> Result<(), tokio_postgres::Error> {
-    // A saved method's charge: the card stays in the vault whatever this charge does.
-    tx.execute(
-        &tx.prepare_cached("INSERT INTO payment_attempts (id, session_id, merchant_id, amount, currency, status, processor_idempotency_key, source, capture_method, payment_method_id, keep_card)
-         VALUES ($1, $2, $3, $4, $5, 'pending', $6, 'merchant', $7, $8, true)").await?,
-        &[&attempt, &session.id.as_str(), &merchant.as_str(), &session.amount, &session.currency.code(), &processor_key, &capture_method, &session.payment_method_id.as_ref().map(|p| p.as_str())],
-    )
-    .await?;
-    Ok(())
-}

@@ -1,6 +1,5 @@
 //! The commands lifecycle owns: cancel, capture, void, revoke.
 
-use crate::attempts;
 use crate::mandates;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
@@ -13,6 +12,7 @@ use ps_contract::mandate::MandateStatus;
 use ps_contract::routing::command;
 use ps_contract::{ApiError, ErrorCode};
 use ps_runtime::{Handled, HandlerError, Incoming};
+use ps_store::attempts;
 use ps_store::commands::{self, Answer, Opening};
 use ps_store::events::event;
 use ps_store::sessions;
@@ -93,10 +93,9 @@ async fn settle(tx: &Transaction<'_>, merchant: &MerchantId, body: &Value, op: O
         Err(e) => return Ok(Answer::Refused(e)),
     };
     let reply = to_json(&s.session)?;
-    let marker = if op == Operation::Capture { "capture_requested" } else { "void_requested" };
-    match attempt.settlement.as_deref() {
+    match attempt.settlement {
         // Already asked for: the same answer, and no second request to the processor.
-        Some(asked) if asked == marker => return Ok(Answer::Done(reply, vec![])),
+        Some(asked) if asked == attempts::Settlement::requested(op) => return Ok(Answer::Done(reply, vec![])),
         // The other settlement is in flight: its outcome decides the session, so this one is refused, not dropped.
         Some(_) => {
             let other = if op == Operation::Capture { "void" } else { "capture" };

@@ -2,13 +2,13 @@
 //! resolved by asking the processor, unanswered settlements are asked again.
 //! Any number of replicas may sweep at once; SKIP LOCKED gives each row to one.
 
-use crate::attempts;
 use chrono::Utc;
 use deadpool_postgres::Pool;
 use ps_contract::events::EventType;
 use ps_contract::lifecycle::{transition, PaymentOutcome, Transition};
 use ps_runtime::outbox::Outbox;
 use ps_runtime::HandlerError;
+use ps_store::attempts;
 use ps_store::events::event;
 use ps_store::sessions;
 use std::time::Duration;

@@ -1,7 +1,6 @@
 //! `session-lifecycle`: owns session state after creation, payments, mandates
 //! and saved payment methods.
 
-mod attempts;
 mod commands;
 pub mod expiry;
 mod mandates;

@@ -2,7 +2,6 @@
 //! `refund.create`, done by the gateway under a key derived from the refund,
 //! applied when its `gateway.result` comes, asked again when none does.
 
-use crate::attempts;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
 use ps_contract::commands::{RefundCommand, RefundRef};
@@ -15,6 +14,7 @@ use ps_contract::payment::{check_refund_amount, Refund, RefundReason, RefundStat
 use ps_contract::routing::{exchange, header, internal};
 use ps_contract::{ApiError, ErrorCode};
 use ps_runtime::{Handled, HandlerError, Outbound};
+use ps_store::attempts;
 use ps_store::commands::Answer;
 use ps_store::events::event;
 use ps_store::sessions::{self, StoredSession};

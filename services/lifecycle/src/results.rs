@@ -1,6 +1,5 @@
 //! `gateway.result`: what the processor said, applied to the session.
 
-use crate::attempts::{self, Attempt};
 use crate::mandates;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
@@ -12,6 +11,7 @@ use ps_contract::payment::Dispute;
 use ps_contract::payment::PaymentAmounts;
 use ps_contract::session::{saved_card_usage, CaptureMethod};
 use ps_runtime::{Handled, HandlerError};
+use ps_store::attempts::{self, Attempt, Settlement};
 use ps_store::events::event;
 use ps_store::sessions::{self, StoredSession};
 
@@ -203,7 +203,7 @@ async fn captured(
             return Ok(Handled::default());
         }
     };
-    attempts::set_settlement(tx, &attempt.id, Some("captured"), Some(r.amount)).await?;
+    attempts::set_settlement(tx, &attempt.id, Some(Settlement::Captured), Some(r.amount)).await?;
     // What a smaller capture leaves is released.
     let held = s.amounts();
     s.set_amounts(PaymentAmounts { paid: r.amount, voided: (held.authorised - r.amount).max(0), ..held }, now);
@@ -239,7 +239,7 @@ async fn voided(
         attempts::set_settlement(tx, &attempt.id, None, None).await?;
         return settlement_failed(tx, r, s, now, "The void failed; the payment stands.").await;
     }
-    attempts::set_settlement(tx, &attempt.id, Some("voided"), None).await?;
+    attempts::set_settlement(tx, &attempt.id, Some(Settlement::Voided), None).await?;
     let m = s.merchant_id.clone();
     let mut out = Handled::default();
     // Voiding a reservation changes the session; voiding a late charge does not.

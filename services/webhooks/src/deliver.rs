@@ -302,7 +302,7 @@ impl Dispatcher {
                     merchant_id: r.get(5),
                     url: r.get(6),
                     secrets,
-                    enabled: r.get::<_, &str>(9) == "enabled",
+                    enabled: r.get::<_, &str>(9) == EndpointStatus::Enabled.as_str(),
                 })
             })
             .collect())

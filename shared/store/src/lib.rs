@@ -1,6 +1,7 @@
 //! Storage shared by the services that write payment sessions, and the events
 //! they emit about them.
 
+pub mod attempts;
 pub mod commands;
 pub mod events;
 pub mod fence;
@@ -8,3 +9,12 @@ pub mod grants;
 pub mod idempotency;
 pub mod mandates;
 pub mod sessions;
+
+/// What checking a request against the records found: it passes, with what
+/// was found, or the request is refused with the merchant's error. Failures of
+/// the store itself travel beside it, as `Err(HandlerError)`.
+#[derive(Debug)]
+pub enum Checked<T> {
+    Passed(T),
+    Refused(ps_contract::ApiError),
+}

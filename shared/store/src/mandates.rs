@@ -4,6 +4,7 @@
 //! Lifecycle owns these rows; here they are only read (the mandate locked, so
 //! concurrent charges under it count each other).
 
+use crate::Checked;
 use chrono::{DateTime, NaiveDate, Utc};
 use deadpool_postgres::Transaction;
 use ps_contract::create::ChargeTarget;
@@ -104,18 +105,18 @@ pub async fn check_charge(
     amount: Amount,
     currency: Currency,
     now: DateTime<Utc>,
-) -> Result<Result<(Mandate, SavedMethod), ApiError>, HandlerError> {
+) -> Result<Checked<(Mandate, SavedMethod)>, HandlerError> {
     let (mandate, method, named_customer) = match target {
         ChargeTarget::Mandate(id) => {
             let Some(m) = mandate(tx, merchant, id).await? else {
-                return Ok(Err(ApiError::param(ErrorCode::MandateNotFound, "mandate_id", format!("no such mandate: {id}"))));
+                return Ok(Checked::Refused(ApiError::param(ErrorCode::MandateNotFound, "mandate_id", format!("no such mandate: {id}"))));
             };
             let method = payment_method(tx, merchant, &m.payment_method_id).await?;
             (Some(m), method, None)
         }
         ChargeTarget::PaymentMethod { customer_id, payment_method_id } => {
             let Some(method) = payment_method(tx, merchant, payment_method_id).await? else {
-                return Ok(Err(ApiError::param(
+                return Ok(Checked::Refused(ApiError::param(
                     ErrorCode::PaymentMethodNotFound,
                     "payment_method_id",
                     format!("no such payment method: {payment_method_id}"),
@@ -124,7 +125,7 @@ pub async fn check_charge(
             let m = mandate_for_method(tx, merchant, payment_method_id).await?;
             if m.is_none() || !method.off_session {
                 // Saved by a one_time session (or never mandated): customer-present use only.
-                return Ok(Err(ApiError::param(
+                return Ok(Checked::Refused(ApiError::param(
                     ErrorCode::PaymentMethodHasNoMandate,
                     "payment_method_id",
                     format!(
@@ -133,7 +134,7 @@ pub async fn check_charge(
                 )));
             }
             if &method.customer_id != customer_id {
-                return Ok(Err(ApiError::param(
+                return Ok(Checked::Refused(ApiError::param(
                     ErrorCode::MandateCustomerMismatch,
                     "customer_id",
                     format!("{payment_method_id} belongs to another customer"),
@@ -151,10 +152,10 @@ pub async fn check_charge(
     };
     let charge = Charge { merchant_id: merchant, customer_id: named_customer, amount, currency, today: today(now) };
     if let Err(e) = validate_charge(mandate.as_ref(), usage, method.expiry, &charge) {
-        return Ok(Err(e));
+        return Ok(Checked::Refused(e));
     }
     let mandate = mandate.expect("validate_charge refuses a missing mandate");
-    Ok(Ok((mandate, method)))
+    Ok(Checked::Passed((mandate, method)))
 }
 
 /// A charge under a known mandate, as a batch checks it.

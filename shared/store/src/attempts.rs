@@ -1,13 +1,206 @@
-//! Payment attempt rows, as lifecycle reads and settles them.
+//! Payment attempt rows (`payment_attempts`): this module is their one
+//! writer. Intake and the checkout start them, lifecycle finishes and settles
+//! them, and the gateway reads what it vouches for through it.
 
+use crate::sessions::{self, StoredSession};
 use chrono::Utc;
 use deadpool_postgres::Transaction;
 use ps_contract::ids::AttemptId;
 use ps_contract::internal::{AttemptStatus, AuthenticateRequest, NextAction, Operation, ResolveRequest, SettleRequest};
 use ps_contract::routing::{exchange, header, internal};
 use ps_runtime::{HandlerError, Outbound};
-use ps_store::sessions::{self, StoredSession};
 use std::time::Duration;
+
+/// Where an attempt's settlement stands, as `payment_attempts.settlement`
+/// (its CHECK constraint's values); none until one is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settlement {
+    CaptureRequested,
+    Captured,
+    VoidRequested,
+    Voided,
+}
+
+impl Settlement {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Settlement::CaptureRequested => "capture_requested",
+            Settlement::Captured => "captured",
+            Settlement::VoidRequested => "void_requested",
+            Settlement::Voided => "voided",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Settlement> {
+        Some(match s {
+            "capture_requested" => Settlement::CaptureRequested,
+            "captured" => Settlement::Captured,
+            "void_requested" => Settlement::VoidRequested,
+            "voided" => Settlement::Voided,
+            _ => return None,
+        })
+    }
+
+    /// The settlement asking for `op` (a capture or a void).
+    pub fn requested(op: Operation) -> Settlement {
+        if op == Operation::Capture {
+            Settlement::CaptureRequested
+        } else {
+            Settlement::VoidRequested
+        }
+    }
+}
+
+/// Who started an attempt, as `payment_attempts.source`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The customer, at the checkout, with a card entered now.
+    Checkout,
+    /// The merchant (or the scheduler), charging a saved method.
+    Merchant,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Checkout => "checkout",
+            Source::Merchant => "merchant",
+        }
+    }
+}
+
+/// An attempt as it starts: everything the gateway will later hold its
+/// request to (DESIGN §10).
+pub struct NewAttempt<'a> {
+    pub id: &'a AttemptId,
+    pub session_id: &'a str,
+    pub merchant_id: &'a str,
+    pub amount: i64,
+    pub currency: ps_contract::money::Currency,
+    pub processor_key: &'a str,
+    pub source: Source,
+    pub capture_method: &'a str,
+    /// A card entered now (its vault token).
+    pub card_token: Option<&'a str>,
+    /// A saved method charged instead.
+    pub payment_method_id: Option<&'a str>,
+    /// The customer asked to save the card.
+    pub save_card: bool,
+    /// The card outlives the attempt (saved, or a saved method's own).
+    pub keep_card: bool,
+    /// What a card saved now is for (`on_session` / `off_session`).
+    pub save_for: Option<&'a str>,
+}
+
+/// Starts an attempt, `pending`.
+pub async fn start(tx: &Transaction<'_>, a: &NewAttempt<'_>) -> Result<(), tokio_postgres::Error> {
+    tx.execute(
+        &tx.prepare_cached(
+            "INSERT INTO payment_attempts (id, session_id, merchant_id, amount, currency, status, processor_idempotency_key, source,
+                 capture_method, card_token, payment_method_id, save_card, keep_card, save_for)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        )
+        .await?,
+        &[
+            &a.id.as_str(),
+            &a.session_id,
+            &a.merchant_id,
+            &a.amount,
+            &a.currency.code(),
+            &AttemptStatus::Pending.as_str(),
+            &a.processor_key,
+            &a.source.as_str(),
+            &a.capture_method,
+            &a.card_token,
+            &a.payment_method_id,
+            &a.save_card,
+            &a.keep_card,
+            &a.save_for,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// An attempt as the gateway holds a request to it: every term it was started with.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub id: String,
+    pub session_id: String,
+    pub merchant_id: String,
+    pub amount: i64,
+    pub currency: String,
+    pub status: AttemptStatus,
+    pub key: String,
+    pub settlement: Option<Settlement>,
+    pub settlement_requests: i32,
+    pub card_token: Option<String>,
+    pub payment_method_id: Option<String>,
+    pub capture_method: String,
+    pub keep_card: bool,
+    pub save_for: Option<String>,
+    pub source: Source,
+    /// The vault token of the saved method the attempt charges, if it charges one.
+    pub saved_card: Option<String>,
+}
+
+impl Recorded {
+    /// What the attempt charges.
+    pub fn amount_and_currency(&self) -> Result<(i64, ps_contract::money::Currency), HandlerError> {
+        let currency = ps_contract::money::Currency::parse(&self.currency)
+            .map_err(|_| HandlerError::Permanent(format!("attempt holds currency {:?}", self.currency)))?;
+        Ok((self.amount, currency))
+    }
+}
+
+const RECORDED: &str =
+    "SELECT a.id, a.session_id, a.merchant_id, a.amount, a.currency, a.status, a.processor_idempotency_key, a.settlement,
+        a.settlement_requests, a.card_token, a.payment_method_id, a.capture_method, a.keep_card, a.source, a.save_for, m.vault_token
+     FROM payment_attempts a LEFT JOIN payment_methods m ON m.id = a.payment_method_id AND m.merchant_id = a.merchant_id";
+
+fn recorded_row(r: &tokio_postgres::Row) -> Result<Recorded, HandlerError> {
+    let status: &str = r.get(5);
+    let status = AttemptStatus::parse(status).ok_or_else(|| HandlerError::Permanent(format!("attempt status {status:?}")))?;
+    let source = match r.get::<_, &str>(13) {
+        "checkout" => Source::Checkout,
+        "merchant" => Source::Merchant,
+        other => return Err(HandlerError::Permanent(format!("attempt source {other:?}"))),
+    };
+    Ok(Recorded {
+        id: r.get(0),
+        session_id: r.get(1),
+        merchant_id: r.get(2),
+        amount: r.get(3),
+        currency: r.get(4),
+        status,
+        key: r.get(6),
+        settlement: settlement_of(r.get(7))?,
+        settlement_requests: r.get(8),
+        card_token: r.get(9),
+        payment_method_id: r.get(10),
+        capture_method: r.get(11),
+        keep_card: r.get(12),
+        source,
+        save_for: r.get(14),
+        saved_card: r.get(15),
+    })
+}
+
+/// The attempt `id`, as recorded.
+pub async fn recorded(tx: &Transaction<'_>, id: &str) -> Result<Option<Recorded>, HandlerError> {
+    let stmt = tx.prepare_cached(&format!("{RECORDED} WHERE a.id = $1")).await?;
+    tx.query_opt(&stmt, &[&id]).await?.as_ref().map(recorded_row).transpose()
+}
+
+/// The attempt made under a processor key, as recorded.
+pub async fn recorded_by_key(tx: &Transaction<'_>, key: &str) -> Result<Option<Recorded>, HandlerError> {
+    let stmt = tx.prepare_cached(&format!("{RECORDED} WHERE a.processor_idempotency_key = $1")).await?;
+    tx.query_opt(&stmt, &[&key]).await?.as_ref().map(recorded_row).transpose()
+}
+
+fn settlement_of(raw: Option<&str>) -> Result<Option<Settlement>, HandlerError> {
+    raw.map(|s| Settlement::parse(s).ok_or_else(|| HandlerError::Permanent(format!("attempt settlement {s:?}")))).transpose()
+}
 
 #[derive(Debug, Clone)]
 pub struct Attempt {
@@ -16,7 +209,7 @@ pub struct Attempt {
     pub status: AttemptStatus,
     pub save_card: bool,
     pub amount: i64,
-    pub settlement: Option<String>,
+    pub settlement: Option<Settlement>,
     /// What a capture or void was asked for.
     pub settlement_amount: Option<i64>,
     /// The vault token of the card entered at checkout (none for a saved method's charge).
@@ -43,7 +236,7 @@ pub async fn lock(tx: &Transaction<'_>, id: &str) -> Result<Option<Attempt>, Han
             status: AttemptStatus::parse(status).ok_or_else(|| HandlerError::Permanent(format!("attempt {id} holds status {status:?}")))?,
             save_card: r.get(3),
             amount: r.get(4),
-            settlement: r.get(5),
+            settlement: settlement_of(r.get(5))?,
             settlement_amount: r.get(6),
             card_token: r.get(7),
             processor_key: r.get(8),
@@ -157,12 +350,12 @@ pub async fn expired_challenges(tx: &Transaction<'_>, again_after: Duration) -> 
 pub async fn set_settlement(
     tx: &Transaction<'_>,
     id: &AttemptId,
-    settlement: Option<&str>,
+    settlement: Option<Settlement>,
     captured: Option<i64>,
 ) -> Result<(), HandlerError> {
     tx.execute(
         &tx.prepare_cached("UPDATE payment_attempts SET settlement = $2, captured_amount = coalesce($3, captured_amount), updated_at = now() WHERE id = $1").await?,
-        &[&id.as_str(), &settlement, &captured],
+        &[&id.as_str(), &settlement.map(Settlement::as_str), &captured],
     )
     .await?;
     Ok(())
@@ -177,7 +370,7 @@ pub async fn request_settlement(
     s: &StoredSession,
     amount: i64,
 ) -> Result<Outbound, HandlerError> {
-    let marker = if op == Operation::Capture { "capture_requested" } else { "void_requested" };
+    let marker = Settlement::requested(op).as_str();
     let row = tx
         .query_one(
             &tx.prepare_cached(
@@ -224,7 +417,7 @@ pub async fn unanswered_settlements(tx: &Transaction<'_>, after: Duration) -> Re
     for r in rows {
         let id = parse_id(r.get(0))?;
         let Some(s) = sessions::get(tx, r.get::<_, &str>(1)).await? else { continue };
-        let op = if r.get::<_, &str>(2) == "capture_requested" { Operation::Capture } else { Operation::Void };
+        let op = if settlement_of(r.get(2))? == Some(Settlement::CaptureRequested) { Operation::Capture } else { Operation::Void };
         tracing::warn!(attempt = %id, operation = %op, "settlement unanswered: asking the processor again under the same key");
         out.push(settle_message(op, &id, r.get::<_, i32>(3) as u32, &s, r.get(4))?);
     }
@@ -253,7 +446,7 @@ pub async fn unanswered(tx: &Transaction<'_>, after: Duration) -> Result<Vec<(St
 /// in flight holds the attempt's fence, so it is skipped now and resolved on a
 /// later sweep if its answer does not come. The caller holds the session's lock.
 pub async fn abandon(tx: &Transaction<'_>, s: &StoredSession, attempt: &str, after: Duration) -> Result<Option<Outbound>, HandlerError> {
-    if !ps_store::fence::try_give_up(tx, attempt).await? {
+    if !crate::fence::try_give_up(tx, attempt).await? {
         return Ok(None);
     }
     let Some(row) = tx
