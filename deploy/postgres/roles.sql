@@ -93,6 +93,9 @@ GRANT SELECT (id, merchant_id, vault_token) ON payment_methods TO ps_gateway;
 GRANT SELECT (id, session_id, merchant_id, amount, currency, status, processor_idempotency_key, settlement, settlement_requests, card_token,
               payment_method_id, capture_method, keep_card, source, save_for)
     ON payment_attempts TO ps_gateway;
+-- Before calling the processor for an attempt, until when the call may be in
+-- flight: lifecycle does not give up on the attempt before then.
+GRANT SELECT (call_until), UPDATE (call_until) ON payment_attempts TO ps_gateway;
 -- Likewise each refund request against the refund lifecycle recorded.
 GRANT SELECT (id, session_id, merchant_id, attempt_id, amount, currency, status, processor_idempotency_key) ON refunds TO ps_gateway;
 

@@ -330,10 +330,25 @@ impl Fleet {
                 if matches!(ready, Ok(Ok((200, _)))) {
                     break;
                 }
-                assert!(Instant::now() < deadline, "{name} never became ready (logs in {})", self.logs.display());
+                let ended = self.procs.lock().unwrap().iter_mut().find(|p| p.name == name).and_then(|p| p.child.try_wait().ok().flatten());
+                assert!(ended.is_none(), "{name} ended before it was ready ({ended:?}):\n{}", self.log_tail(name));
+                assert!(Instant::now() < deadline, "{name} never became ready:\n{}", self.log_tail(name));
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
+    }
+
+    /// The last lines `name` logged, for a failure's message: CI keeps the
+    /// output, not the files.
+    fn log_tail(&self, name: &str) -> String {
+        let mut lines = vec![];
+        for generation in 0..10 {
+            if let Ok(text) = std::fs::read_to_string(self.logs.join(format!("{name}.{generation}.log"))) {
+                lines = text.lines().map(str::to_owned).collect();
+            }
+        }
+        let from = lines.len().saturating_sub(15);
+        format!("{} (last lines of {}):\n{}", name, self.logs.display(), lines[from..].join("\n"))
     }
 
     /// Each running service's name and process id.

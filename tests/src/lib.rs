@@ -962,8 +962,26 @@ pub async fn try_http_get(addr: std::net::SocketAddr, path: &str) -> std::io::Re
 }
 
 /// A loopback port free right now, for a child process to listen on.
+///
+/// Chosen below Linux's ephemeral range (32768–60999): a port the kernel
+/// hands out for `bind(0)` is also one it may give the next outgoing
+/// connection, and with a suite's worth of connections to PostgreSQL and
+/// RabbitMQ one did take a checkout's port before the checkout bound it.
+/// Each test process walks the range from a random start, so concurrent
+/// tests rarely try the same port, and the bind proves it free.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: std::sync::OnceLock<AtomicU32> = std::sync::OnceLock::new();
+    let next = NEXT.get_or_init(|| AtomicU32::new(rand::random::<u32>() % SPAN));
+    for _ in 0..SPAN {
+        let port = (LOW + next.fetch_add(1, Ordering::Relaxed) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no loopback port free in {LOW}..{}", LOW + SPAN)
 }
 
 /// Waits, checking `cond` between short pauses, until it holds or `WAIT` passes.

@@ -1,17 +1,17 @@
 //! `gateway.authorize`, `gateway.capture`, `gateway.void`, `gateway.refund` → processor → `gateway.result`.
 
-use crate::calls::CallResult;
+use crate::calls::{CallLog, CallResult};
 use crate::card;
 use crate::processor::{Processor, ProcessorError, ProcessorRequest, ProcessorResponse, SaveFor};
 use crate::vouch::{self, Vouched};
-use deadpool_postgres::Transaction;
+use deadpool_postgres::{Pool, Transaction};
 use futures::future::BoxFuture;
 use ps_contract::internal::{
     AuthenticateRequest, AuthorizeRequest, GatewayResult, Operation, Outcome, RefundRequest, ResolveRequest, SaveUsage, SettleRequest,
 };
 use ps_contract::routing::{exchange, header, internal};
 use ps_contract::session::CaptureMethod;
-use ps_runtime::{Admission, Handled, Handler, HandlerError, Incoming, Outbound};
+use ps_runtime::{Admission, Called, Handled, Handler, HandlerError, Incoming, Outbound, Prepared};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -106,11 +106,77 @@ impl<'a> Step<'a> {
 }
 
 pub struct GatewayHandler {
-    pub processor: Arc<dyn Processor>,
-    pub timeout: Duration,
+    caller: Caller,
+}
+
+impl GatewayHandler {
+    pub fn new(processor: Arc<dyn Processor>, timeout: Duration, calls: CallLog, pool: Pool) -> GatewayHandler {
+        GatewayHandler { caller: Caller { processor, timeout, calls, pool } }
+    }
+
+    /// How long an authorize leases its attempt: its call and, should that
+    /// time out, the lookup after it, each bounded by the timeout, and a margin
+    /// for the transaction that keeps the answer.
+    fn lease(&self) -> Duration {
+        self.caller.timeout * 2 + Duration::from_secs(5)
+    }
+
+    fn call(&self, work: Work) -> Prepared {
+        Prepared::Call(Box::pin(self.caller.clone().run(work)))
+    }
+}
+
+/// What makes the processor calls; each call owns a clone, and its request.
+#[derive(Clone)]
+struct Caller {
+    processor: Arc<dyn Processor>,
+    timeout: Duration,
     /// Where each call is noted (processor_calls), beside the message's
-    /// transaction: a call made is a fact even if that rolls back.
-    pub calls: crate::calls::CallLog,
+    /// transactions: a call made is a fact even if they roll back.
+    calls: CallLog,
+    /// For an authorize's lease, released when its call fails.
+    pool: Pool,
+}
+
+/// A processor call, made once the message's first transaction has committed.
+enum Work {
+    Authorize {
+        req: AuthorizeRequest,
+        token: Option<String>,
+    },
+    /// An authorize for an attempt already past it: answered from the processor's record.
+    AuthorizeAgain {
+        req: AuthorizeRequest,
+        succeeded: bool,
+    },
+    Authenticate {
+        req: AuthenticateRequest,
+        attempt: Box<vouch::Recorded>,
+    },
+    Settle {
+        op: Operation,
+        req: SettleRequest,
+    },
+    SettleAgain {
+        op: Operation,
+        req: SettleRequest,
+    },
+    Refund(RefundRequest),
+    RefundAgain(RefundRequest),
+    Resolve {
+        req: ResolveRequest,
+        card_token: Option<String>,
+    },
+}
+
+/// What a call leaves for the message's second transaction.
+enum Answer {
+    /// The `gateway.result` to send, and a card number the answer leaves without further use.
+    Result { result: Box<GatewayResult>, forget: Option<String> },
+    /// Nothing to send (yet): the processor still waits, or the request was not executed.
+    Nothing { forget: Option<String> },
+    /// Dead-lettered: our records say the step was taken, the processor has no call under its key.
+    Unvouched(String),
 }
 
 impl Handler for GatewayHandler {
@@ -120,102 +186,115 @@ impl Handler for GatewayHandler {
         Box::pin(async { Ok(Admission::Apply) })
     }
 
-    fn handle<'a>(&'a self, tx: &'a Transaction<'_>, msg: &'a Incoming) -> BoxFuture<'a, Result<Handled, HandlerError>> {
+    fn handle<'a>(&'a self, _: &'a Transaction<'_>, _: &'a Incoming) -> BoxFuture<'a, Result<Handled, HandlerError>> {
+        Box::pin(async { Err(HandlerError::Permanent("the gateway's messages are prepared and completed around their call".into())) })
+    }
+
+    /// Each processor call is made with no transaction open (DESIGN §5): an
+    /// in-flight call holds no pooled connection, so the gateway's
+    /// concurrency is bounded by `CONSUMER_PREFETCH`, not by the pool.
+    fn calls_out(&self) -> bool {
+        true
+    }
+
+    /// The request checked against its recorded attempt (an authorize leases
+    /// it for its call): a refusal is answered here, anything else is a call.
+    fn prepare<'a>(&'a self, tx: &'a Transaction<'_>, msg: &'a Incoming) -> BoxFuture<'a, Result<Prepared, HandlerError>> {
         Box::pin(async move {
-            let result = match msg.routing_key.as_str() {
+            Ok(match msg.routing_key.as_str() {
                 internal::GATEWAY_AUTHORIZE => match serde_json::from_slice::<AuthorizeRequest>(&msg.body) {
-                    Ok(req) => match vouch::authorize(tx, &req).await? {
-                        (Vouched::Yes, attempt) => self.authorize(tx, &req, attempt.and_then(|a| a.saved_card)).await?,
-                        (Vouched::AlreadyDone { succeeded }, _) => match self.replay(Step::authorize(&req)).await? {
-                            Some(r) => r,
-                            // Lifecycle gave up on the attempt before this request was
-                            // executed, and has its answer (or is getting it) by lookup.
-                            None if !succeeded => {
-                                tracing::info!(attempt = %req.attempt_id, "authorize for an attempt that ended without it; not executed");
-                                if let Some(t) = req.card_token.as_deref() {
-                                    crate::vault::forget(tx, t).await?;
-                                }
-                                return Ok(Handled::default());
-                            }
-                            None => return Ok(unvouched(msg, "the attempt succeeded but the processor has no call under its key")),
-                        },
-                        (Vouched::No(why), _) => return Ok(unvouched(msg, &why)),
+                    Ok(req) => match vouch::authorize(tx, &req, self.lease()).await? {
+                        (Vouched::Yes, attempt) => {
+                            let token = match (&req.card_token, &req.payment_method_id) {
+                                (Some(t), _) => Some(t.clone()),
+                                (None, Some(_)) => attempt.and_then(|a| a.saved_card),
+                                (None, None) => None,
+                            };
+                            self.call(Work::Authorize { req, token })
+                        }
+                        (Vouched::AlreadyDone { succeeded }, _) => self.call(Work::AuthorizeAgain { req, succeeded }),
+                        (Vouched::No(why), _) => Prepared::Handled(unvouched(msg, &why)),
                     },
-                    Err(e) => return Ok(bad(msg, &e.to_string())),
+                    Err(e) => Prepared::Handled(bad(msg, &e.to_string())),
                 },
                 key @ (internal::GATEWAY_CAPTURE | internal::GATEWAY_VOID) => match serde_json::from_slice::<SettleRequest>(&msg.body) {
                     Ok(req) => {
                         let op = if key == internal::GATEWAY_CAPTURE { Operation::Capture } else { Operation::Void };
                         match vouch::settle(tx, op, &req).await? {
-                            Vouched::Yes => self.settle(op, &req).await?,
-                            Vouched::AlreadyDone { .. } => match self.replay(Step::settle(op, &req)).await? {
-                                Some(r) => r,
-                                None => {
-                                    return Ok(unvouched(msg, &format!("the {op} is settled and the processor has no call under its key")))
-                                }
-                            },
-                            Vouched::No(why) => return Ok(unvouched(msg, &why)),
+                            Vouched::Yes => self.call(Work::Settle { op, req }),
+                            Vouched::AlreadyDone { .. } => self.call(Work::SettleAgain { op, req }),
+                            Vouched::No(why) => Prepared::Handled(unvouched(msg, &why)),
                         }
                     }
-                    Err(e) => return Ok(bad(msg, &e.to_string())),
+                    Err(e) => Prepared::Handled(bad(msg, &e.to_string())),
                 },
                 internal::GATEWAY_REFUND => match serde_json::from_slice::<RefundRequest>(&msg.body) {
                     Ok(req) => match vouch::refund(tx, &req).await? {
-                        Vouched::Yes => match self.refund(&req).await? {
-                            Called::Answered(r) => *r,
-                            Called::Pending => {
-                                tracing::info!(refund = %req.refund_id, "refund in progress at the processor; its event or the next sweep answers");
-                                return Ok(Handled::default());
-                            }
-                        },
-                        Vouched::AlreadyDone { .. } => match self.replay(Step::refund(&req)).await? {
-                            Some(r) => r,
-                            None => return Ok(unvouched(msg, "the refund has its answer and the processor has no call under its key")),
-                        },
-                        Vouched::No(why) => return Ok(unvouched(msg, &why)),
+                        Vouched::Yes => self.call(Work::Refund(req)),
+                        Vouched::AlreadyDone { .. } => self.call(Work::RefundAgain(req)),
+                        Vouched::No(why) => Prepared::Handled(unvouched(msg, &why)),
                     },
-                    Err(e) => return Ok(bad(msg, &e.to_string())),
+                    Err(e) => Prepared::Handled(bad(msg, &e.to_string())),
                 },
                 internal::GATEWAY_AUTHENTICATE => match serde_json::from_slice::<AuthenticateRequest>(&msg.body) {
                     Ok(req) => match vouch::authenticate(tx, &req).await? {
-                        (Vouched::Yes, Some(attempt)) => match self.authenticate(tx, &req, &attempt).await? {
-                            Some(r) => r,
-                            None => {
-                                tracing::info!(attempt = %req.attempt_id, "the processor still waits for the customer");
-                                return Ok(Handled::default());
-                            }
-                        },
+                        (Vouched::Yes, Some(attempt)) => self.call(Work::Authenticate { req, attempt: Box::new(attempt) }),
                         (Vouched::AlreadyDone { .. }, _) => {
                             tracing::info!(attempt = %req.attempt_id, "a challenge's end for an attempt that already has its answer");
-                            return Ok(Handled::default());
+                            Prepared::Handled(Handled::default())
                         }
-                        (Vouched::No(why), _) => return Ok(unvouched(msg, &why)),
+                        (Vouched::No(why), _) => Prepared::Handled(unvouched(msg, &why)),
                         (Vouched::Yes, None) => return Err(HandlerError::Permanent("vouched for an attempt it did not read".into())),
                     },
-                    Err(e) => return Ok(bad(msg, &e.to_string())),
+                    Err(e) => Prepared::Handled(bad(msg, &e.to_string())),
                 },
                 internal::GATEWAY_RESOLVE => match serde_json::from_slice::<ResolveRequest>(&msg.body) {
                     Ok(req) => match vouch::resolve(tx, &req).await? {
-                        (Vouched::Yes, Some(attempt)) => self.resolve(tx, &req, attempt.card_token).await?,
+                        (Vouched::Yes, Some(attempt)) => self.call(Work::Resolve { req, card_token: attempt.card_token }),
                         (Vouched::AlreadyDone { .. }, _) => {
                             tracing::info!(attempt = %req.attempt_id, "resolve for an attempt that already has its answer");
-                            return Ok(Handled::default());
+                            Prepared::Handled(Handled::default())
                         }
-                        (Vouched::No(why), _) => return Ok(unvouched(msg, &why)),
+                        (Vouched::No(why), _) => Prepared::Handled(unvouched(msg, &why)),
                         (Vouched::Yes, None) => return Err(HandlerError::Permanent("vouched for an attempt it did not read".into())),
                     },
-                    Err(e) => return Ok(bad(msg, &e.to_string())),
+                    Err(e) => Prepared::Handled(bad(msg, &e.to_string())),
                 },
-                other => return Ok(bad(msg, &format!("the gateway does not handle {other:?}"))),
+                other => Prepared::Handled(bad(msg, &format!("the gateway does not handle {other:?}"))),
+            })
+        })
+    }
+
+    /// The call's answer kept with the message's record: the card number it
+    /// leaves without use deleted, the result sent to lifecycle.
+    fn complete<'a>(&'a self, tx: &'a Transaction<'_>, msg: &'a Incoming, called: Called) -> BoxFuture<'a, Result<Handled, HandlerError>> {
+        Box::pin(async move {
+            let answer = called.downcast::<Answer>().map_err(|_| HandlerError::Permanent("a gateway call left something else".into()))?;
+            let (result, forget) = match *answer {
+                Answer::Result { result, forget } => (Some(result), forget),
+                Answer::Nothing { forget } => (None, forget),
+                Answer::Unvouched(why) => return Ok(unvouched(msg, &why)),
             };
+            if let Some(t) = forget {
+                if crate::vault::forget(tx, &t).await? {
+                    tracing::info!("card number deleted from the vault");
+                }
+            }
+            let Some(result) = result else { return Ok(Handled::default()) };
             tracing::info!(operation = %result.operation, attempt = %result.attempt_id, outcome = %result.outcome,
                 decline_code = result.decline_code.as_deref().unwrap_or(""), "processor answered");
             Ok(Handled::default().send(
-                Outbound::to_json(exchange::INTERNAL, internal::GATEWAY_RESULT, &result)?
+                Outbound::to_json(exchange::INTERNAL, internal::GATEWAY_RESULT, &*result)?
                     .with_message_id(result.message_id())
                     .with_header(header::MERCHANT_ID, result.merchant_id.as_str()),
             ))
         })
+    }
+}
+
+impl Answer {
+    fn result(result: GatewayResult, forget: Option<String>) -> Answer {
+        Answer::Result { result: Box::new(result), forget }
     }
 }
 
@@ -237,7 +316,7 @@ impl From<CallError> for HandlerError {
 }
 
 /// A refund's call: its answer, or in progress at the processor.
-enum Called {
+enum RefundCall {
     Answered(Box<GatewayResult>),
     Pending,
 }
@@ -254,25 +333,15 @@ fn processor_failure(e: ProcessorError) -> HandlerError {
 }
 
 /// Once an authorization has its answer, a card that will not be kept has no
-/// further use for its number; while the customer is still asked, it waits.
-async fn done_with_card(
-    tx: &Transaction<'_>,
-    attempt: &str,
-    card_token: Option<&str>,
-    keep: bool,
-    outcome: Outcome,
-) -> Result<(), HandlerError> {
+/// further use for its number (returned, to delete); while the customer is
+/// still asked, it waits.
+fn done_with_card(card_token: Option<&str>, keep: bool, outcome: Outcome) -> Option<String> {
     let done = match outcome {
         Outcome::RequiresAction => false,
         Outcome::Failed => true,
         Outcome::Succeeded => !keep,
     };
-    if let Some(t) = card_token.filter(|_| done) {
-        if crate::vault::forget(tx, t).await? {
-            tracing::info!(attempt, "card number deleted from the vault");
-        }
-    }
-    Ok(())
+    card_token.filter(|_| done).map(str::to_owned)
 }
 
 /// A well-formed request the fleet's records do not back: kept in the DLQ for a
@@ -288,19 +357,59 @@ fn bad(msg: &Incoming, why: &str) -> Handled {
     Handled::dead_lettered("invalid_message", why)
 }
 
-impl GatewayHandler {
-    /// `saved_card`: the vault token of the saved method the vouched attempt charges.
-    async fn authorize(
-        &self,
-        tx: &Transaction<'_>,
-        req: &AuthorizeRequest,
-        saved_card: Option<String>,
-    ) -> Result<GatewayResult, HandlerError> {
-        let token = match (&req.card_token, &req.payment_method_id) {
-            (Some(t), _) => Some(t.clone()),
-            (None, Some(_)) => saved_card,
-            (None, None) => None,
+impl Caller {
+    /// The work's call or calls, and what they leave for the second transaction.
+    async fn run(self, work: Work) -> Result<Called, HandlerError> {
+        let answer = match work {
+            Work::Authorize { req, token } => match self.authorize(&req, token).await {
+                Ok(answer) => answer,
+                Err(e) => {
+                    if let Err(release) = ps_store::attempts::end_call(&self.pool, req.attempt_id.as_str()).await {
+                        tracing::warn!(attempt = %req.attempt_id, error = %release, "lease not released; it lapses by itself");
+                    }
+                    return Err(e);
+                }
+            },
+            Work::AuthorizeAgain { req, succeeded } => match self.replay(Step::authorize(&req)).await? {
+                Some(r) => Answer::result(r, None),
+                // Lifecycle gave up on the attempt before this request was
+                // executed, and has its answer (or is getting it) by lookup.
+                None if !succeeded => {
+                    tracing::info!(attempt = %req.attempt_id, "authorize for an attempt that ended without it; not executed");
+                    Answer::Nothing { forget: req.card_token.clone() }
+                }
+                None => Answer::Unvouched("the attempt succeeded but the processor has no call under its key".into()),
+            },
+            Work::Authenticate { req, attempt } => match self.authenticate(&req, &attempt).await? {
+                Some(answer) => answer,
+                None => {
+                    tracing::info!(attempt = %req.attempt_id, "the processor still waits for the customer");
+                    Answer::Nothing { forget: None }
+                }
+            },
+            Work::Settle { op, req } => Answer::result(self.settle(op, &req).await?, None),
+            Work::SettleAgain { op, req } => match self.replay(Step::settle(op, &req)).await? {
+                Some(r) => Answer::result(r, None),
+                None => Answer::Unvouched(format!("the {op} is settled and the processor has no call under its key")),
+            },
+            Work::Refund(req) => match self.refund(&req).await? {
+                RefundCall::Answered(r) => Answer::result(*r, None),
+                RefundCall::Pending => {
+                    tracing::info!(refund = %req.refund_id, "refund in progress at the processor; its event or the next sweep answers");
+                    Answer::Nothing { forget: None }
+                }
+            },
+            Work::RefundAgain(req) => match self.replay(Step::refund(&req)).await? {
+                Some(r) => Answer::result(r, None),
+                None => Answer::Unvouched("the refund has its answer and the processor has no call under its key".into()),
+            },
+            Work::Resolve { req, card_token } => self.resolve(&req, card_token).await?,
         };
+        Ok(Box::new(answer))
+    }
+
+    /// `token`: the card entered now, or the vault token of the saved method the attempt charges.
+    async fn authorize(&self, req: &AuthorizeRequest, token: Option<String>) -> Result<Answer, HandlerError> {
         // A card entered now and kept is set up for its later use; a saved method's charge sets up nothing.
         let save = match (req.customer_present, req.keep_card, req.save_for) {
             (true, true, Some(SaveUsage::OffSession)) => Some(SaveFor::OffSession),
@@ -319,18 +428,13 @@ impl GatewayHandler {
             save,
         };
         let resp = self.call(req.attempt_id.as_str(), call).await?;
-        done_with_card(tx, req.attempt_id.as_str(), req.card_token.as_deref(), req.keep_card, resp.outcome).await?;
-        Ok(Step::authorize(req).answered(resp, token))
+        let forget = done_with_card(req.card_token.as_deref(), req.keep_card, resp.outcome);
+        Ok(Answer::result(Step::authorize(req).answered(resp, token), forget))
     }
 
     /// The end of a challenge: what the processor now says of the attempt's
     /// authorization (`None`: it still waits for the customer).
-    async fn authenticate(
-        &self,
-        tx: &Transaction<'_>,
-        req: &AuthenticateRequest,
-        attempt: &vouch::Recorded,
-    ) -> Result<Option<GatewayResult>, HandlerError> {
+    async fn authenticate(&self, req: &AuthenticateRequest, attempt: &vouch::Recorded) -> Result<Option<Answer>, HandlerError> {
         let started = Instant::now();
         let key = req.processor_idempotency_key.as_str();
         let answered = tokio::time::timeout(self.timeout, self.processor.authenticate(key, req.completed)).await;
@@ -342,9 +446,9 @@ impl GatewayHandler {
         };
         self.log_call(req.attempt_id.as_str(), Operation::Authorize, key, CallResult::of(resp.outcome), started.elapsed());
         crate::metrics::CALLS.with_label_values(&["authenticate", resp.outcome.as_str()]).inc();
-        done_with_card(tx, req.attempt_id.as_str(), attempt.card_token.as_deref(), attempt.keep_card, resp.outcome).await?;
+        let forget = done_with_card(attempt.card_token.as_deref(), attempt.keep_card, resp.outcome);
         let (amount, currency) = attempt.amount_and_currency()?;
-        Ok(Some(Step::authenticate(req, amount, currency).answered(resp, attempt.card_token.clone())))
+        Ok(Some(Answer::result(Step::authenticate(req, amount, currency).answered(resp, attempt.card_token.clone()), forget)))
     }
 
     async fn settle(&self, op: Operation, req: &SettleRequest) -> Result<GatewayResult, HandlerError> {
@@ -366,7 +470,7 @@ impl GatewayHandler {
 
     /// Refunds part or all of the attempt's payment; the processor refunds
     /// against the authorisation, at most once under the refund's key.
-    async fn refund(&self, req: &RefundRequest) -> Result<Called, HandlerError> {
+    async fn refund(&self, req: &RefundRequest) -> Result<RefundCall, HandlerError> {
         let auth_key = AuthorizeRequest::idempotency_key_for(&req.attempt_id);
         let call = ProcessorRequest {
             key: &req.processor_idempotency_key,
@@ -380,8 +484,8 @@ impl GatewayHandler {
             save: None,
         };
         match self.call(req.attempt_id.as_str(), call).await {
-            Ok(resp) => Ok(Called::Answered(Box::new(Step::refund(req).answered(resp, None)))),
-            Err(CallError::Pending) => Ok(Called::Pending),
+            Ok(resp) => Ok(RefundCall::Answered(Box::new(Step::refund(req).answered(resp, None)))),
+            Err(CallError::Pending) => Ok(RefundCall::Pending),
             Err(CallError::Failed(e)) => Err(e),
         }
     }
@@ -414,7 +518,10 @@ impl GatewayHandler {
                 self.log_call(attempt, op, &key, CallResult::Timeout, elapsed);
                 crate::metrics::CALLS.with_label_values(&[op.as_str(), "timeout"]).inc();
                 tracing::warn!(attempt, %key, timeout = ?self.timeout, "processor timed out; resolving the outcome by lookup");
-                match self.processor.lookup(&key).await {
+                let looked = tokio::time::timeout(self.timeout, self.processor.lookup(&key)).await.unwrap_or_else(|_| {
+                    Err(ProcessorError::Unavailable(format!("the lookup did not answer within {:?} either", self.timeout)))
+                });
+                match looked {
                     Ok(Some(resp)) => {
                         self.log_call(attempt, op, &key, CallResult::ResolvedByLookup, started.elapsed());
                         Ok(resp)
@@ -432,7 +539,7 @@ impl GatewayHandler {
     /// An attempt lifecycle gave up waiting for: what the processor did under
     /// its key, asked and never executed. No record means the processor never
     /// charged it, and (with the attempt no longer pending) never will.
-    async fn resolve(&self, tx: &Transaction<'_>, req: &ResolveRequest, card_token: Option<String>) -> Result<GatewayResult, HandlerError> {
+    async fn resolve(&self, req: &ResolveRequest, card_token: Option<String>) -> Result<Answer, HandlerError> {
         let started = Instant::now();
         let key = req.processor_idempotency_key.as_str();
         let found = self.processor.close_unknown(key).await.map_err(processor_failure)?;
@@ -448,10 +555,8 @@ impl GatewayHandler {
         };
         tracing::info!(attempt = %req.attempt_id, outcome = %resp.outcome, "unanswered attempt resolved by asking the processor");
         crate::metrics::CALLS.with_label_values(&["resolve", resp.outcome.as_str()]).inc();
-        if let Some(t) = card_token.as_deref().filter(|_| resp.outcome == Outcome::Failed) {
-            crate::vault::forget(tx, t).await?;
-        }
-        Ok(Step::settle(Operation::Authorize, req).answered(resp, card_token))
+        let forget = card_token.clone().filter(|_| resp.outcome == Outcome::Failed);
+        Ok(Answer::result(Step::settle(Operation::Authorize, req).answered(resp, card_token), forget))
     }
 
     /// A step already taken, answered from what the processor did under its

@@ -189,7 +189,7 @@ pub async fn start(config: GatewayConfig, stop: CancellationToken) -> Result<Run
         _ => Arc::new(sandbox::SandboxProcessor::new(pool.clone(), config.keys.clone(), config.sandbox_latency)),
     };
     let (calls, logging) = calls::CallLog::start(pool.clone(), stop.clone());
-    let handler = handler::GatewayHandler { processor: processor.clone(), timeout: config.processor_timeout, calls };
+    let handler = handler::GatewayHandler::new(processor.clone(), config.processor_timeout, calls, pool.clone());
     let consumes = vec![Consumes::new(topology::GATEWAY, Arc::new(handler))];
     let tls = match &config.vault_tls {
         Some((cert, key)) => Some(ps_runtime::tls::server_config(cert, key)?),

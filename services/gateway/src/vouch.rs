@@ -23,16 +23,6 @@ pub enum Vouched {
     No(String),
 }
 
-/// `hold` takes the attempt's fence first, until the message's transaction
-/// ends: while the gateway calls the processor for an attempt, lifecycle cannot
-/// give up on it, and once it has, the status read here says so.
-async fn recorded(tx: &Transaction<'_>, attempt: &str, hold: bool) -> Result<Option<Recorded>, HandlerError> {
-    if hold {
-        ps_store::fence::hold_for_call(tx, attempt).await?;
-    }
-    attempts::recorded(tx, attempt).await
-}
-
 /// The parts every request must agree on with its attempt.
 fn same_attempt(a: &Recorded, session: &str, merchant: &str, currency: &str) -> Option<String> {
     if a.session_id != session || a.merchant_id != merchant {
@@ -41,8 +31,15 @@ fn same_attempt(a: &Recorded, session: &str, merchant: &str, currency: &str) -> 
     (a.currency != currency).then(|| format!("currency {currency} differs from the attempt's {}", a.currency))
 }
 
-pub async fn authorize(tx: &Transaction<'_>, req: &AuthorizeRequest) -> Result<(Vouched, Option<Recorded>), HandlerError> {
-    let Some(a) = recorded(tx, req.attempt_id.as_str(), true).await? else {
+/// An authorize is checked as it leases its attempt for `lease` (lifecycle
+/// does not give up on a leased attempt, so it is never abandoned mid-call;
+/// once it has been, the lease is refused and the request is `AlreadyDone`).
+pub async fn authorize(
+    tx: &Transaction<'_>,
+    req: &AuthorizeRequest,
+    lease: std::time::Duration,
+) -> Result<(Vouched, Option<Recorded>), HandlerError> {
+    let Some(attempts::Leased { attempt: a, leased }) = attempts::lease_for_call(tx, req.attempt_id.as_str(), lease).await? else {
         return Ok((Vouched::No(format!("no attempt {} was recorded", req.attempt_id)), None));
     };
     if let Some(why) = same_attempt(&a, req.session_id.as_str(), req.merchant_id.as_str(), req.currency.code()) {
@@ -56,6 +53,9 @@ pub async fn authorize(tx: &Transaction<'_>, req: &AuthorizeRequest) -> Result<(
         Vouched::No(why)
     } else if a.status != AttemptStatus::Pending {
         Vouched::AlreadyDone { succeeded: a.status == AttemptStatus::Succeeded }
+    } else if !leased {
+        // Read as pending from before lifecycle's change committed; the retry reads it as it is.
+        return Err(HandlerError::Transient(format!("attempt {} changed while it was being leased", req.attempt_id)));
     } else {
         Vouched::Yes
     };
@@ -66,7 +66,7 @@ pub async fn authorize(tx: &Transaction<'_>, req: &AuthorizeRequest) -> Result<(
 /// (or that lifecycle gave up on meanwhile), with its own key. Returns the
 /// recorded attempt too: its card, to save or forget, and its amount.
 pub async fn authenticate(tx: &Transaction<'_>, req: &AuthenticateRequest) -> Result<(Vouched, Option<Recorded>), HandlerError> {
-    let Some(a) = recorded(tx, req.attempt_id.as_str(), false).await? else {
+    let Some(a) = attempts::recorded(tx, req.attempt_id.as_str()).await? else {
         return Ok((Vouched::No(format!("no attempt {} was recorded", req.attempt_id)), None));
     };
     if a.session_id != req.session_id.as_str() || a.merchant_id != req.merchant_id.as_str() {
@@ -106,7 +106,7 @@ fn same_terms(a: &Recorded, req: &AuthorizeRequest) -> Option<String> {
 }
 
 pub async fn settle(tx: &Transaction<'_>, op: Operation, req: &SettleRequest) -> Result<Vouched, HandlerError> {
-    let Some(a) = recorded(tx, req.attempt_id.as_str(), false).await? else {
+    let Some(a) = attempts::recorded(tx, req.attempt_id.as_str()).await? else {
         return Ok(Vouched::No(format!("no attempt {} was recorded", req.attempt_id)));
     };
     if let Some(why) = same_attempt(&a, req.session_id.as_str(), req.merchant_id.as_str(), req.currency.code()) {
@@ -131,7 +131,7 @@ pub async fn settle(tx: &Transaction<'_>, op: Operation, req: &SettleRequest) ->
 /// own key and amount. Returns the recorded attempt too: its card token, for a
 /// success to save and a failure to forget.
 pub async fn resolve(tx: &Transaction<'_>, req: &ResolveRequest) -> Result<(Vouched, Option<Recorded>), HandlerError> {
-    let Some(a) = recorded(tx, req.attempt_id.as_str(), false).await? else {
+    let Some(a) = attempts::recorded(tx, req.attempt_id.as_str()).await? else {
         return Ok((Vouched::No(format!("no attempt {} was recorded", req.attempt_id)), None));
     };
     if let Some(why) = same_attempt(&a, req.session_id.as_str(), req.merchant_id.as_str(), req.currency.code()) {

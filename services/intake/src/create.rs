@@ -2,7 +2,7 @@
 //! persist the session, answer, and announce it — all in the message's transaction.
 
 use crate::series;
-use crate::store::{self, SessionExtras};
+use crate::store;
 use base64::Engine;
 use chrono::{DateTime, Duration, Utc};
 use deadpool_postgres::Transaction;
@@ -18,6 +18,7 @@ use ps_contract::{ApiError, ErrorCode};
 use ps_runtime::{Admission, Handled, Handler, HandlerError, Incoming, Outbound};
 use ps_store::attempts;
 use ps_store::idempotency::{self, Claim};
+use ps_store::sessions::{self, SessionExtras};
 use ps_store::Checked;
 use rand::RngCore;
 use serde_json::Value;
@@ -191,7 +192,7 @@ impl CreateHandler {
             mandate_terms: req.mandate_terms.as_ref().map(serde_json::to_value).transpose()?,
             subscription_options: req.subscription_options.as_ref().map(serde_json::to_value).transpose()?,
         };
-        store::insert_session(tx, &session, &extras).await?;
+        sessions::create(tx, &session, &extras).await?;
         if let Some((attempt, key, _)) = &authorize {
             // A saved method's charge: the card stays in the vault whatever this charge does.
             let started = attempts::NewAttempt {

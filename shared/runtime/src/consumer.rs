@@ -174,7 +174,47 @@ pub trait Handler: Send + Sync + 'static {
     /// messages and the `reply_to`; before any record is claimed or replayed.
     fn admit<'a>(&'a self, tx: &'a Transaction<'_>, msg: &'a Incoming) -> BoxFuture<'a, Result<Admission, HandlerError>>;
     fn handle<'a>(&'a self, tx: &'a Transaction<'_>, msg: &'a Incoming) -> BoxFuture<'a, Result<Handled, HandlerError>>;
+
+    /// Whether this handler's work includes a call to another system (the
+    /// gateway's processor). Its messages are then applied in two short
+    /// transactions with the call between them, holding neither a transaction
+    /// nor a pooled connection while it waits: `prepare`, the call, `complete`.
+    /// Never batched. `handle` is not used.
+    fn calls_out(&self) -> bool {
+        false
+    }
+
+    /// After the gate, in a transaction committed before the call: the
+    /// checks, and whatever must be durable before the call is made.
+    fn prepare<'a>(&'a self, _tx: &'a Transaction<'_>, _msg: &'a Incoming) -> BoxFuture<'a, Result<Prepared, HandlerError>> {
+        Box::pin(async { Err(HandlerError::Permanent("this handler makes no calls".into())) })
+    }
+
+    /// After the call, in the transaction that claims the message's record:
+    /// what the call's result changes and sends.
+    fn complete<'a>(
+        &'a self,
+        _tx: &'a Transaction<'_>,
+        _msg: &'a Incoming,
+        _called: Called,
+    ) -> BoxFuture<'a, Result<Handled, HandlerError>> {
+        Box::pin(async { Err(HandlerError::Permanent("this handler makes no calls".into())) })
+    }
 }
+
+/// What a calling handler's `prepare` decided.
+pub enum Prepared {
+    /// Decided from the database alone (a refusal, nothing to do): handled in
+    /// the first transaction, with the message's record, as any other message.
+    Handled(Handled),
+    /// The call, made once the first transaction has committed; what it
+    /// returns goes to `complete`. It owns what it needs: no transaction
+    /// outlives `prepare`.
+    Call(BoxFuture<'static, Result<Called, HandlerError>>),
+}
+
+/// A call's result, handed from the call to `complete` (the handler's own type).
+pub type Called = Box<dyn std::any::Any + Send>;
 
 /// Bodies larger than this are refused unread unless `AMQP_MAX_MESSAGE_BYTES` says otherwise.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1 << 20;
@@ -383,24 +423,89 @@ impl ConsumerContext {
         }
     }
 
-    /// One message in a transaction of its own.
+    /// One message in a transaction of its own (two, around its call, for a
+    /// handler that calls out).
     async fn apply(&self, msg: &Incoming) -> Result<Done, HandlerError> {
-        let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        match self.apply_in(&tx, msg).await {
-            Ok(applied) => {
-                tx.commit().await?;
-                self.committed(false);
-                Ok(applied)
-            }
+        let applied = if self.handler.calls_out() { self.apply_calling(msg).await } else { self.apply_alone(msg).await };
+        match applied {
             Err(e) if !e.is_transient() => {
-                drop(tx);
                 let reason = e.to_string();
                 tracing::error!(%reason, "handler failed permanently; dead-lettering");
                 self.dead_letter_alone(msg, &reason).await
             }
-            Err(e) => Err(e),
+            other => other,
         }
+    }
+
+    async fn apply_alone(&self, msg: &Incoming) -> Result<Done, HandlerError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let applied = self.apply_in(&tx, msg).await?;
+        tx.commit().await?;
+        self.committed(false);
+        Ok(applied)
+    }
+
+    /// A message whose handler calls another system. The first transaction
+    /// runs the gate and the handler's checks and commits what the call needs
+    /// recorded first; the call is made with nothing held; the second
+    /// transaction claims the message's record and keeps the result and what
+    /// it sends. A crash anywhere before the second commit leaves no record,
+    /// so the redelivery goes through all three again: the call is repeated
+    /// under the same key, which the other system answers as before (the
+    /// processor's idempotency key), never acts on twice. A redelivery after
+    /// the second commit finds the record at its claim and sends the kept set.
+    async fn apply_calling(&self, msg: &Incoming) -> Result<Done, HandlerError> {
+        let (key, call) = {
+            let mut client = self.pool.get().await?;
+            let tx = client.transaction().await?;
+            let admission = match self.gate(&tx, msg).await? {
+                Gate::Pass(a) => a,
+                Gate::Refused(h) => {
+                    let done = self.finish(&tx, msg, None, h).await?;
+                    tx.commit().await?;
+                    return Ok(done);
+                }
+            };
+            if matches!(admission, Admission::Idempotent) {
+                // Its sends would have no record to be sent again from across the call.
+                return Err(HandlerError::Permanent("a handler that calls out applies its messages once (Admission::Apply)".into()));
+            }
+            let key = matches!(admission, Admission::Apply).then(|| msg.dedupe_key());
+            if self.fault_panic_on.as_deref() == Some(msg.routing_key.as_str()) {
+                panic!("fault injection: handler panic on {}", msg.routing_key);
+            }
+            match self.handler.prepare(&tx, msg).await? {
+                Prepared::Handled(handled) => {
+                    if let Some(key) = &key {
+                        if let Claim::Duplicate { reply, outgoing } = dedupe::claim(&tx, self.consumer, key).await? {
+                            return self.duplicate(msg, key, reply, outgoing);
+                        }
+                    }
+                    let done = self.finish(&tx, msg, key.as_deref(), handled).await?;
+                    tx.commit().await?;
+                    self.committed(false);
+                    return Ok(done);
+                }
+                Prepared::Call(call) => {
+                    tx.commit().await?;
+                    (key, call)
+                }
+            }
+        };
+        let called = call.await?;
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        if let Some(key) = &key {
+            if let Claim::Duplicate { reply, outgoing } = dedupe::claim(&tx, self.consumer, key).await? {
+                return self.duplicate(msg, key, reply, outgoing);
+            }
+        }
+        let handled = self.handler.complete(&tx, msg, called).await?;
+        let done = self.finish(&tx, msg, key.as_deref(), handled).await?;
+        tx.commit().await?;
+        self.committed(false);
+        Ok(done)
     }
 
     /// A message applied before changes nothing. What it sent goes again,
@@ -739,7 +844,8 @@ pub async fn consume(
     let _running = ctx.health.consumer_running();
     tracing::info!(queue = %ctx.queue, prefetch, "consuming");
     let stopped = stop.clone();
-    let batch = batch.clamp(1, prefetch) as usize;
+    // A calling handler's messages each wait on their own call: never batched.
+    let batch = if ctx.handler.calls_out() { 1 } else { batch.clamp(1, prefetch) as usize };
     let concurrent = (prefetch as usize / batch).max(1);
     consumer
         .take_until(stopped.cancelled_owned())

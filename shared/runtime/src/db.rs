@@ -24,6 +24,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0014_trust", include_str!("../migrations/0014_trust.sql")),
     ("0015_processors", include_str!("../migrations/0015_processors.sql")),
     ("0016_direct", include_str!("../migrations/0016_direct.sql")),
+    ("0017_calls", include_str!("../migrations/0017_calls.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]

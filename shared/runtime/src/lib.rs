@@ -20,5 +20,5 @@ pub mod tls;
 pub mod topology;
 
 pub use config::{Config, ConfigError, Env};
-pub use consumer::{Admission, Handled, Handler, HandlerError};
+pub use consumer::{Admission, Called, Handled, Handler, HandlerError, Prepared};
 pub use message::{Incoming, Outbound};

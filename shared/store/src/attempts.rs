@@ -153,10 +153,11 @@ impl Recorded {
     }
 }
 
-const RECORDED: &str =
+const RECORDED_COLUMNS: &str =
     "SELECT a.id, a.session_id, a.merchant_id, a.amount, a.currency, a.status, a.processor_idempotency_key, a.settlement,
-        a.settlement_requests, a.card_token, a.payment_method_id, a.capture_method, a.keep_card, a.source, a.save_for, m.vault_token
-     FROM payment_attempts a LEFT JOIN payment_methods m ON m.id = a.payment_method_id AND m.merchant_id = a.merchant_id";
+        a.settlement_requests, a.card_token, a.payment_method_id, a.capture_method, a.keep_card, a.source, a.save_for, m.vault_token";
+const RECORDED_FROM: &str =
+    "FROM payment_attempts a LEFT JOIN payment_methods m ON m.id = a.payment_method_id AND m.merchant_id = a.merchant_id";
 
 fn recorded_row(r: &tokio_postgres::Row) -> Result<Recorded, HandlerError> {
     let status: &str = r.get(5);
@@ -188,13 +189,48 @@ fn recorded_row(r: &tokio_postgres::Row) -> Result<Recorded, HandlerError> {
 
 /// The attempt `id`, as recorded.
 pub async fn recorded(tx: &Transaction<'_>, id: &str) -> Result<Option<Recorded>, HandlerError> {
-    let stmt = tx.prepare_cached(&format!("{RECORDED} WHERE a.id = $1")).await?;
+    let stmt = tx.prepare_cached(&format!("{RECORDED_COLUMNS} {RECORDED_FROM} WHERE a.id = $1")).await?;
     tx.query_opt(&stmt, &[&id]).await?.as_ref().map(recorded_row).transpose()
+}
+
+/// The attempt `id` as recorded, for an authorize about to call the
+/// processor: a pending attempt is leased for `lease` (until then lifecycle
+/// does not give up on it), in the same statement. `leased` false with the
+/// status still read as pending means lifecycle gave up on it meanwhile:
+/// read it again.
+pub async fn lease_for_call(tx: &Transaction<'_>, id: &str, lease: Duration) -> Result<Option<Leased>, HandlerError> {
+    let stmt = tx
+        .prepare_cached(&format!(
+            "WITH leased AS (
+                UPDATE payment_attempts SET call_until = now() + $2::float8 * interval '1 second'
+                WHERE id = $1 AND status = 'pending' RETURNING id)
+             {RECORDED_COLUMNS}, EXISTS (SELECT 1 FROM leased) {RECORDED_FROM} WHERE a.id = $1"
+        ))
+        .await?;
+    let row = tx.query_opt(&stmt, &[&id, &lease.as_secs_f64()]).await?;
+    row.as_ref().map(|r| Ok(Leased { attempt: recorded_row(r)?, leased: r.get(16) })).transpose()
+}
+
+/// Ends an authorize's lease early: its call failed and will be made again
+/// (after a pause, as a new lease), and lifecycle may give up on the attempt
+/// meanwhile. A call that answered needs no release: its answer moves the
+/// attempt on.
+pub async fn end_call(pool: &deadpool_postgres::Pool, id: &str) -> Result<(), HandlerError> {
+    let c = pool.get().await?;
+    c.execute(&c.prepare_cached("UPDATE payment_attempts SET call_until = NULL WHERE id = $1").await?, &[&id]).await?;
+    Ok(())
+}
+
+/// An attempt read by `lease_for_call`.
+pub struct Leased {
+    pub attempt: Recorded,
+    /// Whether the call may go ahead: the attempt was pending and is now leased.
+    pub leased: bool,
 }
 
 /// The attempt made under a processor key, as recorded.
 pub async fn recorded_by_key(tx: &Transaction<'_>, key: &str) -> Result<Option<Recorded>, HandlerError> {
-    let stmt = tx.prepare_cached(&format!("{RECORDED} WHERE a.processor_idempotency_key = $1")).await?;
+    let stmt = tx.prepare_cached(&format!("{RECORDED_COLUMNS} {RECORDED_FROM} WHERE a.processor_idempotency_key = $1")).await?;
     tx.query_opt(&stmt, &[&key]).await?.as_ref().map(recorded_row).transpose()
 }
 
@@ -442,18 +478,18 @@ pub async fn unanswered(tx: &Transaction<'_>, after: Duration) -> Result<Vec<(St
 }
 
 /// Stops waiting for the attempt's answer and asks the processor what it did.
-/// From the moment this commits the gateway executes no authorize for it; one
-/// in flight holds the attempt's fence, so it is skipped now and resolved on a
-/// later sweep if its answer does not come. The caller holds the session's lock.
+/// From the moment this commits the gateway executes no authorize for it
+/// (its lease takes only a pending attempt); one whose call may still be in
+/// flight (leased until later than now, or being leased) is skipped now and
+/// resolved on a later sweep if its answer does not come. The caller holds
+/// the session's lock.
 pub async fn abandon(tx: &Transaction<'_>, s: &StoredSession, attempt: &str, after: Duration) -> Result<Option<Outbound>, HandlerError> {
-    if !crate::fence::try_give_up(tx, attempt).await? {
-        return Ok(None);
-    }
     let Some(row) = tx
         .query_opt(
             &tx.prepare_cached(
                 "SELECT id, amount, processor_idempotency_key FROM payment_attempts
              WHERE id = $1 AND status IN ('pending', 'abandoned') AND updated_at <= now() - $2::float8 * interval '1 second'
+               AND (call_until IS NULL OR call_until <= now())
              FOR UPDATE SKIP LOCKED",
             )
             .await?,

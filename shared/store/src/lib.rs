@@ -4,7 +4,6 @@
 pub mod attempts;
 pub mod commands;
 pub mod events;
-pub mod fence;
 pub mod grants;
 pub mod idempotency;
 pub mod mandates;

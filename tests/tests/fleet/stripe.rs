@@ -121,6 +121,35 @@ async fn a_mandate_set_up_at_the_checkout_charges_the_saved_card_off_session() {
     env.finish().await;
 }
 
+/// A processor call holds neither a transaction nor a pooled connection
+/// (DESIGN §5): with a pool of two, six charges wait at Stripe side by side,
+/// and each ends paid, once.
+#[tokio::test]
+async fn charges_wait_at_stripe_side_by_side_without_holding_the_pool() {
+    let mut env = TestEnv::new().await;
+    let f = StripeFleet::start(&mut env, &[("DATABASE_POOL_SIZE", "2")]).await;
+    let first = json!({"type": "first_in_series", "amount": 900, "currency": "ZAR", "customer": {"name": "Bo", "email": "bo@example.com"},
+                       "return_url": "https://gym.example/r"});
+    let s = env.call(Command::create("gym", &first)).await.body;
+    CheckoutClient::new().pay(s["session_url"].as_str().unwrap(), "4242424242424242", false).await;
+    let done = env.event_about("payment_session.completed", s["id"].as_str().unwrap()).await;
+    let mandate = done["data"]["mandate_id"].as_str().expect("a mandate").to_owned();
+    f.proxy.inject_n(axum::http::Method::POST, "/v1/payment_intents/*/confirm", Fault::Delay(Duration::from_secs(4)), 6);
+    let mut charges = vec![];
+    for _ in 0..6 {
+        let next = json!({"type": "next_in_series", "amount": 900, "currency": "ZAR", "mandate_id": mandate});
+        charges.push(env.call(Command::create("gym", &next)).await.body["id"].as_str().unwrap().to_owned());
+    }
+    integration_tests::eventually("six confirmations waiting at Stripe at once", || f.proxy.in_flight() == 6).await;
+    for id in &charges {
+        assert_eq!(env.event_about("payment_session.completed", id).await["data"]["payment_outcome"], "paid");
+    }
+    let intents = f.intents().await;
+    assert_eq!(intents.len(), 7, "one intent a charge: {intents:?}");
+    assert!(intents.iter().all(|pi| pi["status"] == "succeeded"), "{intents:?}");
+    env.finish().await;
+}
+
 #[tokio::test]
 async fn a_decline_is_reported_with_its_code() {
     let mut env = TestEnv::new().await;
