@@ -3,7 +3,7 @@
 //! commit, then publish them (confirmed), then ack (DESIGN §5).
 
 use crate::broker::Publisher;
-use crate::dedupe::{self, Claim};
+use crate::dedupe;
 use crate::members::Members;
 use crate::message::{Incoming, Outbound, OutboundKind};
 use crate::metrics;
@@ -259,6 +259,14 @@ struct Done {
     send: Vec<Outbound>,
 }
 
+/// A message applied inside a transaction, or found applied before.
+enum Applying {
+    Done(Done),
+    /// Its record was there already (written last, so only now known): the
+    /// caller rolls back what this delivery did and answers it as a duplicate.
+    Seen(String),
+}
+
 /// A message the consumer's own checks let through, or their answer.
 enum Gate {
     Pass(Admission),
@@ -350,10 +358,10 @@ impl ConsumerContext {
         Ok(msg.dead_letter(&self.queue, &id, code, reason, msg.body.len() <= self.max_message_bytes))
     }
 
-    /// One message inside `tx` (a transaction, or a batch's savepoint): the
-    /// gate, the dedupe record (for what is applied once), the handler's change,
-    /// its outgoing messages. Commits nothing.
-    async fn apply_in(&self, tx: &Transaction<'_>, msg: &Incoming) -> Result<Done, HandlerError> {
+    /// One message inside `tx` (its own transaction, or a batch's): the
+    /// gate, the handler's change, its outgoing messages, and last the record
+    /// keeping them (for what is applied once). Commits nothing.
+    async fn apply_in(&self, tx: &Transaction<'_>, msg: &Incoming) -> Result<Applying, HandlerError> {
         let admission = match self.gate(tx, msg).await? {
             Gate::Pass(a) => a,
             Gate::Refused(h) => return self.finish(tx, msg, None, h).await,
@@ -363,11 +371,6 @@ impl ConsumerContext {
             Admission::Answer | Admission::Idempotent | Admission::Refused(_) => None,
         };
         let unrecorded_work = matches!(admission, Admission::Idempotent);
-        if let Some(key) = &key {
-            if let Claim::Duplicate { reply, outgoing } = dedupe::claim(tx, self.consumer, key).await? {
-                return self.duplicate(msg, key, reply, outgoing);
-            }
-        }
         if self.fault_panic_on.as_deref() == Some(msg.routing_key.as_str()) {
             panic!("fault injection: handler panic on {}", msg.routing_key);
         }
@@ -382,8 +385,10 @@ impl ConsumerContext {
 
     /// What a handled message sends (and its dead letter), kept with its
     /// record when it has one: its reply to answer a duplicate with, the rest
-    /// to publish again should the ack never happen.
-    async fn finish(&self, tx: &Transaction<'_>, msg: &Incoming, key: Option<&str>, handled: Handled) -> Result<Done, HandlerError> {
+    /// to publish again should the ack never happen. The record is written
+    /// here, last, in one statement; finding it there already means the
+    /// message was applied before (`Seen`).
+    async fn finish(&self, tx: &Transaction<'_>, msg: &Incoming, key: Option<&str>, handled: Handled) -> Result<Applying, HandlerError> {
         let mut out = handled.outbox;
         let dead = handled.dead_letter.is_some();
         if let Some((code, reason)) = handled.dead_letter {
@@ -392,7 +397,7 @@ impl ConsumerContext {
         for m in &mut out {
             crate::telemetry::inject_current(&mut m.headers);
         }
-        if let Some(key) = key.filter(|_| !out.is_empty()) {
+        if let Some(key) = key {
             let reply = match out.iter().find(|m| m.kind == OutboundKind::Reply) {
                 Some(reply) => match serde_json::from_slice::<serde_json::Value>(&reply.body) {
                     // A reply holding a secret is kept sealed, bound to its record's row.
@@ -407,9 +412,29 @@ impl ConsumerContext {
             };
             let rest: Vec<&Outbound> = out.iter().filter(|m| m.kind != OutboundKind::Reply).collect();
             let outgoing = if rest.is_empty() { None } else { Some(self.outbox.store(self.consumer, key, &rest)?) };
-            dedupe::record(tx, self.consumer, key, reply.as_ref(), outgoing.as_ref()).await?;
+            if !dedupe::record(tx, self.consumer, key, reply.as_ref(), outgoing.as_ref()).await? {
+                return Ok(Applying::Seen(key.to_owned()));
+            }
         }
-        Ok(Done { applied: if dead { Applied::DeadLettered } else { Applied::New }, send: out })
+        Ok(Applying::Done(Done { applied: if dead { Applied::DeadLettered } else { Applied::New }, send: out }))
+    }
+
+    /// `tx`'s work committed, or, for a message applied before, rolled back
+    /// and the message answered from its record.
+    async fn conclude(&self, tx: Transaction<'_>, msg: &Incoming, applying: Applying) -> Result<Done, HandlerError> {
+        match applying {
+            Applying::Done(done) => {
+                tx.commit().await?;
+                self.committed(false);
+                Ok(done)
+            }
+            Applying::Seen(key) => {
+                // Read committed: the record its insert met is visible to the next statement.
+                let stored = dedupe::stored(&tx, self.consumer, &key).await?;
+                tx.rollback().await?;
+                self.duplicate(msg, &key, stored.reply, stored.outgoing)
+            }
+        }
     }
 
     /// What follows every commit: the service's own worker told.
@@ -440,21 +465,19 @@ impl ConsumerContext {
     async fn apply_alone(&self, msg: &Incoming) -> Result<Done, HandlerError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        let applied = self.apply_in(&tx, msg).await?;
-        tx.commit().await?;
-        self.committed(false);
-        Ok(applied)
+        let applying = self.apply_in(&tx, msg).await?;
+        self.conclude(tx, msg, applying).await
     }
 
     /// A message whose handler calls another system. The first transaction
     /// runs the gate and the handler's checks and commits what the call needs
     /// recorded first; the call is made with nothing held; the second
-    /// transaction claims the message's record and keeps the result and what
-    /// it sends. A crash anywhere before the second commit leaves no record,
-    /// so the redelivery goes through all three again: the call is repeated
-    /// under the same key, which the other system answers as before (the
+    /// transaction keeps the result, what it sends and, last, the message's
+    /// record. A crash anywhere before the second commit leaves no record, so
+    /// the redelivery goes through all three again: the call is repeated under
+    /// the same key, which the other system answers as before (the
     /// processor's idempotency key), never acts on twice. A redelivery after
-    /// the second commit finds the record at its claim and sends the kept set.
+    /// the second commit finds the record and sends the kept set.
     async fn apply_calling(&self, msg: &Incoming) -> Result<Done, HandlerError> {
         let (key, call) = {
             let mut client = self.pool.get().await?;
@@ -462,9 +485,8 @@ impl ConsumerContext {
             let admission = match self.gate(&tx, msg).await? {
                 Gate::Pass(a) => a,
                 Gate::Refused(h) => {
-                    let done = self.finish(&tx, msg, None, h).await?;
-                    tx.commit().await?;
-                    return Ok(done);
+                    let applying = self.finish(&tx, msg, None, h).await?;
+                    return self.conclude(tx, msg, applying).await;
                 }
             };
             if matches!(admission, Admission::Idempotent) {
@@ -477,15 +499,8 @@ impl ConsumerContext {
             }
             match self.handler.prepare(&tx, msg).await? {
                 Prepared::Handled(handled) => {
-                    if let Some(key) = &key {
-                        if let Claim::Duplicate { reply, outgoing } = dedupe::claim(&tx, self.consumer, key).await? {
-                            return self.duplicate(msg, key, reply, outgoing);
-                        }
-                    }
-                    let done = self.finish(&tx, msg, key.as_deref(), handled).await?;
-                    tx.commit().await?;
-                    self.committed(false);
-                    return Ok(done);
+                    let applying = self.finish(&tx, msg, key.as_deref(), handled).await?;
+                    return self.conclude(tx, msg, applying).await;
                 }
                 Prepared::Call(call) => {
                     tx.commit().await?;
@@ -496,16 +511,9 @@ impl ConsumerContext {
         let called = call.await?;
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        if let Some(key) = &key {
-            if let Claim::Duplicate { reply, outgoing } = dedupe::claim(&tx, self.consumer, key).await? {
-                return self.duplicate(msg, key, reply, outgoing);
-            }
-        }
         let handled = self.handler.complete(&tx, msg, called).await?;
-        let done = self.finish(&tx, msg, key.as_deref(), handled).await?;
-        tx.commit().await?;
-        self.committed(false);
-        Ok(done)
+        let applying = self.finish(&tx, msg, key.as_deref(), handled).await?;
+        self.conclude(tx, msg, applying).await
     }
 
     /// A message applied before changes nothing. What it sent goes again,
@@ -567,7 +575,9 @@ impl ConsumerContext {
                     continue;
                 }
                 match std::panic::AssertUnwindSafe(self.apply_in(&tx, msg)).catch_unwind().await {
-                    Ok(Ok(done)) => applied.push(Some(done)),
+                    Ok(Ok(Applying::Done(done))) => applied.push(Some(done)),
+                    // A duplicate (or a failure) undoes the batch's work: the
+                    // rest go again without it, and it goes alone.
                     _ => {
                         failed = Some(i);
                         break;
@@ -609,29 +619,16 @@ impl ConsumerContext {
     async fn dead_letter_alone(&self, msg: &Incoming, reason: &str) -> Result<Done, HandlerError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        let applied = match self.gate(&tx, msg).await? {
+        let applying = match self.gate(&tx, msg).await? {
             Gate::Refused(h) => self.finish(&tx, msg, None, h).await?,
             Gate::Pass(admission) => {
                 let key = matches!(admission, Admission::Apply).then(|| msg.dedupe_key());
-                let duplicate = match &key {
-                    Some(key) => match dedupe::claim(&tx, self.consumer, key).await? {
-                        Claim::Duplicate { reply, outgoing } => Some(self.duplicate(msg, key, reply, outgoing)?),
-                        Claim::New => None,
-                    },
-                    None => None,
-                };
-                match duplicate {
-                    Some(applied) => applied,
-                    None => {
-                        let mut h = Handled::dead_lettered(ErrorCode::InternalError.as_str(), reason);
-                        h.outbox.extend(msg.reply(&ApiError::internal().to_reply(), false));
-                        self.finish(&tx, msg, key.as_deref(), h).await?
-                    }
-                }
+                let mut h = Handled::dead_lettered(ErrorCode::InternalError.as_str(), reason);
+                h.outbox.extend(msg.reply(&ApiError::internal().to_reply(), false));
+                self.finish(&tx, msg, key.as_deref(), h).await?
             }
         };
-        tx.commit().await?;
-        Ok(applied)
+        self.conclude(tx, msg, applying).await
     }
 
     fn span(&self, msg: &Incoming) -> tracing::Span {

@@ -160,6 +160,25 @@ async fn idempotent_replay_and_reuse() {
     env.finish().await;
 }
 
+/// A message's record is written last (DESIGN §5): a second delivery of a
+/// message id is applied, finds the record and is rolled back. So a second
+/// body under the same message id, even one that would make another session
+/// (its own idempotency key), changes nothing and gets the first reply.
+#[tokio::test]
+async fn a_message_id_seen_before_is_answered_from_its_record_and_its_work_undone() {
+    let mut env = TestEnv::new().await;
+    env.start_intake().await;
+    let first = env.call(Command::create("shop_1", &one_time()).message_id("msg-once")).await;
+    let mut other = one_time();
+    other["amount"] = json!(777);
+    let again = env.call(Command::create("shop_1", &other).message_id("msg-once")).await;
+    assert!(again.replayed, "answered from the record");
+    assert_eq!(again.body, first.body);
+    assert_eq!(env.count("SELECT count(*) FROM payment_sessions").await, 1, "the second delivery's session was rolled back");
+    assert_eq!(env.count("SELECT count(*) FROM idempotency_keys").await, 1, "and its idempotency key with it");
+    env.finish().await;
+}
+
 #[tokio::test]
 async fn twenty_concurrent_duplicates_make_one_session() {
     let mut env = TestEnv::new().await;
