@@ -343,6 +343,19 @@ async fn fleet(n: usize) {
     use integration_tests::bench::{self, Upstream};
     let settings = [("*", "RUST_LOG", "warn"), ("*", "AMQP_PREFETCH", "64"), ("*", "DATABASE_POOL_SIZE", "16")];
     let fleet = integration_tests::faults::Fleet::start_with(10, &settings, false, integration_tests::faults::Processor::Sandbox).await;
+    // BENCH_REPLICAS=session-intake:2,payment-gateway:2 runs that many of each, as an SRE scales a worker.
+    let replicas = std::env::var("BENCH_REPLICAS").unwrap_or_default();
+    for spec in replicas.split(',').filter(|s| !s.is_empty()) {
+        let (name, n) = spec.split_once(':').unwrap_or_else(|| panic!("BENCH_REPLICAS takes service:count, not {spec:?}"));
+        let name = integration_tests::faults::SERVICES
+            .iter()
+            .find(|s| **s == name)
+            .unwrap_or_else(|| panic!("BENCH_REPLICAS: {name:?} is not one of {:?}", integration_tests::faults::SERVICES));
+        let n: usize = n.parse().unwrap_or_else(|_| panic!("BENCH_REPLICAS: {n:?} is not a count"));
+        for _ in 1..n {
+            fleet.add_replica(name).await;
+        }
+    }
     let mandates = bench::mandates(&fleet, 100).await;
     let upstream = Upstream::connect(&fleet).await;
     let pids = fleet.pids();
@@ -392,8 +405,12 @@ async fn fleet(n: usize) {
     let raw_batched = bench::raw_pipeline(&fleet, 20_000, 4, 64, 16).await;
 
     println!(
-        "fleet: {} next_in_series sessions, command → completed, as fast as possible: {:.0} sessions/s over {:.0} s (slowest 10 s: {:.0}/s)",
-        max.sessions, max.per_second, max.seconds, max.sustained_per_second
+        "fleet{}: {} next_in_series sessions, command → completed, as fast as possible: {:.0} sessions/s over {:.0} s (slowest 10 s: {:.0}/s)",
+        if replicas.is_empty() { String::new() } else { format!(" (replicas {replicas})") },
+        max.sessions,
+        max.per_second,
+        max.seconds,
+        max.sustained_per_second
     );
     println!("  raw pipeline, 4 durable hops, one message per transaction: {raw:.0} messages/s; fleet ÷ raw = {:.3}", max.per_second / raw);
     println!(
@@ -420,6 +437,12 @@ async fn fleet(n: usize) {
     let peak = peak.lock().unwrap().clone();
     for (i, (name, rss, _)) in idle.iter().enumerate() {
         println!("  {name}: RSS {rss:.0} MiB idle, {:.0} MiB peak; CPU {:.0} % of a core at max rate", peak[i], cpu[i]);
+    }
+    if !replicas.is_empty() {
+        // A scaling run is compared by hand with the plain one; it does not replace its record.
+        println!("  (BENCH_REPLICAS set: docs/bench not written)");
+        fleet.finish();
+        return;
     }
     let summary = json!({"max": max, "paced": paced, "raw_per_second": raw, "ratio": max.per_second / raw,
         "raw_batched_per_second": raw_batched, "ratio_batched": max.per_second / raw_batched,

@@ -288,6 +288,24 @@ impl Fleet {
         "stripe_ledger"
     }
 
+    /// Another replica of `name`, as an SRE scales a worker: the same
+    /// settings, its own health port (and its own vault port, for a gateway:
+    /// the checkout keeps using the first). Ready when this returns.
+    pub async fn add_replica(&self, name: &'static str) {
+        let (vars, replica) = {
+            let procs = self.procs.lock().unwrap();
+            let first = procs.iter().find(|p| p.name == name).unwrap_or_else(|| panic!("no {name} in the fleet"));
+            (first.env.clone(), procs.iter().filter(|p| p.name == name).count())
+        };
+        let health: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mut vars: Vec<(String, String)> = vars.into_iter().filter(|(k, _)| k != "HEALTH_ADDR" && k != "VAULT_ADDR").collect();
+        vars.push(("HEALTH_ADDR".into(), health.to_string()));
+        vars.push(("VAULT_ADDR".into(), format!("127.0.0.1:{}", free_port())));
+        let child = self.spawn(name, &vars, 100 + replica as u32);
+        self.procs.lock().unwrap().push(Proc { name, env: vars, health, child });
+        self.wait_ready().await;
+    }
+
     /// SIGKILL, as the OOM killer or a node failure does it, then start it again.
     pub fn kill_and_restart(&self, name: &str, generation: u32) {
         let mut procs = self.procs.lock().unwrap();
