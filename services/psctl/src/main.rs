@@ -14,6 +14,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 mod dlq;
+mod keys;
 mod out;
 mod reads;
 mod secrets;
@@ -201,6 +202,11 @@ enum Cmd {
         #[command(subcommand)]
         action: MerchantsCmd,
     },
+    /// The HTTP API's keys: create (printed once), revoke, list.
+    Keys {
+        #[command(subcommand)]
+        action: keys::KeysCmd,
+    },
     /// Secrets at rest: webhook signing secrets, card numbers, replies that carry a secret.
     Secrets {
         #[command(subcommand)]
@@ -382,6 +388,7 @@ async fn run(cmd: Cmd, ctx: &Ctx) -> Result<()> {
                 }
             }
         }
+        Cmd::Keys { action } => keys::run(action, &ctx.db().await?, &ctx.out).await?,
         Cmd::Secrets { action: SecretsCmd::Rewrap } => {
             let keys = config.require_secret_keys()?;
             let pool = db::pool(config.database_url.expose(), 1, &config.trust)?;

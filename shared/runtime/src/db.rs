@@ -25,6 +25,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0015_processors", include_str!("../migrations/0015_processors.sql")),
     ("0016_direct", include_str!("../migrations/0016_direct.sql")),
     ("0017_calls", include_str!("../migrations/0017_calls.sql")),
+    ("0018_api_keys", include_str!("../migrations/0018_api_keys.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -1,6 +1,7 @@
 //! Storage shared by the services that write payment sessions, and the events
 //! they emit about them.
 
+pub mod api_keys;
 pub mod attempts;
 pub mod commands;
 pub mod events;
