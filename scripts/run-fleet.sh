@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${CARGO_TARGET_DIR:-target}/debug
 
-services=(session-intake payment-gateway session-lifecycle checkout webhook-dispatch charge-scheduler)
+services=(session-intake payment-gateway session-lifecycle checkout webhook-dispatch charge-scheduler payments-api)
 pids=()
 # Local mode: webhook receivers on this machine (plain http, loopback) are allowed.
 export WEBHOOK_LOCAL_MODE=${WEBHOOK_LOCAL_MODE:-true}
@@ -53,4 +53,5 @@ for s in "${services[@]}"; do
     pids+=($!)
 done
 echo "fleet: running ${services[*]}; Ctrl-C stops" >&2
+echo "fleet: the HTTP API is on http://127.0.0.1:8081 (a key: target/debug/psctl keys create --merchant shop --mode test)" >&2
 wait

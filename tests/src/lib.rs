@@ -459,6 +459,19 @@ impl TestEnv {
         url
     }
 
+    /// Starts payments-api (the HTTP API); returns its base URL.
+    pub async fn start_api(&mut self, overrides: &[(&'static str, &str)]) -> String {
+        let stop = CancellationToken::new();
+        let mut all = vec![("API_ADDR", "127.0.0.1:0")];
+        all.extend_from_slice(overrides);
+        let config = payments_api::ApiConfig::from_env(&self.env_with(&all)).unwrap();
+        let running = payments_api::start(config, stop.clone()).await.expect("payments-api starts");
+        let url = format!("http://{}", running.addr);
+        self.stops.push(stop);
+        self.running.push(running.service);
+        url
+    }
+
     /// Starts webhook-dispatch in local mode (plain http, loopback receivers) unless `overrides` says otherwise.
     pub async fn start_webhooks(&mut self, overrides: &[(&'static str, &str)]) {
         let stop = CancellationToken::new();

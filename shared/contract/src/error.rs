@@ -10,6 +10,10 @@ use std::fmt;
 pub enum ErrorType {
     InvalidRequestError,
     IdempotencyError,
+    /// The HTTP API's key is missing, unknown, revoked or of the other mode.
+    AuthenticationError,
+    /// The HTTP API's key sent more than its rate.
+    RateLimitError,
     ApiError,
 }
 
@@ -110,8 +114,84 @@ error_codes! {
     DuplicateCharge => "duplicate_charge", InvalidRequestError;
     // Identity (DESIGN §10).
     MerchantNotAuthorized => "merchant_not_authorized", InvalidRequestError;
+    // The HTTP API (DESIGN §12).
+    InvalidApiKey => "invalid_api_key", AuthenticationError;
+    RateLimited => "rate_limited", RateLimitError;
     // Ours.
     InternalError => "internal_error", ApiError;
+}
+
+impl ErrorCode {
+    /// The HTTP status the API answers this error with (DESIGN §12): 404 for
+    /// an object named in the path that is not the merchant's, 409 for a
+    /// conflict with the object's state or an idempotency key's first use, 422
+    /// for a well-formed request the rules refuse (a mandate's limits), 413
+    /// for a body over the limit, 403 for a merchant the API may not act for,
+    /// 500 for ours, 400 for every other fault in the request.
+    pub fn http_status(self) -> u16 {
+        use ErrorCode::*;
+        match self {
+            SessionNotFound | RefundNotFound | WebhookEndpointNotFound | EventNotFound | ScheduleNotFound => 404,
+            IdempotencyKeyReused | SessionNotActive | PaymentProcessing | IllegalTransition | ScheduleNotActive => 409,
+            PaymentMethodHasNoMandate
+            | PaymentMethodExpired
+            | MandateCustomerMismatch
+            | MandateRevoked
+            | MandateNotYetValid
+            | MandateExpired
+            | MandateCurrencyMismatch
+            | AmountOutOfMandateRange
+            | MandateMaxOccurrencesReached
+            | MandateTotalAmountExceeded
+            | ChargeTooEarly
+            | PaymentNotRefundable
+            | ChargeAlreadyRefunded
+            | WebhookEndpointLimitReached
+            | TooManyCharges
+            | DuplicateCharge => 422,
+            MessageTooLarge => 413,
+            InvalidApiKey => 401,
+            RateLimited => 429,
+            MerchantNotAuthorized => 403,
+            InternalError => 500,
+            InvalidJson
+            | BodyNotObject
+            | MerchantIdMissing
+            | MerchantIdInvalid
+            | IdempotencyKeyMissing
+            | IdempotencyKeyInvalid
+            | UnknownCommand
+            | ParameterMissing
+            | ParameterUnknown
+            | ParameterNotAllowedForType
+            | ParameterInvalidType
+            | ParameterInvalidEmpty
+            | ParameterInvalidInteger
+            | ParameterInvalidValue
+            | ParameterConflict
+            | SessionTypeInvalid
+            | AmountTooSmall
+            | AmountTooLarge
+            | CurrencyInvalid
+            | StringTooLong
+            | StringInvalidCharacters
+            | EmailInvalid
+            | UrlInvalid
+            | IdInvalid
+            | MetadataInvalid
+            | ExpiresInOutOfRange
+            | DateInvalid
+            | ValidityPeriodInvalid
+            | MandateAmountRangeInvalid
+            | RecurrenceInvalid
+            | CaptureMethodNotAllowed
+            | CustomerNotFound
+            | PaymentMethodNotFound
+            | MandateNotFound
+            | WebhookUrlNotAllowed
+            | EnabledEventsInvalid => 400,
+        }
+    }
 }
 
 #[cfg(feature = "schema")]

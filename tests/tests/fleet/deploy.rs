@@ -463,3 +463,31 @@ async fn delivery_limits_come_from_a_policy_and_change_without_redeclaring() {
 fn regex_escape(s: &str) -> String {
     s.chars().flat_map(|c| if c == '.' { vec!['\\', '.'] } else { vec![c] }).collect()
 }
+
+/// payments-api as deployed: its own broker user (definitions.json's
+/// `ps-api`: publish commands, nothing else), acting only for the merchants
+/// that user is granted, whatever key a client holds.
+#[tokio::test]
+async fn the_api_publishes_as_its_own_broker_user_for_the_merchants_it_is_granted() {
+    let mut env = TestEnv::in_vhost().await;
+    let users = BrokerUsers::create(env.vhost.as_deref().unwrap());
+    env.start_intake_with(&[("AMQP_URL", &users.url("ps-intake"))]).await;
+    let api = env.start_api(&[("AMQP_URL", &users.url("ps-api"))]).await;
+    env.psctl(&["merchants", "grant", &users.name("ps-api"), "shop"]);
+    let shop = env.psctl(&["keys", "create", "--merchant", "shop", "--mode", "test"]).trim().to_owned();
+    let cafe = env.psctl(&["keys", "create", "--merchant", "cafe", "--mode", "test"]).trim().to_owned();
+    let body = json!({"type": "one_time", "amount": 700, "currency": "ZAR", "return_url": "https://shop.example/r"});
+    let http = reqwest::Client::new();
+    let post = |key: &str, idem: &str| {
+        http.post(format!("{api}/collect/payment_sessions")).bearer_auth(key).header("idempotency-key", idem).json(&body).send()
+    };
+    let r = post(&shop, "a").await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["object"], "payment_session");
+    // A valid key for a merchant the API's broker user is not granted: refused by intake, as from any upstream.
+    let r = post(&cafe, "b").await.unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["error"]["code"], "merchant_not_authorized");
+    assert_eq!(env.count("SELECT count(*) FROM payment_sessions").await, 1);
+    env.finish().await;
+}

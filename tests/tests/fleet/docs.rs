@@ -16,6 +16,7 @@ fn table() -> String {
         listing(&session_lifecycle::MANUAL, session_lifecycle::LifecycleConfig::from_env),
         listing(&charge_scheduler::MANUAL, charge_scheduler::SchedulerConfig::from_env),
         listing(&webhook_dispatch::MANUAL, webhook_dispatch::WebhookConfig::from_env),
+        listing(&payments_api::MANUAL, payments_api::ApiConfig::from_env),
     ];
     let mut out = String::from(
         "# Configuration\n\n\
@@ -76,7 +77,16 @@ fn every_variable_a_service_reads_is_described() {
 fn every_binary_answers_help_and_version_without_starting() {
     // No broker or database is reachable at these addresses: a binary that
     // started anyway would fail or hang, not print and exit 0.
-    for bin in ["session-intake", "checkout", "payment-gateway", "session-lifecycle", "charge-scheduler", "webhook-dispatch", "psctl"] {
+    for bin in [
+        "session-intake",
+        "checkout",
+        "payment-gateway",
+        "session-lifecycle",
+        "charge-scheduler",
+        "webhook-dispatch",
+        "payments-api",
+        "psctl",
+    ] {
         for (arg, expect) in [("--help", "AMQP_URL"), ("--version", "0.1.0")] {
             let out = std::process::Command::new(binary_path(bin))
                 .arg(arg)

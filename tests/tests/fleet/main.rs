@@ -1,5 +1,6 @@
 //! The fleet's integration suite: real binaries' code, real RabbitMQ, real PostgreSQL.
 
+mod api;
 mod api_keys;
 mod authentication;
 mod batches;
