@@ -15,7 +15,7 @@ COPY . .
 RUN cargo chef prepare --recipe-path recipe.json
 
 FROM chef AS builder
-ENV PACKAGES="-p session-intake -p checkout -p payment-gateway -p session-lifecycle -p charge-scheduler -p webhook-dispatch -p psctl"
+ENV PACKAGES="-p session-intake -p checkout -p payment-gateway -p session-lifecycle -p charge-scheduler -p webhook-dispatch -p payments-api -p psctl"
 COPY --from=planner /src/recipe.json recipe.json
 RUN cargo chef cook --release --locked --recipe-path recipe.json $PACKAGES
 COPY . .
@@ -23,7 +23,7 @@ RUN cargo build --release --locked $PACKAGES --bins \
  && mkdir /out \
  && cp target/release/session-intake target/release/checkout target/release/payment-gateway \
        target/release/session-lifecycle target/release/charge-scheduler target/release/webhook-dispatch \
-       target/release/psctl /out/
+       target/release/payments-api target/release/psctl /out/
 
 FROM debian:bookworm-slim AS runtime
 # CA roots for amqps, PostgreSQL TLS and https webhooks; nothing else.

@@ -19,7 +19,8 @@ BEGIN
         ('ps_gateway',   'payment-gateway',   ARRAY['payment_sessions.gateway']),
         ('ps_lifecycle', 'session-lifecycle', ARRAY['payment_sessions.lifecycle']),
         ('ps_webhooks',  'webhook-dispatch',  ARRAY['payment_sessions.webhooks.events', 'payment_sessions.webhooks.commands']),
-        ('ps_scheduler', 'charge-scheduler',  ARRAY['payment_sessions.scheduler', 'payment_sessions.scheduler.replies'])
+        ('ps_scheduler', 'charge-scheduler',  ARRAY['payment_sessions.scheduler', 'payment_sessions.scheduler.replies']),
+        ('ps_api',       'payments-api',      ARRAY[]::text[])
     ) AS t (role, service, queues) LOOP
         IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r.role) THEN
             EXECUTE format('CREATE ROLE %I LOGIN', r.role);
@@ -120,3 +121,7 @@ GRANT SELECT, INSERT, UPDATE ON schedules, schedule_runs, schedule_triggers, sch
 GRANT SELECT ON mandates, payment_methods, payment_sessions TO ps_scheduler;
 -- Checking a charge locks its mandate (SELECT … FOR UPDATE), which needs an UPDATE grant on some column.
 GRANT UPDATE (updated_at) ON mandates TO ps_scheduler;
+
+-- payments-api: who a key is (its id and hash, never the key). Everything else it
+-- does is a command, checked by the service that owns it.
+GRANT SELECT ON api_keys TO ps_api;

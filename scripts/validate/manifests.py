@@ -15,7 +15,7 @@ import sys
 import jsonschema
 import yaml
 
-CORE_GROUPS = ("v1", "apps/v1", "batch/v1", "policy/v1", "networking.k8s.io/v1")
+CORE_GROUPS = ("v1", "apps/v1", "batch/v1", "policy/v1", "networking.k8s.io/v1", "autoscaling/v2")
 
 RABBITMQ = {
     ("rabbitmq.com/v1beta1", "RabbitmqCluster"): {

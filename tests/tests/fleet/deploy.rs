@@ -5,7 +5,7 @@ use integration_tests::{admin_database_url, rabbitmqctl, seed_mandate_with_card,
 use serde_json::json;
 use std::time::Duration;
 
-const ROLES: [&str; 6] = ["ps_intake", "ps_checkout", "ps_gateway", "ps_lifecycle", "ps_webhooks", "ps_scheduler"];
+const ROLES: [&str; 7] = ["ps_intake", "ps_checkout", "ps_gateway", "ps_lifecycle", "ps_webhooks", "ps_scheduler", "ps_api"];
 
 #[tokio::test]
 async fn the_fleet_runs_with_only_the_grants_of_its_roles() {
@@ -16,7 +16,7 @@ async fn the_fleet_runs_with_only_the_grants_of_its_roles() {
     let url_as = |role: &str| env.database_url.replacen("postgres@", &format!("{role}@"), 1);
     let (intake, checkout_db, gateway, lifecycle, webhooks) =
         (url_as("ps_intake"), url_as("ps_checkout"), url_as("ps_gateway"), url_as("ps_lifecycle"), url_as("ps_webhooks"));
-    let scheduler = url_as("ps_scheduler");
+    let (scheduler, api_db) = (url_as("ps_scheduler"), url_as("ps_api"));
     let no_migrate = ("DATABASE_MIGRATE", "false");
     env.start_gateway(&[("DATABASE_URL", &gateway), no_migrate]).await;
     env.start_lifecycle(&[("DATABASE_URL", &lifecycle), no_migrate]).await;
@@ -46,6 +46,24 @@ async fn the_fleet_runs_with_only_the_grants_of_its_roles() {
     let r =
         env.call(Command::new("refund.create", &refund).header("merchant-id", "shop_1").header("idempotency-key", "roles-refund")).await;
     assert_eq!(env.event_about("refund.succeeded", r.body["id"].as_str().unwrap()).await["data"]["amount"], 40, "{}", r.body);
+
+    // payments-api reads keys and nothing else; the rest is a command.
+    let api = env.start_api(&[("DATABASE_URL", &api_db), no_migrate]).await;
+    let key = env.psctl(&["keys", "create", "--merchant", "shop_1", "--mode", "test"]).trim().to_owned();
+    let over_http = reqwest::Client::new()
+        .post(format!("{api}/collect/payment_sessions"))
+        .bearer_auth(&key)
+        .header("idempotency-key", "roles-http")
+        .json(&json!({"type": "one_time", "amount": 300, "currency": "ZAR", "return_url": "https://x.example/r"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(over_http.status().as_u16(), 200);
+    let (api_client, conn) = tokio_postgres::connect(&api_db, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let refused = api_client.query("SELECT * FROM payment_sessions LIMIT 1", &[]).await.unwrap_err();
+    assert_eq!(refused.code(), Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE), "{refused:?}");
+    drop(api_client);
 
     let fis = json!({"type": "first_in_series", "amount": 100, "currency": "ZAR", "customer": {"name": "B", "email": "b@example.com"},
                      "return_url": "https://x.example/r", "subscription_options": {"recurrence": {"type": "monthly", "interval_count": 1}}});
