@@ -167,6 +167,33 @@ fn request_id() -> String {
     format!("req_{}", uuid::Uuid::now_v7().simple())
 }
 
+/// Whether a route changes anything: a mutation needs its `Idempotency-Key`.
+#[derive(Clone, Copy)]
+enum Kind {
+    Read,
+    Mutation,
+}
+
+impl AppState {
+    /// One request: its key authenticated (401 and 429 first), its
+    /// `Idempotency-Key` if it is a mutation, then its command.
+    async fn serve(&self, headers: &HeaderMap, routing_key: &str, kind: Kind, body: &[u8]) -> Response {
+        let rid = request_id();
+        let merchant = match self.authenticate(headers, &rid).await {
+            Gate::Proceed(m) => m,
+            Gate::Answered(r) => return r,
+        };
+        let key = match kind {
+            Kind::Read => None,
+            Kind::Mutation => match idempotency_key(headers) {
+                Ok(k) => Some(k),
+                Err(e) => return error(&rid, StatusCode::BAD_REQUEST, &e),
+            },
+        };
+        self.command(&rid, routing_key, &merchant, key, body).await
+    }
+}
+
 /// Mutations carry an `Idempotency-Key` (Moment requires it): a retry with
 /// the same key is answered with the first answer, never applied twice.
 fn idempotency_key(headers: &HeaderMap) -> Result<&str, ApiError> {
@@ -180,50 +207,22 @@ fn idempotency_key(headers: &HeaderMap) -> Result<&str, ApiError> {
 }
 
 async fn create_session(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let rid = request_id();
-    let merchant = match s.authenticate(&headers, &rid).await {
-        Gate::Proceed(m) => m,
-        Gate::Answered(r) => return r,
-    };
-    let key = match idempotency_key(&headers) {
-        Ok(k) => k,
-        Err(e) => return error(&rid, StatusCode::BAD_REQUEST, &e),
-    };
-    s.command(&rid, command::SESSION_CREATE, &merchant, Some(key), &body).await
+    s.serve(&headers, command::SESSION_CREATE, Kind::Mutation, &body).await
 }
 
 async fn retrieve_session(State(s): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    let rid = request_id();
-    let merchant = match s.authenticate(&headers, &rid).await {
-        Gate::Proceed(m) => m,
-        Gate::Answered(r) => return r,
-    };
     let body = json!({"payment_session_id": id}).to_string();
-    s.command(&rid, command::SESSION_RETRIEVE, &merchant, None, body.as_bytes()).await
+    s.serve(&headers, command::SESSION_RETRIEVE, Kind::Read, body.as_bytes()).await
 }
 
 async fn cancel_session(State(s): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    let rid = request_id();
-    let merchant = match s.authenticate(&headers, &rid).await {
-        Gate::Proceed(m) => m,
-        Gate::Answered(r) => return r,
-    };
-    let key = match idempotency_key(&headers) {
-        Ok(k) => k,
-        Err(e) => return error(&rid, StatusCode::BAD_REQUEST, &e),
-    };
     let body = json!({"payment_session_id": id}).to_string();
-    s.command(&rid, command::SESSION_CANCEL, &merchant, Some(key), body.as_bytes()).await
+    s.serve(&headers, command::SESSION_CANCEL, Kind::Mutation, body.as_bytes()).await
 }
 
 /// The list's filters from the query string, as the command's body: `limit`
 /// as a number when it is one (anything else is the command's to refuse).
 async fn list_sessions(State(s): State<AppState>, headers: HeaderMap, Query(q): Query<BTreeMap<String, String>>) -> Response {
-    let rid = request_id();
-    let merchant = match s.authenticate(&headers, &rid).await {
-        Gate::Proceed(m) => m,
-        Gate::Answered(r) => return r,
-    };
     let body: serde_json::Map<String, Value> = q
         .into_iter()
         .map(|(k, v)| {
@@ -234,5 +233,5 @@ async fn list_sessions(State(s): State<AppState>, headers: HeaderMap, Query(q): 
             (k, v)
         })
         .collect();
-    s.command(&rid, command::SESSION_LIST, &merchant, None, Value::Object(body).to_string().as_bytes()).await
+    s.serve(&headers, command::SESSION_LIST, Kind::Read, Value::Object(body).to_string().as_bytes()).await
 }

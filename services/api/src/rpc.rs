@@ -4,8 +4,7 @@
 
 use futures::StreamExt;
 use lapin::options::{BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions};
-use lapin::protocol::BasicProperties;
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::types::{FieldTable, ShortString};
 use lapin::{Channel, Confirmation, Connection};
 use ps_contract::ids::MerchantId;
 use ps_contract::routing::{exchange, header};
@@ -13,6 +12,7 @@ use ps_contract::secret::SecretUrl;
 use ps_runtime::message::header_str;
 use ps_runtime::tls::Trust;
 use ps_runtime::topology::Names;
+use ps_runtime::Outbound;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -119,25 +119,11 @@ impl Rpc {
         request_id: &str,
     ) -> Result<Reply, RpcError> {
         let link = self.link().await?;
-        let mut headers = FieldTable::default();
-        headers.insert(header::MERCHANT_ID.into(), AMQPValue::LongString(LongString::from(merchant.as_str())));
-        if let Some(key) = idempotency_key {
-            headers.insert(header::IDEMPOTENCY_KEY.into(), AMQPValue::LongString(LongString::from(key)));
-        }
-        let mut trace = serde_json::Map::new();
-        ps_runtime::telemetry::inject_current(&mut trace);
-        for (k, v) in trace {
-            if let Some(v) = v.as_str() {
-                headers.insert(k.as_str().into(), AMQPValue::LongString(LongString::from(v)));
-            }
-        }
-        let mut props = BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_content_type("application/json".into())
-            .with_message_id(request_id.into())
-            .with_correlation_id(request_id.into())
-            .with_reply_to(DIRECT_REPLY_TO.into())
-            .with_headers(headers);
+        let mut msg = Outbound::command(routing_key, merchant.as_str(), idempotency_key, body.to_vec()).with_message_id(request_id);
+        msg.correlation_id = Some(request_id.to_owned());
+        msg.reply_to = Some(DIRECT_REPLY_TO.to_owned());
+        ps_runtime::telemetry::inject_current(&mut msg.headers);
+        let mut props = msg.properties();
         // The fleet trusts a merchant-id only from a broker user granted it; RabbitMQ vouches for user_id.
         if let Some(user) = &self.user {
             props = props.with_user_id(user.as_str().into());
@@ -153,7 +139,7 @@ impl Rpc {
                     ShortString::from(self.exchange.as_str()),
                     ShortString::from(routing_key),
                     BasicPublishOptions { mandatory: true, ..Default::default() },
-                    body,
+                    &msg.body,
                     props,
                 )
                 .await?

@@ -2,13 +2,12 @@
 
 use futures::StreamExt;
 use lapin::options::{BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
-use lapin::protocol::BasicProperties;
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::types::{FieldTable, ShortString};
 use lapin::{Channel, Confirmation, Connection};
 use ps_contract::routing::{exchange, header};
 use ps_runtime::message::header_str;
 use ps_runtime::topology::Names;
-use ps_runtime::{broker, Config};
+use ps_runtime::{broker, Config, Outbound};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -66,30 +65,23 @@ impl Sender {
 
     /// Publishes `body` as `routing_key` for `merchant` and waits for its reply.
     pub async fn send(&mut self, routing_key: &str, merchant: &str, body: &[u8], idempotency_key: Option<&str>) -> Result<Reply> {
-        let mut headers = FieldTable::default();
-        headers.insert(header::MERCHANT_ID.into(), AMQPValue::LongString(LongString::from(merchant)));
         let key = idempotency_key.map(str::to_owned).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        headers.insert(header::IDEMPOTENCY_KEY.into(), AMQPValue::LongString(LongString::from(key.as_str())));
         let corr = uuid::Uuid::new_v4().to_string();
-        let props = BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_content_type("application/json".into())
-            .with_message_id(uuid::Uuid::now_v7().to_string().as_str().into())
-            .with_correlation_id(corr.as_str().into())
-            .with_reply_to(self.reply_queue.clone())
-            .with_headers(headers);
+        let mut msg = Outbound::command(routing_key, merchant, Some(&key), body.to_vec()).with_message_id(uuid::Uuid::now_v7().to_string());
+        msg.correlation_id = Some(corr.clone());
+        msg.reply_to = Some(self.reply_queue.to_string());
+        let mut props = msg.properties();
         // The fleet trusts a merchant-id only from a user granted it; RabbitMQ vouches for user_id.
-        let props = match &self.user {
-            Some(user) => props.with_user_id(user.as_str().into()),
-            None => props,
-        };
+        if let Some(user) = &self.user {
+            props = props.with_user_id(user.as_str().into());
+        }
         let confirm = self
             .ch
             .basic_publish(
                 ShortString::from(self.exchange.as_str()),
                 ShortString::from(routing_key),
                 BasicPublishOptions { mandatory: true, ..Default::default() },
-                body,
+                &msg.body,
                 props,
             )
             .await?

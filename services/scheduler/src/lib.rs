@@ -4,6 +4,7 @@
 
 pub mod clock;
 mod commands;
+mod ended;
 mod metrics;
 mod outcomes;
 mod runs;

@@ -3,6 +3,7 @@
 //! A reply and a completion may come in either order: both take an advisory
 //! lock on the session, and the later of the two finds what the earlier left.
 
+use crate::ended::{lock_session, stored_end, Ended};
 use crate::schedules::{self, Row};
 use crate::{triggers, Ctx};
 use chrono::{DateTime, DurationRound, Utc};
@@ -10,46 +11,13 @@ use deadpool_postgres::Transaction;
 use ps_contract::create::SubscriptionOptions;
 use ps_contract::events::EventType;
 use ps_contract::ids::{MerchantId, ScheduleId};
-use ps_contract::lifecycle::{PaymentOutcome, SessionType, Status};
+use ps_contract::lifecycle::{PaymentOutcome, SessionType};
 use ps_contract::mandate::{MandateAmount, MandateType};
 use ps_contract::routing::header;
 use ps_contract::schedule::{first_cycle_from, retryable_decline, ScheduleStatus};
 use ps_contract::session::PaymentSession;
 use ps_runtime::{Handled, HandlerError, Incoming, Outbound};
 use serde_json::Value;
-
-/// How a session the scheduler asked for ended.
-pub struct Ended {
-    pub paid: bool,
-    pub outcome: PaymentOutcome,
-    pub decline_code: Option<String>,
-}
-
-impl Ended {
-    fn of(status: Status, outcome: PaymentOutcome, decline_code: Option<String>) -> Option<Ended> {
-        (status == Status::Completed).then_some(Ended {
-            paid: matches!(outcome, PaymentOutcome::Paid | PaymentOutcome::Reserved),
-            outcome,
-            decline_code,
-        })
-    }
-}
-
-pub(crate) async fn lock_session(tx: &Transaction<'_>, session: &str) -> Result<(), HandlerError> {
-    tx.execute("SELECT pg_advisory_xact_lock(hashtext('ps-session:' || $1))", &[&session]).await?;
-    Ok(())
-}
-
-/// The session's end as lifecycle recorded it, if it has ended.
-pub(crate) async fn stored_end(tx: &Transaction<'_>, session: &str) -> Result<Option<Ended>, HandlerError> {
-    let row = tx.query_opt("SELECT status, payment_outcome, last_payment_error FROM payment_sessions WHERE id = $1", &[&session]).await?;
-    Ok(row.and_then(|r| {
-        let status = Status::parse(r.get(0))?;
-        let outcome = PaymentOutcome::parse(r.get(1))?;
-        let decline = r.get::<_, Option<Value>>(2).and_then(|e| e["decline_code"].as_str().map(str::to_owned));
-        Ended::of(status, outcome, decline)
-    }))
-}
 
 fn malformed(why: String) -> Handled {
     tracing::error!(reason = %why, "scheduler cannot use this message");

@@ -7,7 +7,7 @@ use ps_contract::events::EventType;
 use ps_contract::ids::{CustomerId, MandateId, MerchantId, PaymentMethodId, ScheduleId, SessionId};
 use ps_contract::mandate::{MandateTerms, Recurrence};
 use ps_contract::money::Currency;
-use ps_contract::routing::{command, exchange, header};
+use ps_contract::routing::command;
 use ps_contract::schedule::{due_date, Schedule, ScheduleStatus};
 use ps_runtime::{HandlerError, Outbound};
 use ps_store::events::event;
@@ -227,10 +227,8 @@ pub async fn mandate_terms(tx: &Transaction<'_>, mandate: &MandateId) -> Result<
 pub fn run_command(ctx: &Ctx, s: &Row) -> Outbound {
     let key = format!("schedule:{}:{}:{}", s.id, s.next_cycle, s.retries);
     let body = json!({"type": "next_in_series", "amount": s.amount, "currency": s.currency.code(), "mandate_id": s.mandate_id});
-    let mut out = Outbound::json(exchange::COMMANDS, command::SESSION_CREATE, &body)
-        .with_message_id(key.clone())
-        .with_header(header::MERCHANT_ID, s.merchant_id.as_str())
-        .with_header(header::IDEMPOTENCY_KEY, key);
+    let mut out = Outbound::command(command::SESSION_CREATE, s.merchant_id.as_str(), Some(&key), body.to_string().into_bytes())
+        .with_message_id(key.clone());
     out.correlation_id = Some(format!("run:{}:{}:{}", s.id, s.next_cycle, s.retries));
     out.reply_to = Some(ctx.replies_queue.clone());
     out

@@ -4,7 +4,7 @@
 //! `schedule_trigger.completed` event sums them up once every session has ended.
 //! The tables `schedule_triggers` and `schedule_trigger_items` are this module's.
 
-use crate::outcomes::{lock_session, stored_end, Ended};
+use crate::ended::{lock_session, stored_end, Ended};
 use crate::Ctx;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Pool, Transaction};

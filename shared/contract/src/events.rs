@@ -2,7 +2,7 @@
 
 use crate::ids::EventId;
 use crate::lifecycle::wire_enum;
-use crate::session::timestamp;
+use crate::timestamp;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 

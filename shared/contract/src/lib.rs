@@ -20,6 +20,7 @@ pub mod routing;
 pub mod schedule;
 pub mod secret;
 pub mod session;
+pub mod timestamp;
 pub mod webhooks;
 
 pub use error::{ApiError, ErrorCode, ErrorType};

@@ -583,7 +583,7 @@ pub struct MandateObject {
     pub terms: MandateTerms,
     pub occurrences_used: u32,
     pub amount_used: i64,
-    #[serde(with = "crate::session::timestamp")]
+    #[serde(with = "crate::timestamp")]
     #[cfg_attr(feature = "schema", schemars(with = "crate::schema::Timestamp"))]
     pub created_at: chrono::DateTime<chrono::Utc>,
 }

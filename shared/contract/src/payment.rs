@@ -5,7 +5,7 @@ use crate::error::{ApiError, ErrorCode};
 use crate::ids::{PaymentId, RefundId, SessionId};
 use crate::lifecycle::{wire_enum, PaymentOutcome};
 use crate::money::{Amount, Currency};
-use crate::session::timestamp;
+use crate::timestamp;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

@@ -8,7 +8,7 @@ use crate::ids::{CustomerId, MandateId, PaymentMethodId, ScheduleId, SessionId};
 use crate::lifecycle::wire_enum;
 use crate::mandate::{Recurrence, RecurrenceType};
 use crate::money::Currency;
-use crate::session::timestamp;
+use crate::timestamp;
 use chrono::{DateTime, Datelike, Days, Months, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

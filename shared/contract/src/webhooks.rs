@@ -25,7 +25,7 @@ pub struct WebhookEndpoint {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
     pub status: EndpointStatus,
-    #[serde(with = "crate::session::timestamp")]
+    #[serde(with = "crate::timestamp")]
     #[cfg_attr(feature = "schema", schemars(with = "crate::schema::Timestamp"))]
     pub created_at: chrono::DateTime<chrono::Utc>,
 }

@@ -56,6 +56,17 @@ impl Outbound {
         Ok(Outbound::bytes(exchange, routing_key, serde_json::to_vec(body)?))
     }
 
+    /// A command as an upstream publishes it (DESIGN §10): on the commands
+    /// exchange, for `merchant`, under its idempotency key when it has one.
+    /// The body goes as given: the owning service judges it.
+    pub fn command(routing_key: &str, merchant: &str, idempotency_key: Option<&str>, body: Vec<u8>) -> Outbound {
+        let mut m = Outbound::bytes(ps_contract::routing::exchange::COMMANDS, routing_key, body).with_header(header::MERCHANT_ID, merchant);
+        if let Some(key) = idempotency_key {
+            m = m.with_header(header::IDEMPOTENCY_KEY, key);
+        }
+        m
+    }
+
     fn bytes(exchange: &str, routing_key: &str, body: Vec<u8>) -> Outbound {
         Outbound {
             exchange: exchange.to_owned(),

@@ -6,7 +6,7 @@ use ps_contract::events::Event;
 use ps_contract::events::EventType;
 use ps_contract::ids::{EventId, MerchantId};
 use ps_contract::routing::{exchange, header};
-use ps_contract::session::timestamp;
+use ps_contract::timestamp;
 use ps_runtime::Outbound;
 use serde::Serialize;
 
