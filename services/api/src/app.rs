@@ -1,23 +1,18 @@
-//! The HTTP routes: each authenticates its key, then sends one command.
+//! One request's way through: its key authenticated (401 and 429 first), its
+//! `Idempotency-Key` if it changes anything, then its command and the reply.
 
 use crate::rpc::{Rpc, RpcError};
-use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::Router;
 use deadpool_postgres::Pool;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use ps_contract::ids::MerchantId;
-use ps_contract::routing::command;
 use ps_contract::secret::Secret;
 use ps_contract::session::Mode;
 use ps_contract::{ApiError, ErrorCode};
 use ps_store::api_keys::{self, Authenticated};
-use serde_json::{json, Value};
-use std::collections::BTreeMap;
+use serde_json::Value;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
@@ -35,14 +30,6 @@ impl AppState {
         let quota = Quota::per_second(NonZeroU32::new(per_second.max(1)).expect("at least one"));
         AppState { pool, rpc: Arc::new(rpc), mode, limiter: Arc::new(RateLimiter::keyed(quota)) }
     }
-}
-
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/collect/payment_sessions", post(create_session).get(list_sessions))
-        .route("/collect/payment_sessions/{id}", get(retrieve_session))
-        .route("/collect/payment_sessions/{id}/cancel", post(cancel_session))
-        .with_state(state)
 }
 
 /// A request's way past authentication: on to its command, or answered here.
@@ -118,25 +105,19 @@ impl AppState {
     /// Its span's context goes with the command (traceparent), so the trace
     /// runs from the HTTP request through the owning service.
     #[tracing::instrument(name = "api.command", skip_all, fields(request_id, routing_key, merchant = %merchant))]
-    async fn command(
-        &self,
-        request_id: &str,
-        routing_key: &str,
-        merchant: &MerchantId,
-        idempotency_key: Option<&str>,
-        body: &[u8],
-    ) -> Response {
+    async fn command(&self, request_id: &str, call: &Call, merchant: &MerchantId, idempotency_key: Option<&str>) -> Response {
+        let routing_key = call.routing_key;
         let span = tracing::Span::current();
         span.record("request_id", request_id);
         span.record("routing_key", routing_key);
-        match self.rpc.call(routing_key, merchant, idempotency_key, body, request_id).await {
+        match self.rpc.call(routing_key, merchant, idempotency_key, &call.body, request_id).await {
             Ok(reply) => {
-                let status = match reply.body.get("error").and_then(|e| e.get("code")).and_then(Value::as_str) {
+                let body = call.shape.reshape(reply.body);
+                let status = match body.get("error").and_then(|e| e.get("code")).and_then(Value::as_str) {
                     Some(code) => ErrorCode::parse(code).map_or(500, ErrorCode::http_status),
                     None => 200,
                 };
-                let mut r =
-                    (StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), axum::Json(reply.body)).into_response();
+                let mut r = (StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), axum::Json(body)).into_response();
                 if reply.replayed {
                     r.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
                 }
@@ -169,29 +150,83 @@ fn request_id() -> String {
 
 /// Whether a route changes anything: a mutation needs its `Idempotency-Key`.
 #[derive(Clone, Copy)]
-enum Kind {
+pub enum Kind {
     Read,
     Mutation,
+}
+
+/// What the client sees of the reply.
+pub enum Shape {
+    /// The owning service's reply as it is.
+    AsIs,
+    /// The payment (`pay_…`, as the path gave it) of the session the reply
+    /// carries: Moment's payments API over our session commands.
+    Payment(String),
+}
+
+impl Shape {
+    fn reshape(&self, reply: Value) -> Value {
+        let Shape::Payment(id) = self else { return reply };
+        let missing = || ApiError::param(ErrorCode::PaymentNotFound, "id", format!("no such payment: {id}")).to_reply();
+        match reply.get("error").and_then(|e| e.get("code")).and_then(Value::as_str) {
+            Some(code) if code == ErrorCode::SessionNotFound.as_str() => missing(),
+            Some(_) => reply,
+            None => match reply.get("payment") {
+                Some(p) if !p.is_null() => p.clone(),
+                // The session has not started paying: it has no payment yet.
+                _ => missing(),
+            },
+        }
+    }
+}
+
+/// A command to send for a request.
+pub struct Call {
+    pub routing_key: &'static str,
+    pub kind: Kind,
+    pub shape: Shape,
+    pub body: Vec<u8>,
 }
 
 impl AppState {
     /// One request: its key authenticated (401 and 429 first), its
     /// `Idempotency-Key` if it is a mutation, then its command.
-    async fn serve(&self, headers: &HeaderMap, routing_key: &str, kind: Kind, body: &[u8]) -> Response {
+    pub async fn serve(&self, headers: &HeaderMap, call: Call) -> Response {
         let rid = request_id();
         let merchant = match self.authenticate(headers, &rid).await {
             Gate::Proceed(m) => m,
             Gate::Answered(r) => return r,
         };
-        let key = match kind {
+        let key = match call.kind {
             Kind::Read => None,
             Kind::Mutation => match idempotency_key(headers) {
                 Ok(k) => Some(k),
                 Err(e) => return error(&rid, StatusCode::BAD_REQUEST, &e),
             },
         };
-        self.command(&rid, routing_key, &merchant, key, body).await
+        self.command(&rid, &call, &merchant, key).await
     }
+
+    /// A request the API itself refuses (its path or body cannot make a
+    /// command): still authenticated first, so an unauthenticated caller
+    /// learns nothing from it.
+    pub async fn refuse(&self, headers: &HeaderMap, e: ApiError) -> Response {
+        let rid = request_id();
+        match self.authenticate(headers, &rid).await {
+            Gate::Proceed(_) => error(&rid, StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::BAD_REQUEST), &e),
+            Gate::Answered(r) => r,
+        }
+    }
+}
+
+/// A path no route serves.
+pub async fn no_route(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    unknown_route(&format!("{method} {}", uri.path()))
+}
+
+pub fn unknown_route(what: &str) -> Response {
+    let e = ApiError::new(ErrorCode::UnknownCommand, format!("no such route: {what}"));
+    error(&request_id(), StatusCode::NOT_FOUND, &e)
 }
 
 /// Mutations carry an `Idempotency-Key` (Moment requires it): a retry with
@@ -204,34 +239,4 @@ fn idempotency_key(headers: &HeaderMap) -> Result<&str, ApiError> {
         }
         None => Err(ApiError::param(ErrorCode::IdempotencyKeyMissing, "Idempotency-Key", "send an Idempotency-Key header with every POST")),
     }
-}
-
-async fn create_session(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    s.serve(&headers, command::SESSION_CREATE, Kind::Mutation, &body).await
-}
-
-async fn retrieve_session(State(s): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    let body = json!({"payment_session_id": id}).to_string();
-    s.serve(&headers, command::SESSION_RETRIEVE, Kind::Read, body.as_bytes()).await
-}
-
-async fn cancel_session(State(s): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    let body = json!({"payment_session_id": id}).to_string();
-    s.serve(&headers, command::SESSION_CANCEL, Kind::Mutation, body.as_bytes()).await
-}
-
-/// The list's filters from the query string, as the command's body: `limit`
-/// as a number when it is one (anything else is the command's to refuse).
-async fn list_sessions(State(s): State<AppState>, headers: HeaderMap, Query(q): Query<BTreeMap<String, String>>) -> Response {
-    let body: serde_json::Map<String, Value> = q
-        .into_iter()
-        .map(|(k, v)| {
-            let v = match (k.as_str(), v.parse::<i64>()) {
-                ("limit", Ok(n)) => json!(n),
-                _ => json!(v),
-            };
-            (k, v)
-        })
-        .collect();
-    s.serve(&headers, command::SESSION_LIST, Kind::Read, Value::Object(body).to_string().as_bytes()).await
 }

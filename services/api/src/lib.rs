@@ -4,7 +4,11 @@
 //! and answers with the owning service's reply.
 
 mod app;
+mod routes;
 mod rpc;
+
+use axum::routing::{delete, get, post};
+use axum::Router;
 
 use ps_runtime::config::{ConfigError, Env};
 use ps_runtime::service::{self, Running, StartError};
@@ -23,7 +27,9 @@ pub const MANUAL: ps_runtime::config::Manual = ps_runtime::config::Manual {
     about:
         "Moment's REST API (/collect/payment_sessions …) over the fleet's commands, for merchants' HTTP clients with keys from psctl keys.",
     vars: &[
-        ("API_ADDR", "where the HTTP API listens (plain HTTP: put it behind a TLS-terminating ingress)"),
+        ("API_ADDR", "where the HTTP API listens"),
+        ("API_TLS_CERT_FILE", "its certificate chain, PEM: served over TLS (else TLS ends at an ingress in front)"),
+        ("API_TLS_KEY_FILE", "the certificate's private key, PEM"),
         ("API_REPLY_TIMEOUT_MS", "how long a request waits for its command's reply before a 504"),
         ("API_REQUESTS_PER_SECOND", "requests a second per key; more are answered 429 with Retry-After"),
     ],
@@ -36,6 +42,8 @@ pub struct ApiConfig {
     pub addr: SocketAddr,
     pub reply_timeout: Duration,
     pub requests_per_second: u32,
+    /// Certificate and key files: TLS on the listener itself.
+    pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 impl ApiConfig {
@@ -45,8 +53,37 @@ impl ApiConfig {
             addr: env.parsed("API_ADDR", SocketAddr::from(([127, 0, 0, 1], 8081)))?,
             reply_timeout: Duration::from_millis(env.ranged("API_REPLY_TIMEOUT_MS", 10_000, 100, 120_000)?),
             requests_per_second: env.ranged("API_REQUESTS_PER_SECOND", 100, 1, 100_000)? as u32,
+            tls: env.cert_pair("API_TLS_CERT_FILE", "API_TLS_KEY_FILE")?,
         })
     }
+}
+
+/// Every path and its handler: Moment's `/collect/…` surface, and ours for
+/// webhook endpoints and schedules. Each becomes one command (routes.rs).
+fn router(state: app::AppState) -> Router {
+    use routes::*;
+    Router::new()
+        .route("/collect/payment_sessions", post(create_session).get(list_sessions))
+        .route("/collect/payment_sessions/{id}", get(retrieve_session))
+        .route("/collect/payment_sessions/{id}/cancel", post(cancel_session))
+        .route("/collect/payments/{id}", get(retrieve_payment))
+        .route("/collect/payments/{id}/captures", post(capture_payment))
+        .route("/collect/payments/{id}/voids", post(void_payment))
+        .route("/collect/refunds", post(create_refund))
+        .route("/collect/refunds/{id}", get(retrieve_refund))
+        .route("/collect/mandates", get(list_mandates))
+        .route("/collect/mandates/{id}", get(retrieve_mandate))
+        .route("/collect/mandates/{id}/revoke", post(revoke_mandate))
+        .route("/collect/schedules", get(list_schedules))
+        .route("/collect/schedules/trigger", post(trigger_schedule))
+        .route("/collect/schedules/{id}", get(retrieve_schedule))
+        .route("/collect/schedules/{id}/{action}", post(schedule_action))
+        .route("/webhook_endpoints", post(create_endpoint))
+        .route("/webhook_endpoints/{id}", delete(delete_endpoint))
+        .route("/webhook_endpoints/{id}/{action}", post(endpoint_action))
+        .route("/webhook_events/{id}/redeliver", post(redeliver_event))
+        .fallback(app::no_route)
+        .with_state(state)
 }
 
 pub struct RunningApi {
@@ -62,13 +99,13 @@ pub async fn start(config: ApiConfig, stop: CancellationToken) -> Result<Running
     let mode = config.common.mode;
     let service = service::start(SERVICE, config.common, vec![], stop.clone()).await?;
     let state = app::AppState::new(service.pool.clone(), rpc, mode, config.requests_per_second);
-    let listener = tokio::net::TcpListener::bind(config.addr).await.map_err(|source| StartError::Listen { addr: config.addr, source })?;
-    let addr = listener.local_addr().map_err(|source| StartError::Listen { addr: config.addr, source })?;
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app::router(state)).with_graceful_shutdown(stop.cancelled_owned()).await {
-            tracing::error!(error = %e, "payments-api server stopped");
-        }
-    });
-    tracing::info!(%addr, "payments-api listening");
+    let tls = match &config.tls {
+        Some((cert, key)) => Some(ps_runtime::tls::server_config(cert, key)?),
+        None => None,
+    };
+    let encrypted = tls.is_some();
+    let addr = ps_runtime::web::serve(config.addr, router(state), tls, stop, SERVICE)
+        .map_err(|source| StartError::Listen { addr: config.addr, source })?;
+    tracing::info!(%addr, tls = encrypted, "payments-api listening");
     Ok(RunningApi { service, addr })
 }

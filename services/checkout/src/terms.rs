@@ -44,6 +44,9 @@ fn every(r: &Recurrence) -> String {
         (RecurrenceType::Yearly, Some(d)) => s.push_str(&format!(", on day {d} of the year")),
         _ => {}
     }
+    if r.adjustment.is_some() {
+        s.push_str(" (the nearest weekday when that falls on a weekend)");
+    }
     s
 }
 
@@ -52,8 +55,12 @@ pub fn describe(merchant: &str, t: &MandateTerms) -> Vec<String> {
     let c = t.currency;
     let amount = match t.amount {
         Some(MandateAmount::Exact(a)) => money(c, a.minor()),
-        Some(MandateAmount::Range { min, max }) => format!("between {} and {}", money(c, min.minor()), money(c, max.minor())),
-        None => format!("amounts in {c} that you agree with them"),
+        Some(MandateAmount::Range { min: Some(min), max: Some(max) }) => {
+            format!("between {} and {}", money(c, min.minor()), money(c, max.minor()))
+        }
+        Some(MandateAmount::Range { min: None, max: Some(max) }) => format!("up to {}", money(c, max.minor())),
+        Some(MandateAmount::Range { min: Some(min), max: None }) => format!("at least {}", money(c, min.minor())),
+        Some(MandateAmount::Range { min: None, max: None }) | None => format!("amounts in {c} that you agree with them"),
     };
     let when = match &t.recurrence {
         Some(r) => every(r),

@@ -315,35 +315,14 @@ async fn card_summary(tx: &Transaction<'_>, token: &str) -> Result<Option<CardSu
 }
 
 /// Serves the events endpoint: over TLS when given a server config.
-pub async fn serve(
+pub fn serve(
     addr: SocketAddr,
     events: Arc<StripeEvents>,
     tls: Option<rustls::ServerConfig>,
     stop: CancellationToken,
 ) -> std::io::Result<SocketAddr> {
     let app = Router::new().route(PATH, post(receive)).with_state(events);
-    let listener = std::net::TcpListener::bind(addr)?;
-    let bound = listener.local_addr()?;
-    let handle = axum_server::Handle::new();
-    let stopping = handle.clone();
-    tokio::spawn(async move {
-        stop.cancelled().await;
-        stopping.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
-    });
-    let service = app.into_make_service();
-    let server = match tls {
-        Some(config) => {
-            let config = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(config));
-            tokio::spawn(async move { axum_server::from_tcp_rustls(listener, config)?.handle(handle).serve(service).await })
-        }
-        None => tokio::spawn(async move { axum_server::from_tcp(listener)?.handle(handle).serve(service).await }),
-    };
-    tokio::spawn(async move {
-        if let Ok(Err(e)) = server.await {
-            tracing::error!(error = %e, "processor events server stopped");
-        }
-    });
-    Ok(bound)
+    ps_runtime::web::serve(addr, app, tls, stop, "processor events")
 }
 
 #[cfg(test)]

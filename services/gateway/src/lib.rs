@@ -114,15 +114,12 @@ impl GatewayConfig {
         common.batch = 1;
         let mode = common.mode;
         let vault_tls = |env: &Env, mode: Mode| -> Result<Option<(PathBuf, PathBuf)>, ConfigError> {
-            match (env.raw("VAULT_TLS_CERT_FILE"), env.raw("VAULT_TLS_KEY_FILE")) {
-                (Some(c), Some(k)) => Ok(Some((c.into(), k.into()))),
-                (None, None) if mode == Mode::Test => Ok(None),
-                (None, None) => Err(ConfigError {
+            match env.cert_pair("VAULT_TLS_CERT_FILE", "VAULT_TLS_KEY_FILE")? {
+                None if mode == Mode::Live => Err(ConfigError {
                     var: "VAULT_TLS_CERT_FILE",
                     problem: "PS_MODE=live serves the vault over TLS only: set VAULT_TLS_CERT_FILE and VAULT_TLS_KEY_FILE".into(),
                 }),
-                (Some(_), None) => Err(ConfigError { var: "VAULT_TLS_KEY_FILE", problem: "is required with VAULT_TLS_CERT_FILE".into() }),
-                (None, Some(_)) => Err(ConfigError { var: "VAULT_TLS_CERT_FILE", problem: "is required with VAULT_TLS_KEY_FILE".into() }),
+                pair => Ok(pair),
             }
         };
         let processor = ProcessorKind::parse(env, mode)?;
@@ -139,22 +136,7 @@ impl GatewayConfig {
                 )?,
             }),
         };
-        let events_tls = match (env.raw("PROCESSOR_EVENTS_TLS_CERT_FILE"), env.raw("PROCESSOR_EVENTS_TLS_KEY_FILE")) {
-            (Some(c), Some(k)) => Some((PathBuf::from(c), PathBuf::from(k))),
-            (None, None) => None,
-            (Some(_), None) => {
-                return Err(ConfigError {
-                    var: "PROCESSOR_EVENTS_TLS_KEY_FILE",
-                    problem: "is required with PROCESSOR_EVENTS_TLS_CERT_FILE".into(),
-                })
-            }
-            (None, Some(_)) => {
-                return Err(ConfigError {
-                    var: "PROCESSOR_EVENTS_TLS_CERT_FILE",
-                    problem: "is required with PROCESSOR_EVENTS_TLS_KEY_FILE".into(),
-                })
-            }
-        };
+        let events_tls = env.cert_pair("PROCESSOR_EVENTS_TLS_CERT_FILE", "PROCESSOR_EVENTS_TLS_KEY_FILE")?;
         Ok(GatewayConfig {
             processor,
             stripe,
@@ -198,7 +180,6 @@ pub async fn start(config: GatewayConfig, stop: CancellationToken) -> Result<Run
     let service = service::start(SERVICE, config.common, consumes, stop.clone()).await?;
     let encrypted = tls.is_some();
     let vault_addr = vault::serve(config.vault_addr, pool, config.keys, config.vault_token, processor.clone(), tls, stop.clone())
-        .await
         .map_err(|source| StartError::Listen { addr: config.vault_addr, source })?;
     tracing::info!(%vault_addr, tls = encrypted, "vault listening");
     let events_addr = match &config.stripe {
@@ -210,7 +191,6 @@ pub async fn start(config: GatewayConfig, stop: CancellationToken) -> Result<Run
             let events =
                 events::StripeEvents::new(service.pool.clone(), service.outbox.clone(), stripe.webhook_secret.clone(), processor.clone());
             let addr = events::serve(config.events_addr, events, events_tls, stop.clone())
-                .await
                 .map_err(|source| StartError::Listen { addr: config.events_addr, source })?;
             tracing::info!(%addr, "processor events listening");
             Some(addr)

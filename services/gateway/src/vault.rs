@@ -256,7 +256,7 @@ pub async fn forget(client: &impl GenericClient, token: &str) -> Result<bool, to
 }
 
 /// Serves the vault: over TLS when given a server config, always behind the bearer token.
-pub async fn serve(
+pub fn serve(
     addr: SocketAddr,
     pool: Pool,
     keys: Keyring,
@@ -269,26 +269,5 @@ pub async fn serve(
         .route("/v1/cards", post(tokenize))
         .route("/v1/cards/{token}", axum::routing::delete(release))
         .with_state(VaultState { pool, token, keys, processor });
-    let listener = std::net::TcpListener::bind(addr)?;
-    let bound = listener.local_addr()?;
-    let handle = axum_server::Handle::new();
-    let stopping = handle.clone();
-    tokio::spawn(async move {
-        stop.cancelled().await;
-        stopping.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
-    });
-    let service = app.into_make_service();
-    let server = match tls {
-        Some(config) => {
-            let config = axum_server::tls_rustls::RustlsConfig::from_config(std::sync::Arc::new(config));
-            tokio::spawn(async move { axum_server::from_tcp_rustls(listener, config)?.handle(handle).serve(service).await })
-        }
-        None => tokio::spawn(async move { axum_server::from_tcp(listener)?.handle(handle).serve(service).await }),
-    };
-    tokio::spawn(async move {
-        if let Ok(Err(e)) = server.await {
-            tracing::error!(error = %e, "vault server stopped");
-        }
-    });
-    Ok(bound)
+    ps_runtime::web::serve(addr, app, tls, stop, "vault")
 }

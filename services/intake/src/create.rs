@@ -13,7 +13,7 @@ use ps_contract::idempotency::{request_fingerprint, IdempotencyKey};
 use ps_contract::ids::{MerchantId, SessionId};
 use ps_contract::lifecycle::SessionState;
 use ps_contract::routing::{command, header};
-use ps_contract::session::{Mode, PaymentSession};
+use ps_contract::session::{LegacyPaymentStatus, Mode, PaymentSession};
 use ps_contract::{ApiError, ErrorCode};
 use ps_runtime::{Admission, Handled, Handler, HandlerError, Incoming, Outbound};
 use ps_store::attempts;
@@ -85,19 +85,20 @@ impl Handler for CreateHandler {
                 Ok(v) => v,
                 Err(why) => return Ok(Handled::refuse_unparseable(msg, &ApiError::new(ErrorCode::InvalidJson, why))),
             };
-            let request = match CreateSession::parse(&body) {
-                Ok(r) => r,
-                Err(e) => return Ok(refused(msg, &e)),
-            };
             let fingerprint = request_fingerprint(command::SESSION_CREATE, &body);
             match idempotency::claim(tx, &env.merchant, &env.key, command::SESSION_CREATE, &fingerprint).await? {
                 Claim::Refused(e) => return Ok(refused(msg, &e)),
                 Claim::Replay(reply) => {
                     tracing::info!(merchant = %env.merchant, "idempotent replay");
-                    return Ok(Handled::default().send(msg.reply(&reply, true)));
+                    return ps_store::commands::replay(msg, &env.merchant, &env.key, reply, None);
                 }
                 Claim::New => {}
             }
+            // Parsed once the key is claimed: a refusal is kept for the key like any answer.
+            let request = match CreateSession::parse(&body) {
+                Ok(r) => r,
+                Err(e) => return refuse_keeping(tx, msg, &env, &e).await,
+            };
             match self.create(tx, &env.merchant, &request, Utc::now()).await? {
                 Checked::Passed((session, internal)) => {
                     let reply = serde_json::to_value(&session)?;
@@ -107,13 +108,17 @@ impl Handler for CreateHandler {
                     tracing::info!(session_id = %session.id, merchant = %env.merchant, session_type = %session.session_type, "session created");
                     Ok(Handled::default().send(msg.reply(&reply, false)).send(event).send(internal))
                 }
-                Checked::Refused(e) => {
-                    idempotency::release(tx, &env.merchant, &env.key).await?;
-                    Ok(refused(msg, &e))
-                }
+                Checked::Refused(e) => refuse_keeping(tx, msg, &env, &e).await,
             }
         })
     }
+}
+
+/// A refusal after the key was claimed: kept as the key's answer (Moment
+/// replays errors too), then sent.
+async fn refuse_keeping(tx: &Transaction<'_>, msg: &Incoming, env: &Envelope, e: &ApiError) -> Result<Handled, HandlerError> {
+    idempotency::complete(tx, &env.merchant, &env.key, &e.to_reply()).await?;
+    Ok(refused(msg, e))
 }
 
 fn refused(msg: &Incoming, e: &ApiError) -> Handled {
@@ -155,7 +160,10 @@ impl CreateHandler {
             mode: self.mode,
             created_at: now,
             updated_at: now,
+            payment_status: LegacyPaymentStatus::Unpaid,
+            checkout_session_id: None,
         };
+        session.derive_legacy_fields();
 
         let mut token = None;
         let mut authorize = None;

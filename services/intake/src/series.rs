@@ -36,8 +36,9 @@ pub async fn start_charge(
     session.payment_method_id = Some(method.id.clone());
     session.mandate_id = Some(mandate.id.clone());
     // Paying starts with the session: its payment exists from here, pending.
-    session.payment = Payment::of(&session.id, session.amount, state.outcome, PaymentAmounts::default(), Some(now));
+    session.payment = Payment::of(session, req.capture_method, PaymentAmounts::default(), Some(now));
     session.payment_id = session.payment.as_ref().map(|p| p.id.clone());
+    session.derive_legacy_fields();
 
     let attempt = AttemptId::generate();
     let key = AuthorizeRequest::idempotency_key_for(&attempt);

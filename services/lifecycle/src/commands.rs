@@ -26,8 +26,8 @@ pub async fn handle(tx: &Transaction<'_>, msg: &Incoming, now: DateTime<Utc>) ->
     let (merchant, body) = (&opened.merchant, &opened.body);
     let answer = match msg.routing_key.as_str() {
         command::SESSION_CANCEL => cancel(tx, merchant, body, now).await?,
-        command::PAYMENT_CAPTURE => settle(tx, merchant, body, Operation::Capture).await?,
-        command::PAYMENT_VOID => settle(tx, merchant, body, Operation::Void).await?,
+        command::PAYMENT_CAPTURE => settle(tx, merchant, body, Operation::Capture, now).await?,
+        command::PAYMENT_VOID => settle(tx, merchant, body, Operation::Void, now).await?,
         command::MANDATE_REVOKE => revoke(tx, merchant, body, now).await?,
         command::SESSION_RETRIEVE => retrieve_session(tx, merchant, body).await?,
         command::SESSION_LIST => list_sessions(tx, merchant, body).await?,
@@ -67,7 +67,13 @@ async fn cancel(tx: &Transaction<'_>, merchant: &MerchantId, body: &Value, now: 
 }
 
 /// Capture or void a reservation: checked here, done by the gateway, applied when its result arrives.
-async fn settle(tx: &Transaction<'_>, merchant: &MerchantId, body: &Value, op: Operation) -> Result<Answer, HandlerError> {
+async fn settle(
+    tx: &Transaction<'_>,
+    merchant: &MerchantId,
+    body: &Value,
+    op: Operation,
+    now: DateTime<Utc>,
+) -> Result<Answer, HandlerError> {
     let (id, requested) = match op {
         Operation::Capture => match CaptureCommand::parse(body) {
             Ok(c) => (c.payment_session_id, c.amount),
@@ -84,6 +90,16 @@ async fn settle(tx: &Transaction<'_>, merchant: &MerchantId, body: &Value, op: O
     let t = if op == Operation::Capture { Transition::Capture } else { Transition::Void };
     if let Err(e) = transition(s.session.session_type, s.state(), t) {
         return Ok(Answer::Refused(e.into()));
+    }
+    // The network has released the funds: a capture now would fail at the
+    // processor, so it is refused here (a void is still accepted: it costs nothing).
+    let expires = s.session.payment.as_ref().and_then(|p| p.authorization_expires_at);
+    if let Some(at) = expires.filter(|at| op == Operation::Capture && now > *at) {
+        return Ok(Answer::Refused(ApiError::param(
+            ErrorCode::AuthorizationExpired,
+            "payment_session_id",
+            format!("the authorisation expired at {}; it can no longer be captured", ps_contract::timestamp::format(&at)),
+        )));
     }
     let Some(attempt) = attempts::lock_succeeded(tx, id.as_str()).await? else {
         return Err(HandlerError::Permanent(format!("reserved session {id} has no succeeded attempt")));

@@ -6,15 +6,15 @@
 use crate::ended::{lock_session, stored_end, Ended};
 use crate::schedules::{self, Row};
 use crate::{triggers, Ctx};
-use chrono::{DateTime, DurationRound, Utc};
+use chrono::{DateTime, DurationRound, NaiveDate, NaiveTime, Utc};
 use deadpool_postgres::Transaction;
 use ps_contract::create::SubscriptionOptions;
 use ps_contract::events::EventType;
 use ps_contract::ids::{MerchantId, ScheduleId};
 use ps_contract::lifecycle::{PaymentOutcome, SessionType};
-use ps_contract::mandate::{MandateAmount, MandateType};
+use ps_contract::mandate::{MandateAmount, MandateType, Recurrence};
 use ps_contract::routing::header;
-use ps_contract::schedule::{first_cycle_from, retryable_decline, ScheduleStatus};
+use ps_contract::schedule::{due_date, first_cycle_from, retryable_decline, ScheduleStatus};
 use ps_contract::session::PaymentSession;
 use ps_runtime::{Handled, HandlerError, Incoming, Outbound};
 use serde_json::Value;
@@ -68,6 +68,16 @@ pub(crate) async fn ended(
     }
 }
 
+/// What a schedule is made from: subscription_options, or a scheduled mandate's terms.
+struct Plan {
+    recurrence: Recurrence,
+    amount: Option<i64>,
+    start: Option<NaiveDate>,
+    end: Option<NaiveDate>,
+    max: Option<u32>,
+    time: Option<NaiveTime>,
+}
+
 /// A first_in_series that sets up a schedule (subscription_options, or a
 /// scheduled mandate) has completed: the schedule starts.
 #[tracing::instrument(name = "scheduler.create_schedule", skip_all, fields(session = %s.id))]
@@ -91,23 +101,35 @@ async fn create(
         return Err(HandlerError::Permanent(format!("completed session names unknown mandate {mandate_id}")));
     };
     let plan = match (&subscription, terms.mandate_type, terms.recurrence) {
-        (Some(sub), _, _) => Some((sub.recurrence, sub.amount.map(|a| a.minor()), sub.start_date, sub.max_occurrences)),
-        (None, MandateType::Scheduled, Some(r)) => {
-            let exact = match terms.amount {
+        (Some(sub), _, _) => Some(Plan {
+            recurrence: sub.recurrence,
+            amount: sub.amount.map(|a| a.minor()),
+            start: sub.start_date,
+            end: sub.end_date,
+            max: sub.max_occurrences,
+            time: sub.scheduled_time,
+        }),
+        (None, MandateType::Scheduled, Some(r)) => Some(Plan {
+            recurrence: r,
+            amount: match terms.amount {
                 Some(MandateAmount::Exact(a)) => Some(a.minor()),
                 _ => None,
-            };
-            Some((r, exact, terms.validity_period.and_then(|v| v.start_date), None))
-        }
+            },
+            start: terms.validity_period.and_then(|v| v.start_date),
+            end: terms.validity_period.and_then(|v| v.end_date),
+            max: None,
+            time: None,
+        }),
         _ => None,
     };
-    let Some((recurrence, amount, start, sub_max)) = plan else { return Ok(vec![]) };
-    let amount = amount.unwrap_or(s.amount);
+    let Some(plan) = plan else { return Ok(vec![]) };
+    let (recurrence, start) = (plan.recurrence, plan.start);
+    let amount = plan.amount.unwrap_or(s.amount);
     if amount <= 0 {
         tracing::warn!(session = %s.id, "a schedule needs an amount: the verification set none; no schedule made");
         return Ok(vec![]);
     }
-    let max_occurrences = match (sub_max, terms.max_occurrences) {
+    let max_occurrences = match (plan.max, terms.max_occurrences) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     };
@@ -132,6 +154,8 @@ async fn create(
         occurrences: 0,
         amount_charged: 0,
         max_occurrences,
+        charge_time: plan.time,
+        end_date: plan.end,
         retries: 0,
         retries_total: 0,
         stop_reason: None,
@@ -139,6 +163,10 @@ async fn create(
         updated_at: now,
     };
     row.next_charge_at = Some(row.due_at(ctx, first));
+    if plan.end.is_some_and(|end| due_date(recurrence, anchor, first) > end) {
+        tracing::info!(session = %s.id, "no charge of the subscription falls in its active period; no schedule made");
+        return Ok(vec![]);
+    }
     if !schedules::insert(tx, &row).await? {
         return Ok(vec![]);
     }
@@ -217,13 +245,15 @@ async fn advance(tx: &Transaction<'_>, ctx: &Ctx, s: &mut Row) -> Result<Option<
     let next = s.due_at(ctx, s.next_cycle);
     let terms = schedules::mandate_terms(tx, &s.mandate_id).await?.map(|(_, t)| t);
     let total_reached = terms.as_ref().and_then(|t| t.total_amount).is_some_and(|cap| s.amount_charged + s.amount > cap.minor());
-    let past_end = terms.as_ref().and_then(|t| t.validity_period).and_then(|v| v.end_date).is_some_and(|end| next.date_naive() > end);
+    let past = |end: Option<NaiveDate>| end.is_some_and(|end| next.date_naive() > end);
     let reason = if s.max_occurrences.is_some_and(|m| s.occurrences >= m) {
         Some("max_occurrences")
     } else if total_reached {
         Some("total_amount")
-    } else if past_end {
+    } else if past(terms.as_ref().and_then(|t| t.validity_period).and_then(|v| v.end_date)) {
         Some("validity_period_end")
+    } else if past(s.end_date) {
+        Some("active_period_end")
     } else {
         None
     };

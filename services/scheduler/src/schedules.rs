@@ -1,7 +1,7 @@
 //! The `schedules` and `schedule_runs` tables: the only module that writes them.
 
 use crate::Ctx;
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use deadpool_postgres::{GenericClient, Transaction};
 use ps_contract::events::EventType;
 use ps_contract::ids::{CustomerId, MandateId, MerchantId, PaymentMethodId, ScheduleId, SessionId};
@@ -33,6 +33,10 @@ pub struct Row {
     pub occurrences: u32,
     pub amount_charged: i64,
     pub max_occurrences: Option<u32>,
+    /// The subscription's own time of day; else the scheduler's.
+    pub charge_time: Option<NaiveTime>,
+    /// The subscription's own last day; the mandate's end applies too.
+    pub end_date: Option<NaiveDate>,
     pub retries: u32,
     pub retries_total: u32,
     pub stop_reason: Option<String>,
@@ -42,7 +46,7 @@ pub struct Row {
 
 const COLUMNS: &str = "id, merchant_id, mandate_id, customer_id, payment_method_id, source_session_id, status, amount, currency,
     recurrence, anchor, next_cycle, next_charge_at, in_flight, occurrences, amount_charged, max_occurrences, retries, retries_total,
-    stop_reason, created_at, updated_at";
+    stop_reason, created_at, updated_at, charge_time, end_date";
 
 fn corrupt(what: &str) -> HandlerError {
     HandlerError::Permanent(format!("corrupt stored schedule: {what}"))
@@ -73,6 +77,8 @@ fn from_row(r: &tokio_postgres::Row) -> Result<Row, HandlerError> {
         stop_reason: r.get(19),
         created_at: r.get(20),
         updated_at: r.get(21),
+        charge_time: r.get(22),
+        end_date: r.get(23),
     })
 }
 
@@ -108,7 +114,7 @@ impl Row {
 
     /// When cycle `n` is due, at the configured time of day.
     pub fn due_at(&self, ctx: &Ctx, cycle: u32) -> DateTime<Utc> {
-        due_date(self.recurrence, self.anchor, cycle).and_time(ctx.charge_time).and_utc()
+        due_date(self.recurrence, self.anchor, cycle).and_time(self.charge_time.unwrap_or(ctx.charge_time)).and_utc()
     }
 
     /// Ends it: `completed` (a cap or the mandate's end reached) or `stopped`/`cancelled`.
@@ -125,8 +131,8 @@ pub async fn insert(tx: &Transaction<'_>, s: &Row) -> Result<bool, HandlerError>
     let n = tx
         .execute(
             "INSERT INTO schedules (id, merchant_id, mandate_id, customer_id, payment_method_id, source_session_id, status, amount,
-                 currency, recurrence, anchor, next_cycle, next_charge_at, max_occurrences, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15)
+                 currency, recurrence, anchor, next_cycle, next_charge_at, max_occurrences, created_at, updated_at, charge_time, end_date)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15, $16, $17)
              ON CONFLICT (source_session_id) DO NOTHING",
             &[
                 &s.id.as_str(),
@@ -144,6 +150,8 @@ pub async fn insert(tx: &Transaction<'_>, s: &Row) -> Result<bool, HandlerError>
                 &s.next_charge_at,
                 &s.max_occurrences.map(|n| n as i32),
                 &s.created_at,
+                &s.charge_time,
+                &s.end_date,
             ],
         )
         .await?;

@@ -4,10 +4,10 @@ use crate::error::{ApiError, ErrorCode};
 use crate::fields::Obj;
 use crate::ids::{CustomerId, MandateId, PaymentMethodId};
 use crate::lifecycle::SessionType;
-use crate::mandate::{parse_mandate_options, parse_recurrence, MandateTerms, Recurrence};
+use crate::mandate::{parse_mandate_options, parse_recurrence, MandateAmount, MandateTerms, Recurrence, ValidityPeriod};
 use crate::money::{parse_amount, Amount, Currency};
 use crate::session::{CaptureMethod, SavePaymentMethod};
-use chrono::NaiveDate;
+use chrono::{NaiveDate, NaiveTime};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -91,16 +91,41 @@ pub enum ChargeTarget {
 }
 
 /// `subscription_options`: the scheduler creates `next_in_series` sessions on
-/// this plan once the `first_in_series` completes. Not in the reference API's
-/// flat body; documented in docs/contract-decisions.md.
+/// this plan once the `first_in_series` completes. What is left out is taken
+/// from the mandate, as Moment does: its recurrence, its fixed amount (else
+/// the session's), its validity period as the active period.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct SubscriptionOptions {
     pub recurrence: Recurrence,
-    /// Defaults to the session's amount.
+    /// Defaults to the mandate's fixed amount, else the session's.
     pub amount: Option<Amount>,
     pub start_date: Option<NaiveDate>,
+    /// No charge falls after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_date: Option<NaiveDate>,
     pub max_occurrences: Option<u32>,
+    /// The UTC time of day charges run; the scheduler's default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "hh_mm")]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<String>"))]
+    pub scheduled_time: Option<NaiveTime>,
+}
+
+/// `HH:MM`, as Moment writes `scheduled_time`.
+mod hh_mm {
+    use chrono::NaiveTime;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &Option<NaiveTime>, s: S) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => s.serialize_str(&t.format("%H:%M").to_string()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<NaiveTime>, D::Error> {
+        Option::<String>::deserialize(d)?.map(|s| NaiveTime::parse_from_str(&s, "%H:%M").map_err(serde::de::Error::custom)).transpose()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,14 +159,43 @@ fn allowed_for(ty: SessionType) -> &'static [&'static str] {
     }
 }
 
+/// Moment's pattern for `external_reference`.
+fn is_reference(s: &str) -> bool {
+    s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+pub(crate) fn parse_external_reference(o: &Obj<'_>) -> Result<Option<String>, ApiError> {
+    let Some(r) = o.str("external_reference", MAX_EXTERNAL_REFERENCE_LEN)? else { return Ok(None) };
+    if !is_reference(r) {
+        let p = o.param("external_reference");
+        return Err(ApiError::param(
+            ErrorCode::StringInvalidCharacters,
+            p.as_str(),
+            format!("{p} may hold only letters, digits, _ and - (^[a-zA-Z0-9_-]+$)"),
+        ));
+    }
+    Ok(Some(r.to_owned()))
+}
+
 impl CreateSession {
-    /// Checks, in order: shape, `type`, unknown fields, fields foreign to the
-    /// type, then each field. The first fault is the one reported.
+    /// Either form, Moment's nested `options` or the flat one, into one
+    /// request; errors name fields as the sender wrote them.
     pub fn parse(body: &Value) -> Result<CreateSession, ApiError> {
+        let flat = crate::options::flatten(body)?;
+        CreateSession::parse_flat(&flat.body).map_err(|e| flat.rename(e))
+    }
+
+    /// Checks, in order: shape, `type` (`one_time` when absent, as Moment's),
+    /// unknown fields, fields foreign to the type, then each field. The first
+    /// fault is the one reported.
+    fn parse_flat(body: &Value) -> Result<CreateSession, ApiError> {
         let o = Obj::new(body, "")?;
-        let session_type = o.get("type").ok_or_else(|| o.missing("type"))?.as_str().and_then(SessionType::parse).ok_or_else(|| {
-            ApiError::param(ErrorCode::SessionTypeInvalid, "type", "type must be one_time, first_in_series or next_in_series")
-        })?;
+        let session_type = match o.get("type") {
+            None => SessionType::OneTime,
+            Some(t) => t.as_str().and_then(SessionType::parse).ok_or_else(|| {
+                ApiError::param(ErrorCode::SessionTypeInvalid, "type", "type must be one_time, first_in_series or next_in_series")
+            })?,
+        };
 
         let known = |k: &str| COMMON.contains(&k) || ONE_TIME.contains(&k) || FIRST_IN_SERIES.contains(&k) || NEXT_IN_SERIES.contains(&k);
         if let Some(k) = o.keys().find(|k| !known(k)) {
@@ -156,7 +210,9 @@ impl CreateSession {
             ));
         }
 
-        let verification_allowed = session_type == SessionType::FirstInSeries;
+        // A zero amount verifies the card without charging it (Moment's payment
+        // method verification), wherever the customer is there to give it.
+        let verification_allowed = session_type.customer_present();
         let amount = parse_amount(o.require("amount")?, "amount", verification_allowed)?;
         let currency = Currency::parse(o.req_str("currency", 3).map_err(|e| match e.code {
             ErrorCode::StringTooLong => {
@@ -186,20 +242,30 @@ impl CreateSession {
             return Err(ApiError::param(ErrorCode::ParameterMissing, "customer", why));
         }
 
-        let return_url = match session_type.customer_present() {
-            true => Some(ReturnUrl::parse(o.req_str("return_url", MAX_URL_LEN + 1)?)?),
-            false => None,
-        };
+        // Optional, as Moment's: without one the checkout ends on its own receipt.
+        let return_url = o.str("return_url", MAX_URL_LEN + 1)?.map(ReturnUrl::parse).transpose()?;
         let expires_in = o.int("expires_in", MIN_EXPIRES_IN, MAX_EXPIRES_IN, ErrorCode::ExpiresInOutOfRange)?;
 
         let mandate_terms = match session_type {
             SessionType::FirstInSeries => Some(match o.get("mandate_options") {
-                Some(v) => parse_mandate_options(v, currency)?,
+                Some(v) => {
+                    let mut terms = parse_mandate_options(v, currency)?;
+                    // Moment's consent page: terms without an amount consent to
+                    // no more than this first payment. A verification has no
+                    // amount to be a ceiling.
+                    if terms.amount.is_none() && !amount.is_zero() {
+                        terms.amount = Some(MandateAmount::Range { min: None, max: Some(amount) });
+                    }
+                    terms
+                }
                 None => MandateTerms::unconstrained(currency),
             }),
             _ => None,
         };
-        let subscription_options = o.get("subscription_options").map(parse_subscription).transpose()?;
+        let subscription_options = match (o.get("subscription_options"), &mandate_terms) {
+            (Some(v), Some(terms)) => Some(parse_subscription(v, terms, amount)?),
+            _ => None,
+        };
         let charge_target = match session_type {
             SessionType::NextInSeries => Some(parse_charge_target(&o)?),
             _ => None,
@@ -218,7 +284,7 @@ impl CreateSession {
             charge_target,
             expires_in,
             metadata: parse_metadata(&o)?,
-            external_reference: o.str("external_reference", MAX_EXTERNAL_REFERENCE_LEN)?.map(str::to_owned),
+            external_reference: parse_external_reference(&o)?,
         })
     }
 }
@@ -293,15 +359,104 @@ pub(crate) fn parse_metadata(o: &Obj<'_>) -> Result<BTreeMap<String, String>, Ap
         .collect()
 }
 
-fn parse_subscription(v: &Value) -> Result<SubscriptionOptions, ApiError> {
+/// Moment's fields (`active_period`, `amount`, `scheduled_time`, `{}` valid)
+/// and ours (`recurrence`, `start_date`, `max_occurrences`); what is left out
+/// comes from the mandate. A plan the mandate would refuse is refused here.
+fn parse_subscription(v: &Value, terms: &MandateTerms, session_amount: Amount) -> Result<SubscriptionOptions, ApiError> {
     let o = Obj::new(v, "subscription_options")?;
-    o.only(&["recurrence", "amount", "start_date", "max_occurrences"])?;
+    o.only(&["recurrence", "amount", "start_date", "max_occurrences", "active_period", "scheduled_time"])?;
+    let recurrence = match o.get("recurrence") {
+        Some(r) => parse_recurrence(r, &o.param("recurrence"))?,
+        None => terms.recurrence.ok_or_else(|| {
+            ApiError::param(
+                ErrorCode::ParameterMissing,
+                o.param("recurrence"),
+                "a subscription needs a recurrence: give mandate_options.recurrence or subscription_options.recurrence",
+            )
+        })?,
+    };
+    let active = match o.get("active_period") {
+        Some(p) => {
+            let p = Obj::new(p, &o.param("active_period"))?;
+            p.only(&["start_date", "end_date"])?;
+            Some(ValidityPeriod { start_date: p.date("start_date")?, end_date: p.date("end_date")? })
+        }
+        None => None,
+    };
+    let start_date = match (o.date("start_date")?, active.and_then(|a| a.start_date)) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::param(
+                ErrorCode::ParameterConflict,
+                o.param("start_date"),
+                "give subscription_options.start_date or active_period.start_date, not both",
+            ))
+        }
+        (mine, moments) => mine.or(moments),
+    };
+    let validity = terms.validity_period.unwrap_or(ValidityPeriod { start_date: None, end_date: None });
+    let start_date = start_date.or(validity.start_date);
+    let end_date = active.and_then(|a| a.end_date).or(validity.end_date);
+    let outside = |d: NaiveDate| validity.start_date.is_some_and(|s| d < s) || validity.end_date.is_some_and(|e| d > e);
+    if let Some(d) = start_date.filter(|d| outside(*d)).or(end_date.filter(|d| outside(*d))) {
+        return Err(ApiError::param(
+            ErrorCode::ValidityPeriodInvalid,
+            o.param("active_period"),
+            format!("the subscription's {d} falls outside the mandate's validity period"),
+        ));
+    }
+    if let (Some(s), Some(e)) = (start_date, end_date) {
+        if s > e {
+            return Err(ApiError::param(ErrorCode::ValidityPeriodInvalid, o.param("active_period"), format!("start {s} is after end {e}")));
+        }
+    }
+    let amount = match o.get("amount") {
+        Some(a) => Some(parse_amount(a, &o.param("amount"), false)?),
+        None => match terms.amount {
+            Some(MandateAmount::Exact(a)) => Some(a),
+            _ => None,
+        },
+    };
+    let charged = amount.unwrap_or(session_amount);
+    if charged.is_zero() {
+        return Err(ApiError::param(
+            ErrorCode::ParameterMissing,
+            o.param("amount"),
+            "a verification charges nothing: give the subscription an amount (or the mandate a fixed one)",
+        ));
+    }
+    if let Some(allowed) = terms.amount.filter(|allowed| !allowed.allows(charged)) {
+        return Err(ApiError::param(
+            ErrorCode::AmountOutOfMandateRange,
+            o.param("amount"),
+            format!("the subscription would charge {charged}, which the mandate's amount ({}) does not allow", amount_terms(allowed)),
+        ));
+    }
+    let scheduled_time = o
+        .str("scheduled_time", 5)?
+        .map(|t| {
+            NaiveTime::parse_from_str(t, "%H:%M").map_err(|_| {
+                ApiError::param(ErrorCode::ParameterInvalidValue, o.param("scheduled_time"), "scheduled_time must be a UTC time as HH:MM")
+            })
+        })
+        .transpose()?;
     Ok(SubscriptionOptions {
-        recurrence: parse_recurrence(o.require("recurrence")?, &o.param("recurrence"))?,
-        amount: o.get("amount").map(|a| parse_amount(a, &o.param("amount"), false)).transpose()?,
-        start_date: o.date("start_date")?,
+        recurrence,
+        amount,
+        start_date,
+        end_date,
         max_occurrences: o.int("max_occurrences", 1, 100_000, ErrorCode::ParameterInvalidValue)?.map(|n| n as u32),
+        scheduled_time,
     })
+}
+
+fn amount_terms(a: MandateAmount) -> String {
+    match a {
+        MandateAmount::Exact(a) => format!("exactly {a}"),
+        MandateAmount::Range { min, max } => {
+            let b = |x: Option<Amount>| x.map_or("-".to_owned(), |a| a.to_string());
+            format!("{} to {}", b(min), b(max))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -349,14 +504,14 @@ mod tests {
     fn each_fault_has_its_code_and_param() {
         let p = |s: &str| Some(s.to_owned());
         assert_eq!(code(json!([1, 2])), (ErrorCode::BodyNotObject, None));
-        assert_eq!(code(without(one_time(), "type")), (ErrorCode::ParameterMissing, p("type")));
+        assert_eq!(CreateSession::parse(&without(one_time(), "type")).unwrap().session_type, SessionType::OneTime);
         assert_eq!(code(with(one_time(), "type", json!("recurring"))), (ErrorCode::SessionTypeInvalid, p("type")));
         assert_eq!(code(with(one_time(), "colour", json!("red"))), (ErrorCode::ParameterUnknown, p("colour")));
         assert_eq!(code(with(one_time(), "mandate_id", json!("md_x"))), (ErrorCode::ParameterNotAllowedForType, p("mandate_id")));
         assert_eq!(code(without(one_time(), "amount")), (ErrorCode::ParameterMissing, p("amount")));
         assert_eq!(code(with(one_time(), "amount", json!("12550"))), (ErrorCode::ParameterInvalidType, p("amount")));
         assert_eq!(code(with(one_time(), "amount", json!(-1))), (ErrorCode::AmountTooSmall, p("amount")));
-        assert_eq!(code(with(one_time(), "amount", json!(0))), (ErrorCode::AmountTooSmall, p("amount")));
+        assert!(CreateSession::parse(&with(one_time(), "amount", json!(0))).unwrap().amount.is_zero(), "a one_time verification");
         assert_eq!(code(with(one_time(), "amount", json!(1e20))), (ErrorCode::AmountTooLarge, p("amount")));
         assert_eq!(code(with(one_time(), "currency", json!("XYZ"))), (ErrorCode::CurrencyInvalid, p("currency")));
         assert_eq!(code(with(one_time(), "currency", json!("RANDS"))), (ErrorCode::CurrencyInvalid, p("currency")));
@@ -368,7 +523,11 @@ mod tests {
         assert_eq!(code(with(one_time(), "external_reference", json!(""))), (ErrorCode::ParameterInvalidEmpty, p("external_reference")));
         assert_eq!(code(with(one_time(), "return_url", json!("ftp://x.example/"))), (ErrorCode::UrlInvalid, p("return_url")));
         assert_eq!(code(with(one_time(), "return_url", json!("/relative"))), (ErrorCode::UrlInvalid, p("return_url")));
-        assert_eq!(code(without(one_time(), "return_url")), (ErrorCode::ParameterMissing, p("return_url")));
+        assert_eq!(CreateSession::parse(&without(one_time(), "return_url")).unwrap().return_url, None);
+        assert_eq!(
+            code(with(one_time(), "external_reference", json!("inv 1/2"))),
+            (ErrorCode::StringInvalidCharacters, p("external_reference"))
+        );
         assert_eq!(code(with(one_time(), "expires_in", json!(10))), (ErrorCode::ExpiresInOutOfRange, p("expires_in")));
         assert_eq!(code(with(one_time(), "expires_in", json!(1.5))), (ErrorCode::ParameterInvalidInteger, p("expires_in")));
         assert_eq!(code(with(one_time(), "metadata", json!({"n": 1}))), (ErrorCode::MetadataInvalid, p("metadata")));
@@ -408,6 +567,79 @@ mod tests {
         assert_eq!(code(with(verify.clone(), "capture_method", json!("manual"))).0, ErrorCode::CaptureMethodNotAllowed);
         assert_eq!(code(with(verify.clone(), "save_payment_method", json!("always"))).0, ErrorCode::ParameterNotAllowedForType);
         assert_eq!(code(without(verify, "customer")).1, Some("customer".into()));
+    }
+
+    /// Moment's documented bodies, as written on its pages.
+    #[test]
+    fn moments_nested_bodies() {
+        let manual = json!({"amount": 100000, "currency": "ZAR", "type": "one_time",
+            "options": {"checkout_options": {"return_url": "https://merchant.example/order/123/status"},
+                        "payment_method_options": {"card": {"capture_method": "manual"}}},
+            "external_reference": "order_123"});
+        let s = CreateSession::parse(&manual).unwrap();
+        assert_eq!(
+            (s.capture_method, s.return_url.unwrap().as_str()),
+            (CaptureMethod::Manual, "https://merchant.example/order/123/status")
+        );
+
+        let minimal = CreateSession::parse(&json!({"amount": 200, "currency": "ZAR"})).unwrap();
+        assert_eq!((minimal.session_type, minimal.return_url), (SessionType::OneTime, None));
+
+        let recurring = json!({"type": "first_in_series", "amount": 5000, "currency": "ZAR",
+            "options": {"customer": {"name": "Alex", "email": "alex@example.com"}}});
+        let s = CreateSession::parse(&recurring).unwrap();
+        assert!(matches!(s.customer, Some(CustomerRef::New(ref c)) if c.name == "Alex"));
+        assert_eq!(s.mandate_terms.unwrap(), MandateTerms::unconstrained(Currency::parse("ZAR").unwrap()));
+
+        let next = json!({"type": "next_in_series", "amount": 5000, "currency": "ZAR",
+            "options": {"customer_id": "cus_01JDV3W2M8K5F4Q7Z9X0A1B2C3", "payment_method_id": "pm_01JDV3W2M8K5F4Q7Z9X0A1B2C3"}});
+        assert!(matches!(CreateSession::parse(&next).unwrap().charge_target, Some(ChargeTarget::PaymentMethod { .. })));
+
+        // The subscriptions page's monthly example: `{}` takes all from the mandate.
+        let monthly = json!({"type": "first_in_series", "amount": 2000, "currency": "ZAR",
+            "options": {"customer_id": "cus_01JDV3W2M8K5F4Q7Z9X0A1B2C3",
+            "mandate_options": {"type": "scheduled", "amount": 2000,
+                "validity_period": {"start_date": "2026-01-01", "end_date": "2026-12-31"},
+                "recurrence": {"type": "monthly", "interval_count": 1,
+                               "on": {"type": "day_of_month", "days": [1], "adjustment": "nearest_weekday"}}},
+            "subscription_options": {}}});
+        let sub = CreateSession::parse(&monthly).unwrap().subscription_options.unwrap();
+        assert_eq!((sub.recurrence.on, sub.amount.map(|a| a.minor())), (Some(1), Some(2000)));
+        assert_eq!((sub.start_date, sub.end_date), (NaiveDate::from_ymd_opt(2026, 1, 1), NaiveDate::from_ymd_opt(2026, 12, 31)));
+    }
+
+    #[test]
+    fn moments_mandate_and_subscription_rules() {
+        let first = |options: Value| {
+            json!({"type": "first_in_series", "amount": 5000, "currency": "ZAR",
+            "options": {"customer_id": "cus_01JDV3W2M8K5F4Q7Z9X0A1B2C3", "mandate_options": options}})
+        };
+        // No amount in the terms: the first payment is the ceiling.
+        let t = CreateSession::parse(&first(json!({"type": "on_demand"}))).unwrap().mandate_terms.unwrap();
+        assert_eq!(t.amount, Some(MandateAmount::Range { min: None, max: Some(Amount::new(5000).unwrap()) }));
+
+        let with_sub = |sub: Value| {
+            let mut b = first(json!({"type": "scheduled", "amount": {"max": 3000}, "recurrence": {"type": "weekly"},
+                "validity_period": {"end_date": "2027-06-30"}}));
+            b["options"]["subscription_options"] = sub;
+            CreateSession::parse(&b)
+        };
+        let e = with_sub(json!({})).unwrap_err();
+        assert_eq!((e.code, e.param.as_deref()), (ErrorCode::AmountOutOfMandateRange, Some("options.subscription_options.amount")));
+        let s = with_sub(json!({"amount": 2500, "scheduled_time": "09:30"})).unwrap().subscription_options.unwrap();
+        assert_eq!(
+            (s.amount.unwrap().minor(), s.scheduled_time, s.end_date),
+            (2500, NaiveTime::from_hms_opt(9, 30, 0), NaiveDate::from_ymd_opt(2027, 6, 30))
+        );
+        let e = with_sub(json!({"amount": 2500, "active_period": {"end_date": "2028-01-01"}})).unwrap_err();
+        assert_eq!((e.code, e.param.as_deref()), (ErrorCode::ValidityPeriodInvalid, Some("options.subscription_options.active_period")));
+        let e = with_sub(json!({"amount": 2500, "scheduled_time": "9am"})).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("options.subscription_options.scheduled_time"));
+
+        let mut no_cadence = first(json!({"type": "on_demand"}));
+        no_cadence["options"]["subscription_options"] = json!({});
+        let e = CreateSession::parse(&no_cadence).unwrap_err();
+        assert_eq!((e.code, e.param.as_deref()), (ErrorCode::ParameterMissing, Some("options.subscription_options.recurrence")));
     }
 
     #[test]

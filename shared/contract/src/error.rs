@@ -97,6 +97,9 @@ error_codes! {
     SessionNotActive => "session_not_active", InvalidRequestError;
     PaymentProcessing => "payment_processing", InvalidRequestError;
     IllegalTransition => "illegal_transition", InvalidRequestError;
+    // Payments (DESIGN §12): a session's payment, by its `pay_` id.
+    PaymentNotFound => "payment_not_found", InvalidRequestError;
+    AuthorizationExpired => "authorization_expired", InvalidRequestError;
     // Refunds (DESIGN §9).
     PaymentNotRefundable => "payment_not_refundable", InvalidRequestError;
     ChargeAlreadyRefunded => "charge_already_refunded", InvalidRequestError;
@@ -131,8 +134,18 @@ impl ErrorCode {
     pub fn http_status(self) -> u16 {
         use ErrorCode::*;
         match self {
-            SessionNotFound | RefundNotFound | WebhookEndpointNotFound | EventNotFound | ScheduleNotFound => 404,
-            IdempotencyKeyReused | SessionNotActive | PaymentProcessing | IllegalTransition | ScheduleNotActive => 409,
+            SessionNotFound
+            | PaymentNotFound
+            | RefundNotFound
+            | WebhookEndpointNotFound
+            | EventNotFound
+            | ScheduleNotFound
+            | CustomerNotFound
+            | PaymentMethodNotFound
+            | MandateNotFound => 404,
+            IdempotencyKeyReused | SessionNotActive | PaymentProcessing | IllegalTransition | ScheduleNotActive | AuthorizationExpired => {
+                409
+            }
             PaymentMethodHasNoMandate
             | PaymentMethodExpired
             | MandateCustomerMismatch
@@ -185,9 +198,6 @@ impl ErrorCode {
             | MandateAmountRangeInvalid
             | RecurrenceInvalid
             | CaptureMethodNotAllowed
-            | CustomerNotFound
-            | PaymentMethodNotFound
-            | MandateNotFound
             | WebhookUrlNotAllowed
             | EnabledEventsInvalid => 400,
         }

@@ -107,6 +107,11 @@ impl PaymentId {
     pub fn of(session: &SessionId) -> PaymentId {
         PaymentId(format!("{}{}", PaymentId::PREFIX, &session.as_str()[SessionId::PREFIX.len()..]))
     }
+
+    /// The session this is the payment of.
+    pub fn session(&self) -> SessionId {
+        SessionId(format!("{}{}", SessionId::PREFIX, &self.0[PaymentId::PREFIX.len()..]))
+    }
 }
 
 /// The tenant. Carried in the `merchant-id` header, set by the upstream's broker

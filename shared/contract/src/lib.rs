@@ -15,6 +15,7 @@ pub mod internal;
 pub mod lifecycle;
 pub mod mandate;
 pub mod money;
+mod options;
 pub mod payment;
 pub mod routing;
 pub mod schedule;
@@ -24,5 +25,7 @@ pub mod timestamp;
 pub mod webhooks;
 
 pub use error::{ApiError, ErrorCode, ErrorType};
+#[cfg(feature = "schema")]
+pub mod openapi;
 #[cfg(feature = "schema")]
 pub mod schema;

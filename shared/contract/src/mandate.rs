@@ -13,21 +13,36 @@ use serde_json::Value;
 wire_enum!(MandateType { OnDemand => "on_demand", Scheduled => "scheduled" });
 wire_enum!(MandateStatus { Active => "active", Revoked => "revoked", Expired => "expired" });
 wire_enum!(RecurrenceType { Daily => "daily", Weekly => "weekly", Monthly => "monthly", Yearly => "yearly" });
+wire_enum!(DayAdjustment { NearestWeekday => "nearest_weekday" });
 
-/// Exact integer, or an inclusive `{min, max}` range.
+/// Exact integer, or an inclusive range with either bound or both (Moment's
+/// `{max}` alone is a ceiling, `{min}` alone a floor).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum MandateAmount {
     Exact(Amount),
-    Range { min: Amount, max: Amount },
+    Range {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        min: Option<Amount>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max: Option<Amount>,
+    },
 }
 
 impl MandateAmount {
     pub fn allows(self, amount: Amount) -> bool {
         match self {
             MandateAmount::Exact(a) => a == amount,
-            MandateAmount::Range { min, max } => min <= amount && amount <= max,
+            MandateAmount::Range { min, max } => min.is_none_or(|m| m <= amount) && max.is_none_or(|m| amount <= m),
+        }
+    }
+
+    /// The smallest charge allowed, when there is one.
+    pub fn floor(self) -> Option<Amount> {
+        match self {
+            MandateAmount::Exact(a) => Some(a),
+            MandateAmount::Range { min, .. } => min,
         }
     }
 }
@@ -40,8 +55,14 @@ pub struct Recurrence {
     pub interval_count: u32,
     /// Day of the period the scheduler charges on: weekday 1-7 (Monday = 1) for
     /// weekly, day of month 1-31 for monthly, day of year 1-366 for yearly.
+    /// Moment's object form (`{days: ["mon"]}`, `{type: "day_of_month",
+    /// days: [1]}`) is read into this.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub on: Option<u32>,
+    /// A monthly or yearly day that falls on a weekend moves to the nearest
+    /// weekday of the same month.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adjustment: Option<DayAdjustment>,
 }
 
 impl Recurrence {
@@ -118,14 +139,60 @@ pub(crate) fn parse_recurrence(v: &Value, param: &str) -> Result<Recurrence, Api
         RecurrenceType::Monthly => 31,
         RecurrenceType::Yearly => 366,
     };
-    let on = match o.get("on") {
-        None => None,
+    let (on, adjustment) = match o.get("on") {
+        None => (None, None),
         Some(_) if max_on == 0 => {
             return Err(ApiError::param(ErrorCode::RecurrenceInvalid, o.param("on"), "a daily recurrence has no `on` day"))
         }
-        Some(_) => Some(o.int("on", 1, max_on, ErrorCode::RecurrenceInvalid)?.unwrap_or(1) as u32),
+        Some(v) if v.is_object() => parse_on_object(v, kind, &o.param("on"))?,
+        Some(_) => (Some(o.int("on", 1, max_on, ErrorCode::RecurrenceInvalid)?.unwrap_or(1) as u32), None),
     };
-    Ok(Recurrence { kind, interval_count, on })
+    Ok(Recurrence { kind, interval_count, on, adjustment })
+}
+
+const WEEKDAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+
+/// Moment's `on` object: `{days: ["mon"]}` for weekly, `{type: "day_of_month",
+/// days: [1], adjustment}` for monthly, `{type: "day_of_year", days: [1]}` for
+/// yearly. One day only: a recurrence here is one charge per period, which is
+/// also what the mandate's consent allows.
+fn parse_on_object(v: &Value, kind: RecurrenceType, param: &str) -> Result<(Option<u32>, Option<DayAdjustment>), ApiError> {
+    let o = Obj::new(v, param)?;
+    o.only(&["type", "days", "adjustment"])?;
+    let invalid = |p: String, why: String| ApiError::param(ErrorCode::RecurrenceInvalid, p, why);
+    let expected = match kind {
+        RecurrenceType::Weekly => "day_of_week",
+        RecurrenceType::Monthly => "day_of_month",
+        _ => "day_of_year",
+    };
+    if let Some(t) = o.str("type", 32)? {
+        if t != expected {
+            return Err(invalid(o.param("type"), format!("a {kind} recurrence's `on` is {expected}, not {t}")));
+        }
+    }
+    let days = o.require("days")?.as_array().ok_or_else(|| o.wrong_type("days", "an array with one day"))?;
+    let [day] = days.as_slice() else {
+        return Err(invalid(o.param("days"), "give exactly one day: a recurrence charges once per period".into()));
+    };
+    let on = match (kind, day) {
+        (RecurrenceType::Weekly, Value::String(d)) => WEEKDAYS.iter().position(|w| w == d).map(|i| i as u32 + 1),
+        (RecurrenceType::Monthly, n) => n.as_u64().filter(|n| (1..=31).contains(n)).map(|n| n as u32),
+        (RecurrenceType::Yearly, n) => n.as_u64().filter(|n| (1..=366).contains(n)).map(|n| n as u32),
+        _ => None,
+    }
+    .ok_or_else(|| {
+        let want = match kind {
+            RecurrenceType::Weekly => "one of mon, tue, wed, thu, fri, sat, sun",
+            RecurrenceType::Monthly => "a day of the month, 1 to 31",
+            _ => "a day of the year, 1 to 366",
+        };
+        invalid(o.param("days"), format!("{} must hold {want}", o.param("days")))
+    })?;
+    let adjustment = o.choice("adjustment", DayAdjustment::parse, "nearest_weekday")?;
+    if adjustment.is_some() && kind == RecurrenceType::Weekly {
+        return Err(invalid(o.param("adjustment"), "a weekly recurrence names its weekday; there is nothing to adjust".into()));
+    }
+    Ok((Some(on), adjustment))
 }
 
 /// Parses `mandate_options` of a `first_in_series` whose currency is `currency`.
@@ -150,14 +217,24 @@ pub fn parse_mandate_options(v: &Value, currency: Currency) -> Result<MandateTer
         Some(v) if v.is_object() => {
             let r = Obj::new(v, "mandate_options.amount")?;
             r.only(&["min", "max"])?;
-            let min = parse_amount(r.require("min")?, &r.param("min"), true)?;
-            let max = parse_amount(r.require("max")?, &r.param("max"), false)?;
-            if min > max {
-                return Err(ApiError::param(
-                    ErrorCode::MandateAmountRangeInvalid,
-                    o.param("amount"),
-                    format!("mandate_options.amount.min ({min}) is above max ({max})"),
-                ));
+            let min = r.get("min").map(|v| parse_amount(v, &r.param("min"), true)).transpose()?;
+            let max = r.get("max").map(|v| parse_amount(v, &r.param("max"), false)).transpose()?;
+            match (min, max) {
+                (None, None) => {
+                    return Err(ApiError::param(
+                        ErrorCode::ParameterMissing,
+                        o.param("amount"),
+                        "mandate_options.amount needs min, max or both (or a number for a fixed amount)",
+                    ))
+                }
+                (Some(min), Some(max)) if min > max => {
+                    return Err(ApiError::param(
+                        ErrorCode::MandateAmountRangeInvalid,
+                        o.param("amount"),
+                        format!("mandate_options.amount.min ({min}) is above max ({max})"),
+                    ))
+                }
+                _ => {}
             }
             Some(MandateAmount::Range { min, max })
         }
@@ -194,7 +271,7 @@ pub fn parse_mandate_options(v: &Value, currency: Currency) -> Result<MandateTer
 
     let max_occurrences = o.int("max_occurrences", 1, 100_000, ErrorCode::ParameterInvalidValue)?.map(|n| n as u32);
     let total_amount = o.get("total_amount").map(|v| parse_amount(v, &o.param("total_amount"), false)).transpose()?;
-    if let (Some(MandateAmount::Exact(a) | MandateAmount::Range { min: a, .. }), Some(total)) = (amount, total_amount) {
+    if let (Some(a), Some(total)) = (amount.and_then(MandateAmount::floor), total_amount) {
         if a > total {
             return Err(ApiError::param(
                 ErrorCode::MandateAmountRangeInvalid,
@@ -296,10 +373,12 @@ pub fn validate_charge(mandate: Option<&Mandate>, usage: MandateUsage, card: Car
         if !allowed.allows(charge.amount) {
             let message = match allowed {
                 MandateAmount::Exact(a) => format!("amount {} differs from the mandate's fixed amount of {a}", charge.amount),
-                MandateAmount::Range { min, .. } if charge.amount < min => {
+                MandateAmount::Range { min: Some(min), .. } if charge.amount < min => {
                     format!("amount {} is below the mandate's minimum of {min}", charge.amount)
                 }
-                MandateAmount::Range { max, .. } => format!("amount {} is above the mandate's maximum of {max}", charge.amount),
+                MandateAmount::Range { max, .. } => {
+                    format!("amount {} is above the mandate's maximum of {}", charge.amount, max.map_or(0, Amount::minor))
+                }
             };
             return fail(ErrorCode::AmountOutOfMandateRange, Some("amount"), message);
         }
@@ -470,7 +549,7 @@ mod tests {
         let mut c = Case::new();
         c.amount = amt(19901);
         assert_eq!(c.check(), Err(ErrorCode::AmountOutOfMandateRange));
-        c.mandate.terms.amount = Some(MandateAmount::Range { min: amt(1000), max: amt(50000) });
+        c.mandate.terms.amount = Some(MandateAmount::Range { min: Some(amt(1000)), max: Some(amt(50000)) });
         c.mandate.terms.total_amount = None;
         for (a, ok) in [(999, false), (1000, true), (50000, true), (50001, false)] {
             c.amount = amt(a);
@@ -504,14 +583,14 @@ mod tests {
         c.today = d("2027-01-01");
         assert_eq!(c.check(), Ok(()));
 
-        let weekly = Recurrence { kind: RecurrenceType::Weekly, interval_count: 2, on: None };
+        let weekly = Recurrence { kind: RecurrenceType::Weekly, interval_count: 2, on: None, adjustment: None };
         // 2026-11-23 is a Monday.
         assert!(!weekly.allows_charge(d("2026-11-23"), d("2026-12-06")));
         assert!(weekly.allows_charge(d("2026-11-29"), d("2026-12-07")));
-        let daily = Recurrence { kind: RecurrenceType::Daily, interval_count: 1, on: None };
+        let daily = Recurrence { kind: RecurrenceType::Daily, interval_count: 1, on: None, adjustment: None };
         assert!(!daily.allows_charge(d("2026-11-23"), d("2026-11-23")));
         assert!(daily.allows_charge(d("2026-11-23"), d("2026-11-24")));
-        let yearly = Recurrence { kind: RecurrenceType::Yearly, interval_count: 1, on: None };
+        let yearly = Recurrence { kind: RecurrenceType::Yearly, interval_count: 1, on: None, adjustment: None };
         assert!(!yearly.allows_charge(d("2026-01-01"), d("2026-12-31")));
         assert!(yearly.allows_charge(d("2026-12-31"), d("2027-01-01")));
     }
@@ -557,6 +636,34 @@ mod tests {
     }
 
     #[test]
+    fn moments_amount_bounds_and_on_objects() {
+        let terms = |v: Value| parse_mandate_options(&v, zar()).unwrap();
+        let ceiling = terms(json!({"amount": {"max": 5000}})).amount.unwrap();
+        assert_eq!(ceiling, MandateAmount::Range { min: None, max: Some(amt(5000)) });
+        assert!(ceiling.allows(amt(1)) && ceiling.allows(amt(5000)) && !ceiling.allows(amt(5001)));
+        let floor = terms(json!({"amount": {"min": 1000}})).amount.unwrap();
+        assert!(!floor.allows(amt(999)) && floor.allows(amt(1_000_000)));
+
+        let r = |v: Value| terms(json!({"type": "scheduled", "recurrence": v})).recurrence.unwrap();
+        assert_eq!(r(json!({"type": "weekly", "interval_count": 1, "on": {"days": ["mon"]}})).on, Some(1));
+        let monthly = r(json!({"type": "monthly", "on": {"type": "day_of_month", "days": [1], "adjustment": "nearest_weekday"}}));
+        assert_eq!((monthly.on, monthly.adjustment), (Some(1), Some(DayAdjustment::NearestWeekday)));
+        assert_eq!(r(json!({"type": "yearly", "on": {"type": "day_of_year", "days": [32]}})).on, Some(32));
+
+        let code = |v: Value| parse_mandate_options(&v, zar()).unwrap_err();
+        let rec = |on: Value, kind: &str| code(json!({"recurrence": {"type": kind, "on": on}}));
+        let e = rec(json!({"days": ["mon", "thu"]}), "weekly");
+        assert_eq!((e.code, e.param.as_deref()), (ErrorCode::RecurrenceInvalid, Some("mandate_options.recurrence.on.days")));
+        assert_eq!(rec(json!({"days": ["funday"]}), "weekly").code, ErrorCode::RecurrenceInvalid);
+        assert_eq!(rec(json!({"type": "nth_day_of_month", "days": [1]}), "monthly").code, ErrorCode::RecurrenceInvalid);
+        assert_eq!(rec(json!({"type": "day_of_month", "days": [32]}), "monthly").code, ErrorCode::RecurrenceInvalid);
+        assert_eq!(rec(json!({"days": [1], "adjustment": "sometimes"}), "monthly").code, ErrorCode::ParameterInvalidValue);
+        assert_eq!(rec(json!({"days": ["mon"], "adjustment": "nearest_weekday"}), "weekly").code, ErrorCode::RecurrenceInvalid);
+        assert_eq!(rec(json!({}), "monthly").code, ErrorCode::ParameterMissing);
+        assert_eq!(code(json!({"amount": {}})).code, ErrorCode::ParameterMissing);
+    }
+
+    #[test]
     fn terms_round_trip_through_json() {
         let t = Case::new().mandate.terms;
         let v = serde_json::to_value(&t).unwrap();
@@ -564,7 +671,7 @@ mod tests {
         assert_eq!(v["recurrence"]["type"], "monthly");
         let back: MandateTerms = serde_json::from_value(v).unwrap();
         assert_eq!(back, t);
-        let ranged = MandateTerms { amount: Some(MandateAmount::Range { min: amt(1), max: amt(9) }), ..t };
+        let ranged = MandateTerms { amount: Some(MandateAmount::Range { min: Some(amt(1)), max: Some(amt(9)) }), ..t };
         let back: MandateTerms = serde_json::from_value(serde_json::to_value(&ranged).unwrap()).unwrap();
         assert_eq!(back, ranged);
     }

@@ -5,6 +5,7 @@ use crate::error::{ApiError, ErrorCode};
 use crate::ids::{PaymentId, RefundId, SessionId};
 use crate::lifecycle::{wire_enum, PaymentOutcome};
 use crate::money::{Amount, Currency};
+use crate::session::{CaptureMethod, LastPaymentError, Mode, PaymentSession};
 use crate::timestamp;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -12,6 +13,10 @@ use std::collections::BTreeMap;
 
 wire_enum!(PaymentStatus { Pending => "pending", Succeeded => "succeeded", Failed => "failed", Cancelled => "cancelled" });
 wire_enum!(RefundStatus { Pending => "pending", Succeeded => "succeeded", Failed => "failed" });
+wire_enum!(
+    /// Why the payment was made: to collect money, or to verify a card at amount 0.
+    PaymentIntent { Payment => "payment", Verification => "verification" }
+);
 wire_enum!(RefundReason { Duplicate => "duplicate", Fraudulent => "fraudulent", RequestedByCustomer => "requested_by_customer" });
 
 impl RefundStatus {
@@ -33,7 +38,11 @@ pub struct PaymentAmounts {
     pub refunded: i64,
 }
 
-/// `payment` on a session that has started paying.
+/// How long a card authorisation can be captured: Stripe's (and the card
+/// networks' usual) seven days for online card payments.
+pub const AUTHORIZATION_VALIDITY: chrono::Duration = chrono::Duration::days(7);
+
+/// `payment` on a session that has started paying: Moment's payment object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Payment {
@@ -50,37 +59,72 @@ pub struct Payment {
     #[serde(with = "timestamp")]
     #[cfg_attr(feature = "schema", schemars(with = "crate::schema::Timestamp"))]
     pub created_at: DateTime<Utc>,
+    #[serde(default = "PaymentIntent::payment")]
+    pub intent: PaymentIntent,
+    #[serde(default = "CaptureMethod::automatic")]
+    pub capture_method: CaptureMethod,
+    /// The session's.
+    #[serde(default)]
+    pub currency: Option<Currency>,
+    /// Until when a manual capture's authorisation can be captured; `null` otherwise.
+    #[serde(default, with = "timestamp::option")]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<crate::schema::Timestamp>"))]
+    pub authorization_expires_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub last_payment_error: Option<LastPaymentError>,
+    #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(with = "crate::schema::Metadata"))]
+    pub metadata: BTreeMap<String, String>,
+    #[serde(default)]
+    pub external_reference: Option<String>,
+    #[serde(default)]
+    pub mode: Option<Mode>,
+    #[serde(default, with = "timestamp::option")]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<crate::schema::Timestamp>"))]
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+impl PaymentIntent {
+    fn payment() -> Self {
+        PaymentIntent::Payment
+    }
 }
 
 impl Payment {
     /// The payment of a session, or `None` before its first attempt.
-    /// `pending` covers an attempt in flight and an authorisation waiting to be
-    /// captured; a customer-present session whose last attempt failed is
-    /// `failed` until the customer tries again; a released reservation is `cancelled`.
-    pub fn of(
-        session: &SessionId,
-        amount: i64,
-        outcome: PaymentOutcome,
-        m: PaymentAmounts,
-        started: Option<DateTime<Utc>>,
-    ) -> Option<Payment> {
-        let status = match outcome {
+    /// `pending` covers an attempt in flight; a customer-present session whose
+    /// last attempt failed is `failed` until the customer tries again; a
+    /// reservation is `succeeded` (funds held, as Moment shows it) until it is
+    /// released in full (`cancelled`).
+    pub fn of(s: &PaymentSession, capture_method: CaptureMethod, m: PaymentAmounts, started: Option<DateTime<Utc>>) -> Option<Payment> {
+        let status = match s.payment_outcome {
             PaymentOutcome::NotStarted => return None,
-            PaymentOutcome::Pending | PaymentOutcome::Reserved => PaymentStatus::Pending,
-            PaymentOutcome::Paid | PaymentOutcome::PaymentMethodVerified => PaymentStatus::Succeeded,
+            PaymentOutcome::Pending => PaymentStatus::Pending,
+            PaymentOutcome::Reserved | PaymentOutcome::Paid | PaymentOutcome::PaymentMethodVerified => PaymentStatus::Succeeded,
             PaymentOutcome::Unpaid if m.voided > 0 && m.paid == 0 => PaymentStatus::Cancelled,
             PaymentOutcome::Unpaid => PaymentStatus::Failed,
         };
+        let started = started?;
+        let held = capture_method == CaptureMethod::Manual && m.authorised > 0;
         Some(Payment {
-            id: PaymentId::of(session),
-            payment_session_id: session.clone(),
-            amount,
+            id: PaymentId::of(&s.id),
+            payment_session_id: s.id.clone(),
+            amount: s.amount,
             authorised_amount: m.authorised,
             paid_amount: m.paid,
             voided_amount: m.voided,
             refunded_amount: m.refunded,
             status,
-            created_at: started?,
+            created_at: started,
+            intent: if s.amount == 0 { PaymentIntent::Verification } else { PaymentIntent::Payment },
+            capture_method,
+            currency: Some(s.currency),
+            authorization_expires_at: held.then(|| started + AUTHORIZATION_VALIDITY),
+            last_payment_error: s.last_payment_error.clone(),
+            metadata: s.metadata.clone(),
+            external_reference: s.external_reference.clone(),
+            mode: Some(s.mode),
+            updated_at: Some(s.updated_at),
         })
     }
 }
@@ -164,26 +208,54 @@ pub fn check_refund_amount(requested: Option<Amount>, paid: i64, committed: i64)
 mod tests {
     use super::*;
 
-    fn sid() -> SessionId {
-        SessionId::parse("ps_01JDV3V9QK2H7M4N6P8R0S1T2U").unwrap()
+    fn session(outcome: PaymentOutcome) -> PaymentSession {
+        let mut v: serde_json::Value = serde_json::from_str(include_str!("../tests/fixtures/reply-session.json")).unwrap();
+        v["id"] = "ps_01JDV3V9QK2H7M4N6P8R0S1T2U".into();
+        v["amount"] = 100.into();
+        let mut s: PaymentSession = serde_json::from_value(v).unwrap();
+        s.payment_outcome = outcome;
+        s
+    }
+
+    fn of(outcome: PaymentOutcome, m: PaymentAmounts) -> Option<Payment> {
+        Payment::of(&session(outcome), CaptureMethod::Automatic, m, Some(Utc::now()))
     }
 
     #[test]
     fn a_payment_exists_once_paying_starts_and_says_how_it_ended() {
-        let t = Some(Utc::now());
         let m = PaymentAmounts::default();
-        assert_eq!(Payment::of(&sid(), 100, PaymentOutcome::NotStarted, m, t), None);
-        let p = Payment::of(&sid(), 100, PaymentOutcome::Pending, m, t).unwrap();
-        assert_eq!((p.id.as_str(), p.status), ("pay_01JDV3V9QK2H7M4N6P8R0S1T2U", PaymentStatus::Pending));
+        assert_eq!(of(PaymentOutcome::NotStarted, m), None);
+        let p = of(PaymentOutcome::Pending, m).unwrap();
+        assert_eq!((p.id.as_str(), p.status, p.intent), ("pay_01JDV3V9QK2H7M4N6P8R0S1T2U", PaymentStatus::Pending, PaymentIntent::Payment));
         let paid = PaymentAmounts { authorised: 100, paid: 100, ..m };
-        assert_eq!(Payment::of(&sid(), 100, PaymentOutcome::Paid, paid, t).unwrap().status, PaymentStatus::Succeeded);
+        assert_eq!(of(PaymentOutcome::Paid, paid).unwrap().status, PaymentStatus::Succeeded);
         let reserved = PaymentAmounts { authorised: 100, ..m };
-        assert_eq!(Payment::of(&sid(), 100, PaymentOutcome::Reserved, reserved, t).unwrap().status, PaymentStatus::Pending);
+        assert_eq!(of(PaymentOutcome::Reserved, reserved).unwrap().status, PaymentStatus::Succeeded);
         let voided = PaymentAmounts { authorised: 100, voided: 100, ..m };
-        assert_eq!(Payment::of(&sid(), 100, PaymentOutcome::Unpaid, voided, t).unwrap().status, PaymentStatus::Cancelled);
-        assert_eq!(Payment::of(&sid(), 100, PaymentOutcome::Unpaid, m, t).unwrap().status, PaymentStatus::Failed);
+        assert_eq!(of(PaymentOutcome::Unpaid, voided).unwrap().status, PaymentStatus::Cancelled);
+        assert_eq!(of(PaymentOutcome::Unpaid, m).unwrap().status, PaymentStatus::Failed);
         let part = PaymentAmounts { authorised: 100, paid: 60, voided: 40, refunded: 0 };
-        assert_eq!(Payment::of(&sid(), 100, PaymentOutcome::Paid, part, t).unwrap().status, PaymentStatus::Succeeded);
+        assert_eq!(of(PaymentOutcome::Paid, part).unwrap().status, PaymentStatus::Succeeded);
+    }
+
+    #[test]
+    fn a_held_authorisation_expires_and_a_verification_says_so() {
+        let t = Utc::now();
+        let held = Payment::of(
+            &session(PaymentOutcome::Reserved),
+            CaptureMethod::Manual,
+            PaymentAmounts { authorised: 100, ..Default::default() },
+            Some(t),
+        );
+        assert_eq!(held.unwrap().authorization_expires_at, Some(t + AUTHORIZATION_VALIDITY));
+        assert_eq!(
+            of(PaymentOutcome::Paid, PaymentAmounts { authorised: 100, paid: 100, ..Default::default() }).unwrap().authorization_expires_at,
+            None
+        );
+        let mut zero = session(PaymentOutcome::PaymentMethodVerified);
+        zero.amount = 0;
+        let v = Payment::of(&zero, CaptureMethod::Automatic, PaymentAmounts::default(), Some(t)).unwrap();
+        assert_eq!((v.intent, v.status), (PaymentIntent::Verification, PaymentStatus::Succeeded));
     }
 
     #[test]

@@ -6,10 +6,10 @@ use crate::create::CreateSession;
 use crate::error::{ApiError, ErrorCode};
 use crate::ids::{CustomerId, MandateId, PaymentMethodId, ScheduleId, SessionId};
 use crate::lifecycle::wire_enum;
-use crate::mandate::{Recurrence, RecurrenceType};
+use crate::mandate::{DayAdjustment, Recurrence, RecurrenceType};
 use crate::money::Currency;
 use crate::timestamp;
-use chrono::{DateTime, Datelike, Days, Months, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, Days, Months, NaiveDate, Utc, Weekday};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -49,6 +49,30 @@ fn days_in_year(year: i32) -> u32 {
 /// clamped into the period: a monthly charge on the 31st falls on a shorter
 /// month's last day, a yearly one from 29 February on the 28th in other years.
 pub fn due_date(r: Recurrence, anchor: NaiveDate, cycle: u32) -> NaiveDate {
+    let day = unadjusted_due_date(r, anchor, cycle);
+    match r.adjustment {
+        Some(DayAdjustment::NearestWeekday) => nearest_weekday(day),
+        None => day,
+    }
+}
+
+/// Saturday goes back to Friday and Sunday on to Monday, unless that leaves
+/// the month (then the other way), so a charge never changes period.
+fn nearest_weekday(d: NaiveDate) -> NaiveDate {
+    let (back, on) = match d.weekday() {
+        Weekday::Sat => (1, 2),
+        Weekday::Sun => (2, 1),
+        _ => return d,
+    };
+    let (earlier, later) = (d - Days::new(back), d + Days::new(on));
+    let prefer_earlier = d.weekday() == Weekday::Sat;
+    match (prefer_earlier, earlier.month() == d.month(), later.month() == d.month()) {
+        (true, true, _) | (false, true, false) => earlier,
+        _ => later,
+    }
+}
+
+fn unadjusted_due_date(r: Recurrence, anchor: NaiveDate, cycle: u32) -> NaiveDate {
     let steps = r.interval_count.max(1).saturating_mul(cycle);
     match r.kind {
         RecurrenceType::Daily => anchor + Days::new(steps as u64),
@@ -173,7 +197,21 @@ mod tests {
     }
 
     fn r(kind: RecurrenceType, interval_count: u32, on: Option<u32>) -> Recurrence {
-        Recurrence { kind, interval_count, on }
+        Recurrence { kind, interval_count, on, adjustment: None }
+    }
+
+    #[test]
+    fn nearest_weekday_stays_in_the_month() {
+        let adj = |on| Recurrence { adjustment: Some(DayAdjustment::NearestWeekday), ..r(RecurrenceType::Monthly, 1, Some(on)) };
+        // 2026-08-01 is a Saturday: Friday 31 July would leave August, so Monday 3rd.
+        assert_eq!(due_date(adj(1), d("2026-07-15"), 1), d("2026-08-03"));
+        // 2026-11-01 is a Sunday: Monday 2nd.
+        assert_eq!(due_date(adj(1), d("2026-10-15"), 1), d("2026-11-02"));
+        // 2026-05-31 is a Sunday: Monday would leave May, so Friday 29th.
+        assert_eq!(due_date(adj(31), d("2026-04-15"), 1), d("2026-05-29"));
+        // 2026-12-05 is a Saturday: Friday 4th. A weekday stays.
+        assert_eq!(due_date(adj(5), d("2026-11-15"), 1), d("2026-12-04"));
+        assert_eq!(due_date(adj(2), d("2026-11-15"), 1), d("2026-12-02"));
     }
 
     #[test]

@@ -9,7 +9,7 @@
 use crate::events::EventType;
 use crate::ids::{CustomerId, EventId, MandateId, PaymentMethodId, RefundId, ScheduleId, SessionId, TriggerId, WebhookEndpointId};
 use crate::lifecycle::Status;
-use crate::mandate::{MandateStatus, MandateType, Recurrence, ValidityPeriod};
+use crate::mandate::{MandateStatus, MandateType, ValidityPeriod};
 use crate::money::{Amount, Currency};
 use crate::payment::RefundReason;
 use crate::schedule::ScheduleStatus;
@@ -20,48 +20,42 @@ use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-/// RFC 3339 UTC to the second, e.g. `2026-11-24T09:15:00Z`.
-pub struct Timestamp;
+/// A type that is only its schema: a unit struct named `$name` whose JSON Schema is `$schema`.
+macro_rules! fixed_schema {
+    ($(#[$doc:meta])* $name:ident, $($schema:tt)+) => {
+        $(#[$doc])*
+        pub struct $name;
 
-impl JsonSchema for Timestamp {
-    fn schema_name() -> Cow<'static, str> {
-        "Timestamp".into()
-    }
+        impl JsonSchema for $name {
+            fn schema_name() -> Cow<'static, str> {
+                stringify!($name).into()
+            }
 
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({"type": "string", "format": "date-time", "pattern": "^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}Z$"})
+            fn json_schema(_: &mut SchemaGenerator) -> Schema {
+                json_schema!($($schema)+)
+            }
+        }
+    };
+}
+
+fixed_schema! {
+    /// RFC 3339 UTC to the second, e.g. `2026-11-24T09:15:00Z`.
+    Timestamp, {"type": "string", "format": "date-time", "pattern": "^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}Z$"}
+}
+
+fixed_schema! {
+    /// A string map of at most 50 keys (≤ 40 characters) and values (≤ 500).
+    Metadata, {
+        "type": "object",
+        "maxProperties": crate::create::MAX_METADATA_KEYS,
+        "propertyNames": {"minLength": 1, "maxLength": crate::create::MAX_METADATA_KEY_LEN},
+        "additionalProperties": {"type": "string", "maxLength": crate::create::MAX_METADATA_VALUE_LEN}
     }
 }
 
-/// A string map of at most 50 keys (≤ 40 characters) and values (≤ 500).
-pub struct Metadata;
-
-impl JsonSchema for Metadata {
-    fn schema_name() -> Cow<'static, str> {
-        "Metadata".into()
-    }
-
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({
-            "type": "object",
-            "maxProperties": crate::create::MAX_METADATA_KEYS,
-            "propertyNames": {"minLength": 1, "maxLength": crate::create::MAX_METADATA_KEY_LEN},
-            "additionalProperties": {"type": "string", "maxLength": crate::create::MAX_METADATA_VALUE_LEN}
-        })
-    }
-}
-
-/// An absolute http(s) URL without credentials.
-pub struct HttpUrl;
-
-impl JsonSchema for HttpUrl {
-    fn schema_name() -> Cow<'static, str> {
-        "HttpUrl".into()
-    }
-
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({"type": "string", "format": "uri", "pattern": "^https?://[^/@]+", "maxLength": crate::create::MAX_URL_LEN})
-    }
+fixed_schema! {
+    /// An absolute http(s) URL without credentials.
+    HttpUrl, {"type": "string", "format": "uri", "pattern": "^https?://[^/@]+", "maxLength": crate::create::MAX_URL_LEN}
 }
 
 /// A new customer.
@@ -74,12 +68,104 @@ pub struct NewCustomer {
     pub email: String,
 }
 
-/// `mandate_options.amount`: exact, or a range.
+/// `mandate_options.amount`: exact, or a range with either bound or both.
 #[derive(JsonSchema)]
 #[schemars(untagged)]
 pub enum MandateAmountOption {
     Exact(Amount),
-    Range { min: Amount, max: Amount },
+    Range(AmountRange),
+}
+
+/// `{max}` alone is a ceiling, `{min}` alone a floor.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields, extend("minProperties" = 1))]
+pub struct AmountRange {
+    pub min: Option<Amount>,
+    pub max: Option<Amount>,
+}
+
+/// `recurrence` as a create takes it: `on` a number (ours) or Moment's object.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct RecurrenceOption {
+    #[schemars(rename = "type")]
+    pub kind: crate::mandate::RecurrenceType,
+    #[schemars(range(min = 1, max = 366))]
+    pub interval_count: Option<u32>,
+    pub on: Option<OnOption>,
+}
+
+/// Weekday 1-7 (Monday = 1), day of month or of year; or Moment's object.
+#[derive(JsonSchema)]
+#[schemars(untagged)]
+pub enum OnOption {
+    Day(#[schemars(range(min = 1, max = 366))] u32),
+    Days(OnDays),
+}
+
+/// `{days: ["mon"]}`, `{type: "day_of_month", days: [1], adjustment: "nearest_weekday"}`:
+/// one day, since a recurrence charges once per period.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct OnDays {
+    #[schemars(rename = "type")]
+    pub kind: Option<OnKind>,
+    #[schemars(length(min = 1, max = 1))]
+    pub days: Vec<DayName>,
+    pub adjustment: Option<crate::mandate::DayAdjustment>,
+}
+
+#[derive(JsonSchema)]
+pub enum OnKind {
+    #[schemars(rename = "day_of_week")]
+    DayOfWeek,
+    #[schemars(rename = "day_of_month")]
+    DayOfMonth,
+    #[schemars(rename = "day_of_year")]
+    DayOfYear,
+}
+
+/// `mon` … `sun`, or a day number.
+#[derive(JsonSchema)]
+#[schemars(untagged)]
+pub enum DayName {
+    Weekday(Weekday),
+    Number(#[schemars(range(min = 1, max = 366))] u32),
+}
+
+#[derive(JsonSchema)]
+#[schemars(rename_all = "lowercase")]
+pub enum Weekday {
+    Mon,
+    Tue,
+    Wed,
+    Thu,
+    Fri,
+    Sat,
+    Sun,
+}
+
+/// `subscription_options`: `{}` takes everything from the mandate.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct SubscriptionOptionsBody {
+    /// Defaults to the mandate's recurrence.
+    pub recurrence: Option<RecurrenceOption>,
+    /// Defaults to the mandate's fixed amount, else the session's.
+    pub amount: Option<PositiveAmount>,
+    /// Within the mandate's validity period, which it defaults to.
+    pub active_period: Option<ValidityPeriod>,
+    pub start_date: Option<chrono::NaiveDate>,
+    #[schemars(range(min = 1))]
+    pub max_occurrences: Option<u32>,
+    /// UTC, `HH:MM`.
+    #[schemars(regex(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"))]
+    pub scheduled_time: Option<String>,
+}
+
+fixed_schema! {
+    /// Moment's pattern for `external_reference`.
+    ExternalReference, {"type": "string", "minLength": 1, "maxLength": crate::create::MAX_EXTERNAL_REFERENCE_LEN, "pattern": "^[a-zA-Z0-9_-]+$"}
 }
 
 /// A `first_in_series`'s mandate terms; all optional (omitted: an unconstrained on-demand mandate).
@@ -91,104 +177,176 @@ pub struct MandateOptions {
     pub amount: Option<MandateAmountOption>,
     /// The session's currency, if given.
     pub currency: Option<Currency>,
-    pub recurrence: Option<Recurrence>,
+    pub recurrence: Option<RecurrenceOption>,
     pub validity_period: Option<ValidityPeriod>,
     #[schemars(range(min = 1))]
     pub max_occurrences: Option<u32>,
     pub total_amount: Option<Amount>,
 }
 
-/// Field types shared by the three create bodies.
+/// `checkout_options`: where the customer goes after the checkout, and whether it may keep their card.
 #[derive(JsonSchema)]
-#[schemars(deny_unknown_fields, extend("not" = {"required": ["customer", "customer_id"]}))]
-pub struct OneTimeBody {
-    pub amount: PositiveAmount,
-    pub currency: Currency,
-    pub capture_method: Option<CaptureMethod>,
-    #[schemars(with = "Option<Metadata>")]
-    pub metadata: Option<BTreeMap<String, String>>,
-    #[schemars(length(max = 255))]
-    pub external_reference: Option<String>,
-    pub customer: Option<NewCustomer>,
-    pub customer_id: Option<CustomerId>,
-    #[schemars(with = "HttpUrl")]
-    pub return_url: String,
-    /// `never` by default; a card saved here is for customer-present use only.
+#[schemars(deny_unknown_fields)]
+pub struct CheckoutOptions {
+    #[schemars(with = "Option<HttpUrl>")]
+    pub return_url: Option<String>,
+    /// `one_time` only.
     pub save_payment_method: Option<SavePaymentMethod>,
-    /// Seconds from creation until the checkout expires (default 86400).
     #[schemars(range(min = 60, max = 604800))]
     pub expires_in: Option<i64>,
 }
 
-/// A `first_in_series`: pays (or verifies the card, at amount 0) and grants a mandate.
+/// `payment_method_options`.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct PaymentMethodOptions {
+    pub card: Option<CardOptions>,
+}
+
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct CardOptions {
+    pub capture_method: Option<CaptureMethod>,
+}
+
+/// Moment's nested form of a customer-present create; each field may be given
+/// here or flat, not both.
 #[derive(JsonSchema)]
 #[schemars(deny_unknown_fields, extend("not" = {"required": ["customer", "customer_id"]}))]
-pub struct FirstInSeriesBody {
+pub struct PresentOptions {
+    pub customer: Option<NewCustomer>,
+    pub customer_id: Option<CustomerId>,
+    pub checkout_options: Option<CheckoutOptions>,
+    pub payment_method_options: Option<PaymentMethodOptions>,
+    /// `first_in_series` only.
+    pub mandate_options: Option<MandateOptions>,
+    /// `first_in_series` only.
+    pub subscription_options: Option<SubscriptionOptionsBody>,
+}
+
+/// Moment's nested form of a `next_in_series`.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct NextOptions {
+    pub mandate_id: Option<MandateId>,
+    pub customer_id: Option<CustomerId>,
+    pub payment_method_id: Option<PaymentMethodId>,
+    pub payment_method_options: Option<PaymentMethodOptions>,
+}
+
+/// `type` of a body: a constant.
+pub struct TypeTag<const N: usize>;
+
+const TYPE_NAMES: [&str; 3] = ["one_time", "first_in_series", "next_in_series"];
+
+impl<const N: usize> JsonSchema for TypeTag<N> {
+    fn schema_name() -> Cow<'static, str> {
+        format!("Type_{}", TYPE_NAMES[N]).into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({"const": TYPE_NAMES[N]})
+    }
+}
+
+/// A `one_time` (the type when none is given): the customer pays on the checkout.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields, extend("not" = {"required": ["customer", "customer_id"]}))]
+pub struct OneTimeBody {
+    #[schemars(rename = "type")]
+    pub kind: Option<TypeTag<0>>,
     /// 0 verifies the card without charging it.
     pub amount: Amount,
     pub currency: Currency,
     pub capture_method: Option<CaptureMethod>,
     #[schemars(with = "Option<Metadata>")]
     pub metadata: Option<BTreeMap<String, String>>,
-    #[schemars(length(max = 255))]
+    #[schemars(with = "Option<ExternalReference>")]
     pub external_reference: Option<String>,
     pub customer: Option<NewCustomer>,
     pub customer_id: Option<CustomerId>,
-    #[schemars(with = "HttpUrl")]
-    pub return_url: String,
+    /// Without one, the checkout ends on its own receipt page.
+    #[schemars(with = "Option<HttpUrl>")]
+    pub return_url: Option<String>,
+    /// `never` by default; a card saved here is for customer-present use only.
+    pub save_payment_method: Option<SavePaymentMethod>,
+    /// Seconds from creation until the checkout expires (default 86400).
+    #[schemars(range(min = 60, max = 604800))]
+    pub expires_in: Option<i64>,
+    pub options: Option<PresentOptions>,
+}
+
+/// A `first_in_series`: pays (or verifies the card, at amount 0) and grants a mandate.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields, extend("not" = {"required": ["customer", "customer_id"]}))]
+pub struct FirstInSeriesBody {
+    #[schemars(rename = "type")]
+    pub kind: TypeTag<1>,
+    /// 0 verifies the card without charging it.
+    pub amount: Amount,
+    pub currency: Currency,
+    pub capture_method: Option<CaptureMethod>,
+    #[schemars(with = "Option<Metadata>")]
+    pub metadata: Option<BTreeMap<String, String>>,
+    #[schemars(with = "Option<ExternalReference>")]
+    pub external_reference: Option<String>,
+    pub customer: Option<NewCustomer>,
+    pub customer_id: Option<CustomerId>,
+    #[schemars(with = "Option<HttpUrl>")]
+    pub return_url: Option<String>,
     #[schemars(range(min = 60, max = 604800))]
     pub expires_in: Option<i64>,
     pub mandate_options: Option<MandateOptions>,
-    pub subscription_options: Option<crate::create::SubscriptionOptions>,
+    pub subscription_options: Option<SubscriptionOptionsBody>,
+    pub options: Option<PresentOptions>,
 }
 
 /// A `next_in_series`: charged at once under a mandate, or a saved card's
-/// customer and payment method.
+/// customer and payment method (flat, or under `options`).
 #[derive(JsonSchema)]
 #[schemars(
     deny_unknown_fields,
-    extend("oneOf" = [
-        {"required": ["mandate_id"], "not": {"anyOf": [{"required": ["customer_id"]}, {"required": ["payment_method_id"]}]}},
-        {"required": ["customer_id", "payment_method_id"], "not": {"required": ["mandate_id"]}}
+    extend("anyOf" = [
+        {"required": ["options"]},
+        {"oneOf": [
+            {"required": ["mandate_id"], "not": {"anyOf": [{"required": ["customer_id"]}, {"required": ["payment_method_id"]}]}},
+            {"required": ["customer_id", "payment_method_id"], "not": {"required": ["mandate_id"]}}
+        ]}
     ])
 )]
 pub struct NextInSeriesBody {
+    #[schemars(rename = "type")]
+    pub kind: TypeTag<2>,
     pub amount: PositiveAmount,
     pub currency: Currency,
     pub capture_method: Option<CaptureMethod>,
     #[schemars(with = "Option<Metadata>")]
     pub metadata: Option<BTreeMap<String, String>>,
-    #[schemars(length(max = 255))]
+    #[schemars(with = "Option<ExternalReference>")]
     pub external_reference: Option<String>,
     pub mandate_id: Option<MandateId>,
     pub customer_id: Option<CustomerId>,
     pub payment_method_id: Option<PaymentMethodId>,
+    pub options: Option<NextOptions>,
 }
 
-/// An amount above zero, in the currency's minor units.
-pub struct PositiveAmount;
-
-impl JsonSchema for PositiveAmount {
-    fn schema_name() -> Cow<'static, str> {
-        "PositiveAmount".into()
-    }
-
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({"type": "integer", "minimum": 1, "maximum": Amount::MAX})
-    }
+fixed_schema! {
+    /// An amount above zero, in the currency's minor units.
+    PositiveAmount, {"type": "integer", "minimum": 1, "maximum": Amount::MAX}
 }
 
-/// `payment_session.create`: flat, one shape per `type`. Rules a schema cannot
-/// state (min ≤ max, dates in order, currencies matching) are the service's:
-/// see docs/contract-decisions.md.
+/// `payment_session.create`: one shape per `type` (`one_time` when absent),
+/// flat or with Moment's nested `options`. Rules a schema cannot state (min ≤
+/// max, dates in order, currencies matching, a field given both ways, fields
+/// of `options` foreign to the type) are the service's: see
+/// docs/contract-decisions.md.
 #[derive(JsonSchema)]
-#[schemars(tag = "type")]
+#[schemars(untagged)]
+// Never built: it only describes the body.
+#[allow(clippy::large_enum_variant)]
 pub enum CreateSessionBody {
-    #[schemars(rename = "one_time")]
     OneTime(OneTimeBody),
-    #[schemars(rename = "first_in_series")]
     FirstInSeries(FirstInSeriesBody),
-    #[schemars(rename = "next_in_series")]
     NextInSeries(NextInSeriesBody),
 }
 
@@ -274,7 +432,7 @@ pub struct TriggerCharge {
     pub payment_method_id: Option<PaymentMethodId>,
     pub amount: PositiveAmount,
     pub currency: Currency,
-    #[schemars(length(max = 255))]
+    #[schemars(with = "Option<ExternalReference>")]
     pub external_reference: Option<String>,
     #[schemars(with = "Option<Metadata>")]
     pub metadata: Option<BTreeMap<String, String>>,
@@ -325,17 +483,9 @@ pub enum EnabledEvent {
     One(EventType),
 }
 
-/// `*`: every event type.
-pub struct Star;
-
-impl JsonSchema for Star {
-    fn schema_name() -> Cow<'static, str> {
-        "Star".into()
-    }
-
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({"const": "*"})
-    }
+fixed_schema! {
+    /// `*`: every event type.
+    Star, {"const": "*"}
 }
 
 /// `webhook_endpoint.delete`, `.rotate_secret`, `.enable`, `.disable`.
@@ -352,6 +502,37 @@ pub struct RedeliverBody {
     pub event_id: EventId,
     pub webhook_endpoint_id: Option<WebhookEndpointId>,
 }
+
+/// `POST /collect/payments/{id}/captures`: no amount captures all that is authorised.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct CaptureHttp {
+    pub amount: Option<PositiveAmount>,
+}
+
+/// `POST /collect/refunds`: the payment by its id (or its session's).
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields, extend("oneOf" = [{"required": ["payment_id"]}, {"required": ["payment_session_id"]}]))]
+pub struct RefundHttp {
+    pub payment_id: Option<crate::ids::PaymentId>,
+    pub payment_session_id: Option<SessionId>,
+    pub amount: Option<PositiveAmount>,
+    pub reason: Option<RefundReason>,
+    #[schemars(with = "Option<Metadata>")]
+    pub metadata: Option<BTreeMap<String, String>>,
+}
+
+/// `POST /webhook_events/{id}/redeliver`: to one endpoint, or every one that got it.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct RedeliverHttp {
+    pub webhook_endpoint_id: Option<WebhookEndpointId>,
+}
+
+/// Nothing: the path says it all.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct EmptyBody {}
 
 /// A failed command's reply.
 #[derive(JsonSchema)]
@@ -371,16 +552,9 @@ pub struct List<T> {
     pub has_more: bool,
 }
 
-pub struct ListTag;
-
-impl JsonSchema for ListTag {
-    fn schema_name() -> Cow<'static, str> {
-        "ListTag".into()
-    }
-
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({"const": "list"})
-    }
+fixed_schema! {
+    /// `"list"`.
+    ListTag, {"const": "list"}
 }
 
 /// `schedule.trigger`'s reply: accepted, answered item by item later in `schedule_trigger.completed`.
@@ -475,6 +649,11 @@ pub const DOCUMENTS: &[Document] = &[
         sent: true,
         schema: of::<List<crate::session::PaymentSession>>,
     },
+    Document { name: "payment", title: "The payment object", sent: true, schema: of::<crate::payment::Payment> },
+    Document { name: "http.capture", title: "POST /collect/payments/{id}/captures body", sent: false, schema: of::<CaptureHttp> },
+    Document { name: "http.refund", title: "POST /collect/refunds body", sent: false, schema: of::<RefundHttp> },
+    Document { name: "http.redeliver", title: "POST /webhook_events/{id}/redeliver body", sent: false, schema: of::<RedeliverHttp> },
+    Document { name: "http.empty", title: "A body with nothing to say", sent: false, schema: of::<EmptyBody> },
     Document { name: "refund", title: "The refund object", sent: true, schema: of::<crate::payment::Refund> },
     Document { name: "dispute", title: "The dispute object (payment.disputed)", sent: true, schema: of::<crate::payment::Dispute> },
     Document { name: "mandate", title: "The mandate object", sent: true, schema: of::<crate::mandate::MandateObject> },
@@ -558,8 +737,16 @@ pub fn standalone(d: &Document) -> serde_json::Value {
 /// Every document's schema for AsyncAPI: draft-07 (AsyncAPI's schema format),
 /// shared types under `#/components/schemas/`. Returns (name → schema, shared types).
 pub fn for_asyncapi() -> (Vec<(&'static str, serde_json::Value)>, serde_json::Map<String, serde_json::Value>) {
-    let draft07 = || SchemaSettings::draft07().with(|s| s.definitions_path = "/components/schemas/".into());
-    let (mut received, mut sent) = (settings(draft07(), false).into_generator(), settings(draft07(), true).into_generator());
+    components(SchemaSettings::draft07)
+}
+
+/// Every document's schema with the types they share under `#/components/schemas/`,
+/// in the JSON Schema dialect `base` gives.
+pub(crate) fn components(
+    base: fn() -> SchemaSettings,
+) -> (Vec<(&'static str, serde_json::Value)>, serde_json::Map<String, serde_json::Value>) {
+    let at = || base().with(|s| s.definitions_path = "/components/schemas/".into());
+    let (mut received, mut sent) = (settings(at(), false).into_generator(), settings(at(), true).into_generator());
     let mut bodies: Vec<(&'static str, serde_json::Value)> =
         DOCUMENTS.iter().map(|d| (d.name, (d.schema)(if d.sent { &mut sent } else { &mut received }).to_value())).collect();
     let mut shared = received.take_definitions(true);

@@ -11,6 +11,10 @@ use std::collections::BTreeMap;
 wire_enum!(CaptureMethod { Automatic => "automatic", Manual => "manual" });
 wire_enum!(SavePaymentMethod { Always => "always", Never => "never", Prompt => "prompt" });
 wire_enum!(Mode { Test => "test", Live => "live" });
+wire_enum!(
+    /// Moment's deprecated `payment_status`, kept for integrations written against it.
+    LegacyPaymentStatus { Paid => "paid", Unpaid => "unpaid" }
+);
 
 /// What a successful customer-present payment leaves behind (DESIGN §1): a
 /// card saved for merchant-initiated use under a mandate (`Some(true)`), one
@@ -70,10 +74,39 @@ pub struct PaymentSession {
     #[serde(with = "timestamp")]
     #[cfg_attr(feature = "schema", schemars(with = "crate::schema::Timestamp"))]
     pub updated_at: DateTime<Utc>,
+    /// Deprecated (Moment's): `paid` once money is paid or reserved; read `payment_outcome`.
+    #[serde(default = "LegacyPaymentStatus::unpaid")]
+    pub payment_status: LegacyPaymentStatus,
+    /// Deprecated (Moment's): the hosted checkout's id, `ckt_…`; `null` without a checkout.
+    #[serde(default)]
+    pub checkout_session_id: Option<String>,
+}
+
+impl CaptureMethod {
+    pub(crate) fn automatic() -> Self {
+        CaptureMethod::Automatic
+    }
+}
+
+impl LegacyPaymentStatus {
+    fn unpaid() -> Self {
+        LegacyPaymentStatus::Unpaid
+    }
 }
 
 impl PaymentSession {
     pub const OBJECT: &'static str = "payment_session";
+
+    /// The fields Moment keeps for old integrations, from the session's own
+    /// state: set wherever the session is shown.
+    pub fn derive_legacy_fields(&mut self) {
+        self.payment_status = match self.payment_outcome {
+            PaymentOutcome::Paid | PaymentOutcome::Reserved => LegacyPaymentStatus::Paid,
+            _ => LegacyPaymentStatus::Unpaid,
+        };
+        self.checkout_session_id =
+            self.session_type.customer_present().then(|| format!("ckt_{}", &self.id.as_str()[SessionId::PREFIX.len()..]));
+    }
 }
 
 #[cfg(test)]

@@ -105,6 +105,21 @@ impl Env {
         self.get(var)
     }
 
+    /// A certificate chain and its key (PEM files), named by two variables
+    /// that are set together or not at all.
+    pub fn cert_pair(
+        &self,
+        cert: &'static str,
+        key: &'static str,
+    ) -> Result<Option<(std::path::PathBuf, std::path::PathBuf)>, ConfigError> {
+        match (self.raw(cert), self.raw(key)) {
+            (Some(c), Some(k)) => Ok(Some((c.into(), k.into()))),
+            (None, None) => Ok(None),
+            (Some(_), None) => Err(ConfigError { var: key, problem: format!("is required with {cert}") }),
+            (None, Some(_)) => Err(ConfigError { var: cert, problem: format!("is required with {key}") }),
+        }
+    }
+
     pub fn string(&self, var: &'static str, default: &str) -> String {
         self.note(var, Some(default.to_owned()));
         self.get(var).unwrap_or(default).to_owned()

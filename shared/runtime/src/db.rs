@@ -26,6 +26,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0016_direct", include_str!("../migrations/0016_direct.sql")),
     ("0017_calls", include_str!("../migrations/0017_calls.sql")),
     ("0018_api_keys", include_str!("../migrations/0018_api_keys.sql")),
+    ("0019_subscription_plan", include_str!("../migrations/0019_subscription_plan.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -18,6 +18,7 @@ pub mod service;
 pub mod telemetry;
 pub mod tls;
 pub mod topology;
+pub mod web;
 
 pub use config::{Config, ConfigError, Env};
 pub use consumer::{Admission, Called, Handled, Handler, HandlerError, Prepared};

@@ -113,6 +113,12 @@ pub fn replay(
             .map_err(|source| SecretsError::Open { context: context::IDEMPOTENCY_REPLY, source })?,
         (true, None) => return Err(SecretsError::NoKeys.into()),
     };
+    // A refusal with nowhere to reply goes where the first one went: the DLQ.
+    if msg.reply_to.is_none() {
+        if let Some(e) = reply.get("error").and_then(|e| serde_json::from_value::<ApiError>(e.clone()).ok()) {
+            return Ok(Handled::refuse(msg, &e));
+        }
+    }
     let again = msg.reply(&reply, true).map(|mut r| {
         r.sealed = sealed;
         r
@@ -120,7 +126,7 @@ pub fn replay(
     Ok(Handled::default().send(again))
 }
 
-/// Replies with the answer, keeps it for idempotent replays, or releases the key on refusal.
+/// Replies with the answer and keeps it, a refusal too, for idempotent replays.
 pub async fn close(tx: &Transaction<'_>, msg: &Incoming, opened: &Opened, answer: Answer) -> Result<Handled, HandlerError> {
     finish(tx, msg, opened, answer, None).await
 }
@@ -161,9 +167,11 @@ async fn finish(
             h.outbox.extend(publish);
             Ok(h)
         }
+        // Kept like any answer (Moment replays a refusal too): the same key
+        // and body get this error again, marked as a replay.
         Answer::Refused(e) => {
             if let Some(k) = &opened.key {
-                idempotency::release(tx, &opened.merchant, k).await?;
+                idempotency::complete(tx, &opened.merchant, k, &e.to_reply()).await?;
             }
             Ok(refused(msg, &e))
         }

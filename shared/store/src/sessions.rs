@@ -7,7 +7,7 @@ use ps_contract::lifecycle::{PaymentOutcome, SessionState, SessionType, Status};
 use ps_contract::mandate::MandateTerms;
 use ps_contract::money::Currency;
 use ps_contract::payment::{Payment, PaymentAmounts};
-use ps_contract::session::{CaptureMethod, LastPaymentError, Mode, PaymentSession, SavePaymentMethod};
+use ps_contract::session::{CaptureMethod, LastPaymentError, LegacyPaymentStatus, Mode, PaymentSession, SavePaymentMethod};
 use ps_runtime::HandlerError;
 use std::collections::BTreeMap;
 
@@ -108,8 +108,9 @@ impl StoredSession {
 
     fn show_payment(&mut self) {
         let s = &mut self.session;
-        s.payment = Payment::of(&s.id, s.amount, s.payment_outcome, self.amounts, self.payment_started);
+        s.payment = Payment::of(s, self.capture_method, self.amounts, self.payment_started);
         s.payment_id = s.payment.as_ref().map(|p| p.id.clone());
+        s.derive_legacy_fields();
     }
 }
 
@@ -154,6 +155,8 @@ fn from_row(r: &tokio_postgres::Row) -> Result<StoredSession, HandlerError> {
         mode: Mode::parse(&text(19)).ok_or_else(|| corrupt("mode"))?,
         created_at: r.get(21),
         updated_at: r.get(22),
+        payment_status: LegacyPaymentStatus::Unpaid,
+        checkout_session_id: None,
     };
     let mut stored = StoredSession {
         session,

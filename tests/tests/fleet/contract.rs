@@ -32,11 +32,12 @@ fn check(files: Vec<(PathBuf, String)>) {
 }
 
 #[test]
-fn the_json_schemas_and_asyncapi_document_are_current() {
+fn the_json_schemas_asyncapi_and_openapi_documents_are_current() {
     let dir = root().join("shared/contract/schemas");
     let mut files: Vec<(PathBuf, String)> =
         DOCUMENTS.iter().map(|d| (dir.join(format!("{}.json", d.name)), pretty(&standalone(d)))).collect();
     files.push((root().join("docs/asyncapi.json"), pretty(&asyncapi(env!("CARGO_PKG_VERSION")))));
+    files.push((root().join("docs/openapi.json"), pretty(&ps_contract::openapi::openapi(env!("CARGO_PKG_VERSION")))));
     check(files);
     // No schema file is left behind for a document that no longer exists.
     for entry in std::fs::read_dir(&dir).unwrap() {
@@ -94,10 +95,11 @@ fn the_create_schema_refuses_what_intake_refuses() {
     };
     with(json!({"colour": "red"}));
     with(json!({"mandate_options": {}}));
-    with(json!({"amount": 0}));
+    with(json!({"amount": -1}));
     with(json!({"currency": "XXX"}));
+    with(json!({"external_reference": "a/b"}));
+    with(json!({"options": {"checkout_options": {"return_url": "ftp://x"}}}));
     with(json!({"customer": {"name": "A", "email": "a@example.com"}, "customer_id": "cus_01JDV3V9QK2H7M4N6P8R0S1T2U"}));
-    with(json!({"return_url": null}));
     with(json!({"type": "next_in_series", "return_url": null}));
     for (patch, schema_ok, intake_ok) in refused {
         assert!(!schema_ok && !intake_ok, "{patch}: schema accepts {schema_ok}, intake accepts {intake_ok}");

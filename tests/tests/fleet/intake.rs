@@ -150,12 +150,18 @@ async fn idempotent_replay_and_reuse() {
     assert_ne!(elsewhere.body["id"], first.body["id"]);
     assert_eq!(env.count("SELECT count(*) FROM payment_sessions").await, 2);
 
-    // A refused request does not bind its key: fix it and retry with the same key.
+    // A refused request binds its key, as Moment's does: the same request is
+    // the same error, replayed; a corrected one is another request and needs its own key.
     let mut bad = one_time();
     bad["currency"] = json!("XXX");
     let key = "order-B-7";
-    assert_eq!(env.call(Command::create("shop_1", &bad).header(header::IDEMPOTENCY_KEY, key)).await.error_code(), Some("currency_invalid"));
-    let fixed = env.call(Command::create("shop_1", &one_time()).header(header::IDEMPOTENCY_KEY, key)).await;
+    let refused = env.call(Command::create("shop_1", &bad).header(header::IDEMPOTENCY_KEY, key)).await;
+    assert_eq!((refused.error_code(), refused.replayed), (Some("currency_invalid"), false));
+    let again = env.call(Command::create("shop_1", &bad).header(header::IDEMPOTENCY_KEY, key)).await;
+    assert_eq!((again.error_code(), again.replayed), (Some("currency_invalid"), true));
+    let same_key = env.call(Command::create("shop_1", &one_time()).header(header::IDEMPOTENCY_KEY, key)).await;
+    assert_eq!(same_key.error_code(), Some("idempotency_key_reused"));
+    let fixed = env.call(Command::create("shop_1", &one_time()).header(header::IDEMPOTENCY_KEY, "order-B-8")).await;
     assert_eq!(fixed.body["status"], "active");
     env.finish().await;
 }
@@ -247,7 +253,13 @@ async fn every_bad_command_gets_its_specific_error_and_the_worker_survives() {
         ("malformed JSON", create(&ok).raw_body(b"{\"type\": \"one_time\","), "invalid_json"),
         ("not UTF-8", create(&ok).raw_body(&[0xff, 0xfe, 0x00]), "invalid_json"),
         ("array body", create(&json!([1, 2, 3])), "body_not_object"),
-        ("missing type", create(&without(ok.clone(), "type")), "parameter_missing"),
+        (
+            "return_url both flat and under options",
+            create(&with(ok.clone(), "options", json!({"checkout_options": {"return_url": "https://x.example/"}}))),
+            "parameter_conflict",
+        ),
+        ("an unknown field under options", create(&with(ok.clone(), "options", json!({"colour": "red"}))), "parameter_unknown"),
+        ("a slash in external_reference", create(&with(ok.clone(), "external_reference", json!("inv/1"))), "string_invalid_characters"),
         ("unknown type", create(&with(ok.clone(), "type", json!("subscription"))), "session_type_invalid"),
         ("unknown field", create(&with(ok.clone(), "colour", json!("red"))), "parameter_unknown"),
         ("field of another type", create(&with(ok.clone(), "mandate_options", json!({}))), "parameter_not_allowed_for_type"),
@@ -255,13 +267,13 @@ async fn every_bad_command_gets_its_specific_error_and_the_worker_survives() {
         ("amount as string", create(&with(ok.clone(), "amount", json!("125.50"))), "parameter_invalid_type"),
         ("fractional amount", create(&with(ok.clone(), "amount", json!(125.5))), "parameter_invalid_integer"),
         ("negative amount", create(&with(ok.clone(), "amount", json!(-100))), "amount_too_small"),
-        ("zero amount on one_time", create(&with(ok.clone(), "amount", json!(0))), "amount_too_small"),
+        ("negative amount on one_time", create(&with(ok.clone(), "amount", json!(-5))), "amount_too_small"),
         ("overflowing amount", create(&with(ok.clone(), "amount", json!(18446744073709551615u64))), "amount_too_large"),
         ("unknown currency", create(&with(ok.clone(), "currency", json!("ZZZ"))), "currency_invalid"),
         ("lower-case currency", create(&with(ok.clone(), "currency", json!("zar"))), "currency_invalid"),
         ("too-long reference", create(&with(ok.clone(), "external_reference", json!("x".repeat(256)))), "string_too_long"),
         ("bad return_url", create(&with(ok.clone(), "return_url", json!("javascript:alert(1)"))), "url_invalid"),
-        ("missing return_url", create(&without(ok.clone(), "return_url")), "parameter_missing"),
+        ("a relative return_url", create(&with(ok.clone(), "return_url", json!("/orders/1"))), "url_invalid"),
         ("bad email", create(&with(ok.clone(), "customer", json!({"name": "Ada", "email": "ada@"}))), "email_invalid"),
         ("expires_in too short", create(&with(ok.clone(), "expires_in", json!(5))), "expires_in_out_of_range"),
         ("metadata not strings", create(&with(ok.clone(), "metadata", json!({"n": 5}))), "metadata_invalid"),
@@ -330,9 +342,12 @@ async fn every_bad_command_gets_its_specific_error_and_the_worker_survives() {
     assert_eq!(env.call(gym(&next_in_series(&cap_cus, &cap_pm, 100))).await.body["payment_outcome"], "pending");
     assert_eq!(env.call(gym(&next_in_series(&cap_cus, &cap_pm, 100))).await.error_code(), Some("mandate_max_occurrences_reached"));
 
-    // Nothing above stopped the worker, created anything, or left a key bound.
+    // Nothing above stopped the worker or created anything; each key a refusal
+    // claimed answers that refusal from now on (Moment's), none is left half-done.
     assert_eq!(env.count("SELECT count(*) FROM payment_sessions").await, 1, "only the capped mandate's first charge");
-    assert_eq!(env.count("SELECT count(*) FROM idempotency_keys").await, 1);
+    assert_eq!(env.count("SELECT count(*) FROM idempotency_keys WHERE NOT reply ? 'error'").await, 1);
+    assert!(env.count("SELECT count(*) FROM idempotency_keys WHERE reply ? 'error'").await > 20);
+    assert_eq!(env.count("SELECT count(*) FROM idempotency_keys WHERE reply IS NULL").await, 0);
     assert_eq!(env.call(create(&ok)).await.body["status"], "active", "worker still serves after {n} bad commands");
     env.finish().await;
 }

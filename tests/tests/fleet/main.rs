@@ -12,6 +12,7 @@ mod docs;
 mod faults;
 mod hot_paths;
 mod intake;
+mod moment;
 mod observability;
 mod operator;
 mod payments;

@@ -61,7 +61,8 @@ async fn a_partly_captured_payment_is_refunded_in_full_and_the_payment_shows_eve
     assert_schema("payment_session", &reserved);
     assert_eq!(reserved["payment_id"].as_str().unwrap(), format!("pay_{}", &id[3..]));
     assert_eq!(reserved["payment"]["payment_session_id"], id.as_str());
-    assert_eq!(amounts(&reserved), (1000, 0, 0, 0, "pending"), "reserved: authorised, not yet paid");
+    // As Moment shows it: the authorisation succeeded; the funds are held, not yet paid.
+    assert_eq!(amounts(&reserved), (1000, 0, 0, 0, "succeeded"), "reserved: authorised, not yet paid");
 
     let early = env.call(refund(&id, None, "early")).await;
     assert_eq!(early.error_code(), Some("payment_not_refundable"), "{}", early.body);

@@ -110,6 +110,42 @@ async fn a_subscription_is_charged_each_cycle_until_its_cap_and_never_twice() {
     f.env.finish().await;
 }
 
+/// Moment's monthly subscription example: `subscription_options` takes its
+/// cadence and amount from the mandate; its own time of day and active period.
+#[tokio::test]
+async fn a_moment_subscription_takes_its_plan_from_the_mandate_and_ends_with_its_active_period() {
+    use chrono::{Datelike, Timelike, Weekday};
+    let f = fleet(&[]).await;
+    let today = f.clock.now().date_naive();
+    let end = today + Duration::days(45);
+    let id = subscribe(
+        &f,
+        json!({"options": {
+            "mandate_options": {"type": "scheduled", "amount": 1000,
+                "validity_period": {"start_date": today.to_string(), "end_date": (today + Duration::days(400)).to_string()},
+                "recurrence": {"type": "monthly", "interval_count": 1,
+                               "on": {"type": "day_of_month", "days": [1], "adjustment": "nearest_weekday"}}},
+            "subscription_options": {"scheduled_time": "09:30", "active_period": {"end_date": end.to_string()}}}}),
+    )
+    .await;
+    let mut s = f.schedule(&id).await;
+    assert_eq!(s["amount"], 1000, "the mandate's fixed amount: {s}");
+    let mut charges = 0;
+    while s["status"] == "active" {
+        let due = DateTime::parse_from_rfc3339(s["next_charge_at"].as_str().unwrap()).unwrap().with_timezone(&Utc);
+        assert_eq!((due.hour(), due.minute()), (9, 30), "the subscription's scheduled_time: {due}");
+        assert!(!matches!(due.weekday(), Weekday::Sat | Weekday::Sun) && due.day() <= 3, "the 1st or the weekday nearest it: {due}");
+        assert!(due.date_naive() <= end, "no charge after the active period: {due}");
+        s = f.next_charge(&id).await;
+        charges += 1;
+        assert!(charges <= 2, "45 days hold at most two firsts of a month: {s}");
+    }
+    assert_eq!((s["status"].as_str(), s["stop_reason"].as_str()), (Some("completed"), Some("active_period_end")), "{s}");
+    assert_eq!(s["occurrences"], charges);
+    assert!(charges >= 1, "45 days hold at least one first of a month");
+    f.env.finish().await;
+}
+
 #[tokio::test]
 async fn total_amount_and_the_mandate_end_finish_a_schedule_and_a_revocation_stops_one() {
     let f = fleet(&[]).await;

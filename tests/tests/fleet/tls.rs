@@ -139,6 +139,73 @@ async fn the_checkout_reaches_the_vault_over_tls_with_its_token_and_nobody_else_
     env.finish().await;
 }
 
+/// Production's links for services in live mode: the broker over amqps (a
+/// TLS front signed by the test CA) as each service's own broker user,
+/// PostgreSQL with `sslmode=verify-full` as its own role (roles.sql applied;
+/// the server's certificate trusted through SSL_CERT_FILE).
+struct Live {
+    front: TlsFront,
+    bundle: std::path::PathBuf,
+    port: u16,
+    vhost: String,
+    db_name: String,
+}
+
+impl Live {
+    async fn new(env: &TestEnv, ca: &TestCa) -> Live {
+        let front = TlsFront::start(&ca.leaf("rabbitmq"), "127.0.0.1:5672".parse().unwrap()).await;
+        let bundle = std::env::temp_dir().join(format!("ps-trust-{}.pem", uuid::Uuid::new_v4().simple()));
+        let server_cert =
+            std::fs::read_to_string("/etc/ssl/certs/ssl-cert-snakeoil.pem").expect("PostgreSQL's certificate (Debian's snakeoil)");
+        std::fs::write(&bundle, format!("{}\n{server_cert}", std::fs::read_to_string(ca.ca_file()).unwrap())).unwrap();
+        let c = env.pool.get().await.unwrap();
+        c.batch_execute(include_str!("../../../deploy/postgres/roles.sql")).await.expect("roles.sql applies");
+        let port = front.port;
+        Live {
+            front,
+            bundle,
+            port,
+            vhost: env.vhost.clone().expect("live links need a test in its own vhost"),
+            db_name: env.db_name.clone(),
+        }
+    }
+
+    /// The variables of a live-mode service running as `broker` and database `role`.
+    fn vars(&self, broker: &integration_tests::peers::BrokerUser, role: &str) -> Vec<(&'static str, String)> {
+        vec![
+            ("PS_MODE", "live".to_owned()),
+            ("AMQP_URL", format!("amqps://{}:{}@localhost:{}/{}", broker.name, broker.password, self.port, self.vhost)),
+            ("DATABASE_URL", format!("postgres://{role}@localhost:5432/{}?sslmode=verify-full", self.db_name)),
+            ("SSL_CERT_FILE", self.bundle.display().to_string()),
+            ("DATABASE_MIGRATE", "false".to_owned()),
+            ("CHECKOUT_BASE_URL", "https://pay.example.com".to_owned()),
+        ]
+    }
+
+    /// Stops the services and drops the roles roles.sql made (they are cluster-wide).
+    async fn finish(self, mut env: TestEnv, extra_roles: &[&str]) {
+        env.stop_services().await;
+        let _ = std::fs::remove_file(&self.bundle);
+        let roles = ["ps_intake", "ps_checkout", "ps_gateway", "ps_lifecycle", "ps_webhooks", "ps_scheduler", "ps_api"];
+        let c = env.pool.get().await.unwrap();
+        for r in roles {
+            c.batch_execute(&format!("DROP OWNED BY {r}")).await.unwrap();
+        }
+        drop(c);
+        let (admin, conn) = tokio_postgres::connect(&integration_tests::admin_database_url(), tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(conn);
+        env.finish().await;
+        for r in roles.iter().chain(extra_roles) {
+            // Roles are cluster-wide: another test's database may still grant them something.
+            let _ = admin.batch_execute(&format!("DROP ROLE IF EXISTS {r}")).await;
+        }
+    }
+}
+
+fn pairs<'a>(vars: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    vars.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
 /// Live mode as production runs it: amqps as the service's own broker user,
 /// PostgreSQL with `sslmode=verify-full` as the service's own role (the
 /// server's certificate trusted through SSL_CERT_FILE), https session URLs.
@@ -146,63 +213,65 @@ async fn the_checkout_reaches_the_vault_over_tls_with_its_token_and_nobody_else_
 #[tokio::test]
 async fn intake_runs_in_live_mode_over_tls_as_its_own_users_and_refuses_a_superuser() {
     let ca = TestCa::new();
-    let front = TlsFront::start(&ca.leaf("rabbitmq"), "127.0.0.1:5672".parse().unwrap()).await;
     let mut env = TestEnv::in_vhost().await;
+    let live = Live::new(&env, &ca).await;
     let user = integration_tests::peers::BrokerUser::create(&env, "ps-intake", &[]);
-    let vhost = env.vhost.clone().unwrap();
-    let amqps = format!("amqps://{}:{}@localhost:{}/{vhost}", user.name, user.password, front.port);
-    // Trusted: the test CA (the broker's front) and the database server's own certificate.
-    let bundle = std::env::temp_dir().join(format!("ps-trust-{}.pem", uuid::Uuid::new_v4().simple()));
-    let server_cert =
-        std::fs::read_to_string("/etc/ssl/certs/ssl-cert-snakeoil.pem").expect("PostgreSQL's certificate (Debian's snakeoil)");
-    std::fs::write(&bundle, format!("{}\n{server_cert}", std::fs::read_to_string(ca.ca_file()).unwrap())).unwrap();
-    let bundle_path = bundle.display().to_string();
-    let c = env.pool.get().await.unwrap();
-    c.batch_execute(include_str!("../../../deploy/postgres/roles.sql")).await.expect("roles.sql applies");
     let superuser = format!("ps_root_{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    c.batch_execute(&format!("CREATE ROLE {superuser} LOGIN SUPERUSER")).await.unwrap();
-    drop(c);
-    let db_as = |role: &str| format!("postgres://{role}@localhost:5432/{}?sslmode=verify-full", env.db_name);
-    let live = |db: String| {
-        vec![
-            ("PS_MODE", "live".to_owned()),
-            ("AMQP_URL", amqps.clone()),
-            ("DATABASE_URL", db),
-            ("SSL_CERT_FILE", bundle_path.clone()),
-            ("DATABASE_MIGRATE", "false".to_owned()),
-            ("CHECKOUT_BASE_URL", "https://pay.example.com".to_owned()),
-        ]
-    };
+    env.pool.get().await.unwrap().batch_execute(&format!("CREATE ROLE {superuser} LOGIN SUPERUSER")).await.unwrap();
     let refused = {
-        let vars = live(db_as(&superuser));
-        let config = session_intake::IntakeConfig::from_env(&env.env_with(&vars.iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>()))
-            .expect("a superuser's URL looks like any other");
+        let vars = live.vars(&user, &superuser);
+        let config = session_intake::IntakeConfig::from_env(&env.env_with(&pairs(&vars))).expect("a superuser's URL looks like any other");
         session_intake::start(config, tokio_util::sync::CancellationToken::new()).await.err().expect("a superuser is refused at start")
     };
     assert!(refused.to_string().contains("superuser"), "{refused}");
 
-    let vars = live(db_as("ps_intake"));
-    env.start_intake_with(&vars.iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>()).await;
+    env.start_intake_with(&pairs(&live.vars(&user, "ps_intake"))).await;
     let s = env.call(Command::create("shop", &one_time())).await.body;
     assert_eq!((s["status"].as_str(), s["mode"].as_str()), (Some("active"), Some("live")), "{s}");
     assert!(s["session_url"].as_str().unwrap().starts_with("https://pay.example.com/pay/"), "{s}");
-    assert!(front.handshakes() >= 1, "intake reached the broker over TLS");
+    assert!(live.front.handshakes() >= 1, "intake reached the broker over TLS");
     let encrypted =
         env.count("SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE s.ssl AND a.usename = 'ps_intake'").await;
     assert!(encrypted >= 1, "intake's database connections are encrypted");
-    env.stop_services().await;
-    let _ = std::fs::remove_file(&bundle);
-    let c = env.pool.get().await.unwrap();
-    for r in ["ps_intake", "ps_checkout", "ps_gateway", "ps_lifecycle", "ps_webhooks", "ps_scheduler"] {
-        c.batch_execute(&format!("DROP OWNED BY {r}")).await.unwrap();
-    }
-    drop(c);
-    let (admin, conn) = tokio_postgres::connect(&integration_tests::admin_database_url(), tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(conn);
-    env.finish().await;
-    let _ = admin.batch_execute(&format!("DROP ROLE IF EXISTS {superuser}")).await;
-    for r in ["ps_intake", "ps_checkout", "ps_gateway", "ps_lifecycle", "ps_webhooks", "ps_scheduler"] {
-        // Roles are cluster-wide: another test's database may still grant them something.
-        let _ = admin.batch_execute(&format!("DROP ROLE IF EXISTS {r}")).await;
-    }
+    live.finish(env, &[&superuser]).await;
+}
+
+/// The HTTP API as production runs it: live mode, https on its own
+/// listener, its own broker user and database role, a live key; a test key
+/// gets nothing, and plain HTTP gets no answer.
+#[tokio::test]
+async fn the_api_serves_live_keys_over_https_in_live_mode() {
+    let ca = TestCa::new();
+    let mut env = TestEnv::in_vhost().await;
+    let live = Live::new(&env, &ca).await;
+    let intake = integration_tests::peers::BrokerUser::create(&env, "ps-intake", &[]);
+    let api_user = integration_tests::peers::BrokerUser::create(&env, "ps-api", &[]);
+    env.start_intake_with(&pairs(&live.vars(&intake, "ps_intake"))).await;
+    let leaf = ca.leaf("api");
+    let mut vars = live.vars(&api_user, "ps_api");
+    vars.push(("API_TLS_CERT_FILE", leaf.cert_file.display().to_string()));
+    vars.push(("API_TLS_KEY_FILE", leaf.key_file.display().to_string()));
+    let api = env.start_api(&pairs(&vars)).await.replace("http://127.0.0.1", "https://localhost");
+    env.psctl(&["merchants", "grant", &api_user.name, "shop"]);
+    let live_key = env.psctl(&["keys", "create", "--merchant", "shop", "--mode", "live"]).trim().to_owned();
+    let test_key = env.psctl(&["keys", "create", "--merchant", "shop", "--mode", "test"]).trim().to_owned();
+    assert!(live_key.starts_with("sk_") && !live_key.starts_with("sk_test_"));
+
+    let trust = Trust::with_ca_file(std::path::Path::new(&ca.ca_file())).unwrap();
+    let https = reqwest::Client::builder().tls_backend_preconfigured(trust.client_config().unwrap()).build().unwrap();
+    let url = format!("{api}/collect/payment_sessions");
+    let post = |key: &str, idem: &str| https.post(&url).bearer_auth(key).header("idempotency-key", idem).json(&one_time()).send();
+    let r = post(&live_key, "live-1").await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let s: Value = r.json().await.unwrap();
+    assert_eq!((s["mode"].as_str(), s["status"].as_str()), (Some("live"), Some("active")), "{s}");
+    let r = post(&test_key, "live-2").await.unwrap();
+    assert_eq!(r.status().as_u16(), 401, "a test key never reaches live mode");
+    let cleartext = reqwest::Client::new().post(url.replace("https://", "http://")).bearer_auth(&live_key).json(&one_time()).send().await;
+    assert!(cleartext.map_or(true, |r| r.status().as_u16() != 200), "no answer over plain HTTP");
+    assert_eq!(env.count("SELECT count(*) FROM payment_sessions").await, 1);
+    let encrypted =
+        env.count("SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE s.ssl AND a.usename = 'ps_api'").await;
+    assert!(encrypted >= 1, "the API's database connections are encrypted");
+    live.finish(env, &[]).await;
 }
