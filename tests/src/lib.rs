@@ -514,7 +514,10 @@ impl TestEnv {
     /// The next event of `event_type` about `object_id`. Events about other
     /// things are kept for later calls, so waits may come in any order.
     pub async fn event_about(&self, event_type: &str, object_id: &str) -> Value {
-        let matches = |e: &Value| e["type"] == event_type && (e["data"]["id"] == object_id || e["data"]["session_id"] == object_id);
+        let matches = |e: &Value| {
+            e["type"] == event_type
+                && (e["data"]["id"] == object_id || e["data"]["session_id"] == object_id || e["data"]["payment_session_id"] == object_id)
+        };
         {
             let mut held = self.held_events.lock().unwrap();
             if let Some(i) = held.iter().position(matches) {
@@ -541,7 +544,11 @@ impl TestEnv {
             .lock()
             .unwrap()
             .iter()
-            .filter(|e| e["data"]["id"] == object_id)
+            // A payment's events name its session (refunds' too, but they are not the session's own).
+            .filter(|e| {
+                e["data"]["id"] == object_id
+                    || (e["data"]["payment_session_id"] == object_id && e["type"].as_str().is_some_and(|t| t.starts_with("payment.")))
+            })
             .map(|e| e["type"].as_str().unwrap_or_default().to_owned())
             .collect()
     }

@@ -4,13 +4,14 @@ use crate::mandates;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
 use ps_contract::events::EventType;
+use ps_contract::ids::MerchantId;
 use ps_contract::internal::{AttemptStatus, DisputeNotice, GatewayResult, Operation, Outcome};
 use ps_contract::lifecycle::{transition, PaymentOutcome, Status, Success, Transition};
 use ps_contract::mandate::MandateTerms;
 use ps_contract::payment::Dispute;
 use ps_contract::payment::PaymentAmounts;
-use ps_contract::session::{saved_card_usage, CaptureMethod};
-use ps_runtime::{Handled, HandlerError};
+use ps_contract::session::{saved_card_usage, CaptureMethod, PaymentSession};
+use ps_runtime::{Handled, HandlerError, Outbound};
 use ps_store::attempts::{self, Attempt, Settlement};
 use ps_store::events::event;
 use ps_store::sessions::{self, StoredSession};
@@ -108,18 +109,18 @@ async fn authorized(
         if exhausted {
             tracing::warn!(session = %s.session.id, max_failed, "failed-attempt limit reached: session ends unpaid");
             out = out
-                .send(event(EventType::PaymentAttemptFailed, m, now, &s.session)?)
-                .send(event(EventType::PaymentFailed, m, now, &s.session)?)
+                .send(payment_event(EventType::PaymentAttemptFailed, m, now, &s.session)?)
+                .send(payment_event(EventType::PaymentFailed, m, now, &s.session)?)
                 .send(event(EventType::PaymentSessionCompleted, m, now, &s.session)?);
         } else if ty.customer_present() {
-            out = out.send(event(EventType::PaymentAttemptFailed, m, now, &s.session)?).send(event(
+            out = out.send(payment_event(EventType::PaymentAttemptFailed, m, now, &s.session)?).send(event(
                 EventType::PaymentSessionUpdated,
                 m,
                 now,
                 &s.session,
             )?);
         } else {
-            out = out.send(event(EventType::PaymentFailed, m, now, &s.session)?).send(event(
+            out = out.send(payment_event(EventType::PaymentFailed, m, now, &s.session)?).send(event(
                 EventType::PaymentSessionCompleted,
                 m,
                 now,
@@ -163,7 +164,7 @@ async fn authorized(
     sessions::save(tx, s).await?;
 
     let m = s.merchant_id.clone();
-    out = out.send(event(EventType::PaymentSucceeded, &m, now, &s.session)?);
+    out = out.send(payment_event(EventType::PaymentSucceeded, &m, now, &s.session)?);
     if let Some(md) = &mandate {
         out = out.send(event(EventType::MandateCreated, &m, now, md)?);
     }
@@ -210,7 +211,7 @@ async fn captured(
     s.set_state(to, now);
     sessions::save(tx, s).await?;
     let m = &s.merchant_id;
-    Ok(Handled::default().send(event(EventType::PaymentCaptured, m, now, &s.session)?).send(event(
+    Ok(Handled::default().send(payment_event(EventType::PaymentCaptured, m, now, &s.session)?).send(event(
         EventType::PaymentSessionUpdated,
         m,
         now,
@@ -252,7 +253,14 @@ async fn voided(
             out = out.send(event(EventType::PaymentSessionUpdated, &m, now, &s.session)?);
         }
     }
-    Ok(out.send(event(EventType::PaymentVoided, &m, now, &s.session)?))
+    Ok(out.send(payment_event(EventType::PaymentVoided, &m, now, &s.session)?))
+}
+
+/// A `payment.*` event: it carries the payment, as Moment's do (the
+/// `payment_session.*` ones carry the session).
+fn payment_event(kind: EventType, merchant: &MerchantId, now: DateTime<Utc>, s: &PaymentSession) -> Result<Outbound, HandlerError> {
+    let payment = s.payment.as_ref().ok_or_else(|| HandlerError::Permanent(format!("session {} has no payment to announce", s.id)))?;
+    Ok(event(kind, merchant, now, payment)?)
 }
 
 /// The processor's refusals no retry changes: nothing (left) to void.

@@ -54,7 +54,8 @@ async fn a_failed_challenge_is_an_attempt_failure_the_customer_may_retry() {
     client.answer_challenge(url, "fail_authentication").await;
     let failed = env.event_about("payment.attempt_failed", id).await;
     assert_eq!(failed["data"]["last_payment_error"]["decline_code"], "authentication_failed");
-    assert_eq!(failed["data"]["status"], "active", "the customer may try again");
+    assert_eq!(failed["data"]["status"], "failed", "payment.* carries the payment");
+    assert_eq!(env.session(id).await["status"], "active", "the customer may try again");
 
     // A card that asks and then declines: authenticated, and still declined.
     client.pay(url, ASKS_THEN_DECLINES, false).await;

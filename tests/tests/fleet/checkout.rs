@@ -148,7 +148,9 @@ async fn card_testing_meets_a_generic_decline_an_attempt_limit_and_a_rate_limit(
     // The second failure is the last allowed: the session ends unpaid, as the reference API ends exhausted sessions.
     client.pay(url, "4000000000000002", false).await;
     let failed = env.event_about("payment.failed", id).await;
-    assert_eq!((failed["data"]["status"].as_str(), failed["data"]["payment_outcome"].as_str()), (Some("completed"), Some("unpaid")));
+    assert_eq!(failed["data"]["status"], "failed", "payment.* carries the payment");
+    let s = env.session(id).await;
+    assert_eq!((s["status"].as_str(), s["payment_outcome"].as_str()), (Some("completed"), Some("unpaid")));
     env.event_about("payment_session.completed", id).await;
     let (page, _) = client.get(url).await;
     assert!(!page.has("card_number"), "no card form on an exhausted session: {}", page.body);

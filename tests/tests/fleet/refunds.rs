@@ -70,7 +70,8 @@ async fn a_partly_captured_payment_is_refunded_in_full_and_the_payment_shows_eve
     let captured =
         env.call(Command::new("payment.capture", &json!({"payment_session_id": id, "amount": 600})).header("merchant-id", "shop")).await;
     assert!(captured.body["id"].is_string(), "{}", captured.body);
-    let after = env.event_about("payment.captured", &id).await["data"].clone();
+    // payment.* carries the payment itself.
+    let after = json!({"payment": env.event_about("payment.captured", &id).await["data"].clone()});
     assert_eq!(amounts(&after), (1000, 600, 400, 0, "succeeded"), "a smaller capture releases the rest");
 
     // No amount: everything that is left, i.e. the captured part.
@@ -113,7 +114,7 @@ async fn a_voided_reservation_is_a_cancelled_payment_and_a_session_never_paid_ha
     let reserved = paid(&env, 500, "manual", PAYS).await;
     let id = reserved["id"].as_str().unwrap();
     env.call(Command::new("payment.void", &json!({"payment_session_id": id})).header("merchant-id", "shop")).await;
-    let voided = env.event_about("payment.voided", id).await["data"].clone();
+    let voided = json!({"payment": env.event_about("payment.voided", id).await["data"].clone()});
     assert_eq!(amounts(&voided), (500, 0, 500, 0, "cancelled"));
     let refused = env.call(refund(id, None, "void")).await;
     assert_eq!(refused.error_code(), Some("payment_not_refundable"));
