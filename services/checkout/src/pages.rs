@@ -153,6 +153,7 @@ fn form(s: &StoredSession, action: &str, csrf: &str, vault_error: Option<&str>) 
     let button = match (st.session_type, verification) {
         (SessionType::FirstInSeries, true) => "Verify card and authorise".to_owned(),
         (SessionType::FirstInSeries, false) => format!("Pay {} and authorise", terms::money(st.currency, st.amount)),
+        (_, true) => "Verify card".to_owned(),
         _ => format!("Pay {}", terms::money(st.currency, st.amount)),
     };
     body.push_str(&format!(

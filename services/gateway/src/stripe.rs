@@ -266,7 +266,8 @@ impl StripeProcessor {
         Ok(resp)
     }
 
-    /// A zero-amount verification: a SetupIntent for the card, for later use without the customer.
+    /// A zero-amount verification: a SetupIntent for the card, for later use
+    /// without the customer (a mandate's) or by the customer (a `one_time`'s).
     async fn verify(
         &self,
         req: &ProcessorRequest<'_>,
@@ -276,8 +277,12 @@ impl StripeProcessor {
         let setup = match self.recorded(req.key).await? {
             Some(id) => self.get(&format!("/v1/setup_intents/{id}")).await?,
             None => {
+                let usage = match req.save {
+                    Some(SaveFor::OnSession) => "on_session",
+                    Some(SaveFor::OffSession) | None => "off_session",
+                };
                 let mut form = vec![
-                    ("usage".to_owned(), "off_session".to_owned()),
+                    ("usage".to_owned(), usage.to_owned()),
                     ("payment_method_types[0]".to_owned(), "card".to_owned()),
                     ("metadata[ps_key]".to_owned(), req.key.to_owned()),
                 ];

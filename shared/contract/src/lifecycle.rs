@@ -177,7 +177,8 @@ pub fn transition(ty: SessionType, from: SessionState, t: Transition) -> Result<
         Transition::AttemptSucceeded(success) => match (outcome, success) {
             (Pending, Success::Paid) => to(Completed, Paid),
             (Pending, Success::Reserved) => to(Completed, Reserved),
-            (Pending, Success::Verified) if ty == SessionType::FirstInSeries => to(Completed, PaymentMethodVerified),
+            // Moment's payment method verification: wherever the customer is there to give the card.
+            (Pending, Success::Verified) if ty.customer_present() => to(Completed, PaymentMethodVerified),
             _ => refuse(ErrorCode::IllegalTransition),
         },
         Transition::AttemptFailed => match outcome {
@@ -236,6 +237,7 @@ mod tests {
             m.insert((ty, st(Active, Unpaid), Transition::Cancel), st(Cancelled, Unpaid));
         }
         m.insert((FirstInSeries, st(Active, Pending), verified), st(Completed, PaymentMethodVerified));
+        m.insert((OneTime, st(Active, Pending), verified), st(Completed, PaymentMethodVerified));
         m.insert((NextInSeries, st(Active, Pending), Transition::AttemptFailed), st(Completed, Unpaid));
         m
     }
@@ -275,7 +277,7 @@ mod tests {
             ErrorCode::SessionNotActive
         );
         assert_eq!(
-            transition(OneTime, st(Active, Pending), Transition::AttemptSucceeded(Success::Verified)).unwrap_err().code,
+            transition(NextInSeries, st(Active, Pending), Transition::AttemptSucceeded(Success::Verified)).unwrap_err().code,
             ErrorCode::IllegalTransition
         );
     }

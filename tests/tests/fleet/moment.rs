@@ -144,6 +144,43 @@ async fn quickstart_one_time_as_moment_documents_it() {
     env.finish().await;
 }
 
+/// Moment's payment method verification on a `one_time`: amount 0, the card
+/// checked and saved, nothing charged.
+#[tokio::test]
+async fn a_one_time_verification_checks_and_saves_the_card_and_charges_nothing() {
+    let mut env = TestEnv::new().await;
+    env.start_fleet().await;
+    let api = Api::start(&mut env, "shop").await;
+    let s = api
+        .post(
+            "/collect/payment_sessions",
+            "verify-1",
+            json!({"amount": 0, "currency": "ZAR",
+                   "options": {"customer": {"name": "Lee", "email": "lee@example.com"},
+                               "checkout_options": {"save_payment_method": "always"}}}),
+        )
+        .await;
+    assert_eq!(s.status, 200, "{}", s.body);
+    let browser = Browser::launch().await;
+    browser.c().goto(s.body["session_url"].as_str().unwrap()).await.unwrap();
+    assert_eq!(browser.text("pay").await, "Verify card");
+    browser.pay("4242424242424242").await;
+    browser.wait_for_text("state", "Card verified").await;
+    browser.close().await;
+    let id = s.body["id"].as_str().unwrap();
+    let done = api.get_until(&format!("/collect/payment_sessions/{id}"), |b| b["status"] == "completed").await;
+    assert_eq!(done["payment_outcome"], "payment_method_verified", "{done}");
+    assert!(done["payment_method_id"].as_str().is_some_and(|p| p.starts_with("pm_")), "the card is saved: {done}");
+    let p = api.get(&format!("/collect/payments/{}", pay_id(&done))).await.body;
+    assert_eq!(
+        (p["intent"].as_str(), p["status"].as_str(), p["paid_amount"].as_i64()),
+        (Some("verification"), Some("succeeded"), Some(0)),
+        "{p}"
+    );
+    assert_eq!(env.count("SELECT count(*) FROM sandbox_ledger WHERE operation = 'authorize' AND amount > 0").await, 0, "nothing charged");
+    env.finish().await;
+}
+
 #[tokio::test]
 async fn quickstart_recurring_as_moment_documents_it() {
     let mut env = TestEnv::new().await;

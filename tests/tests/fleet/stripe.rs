@@ -207,6 +207,18 @@ async fn a_zero_amount_first_in_series_verifies_the_card_with_a_setup_intent() {
     let charge = env.call(Command::create("gym", &next)).await.body;
     assert_eq!(env.event_about("payment_session.completed", charge["id"].as_str().unwrap()).await["data"]["payment_outcome"], "paid");
     assert_eq!(f.intents().await[0]["amount"], 2000);
+
+    // Moment's verification on a one_time: a SetupIntent too, the card kept for the customer's own use.
+    let one = json!({"amount": 0, "currency": "ZAR",
+                     "options": {"customer": {"name": "Lee", "email": "lee@example.com"}, "checkout_options": {"save_payment_method": "always"}}});
+    let s = env.call(Command::create("shop", &one)).await.body;
+    CheckoutClient::new().pay(s["session_url"].as_str().unwrap(), "4242424242424242", false).await;
+    let done = env.event_about("payment_session.completed", s["id"].as_str().unwrap()).await;
+    assert_eq!(done["data"]["payment_outcome"], "payment_method_verified", "{done}");
+    let setups: Vec<_> = f.proxy.recorded().into_iter().filter(|c| c.path == "/v1/setup_intents").collect();
+    assert_eq!(setups.len(), 2);
+    assert_eq!(setups[1].param("usage"), Some("on_session"));
+    assert_eq!(f.intents().await.len(), 1, "still only the mandate's charge");
     env.finish().await;
 }
 
