@@ -54,7 +54,8 @@ fn return_link(s: &StoredSession, text: &str) -> String {
 /// What a paid session's customer is owed an account of: a smaller capture
 /// than the amount shown, and refunds that went through.
 fn money_moved(s: &StoredSession) -> String {
-    let Some(p) = s.session.payment.as_ref().filter(|_| s.session.payment_outcome == PaymentOutcome::Paid) else { return String::new() };
+    // Paid outright, or captured from a reservation.
+    let Some(p) = s.session.payment.as_ref().filter(|p| p.paid_amount > 0) else { return String::new() };
     let money = |minor| escape(&terms::money(s.session.currency, minor));
     let mut out = String::new();
     if p.paid_amount != p.amount {
@@ -82,8 +83,11 @@ pub fn session_page(s: &StoredSession, action: &str, csrf: &str, error: Option<&
         ),
         (Status::Active, _) => form(s, action, csrf, error),
         (Status::Completed, outcome) => {
+            let captured = st.payment.as_ref().is_some_and(|p| p.paid_amount > 0);
             let what = match outcome {
                 PaymentOutcome::Paid => "Payment successful",
+                // A reservation stays reserved once captured: the customer was charged.
+                PaymentOutcome::Reserved if captured => "Payment successful",
                 PaymentOutcome::Reserved => "Payment authorised",
                 PaymentOutcome::PaymentMethodVerified => "Card verified",
                 _ => "Payment not taken",

@@ -310,8 +310,9 @@ fn parse<T, E: std::fmt::Display>(raw: &str, f: fn(&str) -> Result<T, E>) -> Res
 }
 
 async fn card_summary(tx: &Transaction<'_>, token: &str) -> Result<Option<CardSummary>, HandlerError> {
-    let row = tx.query_opt("SELECT brand, last4, exp_month, exp_year FROM vault_cards WHERE token = $1", &[&token]).await?;
-    Ok(row.map(|r| CardSummary { brand: r.get(0), last4: r.get(1), exp_month: r.get::<_, i32>(2) as u32, exp_year: r.get(3) }))
+    let sql = format!("SELECT {} FROM vault_cards WHERE token = $1", crate::vault::SUMMARY);
+    let row = tx.query_opt(&sql, &[&token]).await?;
+    Ok(row.map(|r| crate::vault::summary_at(&r, 0)))
 }
 
 /// Serves the events endpoint: over TLS when given a server config.

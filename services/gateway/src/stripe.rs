@@ -132,17 +132,9 @@ impl StripeProcessor {
     /// A vaulted card's PaymentMethod, the Customer it is attached to, and what may be shown of it.
     async fn card(&self, token: &str) -> Result<Option<(Option<String>, Option<String>, CardSummary)>, ProcessorError> {
         let c = self.pool.get().await.map_err(ProcessorError::unavailable)?;
-        let row = c
-            .query_opt(
-                "SELECT processor_method, processor_customer, brand, last4, exp_month, exp_year FROM vault_cards WHERE token = $1",
-                &[&token],
-            )
-            .await
-            .map_err(ProcessorError::unavailable)?;
-        Ok(row.map(|r| {
-            let summary = CardSummary { brand: r.get(2), last4: r.get(3), exp_month: r.get::<_, i32>(4) as u32, exp_year: r.get(5) };
-            (r.get(0), r.get(1), summary)
-        }))
+        let sql = format!("SELECT processor_method, processor_customer, {} FROM vault_cards WHERE token = $1", crate::vault::SUMMARY);
+        let row = c.query_opt(&sql, &[&token]).await.map_err(ProcessorError::unavailable)?;
+        Ok(row.map(|r| (r.get(0), r.get(1), crate::vault::summary_at(&r, 2))))
     }
 
     /// The Customer a card is saved under: made, and the card attached to it,

@@ -179,13 +179,15 @@ async fn tokenize(State(state): State<VaultState>, headers: HeaderMap, body: axu
         last4: pan[pan.len() - 4..].to_owned(),
         exp_month: input.exp_month,
         exp_year: input.exp_year,
+        bin: Some(pan[..6].to_owned()),
     };
     // The security code goes no further than this.
     drop(input);
     let stored = async {
         let c = pool.get().await.map_err(|e| e.to_string())?;
         c.execute(
-            "INSERT INTO vault_cards (token, pan_sealed, brand, last4, exp_month, exp_year, processor_method) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO vault_cards (token, pan_sealed, brand, last4, exp_month, exp_year, processor_method, bin)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             &[
                 &token,
                 &keys.seal_str(&At::card_number(&token), &pan),
@@ -194,6 +196,7 @@ async fn tokenize(State(state): State<VaultState>, headers: HeaderMap, body: axu
                 &(summary.exp_month as i32),
                 &summary.exp_year,
                 &processor_method,
+                &summary.bin,
             ],
         )
         .await
@@ -233,17 +236,29 @@ pub enum VaultError {
     Sealed(#[source] SealError),
 }
 
+/// The columns of a card that may be shown, in the order `summary_at` reads them.
+pub const SUMMARY: &str = "brand, last4, exp_month, exp_year, bin";
+
+/// A card as it may be shown, from a row holding [`SUMMARY`]'s columns from `at` on.
+pub fn summary_at(r: &tokio_postgres::Row, at: usize) -> CardSummary {
+    CardSummary {
+        brand: r.get(at),
+        last4: r.get(at + 1),
+        exp_month: r.get::<_, i32>(at + 2) as u32,
+        exp_year: r.get(at + 3),
+        bin: r.get(at + 4),
+    }
+}
+
 pub async fn card_for_token(client: &impl GenericClient, keys: &Keyring, token: &str) -> Result<Option<VaultedCard>, VaultError> {
-    let row = client.query_opt("SELECT pan_sealed, brand, last4, exp_month, exp_year FROM vault_cards WHERE token = $1", &[&token]).await?;
+    let sql = format!("SELECT pan_sealed, {SUMMARY} FROM vault_cards WHERE token = $1");
+    let row = client.query_opt(&sql, &[&token]).await?;
     let Some(r) = row else { return Ok(None) };
     let pan = match r.get::<_, Option<&str>>(0) {
         Some(sealed) => Some(Secret::new(keys.open_str(&At::card_number(token), sealed).map_err(VaultError::Sealed)?)),
         None => None,
     };
-    Ok(Some(VaultedCard {
-        pan,
-        summary: CardSummary { brand: r.get(1), last4: r.get(2), exp_month: r.get::<_, i32>(3) as u32, exp_year: r.get(4) },
-    }))
+    Ok(Some(VaultedCard { pan, summary: summary_at(&r, 1) }))
 }
 
 /// Deletes a card's number, keeping what may be shown (brand, last4, expiry):

@@ -6,7 +6,7 @@ use ps_contract::create::{ChargeTarget, CreateSession};
 use ps_contract::ids::{AttemptId, MerchantId};
 use ps_contract::internal::AuthorizeRequest;
 use ps_contract::lifecycle::{transition, SessionState, Transition};
-use ps_contract::payment::{Payment, PaymentAmounts};
+use ps_contract::payment::PaymentAmounts;
 use ps_contract::routing::{exchange, header, internal};
 use ps_contract::session::PaymentSession;
 use ps_runtime::{HandlerError, Outbound};
@@ -36,7 +36,7 @@ pub async fn start_charge(
     session.payment_method_id = Some(method.id.clone());
     session.mandate_id = Some(mandate.id.clone());
     // Paying starts with the session: its payment exists from here, pending.
-    session.payment = Payment::of(session, req.capture_method, PaymentAmounts::default(), Some(now));
+    session.payment = session.derive_payment(req.capture_method, PaymentAmounts::default(), Some(now), None);
     session.payment_id = session.payment.as_ref().map(|p| p.id.clone());
     session.derive_legacy_fields();
 

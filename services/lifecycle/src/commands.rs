@@ -112,6 +112,21 @@ async fn settle(
     match attempt.settlement {
         // Already asked for: the same answer, and no second request to the processor.
         Some(asked) if asked == attempts::Settlement::requested(op) => return Ok(Answer::Done(reply, vec![])),
+        // Settled: the session stays reserved (Moment's), the payment says what became of it.
+        Some(done @ (attempts::Settlement::Captured | attempts::Settlement::Voided)) => {
+            let p = s.amounts();
+            return Ok(Answer::Refused(ApiError::param(
+                ErrorCode::IllegalTransition,
+                "payment_session_id",
+                format!(
+                    "the authorisation is already {}: {} captured, {} released; nothing is left to {}",
+                    if done == attempts::Settlement::Captured { "captured" } else { "voided" },
+                    p.paid,
+                    p.voided,
+                    if op == Operation::Capture { "capture" } else { "void" }
+                ),
+            )));
+        }
         // The other settlement is in flight: its outcome decides the session, so this one is refused, not dropped.
         Some(_) => {
             let other = if op == Operation::Capture { "void" } else { "capture" };

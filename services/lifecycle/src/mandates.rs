@@ -66,9 +66,10 @@ pub async fn create(
     })
 }
 
+// What was paid: charged outright, or captured from a reservation (which stays `reserved`).
 const OBJECT_COLUMNS: &str = "m.id, m.customer_id, m.payment_method_id, m.status, m.terms, m.created_at,
-    (SELECT count(*) FROM payment_sessions s WHERE s.mandate_id = m.id AND s.type = 'next_in_series' AND s.payment_outcome = 'paid'),
-    (SELECT coalesce(sum(amount), 0)::bigint FROM payment_sessions s WHERE s.mandate_id = m.id AND s.type = 'next_in_series' AND s.payment_outcome = 'paid')";
+    (SELECT count(*) FROM payment_sessions s WHERE s.mandate_id = m.id AND s.type = 'next_in_series' AND s.paid_amount > 0),
+    (SELECT coalesce(sum(paid_amount), 0)::bigint FROM payment_sessions s WHERE s.mandate_id = m.id AND s.type = 'next_in_series' AND s.paid_amount > 0)";
 
 fn object(r: &tokio_postgres::Row) -> Result<MandateObject, HandlerError> {
     let id: &str = r.get(0);

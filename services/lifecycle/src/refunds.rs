@@ -86,9 +86,10 @@ pub async fn create(
             format!("no such payment session: {id}"),
         )));
     };
-    if s.session.payment_outcome != PaymentOutcome::Paid {
+    // What was paid: a payment, or what was captured of a reservation.
+    if s.amounts().paid == 0 {
         let why = match s.session.payment_outcome {
-            PaymentOutcome::Reserved => "the payment is reserved, not paid: capture or void it instead",
+            PaymentOutcome::Reserved => "nothing of the reservation was captured: capture or void it instead",
             PaymentOutcome::Pending => "the payment is still processing",
             PaymentOutcome::PaymentMethodVerified => "the card was verified; nothing was paid",
             _ => "nothing was paid in this session",

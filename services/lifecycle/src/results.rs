@@ -103,6 +103,8 @@ async fn authorized(
         let message = r.message.clone().unwrap_or_else(|| "The payment failed.".into());
         s.session.last_payment_error =
             Some(sessions::payment_error(r.error_code.as_deref().unwrap_or("card_declined"), r.decline_code.as_deref(), &message, now));
+        // The card the customer last tried, as Moment shows a failed payment's.
+        s.set_payment_card(r.card.clone());
         s.set_state(to, now);
         sessions::save(tx, s).await?;
         let m = &s.merchant_id;
@@ -142,6 +144,7 @@ async fn authorized(
     let captured = (success == Success::Paid).then_some(r.amount);
     attempts::finish(tx, &attempt.id, AttemptStatus::Succeeded, None, None, r.processor_reference.as_deref(), captured).await?;
     s.set_amounts(PaymentAmounts { authorised: r.amount, paid: captured.unwrap_or(0), ..s.amounts() }, now);
+    s.set_payment_card(r.card.clone());
 
     // What a customer-present success leaves behind: a mandate, or a saved card.
     let keep_card = saved_card_usage(ty, s.save_payment_method, attempt.save_card);

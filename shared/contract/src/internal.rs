@@ -3,7 +3,8 @@
 use crate::ids::{AttemptId, MandateId, MerchantId, PaymentMethodId, RefundId, SessionId};
 use crate::lifecycle::wire_enum;
 use crate::money::Currency;
-use crate::session::CaptureMethod;
+use crate::payment::CaptureMethod;
+pub use crate::payment::CardSummary;
 use serde::{Deserialize, Serialize};
 
 /// `gateway.authorize`: charge (or verify) a card for one attempt.
@@ -180,16 +181,6 @@ pub struct DisputeNotice {
     pub currency: Currency,
     pub reason: String,
     pub status: String,
-}
-
-/// What the card looks like outside the vault.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-pub struct CardSummary {
-    pub brand: String,
-    pub last4: String,
-    pub exp_month: u32,
-    pub exp_year: i32,
 }
 
 /// `gateway.result`: what the processor said.

@@ -160,10 +160,10 @@ pub fn transition(ty: SessionType, from: SessionState, t: Transition) -> Result<
     let SessionState { status, outcome } = from;
 
     match t {
-        // Settling a reservation is the one change a completed session allows.
+        // Settling a reservation is done on its payment (Moment's): the session
+        // stays completed / reserved whatever is captured or released.
         Transition::Capture | Transition::Void => match (status, outcome) {
-            (Completed, Reserved) if t == Transition::Capture => to(Completed, Paid),
-            (Completed, Reserved) => to(Completed, Unpaid),
+            (Completed, Reserved) => to(Completed, Reserved),
             _ => refuse(ErrorCode::IllegalTransition),
         },
         _ if status.is_terminal() => refuse(ErrorCode::SessionNotActive),
@@ -224,8 +224,8 @@ mod tests {
             m.insert((ty, st(Active, NotStarted), Transition::StartAttempt), st(Active, Pending));
             m.insert((ty, st(Active, Pending), paid), st(Completed, Paid));
             m.insert((ty, st(Active, Pending), reserved), st(Completed, Reserved));
-            m.insert((ty, st(Completed, Reserved), Transition::Capture), st(Completed, Paid));
-            m.insert((ty, st(Completed, Reserved), Transition::Void), st(Completed, Unpaid));
+            m.insert((ty, st(Completed, Reserved), Transition::Capture), st(Completed, Reserved));
+            m.insert((ty, st(Completed, Reserved), Transition::Void), st(Completed, Reserved));
             m.insert((ty, st(Active, NotStarted), Transition::Cancel), st(Cancelled, NotStarted));
         }
         for ty in [OneTime, FirstInSeries] {

@@ -3,13 +3,49 @@
 
 use crate::error::{ApiError, ErrorCode};
 use crate::ids::{PaymentId, RefundId, SessionId};
-use crate::lifecycle::{wire_enum, PaymentOutcome};
+use crate::lifecycle::wire_enum;
 use crate::money::{Amount, Currency};
-use crate::session::{CaptureMethod, LastPaymentError, Mode, PaymentSession};
 use crate::timestamp;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+
+wire_enum!(CaptureMethod { Automatic => "automatic", Manual => "manual" });
+wire_enum!(
+    /// Which keys an object was made with: `test` or `live`.
+    Mode { Test => "test", Live => "live" }
+);
+
+impl CaptureMethod {
+    fn automatic() -> Self {
+        CaptureMethod::Automatic
+    }
+}
+
+/// Why the last attempt failed; customer-present sessions stay active beside it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct LastPaymentError {
+    pub error_code: String,
+    pub decline_code: Option<String>,
+    pub message: String,
+    #[serde(with = "timestamp")]
+    #[cfg_attr(feature = "schema", schemars(with = "crate::schema::Timestamp"))]
+    pub timestamp: DateTime<Utc>,
+}
+
+/// What the card looks like outside the vault.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct CardSummary {
+    pub brand: String,
+    pub last4: String,
+    pub exp_month: u32,
+    pub exp_year: i32,
+    /// The first six digits (shown with the last four, as PCI DSS allows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bin: Option<String>,
+}
 
 wire_enum!(PaymentStatus { Pending => "pending", Succeeded => "succeeded", Failed => "failed", Cancelled => "cancelled" });
 wire_enum!(RefundStatus { Pending => "pending", Succeeded => "succeeded", Failed => "failed" });
@@ -82,50 +118,45 @@ pub struct Payment {
     #[serde(default, with = "timestamp::option")]
     #[cfg_attr(feature = "schema", schemars(with = "Option<crate::schema::Timestamp>"))]
     pub updated_at: Option<DateTime<Utc>>,
+    /// The card the payment was made with, once an attempt has one.
+    #[serde(default)]
+    pub payment_method_details: Option<PaymentMethodDetails>,
+}
+
+/// Moment's `payment_method_details`: `{type: "card", card: {…}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct PaymentMethodDetails {
+    /// Always `"card"`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub card: CardDetails,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct CardDetails {
+    /// `CREDIT`, `DEBIT`, … when the processor says; `null` when it does not.
+    #[serde(rename = "type")]
+    pub funding: Option<String>,
+    /// The card scheme in capitals: `VISA`, `MASTERCARD`, `AMEX`, …
+    pub scheme: String,
+    pub bin: Option<String>,
+    pub last4: String,
+}
+
+impl PaymentMethodDetails {
+    pub fn of(card: &CardSummary) -> PaymentMethodDetails {
+        PaymentMethodDetails {
+            kind: "card".to_owned(),
+            card: CardDetails { funding: None, scheme: card.brand.to_uppercase(), bin: card.bin.clone(), last4: card.last4.clone() },
+        }
+    }
 }
 
 impl PaymentIntent {
     fn payment() -> Self {
         PaymentIntent::Payment
-    }
-}
-
-impl Payment {
-    /// The payment of a session, or `None` before its first attempt.
-    /// `pending` covers an attempt in flight; a customer-present session whose
-    /// last attempt failed is `failed` until the customer tries again; a
-    /// reservation is `succeeded` (funds held, as Moment shows it) until it is
-    /// released in full (`cancelled`).
-    pub fn of(s: &PaymentSession, capture_method: CaptureMethod, m: PaymentAmounts, started: Option<DateTime<Utc>>) -> Option<Payment> {
-        let status = match s.payment_outcome {
-            PaymentOutcome::NotStarted => return None,
-            PaymentOutcome::Pending => PaymentStatus::Pending,
-            PaymentOutcome::Reserved | PaymentOutcome::Paid | PaymentOutcome::PaymentMethodVerified => PaymentStatus::Succeeded,
-            PaymentOutcome::Unpaid if m.voided > 0 && m.paid == 0 => PaymentStatus::Cancelled,
-            PaymentOutcome::Unpaid => PaymentStatus::Failed,
-        };
-        let started = started?;
-        let held = capture_method == CaptureMethod::Manual && m.authorised > 0;
-        Some(Payment {
-            id: PaymentId::of(&s.id),
-            payment_session_id: s.id.clone(),
-            amount: s.amount,
-            authorised_amount: m.authorised,
-            paid_amount: m.paid,
-            voided_amount: m.voided,
-            refunded_amount: m.refunded,
-            status,
-            created_at: started,
-            intent: if s.amount == 0 { PaymentIntent::Verification } else { PaymentIntent::Payment },
-            capture_method,
-            currency: Some(s.currency),
-            authorization_expires_at: held.then(|| started + AUTHORIZATION_VALIDITY),
-            last_payment_error: s.last_payment_error.clone(),
-            metadata: s.metadata.clone(),
-            external_reference: s.external_reference.clone(),
-            mode: Some(s.mode),
-            updated_at: Some(s.updated_at),
-        })
     }
 }
 
@@ -207,56 +238,6 @@ pub fn check_refund_amount(requested: Option<Amount>, paid: i64, committed: i64)
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn session(outcome: PaymentOutcome) -> PaymentSession {
-        let mut v: serde_json::Value = serde_json::from_str(include_str!("../tests/fixtures/reply-session.json")).unwrap();
-        v["id"] = "ps_01JDV3V9QK2H7M4N6P8R0S1T2U".into();
-        v["amount"] = 100.into();
-        let mut s: PaymentSession = serde_json::from_value(v).unwrap();
-        s.payment_outcome = outcome;
-        s
-    }
-
-    fn of(outcome: PaymentOutcome, m: PaymentAmounts) -> Option<Payment> {
-        Payment::of(&session(outcome), CaptureMethod::Automatic, m, Some(Utc::now()))
-    }
-
-    #[test]
-    fn a_payment_exists_once_paying_starts_and_says_how_it_ended() {
-        let m = PaymentAmounts::default();
-        assert_eq!(of(PaymentOutcome::NotStarted, m), None);
-        let p = of(PaymentOutcome::Pending, m).unwrap();
-        assert_eq!((p.id.as_str(), p.status, p.intent), ("pay_01JDV3V9QK2H7M4N6P8R0S1T2U", PaymentStatus::Pending, PaymentIntent::Payment));
-        let paid = PaymentAmounts { authorised: 100, paid: 100, ..m };
-        assert_eq!(of(PaymentOutcome::Paid, paid).unwrap().status, PaymentStatus::Succeeded);
-        let reserved = PaymentAmounts { authorised: 100, ..m };
-        assert_eq!(of(PaymentOutcome::Reserved, reserved).unwrap().status, PaymentStatus::Succeeded);
-        let voided = PaymentAmounts { authorised: 100, voided: 100, ..m };
-        assert_eq!(of(PaymentOutcome::Unpaid, voided).unwrap().status, PaymentStatus::Cancelled);
-        assert_eq!(of(PaymentOutcome::Unpaid, m).unwrap().status, PaymentStatus::Failed);
-        let part = PaymentAmounts { authorised: 100, paid: 60, voided: 40, refunded: 0 };
-        assert_eq!(of(PaymentOutcome::Paid, part).unwrap().status, PaymentStatus::Succeeded);
-    }
-
-    #[test]
-    fn a_held_authorisation_expires_and_a_verification_says_so() {
-        let t = Utc::now();
-        let held = Payment::of(
-            &session(PaymentOutcome::Reserved),
-            CaptureMethod::Manual,
-            PaymentAmounts { authorised: 100, ..Default::default() },
-            Some(t),
-        );
-        assert_eq!(held.unwrap().authorization_expires_at, Some(t + AUTHORIZATION_VALIDITY));
-        assert_eq!(
-            of(PaymentOutcome::Paid, PaymentAmounts { authorised: 100, paid: 100, ..Default::default() }).unwrap().authorization_expires_at,
-            None
-        );
-        let mut zero = session(PaymentOutcome::PaymentMethodVerified);
-        zero.amount = 0;
-        let v = Payment::of(&zero, CaptureMethod::Automatic, PaymentAmounts::default(), Some(t)).unwrap();
-        assert_eq!((v.intent, v.status), (PaymentIntent::Verification, PaymentStatus::Succeeded));
-    }
 
     #[test]
     fn refunds_never_pass_what_was_paid() {

@@ -3,14 +3,15 @@
 use crate::ids::{CustomerId, MandateId, PaymentId, PaymentMethodId, SessionId};
 use crate::lifecycle::{wire_enum, PaymentOutcome, SessionType, Status};
 use crate::money::Currency;
+use crate::payment::{CardSummary, Payment, PaymentAmounts, PaymentIntent, PaymentMethodDetails, PaymentStatus, AUTHORIZATION_VALIDITY};
 use crate::timestamp;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-wire_enum!(CaptureMethod { Automatic => "automatic", Manual => "manual" });
+pub use crate::payment::{CaptureMethod, LastPaymentError, Mode};
+
 wire_enum!(SavePaymentMethod { Always => "always", Never => "never", Prompt => "prompt" });
-wire_enum!(Mode { Test => "test", Live => "live" });
 wire_enum!(
     /// Moment's deprecated `payment_status`, kept for integrations written against it.
     LegacyPaymentStatus { Paid => "paid", Unpaid => "unpaid" }
@@ -27,18 +28,6 @@ pub fn saved_card_usage(session_type: SessionType, save: SavePaymentMethod, tick
         SessionType::OneTime if save == SavePaymentMethod::Prompt && ticked => Some(false),
         _ => None,
     }
-}
-
-/// Why the last attempt failed; customer-present sessions stay active beside it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-pub struct LastPaymentError {
-    pub error_code: String,
-    pub decline_code: Option<String>,
-    pub message: String,
-    #[serde(with = "timestamp")]
-    #[cfg_attr(feature = "schema", schemars(with = "crate::schema::Timestamp"))]
-    pub timestamp: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,12 +71,6 @@ pub struct PaymentSession {
     pub checkout_session_id: Option<String>,
 }
 
-impl CaptureMethod {
-    pub(crate) fn automatic() -> Self {
-        CaptureMethod::Automatic
-    }
-}
-
 impl LegacyPaymentStatus {
     fn unpaid() -> Self {
         LegacyPaymentStatus::Unpaid
@@ -109,9 +92,58 @@ impl PaymentSession {
     }
 }
 
+impl PaymentSession {
+    /// The session's payment, or `None` before its first attempt.
+    /// `pending` covers an attempt in flight; a customer-present session whose
+    /// last attempt failed is `failed` until the customer tries again; a
+    /// reservation is `succeeded` (funds held, as Moment shows it) until it is
+    /// released in full (`cancelled`).
+    pub fn derive_payment(
+        &self,
+        capture_method: CaptureMethod,
+        m: PaymentAmounts,
+        started: Option<DateTime<Utc>>,
+        card: Option<&CardSummary>,
+    ) -> Option<Payment> {
+        let s = self;
+        let status = match s.payment_outcome {
+            PaymentOutcome::NotStarted => return None,
+            PaymentOutcome::Pending => PaymentStatus::Pending,
+            // A reservation released in full, nothing captured: cancelled.
+            PaymentOutcome::Reserved | PaymentOutcome::Unpaid if m.voided > 0 && m.paid == 0 => PaymentStatus::Cancelled,
+            PaymentOutcome::Reserved | PaymentOutcome::Paid | PaymentOutcome::PaymentMethodVerified => PaymentStatus::Succeeded,
+            PaymentOutcome::Unpaid => PaymentStatus::Failed,
+        };
+        let started = started?;
+        let held = capture_method == CaptureMethod::Manual && m.authorised > 0;
+        Some(Payment {
+            id: PaymentId::of(&s.id),
+            payment_session_id: s.id.clone(),
+            amount: s.amount,
+            authorised_amount: m.authorised,
+            paid_amount: m.paid,
+            voided_amount: m.voided,
+            refunded_amount: m.refunded,
+            status,
+            created_at: started,
+            intent: if s.amount == 0 { PaymentIntent::Verification } else { PaymentIntent::Payment },
+            capture_method,
+            currency: Some(s.currency),
+            authorization_expires_at: held.then(|| started + AUTHORIZATION_VALIDITY),
+            last_payment_error: s.last_payment_error.clone(),
+            metadata: s.metadata.clone(),
+            external_reference: s.external_reference.clone(),
+            mode: Some(s.mode),
+            updated_at: Some(s.updated_at),
+            payment_method_details: card.map(PaymentMethodDetails::of),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::payment::{CardSummary, PaymentIntent, PaymentStatus, AUTHORIZATION_VALIDITY};
 
     #[test]
     fn the_contract_examples_parse_and_serialise_back_identically() {
@@ -122,5 +154,62 @@ mod tests {
             let s: PaymentSession = serde_json::from_value(v.clone()).unwrap();
             assert_eq!(serde_json::to_value(&s).unwrap(), v);
         }
+    }
+
+    fn session(outcome: PaymentOutcome) -> PaymentSession {
+        let mut v: serde_json::Value = serde_json::from_str(include_str!("../tests/fixtures/reply-session.json")).unwrap();
+        v["id"] = "ps_01JDV3V9QK2H7M4N6P8R0S1T2U".into();
+        v["amount"] = 100.into();
+        let mut s: PaymentSession = serde_json::from_value(v).unwrap();
+        s.payment_outcome = outcome;
+        s
+    }
+
+    fn of(outcome: PaymentOutcome, m: PaymentAmounts) -> Option<Payment> {
+        session(outcome).derive_payment(CaptureMethod::Automatic, m, Some(Utc::now()), None)
+    }
+
+    #[test]
+    fn a_payment_exists_once_paying_starts_and_says_how_it_ended() {
+        let m = PaymentAmounts::default();
+        assert_eq!(of(PaymentOutcome::NotStarted, m), None);
+        let p = of(PaymentOutcome::Pending, m).unwrap();
+        assert_eq!((p.id.as_str(), p.status, p.intent), ("pay_01JDV3V9QK2H7M4N6P8R0S1T2U", PaymentStatus::Pending, PaymentIntent::Payment));
+        let paid = PaymentAmounts { authorised: 100, paid: 100, ..m };
+        assert_eq!(of(PaymentOutcome::Paid, paid).unwrap().status, PaymentStatus::Succeeded);
+        let reserved = PaymentAmounts { authorised: 100, ..m };
+        assert_eq!(of(PaymentOutcome::Reserved, reserved).unwrap().status, PaymentStatus::Succeeded);
+        let voided = PaymentAmounts { authorised: 100, voided: 100, ..m };
+        assert_eq!(of(PaymentOutcome::Unpaid, voided).unwrap().status, PaymentStatus::Cancelled);
+        assert_eq!(of(PaymentOutcome::Unpaid, m).unwrap().status, PaymentStatus::Failed);
+        let part = PaymentAmounts { authorised: 100, paid: 60, voided: 40, refunded: 0 };
+        assert_eq!(of(PaymentOutcome::Paid, part).unwrap().status, PaymentStatus::Succeeded);
+    }
+
+    #[test]
+    fn a_held_authorisation_expires_and_a_verification_says_so() {
+        let t = Utc::now();
+        let held = session(PaymentOutcome::Reserved).derive_payment(
+            CaptureMethod::Manual,
+            PaymentAmounts { authorised: 100, ..Default::default() },
+            Some(t),
+            None,
+        );
+        assert_eq!(held.unwrap().authorization_expires_at, Some(t + AUTHORIZATION_VALIDITY));
+        assert_eq!(
+            of(PaymentOutcome::Paid, PaymentAmounts { authorised: 100, paid: 100, ..Default::default() }).unwrap().authorization_expires_at,
+            None
+        );
+        let mut zero = session(PaymentOutcome::PaymentMethodVerified);
+        zero.amount = 0;
+        let card =
+            CardSummary { brand: "mastercard".into(), last4: "3333".into(), exp_month: 12, exp_year: 2030, bin: Some("527346".into()) };
+        let v = zero.derive_payment(CaptureMethod::Automatic, PaymentAmounts::default(), Some(t), Some(&card)).unwrap();
+        assert_eq!((v.intent, v.status), (PaymentIntent::Verification, PaymentStatus::Succeeded));
+        let shown = serde_json::to_value(&v.payment_method_details).unwrap();
+        assert_eq!(
+            shown,
+            serde_json::json!({"type": "card", "card": {"type": null, "scheme": "MASTERCARD", "bin": "527346", "last4": "3333"}})
+        );
     }
 }

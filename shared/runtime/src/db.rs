@@ -27,6 +27,8 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0017_calls", include_str!("../migrations/0017_calls.sql")),
     ("0018_api_keys", include_str!("../migrations/0018_api_keys.sql")),
     ("0019_subscription_plan", include_str!("../migrations/0019_subscription_plan.sql")),
+    ("0020_payment_card", include_str!("../migrations/0020_payment_card.sql")),
+    ("0021_reservations_stay", include_str!("../migrations/0021_reservations_stay.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]

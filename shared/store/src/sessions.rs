@@ -3,10 +3,11 @@
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use ps_contract::ids::{CustomerId, MandateId, MerchantId, PaymentMethodId, SessionId};
+use ps_contract::internal::CardSummary;
 use ps_contract::lifecycle::{PaymentOutcome, SessionState, SessionType, Status};
 use ps_contract::mandate::MandateTerms;
 use ps_contract::money::Currency;
-use ps_contract::payment::{Payment, PaymentAmounts};
+use ps_contract::payment::PaymentAmounts;
 use ps_contract::session::{CaptureMethod, LastPaymentError, LegacyPaymentStatus, Mode, PaymentSession, SavePaymentMethod};
 use ps_runtime::HandlerError;
 use std::collections::BTreeMap;
@@ -72,6 +73,8 @@ pub struct StoredSession {
     /// The payment's amounts, as lifecycle keeps them; `session.payment` shows them.
     amounts: PaymentAmounts,
     payment_started: Option<DateTime<Utc>>,
+    /// The card of the attempt that succeeded, as it may be shown.
+    payment_card: Option<CardSummary>,
 }
 
 impl StoredSession {
@@ -106,9 +109,15 @@ impl StoredSession {
         self.show_payment();
     }
 
+    /// Records the card the payment was made with; the caller holds the row lock and saves.
+    pub fn set_payment_card(&mut self, card: Option<CardSummary>) {
+        self.payment_card = card;
+        self.show_payment();
+    }
+
     fn show_payment(&mut self) {
         let s = &mut self.session;
-        s.payment = Payment::of(s, self.capture_method, self.amounts, self.payment_started);
+        s.payment = s.derive_payment(self.capture_method, self.amounts, self.payment_started, self.payment_card.as_ref());
         s.payment_id = s.payment.as_ref().map(|p| p.id.clone());
         s.derive_legacy_fields();
     }
@@ -125,7 +134,7 @@ fn id<T>(s: Option<String>, parse: fn(&str) -> Result<T, ps_contract::ApiError>)
 const COLUMNS: &str = "id, merchant_id, type, status, payment_outcome, amount, currency, capture_method, save_payment_method,
     customer_id, payment_method_id, mandate_id, checkout_token, session_url, return_url, expires_at, last_payment_error,
     metadata, external_reference, mode, mandate_terms, created_at, updated_at,
-    payment_created_at, authorised_amount, paid_amount, voided_amount, refunded_amount";
+    payment_created_at, authorised_amount, paid_amount, voided_amount, refunded_amount, payment_card";
 
 fn from_row(r: &tokio_postgres::Row) -> Result<StoredSession, HandlerError> {
     let text = |i: usize| r.get::<_, String>(i);
@@ -171,6 +180,11 @@ fn from_row(r: &tokio_postgres::Row) -> Result<StoredSession, HandlerError> {
             .map_err(|_| corrupt("mandate_terms"))?,
         payment_started: r.get(23),
         amounts: PaymentAmounts { authorised: r.get(24), paid: r.get(25), voided: r.get(26), refunded: r.get(27) },
+        payment_card: r
+            .get::<_, Option<serde_json::Value>>(28)
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(|_| corrupt("payment_card"))?,
     };
     stored.show_payment();
     Ok(stored)
@@ -226,12 +240,13 @@ pub async fn list(
 /// Writes back what lifecycle and checkout change. Callers hold the row lock.
 pub async fn save(client: &impl GenericClient, s: &StoredSession) -> Result<(), HandlerError> {
     let error = s.session.last_payment_error.as_ref().map(serde_json::to_value).transpose()?;
+    let card = s.payment_card.as_ref().map(serde_json::to_value).transpose()?;
     let stmt = client
         .prepare_cached(
             "UPDATE payment_sessions SET status = $2, payment_outcome = $3, customer_id = $4, payment_method_id = $5,
                  mandate_id = $6, checkout_token = $7, session_url = $8, last_payment_error = $9, updated_at = $10,
                  payment_created_at = $11, authorised_amount = $12, paid_amount = $13, voided_amount = $14, refunded_amount = $15,
-                 version = version + 1
+                 payment_card = $16, version = version + 1
              WHERE id = $1",
         )
         .await?;
@@ -254,6 +269,7 @@ pub async fn save(client: &impl GenericClient, s: &StoredSession) -> Result<(), 
                 &s.amounts.paid,
                 &s.amounts.voided,
                 &s.amounts.refunded,
+                &card,
             ],
         )
         .await?;

@@ -131,7 +131,7 @@ async fn an_unanswered_void_is_asked_again_until_the_processor_answers() {
     void_requested_and_lost(&c, &id).await;
     let voided = env.event_about("payment.voided", &id).await;
     assert_eq!(voided["data"]["status"], "cancelled");
-    assert_eq!(env.session(&id).await["payment_outcome"], "unpaid");
+    assert_eq!(env.session(&id).await["payment_outcome"], "reserved", "the session stays reserved; its payment is cancelled");
     let settled = env.count("SELECT count(*) FROM sandbox_ledger WHERE operation = 'void' AND outcome = 'succeeded'").await;
     assert_eq!(settled, 1);
     let key: String = c.query_one("SELECT idempotency_key FROM sandbox_ledger WHERE operation = 'void'", &[]).await.unwrap().get(0);

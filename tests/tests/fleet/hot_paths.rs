@@ -133,7 +133,9 @@ async fn a_mandates_usage_counters_follow_every_charge() {
         let counted = c
             .query_one(
                 "SELECT count(*)::int, coalesce(sum(amount), 0)::bigint FROM payment_sessions
-                 WHERE mandate_id = $1 AND type = 'next_in_series' AND payment_outcome IN ('pending', 'paid', 'reserved')",
+                 WHERE mandate_id = $1 AND type = 'next_in_series'
+                   AND (payment_outcome IN ('pending', 'paid')
+                        OR (payment_outcome = 'reserved' AND NOT (paid_amount = 0 AND voided_amount > 0)))",
                 &[&md],
             )
             .await
