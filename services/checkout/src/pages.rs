@@ -75,8 +75,22 @@ struct OutcomePage<'a> {
     charged: Option<String>,
     refunded: Option<String>,
     mandate: bool,
-    return_url: Option<&'a str>,
+    return_url: Option<String>,
     return_text: &'a str,
+}
+
+/// Where the customer goes back to: the merchant's `return_url` with the
+/// session's id added (`?session_id=`, as Moment's checkout does), so the
+/// merchant's page knows which session to look up.
+fn return_to(url: &str, session: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            u.query_pairs_mut().append_pair("session_id", session);
+            u.to_string()
+        }
+        // Checked when the session was made; kept as given if it no longer parses.
+        Err(_) => url.to_owned(),
+    }
 }
 
 /// How the customer's bank is asked.
@@ -129,7 +143,7 @@ pub fn session_page(s: &StoredSession, action: &str, csrf: &str, error: Option<&
                 format!("{}{whole}", money(p.refunded_amount))
             }),
             mandate: st.status == Status::Completed && st.mandate_id.is_some(),
-            return_url: st.return_url.as_deref(),
+            return_url: st.return_url.as_deref().map(|u| return_to(u, st.id.as_str())),
             return_text,
         })
     };
@@ -306,6 +320,12 @@ mod tests {
         // JSON inside the script, with no `<` that could end it.
         assert!(page.contains(r#"const secret = "pi_1_secret_\u003c/script\u003e"#), "{page}");
         assert!(page.contains("stripe.confirmCardPayment(secret)"));
+    }
+
+    #[test]
+    fn the_way_back_names_the_session() {
+        assert_eq!(return_to("https://shop.example/r", "ps_1"), "https://shop.example/r?session_id=ps_1");
+        assert_eq!(return_to("https://shop.example/r?order=7#top", "ps_1"), "https://shop.example/r?order=7&session_id=ps_1#top");
     }
 
     #[test]
