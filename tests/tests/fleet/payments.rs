@@ -57,7 +57,7 @@ async fn one_time_paid() {
 
     let (page, _) = CheckoutClient::new().get(s["session_url"].as_str().unwrap()).await;
     assert_eq!(page.text_of("state").as_deref(), Some("Payment successful"));
-    assert!(page.body.contains("href=\"https://shop.example/return\""));
+    assert!(page.body.contains(&format!("href=\"https://shop.example/return?session_id={id}\"")), "{}", page.body);
     assert!(!page.has("card_number"), "a completed session never shows the form");
     assert_eq!(count(&env, "SELECT count(*) FROM sandbox_ledger l JOIN payment_attempts a ON l.idempotency_key = a.processor_idempotency_key WHERE a.session_id = $1", id).await, 1);
     env.finish().await;
