@@ -15,18 +15,22 @@ use std::collections::BTreeMap;
 
 type Q = Query<BTreeMap<String, String>>;
 
+/// The request's body as a JSON object; an empty body is an empty object.
+fn object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(o)) => Ok(o),
+        Ok(_) => Err(ApiError::new(ErrorCode::BodyNotObject, "the body must be a JSON object")),
+        Err(e) => Err(ApiError::new(ErrorCode::InvalidJson, format!("the body is not JSON: {e}"))),
+    }
+}
+
 /// The body as a command takes it, with `fields` from the path added. A body
 /// that already names one of them is refused: the path says which object.
 fn with_path(body: &[u8], fields: &[(&str, &str)]) -> Result<Vec<u8>, ApiError> {
-    let mut o: Map<String, Value> = if body.iter().all(u8::is_ascii_whitespace) {
-        Map::new()
-    } else {
-        match serde_json::from_slice::<Value>(body) {
-            Ok(Value::Object(o)) => o,
-            Ok(_) => return Err(ApiError::new(ErrorCode::BodyNotObject, "the body must be a JSON object")),
-            Err(e) => return Err(ApiError::new(ErrorCode::InvalidJson, format!("the body is not JSON: {e}"))),
-        }
-    };
+    let mut o = object(body)?;
     for (k, v) in fields {
         if o.contains_key(*k) {
             return Err(ApiError::param(ErrorCode::ParameterUnknown, *k, format!("{k} is named by the path, not the body")));
@@ -118,8 +122,7 @@ pub async fn create_refund(State(s): State<AppState>, h: HeaderMap, body: Bytes)
 
 /// A refund names its payment by `payment_id` (Moment's) or its session.
 fn refund_body(body: &[u8]) -> Result<Vec<u8>, ApiError> {
-    let mut v: Value = serde_json::from_slice(with_path(body, &[])?.as_slice()).expect("with_path writes JSON");
-    let o = v.as_object_mut().expect("with_path writes an object");
+    let mut o = object(body)?;
     if let Some(p) = o.remove("payment_id") {
         if o.contains_key("payment_session_id") {
             return Err(ApiError::param(ErrorCode::ParameterConflict, "payment_id", "give payment_id or payment_session_id, not both"));
@@ -127,7 +130,7 @@ fn refund_body(body: &[u8]) -> Result<Vec<u8>, ApiError> {
         let id = p.as_str().ok_or_else(|| ApiError::param(ErrorCode::ParameterInvalidType, "payment_id", "payment_id must be a string"))?;
         o.insert("payment_session_id".into(), json!(payment(id).map_err(|e| e.with_param("payment_id"))?));
     }
-    Ok(v.to_string().into_bytes())
+    Ok(Value::Object(o).to_string().into_bytes())
 }
 
 pub async fn retrieve_refund(State(s): State<AppState>, h: HeaderMap, Path(id): Path<String>) -> Response {
