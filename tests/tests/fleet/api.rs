@@ -134,3 +134,25 @@ async fn only_a_valid_key_of_this_mode_gets_in_and_each_key_has_its_rate() {
     assert_eq!(a.status, 200);
     env.finish().await;
 }
+
+/// The API serves exactly the routes docs/openapi.json describes: each one is
+/// routed (a request without a key is 401, not 404), and a path it does not
+/// describe is 404.
+#[tokio::test]
+async fn every_route_in_the_openapi_document_is_served() {
+    let mut env = TestEnv::new().await;
+    let api = env.start_api(&[]).await;
+    let http = reqwest::Client::new();
+    for r in ps_contract::openapi::HTTP_ROUTES {
+        let path = r.path.replace("{id}", "x");
+        let method = reqwest::Method::from_bytes(r.method.as_bytes()).unwrap();
+        let a = send(http.request(method, format!("{api}{path}"))).await;
+        assert_eq!((a.status, a.code()), (401, Some("invalid_api_key")), "{} {}", r.method, r.path);
+    }
+    for (method, path) in [("GET", "/collect/nothing"), ("POST", "/collect/schedules/x/explode"), ("POST", "/webhook_endpoints/x/explode")]
+    {
+        let a = send(http.request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), format!("{api}{path}"))).await;
+        assert_eq!(a.status, 404, "{method} {path}");
+    }
+    env.finish().await;
+}

@@ -19,7 +19,15 @@ async fn a_payment_at_the_checkout_is_a_succeeded_payment_intent_of_the_same_amo
     let s = env.call(Command::create("shop", &one_time(2550))).await.body;
     let (id, url) = (s["id"].as_str().unwrap(), s["session_url"].as_str().unwrap());
     CheckoutClient::new().pay(url, "4242424242424242", false).await;
-    assert_eq!(env.event_about("payment_session.completed", id).await["data"]["payment_outcome"], "paid");
+    let done = env.event_about("payment_session.completed", id).await;
+    assert_eq!(done["data"]["payment_outcome"], "paid");
+    // Moment's card details, from the vault's record of the card Stripe charged.
+    let card = &done["data"]["payment"]["payment_method_details"]["card"];
+    assert_eq!(
+        (card["scheme"].as_str(), card["bin"].as_str(), card["last4"].as_str()),
+        (Some("VISA"), Some("424242"), Some("4242")),
+        "{done}"
+    );
     let intents = f.intents().await;
     assert_eq!(intents.len(), 1, "{intents:?}");
     let pi = &intents[0];
