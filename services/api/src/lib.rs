@@ -97,6 +97,8 @@ pub async fn start(config: ApiConfig, stop: CancellationToken) -> Result<Running
     let names = Names::new(config.common.name_prefix.clone());
     let rpc = rpc::Rpc::new(config.common.amqp_url.clone(), config.common.trust.clone(), &names, config.reply_timeout);
     let mode = config.common.mode;
+    // Bound before the service starts: a port it cannot have stops it before it says ready.
+    let listener = ps_runtime::web::bind(config.addr).map_err(|source| StartError::Listen { addr: config.addr, source })?;
     let service = service::start(SERVICE, config.common, vec![], stop.clone()).await?;
     let state = app::AppState::new(service.pool.clone(), rpc, mode, config.requests_per_second);
     let tls = match &config.tls {
@@ -104,7 +106,7 @@ pub async fn start(config: ApiConfig, stop: CancellationToken) -> Result<Running
         None => None,
     };
     let encrypted = tls.is_some();
-    let addr = ps_runtime::web::serve(config.addr, router(state), tls, stop, SERVICE)
+    let addr = ps_runtime::web::serve(listener, router(state), tls, stop, SERVICE)
         .map_err(|source| StartError::Listen { addr: config.addr, source })?;
     tracing::info!(%addr, tls = encrypted, "payments-api listening");
     Ok(RunningApi { service, addr })

@@ -91,6 +91,8 @@ pub struct RunningCheckout {
 /// relay (the `gateway.authorize` it queues) and health, beside its web server.
 pub async fn start(config: CheckoutConfig, stop: CancellationToken) -> Result<RunningCheckout, StartError> {
     let tls = config.common.trust.client_config()?;
+    // Bound before the service starts: a port it cannot have stops it before it says ready.
+    let listener = tokio::net::TcpListener::bind(config.addr).await.map_err(|source| StartError::Listen { addr: config.addr, source })?;
     let service = service::start(SERVICE, config.common, vec![], stop.clone()).await?;
     let http = reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
@@ -115,7 +117,6 @@ pub async fn start(config: CheckoutConfig, stop: CancellationToken) -> Result<Ru
             views.prune();
         }
     });
-    let listener = tokio::net::TcpListener::bind(config.addr).await.map_err(|source| StartError::Listen { addr: config.addr, source })?;
     let addr = listener.local_addr().map_err(|source| StartError::Listen { addr: config.addr, source })?;
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app::router(state).into_make_service_with_connect_info::<SocketAddr>())

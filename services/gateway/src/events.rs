@@ -317,13 +317,13 @@ async fn card_summary(tx: &Transaction<'_>, token: &str) -> Result<Option<CardSu
 
 /// Serves the events endpoint: over TLS when given a server config.
 pub fn serve(
-    addr: SocketAddr,
+    listener: std::net::TcpListener,
     events: Arc<StripeEvents>,
     tls: Option<rustls::ServerConfig>,
     stop: CancellationToken,
 ) -> std::io::Result<SocketAddr> {
     let app = Router::new().route(PATH, post(receive)).with_state(events);
-    ps_runtime::web::serve(addr, app, tls, stop, "processor events")
+    ps_runtime::web::serve(listener, app, tls, stop, "processor events")
 }
 
 #[cfg(test)]

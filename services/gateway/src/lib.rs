@@ -177,25 +177,29 @@ pub async fn start(config: GatewayConfig, stop: CancellationToken) -> Result<Run
         Some((cert, key)) => Some(ps_runtime::tls::server_config(cert, key)?),
         None => None,
     };
+    // Bound before the service starts: a port it cannot have stops it before it says ready.
+    let listen = |addr: SocketAddr| ps_runtime::web::bind(addr).map_err(|source| StartError::Listen { addr, source });
+    let vault_listener = listen(config.vault_addr)?;
+    let events_listener = config.stripe.as_ref().map(|_| listen(config.events_addr)).transpose()?;
     let service = service::start(SERVICE, config.common, consumes, stop.clone()).await?;
     let encrypted = tls.is_some();
-    let vault_addr = vault::serve(config.vault_addr, pool, config.keys, config.vault_token, processor.clone(), tls, stop.clone())
+    let vault_addr = vault::serve(vault_listener, pool, config.keys, config.vault_token, processor.clone(), tls, stop.clone())
         .map_err(|source| StartError::Listen { addr: config.vault_addr, source })?;
     tracing::info!(%vault_addr, tls = encrypted, "vault listening");
-    let events_addr = match &config.stripe {
-        Some(stripe) => {
+    let events_addr = match (&config.stripe, events_listener) {
+        (Some(stripe), Some(listener)) => {
             let events_tls = match &config.events_tls {
                 Some((cert, key)) => Some(ps_runtime::tls::server_config(cert, key)?),
                 None => None,
             };
             let events =
                 events::StripeEvents::new(service.pool.clone(), service.outbox.clone(), stripe.webhook_secret.clone(), processor.clone());
-            let addr = events::serve(config.events_addr, events, events_tls, stop.clone())
+            let addr = events::serve(listener, events, events_tls, stop.clone())
                 .map_err(|source| StartError::Listen { addr: config.events_addr, source })?;
             tracing::info!(%addr, "processor events listening");
             Some(addr)
         }
-        None => None,
+        _ => None,
     };
     let sweeping = tokio::spawn(sweep_orphans(service.pool.clone(), config.orphan_after, stop));
     Ok(RunningGateway { service: service.with_task(sweeping).with_task(logging), vault_addr, events_addr })

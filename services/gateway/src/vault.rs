@@ -272,7 +272,7 @@ pub async fn forget(client: &impl GenericClient, token: &str) -> Result<bool, to
 
 /// Serves the vault: over TLS when given a server config, always behind the bearer token.
 pub fn serve(
-    addr: SocketAddr,
+    listener: std::net::TcpListener,
     pool: Pool,
     keys: Keyring,
     token: Secret,
@@ -284,5 +284,5 @@ pub fn serve(
         .route("/v1/cards", post(tokenize))
         .route("/v1/cards/{token}", axum::routing::delete(release))
         .with_state(VaultState { pool, token, keys, processor });
-    ps_runtime::web::serve(addr, app, tls, stop, "vault")
+    ps_runtime::web::serve(listener, app, tls, stop, "vault")
 }

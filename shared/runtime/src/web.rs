@@ -6,16 +6,22 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
-/// Binds `addr` and serves `app` on it until `stop`; `what` names it in the log.
+/// Binds `addr`. A service binds before it starts, so a port it cannot have
+/// stops it before its health says ready.
+pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+/// Serves `app` on `listener` until `stop`; `what` names it in the log.
 pub fn serve(
-    addr: SocketAddr,
+    listener: std::net::TcpListener,
     app: Router,
     tls: Option<rustls::ServerConfig>,
     stop: CancellationToken,
     what: &'static str,
 ) -> std::io::Result<SocketAddr> {
-    let listener = std::net::TcpListener::bind(addr)?;
-    listener.set_nonblocking(true)?;
     let bound = listener.local_addr()?;
     let handle = axum_server::Handle::new();
     let stopping = handle.clone();
