@@ -76,6 +76,8 @@ GRANT SELECT, UPDATE ON payment_sessions TO ps_checkout;
 GRANT INSERT ON payment_attempts TO ps_checkout;
 GRANT SELECT (id, session_id, status, next_action, processor_idempotency_key) ON payment_attempts TO ps_checkout;
 GRANT SELECT, INSERT, UPDATE ON checkout_challenges TO ps_checkout;
+-- How the merchant's pages look.
+GRANT SELECT ON checkout_settings TO ps_checkout;
 
 -- gateway: its vault, its processor's ledger, its call log; the token of a saved method.
 GRANT SELECT, INSERT ON vault_cards, sandbox_ledger TO ps_gateway;
@@ -91,8 +93,9 @@ GRANT USAGE ON SEQUENCE processor_calls_id_seq TO ps_gateway;
 GRANT SELECT (id, merchant_id, vault_token) ON payment_methods TO ps_gateway;
 -- Each request is checked against the attempt it names before money moves (DESIGN §10);
 -- the card token, so a resolved attempt's card is saved or forgotten like any other.
+-- What captures have taken so far bounds the next one (several per authorisation).
 GRANT SELECT (id, session_id, merchant_id, amount, currency, status, processor_idempotency_key, settlement, settlement_requests, card_token,
-              payment_method_id, capture_method, keep_card, source, save_for)
+              payment_method_id, capture_method, keep_card, source, save_for, captured_amount)
     ON payment_attempts TO ps_gateway;
 -- Before calling the processor for an attempt, until when the call may be in
 -- flight: lifecycle does not give up on the attempt before then.
@@ -106,6 +109,8 @@ GRANT SELECT, UPDATE ON payment_sessions, payment_attempts TO ps_lifecycle;
 GRANT SELECT, INSERT ON payment_methods TO ps_lifecycle;
 GRANT SELECT, INSERT, UPDATE ON mandates TO ps_lifecycle;
 GRANT SELECT, INSERT, UPDATE ON refunds TO ps_lifecycle;
+-- A merchant's checkout settings (checkout_settings.update / .retrieve).
+GRANT SELECT, INSERT, UPDATE ON checkout_settings TO ps_lifecycle;
 
 -- webhooks: endpoints (with their signing secrets), events, deliveries, attempts; idempotency for its commands.
 GRANT INSERT, UPDATE ON idempotency_keys TO ps_webhooks;

@@ -227,7 +227,9 @@ fn random_token() -> String {
 }
 
 /// Nothing but the page itself: no script, no frame, no connection elsewhere.
-const STRICT_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+/// Images from https only: a merchant's logo (its URL checked https at the edge).
+const STRICT_CSP: &str =
+    "default-src 'none'; style-src 'unsafe-inline'; img-src https:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 fn html(status: StatusCode, body: String) -> Response {
     html_with_csp(status, body, STRICT_CSP)
@@ -274,6 +276,12 @@ async fn authorised(state: &AppState, id: &str, token: Option<&str>) -> Result<S
             {
                 st.status = Status::Expired;
             }
+            // The session's own look over the merchant's settings, field by field.
+            let settings = ps_store::checkout_settings::get(&client, &s.merchant_id).await.map_err(|e| {
+                tracing::error!(error = %e, "cannot load checkout settings");
+                html(StatusCode::SERVICE_UNAVAILABLE, pages::message("Try again", "We cannot load this page right now."))
+            })?;
+            s.branding = Some(s.branding.take().unwrap_or_default().over(&settings.branding));
             Ok(s)
         }
         Ok(_) => Err(not_found()),
@@ -317,7 +325,7 @@ fn challenge(state: &AppState, s: &StoredSession, token: &str, waiting: &NextAct
     let body = pages::challenge_page(s, &format!("/pay/{id}/challenge?t={token}"), &csrf, waiting, browser.as_ref());
     let csp = match (&state.stripe, waiting.kind) {
         (Some(b), ActionKind::StripePayment | ActionKind::StripeSetup) => format!(
-            "default-src 'none'; style-src 'unsafe-inline'; script-src 'nonce-{nonce}' {}; frame-src {}; connect-src {}; \
+            "default-src 'none'; style-src 'unsafe-inline'; img-src https:; script-src 'nonce-{nonce}' {}; frame-src {}; connect-src {}; \
              form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
             b.script_src, b.frame_src, b.connect_src
         ),

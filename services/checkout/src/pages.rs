@@ -4,27 +4,58 @@
 
 use crate::terms;
 use askama::Template;
+use ps_contract::branding::Branding;
 use ps_contract::internal::{ActionKind, NextAction};
 use ps_contract::lifecycle::{PaymentOutcome, SessionType, Status};
 use ps_contract::session::{LastPaymentError, SavePaymentMethod};
 use ps_store::sessions::StoredSession;
 
 pub(crate) const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:28rem;margin:2rem auto;padding:0 1rem;color:#1a1a1a}\
-h1{font-size:1.3rem}.amount{font-size:2rem;font-weight:600;margin:.5rem 0}.merchant{color:#555}\
+h1{font-size:1.3rem}.amount{font-size:2rem;font-weight:600;margin:.5rem 0}.merchant{color:inherit;margin:0;font-weight:600}\
+.brand{display:flex;align-items:center;gap:.75rem;padding:.75rem 1rem;margin:0 -1rem;border-radius:0}.logo{max-height:40px;width:auto}\
 .box{border:1px solid #ddd;border-radius:8px;padding:1rem;margin:1rem 0}.error{background:#fdecea;border-color:#f5c2c0}\
 .terms{background:#f6f8fa;font-size:.9rem}label{display:block;margin:.7rem 0 .2rem}\
 input[type=text]{width:100%;padding:.5rem;font-size:1rem;box-sizing:border-box}button{margin-top:1rem;width:100%;padding:.7rem;font-size:1rem}";
 
-/// What every page shows first: who is asking, and for how much.
+/// What every page shows first: who is asking (the merchant's name and
+/// logo, its id when it has set none), and for how much.
 struct Header {
     merchant: String,
     amount: String,
+    logo: Option<String>,
 }
 
 impl Header {
-    fn of(s: &StoredSession) -> Header {
-        Header { merchant: s.merchant_id.as_str().to_owned(), amount: terms::money(s.session.currency, s.session.amount) }
+    /// The header, and the stylesheet the merchant's look adds to ours.
+    fn of(s: &StoredSession) -> (Header, String) {
+        let look = s.branding.clone().unwrap_or_default();
+        let header = Header {
+            merchant: look.display_name.clone().unwrap_or_else(|| s.merchant_id.as_str().to_owned()),
+            amount: terms::money(s.session.currency, s.session.amount),
+            logo: look.logo_url.clone(),
+        };
+        (header, theme(&look))
     }
+}
+
+/// CSS from a merchant's look. Built only from checked values (`#rrggbb`
+/// colours, our own font stacks and radii), never from text a merchant
+/// wrote; each colour's text is black or white, whichever reads (WCAG AA).
+fn theme(b: &Branding) -> String {
+    let mut css = String::new();
+    if let Some(f) = b.font {
+        css.push_str(&format!("body{{font-family:{}}}", f.stack()));
+    }
+    if let Some(c) = b.brand_color {
+        css.push_str(&format!(".brand{{background:{};color:{}}}", c.css(), c.text_on().css()));
+    }
+    if let Some(c) = b.button_color {
+        css.push_str(&format!("button{{background:{};color:{};border:1px solid {}}}", c.css(), c.text_on().css(), c.text_on().css()));
+    }
+    if let Some(r) = b.border_style {
+        css.push_str(&format!(".box,button,input[type=text],.brand{{border-radius:{}}}", r.radius()));
+    }
+    css
 }
 
 /// Renders a page; a template that fails to render is a bug, shown as a plain error page.
@@ -40,8 +71,8 @@ fn render(page: &impl Template) -> String {
 struct ProcessingPage<'a> {
     title: &'a str,
     refresh: bool,
-    merchant: String,
-    amount: String,
+    header: Header,
+    theme: String,
     lead: Option<&'a str>,
     /// The challenge's action, when the customer may still give up on it.
     give_up: Option<&'a str>,
@@ -53,8 +84,8 @@ struct ProcessingPage<'a> {
 struct FormPage<'a> {
     title: &'a str,
     refresh: bool,
-    merchant: String,
-    amount: String,
+    header: Header,
+    theme: String,
     problem: Option<String>,
     terms: Option<Vec<String>>,
     save_prompt: bool,
@@ -68,8 +99,8 @@ struct FormPage<'a> {
 struct OutcomePage<'a> {
     title: &'a str,
     refresh: bool,
-    merchant: String,
-    amount: String,
+    header: Header,
+    theme: String,
     state: &'a str,
     lead: Option<&'a str>,
     charged: Option<String>,
@@ -105,8 +136,8 @@ enum Way<'a> {
 struct ChallengePage<'a> {
     title: &'a str,
     refresh: bool,
-    merchant: String,
-    amount: String,
+    header: Header,
+    theme: String,
     challenge_action: &'a str,
     csrf: &'a str,
     way: Way<'a>,
@@ -117,6 +148,7 @@ struct ChallengePage<'a> {
 struct MessagePage<'a> {
     title: &'a str,
     refresh: bool,
+    theme: String,
     heading: &'a str,
     text: Option<&'a str>,
 }
@@ -125,7 +157,7 @@ struct MessagePage<'a> {
 /// show above the form (the vault's, before any attempt).
 pub fn session_page(s: &StoredSession, action: &str, csrf: &str, error: Option<&str>) -> String {
     let st = &s.session;
-    let Header { merchant, amount } = Header::of(s);
+    let (header, theme) = Header::of(s);
     let outcome = |title: &str, state: &str, lead: Option<&str>, return_text: &str| {
         // Paid outright, or captured from a reservation: what was charged and given back.
         let paid = st.payment.as_ref().filter(|p| p.paid_amount > 0);
@@ -133,8 +165,8 @@ pub fn session_page(s: &StoredSession, action: &str, csrf: &str, error: Option<&
         render(&OutcomePage {
             title,
             refresh: false,
-            merchant: merchant.clone(),
-            amount: amount.clone(),
+            header: Header { merchant: header.merchant.clone(), amount: header.amount.clone(), logo: header.logo.clone() },
+            theme: theme.clone(),
             state,
             lead,
             charged: paid.filter(|p| p.paid_amount != p.amount).map(|p| money(p.paid_amount)),
@@ -149,7 +181,7 @@ pub fn session_page(s: &StoredSession, action: &str, csrf: &str, error: Option<&
     };
     match (st.status, st.payment_outcome) {
         (Status::Active, PaymentOutcome::Pending) => {
-            render(&ProcessingPage { title: "Processing payment", refresh: true, merchant, amount, lead: None, give_up: None, csrf })
+            render(&ProcessingPage { title: "Processing payment", refresh: true, header, theme, lead: None, give_up: None, csrf })
         }
         (Status::Active, _) => form(s, action, csrf, error),
         (Status::Completed, result) => {
@@ -190,13 +222,13 @@ pub fn decline_for_customer(e: &LastPaymentError) -> &'static str {
 
 fn form(s: &StoredSession, action: &str, csrf: &str, vault_error: Option<&str>) -> String {
     let st = &s.session;
-    let Header { merchant, amount } = Header::of(s);
+    let (header, theme) = Header::of(s);
     let problem = vault_error
         .map(str::to_owned)
         .or_else(|| st.last_payment_error.as_ref().map(|e| format!("{} Please try again or use another card.", decline_for_customer(e))));
     let terms = (st.session_type == SessionType::FirstInSeries).then(|| {
         let terms = s.mandate_terms.clone().unwrap_or_else(|| ps_contract::mandate::MandateTerms::unconstrained(st.currency));
-        terms::describe(s.merchant_id.as_str(), &terms)
+        terms::describe(&header.merchant, &terms)
     });
     let button = match (st.session_type, st.amount == 0) {
         (SessionType::FirstInSeries, true) => "Verify card and authorise".to_owned(),
@@ -207,8 +239,8 @@ fn form(s: &StoredSession, action: &str, csrf: &str, vault_error: Option<&str>) 
     render(&FormPage {
         title: "Checkout",
         refresh: false,
-        merchant,
-        amount,
+        header,
+        theme,
         problem,
         terms,
         save_prompt: st.session_type == SessionType::OneTime && s.save_payment_method == SavePaymentMethod::Prompt,
@@ -252,19 +284,19 @@ pub fn challenge_page(
         // A Stripe challenge with nothing configured to run it: the customer can only start again.
         _ => Way::Unavailable,
     };
-    let Header { merchant, amount } = Header::of(s);
-    render(&ChallengePage { title: "Confirm with your bank", refresh: false, merchant, amount, challenge_action, csrf, way })
+    let (header, theme) = Header::of(s);
+    render(&ChallengePage { title: "Confirm with your bank", refresh: false, header, theme, challenge_action, csrf, way })
 }
 
 /// A challenge the customer has answered: the processor's word is awaited
 /// (the page refreshes itself); the customer may still give up and use another card.
 pub fn challenge_answered(s: &StoredSession, challenge_action: &str, csrf: &str) -> String {
-    let Header { merchant, amount } = Header::of(s);
+    let (header, theme) = Header::of(s);
     render(&ProcessingPage {
         title: "Processing payment",
         refresh: true,
-        merchant,
-        amount,
+        header,
+        theme,
         lead: Some("Your bank's answer is on its way. This page updates by itself."),
         give_up: Some(challenge_action),
         csrf,
@@ -272,11 +304,11 @@ pub fn challenge_answered(s: &StoredSession, challenge_action: &str, csrf: &str)
 }
 
 pub fn not_found() -> String {
-    render(&MessagePage { title: "Not found", refresh: false, heading: "Page not found", text: None })
+    render(&MessagePage { title: "Not found", refresh: false, theme: String::new(), heading: "Page not found", text: None })
 }
 
 pub fn message(title: &str, text: &str) -> String {
-    render(&MessagePage { title, refresh: false, heading: title, text: Some(text) })
+    render(&MessagePage { title, refresh: false, theme: String::new(), heading: title, text: Some(text) })
 }
 
 #[cfg(test)]
@@ -303,8 +335,12 @@ mod tests {
         let page = render(&ChallengePage {
             title: "Confirm with your bank",
             refresh: false,
-            merchant: "<b>shop</b>".into(),
-            amount: "ZAR 1.00".into(),
+            header: Header {
+                merchant: "<b>shop</b>".into(),
+                amount: "ZAR 1.00".into(),
+                logo: Some("https://x.example/\"><script>".into()),
+            },
+            theme: String::new(),
             challenge_action: "/pay/x\"><script>",
             csrf: "c",
             way: Way::Stripe {
@@ -326,6 +362,25 @@ mod tests {
     fn the_way_back_names_the_session() {
         assert_eq!(return_to("https://shop.example/r", "ps_1"), "https://shop.example/r?session_id=ps_1");
         assert_eq!(return_to("https://shop.example/r?order=7#top", "ps_1"), "https://shop.example/r?order=7&session_id=ps_1#top");
+    }
+
+    #[test]
+    fn a_merchants_look_becomes_css_from_checked_values_only() {
+        use ps_contract::branding::{BorderStyle, Color, Font};
+        let b = Branding {
+            display_name: Some("</style><script>".into()),
+            brand_color: Color::parse("#ffcc00"),
+            button_color: Color::parse("#0a2540"),
+            border_style: Some(BorderStyle::Pill),
+            font: Some(Font::Serif),
+            ..Branding::default()
+        };
+        let css = theme(&b);
+        assert!(css.contains(".brand{background:#ffcc00;color:#000000}"), "black text on yellow: {css}");
+        assert!(css.contains("button{background:#0a2540;color:#ffffff"), "white text on navy: {css}");
+        assert!(css.contains("border-radius:999px") && css.contains("Georgia"), "{css}");
+        assert!(!css.contains('<'), "the name never reaches the stylesheet: {css}");
+        assert_eq!(theme(&Branding::default()), "");
     }
 
     #[test]

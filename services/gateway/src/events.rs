@@ -198,6 +198,7 @@ impl StripeEvents {
             processor_idempotency_key: key,
             refund_id: None,
             next_action: resp.next_action,
+            authorization_open: false,
         };
         tracing::info!(attempt = %result.attempt_id, outcome = %result.outcome, "processor event answers an attempt");
         Ok(Some(
@@ -264,6 +265,7 @@ impl StripeEvents {
                 processor_idempotency_key: key,
                 refund_id: Some(parse(r.get(0), ps_contract::ids::RefundId::parse)?),
                 next_action: None,
+                authorization_open: false,
             };
             tracing::info!(refund = ?result.refund_id, outcome = %result.outcome, "processor event answers a refund");
             out.push(

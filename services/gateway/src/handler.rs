@@ -101,6 +101,7 @@ impl<'a> Step<'a> {
             processor_idempotency_key: self.key.to_owned(),
             refund_id: self.refund.cloned(),
             next_action: resp.next_action,
+            authorization_open: self.op == Operation::Capture && resp.outcome == Outcome::Succeeded && resp.authorization_open,
         }
     }
 }
@@ -426,6 +427,7 @@ impl Caller {
             customer_present: req.customer_present,
             capture: req.capture_method == CaptureMethod::Automatic,
             save,
+            final_capture: true,
         };
         let resp = self.call(req.attempt_id.as_str(), call).await?;
         let forget = done_with_card(req.card_token.as_deref(), req.keep_card, resp.outcome);
@@ -463,6 +465,7 @@ impl Caller {
             customer_present: false,
             capture: op == Operation::Capture,
             save: None,
+            final_capture: req.final_capture,
         };
         let resp = self.call(req.attempt_id.as_str(), call).await?;
         Ok(Step::settle(op, req).answered(resp, None))
@@ -482,6 +485,7 @@ impl Caller {
             customer_present: false,
             capture: false,
             save: None,
+            final_capture: true,
         };
         match self.call(req.attempt_id.as_str(), call).await {
             Ok(resp) => Ok(RefundCall::Answered(Box::new(Step::refund(req).answered(resp, None)))),

@@ -29,6 +29,9 @@ pub struct ProcessorRequest<'a> {
     /// Authorize: the card is kept for later use (the processor is told so,
     /// as it requires for charges without the customer).
     pub save: Option<SaveFor>,
+    /// Capture: it closes the authorisation (false: the rest stays open for
+    /// more captures, where the processor allows it).
+    pub final_capture: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +43,8 @@ pub struct ProcessorResponse {
     pub card: Option<CardSummary>,
     /// With `RequiresAction`: what the customer's browser must do.
     pub next_action: Option<NextAction>,
+    /// A capture's: the processor kept the rest of the authorisation open.
+    pub authorization_open: bool,
 }
 
 impl ProcessorResponse {
@@ -51,6 +56,7 @@ impl ProcessorResponse {
             reference: reference.into(),
             card: None,
             next_action: None,
+            authorization_open: false,
         }
     }
 
@@ -62,6 +68,7 @@ impl ProcessorResponse {
             reference: reference.into(),
             card: None,
             next_action: Some(action),
+            authorization_open: false,
         }
     }
 
@@ -73,6 +80,7 @@ impl ProcessorResponse {
             reference: reference.into(),
             card: None,
             next_action: None,
+            authorization_open: false,
         }
     }
 }

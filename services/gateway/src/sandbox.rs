@@ -27,7 +27,7 @@ impl SandboxProcessor {
     async fn stored(&self, client: &deadpool_postgres::Client, key: &str) -> Result<Option<ProcessorResponse>, ProcessorError> {
         let stmt = client
             .prepare_cached(
-                "SELECT outcome, error_code, decline_code, reference, card_token FROM sandbox_ledger WHERE idempotency_key = $1",
+                "SELECT outcome, error_code, decline_code, reference, card_token, leaves_open FROM sandbox_ledger WHERE idempotency_key = $1",
             )
             .await
             .map_err(err)?;
@@ -48,6 +48,7 @@ impl SandboxProcessor {
             // The sandbox's issuer asks on a page of our own.
             next_action: (outcome == Outcome::RequiresAction)
                 .then_some(NextAction { kind: ActionKind::SandboxChallenge, client_secret: None }),
+            authorization_open: r.get(5),
         }))
     }
 
@@ -58,10 +59,24 @@ impl SandboxProcessor {
         card: Option<&vault::VaultedCard>,
     ) -> Result<Decision, ProcessorError> {
         let fail = |e, d| {
-            Ok(Decision { outcome: Outcome::Failed, error_code: Some(e), decline_code: Some(d), refunds_fail: false, after_auth: None })
+            Ok(Decision {
+                outcome: Outcome::Failed,
+                error_code: Some(e),
+                decline_code: Some(d),
+                refunds_fail: false,
+                after_auth: None,
+                leaves_open: false,
+            })
         };
         let succeed = |refunds_fail| {
-            Ok(Decision { outcome: Outcome::Succeeded, error_code: None, decline_code: None, refunds_fail, after_auth: None })
+            Ok(Decision {
+                outcome: Outcome::Succeeded,
+                error_code: None,
+                decline_code: None,
+                refunds_fail,
+                after_auth: None,
+                leaves_open: false,
+            })
         };
         match req.operation {
             Operation::Authorize => {
@@ -85,6 +100,7 @@ impl SandboxProcessor {
                         decline_code: None,
                         refunds_fail: false,
                         after_auth: Some(then),
+                        leaves_open: false,
                     }),
                     SandboxBehaviour::Authenticates { off_session: OffSession::PaysOnceSetUp, then: AfterAuthentication::Pays } => {
                         succeed(false)
@@ -101,26 +117,39 @@ impl SandboxProcessor {
                     )
                     .await
                     .map_err(err)?;
-                // Any capture or void of this authorisation that went through settles it for good.
+                // The sandbox allows several captures (as multicapture does):
+                // what went through so far, and whether any of it closed the
+                // authorisation (a void, or a capture that did not leave it open).
                 let attempt = auth.trim_start_matches("authorize:");
-                let settled = client
-                    .query_opt(
-                        "SELECT operation FROM sandbox_ledger
-                         WHERE (idempotency_key LIKE $1 OR idempotency_key LIKE $2) AND outcome = 'succeeded' LIMIT 1",
+                let so_far = client
+                    .query_one(
+                        "SELECT coalesce(sum(amount) FILTER (WHERE operation = 'capture'), 0)::bigint,
+                                coalesce(bool_or(operation = 'void' OR NOT leaves_open), false)
+                         FROM sandbox_ledger WHERE (idempotency_key LIKE $1 OR idempotency_key LIKE $2) AND outcome = 'succeeded'",
                         &[&format!("capture:{attempt}:%"), &format!("void:{attempt}:%")],
                     )
                     .await
                     .map_err(err)?;
+                let (captured, closed): (i64, bool) = (so_far.get(0), so_far.get(1));
                 if let Some(token) = row.as_ref().and_then(|r| r.get::<_, Option<String>>(2)) {
                     if self.settlement_hiccups(client, &token, attempt).await? {
                         return fail("processing_error", "try_again_later");
                     }
                 }
-                match (row, settled) {
-                    (Some(r), None) if r.get::<_, &str>(0) == "succeeded" && req.amount <= r.get::<_, i64>(1) => succeed(false),
-                    (Some(_), Some(_)) => fail("processing_error", "already_settled"),
-                    _ => fail("processing_error", "no_authorization"),
+                let Some(r) = row.filter(|r| r.get::<_, &str>(0) == "succeeded") else {
+                    return fail("processing_error", "no_authorization");
+                };
+                let open = r.get::<_, i64>(1) - captured;
+                if closed {
+                    return fail("processing_error", "already_settled");
                 }
+                if req.operation == Operation::Void {
+                    return succeed(false);
+                }
+                if req.amount > open {
+                    return fail("processing_error", "amount_too_large");
+                }
+                Ok(Decision { leaves_open: !req.final_capture && req.amount < open, ..succeed(false)? })
             }
             Operation::Refund => {
                 let Some(auth) = req.authorization_key else { return fail("processing_error", "missing_authorization") };
@@ -136,21 +165,23 @@ impl SandboxProcessor {
                 if charge.get::<_, bool>(1) {
                     return fail("refund_failed", "expired_or_canceled_card");
                 }
-                // What was taken: a capture's amount, nothing after a void, else
-                // the authorisation itself (captured with it, automatically).
+                // What was taken: what captures took, nothing after a void of
+                // an uncaptured authorisation, else the authorisation itself
+                // (captured with it, automatically).
                 let attempt = auth.trim_start_matches("authorize:");
                 let settled = client
-                    .query_opt(
-                        "SELECT operation, amount FROM sandbox_ledger
-                         WHERE (idempotency_key LIKE $1 OR idempotency_key LIKE $2) AND outcome = 'succeeded' LIMIT 1",
+                    .query_one(
+                        "SELECT coalesce(sum(amount) FILTER (WHERE operation = 'capture'), 0)::bigint, count(*) FILTER (WHERE operation = 'capture'),
+                                count(*) FILTER (WHERE operation = 'void')
+                         FROM sandbox_ledger WHERE (idempotency_key LIKE $1 OR idempotency_key LIKE $2) AND outcome = 'succeeded'",
                         &[&format!("capture:{attempt}:%"), &format!("void:{attempt}:%")],
                     )
                     .await
                     .map_err(err)?;
-                let taken = match settled {
-                    Some(s) if s.get::<_, &str>(0) == "capture" => s.get::<_, i64>(1),
-                    Some(_) => 0,
-                    None => charge.get::<_, i64>(0),
+                let taken = match (settled.get::<_, i64>(1), settled.get::<_, i64>(2)) {
+                    (0, 0) => charge.get::<_, i64>(0),
+                    (0, _) => 0,
+                    _ => settled.get::<_, i64>(0),
                 };
                 let refunded: i64 = client
                     .query_one(
@@ -179,6 +210,8 @@ struct Decision {
     refunds_fail: bool,
     /// A challenge's end: what the issuer does once the customer authenticates.
     after_auth: Option<AfterAuthentication>,
+    /// A capture that kept the rest of the authorisation open.
+    leaves_open: bool,
 }
 
 impl SandboxProcessor {
@@ -213,7 +246,7 @@ impl Processor for SandboxProcessor {
                 (Operation::Authorize, Some(token)) => vault::card_for_token(&client, &self.keys, token).await.map_err(err)?,
                 _ => None,
             };
-            let Decision { outcome, error_code, decline_code, refunds_fail, after_auth } =
+            let Decision { outcome, error_code, decline_code, refunds_fail, after_auth, leaves_open } =
                 self.decide(&client, &req, card.as_ref()).await?;
             let (after_outcome, after_error, after_decline) = match after_auth {
                 None => (None, None, None),
@@ -227,8 +260,8 @@ impl Processor for SandboxProcessor {
             let insert = client
                 .prepare_cached(
                     "INSERT INTO sandbox_ledger (idempotency_key, operation, card_token, amount, currency, outcome, error_code, decline_code,
-                         reference, authorization_key, refunds_fail, after_auth_outcome, after_auth_error_code, after_auth_decline_code)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT (idempotency_key) DO NOTHING
+                         reference, authorization_key, refunds_fail, after_auth_outcome, after_auth_error_code, after_auth_decline_code, leaves_open)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) ON CONFLICT (idempotency_key) DO NOTHING
                      RETURNING outcome",
                 )
                 .await
@@ -251,6 +284,7 @@ impl Processor for SandboxProcessor {
                         &after_outcome,
                         &after_error,
                         &after_decline,
+                        &leaves_open,
                     ],
                 )
                 .await
@@ -264,6 +298,7 @@ impl Processor for SandboxProcessor {
                     card: card.map(|c| c.summary),
                     next_action: (outcome == Outcome::RequiresAction)
                         .then_some(NextAction { kind: ActionKind::SandboxChallenge, client_secret: None }),
+                    authorization_open: leaves_open,
                 },
                 None => {
                     tracing::info!(key = req.key, "sandbox: idempotent replay, no new charge");

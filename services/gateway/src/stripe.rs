@@ -209,6 +209,12 @@ impl StripeProcessor {
                 if let Some(c) = &customer {
                     form.push(("customer".to_owned(), c.clone()));
                 }
+                // Several captures of one authorisation (Moment's partial
+                // fulfilment) need multicapture, asked for at creation; the
+                // charge then says whether the card and account have it.
+                if !req.capture {
+                    form.push(("payment_method_options[card][request_multicapture]".to_owned(), "if_available".to_owned()));
+                }
                 // Stripe must be told before it allows charges without the customer.
                 match req.save {
                     Some(SaveFor::OffSession) => form.push(("setup_future_usage".to_owned(), "off_session".to_owned())),
@@ -311,23 +317,42 @@ impl StripeProcessor {
         }
     }
 
+    /// A capture. One that is not final keeps the rest open only where the
+    /// charge has multicapture (`final_capture=false`); elsewhere Stripe
+    /// releases what a capture does not take, and the answer says so.
     async fn capture(&self, req: &ProcessorRequest<'_>) -> Result<ProcessorResponse, ProcessorError> {
         let Some(pi) = self.intent_of(req.authorization_key).await? else {
             return Ok(ProcessorResponse::failed("processing_error", "no_authorization", ""));
         };
-        let form = vec![("amount_to_capture".to_owned(), req.amount.to_string())];
+        let mut form = vec![("amount_to_capture".to_owned(), req.amount.to_string())];
+        let several = !req.final_capture && self.multicapture_available(&pi).await?;
+        if several {
+            form.push(("final_capture".to_owned(), "false".to_owned()));
+        }
         match self.post(&format!("/v1/payment_intents/{pi}/capture"), req.key, &form).await {
-            Ok(Answer::Object(intent)) if intent["status"] == "succeeded" => Ok(ProcessorResponse::succeeded(&pi)),
-            Ok(Answer::Object(intent)) => Err(ProcessorError::Unavailable(format!("a capture left the intent {}", intent["status"]))),
+            Ok(Answer::Object(intent)) => capture_answer(&intent, &pi, several),
             Ok(Answer::Declined(e)) => Ok(declined(&e, &pi)),
-            // Stripe refuses a capture of an intent that is not waiting for one: it was settled already.
+            // Stripe refuses a capture of an intent that is not waiting for
+            // one: a final capture made already, or nothing left to capture.
             Err(ProcessorError::Refused(why)) => match self.get(&format!("/v1/payment_intents/{pi}")).await?["status"].as_str() {
-                Some("succeeded") => Ok(ProcessorResponse::succeeded(&pi)),
-                Some("canceled") => Ok(ProcessorResponse::failed("processing_error", "already_settled", pi)),
+                Some("succeeded") if req.final_capture => Ok(ProcessorResponse::succeeded(&pi)),
+                Some("succeeded" | "canceled") => Ok(ProcessorResponse::failed("processing_error", "already_settled", pi)),
                 _ => Err(ProcessorError::Refused(why)),
             },
             Err(e) => Err(e),
         }
+    }
+
+    /// Whether the intent's charge may be captured several times: Stripe
+    /// says so on the charge (`payment_method_details.card.multicapture`).
+    async fn multicapture_available(&self, pi: &str) -> Result<bool, ProcessorError> {
+        let intent = self.get(&format!("/v1/payment_intents/{pi}")).await?;
+        let charge = match &intent["latest_charge"] {
+            Value::String(id) => self.get(&format!("/v1/charges/{id}")).await?,
+            Value::Object(_) => intent["latest_charge"].clone(),
+            _ => return Ok(false),
+        };
+        Ok(multicapture_of(&charge))
     }
 
     async fn void(&self, req: &ProcessorRequest<'_>) -> Result<ProcessorResponse, ProcessorError> {
@@ -343,11 +368,17 @@ impl StripeProcessor {
         match self.post(&format!("/v1/payment_intents/{pi}/cancel"), req.key, &[]).await {
             Ok(Answer::Object(_)) => Ok(ProcessorResponse::succeeded(&pi)),
             Ok(Answer::Declined(e)) => Ok(declined(&e, &pi)),
-            Err(ProcessorError::Refused(why)) => match self.get(&format!("/v1/payment_intents/{pi}")).await?["status"].as_str() {
-                Some("canceled") => Ok(ProcessorResponse::succeeded(&pi)),
-                Some("succeeded") => self.refund_of(req.key, &pi, None).await,
-                _ => Err(ProcessorError::Refused(why)),
-            },
+            Err(ProcessorError::Refused(why)) => {
+                let intent = self.get(&format!("/v1/payment_intents/{pi}")).await?;
+                match (intent["status"].as_str(), intent["capture_method"].as_str()) {
+                    (Some("canceled"), _) => Ok(ProcessorResponse::succeeded(&pi)),
+                    // A reservation captured to its end: nothing is left to
+                    // release, and what was captured is not the void's to give back.
+                    (Some("succeeded"), Some("manual")) => Ok(ProcessorResponse::failed("processing_error", "already_settled", pi)),
+                    (Some("succeeded"), _) => self.refund_of(req.key, &pi, None).await,
+                    _ => Err(ProcessorError::Refused(why)),
+                }
+            }
             Err(e) => Err(e),
         }
     }
@@ -528,6 +559,23 @@ fn str_field(v: &Value, field: &str) -> Result<String, ProcessorError> {
     v[field].as_str().map(str::to_owned).ok_or_else(|| ProcessorError::Refused(format!("Stripe's answer has no {field}")))
 }
 
+/// A capture's answer: `succeeded` closes the intent; `requires_capture`
+/// after a capture asked not to be final leaves the rest open.
+fn capture_answer(intent: &Value, pi: &str, several: bool) -> Result<ProcessorResponse, ProcessorError> {
+    match intent["status"].as_str() {
+        Some("succeeded") => Ok(ProcessorResponse::succeeded(pi)),
+        Some("requires_capture") if several && intent["amount_capturable"].as_i64().is_some_and(|a| a > 0) => {
+            Ok(ProcessorResponse { authorization_open: true, ..ProcessorResponse::succeeded(pi) })
+        }
+        other => Err(ProcessorError::Unavailable(format!("a capture left the intent {}", other.unwrap_or("without a status")))),
+    }
+}
+
+/// Whether a charge allows several captures (Stripe's `multicapture.status`).
+fn multicapture_of(charge: &Value) -> bool {
+    charge["payment_method_details"]["card"]["multicapture"]["status"] == "available"
+}
+
 fn with_card(mut r: ProcessorResponse, summary: &CardSummary) -> ProcessorResponse {
     r.card = Some(summary.clone());
     r
@@ -663,6 +711,34 @@ impl Processor for StripeProcessor {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// localstripe has no multicapture (its charges carry no `multicapture`,
+    /// and it refuses `final_capture`), so Stripe's documented shapes stand
+    /// in for it here: a charge that has it, a partial capture that left the
+    /// rest open, and the answers that close the intent.
+    #[test]
+    fn multicapture_is_read_from_the_charge_and_the_captures_answer() {
+        let available =
+            json!({"object": "charge", "payment_method_details": {"type": "card", "card": {"multicapture": {"status": "available"}}}});
+        let unavailable =
+            json!({"object": "charge", "payment_method_details": {"type": "card", "card": {"multicapture": {"status": "unavailable"}}}});
+        let localstripe = json!({"object": "charge", "payment_method_details": {"type": "card", "card": {"brand": "visa"}}});
+        assert!(multicapture_of(&available));
+        assert!(!multicapture_of(&unavailable));
+        assert!(!multicapture_of(&localstripe));
+
+        let open =
+            json!({"id": "pi_1", "status": "requires_capture", "amount": 300000, "amount_capturable": 180000, "amount_received": 120000});
+        let r = capture_answer(&open, "pi_1", true).unwrap();
+        assert_eq!((r.outcome, r.authorization_open), (Outcome::Succeeded, true));
+        // Not asked to stay open, an intent still waiting is not an answer we understand.
+        assert!(capture_answer(&open, "pi_1", false).is_err());
+        let closed = json!({"id": "pi_1", "status": "succeeded", "amount": 300000, "amount_capturable": 0, "amount_received": 200000});
+        let r = capture_answer(&closed, "pi_1", true).unwrap();
+        assert_eq!((r.outcome, r.authorization_open), (Outcome::Succeeded, false));
+        let emptied = json!({"id": "pi_1", "status": "requires_capture", "amount_capturable": 0});
+        assert!(capture_answer(&emptied, "pi_1", true).is_err());
+    }
 
     #[test]
     fn stripe_declines_map_onto_our_codes() {

@@ -118,9 +118,15 @@ pub async fn settle(tx: &Transaction<'_>, op: Operation, req: &SettleRequest) ->
         Vouched::No(format!("the attempt is {}: nothing to {op}", a.status))
     } else if req.amount <= 0 || req.amount > a.amount {
         Vouched::No(format!("amount {} is not within the authorised {}", req.amount, a.amount))
+    } else if op == Operation::Capture && a.settlement == Some(Settlement::CaptureRequested) && req.amount > a.amount - a.captured {
+        Vouched::No(format!("amount {} is more than the {} still open", req.amount, a.amount - a.captured))
     } else if !numbered {
         Vouched::No("the processor key is not one the fleet issued".into())
-    } else if a.settlement != Some(Settlement::requested(op)) {
+    } else if a.settlement != Some(Settlement::requested(op))
+        || req.processor_idempotency_key != SettleRequest::idempotency_key_for(op, &req.attempt_id, a.settlement_requests.max(0) as u32)
+    {
+        // Answered already, or an earlier capture's copy while a later one is
+        // asked for: answered from the processor's record, never made again.
         Vouched::AlreadyDone { succeeded: true }
     } else {
         Vouched::Yes

@@ -199,6 +199,7 @@ impl CreateHandler {
             checkout_token: token.as_deref(),
             mandate_terms: req.mandate_terms.as_ref().map(serde_json::to_value).transpose()?,
             subscription_options: req.subscription_options.as_ref().map(serde_json::to_value).transpose()?,
+            branding: req.branding.as_ref().map(serde_json::to_value).transpose()?,
         };
         sessions::create(tx, &session, &extras).await?;
         if let Some((attempt, key, _)) = &authorize {

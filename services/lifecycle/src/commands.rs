@@ -3,6 +3,7 @@
 use crate::mandates;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
+use ps_contract::branding::SettingsUpdate;
 use ps_contract::commands::{check_capture_amount, CaptureCommand, MandateList, RevokeCommand, SessionCommand, SessionList};
 use ps_contract::events::EventType;
 use ps_contract::ids::MerchantId;
@@ -13,6 +14,7 @@ use ps_contract::routing::command;
 use ps_contract::{ApiError, ErrorCode};
 use ps_runtime::{Handled, HandlerError, Incoming};
 use ps_store::attempts;
+use ps_store::checkout_settings;
 use ps_store::commands::{self, Answer, Opening};
 use ps_store::events::event;
 use ps_store::sessions;
@@ -29,6 +31,8 @@ pub async fn handle(tx: &Transaction<'_>, msg: &Incoming, now: DateTime<Utc>) ->
         command::PAYMENT_CAPTURE => settle(tx, merchant, body, Operation::Capture, now).await?,
         command::PAYMENT_VOID => settle(tx, merchant, body, Operation::Void, now).await?,
         command::MANDATE_REVOKE => revoke(tx, merchant, body, now).await?,
+        command::CHECKOUT_SETTINGS_UPDATE => update_checkout_settings(tx, merchant, body).await?,
+        command::CHECKOUT_SETTINGS_RETRIEVE => retrieve_checkout_settings(tx, merchant, body).await?,
         command::SESSION_RETRIEVE => retrieve_session(tx, merchant, body).await?,
         command::SESSION_LIST => list_sessions(tx, merchant, body).await?,
         command::MANDATE_RETRIEVE => retrieve_mandate(tx, merchant, body).await?,
@@ -66,7 +70,9 @@ async fn cancel(tx: &Transaction<'_>, merchant: &MerchantId, body: &Value, now: 
     Ok(Answer::Done(to_json(&s.session)?, vec![event(EventType::PaymentSessionUpdated, merchant, now, &s.session)?]))
 }
 
-/// Capture or void a reservation: checked here, done by the gateway, applied when its result arrives.
+/// Capture part or all of a reservation, or void what is left of it: checked
+/// here, done by the gateway, applied when its result arrives. Several
+/// captures may follow one another until the authorisation is used or voided.
 async fn settle(
     tx: &Transaction<'_>,
     merchant: &MerchantId,
@@ -104,40 +110,45 @@ async fn settle(
     let Some(attempt) = attempts::lock_succeeded(tx, id.as_str()).await? else {
         return Err(HandlerError::Permanent(format!("reserved session {id} has no succeeded attempt")));
     };
-    let amount = match check_capture_amount(requested, attempt.amount) {
-        Ok(a) => a,
-        Err(e) => return Ok(Answer::Refused(e)),
-    };
     let reply = to_json(&s.session)?;
+    let refuse = |code, message: String| Ok(Answer::Refused(ApiError::param(code, "payment_session_id", message)));
+    let p = s.amounts();
     match attempt.settlement {
-        // Already asked for: the same answer, and no second request to the processor.
-        Some(asked) if asked == attempts::Settlement::requested(op) => return Ok(Answer::Done(reply, vec![])),
-        // Settled: the session stays reserved (Moment's), the payment says what became of it.
-        Some(done @ (attempts::Settlement::Captured | attempts::Settlement::Voided)) => {
-            let p = s.amounts();
-            return Ok(Answer::Refused(ApiError::param(
-                ErrorCode::IllegalTransition,
-                "payment_session_id",
-                format!(
-                    "the authorisation is already {}: {} captured, {} released; nothing is left to {}",
-                    if done == attempts::Settlement::Captured { "captured" } else { "voided" },
-                    p.paid,
-                    p.voided,
-                    if op == Operation::Capture { "capture" } else { "void" }
-                ),
-            )));
-        }
-        // The other settlement is in flight: its outcome decides the session, so this one is refused, not dropped.
-        Some(_) => {
-            let other = if op == Operation::Capture { "void" } else { "capture" };
-            return Ok(Answer::Refused(ApiError::param(
+        // A void already asked for releases all that is open: the same answer, no second request.
+        Some(attempts::Settlement::VoidRequested) if op == Operation::Void => return Ok(Answer::Done(reply, vec![])),
+        // One settlement at a time: what is open after it is not known until it is answered.
+        Some(attempts::Settlement::CaptureRequested | attempts::Settlement::VoidRequested) => {
+            let other = if attempt.settlement == Some(attempts::Settlement::CaptureRequested) { "capture" } else { "void" };
+            return refuse(
                 ErrorCode::PaymentProcessing,
-                "payment_session_id",
-                format!("a {other} of this payment is being processed; its outcome decides the session"),
-            )));
+                format!("a {other} of this payment is being processed; ask again once it is answered (payment.captured / payment.voided)"),
+            );
+        }
+        Some(attempts::Settlement::Voided) if op == Operation::Void => {
+            return refuse(ErrorCode::IllegalTransition, format!("the payment has already been voided: {} released", p.voided));
+        }
+        Some(attempts::Settlement::Captured | attempts::Settlement::Voided) if op == Operation::Void => {
+            return refuse(
+                ErrorCode::IllegalTransition,
+                format!("there is no remaining authorised amount to void: {} captured, {} released", p.paid, p.voided),
+            );
+        }
+        Some(attempts::Settlement::Captured | attempts::Settlement::Voided) => {
+            return refuse(
+                ErrorCode::IllegalTransition,
+                format!("the authorisation is closed and cannot be captured: {} captured, {} released", p.paid, p.voided),
+            );
         }
         None => {}
     }
+    let amount = match op {
+        Operation::Capture => match check_capture_amount(requested, attempt.amount, attempt.open()) {
+            Ok(a) => a,
+            Err(e) => return Ok(Answer::Refused(e)),
+        },
+        // A void releases all that is open, after any captures (Moment's).
+        _ => attempt.open(),
+    };
     Ok(Answer::Done(reply, vec![attempts::request_settlement(tx, op, &attempt.id, &s, amount).await?]))
 }
 
@@ -161,6 +172,23 @@ async fn revoke(tx: &Transaction<'_>, merchant: &MerchantId, body: &Value, now: 
         tracing::info!(mandate = %m.id, "mandate revoked");
     }
     Ok(Answer::Done(to_json(&m)?, publish))
+}
+
+async fn update_checkout_settings(tx: &Transaction<'_>, merchant: &MerchantId, body: &Value) -> Result<Answer, HandlerError> {
+    let update = match SettingsUpdate::parse(body) {
+        Ok(u) => u,
+        Err(e) => return Ok(Answer::Refused(e)),
+    };
+    let settings = checkout_settings::update(tx, merchant, &update).await?;
+    tracing::info!(merchant = %merchant, "checkout settings updated");
+    Ok(Answer::Done(to_json(&settings)?, vec![]))
+}
+
+async fn retrieve_checkout_settings(tx: &Transaction<'_>, merchant: &MerchantId, body: &Value) -> Result<Answer, HandlerError> {
+    if let Some(k) = body.as_object().and_then(|o| o.keys().next()) {
+        return Ok(Answer::Refused(ApiError::param(ErrorCode::ParameterUnknown, k.as_str(), format!("unknown field {k}"))));
+    }
+    Ok(Answer::Done(to_json(&checkout_settings::get(tx, merchant).await?)?, vec![]))
 }
 
 /// `{"object": "list", "data", "has_more"}` from a page fetched with one row extra.

@@ -57,7 +57,8 @@ fn unbacked(r: &GatewayResult, a: &Attempt) -> Option<String> {
         }
         Operation::Capture if r.outcome == Outcome::Succeeded => {
             let asked = a.settlement_amount.unwrap_or(a.amount);
-            (r.amount != asked || r.amount > a.amount).then(|| format!("captured {} where {asked} of {} was asked for", r.amount, a.amount))
+            (r.amount != asked || r.amount > a.amount - a.captured)
+                .then(|| format!("captured {} where {asked} of the {} still open was asked for", r.amount, a.amount - a.captured))
         }
         Operation::Capture | Operation::Void | Operation::Refund => None,
     }
@@ -195,9 +196,17 @@ async fn captured(
     s: &mut StoredSession,
     now: DateTime<Utc>,
 ) -> Result<Handled, HandlerError> {
+    // Only the capture being asked for is answered: a copy of an earlier
+    // answer must not count its amount twice.
+    if attempt.settlement != Some(Settlement::CaptureRequested)
+        || r.processor_idempotency_key != attempt.latest_settlement_key(Operation::Capture)
+    {
+        tracing::info!(session = %s.session.id, attempt = %attempt.id, "answer to a capture no longer awaited; nothing to do");
+        return Ok(Handled::default());
+    }
     if r.outcome == Outcome::Failed {
         tracing::warn!(session = %s.session.id, error = r.error_code.as_deref().unwrap_or(""), "capture failed; the reservation stands");
-        attempts::set_settlement(tx, &attempt.id, None, None).await?;
+        attempts::set_settlement(tx, &attempt.id, None).await?;
         return settlement_failed(tx, r, s, now, "The capture failed; the reservation stands and may be captured or voided again.").await;
     }
     let to = match transition(s.session.session_type, s.state(), Transition::Capture) {
@@ -207,10 +216,13 @@ async fn captured(
             return Ok(Handled::default());
         }
     };
-    attempts::set_settlement(tx, &attempt.id, Some(Settlement::Captured), Some(r.amount)).await?;
-    // What a smaller capture leaves is released.
+    // The rest stays open for more captures only where the processor kept it
+    // so; otherwise (a single-capture processor) it was released.
+    let paid = attempt.captured + r.amount;
+    let closes = !r.authorization_open || paid >= attempt.amount;
+    attempts::add_capture(tx, &attempt.id, r.amount, closes).await?;
     let held = s.amounts();
-    s.set_amounts(PaymentAmounts { paid: r.amount, voided: (held.authorised - r.amount).max(0), ..held }, now);
+    s.set_amounts(PaymentAmounts { paid, voided: if closes { (held.authorised - paid).max(0) } else { 0 }, ..held }, now);
     s.set_state(to, now);
     sessions::save(tx, s).await?;
     let m = &s.merchant_id;
@@ -229,6 +241,10 @@ async fn voided(
     s: &mut StoredSession,
     now: DateTime<Utc>,
 ) -> Result<Handled, HandlerError> {
+    if attempt.settlement != Some(Settlement::VoidRequested) {
+        tracing::info!(session = %s.session.id, attempt = %attempt.id, "answer to a void no longer awaited; nothing to do");
+        return Ok(Handled::default());
+    }
     // A merchant's void of a reservation is theirs to retry; giving back a
     // late charge is ours, until the processor does it or says it cannot.
     let reservation = s.session.status == Status::Completed && s.session.payment_outcome == PaymentOutcome::Reserved;
@@ -240,17 +256,18 @@ async fn voided(
     }
     if r.outcome == Outcome::Failed {
         tracing::error!(session = %s.session.id, attempt = %attempt.id, error = r.error_code.as_deref().unwrap_or(""), "void failed; needs an operator");
-        attempts::set_settlement(tx, &attempt.id, None, None).await?;
+        attempts::set_settlement(tx, &attempt.id, None).await?;
         return settlement_failed(tx, r, s, now, "The void failed; the payment stands.").await;
     }
-    attempts::set_settlement(tx, &attempt.id, Some(Settlement::Voided), None).await?;
+    attempts::set_settlement(tx, &attempt.id, Some(Settlement::Voided)).await?;
     let m = s.merchant_id.clone();
     let mut out = Handled::default();
     // Voiding a reservation changes the session; voiding a late charge does not.
     if s.session.status == Status::Completed {
         if let Ok(to) = transition(s.session.session_type, s.state(), Transition::Void) {
             let held = s.amounts();
-            s.set_amounts(PaymentAmounts { voided: held.authorised, ..held }, now);
+            // What captures took stays paid; the rest is released.
+            s.set_amounts(PaymentAmounts { voided: (held.authorised - held.paid).max(0), ..held }, now);
             s.set_state(to, now);
             sessions::save(tx, s).await?;
             out = out.send(event(EventType::PaymentSessionUpdated, &m, now, &s.session)?);

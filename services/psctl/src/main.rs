@@ -13,6 +13,7 @@ use std::io::Read;
 use std::process::ExitCode;
 use std::time::Duration;
 
+mod checkout;
 mod dlq;
 mod keys;
 mod out;
@@ -202,6 +203,11 @@ enum Cmd {
         #[command(subcommand)]
         action: MerchantsCmd,
     },
+    /// How a merchant's checkout looks (checkout_settings.update / .retrieve, as the merchant).
+    CheckoutSettings {
+        #[command(subcommand)]
+        action: checkout::CheckoutCmd,
+    },
     /// The HTTP API's keys: create (printed once), revoke, list.
     Keys {
         #[command(subcommand)]
@@ -389,6 +395,10 @@ async fn run(cmd: Cmd, ctx: &Ctx) -> Result<()> {
             }
         }
         Cmd::Keys { action } => keys::run(action, &ctx.db().await?, &ctx.out).await?,
+        Cmd::CheckoutSettings { action } => {
+            let (key, merchant, body) = checkout::command(action);
+            ctx.command(key, &merchant, body).await?;
+        }
         Cmd::Secrets { action: SecretsCmd::Rewrap } => {
             let keys = config.require_secret_keys()?;
             let pool = db::pool(config.database_url.expose(), 1, &config.trust)?;

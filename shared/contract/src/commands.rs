@@ -17,7 +17,8 @@ pub struct SessionCommand {
     pub payment_session_id: SessionId,
 }
 
-/// `payment.capture`: `{payment_session_id, amount?}`; a smaller amount captures part.
+/// `payment.capture`: `{payment_session_id, amount?}`; a smaller amount captures part
+/// and leaves the rest open for more captures or a void (Moment's).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CaptureCommand {
     pub payment_session_id: SessionId,
@@ -96,14 +97,21 @@ impl RevokeCommand {
     }
 }
 
-/// The capture amount must not exceed what was authorised.
-pub fn check_capture_amount(requested: Option<Amount>, authorised: i64) -> Result<i64, ApiError> {
+/// How much a capture takes: what was asked (at most what was authorised,
+/// else 400), within what is still open (else 409, Moment's); none asked is
+/// all that is open.
+pub fn check_capture_amount(requested: Option<Amount>, authorised: i64, open: i64) -> Result<i64, ApiError> {
     match requested {
-        None => Ok(authorised),
-        Some(a) if a.minor() <= authorised => Ok(a.minor()),
-        Some(a) => {
+        None => Ok(open),
+        Some(a) if a.minor() > authorised => {
             Err(ApiError::param(ErrorCode::AmountTooLarge, "amount", format!("cannot capture {a}: only {authorised} was authorised")))
         }
+        Some(a) if a.minor() > open => Err(ApiError::param(
+            ErrorCode::AmountExceedsRemaining,
+            "amount",
+            format!("the capture amount {a} exceeds the remaining authorised amount {open}"),
+        )),
+        Some(a) => Ok(a.minor()),
     }
 }
 
@@ -134,9 +142,13 @@ mod tests {
 
     #[test]
     fn capture_amounts() {
-        assert_eq!(check_capture_amount(None, 100), Ok(100));
-        assert_eq!(check_capture_amount(Some(Amount::new(60).unwrap()), 100), Ok(60));
-        assert_eq!(check_capture_amount(Some(Amount::new(101).unwrap()), 100).unwrap_err().code, ErrorCode::AmountTooLarge);
+        assert_eq!(check_capture_amount(None, 100, 100), Ok(100));
+        assert_eq!(check_capture_amount(Some(Amount::new(60).unwrap()), 100, 100), Ok(60));
+        assert_eq!(check_capture_amount(Some(Amount::new(101).unwrap()), 100, 100).unwrap_err().code, ErrorCode::AmountTooLarge);
+        // After a capture of 60: none asked is the 40 still open, more is a conflict.
+        assert_eq!(check_capture_amount(None, 100, 40), Ok(40));
+        assert_eq!(check_capture_amount(Some(Amount::new(40).unwrap()), 100, 40), Ok(40));
+        assert_eq!(check_capture_amount(Some(Amount::new(41).unwrap()), 100, 40).unwrap_err().code, ErrorCode::AmountExceedsRemaining);
     }
 }
 

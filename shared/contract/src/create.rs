@@ -144,11 +144,14 @@ pub struct CreateSession {
     pub expires_in: Option<i64>,
     pub metadata: BTreeMap<String, String>,
     pub external_reference: Option<String>,
+    /// How this session's checkout looks, over the merchant's settings (DESIGN §13).
+    pub branding: Option<crate::branding::Branding>,
 }
 
 const COMMON: &[&str] = &["type", "amount", "currency", "capture_method", "metadata", "external_reference"];
-const ONE_TIME: &[&str] = &["customer", "customer_id", "return_url", "save_payment_method", "expires_in"];
-const FIRST_IN_SERIES: &[&str] = &["customer", "customer_id", "return_url", "expires_in", "mandate_options", "subscription_options"];
+const ONE_TIME: &[&str] = &["customer", "customer_id", "return_url", "save_payment_method", "expires_in", "branding"];
+const FIRST_IN_SERIES: &[&str] =
+    &["customer", "customer_id", "return_url", "expires_in", "mandate_options", "subscription_options", "branding"];
 const NEXT_IN_SERIES: &[&str] = &["customer_id", "payment_method_id", "mandate_id"];
 
 fn allowed_for(ty: SessionType) -> &'static [&'static str] {
@@ -285,6 +288,7 @@ impl CreateSession {
             expires_in,
             metadata: parse_metadata(&o)?,
             external_reference: parse_external_reference(&o)?,
+            branding: o.get("branding").map(|v| crate::branding::Branding::parse(v, "branding")).transpose()?,
         })
     }
 }

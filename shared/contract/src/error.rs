@@ -100,6 +100,7 @@ error_codes! {
     // Payments (DESIGN §12): a session's payment, by its `pay_` id.
     PaymentNotFound => "payment_not_found", InvalidRequestError;
     AuthorizationExpired => "authorization_expired", InvalidRequestError;
+    AmountExceedsRemaining => "amount_exceeds_remaining", InvalidRequestError;
     // Refunds (DESIGN §9).
     PaymentNotRefundable => "payment_not_refundable", InvalidRequestError;
     ChargeAlreadyRefunded => "charge_already_refunded", InvalidRequestError;
@@ -143,9 +144,13 @@ impl ErrorCode {
             | CustomerNotFound
             | PaymentMethodNotFound
             | MandateNotFound => 404,
-            IdempotencyKeyReused | SessionNotActive | PaymentProcessing | IllegalTransition | ScheduleNotActive | AuthorizationExpired => {
-                409
-            }
+            IdempotencyKeyReused
+            | SessionNotActive
+            | PaymentProcessing
+            | IllegalTransition
+            | ScheduleNotActive
+            | AuthorizationExpired
+            | AmountExceedsRemaining => 409,
             PaymentMethodHasNoMandate
             | PaymentMethodExpired
             | MandateCustomerMismatch

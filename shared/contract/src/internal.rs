@@ -60,10 +60,21 @@ pub struct SettleRequest {
     pub attempt_id: AttemptId,
     pub session_id: SessionId,
     pub merchant_id: MerchantId,
-    /// For a capture: at most the authorised amount.
+    /// For a capture: at most what is still open of the authorisation; for a
+    /// void: all that is open.
     pub amount: i64,
     pub currency: Currency,
     pub processor_idempotency_key: String,
+    /// A capture that takes all that is open (or that the merchant means as
+    /// the last): the processor closes the authorisation with it. Not final,
+    /// the rest stays open for more captures where the processor allows it
+    /// (Stripe's multicapture). Absent (older messages): final.
+    #[serde(default = "final_by_default")]
+    pub final_capture: bool,
+}
+
+fn final_by_default() -> bool {
+    true
 }
 
 impl SettleRequest {
@@ -211,6 +222,10 @@ pub struct GatewayResult {
     /// With `requires_action`: how the customer completes it.
     #[serde(default)]
     pub next_action: Option<NextAction>,
+    /// A capture's: the processor kept the rest of the authorisation open for
+    /// more captures. False: what this capture did not take is released.
+    #[serde(default)]
+    pub authorization_open: bool,
 }
 
 impl GatewayResult {

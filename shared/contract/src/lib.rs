@@ -4,6 +4,7 @@
 //! Pure by design — no I/O, no async runtime — so upstream Rust publishers and
 //! every service share one definition of what is valid.
 
+pub mod branding;
 pub mod commands;
 pub mod create;
 pub mod error;

@@ -15,6 +15,9 @@ pub mod command {
     pub const PAYMENT_CAPTURE: &str = "payment.capture";
     pub const PAYMENT_VOID: &str = "payment.void";
     pub const MANDATE_REVOKE: &str = "mandate.revoke";
+    /// DESIGN §13: how the merchant's checkout looks.
+    pub const CHECKOUT_SETTINGS_UPDATE: &str = "checkout_settings.update";
+    pub const CHECKOUT_SETTINGS_RETRIEVE: &str = "checkout_settings.retrieve";
     /// Reads (DESIGN §9): answered by reply only, they change nothing.
     pub const SESSION_RETRIEVE: &str = "payment_session.retrieve";
     pub const SESSION_LIST: &str = "payment_session.list";

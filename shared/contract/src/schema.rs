@@ -274,6 +274,8 @@ pub struct OneTimeBody {
     #[schemars(range(min = 60, max = 604800))]
     pub expires_in: Option<i64>,
     pub options: Option<PresentOptions>,
+    /// This checkout's look, over the merchant's checkout settings, field by field.
+    pub branding: Option<BrandingBody>,
 }
 
 /// A `first_in_series`: pays (or verifies the card, at amount 0) and grants a mandate.
@@ -298,6 +300,8 @@ pub struct FirstInSeriesBody {
     pub expires_in: Option<i64>,
     pub mandate_options: Option<MandateOptions>,
     pub subscription_options: Option<SubscriptionOptionsBody>,
+    /// This checkout's look, over the merchant's checkout settings, field by field.
+    pub branding: Option<BrandingBody>,
     pub options: Option<PresentOptions>,
 }
 
@@ -357,7 +361,44 @@ pub struct SessionRef {
     pub payment_session_id: SessionId,
 }
 
-/// `payment.capture`: less than authorised captures part and releases the rest.
+/// A checkout's look (DESIGN §13): `#rrggbb` colours, an https logo, closed lists.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct BrandingBody {
+    #[schemars(length(min = 1, max = 100))]
+    pub display_name: Option<String>,
+    /// https only.
+    #[schemars(with = "Option<HttpUrl>")]
+    pub logo_url: Option<String>,
+    pub brand_color: Option<crate::branding::Color>,
+    pub button_color: Option<crate::branding::Color>,
+    pub border_style: Option<crate::branding::BorderStyle>,
+    pub font: Option<crate::branding::Font>,
+}
+
+/// `checkout_settings.update`: the fields given replace the merchant's; `null` clears one.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct CheckoutSettingsBody {
+    #[schemars(length(min = 1, max = 100))]
+    pub display_name: Option<String>,
+    #[schemars(with = "Option<HttpUrl>")]
+    pub logo_url: Option<String>,
+    pub brand_color: Option<crate::branding::Color>,
+    pub button_color: Option<crate::branding::Color>,
+    pub border_style: Option<crate::branding::BorderStyle>,
+    pub font: Option<crate::branding::Font>,
+    /// https origins (`https://shop.example`) that may frame the checkout; at most 10.
+    #[schemars(length(max = 10))]
+    pub embed_origins: Option<Vec<String>>,
+}
+
+/// `checkout_settings.retrieve`: no fields.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct NoFields {}
+
+/// `payment.capture`: less than what is open captures part and leaves the rest open.
 #[derive(JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct Capture {
@@ -616,6 +657,13 @@ pub const DOCUMENTS: &[Document] = &[
     Document { name: "payment.capture", title: "payment.capture command body", sent: false, schema: of::<Capture> },
     Document { name: "payment.void", title: "payment.void command body", sent: false, schema: of::<SessionRef> },
     Document { name: "mandate.revoke", title: "mandate.revoke command body", sent: false, schema: of::<MandateRef> },
+    Document {
+        name: "checkout_settings.update",
+        title: "checkout_settings.update command body",
+        sent: false,
+        schema: of::<CheckoutSettingsBody>,
+    },
+    Document { name: "checkout_settings.retrieve", title: "checkout_settings.retrieve command body", sent: false, schema: of::<NoFields> },
     Document { name: "mandate.retrieve", title: "mandate.retrieve command body", sent: false, schema: of::<MandateRef> },
     Document { name: "mandate.list", title: "mandate.list command body", sent: false, schema: of::<MandateListBody> },
     Document { name: "refund.create", title: "refund.create command body", sent: false, schema: of::<RefundBody> },
@@ -657,6 +705,12 @@ pub const DOCUMENTS: &[Document] = &[
     Document { name: "refund", title: "The refund object", sent: true, schema: of::<crate::payment::Refund> },
     Document { name: "dispute", title: "The dispute object (payment.disputed)", sent: true, schema: of::<crate::payment::Dispute> },
     Document { name: "mandate", title: "The mandate object", sent: true, schema: of::<crate::mandate::MandateObject> },
+    Document {
+        name: "checkout_settings",
+        title: "The checkout_settings object",
+        sent: true,
+        schema: of::<crate::branding::CheckoutSettings>,
+    },
     Document { name: "mandate.list_reply", title: "mandate.list reply", sent: true, schema: of::<List<crate::mandate::MandateObject>> },
     Document { name: "payment_method", title: "The payment_method object", sent: true, schema: of::<crate::mandate::PaymentMethodObject> },
     Document { name: "schedule", title: "The schedule object", sent: true, schema: of::<crate::schedule::Schedule> },
@@ -849,6 +903,22 @@ pub const ROUTES: &[Route] = &[
         consumer: "session-lifecycle",
         replies: &["mandate", "error_reply"],
         summary: "Revoke a mandate: no further merchant-initiated charges.",
+    },
+    Route {
+        exchange: x::COMMANDS,
+        routing_key: c::CHECKOUT_SETTINGS_UPDATE,
+        body: "checkout_settings.update",
+        consumer: "session-lifecycle",
+        replies: &["checkout_settings", "error_reply"],
+        summary: "Set how the merchant's checkout looks, and who may frame it.",
+    },
+    Route {
+        exchange: x::COMMANDS,
+        routing_key: c::CHECKOUT_SETTINGS_RETRIEVE,
+        body: "checkout_settings.retrieve",
+        consumer: "session-lifecycle",
+        replies: &["checkout_settings", "error_reply"],
+        summary: "Read the merchant's checkout settings.",
     },
     Route {
         exchange: x::COMMANDS,

@@ -29,6 +29,8 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0019_subscription_plan", include_str!("../migrations/0019_subscription_plan.sql")),
     ("0020_payment_card", include_str!("../migrations/0020_payment_card.sql")),
     ("0021_reservations_stay", include_str!("../migrations/0021_reservations_stay.sql")),
+    ("0022_captures", include_str!("../migrations/0022_captures.sql")),
+    ("0023_checkout_settings", include_str!("../migrations/0023_checkout_settings.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]

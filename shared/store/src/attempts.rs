@@ -12,7 +12,9 @@ use ps_runtime::{HandlerError, Outbound};
 use std::time::Duration;
 
 /// Where an attempt's settlement stands, as `payment_attempts.settlement`
-/// (its CHECK constraint's values); none until one is asked for.
+/// (its CHECK constraint's values). None: the authorisation is open (nothing
+/// asked yet, or captures so far left the rest open); `Captured` / `Voided`:
+/// closed, what no capture took released.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Settlement {
     CaptureRequested,
@@ -142,6 +144,8 @@ pub struct Recorded {
     pub source: Source,
     /// The vault token of the saved method the attempt charges, if it charges one.
     pub saved_card: Option<String>,
+    /// What its captures have taken so far.
+    pub captured: i64,
 }
 
 impl Recorded {
@@ -155,7 +159,8 @@ impl Recorded {
 
 const RECORDED_COLUMNS: &str =
     "SELECT a.id, a.session_id, a.merchant_id, a.amount, a.currency, a.status, a.processor_idempotency_key, a.settlement,
-        a.settlement_requests, a.card_token, a.payment_method_id, a.capture_method, a.keep_card, a.source, a.save_for, m.vault_token";
+        a.settlement_requests, a.card_token, a.payment_method_id, a.capture_method, a.keep_card, a.source, a.save_for, m.vault_token,
+        coalesce(a.captured_amount, 0)";
 const RECORDED_FROM: &str =
     "FROM payment_attempts a LEFT JOIN payment_methods m ON m.id = a.payment_method_id AND m.merchant_id = a.merchant_id";
 
@@ -184,6 +189,7 @@ fn recorded_row(r: &tokio_postgres::Row) -> Result<Recorded, HandlerError> {
         source,
         save_for: r.get(14),
         saved_card: r.get(15),
+        captured: r.get(16),
     })
 }
 
@@ -208,7 +214,7 @@ pub async fn lease_for_call(tx: &Transaction<'_>, id: &str, lease: Duration) -> 
         ))
         .await?;
     let row = tx.query_opt(&stmt, &[&id, &lease.as_secs_f64()]).await?;
-    row.as_ref().map(|r| Ok(Leased { attempt: recorded_row(r)?, leased: r.get(16) })).transpose()
+    row.as_ref().map(|r| Ok(Leased { attempt: recorded_row(r)?, leased: r.get(17) })).transpose()
 }
 
 /// Ends an authorize's lease early: its call failed and will be made again
@@ -248,6 +254,10 @@ pub struct Attempt {
     pub settlement: Option<Settlement>,
     /// What a capture or void was asked for.
     pub settlement_amount: Option<i64>,
+    /// How many settlements have been asked for: the latest one's key is numbered so.
+    pub settlement_requests: i32,
+    /// What its captures have taken so far.
+    pub captured: i64,
     /// The vault token of the card entered at checkout (none for a saved method's charge).
     pub card_token: Option<String>,
     pub processor_key: String,
@@ -257,7 +267,8 @@ pub async fn lock(tx: &Transaction<'_>, id: &str) -> Result<Option<Attempt>, Han
     let row = tx
         .query_opt(
             &tx.prepare_cached(
-                "SELECT id, session_id, status, save_card, amount, settlement, settlement_amount, card_token, processor_idempotency_key
+                "SELECT id, session_id, status, save_card, amount, settlement, settlement_amount, card_token, processor_idempotency_key,
+                    settlement_requests, coalesce(captured_amount, 0)
                  FROM payment_attempts WHERE id = $1 FOR UPDATE",
             )
             .await?,
@@ -276,9 +287,27 @@ pub async fn lock(tx: &Transaction<'_>, id: &str) -> Result<Option<Attempt>, Han
             settlement_amount: r.get(6),
             card_token: r.get(7),
             processor_key: r.get(8),
+            settlement_requests: r.get(9),
+            captured: r.get(10),
         })
     })
     .transpose()
+}
+
+impl Attempt {
+    /// What of the authorisation can still be captured or voided: none once
+    /// it is closed, or while a settlement is being asked for.
+    pub fn open(&self) -> i64 {
+        match (self.status, self.settlement) {
+            (AttemptStatus::Succeeded, None) => (self.amount - self.captured).max(0),
+            _ => 0,
+        }
+    }
+
+    /// The key of the latest settlement asked for: only its answer is applied.
+    pub fn latest_settlement_key(&self, op: Operation) -> String {
+        SettleRequest::idempotency_key_for(op, &self.id, self.settlement_requests.max(0) as u32)
+    }
 }
 
 /// How many of a session's attempts have failed.
@@ -383,15 +412,26 @@ pub async fn expired_challenges(tx: &Transaction<'_>, again_after: Duration) -> 
     Ok(out)
 }
 
-pub async fn set_settlement(
-    tx: &Transaction<'_>,
-    id: &AttemptId,
-    settlement: Option<Settlement>,
-    captured: Option<i64>,
-) -> Result<(), HandlerError> {
+/// Where the attempt's settlement now stands (a failed one: open again).
+pub async fn set_settlement(tx: &Transaction<'_>, id: &AttemptId, settlement: Option<Settlement>) -> Result<(), HandlerError> {
     tx.execute(
-        &tx.prepare_cached("UPDATE payment_attempts SET settlement = $2, captured_amount = coalesce($3, captured_amount), updated_at = now() WHERE id = $1").await?,
-        &[&id.as_str(), &settlement.map(Settlement::as_str), &captured],
+        &tx.prepare_cached("UPDATE payment_attempts SET settlement = $2, updated_at = now() WHERE id = $1").await?,
+        &[&id.as_str(), &settlement.map(Settlement::as_str)],
+    )
+    .await?;
+    Ok(())
+}
+
+/// A capture went through: its amount added to what was captured, and the
+/// authorisation closed (`Captured`) or left open for more (`None`).
+pub async fn add_capture(tx: &Transaction<'_>, id: &AttemptId, amount: i64, closes: bool) -> Result<(), HandlerError> {
+    let settlement = closes.then_some(Settlement::Captured).map(Settlement::as_str);
+    tx.execute(
+        &tx.prepare_cached(
+            "UPDATE payment_attempts SET settlement = $2, captured_amount = coalesce(captured_amount, 0) + $3, updated_at = now() WHERE id = $1",
+        )
+        .await?,
+        &[&id.as_str(), &settlement, &amount],
     )
     .await?;
     Ok(())
@@ -399,6 +439,7 @@ pub async fn set_settlement(
 
 /// Asks the processor to capture or void `amount` of the attempt, as its next
 /// numbered settlement. The request is kept on the row so it can be sent again.
+/// A capture of all that is open is final: it closes the authorisation.
 pub async fn request_settlement(
     tx: &Transaction<'_>,
     op: Operation,
@@ -411,13 +452,14 @@ pub async fn request_settlement(
         .query_one(
             &tx.prepare_cached(
                 "UPDATE payment_attempts SET settlement = $2, settlement_amount = $3, settlement_requests = settlement_requests + 1,
-                 updated_at = now() WHERE id = $1 RETURNING settlement_requests",
+                 updated_at = now() WHERE id = $1 RETURNING settlement_requests, amount - coalesce(captured_amount, 0)",
             )
             .await?,
             &[&attempt.as_str(), &marker, &amount],
         )
         .await?;
-    settle_message(op, attempt, row.get::<_, i32>(0) as u32, s, amount)
+    let final_capture = op != Operation::Capture || amount >= row.get::<_, i64>(1);
+    settle_message(op, attempt, row.get::<_, i32>(0) as u32, s, amount, final_capture)
 }
 
 /// The settlement failed in a way another try may not: it is asked for again,
@@ -443,7 +485,8 @@ pub async fn unanswered_settlements(tx: &Transaction<'_>, after: Duration) -> Re
                  SELECT id FROM payment_attempts
                  WHERE settlement IN ('capture_requested', 'void_requested') AND updated_at <= now() - $1::float8 * interval '1 second'
                  ORDER BY updated_at LIMIT 100 FOR UPDATE SKIP LOCKED)
-             RETURNING id, session_id, settlement, settlement_requests, coalesce(settlement_amount, amount)",
+             RETURNING id, session_id, settlement, settlement_requests, coalesce(settlement_amount, amount),
+                amount - coalesce(captured_amount, 0)",
             )
             .await?,
             &[&after.as_secs_f64()],
@@ -455,7 +498,9 @@ pub async fn unanswered_settlements(tx: &Transaction<'_>, after: Duration) -> Re
         let Some(s) = sessions::get(tx, r.get::<_, &str>(1)).await? else { continue };
         let op = if settlement_of(r.get(2))? == Some(Settlement::CaptureRequested) { Operation::Capture } else { Operation::Void };
         tracing::warn!(attempt = %id, operation = %op, "settlement unanswered: asking the processor again under the same key");
-        out.push(settle_message(op, &id, r.get::<_, i32>(3) as u32, &s, r.get(4))?);
+        let amount: i64 = r.get(4);
+        let final_capture = op != Operation::Capture || amount >= r.get::<_, i64>(5);
+        out.push(settle_message(op, &id, r.get::<_, i32>(3) as u32, &s, amount, final_capture)?);
     }
     Ok(out)
 }
@@ -511,6 +556,7 @@ pub async fn abandon(tx: &Transaction<'_>, s: &StoredSession, attempt: &str, aft
         amount: row.get(1),
         currency: s.session.currency,
         processor_idempotency_key: row.get(2),
+        final_capture: true,
     };
 
     // Each ask is its own message: the gateway's dedupe must not swallow a second one.
@@ -527,7 +573,14 @@ fn parse_id(raw: &str) -> Result<AttemptId, HandlerError> {
 }
 
 /// A `gateway.capture` or `gateway.void` for the attempt, as its `request`-th settlement.
-fn settle_message(op: Operation, attempt: &AttemptId, request: u32, s: &StoredSession, amount: i64) -> Result<Outbound, HandlerError> {
+fn settle_message(
+    op: Operation,
+    attempt: &AttemptId,
+    request: u32,
+    s: &StoredSession,
+    amount: i64,
+    final_capture: bool,
+) -> Result<Outbound, HandlerError> {
     let req = SettleRequest {
         attempt_id: attempt.clone(),
         session_id: s.session.id.clone(),
@@ -535,6 +588,7 @@ fn settle_message(op: Operation, attempt: &AttemptId, request: u32, s: &StoredSe
         amount,
         currency: s.session.currency,
         processor_idempotency_key: SettleRequest::idempotency_key_for(op, attempt, request),
+        final_capture,
     };
     let key = if op == Operation::Capture { internal::GATEWAY_CAPTURE } else { internal::GATEWAY_VOID };
     Ok(Outbound::to_json(exchange::INTERNAL, key, &req)?

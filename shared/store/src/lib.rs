@@ -3,6 +3,7 @@
 
 pub mod api_keys;
 pub mod attempts;
+pub mod checkout_settings;
 pub mod commands;
 pub mod events;
 pub mod grants;

@@ -20,6 +20,8 @@ pub struct SessionExtras<'a> {
     pub checkout_token: Option<&'a str>,
     pub mandate_terms: Option<serde_json::Value>,
     pub subscription_options: Option<serde_json::Value>,
+    /// How its checkout looks, over the merchant's settings.
+    pub branding: Option<serde_json::Value>,
 }
 
 /// A new session's row: intake's create is its only writer of new rows, `save` of changes.
@@ -28,8 +30,9 @@ pub async fn create(tx: &impl GenericClient, s: &PaymentSession, x: &SessionExtr
     tx.execute(
         &tx.prepare_cached("INSERT INTO payment_sessions (id, merchant_id, type, status, payment_outcome, amount, currency, capture_method,
              save_payment_method, customer_id, payment_method_id, mandate_id, checkout_token, session_url, return_url,
-             expires_at, metadata, external_reference, mode, mandate_terms, subscription_options, created_at, updated_at, traceparent, payment_created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $22, $23, $24)").await?,
+             expires_at, metadata, external_reference, mode, mandate_terms, subscription_options, created_at, updated_at, traceparent, payment_created_at,
+             branding)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $22, $23, $24, $25)").await?,
         &[
             &s.id.as_str(),
             &x.merchant.as_str(),
@@ -55,6 +58,7 @@ pub async fn create(tx: &impl GenericClient, s: &PaymentSession, x: &SessionExtr
             &s.created_at,
             &ps_runtime::telemetry::current_traceparent(),
             &s.payment.as_ref().map(|p| p.created_at),
+            &x.branding,
         ],
     )
     .await?;
@@ -75,6 +79,8 @@ pub struct StoredSession {
     payment_started: Option<DateTime<Utc>>,
     /// The card of the attempt that succeeded, as it may be shown.
     payment_card: Option<CardSummary>,
+    /// How its checkout looks, over the merchant's settings (none: theirs alone).
+    pub branding: Option<ps_contract::branding::Branding>,
 }
 
 impl StoredSession {
@@ -134,7 +140,7 @@ fn id<T>(s: Option<String>, parse: fn(&str) -> Result<T, ps_contract::ApiError>)
 const COLUMNS: &str = "id, merchant_id, type, status, payment_outcome, amount, currency, capture_method, save_payment_method,
     customer_id, payment_method_id, mandate_id, checkout_token, session_url, return_url, expires_at, last_payment_error,
     metadata, external_reference, mode, mandate_terms, created_at, updated_at,
-    payment_created_at, authorised_amount, paid_amount, voided_amount, refunded_amount, payment_card";
+    payment_created_at, authorised_amount, paid_amount, voided_amount, refunded_amount, payment_card, branding";
 
 fn from_row(r: &tokio_postgres::Row) -> Result<StoredSession, HandlerError> {
     let text = |i: usize| r.get::<_, String>(i);
@@ -185,6 +191,7 @@ fn from_row(r: &tokio_postgres::Row) -> Result<StoredSession, HandlerError> {
             .map(serde_json::from_value)
             .transpose()
             .map_err(|_| corrupt("payment_card"))?,
+        branding: r.get::<_, Option<serde_json::Value>>(29).map(serde_json::from_value).transpose().map_err(|_| corrupt("branding"))?,
     };
     stored.show_payment();
     Ok(stored)

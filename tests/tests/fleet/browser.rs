@@ -69,3 +69,94 @@ async fn a_customer_accepts_a_mandate_in_chromium() {
     browser.close().await;
     env.finish().await;
 }
+
+/// A merchant's look (DESIGN §13), set with psctl through
+/// `checkout_settings.update`, overridden by a session's `branding`, as
+/// Chromium renders it; hostile values are refused at the edge. The branded
+/// page is saved as a test artefact (`target/test-artefacts/`).
+#[tokio::test]
+async fn a_merchants_name_logo_and_colours_reach_its_checkout() {
+    let mut env = TestEnv::new().await;
+    env.start_fleet().await;
+    let logo = "https://cdn.koffie.example/logo.png";
+    // Run beside the fleet's tasks: psctl waits for lifecycle's reply.
+    let set = env.psctl_async(&[
+        "--json",
+        "checkout-settings",
+        "set",
+        "--merchant",
+        "koffie",
+        "--display-name",
+        "Kaapse Koffie",
+        "--logo-url",
+        logo,
+        "--brand-color",
+        "#6F4E37",
+        "--button-color",
+        "#ffcc00",
+        "--border-style",
+        "pill",
+        "--font",
+        "serif",
+    ])
+    .await;
+    let settings: serde_json::Value = serde_json::from_str(&set).unwrap_or_else(|e| panic!("{e}: {set}"));
+    assert_eq!((settings["object"].as_str(), settings["brand_color"].as_str()), (Some("checkout_settings"), Some("#6f4e37")), "{settings}");
+
+    // Nothing a merchant writes becomes CSS or markup.
+    let update = |body: serde_json::Value| Command::new("checkout_settings.update", &body).header("merchant-id", "koffie");
+    for (body, code, param) in [
+        (json!({"brand_color": "red;}body{display:none"}), "parameter_invalid_value", "brand_color"),
+        (json!({"logo_url": "javascript:alert(1)"}), "url_invalid", "logo_url"),
+        (json!({"logo_url": "http://cdn.koffie.example/logo.png"}), "url_invalid", "logo_url"),
+        (json!({"font": "Comic Sans MS"}), "parameter_invalid_value", "font"),
+        (json!({"embed_origins": ["https://shop.example/*"]}), "url_invalid", "embed_origins[0]"),
+        (json!({"css": "body{}"}), "parameter_unknown", "css"),
+    ] {
+        let r = env.call(update(body.clone())).await;
+        assert_eq!((r.error_code(), r.body["error"]["param"].as_str()), (Some(code), Some(param)), "{body}: {}", r.body);
+    }
+    let hostile = json!({"amount": 500, "currency": "ZAR", "branding": {"button_color": "#fff; background-image:url(//evil)"}});
+    let r = env.call(Command::create("koffie", &hostile)).await;
+    assert_eq!((r.error_code(), r.body["error"]["param"].as_str()), (Some("parameter_invalid_value"), Some("branding.button_color")));
+    let kept = env.call(Command::new("checkout_settings.retrieve", &json!({})).header("merchant-id", "koffie")).await.body;
+    assert_eq!(kept, settings, "a refused update changed nothing");
+
+    // The merchant's look, and a session's own name over it.
+    let plain = env.call(Command::create("koffie", &json!({"amount": 4500, "currency": "ZAR"}))).await.body;
+    let special = json!({"amount": 4500, "currency": "ZAR", "branding": {"display_name": "Kaapse Koffie — Black Friday", "border_style": "rectangular"}});
+    let special = env.call(Command::create("koffie", &special)).await.body;
+    let browser = Browser::launch().await;
+    let style = |id: &'static str, prop: &'static str| {
+        let c = browser.c().clone();
+        async move {
+            let e = c.find(Locator::Id(id)).await.unwrap();
+            e.css_value(prop).await.unwrap()
+        }
+    };
+    browser.c().goto(plain["session_url"].as_str().unwrap()).await.unwrap();
+    assert_eq!(browser.text("merchant").await, "Kaapse Koffie", "its name, not its id");
+    assert_eq!(browser.c().find(Locator::Id("logo")).await.unwrap().attr("src").await.unwrap().as_deref(), Some(logo));
+    assert_eq!(style("brand", "background-color").await, "rgba(111, 78, 55, 1)");
+    assert_eq!(style("brand", "color").await, "rgba(255, 255, 255, 1)", "white reads on coffee brown");
+    assert_eq!(style("pay", "background-color").await, "rgba(255, 204, 0, 1)");
+    assert_eq!(style("pay", "color").await, "rgba(0, 0, 0, 1)", "black text on yellow");
+    assert_eq!(style("pay", "border-top-left-radius").await, "999px");
+    assert!(style("merchant", "font-family").await.contains("Georgia"));
+    let shot = browser.c().screenshot().await.unwrap();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-artefacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("checkout-branded.png"), &shot).unwrap();
+    assert!(shot.starts_with(b"\x89PNG"), "a screenshot of the branded page");
+
+    browser.c().goto(special["session_url"].as_str().unwrap()).await.unwrap();
+    assert_eq!(browser.text("merchant").await, "Kaapse Koffie — Black Friday");
+    assert_eq!(style("pay", "border-top-left-radius").await, "0px", "the session's field over the merchant's");
+    assert_eq!(style("pay", "background-color").await, "rgba(255, 204, 0, 1)", "the rest is the merchant's");
+    browser.close().await;
+
+    // Cleared, a field is ours again.
+    let cleared = env.call(update(json!({"display_name": null}))).await.body;
+    assert!(cleared["display_name"].is_null() && cleared["font"] == "serif", "{cleared}");
+    env.finish().await;
+}

@@ -47,6 +47,26 @@ async fn the_fleet_runs_with_only_the_grants_of_its_roles() {
         env.call(Command::new("refund.create", &refund).header("merchant-id", "shop_1").header("idempotency-key", "roles-refund")).await;
     assert_eq!(env.event_about("refund.succeeded", r.body["id"].as_str().unwrap()).await["data"]["amount"], 40, "{}", r.body);
 
+    // The merchant's look, set by lifecycle and read by the checkout under their roles.
+    let look = json!({"display_name": "Shop One", "brand_color": "#112233"});
+    let set = env.call(Command::new("checkout_settings.update", &look).header("merchant-id", "shop_1")).await;
+    assert_eq!(set.body["display_name"], "Shop One", "{}", set.body);
+
+    // A reservation captured in two parts, the rest voided: each under its role.
+    let manual =
+        json!({"type": "one_time", "amount": 1000, "currency": "ZAR", "return_url": "https://x.example/r", "capture_method": "manual"});
+    let m = env.call(Command::create("shop_1", &manual)).await.body;
+    let mid = m["id"].as_str().unwrap();
+    CheckoutClient::new().pay(m["session_url"].as_str().unwrap(), "4242424242424242", false).await;
+    assert_eq!(env.event_about("payment_session.completed", mid).await["data"]["payment_outcome"], "reserved");
+    for (amount, paid) in [(300, 300), (200, 500)] {
+        let capture = json!({"payment_session_id": mid, "amount": amount});
+        assert!(env.call(Command::new("payment.capture", &capture).header("merchant-id", "shop_1")).await.error_code().is_none());
+        assert_eq!(env.event_about("payment.captured", mid).await["data"]["paid_amount"], paid);
+    }
+    env.call(Command::new("payment.void", &json!({"payment_session_id": mid})).header("merchant-id", "shop_1")).await;
+    assert_eq!(env.event_about("payment.voided", mid).await["data"]["voided_amount"], 500);
+
     // payments-api reads keys and nothing else; the rest is a command.
     let api = env.start_api(&[("DATABASE_URL", &api_db), no_migrate]).await;
     let key = env.psctl(&["keys", "create", "--merchant", "shop_1", "--mode", "test"]).trim().to_owned();

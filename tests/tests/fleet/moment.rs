@@ -326,3 +326,78 @@ async fn the_broker_and_http_give_the_same_object() {
     assert_eq!(no_route.status, 404);
     env.finish().await;
 }
+
+/// Moment's examples that capture more than once or void what captures left:
+/// the hotel (capture the stay, void the rest) and partial fulfilment (one
+/// capture per shipment, then void the item out of stock).
+#[tokio::test]
+async fn hotel_and_partial_fulfilment_capture_several_times_then_void_the_rest() {
+    let mut env = TestEnv::new().await;
+    env.start_fleet().await;
+    let api = Api::start(&mut env, "shop").await;
+    let manual = |amount: i64| {
+        json!({"amount": amount, "currency": "ZAR", "type": "one_time",
+               "options": {"payment_method_options": {"card": {"capture_method": "manual"}}}})
+    };
+    let figures = |p: &Value| (p["authorised_amount"].as_i64(), p["paid_amount"].as_i64(), p["voided_amount"].as_i64());
+
+    // Hotel: R1 500.00 authorised for three nights, the guest leaves after two.
+    let h = api.post("/collect/payment_sessions", "hotel-1", manual(150000)).await.body;
+    customer_pays(&h).await;
+    let (hid, hpay) = (h["id"].as_str().unwrap(), pay_id(&h));
+    api.get_until(&format!("/collect/payments/{hpay}"), |b| b["authorised_amount"] == 150000).await;
+    let stay = api.post(&format!("/collect/payments/{hpay}/captures"), "hotel-cap", json!({"amount": 100000})).await;
+    assert_eq!(stay.status, 200, "{}", stay.body);
+    let captured = env.event_about("payment.captured", hid).await["data"].clone();
+    assert_eq!(figures(&captured), (Some(150000), Some(100000), Some(0)), "the rest stays authorised: {captured}");
+    let void = api.post(&format!("/collect/payments/{hpay}/voids"), "hotel-void", json!({})).await;
+    assert_eq!(void.status, 200, "{}", void.body);
+    let voided = env.event_about("payment.voided", hid).await["data"].clone();
+    assert_eq!(figures(&voided), (Some(150000), Some(100000), Some(50000)), "{voided}");
+    assert_eq!(voided["status"], "succeeded", "a payment that was captured stays succeeded");
+    let more = api.post(&format!("/collect/payments/{hpay}/captures"), "hotel-cap-2", json!({"amount": 1})).await;
+    assert_eq!((more.status, more.code()), (409, Some("illegal_transition")), "{}", more.body);
+    let twice = api.post(&format!("/collect/payments/{hpay}/voids"), "hotel-void-2", json!({})).await;
+    assert_eq!((twice.status, twice.code()), (409, Some("illegal_transition")), "{}", twice.body);
+
+    // Partial fulfilment: R3 000.00 for three items; two ship, the third is out of stock.
+    let o = api.post("/collect/payment_sessions", "order-1", manual(300000)).await.body;
+    customer_pays(&o).await;
+    let (oid, opay) = (o["id"].as_str().unwrap(), pay_id(&o));
+    api.get_until(&format!("/collect/payments/{opay}"), |b| b["authorised_amount"] == 300000).await;
+    for (key, amount, paid) in [("ship-item-1", 120000, 120000), ("ship-item-2", 80000, 200000)] {
+        let shipped = api.post(&format!("/collect/payments/{opay}/captures"), key, json!({"amount": amount})).await;
+        assert_eq!(shipped.status, 200, "{}", shipped.body);
+        let p = env.event_about("payment.captured", oid).await["data"].clone();
+        assert_eq!(figures(&p), (Some(300000), Some(paid), Some(0)), "{p}");
+    }
+    let too_much = api.post(&format!("/collect/payments/{opay}/captures"), "ship-item-3", json!({"amount": 100001})).await;
+    assert_eq!((too_much.status, too_much.code()), (409, Some("amount_exceeds_remaining")), "{}", too_much.body);
+    let rest = api.post(&format!("/collect/payments/{opay}/voids"), "order-void", json!({})).await;
+    assert_eq!(rest.status, 200, "{}", rest.body);
+    let p = env.event_about("payment.voided", oid).await["data"].clone();
+    assert_eq!(figures(&p), (Some(300000), Some(200000), Some(100000)), "{p}");
+    let types = env.event_types_about(oid);
+    let settled: Vec<&str> = types.iter().map(String::as_str).filter(|t| matches!(*t, "payment.captured" | "payment.voided")).collect();
+    assert_eq!(settled, ["payment.captured", "payment.captured", "payment.voided"], "{types:?}");
+    // Each capture was its own call to the processor, under its own key.
+    let c = env.pool.get().await.unwrap();
+    let keys: Vec<String> = c
+        .query(
+            "SELECT idempotency_key FROM sandbox_ledger WHERE operation = 'capture' AND amount IN (120000, 80000) ORDER BY created_at",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert_ne!(keys[0], keys[1]);
+    // What was captured can be refunded; the released part cannot.
+    let refund = api.post("/collect/refunds", "order-refund", json!({"payment_id": opay, "amount": 200000})).await;
+    assert_eq!(refund.status, 200, "{}", refund.body);
+    let over = api.post("/collect/refunds", "order-refund-2", json!({"payment_id": opay, "amount": 1})).await;
+    assert_eq!((over.status, over.code()), (422, Some("charge_already_refunded")), "{}", over.body);
+    env.finish().await;
+}

@@ -72,7 +72,7 @@ async fn a_partly_captured_payment_is_refunded_in_full_and_the_payment_shows_eve
     assert!(captured.body["id"].is_string(), "{}", captured.body);
     // payment.* carries the payment itself.
     let after = json!({"payment": env.event_about("payment.captured", &id).await["data"].clone()});
-    assert_eq!(amounts(&after), (1000, 600, 400, 0, "succeeded"), "a smaller capture releases the rest");
+    assert_eq!(amounts(&after), (1000, 600, 0, 0, "succeeded"), "a smaller capture leaves the rest open (Moment's)");
 
     // No amount: everything that is left, i.e. the captured part.
     let r = env.call(refund(&id, None, "full")).await.body;
@@ -85,9 +85,13 @@ async fn a_partly_captured_payment_is_refunded_in_full_and_the_payment_shows_eve
     let done = env.event_about("refund.succeeded", &refund_id).await;
     assert_eq!((done["data"]["status"].as_str(), done["data"]["reason"].as_str()), (Some("succeeded"), Some("requested_by_customer")));
     let on_capture = env.event_about("payment_session.updated", &id).await["data"].clone();
-    assert_eq!(amounts(&on_capture), (1000, 600, 400, 0, "succeeded"));
+    assert_eq!(amounts(&on_capture), (1000, 600, 0, 0, "succeeded"));
     let on_refund = env.event_about("payment_session.updated", &id).await["data"].clone();
-    assert_eq!(amounts(&on_refund), (1000, 600, 400, 600, "succeeded"));
+    assert_eq!(amounts(&on_refund), (1000, 600, 0, 600, "succeeded"));
+    // The rest of the authorisation released: what was captured (and refunded) stays so.
+    env.call(Command::new("payment.void", &json!({"payment_session_id": id})).header("merchant-id", "shop")).await;
+    let voided = json!({"payment": env.event_about("payment.voided", &id).await["data"].clone()});
+    assert_eq!(amounts(&voided), (1000, 600, 400, 600, "succeeded"));
 
     let again = env.call(refund(&id, Some(1), "more")).await;
     assert_eq!(again.error_code(), Some("charge_already_refunded"), "{}", again.body);

@@ -66,7 +66,19 @@ async fn a_smaller_capture_a_void_and_refunds_are_what_stripe_holds() {
         .call(Command::new("payment.capture", &json!({"payment_session_id": captured, "amount": 3000})).header("merchant-id", "shop"))
         .await;
     assert!(r.error_code().is_none(), "{}", r.body);
-    env.event_about("payment.captured", &captured).await;
+    // localstripe's charges have no multicapture: the capture is sent final,
+    // Stripe releases the rest, and the payment says so (Moment's figures).
+    let payment = env.event_about("payment.captured", &captured).await["data"].clone();
+    assert_eq!((payment["paid_amount"].as_i64(), payment["voided_amount"].as_i64()), (Some(3000), Some(2000)), "{payment}");
+    let again = env
+        .call(Command::new("payment.capture", &json!({"payment_session_id": captured, "amount": 1000})).header("merchant-id", "shop"))
+        .await;
+    assert_eq!(again.error_code(), Some("illegal_transition"), "nothing is open after Stripe released it: {}", again.body);
+    let calls = f.proxy.recorded();
+    let create = calls.iter().find(|c| c.path == "/v1/payment_intents").unwrap();
+    assert_eq!(create.param("payment_method_options[card][request_multicapture]"), Some("if_available"), "asked for at creation");
+    let capture = calls.iter().find(|c| c.path.ends_with("/capture")).unwrap();
+    assert_eq!(capture.param("final_capture"), None, "never sent to a charge without multicapture");
     let pi = f.intents().await.into_iter().next().unwrap();
     // localstripe keeps a smaller capture as the whole charge less a refund of the rest (Stripe: amount_received).
     let charge = &pi["latest_charge"];
@@ -423,6 +435,7 @@ async fn a_void_after_stripe_captured_is_one_full_refund_even_when_its_answer_is
         customer_present: false,
         capture: true,
         save: None,
+        final_capture: true,
     };
     proxy.inject(axum::http::Method::POST, "/v1/refunds", Fault::ServerErrorAfter);
     assert!(matches!(processor.execute(void()).await, Err(ProcessorError::Unavailable(_))), "the refund's answer is lost");
