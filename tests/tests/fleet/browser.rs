@@ -80,26 +80,27 @@ async fn a_merchants_name_logo_and_colours_reach_its_checkout() {
     env.start_fleet().await;
     let logo = "https://cdn.koffie.example/logo.png";
     // Run beside the fleet's tasks: psctl waits for lifecycle's reply.
-    let set = env.psctl_async(&[
-        "--json",
-        "checkout-settings",
-        "set",
-        "--merchant",
-        "koffie",
-        "--display-name",
-        "Kaapse Koffie",
-        "--logo-url",
-        logo,
-        "--brand-color",
-        "#6F4E37",
-        "--button-color",
-        "#ffcc00",
-        "--border-style",
-        "pill",
-        "--font",
-        "serif",
-    ])
-    .await;
+    let set = env
+        .psctl_async(&[
+            "--json",
+            "checkout-settings",
+            "set",
+            "--merchant",
+            "koffie",
+            "--display-name",
+            "Kaapse Koffie",
+            "--logo-url",
+            logo,
+            "--brand-color",
+            "#6F4E37",
+            "--button-color",
+            "#ffcc00",
+            "--border-style",
+            "pill",
+            "--font",
+            "serif",
+        ])
+        .await;
     let settings: serde_json::Value = serde_json::from_str(&set).unwrap_or_else(|e| panic!("{e}: {set}"));
     assert_eq!((settings["object"].as_str(), settings["brand_color"].as_str()), (Some("checkout_settings"), Some("#6f4e37")), "{settings}");
 
