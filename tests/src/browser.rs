@@ -116,3 +116,65 @@ impl Browser {
             .unwrap();
     }
 }
+
+/// One rule axe-core found broken on a page.
+#[derive(Debug, Clone)]
+pub struct Violation {
+    pub id: String,
+    pub impact: String,
+    pub help: String,
+    /// The elements, as CSS selectors.
+    pub targets: Vec<String>,
+}
+
+impl Browser {
+    /// Runs axe-core (tests/a11y, installed by scripts/ensure-browser.sh) on
+    /// the page as it is now, against WCAG 2.0/2.1 A and AA, and returns the
+    /// violations of `serious` or `critical` impact. Injected through
+    /// WebDriver, so the page's own CSP (no scripts) is left as it is.
+    pub async fn serious_a11y_violations(&self) -> Vec<Violation> {
+        // A page that refreshes itself (processing) may go mid-run: run again on the new one.
+        for _ in 0..5 {
+            if let Some(found) = self.axe_once().await {
+                return found;
+            }
+        }
+        panic!("axe-core never finished on {:?}", self.c().current_url().await)
+    }
+
+    async fn axe_once(&self) -> Option<Vec<Violation>> {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/a11y/node_modules/axe-core/axe.min.js");
+        let axe = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e} (scripts/ensure-browser.sh installs it)"));
+        self.c().execute(&axe, vec![]).await.ok()?;
+        let found = self
+            .c()
+            .execute_async(
+                "const done = arguments[arguments.length - 1];
+                 axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']}})
+                    .then(r => done(r.violations.map(v => ({id: v.id, impact: v.impact, help: v.help,
+                                                             targets: v.nodes.map(n => n.target.join(' '))}))))
+                    .catch(e => done({error: String(e)}));",
+                vec![],
+            )
+            .await
+            .ok()?;
+        assert!(found.get("error").is_none(), "axe-core failed: {found}");
+        Some(
+            found
+                .as_array()
+                .expect("a list of violations")
+                .iter()
+                .map(|v| Violation {
+                    id: v["id"].as_str().unwrap_or_default().to_owned(),
+                    impact: v["impact"].as_str().unwrap_or_default().to_owned(),
+                    help: v["help"].as_str().unwrap_or_default().to_owned(),
+                    targets: v["targets"]
+                        .as_array()
+                        .map(|t| t.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect())
+                        .unwrap_or_default(),
+                })
+                .filter(|v| matches!(v.impact.as_str(), "serious" | "critical"))
+                .collect(),
+        )
+    }
+}

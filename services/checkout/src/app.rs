@@ -12,7 +12,7 @@ use deadpool_postgres::Pool;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use ps_contract::ids::AttemptId;
-use ps_contract::internal::{ActionKind, AuthenticateRequest, AuthorizeRequest, NextAction, SaveUsage};
+use ps_contract::internal::{ActionKind, AuthenticateRequest, AuthorizeRequest, CustomerCancel, NextAction, SaveUsage};
 use ps_contract::lifecycle::{transition, PaymentOutcome, Status, Transition};
 use ps_contract::routing::{exchange, header as h, internal};
 use ps_contract::session::{saved_card_usage, SavePaymentMethod};
@@ -130,6 +130,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/pay/{id}", get(show).post(pay))
         .route("/pay/{id}/challenge", axum::routing::post(challenged))
+        .route("/pay/{id}/cancel", axum::routing::post(cancelled))
         .layer(axum::middleware::from_fn_with_state(state.clone(), http_span))
         .with_state(state)
 }
@@ -308,10 +309,19 @@ fn csrf_cookie(https: bool) -> &'static str {
 
 /// Renders the page, with a fresh CSRF token in both a cookie and the form.
 fn page(state: &AppState, s: &StoredSession, token: &str, error: Option<&str>) -> Response {
-    let csrf = random_token();
+    let (csrf, nonce) = (random_token(), random_token());
     let id = s.session.id.as_str();
-    let r = html(StatusCode::OK, pages::session_page(s, &action(id, token), &csrf, error));
-    with_csrf_cookie(state, r, id, &csrf)
+    let body = pages::session_page(s, &action(id, token), &format!("/pay/{id}/cancel?t={token}"), &csrf, &nonce, error);
+    with_csrf_cookie(state, html_with_csp(StatusCode::OK, body, &watching_csp(&nonce)), id, &csrf)
+}
+
+/// A page that may watch for its session's next state: its own script (by
+/// nonce) asks this page again, and nothing else.
+fn watching_csp(nonce: &str) -> String {
+    format!(
+        "default-src 'none'; style-src 'unsafe-inline'; img-src https:; script-src 'nonce-{nonce}'; connect-src 'self'; \
+         form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    )
 }
 
 /// A challenge the attempt waits on: the sandbox's page, or Stripe.js's, its
@@ -352,9 +362,9 @@ async fn show(State(state): State<AppState>, Path(id): Path<String>, Query(q): Q
         Ok(s) if s.session.payment_outcome == PaymentOutcome::Pending => match waiting_challenge(&state, &id).await {
             // Answered: the processor's word is awaited; the customer may still give up and use another card.
             Ok(Some((_, _, true))) => {
-                let csrf = random_token();
-                let body = pages::challenge_answered(&s, &format!("/pay/{id}/challenge?t={token}"), &csrf);
-                with_csrf_cookie(&state, html(StatusCode::OK, body), &id, &csrf)
+                let (csrf, nonce) = (random_token(), random_token());
+                let body = pages::challenge_answered(&s, &format!("/pay/{id}/challenge?t={token}"), &csrf, &nonce);
+                with_csrf_cookie(&state, html_with_csp(StatusCode::OK, body, &watching_csp(&nonce)), &id, &csrf)
             }
             Ok(Some((_, action, false))) => challenge(&state, &s, token, &action),
             Ok(None) => page(&state, &s, token, None),
@@ -425,6 +435,59 @@ async fn challenged(
             html(StatusCode::SERVICE_UNAVAILABLE, pages::message("Try again", "We could not pass your bank's answer on. Reload the page."))
         }
     }
+}
+
+#[derive(Deserialize)]
+struct CancelForm {
+    csrf: String,
+}
+
+/// "Cancel and return": the session is marked and lifecycle asked to cancel
+/// it (it announces the cancel as any other); the page then says so and
+/// leads back to the merchant. A payment that started first goes on.
+async fn cancelled(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<TokenQuery>,
+    headers: HeaderMap,
+    Form(form): Form<CancelForm>,
+) -> Response {
+    let token = q.t.clone().unwrap_or_default();
+    if let Err(r) = authorised(&state, &id, q.t.as_deref()).await {
+        return r;
+    }
+    if !cookie(&headers, csrf_cookie(state.https)).is_some_and(|c| same(&c, &form.csrf)) {
+        tracing::warn!(session = %id, "cancel form refused: CSRF token missing or wrong");
+        return html(StatusCode::FORBIDDEN, pages::message("Please try again", "This form has expired. Reload the page."));
+    }
+    match ask_to_cancel(&state, &id).await {
+        Ok(()) => Redirect::to(&action(&id, &token)).into_response(),
+        Err(e) => {
+            tracing::error!(session = %id, error = %e, "could not pass the customer's cancel on");
+            html(StatusCode::SERVICE_UNAVAILABLE, pages::message("Try again", "We could not cancel right now. Reload the page."))
+        }
+    }
+}
+
+/// One transaction: the session locked, checked still cancellable (active, no
+/// payment under way), marked, and lifecycle asked (through the outbox).
+async fn ask_to_cancel(state: &AppState, id: &str) -> Result<(), ps_runtime::HandlerError> {
+    let mut client = state.pool.get().await?;
+    let tx = client.transaction().await?;
+    let Some(s) = sessions::lock(&tx, id, None).await? else { return Ok(()) };
+    if s.cancel_requested || transition(s.session.session_type, s.state(), Transition::Cancel).is_err() {
+        return Ok(());
+    }
+    sessions::request_cancel(&tx, id).await?;
+    let req = CustomerCancel { session_id: s.session.id.clone(), merchant_id: s.merchant_id.clone() };
+    let msg = Outbound::to_json(exchange::INTERNAL, internal::CHECKOUT_CANCEL, &req)?
+        .with_message_id(format!("checkout-cancel:{id}"))
+        .with_header(h::MERCHANT_ID, s.merchant_id.as_str());
+    state.outbox.enqueue(&tx, &[msg]).await?;
+    tx.commit().await?;
+    state.outbox.wake();
+    tracing::info!(session = id, "the customer cancelled at the checkout; lifecycle is asked to cancel the session");
+    Ok(())
 }
 
 /// One transaction: the session locked, its waiting attempt found, and the
@@ -601,11 +664,12 @@ async fn start_attempt(state: &AppState, id: &str, card_token: &str, save_card: 
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
     let Some(mut s) = sessions::lock(&tx, id, None).await? else { return Ok(Started::No) };
-    let expired = s.session.expires_at.is_some_and(|at| at <= Utc::now());
+    // A customer who chose to cancel (in this tab or another) pays nothing more.
+    let closed = s.session.expires_at.is_some_and(|at| at <= Utc::now()) || s.cancel_requested;
     let Ok(to) = transition(s.session.session_type, s.state(), Transition::StartAttempt) else {
         return Ok(Started::No);
     };
-    if expired {
+    if closed {
         return Ok(Started::No);
     }
     let now = Utc::now();

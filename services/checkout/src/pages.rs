@@ -15,7 +15,9 @@ h1{font-size:1.3rem}.amount{font-size:2rem;font-weight:600;margin:.5rem 0}.merch
 .brand{display:flex;align-items:center;gap:.75rem;padding:.75rem 1rem;margin:0 -1rem;border-radius:0}.logo{max-height:40px;width:auto}\
 .box{border:1px solid #ddd;border-radius:8px;padding:1rem;margin:1rem 0}.error{background:#fdecea;border-color:#f5c2c0}\
 .terms{background:#f6f8fa;font-size:.9rem}label{display:block;margin:.7rem 0 .2rem}\
-input[type=text]{width:100%;padding:.5rem;font-size:1rem;box-sizing:border-box}button{margin-top:1rem;width:100%;padding:.7rem;font-size:1rem}";
+input[type=text]{width:100%;padding:.5rem;font-size:1rem;box-sizing:border-box}button{margin-top:1rem;width:100%;padding:.7rem;font-size:1rem}\
+button.link{background:none;border:none;color:inherit;text-decoration:underline;padding:.5rem}\
+.field-error{color:#b00020;margin:.3rem 0 0}.hint{color:#555;font-size:.9rem}";
 
 /// What every page shows first: who is asking (the merchant's name and
 /// logo, its id when it has set none), and for how much.
@@ -70,6 +72,7 @@ fn render(page: &impl Template) -> String {
 #[template(path = "processing.html")]
 struct ProcessingPage<'a> {
     title: &'a str,
+    heading: &'a str,
     refresh: bool,
     header: Header,
     theme: String,
@@ -77,6 +80,8 @@ struct ProcessingPage<'a> {
     /// The challenge's action, when the customer may still give up on it.
     give_up: Option<&'a str>,
     csrf: &'a str,
+    /// Allows the script that watches for the next state (CSP).
+    nonce: &'a str,
 }
 
 #[derive(Template)]
@@ -91,7 +96,11 @@ struct FormPage<'a> {
     save_prompt: bool,
     button: String,
     action: &'a str,
+    cancel_action: &'a str,
+    cancel_text: String,
     csrf: &'a str,
+    /// Allows the page's own script (the card checks) by CSP.
+    nonce: &'a str,
 }
 
 #[derive(Template)]
@@ -155,7 +164,7 @@ struct MessagePage<'a> {
 
 /// The page for a session in its current state; `error` is a card problem to
 /// show above the form (the vault's, before any attempt).
-pub fn session_page(s: &StoredSession, action: &str, csrf: &str, error: Option<&str>) -> String {
+pub fn session_page(s: &StoredSession, action: &str, cancel_action: &str, csrf: &str, nonce: &str, error: Option<&str>) -> String {
     let st = &s.session;
     let (header, theme) = Header::of(s);
     let outcome = |title: &str, state: &str, lead: Option<&str>, return_text: &str| {
@@ -180,10 +189,30 @@ pub fn session_page(s: &StoredSession, action: &str, csrf: &str, error: Option<&
         })
     };
     match (st.status, st.payment_outcome) {
-        (Status::Active, PaymentOutcome::Pending) => {
-            render(&ProcessingPage { title: "Processing payment", refresh: true, header, theme, lead: None, give_up: None, csrf })
-        }
-        (Status::Active, _) => form(s, action, csrf, error),
+        (Status::Active, PaymentOutcome::Pending) => render(&ProcessingPage {
+            title: "Processing payment",
+            heading: "Processing your payment…",
+            refresh: true,
+            header,
+            theme,
+            lead: None,
+            give_up: None,
+            csrf,
+            nonce,
+        }),
+        // Asked to cancel: lifecycle cancels it in a moment; no card is taken meanwhile.
+        (Status::Active, _) if s.cancel_requested => render(&ProcessingPage {
+            title: "Cancelling payment",
+            heading: "Cancelling your payment…",
+            refresh: true,
+            header,
+            theme,
+            lead: Some("No payment will be taken. This page updates by itself."),
+            give_up: None,
+            csrf,
+            nonce,
+        }),
+        (Status::Active, _) => form(s, action, cancel_action, csrf, nonce, error),
         (Status::Completed, result) => {
             let captured = st.payment.as_ref().is_some_and(|p| p.paid_amount > 0);
             let what = match result {
@@ -220,7 +249,7 @@ pub fn decline_for_customer(e: &LastPaymentError) -> &'static str {
     }
 }
 
-fn form(s: &StoredSession, action: &str, csrf: &str, vault_error: Option<&str>) -> String {
+fn form(s: &StoredSession, action: &str, cancel_action: &str, csrf: &str, nonce: &str, vault_error: Option<&str>) -> String {
     let st = &s.session;
     let (header, theme) = Header::of(s);
     let problem = vault_error
@@ -236,6 +265,8 @@ fn form(s: &StoredSession, action: &str, csrf: &str, vault_error: Option<&str>) 
         (_, true) => "Verify card".to_owned(),
         _ => format!("Pay {}", terms::money(st.currency, st.amount)),
     };
+    let cancel_text =
+        if st.return_url.is_some() { format!("Cancel and return to {}", header.merchant) } else { "Cancel payment".to_owned() };
     render(&FormPage {
         title: "Checkout",
         refresh: false,
@@ -246,7 +277,10 @@ fn form(s: &StoredSession, action: &str, csrf: &str, vault_error: Option<&str>) 
         save_prompt: st.session_type == SessionType::OneTime && s.save_payment_method == SavePaymentMethod::Prompt,
         button,
         action,
+        cancel_action,
+        cancel_text,
         csrf,
+        nonce,
     })
 }
 
@@ -290,16 +324,18 @@ pub fn challenge_page(
 
 /// A challenge the customer has answered: the processor's word is awaited
 /// (the page refreshes itself); the customer may still give up and use another card.
-pub fn challenge_answered(s: &StoredSession, challenge_action: &str, csrf: &str) -> String {
+pub fn challenge_answered(s: &StoredSession, challenge_action: &str, csrf: &str, nonce: &str) -> String {
     let (header, theme) = Header::of(s);
     render(&ProcessingPage {
         title: "Processing payment",
+        heading: "Processing your payment…",
         refresh: true,
         header,
         theme,
         lead: Some("Your bank's answer is on its way. This page updates by itself."),
         give_up: Some(challenge_action),
         csrf,
+        nonce,
     })
 }
 

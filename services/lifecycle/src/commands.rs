@@ -7,7 +7,7 @@ use ps_contract::branding::SettingsUpdate;
 use ps_contract::commands::{check_capture_amount, CaptureCommand, MandateList, RevokeCommand, SessionCommand, SessionList};
 use ps_contract::events::EventType;
 use ps_contract::ids::MerchantId;
-use ps_contract::internal::Operation;
+use ps_contract::internal::{CustomerCancel, Operation};
 use ps_contract::lifecycle::{transition, Transition};
 use ps_contract::mandate::MandateStatus;
 use ps_contract::routing::command;
@@ -50,6 +50,26 @@ fn not_found(id: &str) -> ApiError {
 
 fn to_json(v: &impl serde::Serialize) -> Result<Value, HandlerError> {
     Ok(serde_json::to_value(v)?)
+}
+
+/// The customer cancelled at the checkout (`checkout.cancel`): the session is
+/// cancelled and announced as a merchant's cancel is, if it still may be; a
+/// payment that started first goes on, and the checkout shows it.
+pub async fn customer_cancel(tx: &Transaction<'_>, c: &CustomerCancel, now: DateTime<Utc>) -> Result<Handled, HandlerError> {
+    let Some(mut s) = sessions::lock(tx, c.session_id.as_str(), Some(&c.merchant_id)).await? else {
+        return Ok(Handled::dead_lettered("request_not_vouched", "a customer's cancel names no session of that merchant"));
+    };
+    let to = match transition(s.session.session_type, s.state(), Transition::Cancel) {
+        Ok(to) => to,
+        Err(e) => {
+            tracing::info!(session = %s.session.id, error = %e, "the customer's cancel came too late; the session goes on");
+            return Ok(Handled::default());
+        }
+    };
+    s.set_state(to, now);
+    sessions::save(tx, &s).await?;
+    tracing::info!(session = %s.session.id, "session cancelled by the customer at the checkout");
+    Ok(Handled::default().send(event(EventType::PaymentSessionUpdated, &s.merchant_id, now, &s.session)?))
 }
 
 async fn cancel(tx: &Transaction<'_>, merchant: &MerchantId, body: &Value, now: DateTime<Utc>) -> Result<Answer, HandlerError> {

@@ -10,7 +10,7 @@ mod results;
 use chrono::Utc;
 use deadpool_postgres::Transaction;
 use futures::future::BoxFuture;
-use ps_contract::internal::{DisputeNotice, GatewayResult};
+use ps_contract::internal::{CustomerCancel, DisputeNotice, GatewayResult};
 use ps_contract::routing::internal;
 use ps_runtime::config::{ConfigError, Env};
 use ps_runtime::service::{self, Consumes, Running, StartError};
@@ -67,7 +67,7 @@ impl Handler for LifecycleHandler {
     fn admit<'a>(&'a self, tx: &'a Transaction<'_>, msg: &'a Incoming) -> BoxFuture<'a, Result<Admission, HandlerError>> {
         Box::pin(async move {
             match msg.routing_key.as_str() {
-                internal::GATEWAY_RESULT | internal::GATEWAY_DISPUTE => Ok(Admission::Apply),
+                internal::GATEWAY_RESULT | internal::GATEWAY_DISPUTE | internal::CHECKOUT_CANCEL => Ok(Admission::Apply),
                 _ => ps_store::commands::admit(tx, msg).await,
             }
         })
@@ -83,6 +83,10 @@ impl Handler for LifecycleHandler {
                 },
                 internal::GATEWAY_DISPUTE => match serde_json::from_slice::<DisputeNotice>(&msg.body) {
                     Ok(d) => results::disputed(tx, &d, now).await,
+                    Err(e) => Ok(Handled::dead_lettered("invalid_message", e.to_string())),
+                },
+                internal::CHECKOUT_CANCEL => match serde_json::from_slice::<CustomerCancel>(&msg.body) {
+                    Ok(c) => commands::customer_cancel(tx, &c, now).await,
                     Err(e) => Ok(Handled::dead_lettered("invalid_message", e.to_string())),
                 },
                 _ => commands::handle(tx, msg, now).await,

@@ -179,6 +179,16 @@ pub struct AuthenticateRequest {
     pub processor_idempotency_key: String,
 }
 
+/// `checkout.cancel`: the customer chose "cancel and return" on the checkout
+/// that holds the session's token. Lifecycle cancels the session if it still
+/// may be cancelled (active, no payment under way).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct CustomerCancel {
+    pub session_id: SessionId,
+    pub merchant_id: MerchantId,
+}
+
 /// `gateway.dispute`: the processor told of a dispute on an attempt's payment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]

@@ -76,6 +76,9 @@ pub mod internal {
     pub const GATEWAY_AUTHENTICATE: &str = "gateway.authenticate";
     /// A processor's dispute, told to lifecycle.
     pub const GATEWAY_DISPUTE: &str = "gateway.dispute";
+    /// The customer cancelled at the checkout (issue 21): lifecycle cancels
+    /// the session as any cancel is, and announces it.
+    pub const CHECKOUT_CANCEL: &str = "checkout.cancel";
 }
 
 /// AMQP header names.

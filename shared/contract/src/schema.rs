@@ -739,6 +739,7 @@ pub const DOCUMENTS: &[Document] = &[
         schema: of::<crate::internal::AuthenticateRequest>,
     },
     Document { name: "gateway.dispute", title: "gateway.dispute (internal)", sent: true, schema: of::<crate::internal::DisputeNotice> },
+    Document { name: "checkout.cancel", title: "checkout.cancel (internal)", sent: true, schema: of::<crate::internal::CustomerCancel> },
 ];
 
 fn settings(base: SchemaSettings, sent: bool) -> SchemaSettings {
@@ -1111,6 +1112,14 @@ pub const ROUTES: &[Route] = &[
         consumer: "session-lifecycle",
         replies: &[],
         summary: "Internal: the processor told of a dispute on a payment.",
+    },
+    Route {
+        exchange: x::INTERNAL,
+        routing_key: i::CHECKOUT_CANCEL,
+        body: "checkout.cancel",
+        consumer: "session-lifecycle",
+        replies: &[],
+        summary: "Internal: the customer cancelled at the checkout.",
     },
 ];
 

@@ -31,6 +31,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0021_reservations_stay", include_str!("../migrations/0021_reservations_stay.sql")),
     ("0022_captures", include_str!("../migrations/0022_captures.sql")),
     ("0023_checkout_settings", include_str!("../migrations/0023_checkout_settings.sql")),
+    ("0024_customer_cancel", include_str!("../migrations/0024_customer_cancel.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]

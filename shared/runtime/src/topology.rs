@@ -77,6 +77,7 @@ const FROM_INTAKE_OR_CHECKOUT: &[&str] = &[service::INTAKE, service::CHECKOUT];
 const FROM_CHECKOUT_OR_LIFECYCLE: &[&str] = &[service::CHECKOUT, service::LIFECYCLE];
 const FROM_LIFECYCLE: &[&str] = &[service::LIFECYCLE];
 const FROM_GATEWAY: &[&str] = &[service::GATEWAY];
+const FROM_CHECKOUT: &[&str] = &[service::CHECKOUT];
 
 pub const INTAKE: QueueSpec =
     QueueSpec { name: "payment_sessions.intake", bindings: &[Binding::command(command::SESSION_CREATE)], replies: None };
@@ -99,6 +100,7 @@ pub const LIFECYCLE: QueueSpec = QueueSpec {
     bindings: &[
         Binding::internal(internal::GATEWAY_RESULT, FROM_GATEWAY),
         Binding::internal(internal::GATEWAY_DISPUTE, FROM_GATEWAY),
+        Binding::internal(internal::CHECKOUT_CANCEL, FROM_CHECKOUT),
         Binding::command(command::SESSION_CANCEL),
         Binding::command(command::PAYMENT_CAPTURE),
         Binding::command(command::PAYMENT_VOID),

@@ -81,6 +81,8 @@ pub struct StoredSession {
     payment_card: Option<CardSummary>,
     /// How its checkout looks, over the merchant's settings (none: theirs alone).
     pub branding: Option<ps_contract::branding::Branding>,
+    /// The customer asked at the checkout to cancel; lifecycle has yet to.
+    pub cancel_requested: bool,
 }
 
 impl StoredSession {
@@ -140,7 +142,8 @@ fn id<T>(s: Option<String>, parse: fn(&str) -> Result<T, ps_contract::ApiError>)
 const COLUMNS: &str = "id, merchant_id, type, status, payment_outcome, amount, currency, capture_method, save_payment_method,
     customer_id, payment_method_id, mandate_id, checkout_token, session_url, return_url, expires_at, last_payment_error,
     metadata, external_reference, mode, mandate_terms, created_at, updated_at,
-    payment_created_at, authorised_amount, paid_amount, voided_amount, refunded_amount, payment_card, branding";
+    payment_created_at, authorised_amount, paid_amount, voided_amount, refunded_amount, payment_card, branding,
+    cancel_requested_at IS NOT NULL";
 
 fn from_row(r: &tokio_postgres::Row) -> Result<StoredSession, HandlerError> {
     let text = |i: usize| r.get::<_, String>(i);
@@ -192,9 +195,22 @@ fn from_row(r: &tokio_postgres::Row) -> Result<StoredSession, HandlerError> {
             .transpose()
             .map_err(|_| corrupt("payment_card"))?,
         branding: r.get::<_, Option<serde_json::Value>>(29).map(serde_json::from_value).transpose().map_err(|_| corrupt("branding"))?,
+        cancel_requested: r.get(30),
     };
     stored.show_payment();
     Ok(stored)
+}
+
+/// The customer asked to cancel at the checkout: marked (its page now says so
+/// and takes no card) until lifecycle cancels it. The caller holds the lock.
+pub async fn request_cancel(client: &impl GenericClient, id: &str) -> Result<(), HandlerError> {
+    client
+        .execute(
+            &client.prepare_cached("UPDATE payment_sessions SET cancel_requested_at = now() WHERE id = $1 AND status = 'active'").await?,
+            &[&id],
+        )
+        .await?;
+    Ok(())
 }
 
 /// Loads and locks a session for change. `merchant` scopes the lookup: another

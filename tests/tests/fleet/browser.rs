@@ -161,3 +161,131 @@ async fn a_merchants_name_logo_and_colours_reach_its_checkout() {
     assert!(cleared["display_name"].is_null() && cleared["font"] == "serif", "{cleared}");
     env.finish().await;
 }
+
+/// "Cancel and return": the customer cancels on the checkout, the session
+/// ends `cancelled` and the merchant hears of it as of any cancel; the page
+/// leads back to `return_url` with the session named, and takes no card.
+#[tokio::test]
+async fn a_customer_cancels_in_chromium_and_returns_to_the_shop() {
+    let mut env = TestEnv::new().await;
+    env.start_fleet().await;
+    let return_url = shop().await;
+    let s = env.call(Command::create("shop", &json!({"amount": 12550, "currency": "ZAR", "return_url": return_url}))).await.body;
+    let id = s["id"].as_str().unwrap();
+    let browser = Browser::launch().await;
+    browser.c().goto(s["session_url"].as_str().unwrap()).await.unwrap();
+    assert_eq!(browser.text("cancel").await, "Cancel and return to shop");
+    // The same checkout open in another tab, its form loaded before the cancel.
+    let other_tab = integration_tests::CheckoutClient::new();
+    let url = s["session_url"].as_str().unwrap();
+    let (csrf, cookie) = other_tab.form_tokens(url).await;
+    browser.c().find(Locator::Id("cancel")).await.unwrap().click().await.unwrap();
+    browser.wait_for_text("state", "This payment was cancelled").await;
+    let updated = env.event_about("payment_session.updated", id).await;
+    assert_eq!(updated["data"]["status"], "cancelled", "announced as any cancel is: {updated}");
+    // The form is gone here, and the other tab's card starts nothing.
+    assert!(browser.c().find(Locator::Id("pay")).await.is_err());
+    other_tab.submit(url, &csrf, Some(&cookie), "4242424242424242").await;
+    assert_eq!(env.count("SELECT count(*) FROM payment_attempts").await, 0, "no card taken after the cancel");
+    browser.c().find(Locator::Id("return")).await.unwrap().click().await.unwrap();
+    assert_eq!(browser.text("shop").await, "Back at the shop");
+    assert_eq!(browser.c().current_url().await.unwrap().as_str(), format!("{return_url}?session_id={id}"));
+    browser.close().await;
+    env.finish().await;
+}
+
+/// WCAG 2.1 AA as axe-core checks it: no serious or critical violation on
+/// any checkout page (the form, with a decline shown, the 3-D Secure
+/// challenge, processing, the receipt, cancelled, expired), plain and in a
+/// merchant's colours, and at 320 px wide.
+#[tokio::test]
+async fn every_checkout_page_passes_axe_core() {
+    let mut env = TestEnv::new().await;
+    // A slow processor keeps the processing page up long enough to check it.
+    env.start_gateway(&[("SANDBOX_LATENCY_MS", "3000")]).await;
+    env.start_lifecycle(&[]).await;
+    let checkout = env.start_checkout().await;
+    env.start_intake_with(&[("CHECKOUT_BASE_URL", &checkout)]).await;
+    env.start_webhooks(&[]).await;
+    let look = json!({"display_name": "Kaapse Koffie", "brand_color": "#ffcc00", "button_color": "#6f4e37", "border_style": "pill"});
+    assert!(env.call(Command::new("checkout_settings.update", &look).header("merchant-id", "koffie")).await.error_code().is_none());
+    let browser = Browser::launch().await;
+    let mut seen = vec![];
+    let mut check = |page: &'static str, found: Vec<integration_tests::browser::Violation>| {
+        assert!(found.is_empty(), "{page}: {found:#?}");
+        seen.push(page);
+    };
+    for merchant in ["shop", "koffie"] {
+        let session =
+            |amount: i64| Command::create(merchant, &json!({"amount": amount, "currency": "ZAR", "return_url": "https://shop.example/r"}));
+        let s = env.call(session(12550)).await.body;
+        browser.c().goto(s["session_url"].as_str().unwrap()).await.unwrap();
+        check("form", browser.serious_a11y_violations().await);
+        browser.c().set_window_size(320, 640).await.unwrap();
+        check("form at 320 px", browser.serious_a11y_violations().await);
+        browser.c().set_window_size(1024, 768).await.unwrap();
+        browser.pay("4000000000009995").await;
+        browser.wait_for_text("error", "insufficient funds").await;
+        check("form with a decline", browser.serious_a11y_violations().await);
+        browser.pay("4000002760003184").await;
+        browser.wait_for_text("state", "Confirm this payment with your bank").await;
+        check("3-D Secure challenge", browser.serious_a11y_violations().await);
+        browser.c().find(fantoccini::Locator::Id("authenticate")).await.unwrap().click().await.unwrap();
+        browser.wait_for_text("state", "Processing").await;
+        check("processing", browser.serious_a11y_violations().await);
+        browser.wait_for_text("state", "Payment successful").await;
+        check("receipt", browser.serious_a11y_violations().await);
+
+        let c = env.call(session(500)).await.body;
+        browser.c().goto(c["session_url"].as_str().unwrap()).await.unwrap();
+        browser.c().find(fantoccini::Locator::Id("cancel")).await.unwrap().click().await.unwrap();
+        browser.wait_for_text("state", "This payment was cancelled").await;
+        check("cancelled", browser.serious_a11y_violations().await);
+
+        let e = env.call(session(500)).await.body;
+        let past = "UPDATE payment_sessions SET expires_at = now() - interval '1 minute' WHERE id = $1";
+        env.pool.get().await.unwrap().execute(past, &[&e["id"].as_str().unwrap()]).await.unwrap();
+        browser.c().goto(e["session_url"].as_str().unwrap()).await.unwrap();
+        browser.wait_for_text("state", "This payment link has expired").await;
+        check("expired", browser.serious_a11y_violations().await);
+    }
+    assert_eq!(seen.len(), 16, "eight pages, plain and branded");
+    browser.close().await;
+    env.finish().await;
+}
+
+/// The card form checks what it can before anything is sent: the number
+/// grouped as typed with its brand named, Luhn and expiry refused in the page
+/// with the error tied to its field; nothing reaches the vault until they pass.
+#[tokio::test]
+async fn the_card_form_checks_the_number_and_expiry_in_the_page() {
+    let mut env = TestEnv::new().await;
+    env.start_fleet().await;
+    let s = env.call(Command::create("shop", &json!({"amount": 700, "currency": "ZAR"}))).await.body;
+    let browser = Browser::launch().await;
+    browser.c().goto(s["session_url"].as_str().unwrap()).await.unwrap();
+    let field = |id: &'static str| {
+        let c = browser.c().clone();
+        async move { c.find(Locator::Id(id)).await.unwrap() }
+    };
+    field("card_number").await.send_keys("4242424242424241").await.unwrap();
+    assert_eq!(field("card_number").await.prop("value").await.unwrap().as_deref(), Some("4242 4242 4242 4241"));
+    assert_eq!(browser.text("brand").await, "(Visa)");
+    field("expiry").await.send_keys("01/20").await.unwrap();
+    field("cvc").await.send_keys("123").await.unwrap();
+    field("pay").await.click().await.unwrap();
+    assert_eq!(browser.text("card_number_error").await, "Check the card number: it is not a valid card number.");
+    assert_eq!(browser.text("expiry_error").await, "This card has expired.");
+    assert_eq!(field("card_number").await.attr("aria-invalid").await.unwrap().as_deref(), Some("true"));
+    assert_eq!(field("card_number").await.attr("aria-describedby").await.unwrap().as_deref(), Some("card_number_error"));
+    assert_eq!(env.count("SELECT count(*) FROM vault_cards").await, 0, "nothing sent");
+
+    field("card_number").await.clear().await.unwrap();
+    field("card_number").await.send_keys("4242424242424242").await.unwrap();
+    field("expiry").await.clear().await.unwrap();
+    field("expiry").await.send_keys("12/34").await.unwrap();
+    field("pay").await.click().await.unwrap();
+    browser.wait_for_text("state", "Payment successful").await;
+    browser.close().await;
+    env.finish().await;
+}
