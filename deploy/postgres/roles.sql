@@ -78,6 +78,8 @@ GRANT SELECT (id, session_id, status, next_action, processor_idempotency_key) ON
 GRANT SELECT, INSERT, UPDATE ON checkout_challenges TO ps_checkout;
 -- How the merchant's pages look.
 GRANT SELECT ON checkout_settings TO ps_checkout;
+-- A returning customer's saved cards, offered by brand and last4 (never the vault's token).
+GRANT SELECT (id, merchant_id, customer_id, usage, card_brand, card_last4, exp_month, exp_year, created_at) ON payment_methods TO ps_checkout;
 
 -- gateway: its vault, its processor's ledger, its call log; the token of a saved method.
 GRANT SELECT, INSERT ON vault_cards, sandbox_ledger TO ps_gateway;

@@ -11,9 +11,9 @@ use chrono::Utc;
 use deadpool_postgres::Pool;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use ps_contract::ids::AttemptId;
+use ps_contract::ids::{AttemptId, PaymentMethodId};
 use ps_contract::internal::{ActionKind, AuthenticateRequest, AuthorizeRequest, CustomerCancel, NextAction, SaveUsage};
-use ps_contract::lifecycle::{transition, PaymentOutcome, Status, Transition};
+use ps_contract::lifecycle::{transition, PaymentOutcome, SessionType, Status, Transition};
 use ps_contract::routing::{exchange, header as h, internal};
 use ps_contract::session::{saved_card_usage, SavePaymentMethod};
 use ps_runtime::outbox::Outbox;
@@ -117,10 +117,22 @@ pub struct TokenQuery {
 #[derive(Deserialize)]
 pub struct PayForm {
     csrf: String,
+    #[serde(default)]
     card_number: String,
+    #[serde(default)]
     expiry: String,
+    #[serde(default)]
     cvc: String,
     save_card: Option<String>,
+    /// A saved card the page offered, instead of a card entered now.
+    payment_method_id: Option<String>,
+}
+
+/// What an attempt charges: a card entered now (its vault token), or one the
+/// customer saved for their own later checkouts.
+enum Card<'a> {
+    Entered(&'a str),
+    Saved(&'a str),
 }
 
 const CSRF_COOKIE: &str = "ps_csrf";
@@ -283,6 +295,15 @@ async fn authorised(state: &AppState, id: &str, token: Option<&str>) -> Result<S
                 html(StatusCode::SERVICE_UNAVAILABLE, pages::message("Try again", "We cannot load this page right now."))
             })?;
             s.branding = Some(s.branding.take().unwrap_or_default().over(&settings.branding));
+            // A returning customer is offered the cards they saved for their own checkouts.
+            if let (Status::Active, SessionType::OneTime, Some(customer)) =
+                (s.session.status, s.session.session_type, &s.session.customer_id)
+            {
+                s.saved_cards = ps_store::saved_cards::for_customer(&client, &s.merchant_id, customer).await.map_err(|e| {
+                    tracing::error!(error = %e, "cannot load saved cards");
+                    html(StatusCode::SERVICE_UNAVAILABLE, pages::message("Try again", "We cannot load this page right now."))
+                })?;
+            }
             Ok(s)
         }
         Ok(_) => Err(not_found()),
@@ -591,6 +612,20 @@ async fn pay(
     if transition(s.session.session_type, s.state(), Transition::StartAttempt).is_err() {
         return back; // already paying, paid or ended: the page says which
     }
+    // A saved card: only one the page offered this customer (theirs, on-session, not expired).
+    if let Some(pm) = form.payment_method_id.as_deref() {
+        if !s.saved_cards.iter().any(|c| c.id == pm) {
+            tracing::warn!(session = %id, "a saved card the page did not offer; refused");
+            return page(&state, &s, &token, Some("That saved card cannot be used here. Enter a card instead."));
+        }
+        return match start_attempt(&state, &id, Card::Saved(pm), false).await {
+            Ok(_) => back,
+            Err(e) => {
+                tracing::error!(session = %id, error = %e, "could not start the attempt");
+                html(StatusCode::SERVICE_UNAVAILABLE, pages::message("Try again", "We could not start your payment. No payment was taken."))
+            }
+        };
+    }
     let Some((exp_month, exp_year)) = parse_expiry(&form.expiry) else {
         return page(&state, &s, &token, Some("The expiry date must look like MM/YY."));
     };
@@ -625,7 +660,7 @@ async fn pay(
         }
     };
     let save_card = form.save_card.is_some() && s.save_payment_method == SavePaymentMethod::Prompt;
-    match start_attempt(&state, &id, &card_token, save_card).await {
+    match start_attempt(&state, &id, Card::Entered(&card_token), save_card).await {
         Ok(Started::Yes) => back,
         Ok(Started::No) => {
             // Another submit got there first, or the session ended meanwhile: this card has no use.
@@ -660,7 +695,11 @@ enum Started {
 
 /// One transaction: lock the session, move it to `pending`, record the attempt,
 /// and queue the `gateway.authorize`. A second submit finds it pending and starts nothing.
-async fn start_attempt(state: &AppState, id: &str, card_token: &str, save_card: bool) -> Result<Started, ps_runtime::HandlerError> {
+async fn start_attempt(state: &AppState, id: &str, card: Card<'_>, save_card: bool) -> Result<Started, ps_runtime::HandlerError> {
+    let (card_token, payment_method_id) = match card {
+        Card::Entered(t) => (Some(t), None),
+        Card::Saved(pm) => (None, Some(pm)),
+    };
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
     let Some(mut s) = sessions::lock(&tx, id, None).await? else { return Ok(Started::No) };
@@ -675,8 +714,9 @@ async fn start_attempt(state: &AppState, id: &str, card_token: &str, save_card: 
     let now = Utc::now();
     let attempt = AttemptId::generate();
     let key = AuthorizeRequest::idempotency_key_for(&attempt);
-    let usage = saved_card_usage(s.session.session_type, s.save_payment_method, save_card);
-    let keep_card = usage.is_some();
+    let usage = saved_card_usage(s.session.session_type, s.save_payment_method, save_card).filter(|_| card_token.is_some());
+    // A saved card outlives its attempt; one entered now only if it is saved.
+    let keep_card = usage.is_some() || payment_method_id.is_some();
     let save_for = usage.map(|off_session| if off_session { SaveUsage::OffSession } else { SaveUsage::OnSession });
     attempts::start(
         &tx,
@@ -689,9 +729,9 @@ async fn start_attempt(state: &AppState, id: &str, card_token: &str, save_card: 
             processor_key: &key,
             source: attempts::Source::Checkout,
             capture_method: s.capture_method.as_str(),
-            card_token: Some(card_token),
-            payment_method_id: None,
-            save_card,
+            card_token,
+            payment_method_id,
+            save_card: save_card && card_token.is_some(),
             keep_card,
             save_for: save_for.map(|u| u.as_str()),
         },
@@ -706,8 +746,11 @@ async fn start_attempt(state: &AppState, id: &str, card_token: &str, save_card: 
         amount: s.session.amount,
         currency: s.session.currency,
         capture_method: s.capture_method,
-        payment_method_id: None,
-        card_token: Some(card_token.to_owned()),
+        payment_method_id: payment_method_id
+            .map(PaymentMethodId::parse)
+            .transpose()
+            .map_err(|e| ps_runtime::HandlerError::Permanent(e.to_string()))?,
+        card_token: card_token.map(str::to_owned),
         mandate_id: None,
         customer_present: true,
         processor_idempotency_key: key,

@@ -101,6 +101,8 @@ struct FormPage<'a> {
     csrf: &'a str,
     /// Allows the page's own script (the card checks) by CSP.
     nonce: &'a str,
+    /// A returning customer's saved cards: (payment method id, "Visa •••• 4242").
+    saved: Vec<(String, String)>,
 }
 
 #[derive(Template)]
@@ -237,6 +239,17 @@ pub fn session_page(s: &StoredSession, action: &str, cancel_action: &str, csrf: 
     }
 }
 
+/// A card brand as people write it.
+fn brand_name(brand: &str) -> &str {
+    match brand {
+        "visa" => "Visa",
+        "mastercard" => "Mastercard",
+        "amex" => "American Express",
+        "discover" => "Discover",
+        _ => "Card",
+    }
+}
+
 /// What the customer is told of a decline: the reason only where they can act
 /// on it. Anything else (a stolen card, a wrong security code, the issuer's
 /// rules) reads as a plain decline, so the page is no oracle for card testing.
@@ -281,6 +294,13 @@ fn form(s: &StoredSession, action: &str, cancel_action: &str, csrf: &str, nonce:
         cancel_text,
         csrf,
         nonce,
+        saved: s
+            .saved_cards
+            .iter()
+            .map(|c| {
+                (c.id.clone(), format!("{} •••• {} (expires {:02}/{:02})", brand_name(&c.brand), c.last4, c.exp_month, c.exp_year % 100))
+            })
+            .collect(),
     })
 }
 

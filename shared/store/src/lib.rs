@@ -9,6 +9,7 @@ pub mod events;
 pub mod grants;
 pub mod idempotency;
 pub mod mandates;
+pub mod saved_cards;
 pub mod sessions;
 
 /// What checking a request against the records found: it passes, with what

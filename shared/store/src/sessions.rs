@@ -83,6 +83,8 @@ pub struct StoredSession {
     pub branding: Option<ps_contract::branding::Branding>,
     /// The customer asked at the checkout to cancel; lifecycle has yet to.
     pub cancel_requested: bool,
+    /// The customer's saved cards, when the checkout offers them (it alone fills this).
+    pub saved_cards: Vec<crate::saved_cards::SavedCard>,
 }
 
 impl StoredSession {
@@ -196,6 +198,7 @@ fn from_row(r: &tokio_postgres::Row) -> Result<StoredSession, HandlerError> {
             .map_err(|_| corrupt("payment_card"))?,
         branding: r.get::<_, Option<serde_json::Value>>(29).map(serde_json::from_value).transpose().map_err(|_| corrupt("branding"))?,
         cancel_requested: r.get(30),
+        saved_cards: vec![],
     };
     stored.show_payment();
     Ok(stored)

@@ -289,3 +289,57 @@ async fn the_card_form_checks_the_number_and_expiry_in_the_page() {
     browser.close().await;
     env.finish().await;
 }
+
+/// A returning customer is offered the card they saved for their own
+/// checkouts (brand and last4, never the number) and pays with it in one
+/// press; a saved card the page did not offer them is refused.
+#[tokio::test]
+async fn a_returning_customer_pays_with_a_saved_card() {
+    let mut env = TestEnv::new().await;
+    env.start_fleet().await;
+    let first = json!({"amount": 1500, "currency": "ZAR", "customer": {"name": "Ada", "email": "ada@example.com"}, "save_payment_method": "always"});
+    let s = env.call(Command::create("shop", &first)).await.body;
+    let browser = Browser::launch().await;
+    browser.c().goto(s["session_url"].as_str().unwrap()).await.unwrap();
+    assert!(browser.c().find(Locator::Id("saved")).await.is_err(), "nothing saved yet");
+    browser.pay("4242424242424242").await;
+    browser.wait_for_text("state", "Payment successful").await;
+    let done = env.event_about("payment_session.completed", s["id"].as_str().unwrap()).await;
+    let customer = done["data"]["customer_id"].as_str().unwrap().to_owned();
+
+    let again = env.call(Command::create("shop", &json!({"amount": 900, "currency": "ZAR", "customer_id": customer}))).await.body;
+    browser.c().goto(again["session_url"].as_str().unwrap()).await.unwrap();
+    assert_eq!(browser.text("saved_1").await, "Pay ZAR 9.00 with Visa •••• 4242 (expires 12/34)");
+    browser.c().find(Locator::Id("saved_1")).await.unwrap().click().await.unwrap();
+    browser.wait_for_text("state", "Payment successful").await;
+    let c = env.pool.get().await.unwrap();
+    let attempt = c
+        .query_one("SELECT payment_method_id, card_token FROM payment_attempts WHERE session_id = $1", &[&again["id"].as_str().unwrap()])
+        .await
+        .unwrap();
+    assert!(attempt.get::<_, Option<String>>(0).is_some_and(|pm| pm.starts_with("pm_")), "charged the saved method");
+    assert_eq!(attempt.get::<_, Option<String>>(1), None, "no card entered");
+    assert_eq!(env.count("SELECT count(*) FROM vault_cards").await, 1, "the one card, vaulted once");
+    browser.close().await;
+
+    // Someone else's saved card, or a made-up one, is not taken.
+    let stranger = env.call(Command::create("shop", &json!({"amount": 900, "currency": "ZAR"}))).await.body;
+    let url = stranger["session_url"].as_str().unwrap();
+    let pm: String = attempt.get(0);
+    let tab = integration_tests::CheckoutClient::new();
+    let (csrf, cookie) = tab.form_tokens(url).await;
+    let r = reqwest::Client::new()
+        .post(url)
+        .header("cookie", cookie)
+        .form(&[("csrf", csrf.as_str()), ("payment_method_id", pm.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(r.text().await.unwrap().contains("That saved card cannot be used here."));
+    let none =
+        c.query_one("SELECT count(*) FROM payment_attempts WHERE session_id = $1", &[&stranger["id"].as_str().unwrap()]).await.unwrap();
+    assert_eq!(none.get::<_, i64>(0), 0);
+    drop(c);
+    env.finish().await;
+}
