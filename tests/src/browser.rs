@@ -24,6 +24,12 @@ impl Drop for Browser {
 
 impl Browser {
     pub async fn launch() -> Browser {
+        Browser::launch_with(&[]).await
+    }
+
+    /// With extra Chromium flags: `--ignore-certificate-errors` lets a test
+    /// serve pages over https with its own CA (the harness's, not the product's).
+    pub async fn launch_with(extra: &[&str]) -> Browser {
         let port = crate::free_port();
         let driver = std::process::Command::new("chromedriver")
             .arg(format!("--port={port}"))
@@ -33,14 +39,27 @@ impl Browser {
             .expect("chromedriver runs (scripts/ensure-browser.sh installs it)");
         let profile = std::env::temp_dir().join(format!("ps-chromium-{}", uuid::Uuid::new_v4().simple()));
         let mut caps = serde_json::Map::new();
+        let mut args: Vec<String> = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        args.push(format!("--user-data-dir={}", profile.display()));
+        args.extend(extra.iter().map(|a| a.to_string()));
         caps.insert(
             "goog:chromeOptions".into(),
             json!({
                 "binary": "/usr/bin/chromium",
                 // No network beyond loopback here: keep Chromium from reaching for it.
-                "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                         format!("--user-data-dir={}", profile.display())]
+                "args": args
             }),
         );
         let url = format!("http://127.0.0.1:{port}");

@@ -295,6 +295,7 @@ async fn authorised(state: &AppState, id: &str, token: Option<&str>) -> Result<S
                 html(StatusCode::SERVICE_UNAVAILABLE, pages::message("Try again", "We cannot load this page right now."))
             })?;
             s.branding = Some(s.branding.take().unwrap_or_default().over(&settings.branding));
+            s.embed_origins = settings.embed_origins;
             // A returning customer is offered the cards they saved for their own checkouts.
             if let (Status::Active, SessionType::OneTime, Some(customer)) =
                 (s.session.status, s.session.session_type, &s.session.customer_id)
@@ -333,7 +334,7 @@ fn page(state: &AppState, s: &StoredSession, token: &str, error: Option<&str>) -
     let (csrf, nonce) = (random_token(), random_token());
     let id = s.session.id.as_str();
     let body = pages::session_page(s, &action(id, token), &format!("/pay/{id}/cancel?t={token}"), &csrf, &nonce, error);
-    with_csrf_cookie(state, html_with_csp(StatusCode::OK, body, &watching_csp(&nonce)), id, &csrf)
+    with_csrf_cookie(state, s, html_with_csp(StatusCode::OK, body, &watching_csp(&nonce)), &csrf)
 }
 
 /// A page that may watch for its session's next state: its own script (by
@@ -362,17 +363,32 @@ fn challenge(state: &AppState, s: &StoredSession, token: &str, waiting: &NextAct
         ),
         _ => STRICT_CSP.to_owned(),
     };
-    with_csrf_cookie(state, html_with_csp(StatusCode::OK, body, &csp), id, &csrf)
+    with_csrf_cookie(state, s, html_with_csp(StatusCode::OK, body, &csp), &csrf)
 }
 
-fn with_csrf_cookie(state: &AppState, mut r: Response, id: &str, csrf: &str) -> Response {
-    let cookie = if state.https {
-        format!("{SECURE_CSRF_COOKIE}={csrf}; Path=/; Secure; HttpOnly; SameSite=Strict")
-    } else {
-        format!("{CSRF_COOKIE}={csrf}; Path=/pay/{id}; HttpOnly; SameSite=Strict")
+/// Sets the page's CSRF cookie, and lets the session's page be framed by the
+/// merchant's registered origins where it is embedded (and by nobody else).
+/// Framed on another site, the cookie must be sent cross-site: `SameSite=None`
+/// and partitioned to that site (CHIPS), which browsers allow over https only.
+fn with_csrf_cookie(state: &AppState, s: &StoredSession, mut r: Response, csrf: &str) -> Response {
+    let id = s.session.id.as_str();
+    let framed = s.presentation_mode.embedded() && !s.embed_origins.is_empty();
+    let cookie = match (state.https, framed) {
+        (true, true) => format!("{SECURE_CSRF_COOKIE}={csrf}; Path=/; Secure; HttpOnly; SameSite=None; Partitioned"),
+        (true, false) => format!("{SECURE_CSRF_COOKIE}={csrf}; Path=/; Secure; HttpOnly; SameSite=Strict"),
+        (false, _) => format!("{CSRF_COOKIE}={csrf}; Path=/pay/{id}; HttpOnly; SameSite=Strict"),
     };
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    if framed {
+        let hs = r.headers_mut();
+        hs.remove(header::X_FRAME_OPTIONS);
+        let csp = hs.get(header::CONTENT_SECURITY_POLICY).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+        let allowed = csp.replace("frame-ancestors 'none'", &format!("frame-ancestors {}", s.embed_origins.join(" ")));
+        if let Ok(v) = HeaderValue::from_str(&allowed) {
+            hs.insert(header::CONTENT_SECURITY_POLICY, v);
+        }
     }
     r
 }
@@ -385,7 +401,7 @@ async fn show(State(state): State<AppState>, Path(id): Path<String>, Query(q): Q
             Ok(Some((_, _, true))) => {
                 let (csrf, nonce) = (random_token(), random_token());
                 let body = pages::challenge_answered(&s, &format!("/pay/{id}/challenge?t={token}"), &csrf, &nonce);
-                with_csrf_cookie(&state, html_with_csp(StatusCode::OK, body, &watching_csp(&nonce)), &id, &csrf)
+                with_csrf_cookie(&state, &s, html_with_csp(StatusCode::OK, body, &watching_csp(&nonce)), &csrf)
             }
             Ok(Some((_, action, false))) => challenge(&state, &s, token, &action),
             Ok(None) => page(&state, &s, token, None),

@@ -119,6 +119,16 @@ struct OutcomePage<'a> {
     mandate: bool,
     return_url: Option<String>,
     return_text: &'a str,
+    /// Framed in the merchant's page: the outcome told to it (postMessage, to
+    /// its registered origins only), and the way back opens in the top window.
+    framed: Option<Framed>,
+    nonce: &'a str,
+}
+
+/// What an embedded checkout tells the page that frames it.
+struct Framed {
+    message: serde_json::Value,
+    origins: Vec<String>,
 }
 
 /// Where the customer goes back to: the merchant's `return_url` with the
@@ -188,6 +198,12 @@ pub fn session_page(s: &StoredSession, action: &str, cancel_action: &str, csrf: 
             mandate: st.status == Status::Completed && st.mandate_id.is_some(),
             return_url: st.return_url.as_deref().map(|u| return_to(u, st.id.as_str())),
             return_text,
+            framed: (s.presentation_mode.embedded() && !s.embed_origins.is_empty()).then(|| Framed {
+                message: serde_json::json!({"type": "payment_session.outcome", "payment_session_id": st.id, "status": st.status,
+                                            "payment_outcome": st.payment_outcome}),
+                origins: s.embed_origins.clone(),
+            }),
+            nonce,
         })
     };
     match (st.status, st.payment_outcome) {

@@ -17,6 +17,22 @@ const MAX_LOGO_URL: usize = 2048;
 pub const MAX_EMBED_ORIGINS: usize = 10;
 
 wire_enum!(
+    /// How the customer reaches the checkout (DESIGN §13): sent to it, or
+    /// framed in the merchant's own page (a registered `embed_origins` only).
+    PresentationMode {
+        Redirect => "redirect",
+        EmbeddedModal => "embedded_modal",
+        EmbeddedInline => "embedded_inline",
+    }
+);
+
+impl PresentationMode {
+    pub fn embedded(self) -> bool {
+        self != PresentationMode::Redirect
+    }
+}
+
+wire_enum!(
     /// The corners of boxes and buttons.
     BorderStyle {
         Rounded => "rounded",

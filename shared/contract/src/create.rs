@@ -146,12 +146,14 @@ pub struct CreateSession {
     pub external_reference: Option<String>,
     /// How this session's checkout looks, over the merchant's settings (DESIGN §13).
     pub branding: Option<crate::branding::Branding>,
+    /// Redirect (the default), or framed in the merchant's page.
+    pub presentation_mode: crate::branding::PresentationMode,
 }
 
 const COMMON: &[&str] = &["type", "amount", "currency", "capture_method", "metadata", "external_reference"];
-const ONE_TIME: &[&str] = &["customer", "customer_id", "return_url", "save_payment_method", "expires_in", "branding"];
+const ONE_TIME: &[&str] = &["customer", "customer_id", "return_url", "save_payment_method", "expires_in", "branding", "presentation_mode"];
 const FIRST_IN_SERIES: &[&str] =
-    &["customer", "customer_id", "return_url", "expires_in", "mandate_options", "subscription_options", "branding"];
+    &["customer", "customer_id", "return_url", "expires_in", "mandate_options", "subscription_options", "branding", "presentation_mode"];
 const NEXT_IN_SERIES: &[&str] = &["customer_id", "payment_method_id", "mandate_id"];
 
 fn allowed_for(ty: SessionType) -> &'static [&'static str] {
@@ -289,6 +291,9 @@ impl CreateSession {
             metadata: parse_metadata(&o)?,
             external_reference: parse_external_reference(&o)?,
             branding: o.get("branding").map(|v| crate::branding::Branding::parse(v, "branding")).transpose()?,
+            presentation_mode: o
+                .choice("presentation_mode", crate::branding::PresentationMode::parse, "redirect, embedded_modal, embedded_inline")?
+                .unwrap_or(crate::branding::PresentationMode::Redirect),
         })
     }
 }

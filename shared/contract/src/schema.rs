@@ -194,6 +194,8 @@ pub struct CheckoutOptions {
     pub save_payment_method: Option<SavePaymentMethod>,
     #[schemars(range(min = 60, max = 604800))]
     pub expires_in: Option<i64>,
+    /// `redirect` (default), or framed by a registered origin.
+    pub presentation_mode: Option<crate::branding::PresentationMode>,
 }
 
 /// `payment_method_options`.
@@ -276,6 +278,8 @@ pub struct OneTimeBody {
     pub options: Option<PresentOptions>,
     /// This checkout's look, over the merchant's checkout settings, field by field.
     pub branding: Option<BrandingBody>,
+    /// `redirect` (default), or framed by one of the merchant's `embed_origins`.
+    pub presentation_mode: Option<crate::branding::PresentationMode>,
 }
 
 /// A `first_in_series`: pays (or verifies the card, at amount 0) and grants a mandate.
@@ -302,6 +306,8 @@ pub struct FirstInSeriesBody {
     pub subscription_options: Option<SubscriptionOptionsBody>,
     /// This checkout's look, over the merchant's checkout settings, field by field.
     pub branding: Option<BrandingBody>,
+    /// `redirect` (default), or framed by one of the merchant's `embed_origins`.
+    pub presentation_mode: Option<crate::branding::PresentationMode>,
     pub options: Option<PresentOptions>,
 }
 

@@ -32,6 +32,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0022_captures", include_str!("../migrations/0022_captures.sql")),
     ("0023_checkout_settings", include_str!("../migrations/0023_checkout_settings.sql")),
     ("0024_customer_cancel", include_str!("../migrations/0024_customer_cancel.sql")),
+    ("0025_presentation_mode", include_str!("../migrations/0025_presentation_mode.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]

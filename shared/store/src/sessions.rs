@@ -22,6 +22,7 @@ pub struct SessionExtras<'a> {
     pub subscription_options: Option<serde_json::Value>,
     /// How its checkout looks, over the merchant's settings.
     pub branding: Option<serde_json::Value>,
+    pub presentation_mode: &'a str,
 }
 
 /// A new session's row: intake's create is its only writer of new rows, `save` of changes.
@@ -31,8 +32,8 @@ pub async fn create(tx: &impl GenericClient, s: &PaymentSession, x: &SessionExtr
         &tx.prepare_cached("INSERT INTO payment_sessions (id, merchant_id, type, status, payment_outcome, amount, currency, capture_method,
              save_payment_method, customer_id, payment_method_id, mandate_id, checkout_token, session_url, return_url,
              expires_at, metadata, external_reference, mode, mandate_terms, subscription_options, created_at, updated_at, traceparent, payment_created_at,
-             branding)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $22, $23, $24, $25)").await?,
+             branding, presentation_mode)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $22, $23, $24, $25, $26)").await?,
         &[
             &s.id.as_str(),
             &x.merchant.as_str(),
@@ -59,6 +60,7 @@ pub async fn create(tx: &impl GenericClient, s: &PaymentSession, x: &SessionExtr
             &ps_runtime::telemetry::current_traceparent(),
             &s.payment.as_ref().map(|p| p.created_at),
             &x.branding,
+            &x.presentation_mode,
         ],
     )
     .await?;
@@ -85,6 +87,9 @@ pub struct StoredSession {
     pub cancel_requested: bool,
     /// The customer's saved cards, when the checkout offers them (it alone fills this).
     pub saved_cards: Vec<crate::saved_cards::SavedCard>,
+    pub presentation_mode: ps_contract::branding::PresentationMode,
+    /// The origins that may frame its checkout (the merchant's settings; the checkout fills this).
+    pub embed_origins: Vec<String>,
 }
 
 impl StoredSession {
@@ -145,7 +150,7 @@ const COLUMNS: &str = "id, merchant_id, type, status, payment_outcome, amount, c
     customer_id, payment_method_id, mandate_id, checkout_token, session_url, return_url, expires_at, last_payment_error,
     metadata, external_reference, mode, mandate_terms, created_at, updated_at,
     payment_created_at, authorised_amount, paid_amount, voided_amount, refunded_amount, payment_card, branding,
-    cancel_requested_at IS NOT NULL";
+    cancel_requested_at IS NOT NULL, presentation_mode";
 
 fn from_row(r: &tokio_postgres::Row) -> Result<StoredSession, HandlerError> {
     let text = |i: usize| r.get::<_, String>(i);
@@ -199,6 +204,8 @@ fn from_row(r: &tokio_postgres::Row) -> Result<StoredSession, HandlerError> {
         branding: r.get::<_, Option<serde_json::Value>>(29).map(serde_json::from_value).transpose().map_err(|_| corrupt("branding"))?,
         cancel_requested: r.get(30),
         saved_cards: vec![],
+        presentation_mode: ps_contract::branding::PresentationMode::parse(&text(31)).ok_or_else(|| corrupt("presentation_mode"))?,
+        embed_origins: vec![],
     };
     stored.show_payment();
     Ok(stored)

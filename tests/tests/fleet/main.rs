@@ -9,6 +9,7 @@ mod checkout;
 mod contract;
 mod deploy;
 mod docs;
+mod embedding;
 mod faults;
 mod hot_paths;
 mod intake;
