@@ -27,6 +27,16 @@ pub fn valid_number(pan: &str) -> bool {
     sum.is_multiple_of(10)
 }
 
+/// The sandbox's funding per test card, as Stripe's test cards are: its
+/// debit and prepaid numbers, credit otherwise.
+pub fn sandbox_funding(pan: &str) -> &'static str {
+    match pan {
+        "4000056655665556" | "5200828282828210" => "debit",
+        "5105105105105100" => "prepaid",
+        _ => "credit",
+    }
+}
+
 pub fn brand(pan: &str) -> &'static str {
     match pan.as_bytes() {
         [b'4', ..] => "visa",
@@ -173,5 +183,10 @@ mod tests {
             SandboxBehaviour::Authenticates { then: AfterAuthentication::Declines { decline_code: "insufficient_funds", .. }, .. }
         ));
         assert_eq!(brand("5555555555554444"), "mastercard");
+        assert_eq!(sandbox_behaviour("4000056655665556"), SandboxBehaviour::Succeeds);
+        assert_eq!(
+            (sandbox_funding("4242424242424242"), sandbox_funding("4000056655665556"), sandbox_funding("5105105105105100")),
+            ("credit", "debit", "prepaid")
+        );
     }
 }

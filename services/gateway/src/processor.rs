@@ -120,8 +120,9 @@ pub struct CardData<'a> {
 
 /// What a processor made of a card at vaulting time.
 pub enum Tokenized {
-    /// The processor's own reference for the card (Stripe's PaymentMethod).
-    Method(String),
+    /// The processor's own reference for the card (Stripe's PaymentMethod),
+    /// and its funding as the processor reports it.
+    Method { id: String, funding: Option<String> },
     /// The processor needs nothing until it is charged (the sandbox).
     Nothing,
     /// The processor refused the card: the customer can fix it.

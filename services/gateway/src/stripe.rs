@@ -531,7 +531,13 @@ impl StripeProcessor {
             ("card[cvc]".to_owned(), card.cvc.to_owned()),
         ];
         match self.post("/v1/payment_methods", &format!("pm:{vault_token}"), &form).await {
-            Ok(Answer::Object(pm)) => Ok(Tokenized::Method(str_field(&pm, "id")?)),
+            Ok(Answer::Object(pm)) => Ok(Tokenized::Method {
+                id: str_field(&pm, "id")?,
+                funding: pm["card"]["funding"]
+                    .as_str()
+                    .filter(|f| matches!(*f, "credit" | "debit" | "prepaid" | "unknown"))
+                    .map(str::to_owned),
+            }),
             Ok(Answer::Declined(e)) => Ok(Tokenized::Refused {
                 code: e["code"].as_str().unwrap_or("card_declined").to_owned(),
                 message: e["message"].as_str().unwrap_or("Your card was declined.").to_owned(),

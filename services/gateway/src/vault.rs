@@ -162,9 +162,10 @@ async fn tokenize(State(state): State<VaultState>, headers: HeaderMap, body: axu
     let token = format!("tok_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes));
     // The processor hears of the card now, the only time its security code exists here.
     let card = crate::processor::CardData { number: &pan, exp_month: input.exp_month, exp_year: input.exp_year, cvc: &input.cvc };
-    let processor_method = match state.processor.tokenize(card, &token).await {
-        Ok(crate::processor::Tokenized::Method(m)) => Some(m),
-        Ok(crate::processor::Tokenized::Nothing) => None,
+    let (processor_method, funding) = match state.processor.tokenize(card, &token).await {
+        Ok(crate::processor::Tokenized::Method { id, funding }) => (Some(id), funding),
+        // The sandbox is the processor: its own test cards say what they are.
+        Ok(crate::processor::Tokenized::Nothing) => (None, Some(card::sandbox_funding(&pan).to_owned())),
         Ok(crate::processor::Tokenized::Refused { code, message }) => {
             tracing::info!(code = %code, "the processor refused the card");
             return (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({"error": {"code": code, "message": message}})));
@@ -180,14 +181,15 @@ async fn tokenize(State(state): State<VaultState>, headers: HeaderMap, body: axu
         exp_month: input.exp_month,
         exp_year: input.exp_year,
         bin: Some(pan[..6].to_owned()),
+        funding,
     };
     // The security code goes no further than this.
     drop(input);
     let stored = async {
         let c = pool.get().await.map_err(|e| e.to_string())?;
         c.execute(
-            "INSERT INTO vault_cards (token, pan_sealed, brand, last4, exp_month, exp_year, processor_method, bin)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO vault_cards (token, pan_sealed, brand, last4, exp_month, exp_year, processor_method, bin, funding)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             &[
                 &token,
                 &keys.seal_str(&At::card_number(&token), &pan),
@@ -197,6 +199,7 @@ async fn tokenize(State(state): State<VaultState>, headers: HeaderMap, body: axu
                 &summary.exp_year,
                 &processor_method,
                 &summary.bin,
+                &summary.funding,
             ],
         )
         .await
@@ -237,7 +240,7 @@ pub enum VaultError {
 }
 
 /// The columns of a card that may be shown, in the order `summary_at` reads them.
-pub const SUMMARY: &str = "brand, last4, exp_month, exp_year, bin";
+pub const SUMMARY: &str = "brand, last4, exp_month, exp_year, bin, funding";
 
 /// A card as it may be shown, from a row holding [`SUMMARY`]'s columns from `at` on.
 pub fn summary_at(r: &tokio_postgres::Row, at: usize) -> CardSummary {
@@ -247,6 +250,7 @@ pub fn summary_at(r: &tokio_postgres::Row, at: usize) -> CardSummary {
         exp_month: r.get::<_, i32>(at + 2) as u32,
         exp_year: r.get(at + 3),
         bin: r.get(at + 4),
+        funding: r.get(at + 5),
     }
 }
 

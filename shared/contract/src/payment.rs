@@ -45,6 +45,9 @@ pub struct CardSummary {
     /// The first six digits (shown with the last four, as PCI DSS allows).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bin: Option<String>,
+    /// `credit`, `debit`, `prepaid` or `unknown`, as the processor reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub funding: Option<String>,
 }
 
 wire_enum!(PaymentStatus { Pending => "pending", Succeeded => "succeeded", Failed => "failed", Cancelled => "cancelled" });
@@ -149,7 +152,12 @@ impl PaymentMethodDetails {
     pub fn of(card: &CardSummary) -> PaymentMethodDetails {
         PaymentMethodDetails {
             kind: "card".to_owned(),
-            card: CardDetails { funding: None, scheme: card.brand.to_uppercase(), bin: card.bin.clone(), last4: card.last4.clone() },
+            card: CardDetails {
+                funding: card.funding.clone(),
+                scheme: card.brand.to_uppercase(),
+                bin: card.bin.clone(),
+                last4: card.last4.clone(),
+            },
         }
     }
 }

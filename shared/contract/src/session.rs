@@ -202,14 +202,20 @@ mod tests {
         );
         let mut zero = session(PaymentOutcome::PaymentMethodVerified);
         zero.amount = 0;
-        let card =
-            CardSummary { brand: "mastercard".into(), last4: "3333".into(), exp_month: 12, exp_year: 2030, bin: Some("527346".into()) };
+        let card = CardSummary {
+            brand: "mastercard".into(),
+            last4: "3333".into(),
+            exp_month: 12,
+            exp_year: 2030,
+            bin: Some("527346".into()),
+            funding: Some("debit".into()),
+        };
         let v = zero.derive_payment(CaptureMethod::Automatic, PaymentAmounts::default(), Some(t), Some(&card)).unwrap();
         assert_eq!((v.intent, v.status), (PaymentIntent::Verification, PaymentStatus::Succeeded));
         let shown = serde_json::to_value(&v.payment_method_details).unwrap();
         assert_eq!(
             shown,
-            serde_json::json!({"type": "card", "card": {"type": null, "scheme": "MASTERCARD", "bin": "527346", "last4": "3333"}})
+            serde_json::json!({"type": "card", "card": {"type": "debit", "scheme": "MASTERCARD", "bin": "527346", "last4": "3333"}})
         );
     }
 }

@@ -33,6 +33,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0023_checkout_settings", include_str!("../migrations/0023_checkout_settings.sql")),
     ("0024_customer_cancel", include_str!("../migrations/0024_customer_cancel.sql")),
     ("0025_presentation_mode", include_str!("../migrations/0025_presentation_mode.sql")),
+    ("0026_card_funding", include_str!("../migrations/0026_card_funding.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -121,7 +121,7 @@ async fn quickstart_one_time_as_moment_documents_it() {
         ("paid_amount", json!(200)),
         ("authorization_expires_at", Value::Null),
         ("mode", json!("test")),
-        ("payment_method_details", json!({"type": "card", "card": {"type": null, "scheme": "VISA", "bin": "424242", "last4": "4242"}})),
+        ("payment_method_details", json!({"type": "card", "card": {"type": "credit", "scheme": "VISA", "bin": "424242", "last4": "4242"}})),
     ] {
         assert_eq!(p.body[field], want, "{field}: {}", p.body);
     }

@@ -24,9 +24,9 @@ async fn a_payment_at_the_checkout_is_a_succeeded_payment_intent_of_the_same_amo
     // Moment's card details, from the vault's record of the card Stripe charged.
     let card = &done["data"]["payment"]["payment_method_details"]["card"];
     assert_eq!(
-        (card["scheme"].as_str(), card["bin"].as_str(), card["last4"].as_str()),
-        (Some("VISA"), Some("424242"), Some("4242")),
-        "{done}"
+        (card["type"].as_str(), card["scheme"].as_str(), card["bin"].as_str(), card["last4"].as_str()),
+        (Some("credit"), Some("VISA"), Some("424242"), Some("4242")),
+        "the funding as Stripe's PaymentMethod reports it: {done}"
     );
     let intents = f.intents().await;
     assert_eq!(intents.len(), 1, "{intents:?}");
