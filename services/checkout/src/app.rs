@@ -456,9 +456,8 @@ async fn challenged(
         Ok(s) => s,
         Err(r) => return r,
     };
-    if !cookie(&headers, csrf_cookie(state.https)).is_some_and(|c| same(&c, &form.csrf)) {
-        tracing::warn!(session = %id, "challenge form refused: CSRF token missing or wrong");
-        return html(StatusCode::FORBIDDEN, pages::message("Please try again", "This form has expired. Reload the page."));
+    if let Some(refused) = forged(&state, &headers, &form.csrf, &id, "challenge", "This form has expired. Reload the page.") {
+        return refused;
     }
     let completed = match form.result.as_str() {
         "complete" => true,
@@ -472,6 +471,16 @@ async fn challenged(
             html(StatusCode::SERVICE_UNAVAILABLE, pages::message("Try again", "We could not pass your bank's answer on. Reload the page."))
         }
     }
+}
+
+/// A form whose CSRF field does not match its cookie (double submit): the
+/// 403 page to answer it with, telling the customer `expired`.
+fn forged(state: &AppState, headers: &HeaderMap, field: &str, id: &str, form: &str, expired: &str) -> Option<Response> {
+    if cookie(headers, csrf_cookie(state.https)).is_some_and(|c| same(&c, field)) {
+        return None;
+    }
+    tracing::warn!(session = %id, form, "form refused: CSRF token missing or wrong");
+    Some(html(StatusCode::FORBIDDEN, pages::message("Please try again", expired)))
 }
 
 #[derive(Deserialize)]
@@ -493,9 +502,8 @@ async fn cancelled(
     if let Err(r) = authorised(&state, &id, q.t.as_deref()).await {
         return r;
     }
-    if !cookie(&headers, csrf_cookie(state.https)).is_some_and(|c| same(&c, &form.csrf)) {
-        tracing::warn!(session = %id, "cancel form refused: CSRF token missing or wrong");
-        return html(StatusCode::FORBIDDEN, pages::message("Please try again", "This form has expired. Reload the page."));
+    if let Some(refused) = forged(&state, &headers, &form.csrf, &id, "cancel", "This form has expired. Reload the page.") {
+        return refused;
     }
     match ask_to_cancel(&state, &id).await {
         Ok(()) => Redirect::to(&action(&id, &token)).into_response(),
@@ -616,13 +624,9 @@ async fn pay(
         Ok(s) => s,
         Err(r) => return r,
     };
-    let csrf_ok = cookie(&headers, csrf_cookie(state.https)).is_some_and(|c| same(&c, &form.csrf));
-    if !csrf_ok {
-        tracing::warn!(session = %id, "checkout form refused: CSRF token missing or wrong");
-        return html(
-            StatusCode::FORBIDDEN,
-            pages::message("Please try again", "This form has expired. Reload the page and enter your card again."),
-        );
+    let expired = "This form has expired. Reload the page and enter your card again.";
+    if let Some(refused) = forged(&state, &headers, &form.csrf, &id, "checkout", expired) {
+        return refused;
     }
     let back = Redirect::to(&action(&id, &token)).into_response();
     if transition(s.session.session_type, s.state(), Transition::StartAttempt).is_err() {
