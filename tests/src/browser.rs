@@ -113,6 +113,16 @@ impl Browser {
         c.find(Locator::Id("pay")).await.unwrap().click().await.unwrap();
     }
 
+    /// Saves what the window shows now as `target/test-artefacts/{name}.png`
+    /// (kept by CI: how each page looks, in each look and language).
+    pub async fn save_screenshot(&self, name: &str) {
+        let shot = self.c().screenshot().await.unwrap();
+        assert!(shot.starts_with(b"\x89PNG"), "{name}: not a PNG");
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-artefacts");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("{name}.png")), &shot).unwrap();
+    }
+
     pub async fn close(mut self) {
         if let Some(c) = self.client.take() {
             let _ = c.close().await;

@@ -1,5 +1,6 @@
 //! The checkout's HTTP routes: the page at `session_url` and its form.
 
+use crate::i18n::Lang;
 use crate::pages;
 use axum::extract::{ConnectInfo, Form, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -179,12 +180,12 @@ async fn http_span(
     let limited = if req.method() == axum::http::Method::POST {
         state.limiter.check(peer, req.headers()).map_err(|wait| {
             tracing::warn!("card submissions over the per-client limit; refused");
-            too_many(wait, "Too many attempts", "Please wait a minute before you try again. No payment was taken.")
+            too_many(wait, &speaks(req.headers()), "title-too-many-attempts", "too-many-attempts")
         })
     } else {
         state.views.check(peer, req.headers()).map_err(|wait| {
             tracing::warn!("page loads over the per-client limit; refused");
-            too_many(wait, "Too many requests", "Please wait a minute and reload this page.")
+            too_many(wait, &speaks(req.headers()), "title-too-many-requests", "too-many-requests")
         })
     };
     if let Err(refused) = limited {
@@ -220,8 +221,8 @@ fn token_shaped(t: &str) -> bool {
 }
 
 /// Too many requests from this client: 429 with when to come back.
-fn too_many(wait: Duration, title: &str, text: &str) -> Response {
-    let mut r = html(StatusCode::TOO_MANY_REQUESTS, pages::message(title, text));
+fn too_many(wait: Duration, t: &Lang, title: &str, text: &str) -> Response {
+    let mut r = html(StatusCode::TOO_MANY_REQUESTS, pages::message(t, title, text));
     if let Ok(v) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
         r.headers_mut().insert(header::RETRY_AFTER, v);
     }
@@ -263,23 +264,34 @@ fn html_with_csp(status: StatusCode, body: String, csp: &str) -> Response {
     r
 }
 
-fn not_found() -> Response {
-    html(StatusCode::NOT_FOUND, pages::not_found())
+fn not_found(t: &Lang) -> Response {
+    html(StatusCode::NOT_FOUND, pages::not_found(t))
 }
 
-/// The session if `token` opens it; anything else is a plain 404. A session
-/// past its `expires_at` is shown expired, whether or not lifecycle's sweep
-/// has reached it yet (unless a payment is in flight: that one finishes).
-async fn authorised(state: &AppState, id: &str, token: Option<&str>) -> Result<StoredSession, Response> {
-    let Some(token) = token.filter(|t| token_shaped(t)) else { return Err(not_found()) };
+/// The customer's language before a session says otherwise: their browser's.
+fn speaks(headers: &HeaderMap) -> Lang {
+    Lang::negotiate(None, headers.get(header::ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok()))
+}
+
+/// A page that only says something went wrong (message ids), with its status.
+fn trouble(status: StatusCode, t: &Lang, title: &str, text: &str) -> Response {
+    html(status, pages::message(t, title, text))
+}
+
+/// The session if `token` opens it, and the language its pages speak (the
+/// session's `locale`, then the customer's `Accept-Language`); anything else
+/// is a plain 404. A session past its `expires_at` is shown expired, whether
+/// or not lifecycle's sweep has reached it yet (unless a payment is in
+/// flight: that one finishes).
+async fn authorised(state: &AppState, id: &str, token: Option<&str>, headers: &HeaderMap) -> Result<(StoredSession, Lang), Response> {
+    let browser = headers.get(header::ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok());
+    let t = Lang::negotiate(None, browser);
+    let Some(token) = token.filter(|t| token_shaped(t)) else { return Err(not_found(&t)) };
     if ps_contract::ids::SessionId::parse(id).is_err() {
-        return Err(not_found());
+        return Err(not_found(&t));
     }
-    let client = state
-        .pool
-        .get()
-        .await
-        .map_err(|_| html(StatusCode::SERVICE_UNAVAILABLE, pages::message("Try again", "We cannot load this page right now.")))?;
+    let unavailable = || trouble(StatusCode::SERVICE_UNAVAILABLE, &t, "title-try-again", "cannot-load");
+    let client = state.pool.get().await.map_err(|_| unavailable())?;
     match sessions::get(&client, id).await {
         Ok(Some(mut s)) if s.checkout_token.as_deref().is_some_and(|t| same(t, token)) => {
             let st = &mut s.session;
@@ -292,7 +304,7 @@ async fn authorised(state: &AppState, id: &str, token: Option<&str>) -> Result<S
             // The session's own look over the merchant's settings, field by field.
             let settings = ps_store::checkout_settings::get(&client, &s.merchant_id).await.map_err(|e| {
                 tracing::error!(error = %e, "cannot load checkout settings");
-                html(StatusCode::SERVICE_UNAVAILABLE, pages::message("Try again", "We cannot load this page right now."))
+                unavailable()
             })?;
             s.branding = Some(s.branding.take().unwrap_or_default().over(&settings.branding));
             s.embed_origins = settings.embed_origins;
@@ -302,15 +314,16 @@ async fn authorised(state: &AppState, id: &str, token: Option<&str>) -> Result<S
             {
                 s.saved_cards = ps_store::saved_cards::for_customer(&client, &s.merchant_id, customer).await.map_err(|e| {
                     tracing::error!(error = %e, "cannot load saved cards");
-                    html(StatusCode::SERVICE_UNAVAILABLE, pages::message("Try again", "We cannot load this page right now."))
+                    unavailable()
                 })?;
             }
-            Ok(s)
+            let t = Lang::negotiate(s.locale.as_deref(), browser);
+            Ok((s, t))
         }
-        Ok(_) => Err(not_found()),
+        Ok(_) => Err(not_found(&t)),
         Err(e) => {
             tracing::error!(error = %e, "cannot load session");
-            Err(html(StatusCode::SERVICE_UNAVAILABLE, pages::message("Try again", "We cannot load this page right now.")))
+            Err(unavailable())
         }
     }
 }
@@ -330,10 +343,10 @@ fn csrf_cookie(https: bool) -> &'static str {
 }
 
 /// Renders the page, with a fresh CSRF token in both a cookie and the form.
-fn page(state: &AppState, s: &StoredSession, token: &str, error: Option<&str>) -> Response {
+fn page(state: &AppState, s: &StoredSession, t: &Lang, token: &str, error: Option<&str>) -> Response {
     let (csrf, nonce) = (random_token(), random_token());
     let id = s.session.id.as_str();
-    let body = pages::session_page(s, &action(id, token), &format!("/pay/{id}/cancel?t={token}"), &csrf, &nonce, error);
+    let body = pages::session_page(s, t, &action(id, token), &format!("/pay/{id}/cancel?t={token}"), &csrf, &nonce, error);
     with_csrf_cookie(state, s, html_with_csp(StatusCode::OK, body, &watching_csp(&nonce)), &csrf)
 }
 
@@ -348,13 +361,13 @@ fn watching_csp(nonce: &str) -> String {
 
 /// A challenge the attempt waits on: the sandbox's page, or Stripe.js's, its
 /// script allowed by nonce and its origins exactly.
-fn challenge(state: &AppState, s: &StoredSession, token: &str, waiting: &NextAction) -> Response {
+fn challenge(state: &AppState, s: &StoredSession, t: &Lang, token: &str, waiting: &NextAction) -> Response {
     let csrf = random_token();
     let id = s.session.id.as_str();
     let nonce = random_token();
     let browser =
         state.stripe.as_deref().map(|b| pages::BrowserProcessor { js_url: &b.js_url, publishable_key: &b.publishable_key, nonce: &nonce });
-    let body = pages::challenge_page(s, &format!("/pay/{id}/challenge?t={token}"), &csrf, waiting, browser.as_ref());
+    let body = pages::challenge_page(s, t, &format!("/pay/{id}/challenge?t={token}"), &csrf, waiting, browser.as_ref());
     let csp = match (&state.stripe, waiting.kind) {
         (Some(b), ActionKind::StripePayment | ActionKind::StripeSetup) => format!(
             "default-src 'none'; style-src 'unsafe-inline'; img-src https:; script-src 'nonce-{nonce}' {}; frame-src {}; connect-src {}; \
@@ -393,24 +406,24 @@ fn with_csrf_cookie(state: &AppState, s: &StoredSession, mut r: Response, csrf: 
     r
 }
 
-async fn show(State(state): State<AppState>, Path(id): Path<String>, Query(q): Query<TokenQuery>) -> Response {
+async fn show(State(state): State<AppState>, Path(id): Path<String>, Query(q): Query<TokenQuery>, headers: HeaderMap) -> Response {
     let token = q.t.as_deref().unwrap_or_default();
-    match authorised(&state, &id, q.t.as_deref()).await {
-        Ok(s) if s.session.payment_outcome == PaymentOutcome::Pending => match waiting_challenge(&state, &id).await {
+    match authorised(&state, &id, q.t.as_deref(), &headers).await {
+        Ok((s, t)) if s.session.payment_outcome == PaymentOutcome::Pending => match waiting_challenge(&state, &id).await {
             // Answered: the processor's word is awaited; the customer may still give up and use another card.
             Ok(Some((_, _, true))) => {
                 let (csrf, nonce) = (random_token(), random_token());
-                let body = pages::challenge_answered(&s, &format!("/pay/{id}/challenge?t={token}"), &csrf, &nonce);
+                let body = pages::challenge_answered(&s, &t, &format!("/pay/{id}/challenge?t={token}"), &csrf, &nonce);
                 with_csrf_cookie(&state, &s, html_with_csp(StatusCode::OK, body, &watching_csp(&nonce)), &csrf)
             }
-            Ok(Some((_, action, false))) => challenge(&state, &s, token, &action),
-            Ok(None) => page(&state, &s, token, None),
+            Ok(Some((_, action, false))) => challenge(&state, &s, &t, token, &action),
+            Ok(None) => page(&state, &s, &t, token, None),
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the session's attempt");
-                html(StatusCode::SERVICE_UNAVAILABLE, pages::message("Try again", "We cannot load this page right now."))
+                trouble(StatusCode::SERVICE_UNAVAILABLE, &t, "title-try-again", "cannot-load")
             }
         },
-        Ok(s) => page(&state, &s, token, None),
+        Ok((s, t)) => page(&state, &s, &t, token, None),
         Err(r) => r,
     }
 }
@@ -452,35 +465,35 @@ async fn challenged(
     Form(form): Form<ChallengeForm>,
 ) -> Response {
     let token = q.t.clone().unwrap_or_default();
-    let s = match authorised(&state, &id, q.t.as_deref()).await {
-        Ok(s) => s,
+    let (s, t) = match authorised(&state, &id, q.t.as_deref(), &headers).await {
+        Ok(found) => found,
         Err(r) => return r,
     };
-    if let Some(refused) = forged(&state, &headers, &form.csrf, &id, "challenge", "This form has expired. Reload the page.") {
+    if let Some(refused) = forged(&state, &headers, &t, &form.csrf, &id, "challenge", "form-expired") {
         return refused;
     }
     let completed = match form.result.as_str() {
         "complete" => true,
         "fail" => false,
-        _ => return html(StatusCode::BAD_REQUEST, pages::message("Please try again", "This form is not one of ours.")),
+        _ => return trouble(StatusCode::BAD_REQUEST, &t, "title-please-try-again", "form-not-ours"),
     };
     match end_challenge(&state, &s, completed).await {
         Ok(()) => Redirect::to(&action(&id, &token)).into_response(),
         Err(e) => {
             tracing::error!(session = %id, error = %e, "could not pass the challenge on");
-            html(StatusCode::SERVICE_UNAVAILABLE, pages::message("Try again", "We could not pass your bank's answer on. Reload the page."))
+            trouble(StatusCode::SERVICE_UNAVAILABLE, &t, "title-try-again", "cannot-pass-answer")
         }
     }
 }
 
 /// A form whose CSRF field does not match its cookie (double submit): the
-/// 403 page to answer it with, telling the customer `expired`.
-fn forged(state: &AppState, headers: &HeaderMap, field: &str, id: &str, form: &str, expired: &str) -> Option<Response> {
+/// 403 page to answer it with, telling the customer `expired` (a message id).
+fn forged(state: &AppState, headers: &HeaderMap, t: &Lang, field: &str, id: &str, form: &str, expired: &str) -> Option<Response> {
     if cookie(headers, csrf_cookie(state.https)).is_some_and(|c| same(&c, field)) {
         return None;
     }
     tracing::warn!(session = %id, form, "form refused: CSRF token missing or wrong");
-    Some(html(StatusCode::FORBIDDEN, pages::message("Please try again", expired)))
+    Some(trouble(StatusCode::FORBIDDEN, t, "title-please-try-again", expired))
 }
 
 #[derive(Deserialize)]
@@ -499,17 +512,18 @@ async fn cancelled(
     Form(form): Form<CancelForm>,
 ) -> Response {
     let token = q.t.clone().unwrap_or_default();
-    if let Err(r) = authorised(&state, &id, q.t.as_deref()).await {
-        return r;
-    }
-    if let Some(refused) = forged(&state, &headers, &form.csrf, &id, "cancel", "This form has expired. Reload the page.") {
+    let t = match authorised(&state, &id, q.t.as_deref(), &headers).await {
+        Ok((_, t)) => t,
+        Err(r) => return r,
+    };
+    if let Some(refused) = forged(&state, &headers, &t, &form.csrf, &id, "cancel", "form-expired") {
         return refused;
     }
     match ask_to_cancel(&state, &id).await {
         Ok(()) => Redirect::to(&action(&id, &token)).into_response(),
         Err(e) => {
             tracing::error!(session = %id, error = %e, "could not pass the customer's cancel on");
-            html(StatusCode::SERVICE_UNAVAILABLE, pages::message("Try again", "We could not cancel right now. Reload the page."))
+            trouble(StatusCode::SERVICE_UNAVAILABLE, &t, "title-try-again", "cannot-cancel")
         }
     }
 }
@@ -609,7 +623,8 @@ struct VaultReply {
 
 #[derive(Deserialize)]
 struct VaultError {
-    message: String,
+    /// `incorrect_number`, `invalid_expiry`, … : what the customer is told, in their language.
+    code: String,
 }
 
 async fn pay(
@@ -620,12 +635,11 @@ async fn pay(
     Form(form): Form<PayForm>,
 ) -> Response {
     let token = q.t.clone().unwrap_or_default();
-    let s = match authorised(&state, &id, q.t.as_deref()).await {
-        Ok(s) => s,
+    let (s, t) = match authorised(&state, &id, q.t.as_deref(), &headers).await {
+        Ok(found) => found,
         Err(r) => return r,
     };
-    let expired = "This form has expired. Reload the page and enter your card again.";
-    if let Some(refused) = forged(&state, &headers, &form.csrf, &id, "checkout", expired) {
+    if let Some(refused) = forged(&state, &headers, &t, &form.csrf, &id, "checkout", "form-expired-card") {
         return refused;
     }
     let back = Redirect::to(&action(&id, &token)).into_response();
@@ -636,18 +650,18 @@ async fn pay(
     if let Some(pm) = form.payment_method_id.as_deref() {
         if !s.saved_cards.iter().any(|c| c.id == pm) {
             tracing::warn!(session = %id, "a saved card the page did not offer; refused");
-            return page(&state, &s, &token, Some("That saved card cannot be used here. Enter a card instead."));
+            return page(&state, &s, &t, &token, Some("saved-card-refused"));
         }
         return match start_attempt(&state, &id, Card::Saved(pm), false).await {
             Ok(_) => back,
             Err(e) => {
                 tracing::error!(session = %id, error = %e, "could not start the attempt");
-                html(StatusCode::SERVICE_UNAVAILABLE, pages::message("Try again", "We could not start your payment. No payment was taken."))
+                trouble(StatusCode::SERVICE_UNAVAILABLE, &t, "title-try-again", "cannot-start")
             }
         };
     }
     let Some((exp_month, exp_year)) = parse_expiry(&form.expiry) else {
-        return page(&state, &s, &token, Some("The expiry date must look like MM/YY."));
+        return page(&state, &s, &t, &token, Some("expiry-must-look"));
     };
 
     // The card goes to the vault and nowhere else; from here on only its token.
@@ -662,21 +676,15 @@ async fn pay(
         Ok(r) => match (r.status().as_u16(), r.json::<VaultReply>().await) {
             (201, Ok(VaultReply { token: Some(t), .. })) => t,
             // The card's own faults (number, expiry, CVC): the customer can fix them.
-            (422, Ok(VaultReply { error: Some(e), .. })) => return page(&state, &s, &token, Some(&e.message)),
+            (422, Ok(VaultReply { error: Some(e), .. })) => return page(&state, &s, &t, &token, Some(pages::card_problem(&e.code))),
             (status, _) => {
                 tracing::error!(status, "the vault refused the checkout's request");
-                return html(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    pages::message("Try again", "We could not process your card right now. No payment was taken."),
-                );
+                return trouble(StatusCode::SERVICE_UNAVAILABLE, &t, "title-try-again", "cannot-process-card");
             }
         },
         Err(e) => {
             tracing::error!(error = %e, "vault unreachable");
-            return html(
-                StatusCode::SERVICE_UNAVAILABLE,
-                pages::message("Try again", "We could not process your card right now. No payment was taken."),
-            );
+            return trouble(StatusCode::SERVICE_UNAVAILABLE, &t, "title-try-again", "cannot-process-card");
         }
     };
     let save_card = form.save_card.is_some() && s.save_payment_method == SavePaymentMethod::Prompt;
@@ -690,7 +698,7 @@ async fn pay(
         Err(e) => {
             release_card(&state, &card_token).await;
             tracing::error!(session = %id, error = %e, "could not start the attempt");
-            html(StatusCode::SERVICE_UNAVAILABLE, pages::message("Try again", "We could not start your payment. No payment was taken."))
+            trouble(StatusCode::SERVICE_UNAVAILABLE, &t, "title-try-again", "cannot-start")
         }
     }
 }

@@ -1,6 +1,7 @@
 //! `checkout`: the hosted page behind a session's `session_url`.
 
 mod app;
+pub mod i18n;
 pub mod pages;
 pub mod terms;
 

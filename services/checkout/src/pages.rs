@@ -2,6 +2,7 @@
 //! when the service is compiled, every value escaped for where it lands (HTML,
 //! or JSON inside the challenge's script).
 
+use crate::i18n::{Arg, Lang};
 use crate::terms;
 use askama::Template;
 use ps_contract::branding::Branding;
@@ -29,11 +30,11 @@ struct Header {
 
 impl Header {
     /// The header, and the stylesheet the merchant's look adds to ours.
-    fn of(s: &StoredSession) -> (Header, String) {
+    fn of(s: &StoredSession, t: &Lang) -> (Header, String) {
         let look = s.branding.clone().unwrap_or_default();
         let header = Header {
             merchant: look.display_name.clone().unwrap_or_else(|| s.merchant_id.as_str().to_owned()),
-            amount: terms::money(s.session.currency, s.session.amount),
+            amount: t.money(s.session.currency, s.session.amount),
             logo: look.logo_url.clone(),
         };
         (header, theme(&look))
@@ -71,12 +72,14 @@ fn render(page: &impl Template) -> String {
 #[derive(Template)]
 #[template(path = "processing.html")]
 struct ProcessingPage<'a> {
-    title: &'a str,
-    heading: &'a str,
+    /// The page's language: its words (`t.text`) and `<html lang>`.
+    t: &'a Lang,
+    title: String,
+    heading: String,
     refresh: bool,
     header: Header,
     theme: String,
-    lead: Option<&'a str>,
+    lead: String,
     /// The challenge's action, when the customer may still give up on it.
     give_up: Option<&'a str>,
     csrf: &'a str,
@@ -87,7 +90,9 @@ struct ProcessingPage<'a> {
 #[derive(Template)]
 #[template(path = "form.html")]
 struct FormPage<'a> {
-    title: &'a str,
+    /// The page's language: its words (`t.text`) and `<html lang>`.
+    t: &'a Lang,
+    title: String,
     refresh: bool,
     header: Header,
     theme: String,
@@ -101,24 +106,28 @@ struct FormPage<'a> {
     csrf: &'a str,
     /// Allows the page's own script (the card checks) by CSP.
     nonce: &'a str,
-    /// A returning customer's saved cards: (payment method id, "Visa •••• 4242").
+    /// A returning customer's saved cards: (payment method id, "Pay ZAR 10.00 with Visa •••• 4242 …").
     saved: Vec<(String, String)>,
+    /// What the page's own checks say, as JSON for its script.
+    checks: serde_json::Value,
 }
 
 #[derive(Template)]
 #[template(path = "outcome.html")]
 struct OutcomePage<'a> {
-    title: &'a str,
+    /// The page's language: its words (`t.text`) and `<html lang>`.
+    t: &'a Lang,
+    title: String,
     refresh: bool,
     header: Header,
     theme: String,
-    state: &'a str,
-    lead: Option<&'a str>,
+    state: String,
+    lead: Option<String>,
     charged: Option<String>,
     refunded: Option<String>,
     mandate: bool,
     return_url: Option<String>,
-    return_text: &'a str,
+    return_text: String,
     /// Framed in the merchant's page: the outcome told to it (postMessage, to
     /// its registered origins only), and the way back opens in the top window.
     framed: Option<Framed>,
@@ -155,7 +164,9 @@ enum Way<'a> {
 #[derive(Template)]
 #[template(path = "challenge.html")]
 struct ChallengePage<'a> {
-    title: &'a str,
+    /// The page's language: its words (`t.text`) and `<html lang>`.
+    t: &'a Lang,
+    title: String,
     refresh: bool,
     header: Header,
     theme: String,
@@ -167,37 +178,49 @@ struct ChallengePage<'a> {
 #[derive(Template)]
 #[template(path = "message.html")]
 struct MessagePage<'a> {
-    title: &'a str,
+    /// The page's language: its words (`t.text`) and `<html lang>`.
+    t: &'a Lang,
+    title: String,
     refresh: bool,
     theme: String,
-    heading: &'a str,
-    text: Option<&'a str>,
+    heading: String,
+    text: Option<String>,
 }
 
-/// The page for a session in its current state; `error` is a card problem to
-/// show above the form (the vault's, before any attempt).
-pub fn session_page(s: &StoredSession, action: &str, cancel_action: &str, csrf: &str, nonce: &str, error: Option<&str>) -> String {
+/// The page for a session in its current state, in `t`'s language; `error`
+/// is a card problem to show above the form (a message id: the vault's,
+/// before any attempt).
+pub fn session_page(
+    s: &StoredSession,
+    t: &Lang,
+    action: &str,
+    cancel_action: &str,
+    csrf: &str,
+    nonce: &str,
+    error: Option<&str>,
+) -> String {
     let st = &s.session;
-    let (header, theme) = Header::of(s);
-    let outcome = |title: &str, state: &str, lead: Option<&str>, return_text: &str| {
+    let (header, theme) = Header::of(s, t);
+    let outcome = |state: &str, heading: &str, lead: Option<&str>, return_text: &str| {
         // Paid outright, or captured from a reservation: what was charged and given back.
         let paid = st.payment.as_ref().filter(|p| p.paid_amount > 0);
-        let money = |minor| terms::money(st.currency, minor);
+        let money = |minor| Arg::Text(t.money(st.currency, minor));
         render(&OutcomePage {
-            title,
+            t,
+            title: t.text(state),
             refresh: false,
             header: Header { merchant: header.merchant.clone(), amount: header.amount.clone(), logo: header.logo.clone() },
             theme: theme.clone(),
-            state,
-            lead,
-            charged: paid.filter(|p| p.paid_amount != p.amount).map(|p| money(p.paid_amount)),
+            state: t.text(heading),
+            lead: lead.map(|l| t.text(l)),
+            charged: paid.filter(|p| p.paid_amount != p.amount).map(|p| t.text_with("charged", &[("amount", money(p.paid_amount))])),
             refunded: paid.filter(|p| p.refunded_amount > 0).map(|p| {
-                let whole = if p.refunded_amount == p.paid_amount { " (in full)" } else { "" };
-                format!("{}{whole}", money(p.refunded_amount))
+                let id = if p.refunded_amount == p.paid_amount { "refunded-in-full" } else { "refunded" };
+                t.text_with(id, &[("amount", money(p.refunded_amount))])
             }),
             mandate: st.status == Status::Completed && st.mandate_id.is_some(),
             return_url: st.return_url.as_deref().map(|u| return_to(u, st.id.as_str())),
-            return_text,
+            return_text: t.text(return_text),
             framed: (s.presentation_mode.embedded() && !s.embed_origins.is_empty()).then(|| Framed {
                 message: serde_json::json!({"type": "payment_session.outcome", "payment_session_id": st.id, "status": st.status,
                                             "payment_outcome": st.payment_outcome}),
@@ -206,98 +229,121 @@ pub fn session_page(s: &StoredSession, action: &str, cancel_action: &str, csrf: 
             nonce,
         })
     };
+    let processing = |title: &str, heading: &str, lead: &str| {
+        render(&ProcessingPage {
+            t,
+            title: t.text(title),
+            heading: t.text(heading),
+            refresh: true,
+            header: Header { merchant: header.merchant.clone(), amount: header.amount.clone(), logo: header.logo.clone() },
+            theme: theme.clone(),
+            lead: t.text(lead),
+            give_up: None,
+            csrf,
+            nonce,
+        })
+    };
     match (st.status, st.payment_outcome) {
-        (Status::Active, PaymentOutcome::Pending) => render(&ProcessingPage {
-            title: "Processing payment",
-            heading: "Processing your payment…",
-            refresh: true,
-            header,
-            theme,
-            lead: None,
-            give_up: None,
-            csrf,
-            nonce,
-        }),
+        (Status::Active, PaymentOutcome::Pending) => processing("title-processing", "heading-processing", "lead-processing"),
         // Asked to cancel: lifecycle cancels it in a moment; no card is taken meanwhile.
-        (Status::Active, _) if s.cancel_requested => render(&ProcessingPage {
-            title: "Cancelling payment",
-            heading: "Cancelling your payment…",
-            refresh: true,
-            header,
-            theme,
-            lead: Some("No payment will be taken. This page updates by itself."),
-            give_up: None,
-            csrf,
-            nonce,
-        }),
-        (Status::Active, _) => form(s, action, cancel_action, csrf, nonce, error),
+        (Status::Active, _) if s.cancel_requested => processing("title-cancelling", "heading-cancelling", "lead-cancelling"),
+        (Status::Active, _) => form(s, t, action, cancel_action, csrf, nonce, error),
         (Status::Completed, result) => {
             let captured = st.payment.as_ref().is_some_and(|p| p.paid_amount > 0);
             let what = match result {
-                PaymentOutcome::Paid => "Payment successful",
+                PaymentOutcome::Paid => "outcome-paid",
                 // A reservation stays reserved once captured: the customer was charged.
-                PaymentOutcome::Reserved if captured => "Payment successful",
-                PaymentOutcome::Reserved => "Payment authorised",
-                PaymentOutcome::PaymentMethodVerified => "Card verified",
-                _ => "Payment not taken",
+                PaymentOutcome::Reserved if captured => "outcome-paid",
+                PaymentOutcome::Reserved => "outcome-authorised",
+                PaymentOutcome::PaymentMethodVerified => "outcome-verified",
+                _ => "outcome-not-taken",
             };
-            outcome(what, what, None, "Return to the merchant")
+            outcome(what, what, None, "return-to-merchant")
         }
-        (Status::Expired, _) => outcome(
-            "Link expired",
-            "This payment link has expired",
-            Some("No payment was taken. Ask the merchant for a new link."),
-            "Back to the merchant",
-        ),
-        (Status::Cancelled, _) => {
-            outcome("Payment cancelled", "This payment was cancelled", Some("No payment was taken."), "Back to the merchant")
-        }
+        (Status::Expired, _) => outcome("title-expired", "heading-expired", Some("lead-expired"), "back-to-merchant"),
+        (Status::Cancelled, _) => outcome("title-cancelled", "heading-cancelled", Some("lead-cancelled"), "back-to-merchant"),
     }
 }
 
-/// A card brand as people write it.
-fn brand_name(brand: &str) -> &str {
+/// A card brand as people write it; an unknown one is "Card" in the page's language.
+fn brand_name(t: &Lang, brand: &str) -> String {
     match brand {
-        "visa" => "Visa",
-        "mastercard" => "Mastercard",
-        "amex" => "American Express",
-        "discover" => "Discover",
-        _ => "Card",
+        "visa" => "Visa".to_owned(),
+        "mastercard" => "Mastercard".to_owned(),
+        "amex" => "American Express".to_owned(),
+        "discover" => "Discover".to_owned(),
+        _ => t.text("brand-card"),
     }
 }
 
-/// What the customer is told of a decline: the reason only where they can act
-/// on it. Anything else (a stolen card, a wrong security code, the issuer's
-/// rules) reads as a plain decline, so the page is no oracle for card testing.
-/// The merchant still gets the exact reason in `last_payment_error`.
+/// What the customer is told of a decline (a message id): the reason only
+/// where they can act on it. Anything else (a stolen card, a wrong security
+/// code, the issuer's rules) reads as a plain decline, so the page is no
+/// oracle for card testing. The merchant still gets the exact reason in
+/// `last_payment_error`.
 pub fn decline_for_customer(e: &LastPaymentError) -> &'static str {
     match e.decline_code.as_deref() {
-        Some("insufficient_funds") => "Your card has insufficient funds.",
-        Some("expired_card") => "Your card has expired.",
-        _ => "Your card was declined.",
+        Some("insufficient_funds") => "decline-insufficient-funds",
+        Some("expired_card") => "decline-expired",
+        _ => "decline-other",
     }
 }
 
-fn form(s: &StoredSession, action: &str, cancel_action: &str, csrf: &str, nonce: &str, vault_error: Option<&str>) -> String {
+/// The vault's refusal of a card (its `code`) as a message id. Codes a
+/// processor adds (a wrong CVC, a stolen card) read as one plain refusal.
+pub fn card_problem(code: &str) -> &'static str {
+    match code {
+        "incorrect_number" => "card-incorrect-number",
+        "invalid_expiry" => "card-invalid-expiry",
+        "expired_card" => "card-expired",
+        "invalid_cvc" => "card-invalid-cvc",
+        _ => "card-refused",
+    }
+}
+
+fn form(s: &StoredSession, t: &Lang, action: &str, cancel_action: &str, csrf: &str, nonce: &str, vault_error: Option<&str>) -> String {
     let st = &s.session;
-    let (header, theme) = Header::of(s);
-    let problem = vault_error
-        .map(str::to_owned)
-        .or_else(|| st.last_payment_error.as_ref().map(|e| format!("{} Please try again or use another card.", decline_for_customer(e))));
+    let (header, theme) = Header::of(s, t);
+    let problem = vault_error.map(|id| t.text(id)).or_else(|| {
+        st.last_payment_error.as_ref().map(|e| t.text_with("decline-retry", &[("reason", t.text(decline_for_customer(e)).into())]))
+    });
     let terms = (st.session_type == SessionType::FirstInSeries).then(|| {
         let terms = s.mandate_terms.clone().unwrap_or_else(|| ps_contract::mandate::MandateTerms::unconstrained(st.currency));
-        terms::describe(&header.merchant, &terms)
+        terms::describe(t, &header.merchant, &terms)
     });
+    let amount = || Arg::Text(t.money(st.currency, st.amount));
     let button = match (st.session_type, st.amount == 0) {
-        (SessionType::FirstInSeries, true) => "Verify card and authorise".to_owned(),
-        (SessionType::FirstInSeries, false) => format!("Pay {} and authorise", terms::money(st.currency, st.amount)),
-        (_, true) => "Verify card".to_owned(),
-        _ => format!("Pay {}", terms::money(st.currency, st.amount)),
+        (SessionType::FirstInSeries, true) => t.text("button-verify-authorise"),
+        (SessionType::FirstInSeries, false) => t.text_with("button-pay-authorise", &[("amount", amount())]),
+        (_, true) => t.text("button-verify"),
+        _ => t.text_with("button-pay", &[("amount", amount())]),
     };
-    let cancel_text =
-        if st.return_url.is_some() { format!("Cancel and return to {}", header.merchant) } else { "Cancel payment".to_owned() };
+    let cancel_text = if st.return_url.is_some() {
+        t.text_with("cancel-and-return", &[("merchant", header.merchant.as_str().into())])
+    } else {
+        t.text("cancel-payment")
+    };
+    let saved = s
+        .saved_cards
+        .iter()
+        .map(|c| {
+            let card = t.text_with(
+                "saved-card",
+                &[
+                    ("brand", brand_name(t, &c.brand).into()),
+                    ("last4", c.last4.as_str().into()),
+                    ("expiry", format!("{:02}/{:02}", c.exp_month, c.exp_year % 100).into()),
+                ],
+            );
+            (c.id.clone(), t.text_with("saved-pay", &[("action", button.as_str().into()), ("card", card.into())]))
+        })
+        .collect();
+    let checks = serde_json::json!({
+        "number": t.text("check-number"), "format": t.text("check-expiry-format"), "expired": t.text("check-expired"),
+    });
     render(&FormPage {
-        title: "Checkout",
+        t,
+        title: t.text("title-checkout"),
         refresh: false,
         header,
         theme,
@@ -310,13 +356,8 @@ fn form(s: &StoredSession, action: &str, cancel_action: &str, csrf: &str, nonce:
         cancel_text,
         csrf,
         nonce,
-        saved: s
-            .saved_cards
-            .iter()
-            .map(|c| {
-                (c.id.clone(), format!("{} •••• {} (expires {:02}/{:02})", brand_name(&c.brand), c.last4, c.exp_month, c.exp_year % 100))
-            })
-            .collect(),
+        saved,
+        checks,
     })
 }
 
@@ -336,6 +377,7 @@ pub struct BrowserProcessor<'a> {
 /// back here (`challenge_action`) and the gateway asks the processor what it was.
 pub fn challenge_page(
     s: &StoredSession,
+    t: &Lang,
     challenge_action: &str,
     csrf: &str,
     action: &NextAction,
@@ -354,33 +396,42 @@ pub fn challenge_page(
         // A Stripe challenge with nothing configured to run it: the customer can only start again.
         _ => Way::Unavailable,
     };
-    let (header, theme) = Header::of(s);
-    render(&ChallengePage { title: "Confirm with your bank", refresh: false, header, theme, challenge_action, csrf, way })
+    let (header, theme) = Header::of(s, t);
+    render(&ChallengePage { t, title: t.text("title-challenge"), refresh: false, header, theme, challenge_action, csrf, way })
 }
 
 /// A challenge the customer has answered: the processor's word is awaited
 /// (the page refreshes itself); the customer may still give up and use another card.
-pub fn challenge_answered(s: &StoredSession, challenge_action: &str, csrf: &str, nonce: &str) -> String {
-    let (header, theme) = Header::of(s);
+pub fn challenge_answered(s: &StoredSession, t: &Lang, challenge_action: &str, csrf: &str, nonce: &str) -> String {
+    let (header, theme) = Header::of(s, t);
     render(&ProcessingPage {
-        title: "Processing payment",
-        heading: "Processing your payment…",
+        t,
+        title: t.text("title-processing"),
+        heading: t.text("heading-processing"),
         refresh: true,
         header,
         theme,
-        lead: Some("Your bank's answer is on its way. This page updates by itself."),
+        lead: t.text("lead-bank-answer"),
         give_up: Some(challenge_action),
         csrf,
         nonce,
     })
 }
 
-pub fn not_found() -> String {
-    render(&MessagePage { title: "Not found", refresh: false, theme: String::new(), heading: "Page not found", text: None })
+pub fn not_found(t: &Lang) -> String {
+    render(&MessagePage {
+        t,
+        title: t.text("title-not-found"),
+        refresh: false,
+        theme: String::new(),
+        heading: t.text("title-not-found"),
+        text: None,
+    })
 }
 
-pub fn message(title: &str, text: &str) -> String {
-    render(&MessagePage { title, refresh: false, theme: String::new(), heading: title, text: Some(text) })
+/// A page that only says something: a title and a text, both message ids.
+pub fn message(t: &Lang, title: &str, text: &str) -> String {
+    render(&MessagePage { t, title: t.text(title), refresh: false, theme: String::new(), heading: t.text(title), text: Some(t.text(text)) })
 }
 
 #[cfg(test)]
@@ -395,17 +446,20 @@ mod tests {
             message: "exact".into(),
             timestamp: chrono::Utc::now(),
         };
-        assert_eq!(decline_for_customer(&e("insufficient_funds")), "Your card has insufficient funds.");
-        assert_eq!(decline_for_customer(&e("expired_card")), "Your card has expired.");
+        let t = Lang::default();
+        assert_eq!(t.text(decline_for_customer(&e("insufficient_funds"))), "Your card has insufficient funds.");
+        assert_eq!(t.text(decline_for_customer(&e("expired_card"))), "Your card has expired.");
         for code in ["incorrect_cvc", "stolen_card", "generic_decline", "processing_error", "fraudulent"] {
-            assert_eq!(decline_for_customer(&e(code)), "Your card was declined.", "{code}");
+            assert_eq!(decline_for_customer(&e(code)), "decline-other", "{code}");
         }
+        assert_eq!(card_problem("incorrect_cvc"), "card-refused", "a processor's exact reason is not the page's to give");
     }
 
     #[test]
     fn a_hostile_value_cannot_end_the_script_or_add_markup() {
         let page = render(&ChallengePage {
-            title: "Confirm with your bank",
+            t: &Lang::default(),
+            title: "Confirm with your bank".into(),
             refresh: false,
             header: Header {
                 merchant: "<b>shop</b>".into(),
@@ -457,8 +511,19 @@ mod tests {
 
     #[test]
     fn every_page_escapes_what_it_is_given() {
-        let page = message("<i>x</i>", "a & 'b'");
+        let t = Lang::default();
+        let page = render(&MessagePage {
+            t: &t,
+            title: "<i>x</i>".into(),
+            refresh: false,
+            theme: String::new(),
+            heading: "<i>x</i>".into(),
+            text: Some("a & 'b'".into()),
+        });
         assert!(!page.contains("<i>") && !page.contains("'b'") && page.contains("a &#38; "), "{page}");
         assert!(page.starts_with("<!doctype html>") && page.contains("<style>body{"), "{page}");
+        assert!(page.contains(r#"<html lang="en">"#), "{page}");
+        let fr = message(&Lang::negotiate(Some("fr-CA"), None), "title-not-found", "cannot-load");
+        assert!(fr.contains(r#"<html lang="fr">"#) && fr.contains("<h1>Page introuvable</h1>"), "{fr}");
     }
 }

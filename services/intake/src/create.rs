@@ -201,6 +201,7 @@ impl CreateHandler {
             subscription_options: req.subscription_options.as_ref().map(serde_json::to_value).transpose()?,
             branding: req.branding.as_ref().map(serde_json::to_value).transpose()?,
             presentation_mode: req.presentation_mode.as_str(),
+            locale: req.locale.as_ref().map(|l| l.as_str()),
         };
         sessions::create(tx, &session, &extras).await?;
         if let Some((attempt, key, _)) = &authorize {

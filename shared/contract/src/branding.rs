@@ -32,6 +32,45 @@ impl PresentationMode {
     }
 }
 
+/// The language a checkout speaks: a BCP 47 tag (`af`, `zu`, `fr`, `pt-BR`),
+/// kept in its canonical form. Any well-formed tag is taken: the checkout
+/// speaks the closest language it has, and the customer's browser decides
+/// between those it lacks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Locale(String);
+
+impl Locale {
+    /// RFC 5646's advice for the longest tag worth keeping.
+    pub const MAX_LEN: usize = 35;
+
+    pub fn parse(s: &str) -> Option<Locale> {
+        if s.len() > Locale::MAX_LEN {
+            return None;
+        }
+        let l = icu_locale_core::Locale::try_from_str(s).ok()?;
+        // `und` (no language) says nothing a checkout could speak.
+        (!l.id.language.is_unknown()).then(|| Locale(l.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// `locale` in a create, if there: well-formed, or refused naming the field.
+    pub(crate) fn from_field(o: &Obj<'_>) -> Result<Option<Locale>, ApiError> {
+        let Some(tag) = o.str("locale", 64)? else { return Ok(None) };
+        Locale::parse(tag).map(Some).ok_or_else(|| {
+            let p = o.param("locale");
+            ApiError::param(
+                ErrorCode::ParameterInvalidValue,
+                p.as_str(),
+                format!("{p} must be a BCP 47 language tag of at most {} characters, e.g. en, fr, pt-BR", Locale::MAX_LEN),
+            )
+        })
+    }
+}
+
 wire_enum!(
     /// The corners of boxes and buttons.
     BorderStyle {

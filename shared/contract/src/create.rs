@@ -148,12 +148,24 @@ pub struct CreateSession {
     pub branding: Option<crate::branding::Branding>,
     /// Redirect (the default), or framed in the merchant's page.
     pub presentation_mode: crate::branding::PresentationMode,
+    /// The language its checkout speaks (none: the customer's browser decides).
+    pub locale: Option<crate::branding::Locale>,
 }
 
 const COMMON: &[&str] = &["type", "amount", "currency", "capture_method", "metadata", "external_reference"];
-const ONE_TIME: &[&str] = &["customer", "customer_id", "return_url", "save_payment_method", "expires_in", "branding", "presentation_mode"];
-const FIRST_IN_SERIES: &[&str] =
-    &["customer", "customer_id", "return_url", "expires_in", "mandate_options", "subscription_options", "branding", "presentation_mode"];
+const ONE_TIME: &[&str] =
+    &["customer", "customer_id", "return_url", "save_payment_method", "expires_in", "branding", "presentation_mode", "locale"];
+const FIRST_IN_SERIES: &[&str] = &[
+    "customer",
+    "customer_id",
+    "return_url",
+    "expires_in",
+    "mandate_options",
+    "subscription_options",
+    "branding",
+    "presentation_mode",
+    "locale",
+];
 const NEXT_IN_SERIES: &[&str] = &["customer_id", "payment_method_id", "mandate_id"];
 
 fn allowed_for(ty: SessionType) -> &'static [&'static str] {
@@ -294,6 +306,7 @@ impl CreateSession {
             presentation_mode: o
                 .choice("presentation_mode", crate::branding::PresentationMode::parse, "redirect, embedded_modal, embedded_inline")?
                 .unwrap_or(crate::branding::PresentationMode::Redirect),
+            locale: crate::branding::Locale::from_field(&o)?,
         })
     }
 }

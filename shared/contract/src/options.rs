@@ -17,6 +17,7 @@ const MOVES: &[(&[&str], &str)] = &[
     (&["checkout_options", "save_payment_method"], "save_payment_method"),
     (&["checkout_options", "expires_in"], "expires_in"),
     (&["checkout_options", "presentation_mode"], "presentation_mode"),
+    (&["checkout_options", "locale"], "locale"),
     (&["payment_method_options", "card", "capture_method"], "capture_method"),
     (&["mandate_options"], "mandate_options"),
     (&["subscription_options"], "subscription_options"),

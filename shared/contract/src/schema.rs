@@ -54,6 +54,11 @@ fixed_schema! {
 }
 
 fixed_schema! {
+    /// A BCP 47 language tag (`en`, `fr`, `pt-BR`): the checkout's language.
+    LocaleTag, {"type": "string", "minLength": 2, "maxLength": crate::branding::Locale::MAX_LEN, "pattern": "^[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*$"}
+}
+
+fixed_schema! {
     /// An absolute http(s) URL without credentials.
     HttpUrl, {"type": "string", "format": "uri", "pattern": "^https?://[^/@]+", "maxLength": crate::create::MAX_URL_LEN}
 }
@@ -196,6 +201,8 @@ pub struct CheckoutOptions {
     pub expires_in: Option<i64>,
     /// `redirect` (default), or framed by a registered origin.
     pub presentation_mode: Option<crate::branding::PresentationMode>,
+    /// The checkout's language (BCP 47); absent, the customer's browser decides.
+    pub locale: Option<LocaleTag>,
 }
 
 /// `payment_method_options`.
@@ -280,6 +287,8 @@ pub struct OneTimeBody {
     pub branding: Option<BrandingBody>,
     /// `redirect` (default), or framed by one of the merchant's `embed_origins`.
     pub presentation_mode: Option<crate::branding::PresentationMode>,
+    /// The checkout's language (BCP 47); absent, the customer's browser decides.
+    pub locale: Option<LocaleTag>,
 }
 
 /// A `first_in_series`: pays (or verifies the card, at amount 0) and grants a mandate.
@@ -308,6 +317,8 @@ pub struct FirstInSeriesBody {
     pub branding: Option<BrandingBody>,
     /// `redirect` (default), or framed by one of the merchant's `embed_origins`.
     pub presentation_mode: Option<crate::branding::PresentationMode>,
+    /// The checkout's language (BCP 47); absent, the customer's browser decides.
+    pub locale: Option<LocaleTag>,
     pub options: Option<PresentOptions>,
 }
 

@@ -34,6 +34,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0024_customer_cancel", include_str!("../migrations/0024_customer_cancel.sql")),
     ("0025_presentation_mode", include_str!("../migrations/0025_presentation_mode.sql")),
     ("0026_card_funding", include_str!("../migrations/0026_card_funding.sql")),
+    ("0027_locale", include_str!("../migrations/0027_locale.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]

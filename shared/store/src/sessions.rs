@@ -23,6 +23,8 @@ pub struct SessionExtras<'a> {
     /// How its checkout looks, over the merchant's settings.
     pub branding: Option<serde_json::Value>,
     pub presentation_mode: &'a str,
+    /// The language its checkout speaks (a canonical BCP 47 tag).
+    pub locale: Option<&'a str>,
 }
 
 /// A new session's row: intake's create is its only writer of new rows, `save` of changes.
@@ -32,8 +34,8 @@ pub async fn create(tx: &impl GenericClient, s: &PaymentSession, x: &SessionExtr
         &tx.prepare_cached("INSERT INTO payment_sessions (id, merchant_id, type, status, payment_outcome, amount, currency, capture_method,
              save_payment_method, customer_id, payment_method_id, mandate_id, checkout_token, session_url, return_url,
              expires_at, metadata, external_reference, mode, mandate_terms, subscription_options, created_at, updated_at, traceparent, payment_created_at,
-             branding, presentation_mode)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $22, $23, $24, $25, $26)").await?,
+             branding, presentation_mode, locale)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $22, $23, $24, $25, $26, $27)").await?,
         &[
             &s.id.as_str(),
             &x.merchant.as_str(),
@@ -61,6 +63,7 @@ pub async fn create(tx: &impl GenericClient, s: &PaymentSession, x: &SessionExtr
             &s.payment.as_ref().map(|p| p.created_at),
             &x.branding,
             &x.presentation_mode,
+            &x.locale,
         ],
     )
     .await?;
@@ -90,6 +93,8 @@ pub struct StoredSession {
     pub presentation_mode: ps_contract::branding::PresentationMode,
     /// The origins that may frame its checkout (the merchant's settings; the checkout fills this).
     pub embed_origins: Vec<String>,
+    /// The language the create asked its checkout to speak.
+    pub locale: Option<String>,
 }
 
 impl StoredSession {
@@ -150,7 +155,7 @@ const COLUMNS: &str = "id, merchant_id, type, status, payment_outcome, amount, c
     customer_id, payment_method_id, mandate_id, checkout_token, session_url, return_url, expires_at, last_payment_error,
     metadata, external_reference, mode, mandate_terms, created_at, updated_at,
     payment_created_at, authorised_amount, paid_amount, voided_amount, refunded_amount, payment_card, branding,
-    cancel_requested_at IS NOT NULL, presentation_mode";
+    cancel_requested_at IS NOT NULL, presentation_mode, locale";
 
 fn from_row(r: &tokio_postgres::Row) -> Result<StoredSession, HandlerError> {
     let text = |i: usize| r.get::<_, String>(i);
@@ -206,6 +211,7 @@ fn from_row(r: &tokio_postgres::Row) -> Result<StoredSession, HandlerError> {
         saved_cards: vec![],
         presentation_mode: ps_contract::branding::PresentationMode::parse(&text(31)).ok_or_else(|| corrupt("presentation_mode"))?,
         embed_origins: vec![],
+        locale: r.get(32),
     };
     stored.show_payment();
     Ok(stored)

@@ -56,7 +56,8 @@ async fn a_customer_accepts_a_mandate_in_chromium() {
     browser.c().goto(s["session_url"].as_str().unwrap()).await.unwrap();
     let terms = browser.text("terms").await;
     assert!(terms.contains("You authorise gym to charge this card ZAR 199.00, once every month, on day 1 of the month."), "{terms}");
-    assert!(terms.contains("from 1 December 2026 until 30 November 2027"), "{terms}");
+    // Chromium asks for en-US: dates as the US writes them (plain `en` would read "1 December 2026").
+    assert!(terms.contains("from December 1, 2026 until November 30, 2027"), "{terms}");
     assert!(terms.contains("At most 12 charges, and no more than ZAR 2,388.00 in total."), "{terms}");
     assert_eq!(browser.text("pay").await, "Pay ZAR 199.00 and authorise");
 
@@ -144,11 +145,7 @@ async fn a_merchants_name_logo_and_colours_reach_its_checkout() {
     assert_eq!(style("pay", "color").await, "rgba(0, 0, 0, 1)", "black text on yellow");
     assert_eq!(style("pay", "border-top-left-radius").await, "999px");
     assert!(style("merchant", "font-family").await.contains("Georgia"));
-    let shot = browser.c().screenshot().await.unwrap();
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-artefacts");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("checkout-branded.png"), &shot).unwrap();
-    assert!(shot.starts_with(b"\x89PNG"), "a screenshot of the branded page");
+    browser.save_screenshot("checkout-branded").await;
 
     browser.c().goto(special["session_url"].as_str().unwrap()).await.unwrap();
     assert_eq!(browser.text("merchant").await, "Kaapse Koffie — Black Friday");
@@ -211,43 +208,46 @@ async fn every_checkout_page_passes_axe_core() {
     assert!(env.call(Command::new("checkout_settings.update", &look).header("merchant-id", "koffie")).await.error_code().is_none());
     let browser = Browser::launch().await;
     let mut seen = vec![];
-    let mut check = |page: &'static str, found: Vec<integration_tests::browser::Violation>| {
-        assert!(found.is_empty(), "{page}: {found:#?}");
-        seen.push(page);
-    };
     for merchant in ["shop", "koffie"] {
+        // Each page checked, and saved as it looks (target/test-artefacts/checkout-<merchant>-<page>.png).
+        let check = async |page: &'static str| {
+            let found = browser.serious_a11y_violations().await;
+            assert!(found.is_empty(), "{page}: {found:#?}");
+            browser.save_screenshot(&format!("checkout-{merchant}-{}", page.replace(' ', "-"))).await;
+            page
+        };
         let session =
             |amount: i64| Command::create(merchant, &json!({"amount": amount, "currency": "ZAR", "return_url": "https://shop.example/r"}));
         let s = env.call(session(12550)).await.body;
         browser.c().goto(s["session_url"].as_str().unwrap()).await.unwrap();
-        check("form", browser.serious_a11y_violations().await);
+        seen.push(check("form").await);
         browser.c().set_window_size(320, 640).await.unwrap();
-        check("form at 320 px", browser.serious_a11y_violations().await);
+        seen.push(check("form at 320 px").await);
         browser.c().set_window_size(1024, 768).await.unwrap();
         browser.pay("4000000000009995").await;
         browser.wait_for_text("error", "insufficient funds").await;
-        check("form with a decline", browser.serious_a11y_violations().await);
+        seen.push(check("form with a decline").await);
         browser.pay("4000002760003184").await;
         browser.wait_for_text("state", "Confirm this payment with your bank").await;
-        check("3-D Secure challenge", browser.serious_a11y_violations().await);
+        seen.push(check("3-D Secure challenge").await);
         browser.c().find(fantoccini::Locator::Id("authenticate")).await.unwrap().click().await.unwrap();
         browser.wait_for_text("state", "Processing").await;
-        check("processing", browser.serious_a11y_violations().await);
+        seen.push(check("processing").await);
         browser.wait_for_text("state", "Payment successful").await;
-        check("receipt", browser.serious_a11y_violations().await);
+        seen.push(check("receipt").await);
 
         let c = env.call(session(500)).await.body;
         browser.c().goto(c["session_url"].as_str().unwrap()).await.unwrap();
         browser.c().find(fantoccini::Locator::Id("cancel")).await.unwrap().click().await.unwrap();
         browser.wait_for_text("state", "This payment was cancelled").await;
-        check("cancelled", browser.serious_a11y_violations().await);
+        seen.push(check("cancelled").await);
 
         let e = env.call(session(500)).await.body;
         let past = "UPDATE payment_sessions SET expires_at = now() - interval '1 minute' WHERE id = $1";
         env.pool.get().await.unwrap().execute(past, &[&e["id"].as_str().unwrap()]).await.unwrap();
         browser.c().goto(e["session_url"].as_str().unwrap()).await.unwrap();
         browser.wait_for_text("state", "This payment link has expired").await;
-        check("expired", browser.serious_a11y_violations().await);
+        seen.push(check("expired").await);
     }
     assert_eq!(seen.len(), 16, "eight pages, plain and branded");
     browser.close().await;
@@ -270,7 +270,8 @@ async fn the_card_form_checks_the_number_and_expiry_in_the_page() {
     };
     field("card_number").await.send_keys("4242424242424241").await.unwrap();
     assert_eq!(field("card_number").await.prop("value").await.unwrap().as_deref(), Some("4242 4242 4242 4241"));
-    assert_eq!(browser.text("brand").await, "(Visa)");
+    assert_eq!(browser.text("card_brand").await, "(Visa)");
+    assert_eq!(browser.text("merchant").await, "shop", "the brand hint is the field's own, the header keeps the merchant");
     field("expiry").await.send_keys("01/20").await.unwrap();
     field("cvc").await.send_keys("123").await.unwrap();
     field("pay").await.click().await.unwrap();

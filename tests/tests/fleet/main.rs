@@ -13,6 +13,7 @@ mod embedding;
 mod faults;
 mod hot_paths;
 mod intake;
+mod locale;
 mod moment;
 mod observability;
 mod operator;
