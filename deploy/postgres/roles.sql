@@ -78,6 +78,8 @@ GRANT SELECT (id, session_id, status, next_action, processor_idempotency_key) ON
 GRANT SELECT, INSERT, UPDATE ON checkout_challenges TO ps_checkout;
 -- How the merchant's pages look.
 GRANT SELECT ON checkout_settings TO ps_checkout;
+-- The logos merchants uploaded, served from the checkout's own host.
+GRANT SELECT ON checkout_logos TO ps_checkout;
 -- A returning customer's saved cards, offered by brand and last4 (never the vault's token).
 GRANT SELECT (id, merchant_id, customer_id, usage, card_brand, card_last4, exp_month, exp_year, created_at) ON payment_methods TO ps_checkout;
 
@@ -113,6 +115,8 @@ GRANT SELECT, INSERT, UPDATE ON mandates TO ps_lifecycle;
 GRANT SELECT, INSERT, UPDATE ON refunds TO ps_lifecycle;
 -- A merchant's checkout settings (checkout_settings.update / .retrieve).
 GRANT SELECT, INSERT, UPDATE ON checkout_settings TO ps_lifecycle;
+-- An uploaded logo is kept, never changed (rows are named by their digest).
+GRANT INSERT ON checkout_logos TO ps_lifecycle;
 
 -- webhooks: endpoints (with their signing secrets), events, deliveries, attempts; idempotency for its commands.
 GRANT INSERT, UPDATE ON idempotency_keys TO ps_webhooks;

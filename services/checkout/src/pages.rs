@@ -35,7 +35,8 @@ impl Header {
         let header = Header {
             merchant: look.display_name.clone().unwrap_or_else(|| s.merchant_id.as_str().to_owned()),
             amount: t.money(s.session.currency, s.session.amount),
-            logo: look.logo_url.clone(),
+            // An uploaded logo is served by this host, by its digest.
+            logo: look.logo_url.clone().or_else(|| look.logo_image.as_ref().map(|d| format!("/logo/{d}"))),
         };
         (header, theme(&look))
     }

@@ -5,6 +5,8 @@
 use clap::Subcommand;
 use serde_json::{Map, Value};
 
+// Parsed once per run: the variants' sizes cost nothing worth boxing for.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub enum CheckoutCmd {
     /// Change the settings given; `--clear FIELD` goes back to ours.
@@ -16,6 +18,9 @@ pub enum CheckoutCmd {
         /// https only.
         #[arg(long)]
         logo_url: Option<String>,
+        /// Upload the logo instead: a PNG, JPEG or WebP file of at most 128 KiB, kept and served by the checkout.
+        #[arg(long, conflicts_with = "logo_url")]
+        logo_file: Option<std::path::PathBuf>,
         /// #rrggbb
         #[arg(long)]
         brand_color: Option<String>,
@@ -31,7 +36,7 @@ pub enum CheckoutCmd {
         /// An https origin that may frame the checkout; repeat for several (replaces the list).
         #[arg(long = "embed-origin")]
         embed_origins: Vec<String>,
-        /// A field to clear (display_name, logo_url, brand_color, button_color, border_style, font).
+        /// A field to clear (display_name, logo_url, logo_image, brand_color, button_color, border_style, font).
         #[arg(long)]
         clear: Vec<String>,
     },
@@ -42,15 +47,36 @@ pub enum CheckoutCmd {
     },
 }
 
-/// The command and its body for `action`.
-pub fn command(action: CheckoutCmd) -> (&'static str, String, Value) {
+/// The command and its body for `action`; a logo file that cannot be read is
+/// the error, named. Its content is checked by the command, as any sender's.
+pub fn command(action: CheckoutCmd) -> Result<(&'static str, String, Value), String> {
+    use base64::Engine;
     use ps_contract::routing::command::{CHECKOUT_SETTINGS_RETRIEVE, CHECKOUT_SETTINGS_UPDATE};
-    match action {
-        CheckoutCmd::Set { merchant, display_name, logo_url, brand_color, button_color, border_style, font, embed_origins, clear } => {
+    Ok(match action {
+        CheckoutCmd::Set {
+            merchant,
+            display_name,
+            logo_url,
+            logo_file,
+            brand_color,
+            button_color,
+            border_style,
+            font,
+            embed_origins,
+            clear,
+        } => {
             let mut body = Map::new();
+            let logo_image = match logo_file {
+                Some(path) => Some(
+                    base64::engine::general_purpose::STANDARD
+                        .encode(std::fs::read(&path).map_err(|e| format!("cannot read the logo file {}: {e}", path.display()))?),
+                ),
+                None => None,
+            };
             let fields = [
                 ("display_name", display_name),
                 ("logo_url", logo_url),
+                ("logo_image", logo_image),
                 ("brand_color", brand_color),
                 ("button_color", button_color),
                 ("border_style", border_style),
@@ -70,5 +96,5 @@ pub fn command(action: CheckoutCmd) -> (&'static str, String, Value) {
             (CHECKOUT_SETTINGS_UPDATE, merchant, Value::Object(body))
         }
         CheckoutCmd::Show { merchant } => (CHECKOUT_SETTINGS_RETRIEVE, merchant, Value::Object(Map::new())),
-    }
+    })
 }

@@ -396,7 +396,7 @@ async fn run(cmd: Cmd, ctx: &Ctx) -> Result<()> {
         }
         Cmd::Keys { action } => keys::run(action, &ctx.db().await?, &ctx.out).await?,
         Cmd::CheckoutSettings { action } => {
-            let (key, merchant, body) = checkout::command(action);
+            let (key, merchant, body) = checkout::command(action)?;
             ctx.command(key, &merchant, body).await?;
         }
         Cmd::Secrets { action: SecretsCmd::Rewrap } => {

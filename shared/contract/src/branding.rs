@@ -192,6 +192,11 @@ pub struct Branding {
     pub display_name: Option<String>,
     /// An https URL of the merchant's logo.
     pub logo_url: Option<String>,
+    /// Or the logo the merchant uploaded (`logo_image` on an update), kept by
+    /// us and named by its SHA-256: the checkout serves it from its own host.
+    /// One logo either way: setting one form clears the other.
+    #[serde(default)]
+    pub logo_image: Option<String>,
     /// The header's colour; its text is black or white, whichever reads.
     pub brand_color: Option<Color>,
     /// The pay button's colour; its text likewise.
@@ -230,6 +235,7 @@ impl Branding {
         Ok(Branding {
             display_name: o.str("display_name", MAX_DISPLAY_NAME)?.map(str::to_owned),
             logo_url,
+            logo_image: None,
             brand_color: color("brand_color")?,
             button_color: color("button_color")?,
             border_style: o.choice("border_style", BorderStyle::parse, "rounded, pill, rectangular")?,
@@ -239,9 +245,12 @@ impl Branding {
 
     /// This branding over `under`, field by field.
     pub fn over(&self, under: &Branding) -> Branding {
+        // The logo is one field in two forms: whichever this one has wins whole.
+        let logo = if self.logo_url.is_some() || self.logo_image.is_some() { self } else { under };
         Branding {
             display_name: self.display_name.clone().or_else(|| under.display_name.clone()),
-            logo_url: self.logo_url.clone().or_else(|| under.logo_url.clone()),
+            logo_url: logo.logo_url.clone(),
+            logo_image: logo.logo_image.clone(),
             brand_color: self.brand_color.or(under.brand_color),
             button_color: self.button_color.or(under.button_color),
             border_style: self.border_style.or(under.border_style),
@@ -292,6 +301,8 @@ impl CheckoutSettings {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SettingsUpdate {
     pub set: Branding,
+    /// An uploaded logo, checked (its `sha256` is in `set.logo_image`).
+    pub logo: Option<LogoImage>,
     /// Fields given as `null`.
     pub cleared: Vec<&'static str>,
     pub embed_origins: Option<Vec<String>>,
@@ -301,11 +312,21 @@ impl SettingsUpdate {
     pub fn parse(body: &Value) -> Result<SettingsUpdate, ApiError> {
         let o = Obj::new(body, "")?;
         let mut allowed = BRANDING_FIELDS.to_vec();
-        allowed.push("embed_origins");
+        allowed.extend(["embed_origins", "logo_image"]);
         o.only(&allowed)?;
-        let set = Branding::read(&o)?;
+        let mut set = Branding::read(&o)?;
+        let logo = LogoImage::from_field(&o)?;
+        if logo.is_some() && set.logo_url.is_some() {
+            return Err(ApiError::param(
+                ErrorCode::ParameterConflict,
+                "logo_image",
+                "give logo_url or logo_image, not both: a checkout has one logo",
+            ));
+        }
+        set.logo_image = logo.as_ref().map(|l| l.sha256.clone());
         let obj = body.as_object().expect("checked by Obj::new");
-        let cleared: Vec<&'static str> = BRANDING_FIELDS.iter().copied().filter(|k| obj.get(*k).is_some_and(Value::is_null)).collect();
+        let cleared: Vec<&'static str> =
+            BRANDING_FIELDS.iter().chain(&["logo_image"]).copied().filter(|k| obj.get(*k).is_some_and(Value::is_null)).collect();
         let embed_origins = match o.get("embed_origins") {
             None => None,
             Some(Value::Array(list)) => {
@@ -333,7 +354,62 @@ impl SettingsUpdate {
         if set == Branding::default() && cleared.is_empty() && embed_origins.is_none() {
             return Err(ApiError::new(ErrorCode::ParameterMissing, "give at least one setting to change"));
         }
-        Ok(SettingsUpdate { set, cleared, embed_origins })
+        Ok(SettingsUpdate { set, logo, cleared, embed_origins })
+    }
+}
+
+/// A logo a merchant uploads: PNG, JPEG or WebP (what its bytes are, not what
+/// it is called; never SVG, which can carry script), at most
+/// `MAX_LOGO_BYTES` and `MAX_LOGO_SIDE` pixels a side.
+#[derive(Clone, PartialEq, Eq)]
+pub struct LogoImage {
+    pub content_type: &'static str,
+    pub bytes: Vec<u8>,
+    /// Lowercase hex: its name where it is kept and served.
+    pub sha256: String,
+}
+
+/// Large enough for any header logo, small enough to keep in a row and a message.
+pub const MAX_LOGO_BYTES: usize = 128 * 1024;
+pub const MAX_LOGO_SIDE: usize = 2048;
+
+impl std::fmt::Debug for LogoImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LogoImage({}, {} bytes, {})", self.content_type, self.bytes.len(), self.sha256)
+    }
+}
+
+impl LogoImage {
+    /// Checks an image's bytes: its type by its header, its size and sides.
+    pub fn check(bytes: Vec<u8>) -> Result<LogoImage, String> {
+        use sha2::Digest;
+        if bytes.len() > MAX_LOGO_BYTES {
+            return Err(format!("is {} bytes; a logo may be at most {MAX_LOGO_BYTES}", bytes.len()));
+        }
+        let content_type = match imagesize::image_type(&bytes) {
+            Ok(imagesize::ImageType::Png) => "image/png",
+            Ok(imagesize::ImageType::Jpeg) => "image/jpeg",
+            Ok(imagesize::ImageType::Webp) => "image/webp",
+            _ => return Err("must be a PNG, JPEG or WebP image".into()),
+        };
+        let size = imagesize::blob_size(&bytes).map_err(|_| format!("is not a readable {content_type} image"))?;
+        if size.width == 0 || size.height == 0 || size.width > MAX_LOGO_SIDE || size.height > MAX_LOGO_SIDE {
+            return Err(format!("is {}×{} pixels; each side must be 1 to {MAX_LOGO_SIDE}", size.width, size.height));
+        }
+        let sha256 = hex::encode(sha2::Sha256::digest(&bytes));
+        Ok(LogoImage { content_type, bytes, sha256 })
+    }
+
+    /// `logo_image`: the image's bytes in standard base64.
+    fn from_field(o: &Obj<'_>) -> Result<Option<LogoImage>, ApiError> {
+        use base64::Engine;
+        // Base64 is 4/3 of the bytes; anything longer is over the cap already.
+        let Some(text) = o.str("logo_image", MAX_LOGO_BYTES.div_ceil(3) * 4 + 4)? else { return Ok(None) };
+        let p = o.param("logo_image");
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(|_| ApiError::param(ErrorCode::ParameterInvalidValue, p.as_str(), format!("{p} must be the image in base64")))?;
+        LogoImage::check(bytes).map(Some).map_err(|why| ApiError::param(ErrorCode::ParameterInvalidValue, p.as_str(), format!("{p} {why}")))
     }
 }
 
@@ -408,5 +484,28 @@ mod tests {
         assert_eq!(e(json!({"embed_origins": ["https://shop.example/pay"]})).code, ErrorCode::UrlInvalid);
         assert_eq!(e(json!({"embed_origins": ["https://shop.example; script-src *"]})).code, ErrorCode::UrlInvalid);
         assert_eq!(e(json!({})).code, ErrorCode::ParameterMissing);
+    }
+
+    #[test]
+    fn a_logo_is_what_its_bytes_are_and_small() {
+        use base64::Engine;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==")
+            .unwrap();
+        let ok = LogoImage::check(png.clone()).unwrap();
+        assert_eq!((ok.content_type, ok.sha256.len()), ("image/png", 64));
+        assert!(LogoImage::check(b"<svg onload=alert(1)></svg>".to_vec()).unwrap_err().contains("PNG, JPEG or WebP"));
+        assert!(LogoImage::check(b"GIF89a".to_vec()).is_err(), "not on the list");
+        // A PNG header claiming 4096 pixels a side.
+        let mut wide = png.clone();
+        wide[16..20].copy_from_slice(&4096u32.to_be_bytes());
+        assert!(LogoImage::check(wide).unwrap_err().contains("4096×1"));
+        let mut big = png;
+        big.resize(MAX_LOGO_BYTES + 1, 0);
+        assert!(LogoImage::check(big).unwrap_err().contains("at most"));
+        let u = SettingsUpdate::parse(&json!({"logo_image": null})).unwrap();
+        assert_eq!(u.cleared, ["logo_image"]);
+        let e = SettingsUpdate::parse(&json!({"logo_image": "aGk=", "font": "serif"})).unwrap_err();
+        assert_eq!((e.code, e.param.as_deref()), (ErrorCode::ParameterInvalidValue, Some("logo_image")));
     }
 }

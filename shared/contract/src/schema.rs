@@ -401,6 +401,10 @@ pub struct CheckoutSettingsBody {
     pub display_name: Option<String>,
     #[schemars(with = "Option<HttpUrl>")]
     pub logo_url: Option<String>,
+    /// Or the logo itself, uploaded: a PNG, JPEG or WebP image in base64,
+    /// at most 128 KiB and 2048 pixels a side; not with `logo_url`.
+    #[schemars(length(min = 1, max = 174768))]
+    pub logo_image: Option<String>,
     pub brand_color: Option<crate::branding::Color>,
     pub button_color: Option<crate::branding::Color>,
     pub border_style: Option<crate::branding::BorderStyle>,

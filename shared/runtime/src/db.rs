@@ -35,6 +35,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0025_presentation_mode", include_str!("../migrations/0025_presentation_mode.sql")),
     ("0026_card_funding", include_str!("../migrations/0026_card_funding.sql")),
     ("0027_locale", include_str!("../migrations/0027_locale.sql")),
+    ("0028_checkout_logos", include_str!("../migrations/0028_checkout_logos.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]

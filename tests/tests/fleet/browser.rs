@@ -344,3 +344,83 @@ async fn a_returning_customer_pays_with_a_saved_card() {
     drop(c);
     env.finish().await;
 }
+
+/// A merchant uploads its logo (psctl `--logo-file`, the `logo_image` of
+/// `checkout_settings.update`): kept by its digest, served by the checkout
+/// from its own host as the type its bytes are (never sniffed, never
+/// script), shown on its pages; a session's own `logo_url` is over it, and
+/// setting a URL later clears it. What is not a PNG, JPEG or WebP, or is
+/// too large, is refused, named.
+#[tokio::test]
+async fn a_merchant_uploads_its_logo_and_its_checkout_serves_it() {
+    use base64::Engine;
+    let mut env = TestEnv::new().await;
+    env.start_fleet().await;
+    // A 1×1 PNG.
+    let png = base64::engine::general_purpose::STANDARD
+        .decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==")
+        .unwrap();
+    let file = std::env::temp_dir().join(format!("ps-logo-{}.png", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&file, &png).unwrap();
+    let set = env.psctl_async(&["--json", "checkout-settings", "set", "--merchant", "koffie", "--logo-file", file.to_str().unwrap()]).await;
+    let _ = std::fs::remove_file(&file);
+    let settings: serde_json::Value = serde_json::from_str(&set).unwrap_or_else(|e| panic!("{e}: {set}"));
+    use sha2::Digest;
+    let digest = hex::encode(sha2::Sha256::digest(&png));
+    assert_eq!(settings["logo_image"].as_str(), Some(digest.as_str()), "{settings}");
+    assert!(settings["logo_url"].is_null(), "{settings}");
+
+    // Hostile or oversized uploads are refused at the edge.
+    let update = |body: serde_json::Value| Command::new("checkout_settings.update", &body).header("merchant-id", "koffie");
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let svg = b64(br#"<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>"#);
+    let html_as_png = b64(b"<html><script>alert(1)</script></html>");
+    let mut huge = png.clone();
+    huge.resize(200 * 1024, 0);
+    for (body, code) in [
+        (json!({"logo_image": svg}), "parameter_invalid_value"),
+        (json!({"logo_image": html_as_png}), "parameter_invalid_value"),
+        (json!({"logo_image": "not base64!"}), "parameter_invalid_value"),
+        (json!({"logo_image": b64(&huge)}), "string_too_long"),
+        (json!({"logo_image": b64(&png), "logo_url": "https://cdn.example/l.png"}), "parameter_conflict"),
+    ] {
+        let r = env.call(update(body)).await;
+        assert_eq!((r.error_code(), r.body["error"]["param"].as_str()), (Some(code), Some("logo_image")), "{}", r.body);
+    }
+
+    let plain = env.call(Command::create("koffie", &json!({"amount": 4500, "currency": "ZAR"}))).await.body;
+    let page_url = plain["session_url"].as_str().unwrap();
+    let origin = page_url.split("/pay/").next().unwrap().to_owned();
+    let served = reqwest::get(format!("{origin}/logo/{digest}")).await.unwrap();
+    assert_eq!(served.status(), 200);
+    let header = |name: &str| served.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    assert_eq!(header("content-type"), "image/png");
+    assert_eq!(header("x-content-type-options"), "nosniff");
+    assert!(header("content-security-policy").contains("sandbox"));
+    assert!(header("cache-control").contains("immutable"));
+    assert_eq!(served.bytes().await.unwrap().as_ref(), png.as_slice());
+    for wrong in
+        [format!("{origin}/logo/{}", "0".repeat(64)), format!("{origin}/logo/{}", digest.to_uppercase()), format!("{origin}/logo/x")]
+    {
+        assert_eq!(reqwest::get(&wrong).await.unwrap().status(), 404, "{wrong}");
+    }
+
+    // Chromium shows it on the merchant's page, under the page's CSP.
+    let browser = Browser::launch().await;
+    browser.c().goto(page_url).await.unwrap();
+    let logo = browser.c().find(Locator::Id("logo")).await.unwrap();
+    assert_eq!(logo.attr("src").await.unwrap(), Some(format!("/logo/{digest}")));
+    let width = browser.c().execute("return document.getElementById('logo').naturalWidth", vec![]).await.unwrap();
+    assert_eq!(width, json!(1), "loaded and decoded, not blocked");
+
+    // A session's own logo URL is over the upload; a URL set later replaces it.
+    let own = json!({"amount": 4500, "currency": "ZAR", "branding": {"logo_url": "https://cdn.koffie.example/sale.png"}});
+    let own = env.call(Command::create("koffie", &own)).await.body;
+    browser.c().goto(own["session_url"].as_str().unwrap()).await.unwrap();
+    let src = browser.c().find(Locator::Id("logo")).await.unwrap().attr("src").await.unwrap();
+    assert_eq!(src.as_deref(), Some("https://cdn.koffie.example/sale.png"));
+    browser.close().await;
+    let replaced = env.call(update(json!({"logo_url": "https://cdn.koffie.example/logo.png"}))).await.body;
+    assert!(replaced["logo_image"].is_null() && replaced["logo_url"] == "https://cdn.koffie.example/logo.png", "{replaced}");
+    env.finish().await;
+}

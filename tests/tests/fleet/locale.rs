@@ -14,7 +14,8 @@ fn plain(s: String) -> String {
 
 /// A French mandate checkout in Chromium: terms, amounts and dates in French,
 /// the page's own card checks and a decline in French, the receipt in French.
-/// Saved as a test artefact, with its Portuguese twin.
+/// Saved as a test artefact, with its Portuguese twin; axe-core finds nothing
+/// serious in French either (the page's `lang` says what it speaks).
 #[tokio::test]
 async fn a_customer_reads_and_pays_a_checkout_in_french() {
     let mut env = TestEnv::new().await;
@@ -38,6 +39,8 @@ async fn a_customer_reads_and_pays_a_checkout_in_french() {
     assert_eq!(plain(browser.text("pay").await), "Payer 199,00 ZAR et autoriser");
     assert_eq!(browser.text("cancel").await, "Annuler et retourner chez gym");
     browser.save_screenshot("checkout-fr-form").await;
+    let found = browser.serious_a11y_violations().await;
+    assert!(found.is_empty(), "the French form: {found:#?}");
 
     // The page's own checks speak French too.
     browser.c().find(Locator::Id("card_number")).await.unwrap().send_keys("4242424242424241").await.unwrap();
