@@ -4,9 +4,9 @@ against their CRD schemas (as packaged by cloudcoil's generated models, made
 strict: an unknown field fails), and docker-compose.yml against the Compose
 Specification's schema (check-jsonschema's vendored copy).
 
-RabbitMQ Cluster Operator objects have no schema packaged on a registry this
-project can reach; they are checked against the short schema below, written
-from the operator's API reference, and that is all.
+RabbitMQ Cluster Operator and CloudNativePG objects have no schema packaged
+on a registry this project can reach; they are checked against the short
+schemas below, written from the operators' API references, and that is all.
 """
 import glob
 import subprocess
@@ -63,6 +63,76 @@ RABBITMQ = {
 }
 
 
+# CloudNativePG (postgresql.cnpg.io/v1), the fields deploy/k8s/postgres.yaml uses and their neighbours.
+CNPG = {
+    ("postgresql.cnpg.io/v1", "Cluster"): {
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "properties": {
+            "spec": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["instances", "storage"],
+                "properties": {
+                    "instances": {"type": "integer", "minimum": 1},
+                    "imageName": {"type": "string"},
+                    "primaryUpdateStrategy": {"enum": ["unsupervised", "supervised"]},
+                    "postgresql": {"type": "object", "additionalProperties": False, "properties": {
+                        "parameters": {"type": "object", "additionalProperties": {"type": "string"}},
+                        "pg_hba": {"type": "array", "items": {"type": "string"}},
+                        "synchronous": {"type": "object", "additionalProperties": False, "required": ["method", "number"], "properties": {
+                            "method": {"enum": ["any", "first"]},
+                            "number": {"type": "integer", "minimum": 1},
+                            "maxStandbyNamesFromCluster": {"type": "integer"},
+                            "standbyNamesPre": {"type": "array", "items": {"type": "string"}},
+                            "standbyNamesPost": {"type": "array", "items": {"type": "string"}},
+                            "dataDurability": {"enum": ["required", "preferred"]}}}}},
+                    "bootstrap": {"type": "object", "additionalProperties": False, "properties": {
+                        "initdb": {"type": "object", "additionalProperties": False, "properties": {
+                            "database": {"type": "string"}, "owner": {"type": "string"},
+                            "secret": {"type": "object", "additionalProperties": False, "required": ["name"],
+                                       "properties": {"name": {"type": "string"}}}}}}},
+                    "enableSuperuserAccess": {"type": "boolean"},
+                    "storage": {"$ref": "#/$defs/storage"},
+                    "walStorage": {"$ref": "#/$defs/storage"},
+                    "resources": {"type": "object"},
+                    "affinity": {"type": "object", "additionalProperties": False, "properties": {
+                        "enablePodAntiAffinity": {"type": "boolean"},
+                        "topologyKey": {"type": "string"},
+                        "podAntiAffinityType": {"enum": ["preferred", "required"]},
+                        "nodeSelector": {"type": "object"}, "tolerations": {"type": "array"}}},
+                    "monitoring": {"type": "object", "additionalProperties": False, "properties": {
+                        "enablePodMonitor": {"type": "boolean"}}},
+                },
+            }
+        },
+        "$defs": {"storage": {"type": "object", "additionalProperties": False, "required": ["size"], "properties": {
+            "size": {"type": "string", "pattern": "^[0-9]+(Mi|Gi|Ti)$"}, "storageClass": {"type": "string"}}}},
+    },
+    ("postgresql.cnpg.io/v1", "Pooler"): {
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "properties": {
+            "spec": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["cluster", "pgbouncer"],
+                "properties": {
+                    "cluster": {"type": "object", "additionalProperties": False, "required": ["name"],
+                                "properties": {"name": {"type": "string"}}},
+                    "instances": {"type": "integer", "minimum": 0},
+                    "type": {"enum": ["rw", "ro", "r"]},
+                    "pgbouncer": {"type": "object", "additionalProperties": False, "properties": {
+                        "poolMode": {"enum": ["session", "transaction"]},
+                        "parameters": {"type": "object", "additionalProperties": {"type": "string"}},
+                        "paused": {"type": "boolean"}}},
+                },
+            }
+        },
+    },
+}
+
+
 def strict(schema):
     """Every object that lists its properties admits no others (kubeconform's -strict)."""
     if isinstance(schema, dict):
@@ -95,7 +165,7 @@ def crd_schemas():
 
 def main():
     failures = 0
-    schemas = {**crd_schemas(), **RABBITMQ}
+    schemas = {**crd_schemas(), **RABBITMQ, **CNPG}
     core_files = []
     counted = {}
     for path in sorted(glob.glob("deploy/k8s/*.yaml")):

@@ -146,10 +146,11 @@ pub fn results_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/faults")
 }
 
+/// The (first) host of a URL.
 fn host_port(url: &str) -> SocketAddr {
     let after = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
     let host = after.rsplit_once('@').map(|(_, h)| h).unwrap_or(after);
-    let hp = host.split(['/', '?']).next().unwrap();
+    let hp = host.split(['/', '?', ',']).next().unwrap();
     hp.replace("localhost", "127.0.0.1").parse().unwrap_or_else(|e| panic!("{hp}: {e}"))
 }
 
@@ -167,7 +168,13 @@ impl Fleet {
     /// As `start`; `proxied: false` connects the services straight to the
     /// broker and the database (the benchmark: no extra hop to measure).
     pub async fn start_with(delivery_limit: u32, overrides: &[(&str, &str, &str)], proxied: bool, processor: Processor) -> Fleet {
-        let env = TestEnv::with_delivery_limit(delivery_limit).await;
+        Fleet::start_in(TestEnv::with_delivery_limit(delivery_limit).await, overrides, proxied, processor).await
+    }
+
+    /// As `start_with`, in a test environment made beforehand (its database
+    /// elsewhere, say). A database URL of several hosts is used as it is: the
+    /// services choose among them (`target_session_attrs`), not a proxy.
+    pub async fn start_in(env: TestEnv, overrides: &[(&str, &str, &str)], proxied: bool, processor: Processor) -> Fleet {
         let db = Proxy::start(host_port(&env.database_url)).await;
         let broker = Proxy::start(host_port(&env.amqp_url)).await;
         let (vault, checkout, events) = (free_port(), free_port(), free_port());
@@ -191,8 +198,10 @@ impl Fleet {
                 vars.retain(|(n, _)| n != k);
                 vars.push((k.to_owned(), v));
             };
-            if proxied {
+            if proxied && !fleet.env.database_url.contains(',') {
                 set("DATABASE_URL", through(&fleet.env.database_url, fleet.db.addr));
+            }
+            if proxied {
                 set("AMQP_URL", through(&fleet.env.amqp_url, fleet.broker.addr));
             }
             set("VAULT_ADDR", format!("127.0.0.1:{vault}"));

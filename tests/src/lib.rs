@@ -53,9 +53,15 @@ pub fn admin_database_url() -> String {
     std::env::var("TEST_DATABASE_ADMIN_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
+/// `url` naming database `db` instead, its parameters kept
+/// (`?target_session_attrs=read-write` on a URL of several hosts).
 fn with_database(url: &str, db: &str) -> String {
+    let (url, query) = url.split_once('?').map_or((url, None), |(u, q)| (u, Some(q)));
     let (base, _) = url.rsplit_once('/').expect("database URL has a path");
-    format!("{base}/{db}")
+    match query {
+        Some(q) => format!("{base}/{db}?{q}"),
+        None => format!("{base}/{db}"),
+    }
 }
 
 /// A reply as the upstream sees it.
@@ -187,6 +193,8 @@ pub struct TestEnv {
     pub names: Names,
     pub db_name: String,
     pub database_url: String,
+    /// Where its database was created, and is dropped from.
+    admin_url: String,
     pub pool: Pool,
     conn: Connection,
     channel: Channel,
@@ -233,7 +241,17 @@ impl TestEnv {
         TestEnv::create(true, None).await
     }
 
+    /// A test whose database lives on another PostgreSQL (`admin_url`, which
+    /// may list several hosts): the failover scenario's primary and standby.
+    pub async fn on_postgres(admin_url: &str, delivery_limit: u32) -> TestEnv {
+        TestEnv::create_on(admin_url.to_owned(), false, Some(delivery_limit)).await
+    }
+
     async fn create(own_vhost: bool, delivery_limit: Option<u32>) -> TestEnv {
+        TestEnv::create_on(admin_database_url(), own_vhost, delivery_limit).await
+    }
+
+    async fn create_on(admin: String, own_vhost: bool, delivery_limit: Option<u32>) -> TestEnv {
         // Service logs go to the test's captured output; RUST_LOG widens them.
         ps_runtime::telemetry::init_for_tests();
         let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
@@ -248,7 +266,6 @@ impl TestEnv {
         let names = Names::new(prefix.clone());
         let db_name = format!("ps_test_{id}");
 
-        let admin = admin_database_url();
         let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
             .await
             .unwrap_or_else(|e| panic!("cannot reach PostgreSQL at {admin}: {e} (run `make services`)"));
@@ -346,6 +363,7 @@ impl TestEnv {
             vhost,
             names,
             db_name,
+            admin_url: admin,
             database_url,
             pool,
             conn,
@@ -915,10 +933,10 @@ impl TestEnv {
         }
         // Closed before the database is dropped under them, which would log each as a connection error.
         self.pool.close();
-        let (names, db, vhost) = (self.names.clone(), self.db_name.clone(), self.vhost.clone());
+        let (names, db, vhost, admin) = (self.names.clone(), self.db_name.clone(), self.vhost.clone(), self.admin_url.clone());
         // A runtime of its own: this also runs from Drop, inside the test's runtime.
         let done = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(remove_everything(names, db, vhost))
+            tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(remove_everything(names, db, vhost, admin))
         })
         .join();
         if let Err(e) = done {
@@ -933,7 +951,7 @@ impl Drop for TestEnv {
     }
 }
 
-async fn remove_everything(names: Names, db: String, vhost: Option<String>) {
+async fn remove_everything(names: Names, db: String, vhost: Option<String>, admin: String) {
     if let Some(v) = vhost {
         rabbitmqctl(&["delete_vhost", &v]);
     } else if let Ok(conn) = ps_runtime::broker::connect(&amqp_url(), "test-cleanup", &Default::default()).await {
@@ -948,7 +966,7 @@ async fn remove_everything(names: Names, db: String, vhost: Option<String>) {
         }
         let _ = conn.close(200, "bye".into()).await;
     }
-    if let Ok((client, connection)) = tokio_postgres::connect(&admin_database_url(), tokio_postgres::NoTls).await {
+    if let Ok((client, connection)) = tokio_postgres::connect(&admin, tokio_postgres::NoTls).await {
         tokio::spawn(connection);
         let _ = client.batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).await;
     }

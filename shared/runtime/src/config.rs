@@ -201,7 +201,10 @@ pub const COMMON_VARS: &[(&str, &str)] = &[
     ("PS_FAULT_PANIC_ON", "test-only: handlers panic on messages with this routing key (refused in live mode)"),
     ("AMQP_NAME_PREFIX", "prefix for every exchange and queue name (isolates test runs on one broker)"),
     ("AMQP_URL", "the broker, `amqp://` or `amqps://` (credentials in the URL)"),
-    ("DATABASE_URL", "PostgreSQL, `postgres://`; `sslmode=verify-full` for TLS"),
+    (
+        "DATABASE_URL",
+        "PostgreSQL, `postgres://`; `sslmode=verify-full` for TLS; several hosts (`h1:5432,h2:5432/db?target_session_attrs=read-write`) to follow a failover to whichever is primary",
+    ),
     ("DATABASE_POOL_SIZE", "database connections at most"),
     ("DATABASE_MIGRATE", "migrate the schema at start; off where the role has no DDL rights"),
     ("AMQP_PREFETCH", "unacknowledged messages held per consumer"),
