@@ -201,7 +201,7 @@ impl Fleet {
             if proxied && !fleet.env.database_url.contains(',') {
                 set("DATABASE_URL", through(&fleet.env.database_url, fleet.db.addr));
             }
-            if proxied {
+            if proxied && !fleet.env.amqp_url.contains(',') {
                 set("AMQP_URL", through(&fleet.env.amqp_url, fleet.broker.addr));
             }
             set("VAULT_ADDR", format!("127.0.0.1:{vault}"));
@@ -853,7 +853,7 @@ async fn undelivered_events(fleet: &Fleet, load: &Load) -> Vec<String> {
 /// Every dead letter in every DLQ, as `code: reason (queue)`, one per message
 /// id: dead-lettering is at least once, like every publish from the outbox.
 async fn dead_letters(fleet: &Fleet) -> Vec<String> {
-    let conn = ps_runtime::broker::connect(&crate::amqp_url(), "faults-dlq", &Default::default()).await.unwrap();
+    let conn = ps_runtime::broker::connect(&fleet.env.amqp_url, "faults-dlq", &Default::default()).await.unwrap();
     let ch = conn.create_channel().await.unwrap();
     let mut found = BTreeMap::new();
     for spec in topology::QUEUES {

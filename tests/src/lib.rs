@@ -244,14 +244,20 @@ impl TestEnv {
     /// A test whose database lives on another PostgreSQL (`admin_url`, which
     /// may list several hosts): the failover scenario's primary and standby.
     pub async fn on_postgres(admin_url: &str, delivery_limit: u32) -> TestEnv {
-        TestEnv::create_on(admin_url.to_owned(), false, Some(delivery_limit)).await
+        TestEnv::create_on(admin_url.to_owned(), amqp_url(), false, Some(delivery_limit)).await
+    }
+
+    /// A test on another broker (`amqp`, which may list a cluster's nodes):
+    /// the cluster scenarios' three nodes.
+    pub async fn on_broker(amqp: &str, delivery_limit: u32) -> TestEnv {
+        TestEnv::create_on(admin_database_url(), amqp.to_owned(), false, Some(delivery_limit)).await
     }
 
     async fn create(own_vhost: bool, delivery_limit: Option<u32>) -> TestEnv {
-        TestEnv::create_on(admin_database_url(), own_vhost, delivery_limit).await
+        TestEnv::create_on(admin_database_url(), amqp_url(), own_vhost, delivery_limit).await
     }
 
-    async fn create_on(admin: String, own_vhost: bool, delivery_limit: Option<u32>) -> TestEnv {
+    async fn create_on(admin: String, broker: String, own_vhost: bool, delivery_limit: Option<u32>) -> TestEnv {
         // Service logs go to the test's captured output; RUST_LOG widens them.
         ps_runtime::telemetry::init_for_tests();
         let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
@@ -259,9 +265,9 @@ impl TestEnv {
             let vhost = format!("t{id}");
             rabbitmqctl(&["add_vhost", &vhost]);
             rabbitmqctl(&["set_permissions", "-p", &vhost, "guest", ".*", ".*", ".*"]);
-            (String::new(), Some(vhost.clone()), vhost_url(&amqp_url(), &vhost))
+            (String::new(), Some(vhost.clone()), vhost_url(&broker, &vhost))
         } else {
-            (format!("t{id}."), None, amqp_url())
+            (format!("t{id}."), None, broker)
         };
         let names = Names::new(prefix.clone());
         let db_name = format!("ps_test_{id}");

@@ -221,6 +221,138 @@ fn fail_over<'a>(fleet: &'a Fleet, load: &'a Load) -> futures::future::BoxFuture
     })
 }
 
+// RabbitMQ as a cluster (issue 22): three nodes of the installed RabbitMQ
+// (`scripts/rabbit-cluster.sh`), the fleet given all three in AMQP_URL, each
+// service connecting to any that answers and to a survivor when its node goes.
+
+/// `scripts/rabbit-cluster.sh <args>`, which says what failed if it does; its output.
+async fn rabbit_cluster(args: &[&str]) -> String {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/rabbit-cluster.sh");
+    let out = tokio::process::Command::new(&script).args(args).output().await.expect("scripts/rabbit-cluster.sh runs");
+    assert!(out.status.success(), "rabbit-cluster.sh {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The three nodes, as a service's AMQP_URL lists them.
+fn cluster_url() -> String {
+    (1..=3).map(|n| format!("amqp://guest:guest@127.0.0.1:{}/%2f", 5680 + n)).collect::<Vec<_>>().join(",")
+}
+
+/// The fleet on a fresh three-node cluster, under `fault`; the cluster goes afterwards.
+async fn on_cluster(name: &str, fault: Fault) {
+    rabbit_cluster(&["up"]).await;
+    // Nodes lost and rejoined return what their consumers held: room for a few returns.
+    let env = TestEnv::on_broker(&cluster_url(), 10).await;
+    let fleet = Fleet::start_in(env, &[], true, Processor::Sandbox).await;
+    assert_quorum_queues_span_the_cluster(&fleet).await;
+    run(fleet, name, Mix::QUICK.times(2), 1, 0, fault).await;
+    rabbit_cluster(&["down"]).await;
+}
+
+/// The fleet's work queues, as `rabbitmqctl list_queues name leader members` sees them.
+async fn work_queues(fleet: &Fleet) -> Vec<(String, String, String)> {
+    let ours: Vec<String> = ps_runtime::topology::QUEUES.iter().map(|q| fleet.env.names.queue(q)).collect();
+    let listed = rabbit_cluster(&["ctl", "list_queues", "name", "leader", "members", "--no-table-headers"]).await;
+    listed
+        .lines()
+        .filter_map(|l| {
+            let mut cols = l.split('\t');
+            let (name, leader, members) = (cols.next()?, cols.next()?, cols.next()?);
+            ours.iter().any(|q| q == name).then(|| (name.to_owned(), leader.to_owned(), members.to_owned()))
+        })
+        .collect()
+}
+
+/// Every work queue is a quorum queue with a member on each of the three nodes.
+async fn assert_quorum_queues_span_the_cluster(fleet: &Fleet) {
+    let queues = work_queues(fleet).await;
+    assert!(queues.len() >= 5, "{queues:?}");
+    for (name, _, members) in &queues {
+        assert!((1..=3).all(|n| members.contains(&format!("ps-rabbit{n}@localhost"))), "{name} is not on every node: {members}");
+    }
+}
+
+const ENDED: &str = "SELECT count(*) FROM payment_sessions WHERE status <> 'active'";
+
+/// Waits until five more sessions have ended than `before`: the fleet works
+/// on without the node.
+async fn ended_meanwhile(fleet: &Fleet, before: i64) {
+    fleet.env.wait_for_count(ENDED, before + 5).await;
+}
+
+/// The node that leads most of the busiest queues (intake, gateway, lifecycle, webhooks).
+async fn busiest_leader(fleet: &Fleet) -> String {
+    let mut count = std::collections::BTreeMap::<String, usize>::new();
+    for (name, leader, _) in work_queues(fleet).await {
+        if ["intake", "gateway", "lifecycle", "webhooks.events"].iter().any(|q| name.ends_with(q)) {
+            *count.entry(leader).or_default() += 1;
+        }
+    }
+    let (leader, _) = count.into_iter().max_by_key(|(_, n)| *n).expect("the busiest queues have leaders");
+    leader.trim_start_matches("ps-rabbit").trim_end_matches("@localhost").to_owned()
+}
+
+/// The node leading the busiest queues SIGKILLed under load, then started
+/// again: leaders move to the survivors, services reconnect to them.
+#[tokio::test]
+async fn rabbitmq_node_leading_the_busiest_queues_killed() {
+    on_cluster("RabbitMQ leader node killed", kill_leader_node).await;
+}
+
+fn kill_leader_node<'a>(fleet: &'a Fleet, load: &'a Load) -> futures::future::BoxFuture<'a, ()> {
+    Box::pin(async move {
+        mid_batch(fleet).await;
+        let node = busiest_leader(fleet).await;
+        load.send_wave(fleet, 1, 2).await;
+        let before = fleet.env.count(ENDED).await;
+        rabbit_cluster(&["kill", &node]).await;
+        // The node stays dead until the fleet has done work on the survivors.
+        ended_meanwhile(fleet, before).await;
+        rabbit_cluster(&["start", &node]).await;
+        fleet.wait_ready().await;
+    })
+}
+
+/// One node cut off from the other two (its distribution links refused):
+/// it pauses as the minority (`pause_minority`), its clients move to the
+/// majority; then it is let back in.
+#[tokio::test]
+#[ignore = "long: make faults"]
+async fn rabbitmq_node_partitioned_from_the_others() {
+    on_cluster("RabbitMQ node partitioned", partition_node).await;
+}
+
+fn partition_node<'a>(fleet: &'a Fleet, load: &'a Load) -> futures::future::BoxFuture<'a, ()> {
+    Box::pin(async move {
+        mid_batch(fleet).await;
+        let node = busiest_leader(fleet).await;
+        load.send_wave(fleet, 1, 2).await;
+        let before = fleet.env.count(ENDED).await;
+        rabbit_cluster(&["partition", &node]).await;
+        ended_meanwhile(fleet, before).await;
+        rabbit_cluster(&["heal", &node]).await;
+        fleet.wait_ready().await;
+    })
+}
+
+/// All three nodes restarted one after the other, as an upgrade does.
+#[tokio::test]
+#[ignore = "long: make faults"]
+async fn rabbitmq_cluster_restarted_node_by_node() {
+    on_cluster("RabbitMQ rolling restart", rolling_restart).await;
+}
+
+fn rolling_restart<'a>(fleet: &'a Fleet, load: &'a Load) -> futures::future::BoxFuture<'a, ()> {
+    Box::pin(async move {
+        mid_batch(fleet).await;
+        load.send_wave(fleet, 1, 2).await;
+        for node in ["3", "2", "1"] {
+            rabbit_cluster(&["restart", node]).await;
+        }
+        fleet.wait_ready().await;
+    })
+}
+
 // Stripe (issue 18): the fleet on PROCESSOR=stripe against localstripe, the
 // faults injected by the proxy between the gateway and Stripe and by the
 // relay of Stripe's events. The ledger the invariants read is Stripe's.

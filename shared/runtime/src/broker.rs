@@ -9,8 +9,12 @@ use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::tcp::OwnedTLSConfig;
 use lapin::types::ShortString;
 use lapin::{Channel, Confirmation, Connection, ConnectionProperties, DefaultConnectionBuilder};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+
+/// How long one node may take to accept a connection before the next is tried.
+const NODE_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
@@ -33,13 +37,66 @@ impl PublishError {
 
 /// The user an AMQP URL logs in as: what a publisher puts in `user_id`.
 pub fn broker_user(url: &str) -> Option<String> {
-    let uri: lapin::uri::AMQPUri = url.parse().ok()?;
+    let uri: lapin::uri::AMQPUri = nodes(url).next()?.parse().ok()?;
     Some(uri.authority.userinfo.username).filter(|u| !u.is_empty())
 }
 
-/// One connection attempt. `amqps://` is verified against the system's roots
-/// and `SSL_CERT_FILE`.
+/// The nodes an `AMQP_URL` names: one URL, or several of one cluster,
+/// comma-separated (`amqps://u:p@rabbit-0:5671/%2f,amqps://u:p@rabbit-1:5671/%2f`).
+pub fn nodes(url: &str) -> impl Iterator<Item = &str> {
+    url.split(',').map(str::trim).filter(|u| !u.is_empty())
+}
+
+/// Checks a list of nodes: each an AMQP URL, all logging in as one user (the
+/// `user_id` every message carries must be its connection's, whichever node).
+pub fn check_nodes(url: &str) -> Result<(), String> {
+    let mut user = None;
+    for (i, node) in nodes(url).enumerate() {
+        let uri: lapin::uri::AMQPUri = node.parse().map_err(|e| format!("node {} is not an AMQP URL: {e}", i + 1))?;
+        match &user {
+            None => user = Some(uri.authority.userinfo.username),
+            Some(u) if *u == uri.authority.userinfo.username => {}
+            Some(_) => return Err(format!("node {} logs in as another user than node 1; every node must name the same user", i + 1)),
+        }
+    }
+    user.map(|_| ()).ok_or_else(|| "names no node".to_owned())
+}
+
+/// Which node the next connection tries first: connections (and the replicas
+/// making them) spread over the cluster instead of all landing on the first.
+static NEXT_NODE: AtomicUsize = AtomicUsize::new(0);
+
+/// One connection attempt: each node in turn, from the next one along, until
+/// one accepts; the last node's error if none does. `amqps://` is verified
+/// against the system's roots and `SSL_CERT_FILE`.
 pub async fn connect(url: &str, connection_name: &str, trust: &Trust) -> Result<Connection, lapin::Error> {
+    let nodes: Vec<&str> = nodes(url).collect();
+    if nodes.len() <= 1 {
+        return connect_node(url.trim(), connection_name, trust).await;
+    }
+    let first = NEXT_NODE.fetch_add(1, Ordering::Relaxed);
+    let mut last = None;
+    for i in 0..nodes.len() {
+        let at = (first + i) % nodes.len();
+        match tokio::time::timeout(NODE_CONNECT_TIMEOUT, connect_node(nodes[at], connection_name, trust)).await {
+            Ok(Ok(conn)) => {
+                tracing::info!(node = at + 1, "connected to the broker");
+                return Ok(conn);
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(node = at + 1, error = %e, "broker node unreachable; trying the next");
+                last = Some(e);
+            }
+            Err(_) => {
+                tracing::warn!(node = at + 1, timeout = ?NODE_CONNECT_TIMEOUT, "broker node did not answer; trying the next");
+                last = Some(lapin::Error::from(std::io::Error::new(std::io::ErrorKind::TimedOut, "the broker node did not answer")));
+            }
+        }
+    }
+    Err(last.expect("several nodes were tried"))
+}
+
+async fn connect_node(url: &str, connection_name: &str, trust: &Trust) -> Result<Connection, lapin::Error> {
     let props = ConnectionProperties::default().with_connection_name(connection_name.into());
     let tls = OwnedTLSConfig { identity: None, cert_chain: trust.extra_pem().map(str::to_owned) };
     DefaultConnectionBuilder::new()?.with_uri_str(url.to_owned()).with_properties(props).with_tls_config(tls).connect().await

@@ -200,7 +200,10 @@ pub const COMMON_VARS: &[(&str, &str)] = &[
     ("PS_FAULT_ABORT_AFTER_BATCH_COMMIT", "test-only: abort after a batch's commit, before its acks (refused in live mode)"),
     ("PS_FAULT_PANIC_ON", "test-only: handlers panic on messages with this routing key (refused in live mode)"),
     ("AMQP_NAME_PREFIX", "prefix for every exchange and queue name (isolates test runs on one broker)"),
-    ("AMQP_URL", "the broker, `amqp://` or `amqps://` (credentials in the URL)"),
+    (
+        "AMQP_URL",
+        "the broker, `amqp://` or `amqps://` (credentials in the URL); several nodes of a cluster comma-separated, each connection trying them in turn",
+    ),
     (
         "DATABASE_URL",
         "PostgreSQL, `postgres://`; `sslmode=verify-full` for TLS; several hosts (`h1:5432,h2:5432/db?target_session_attrs=read-write`) to follow a failover to whichever is primary",
@@ -291,6 +294,7 @@ impl Config {
             return Err(ConfigError { var: "AMQP_NAME_PREFIX", problem: "use at most 64 of A-Z a-z 0-9 . _ -".into() });
         }
         let amqp_url = env.url("AMQP_URL", DEFAULT_AMQP_URL, &["amqp", "amqps"])?;
+        crate::broker::check_nodes(&amqp_url).map_err(|problem| ConfigError { var: "AMQP_URL", problem })?;
         let database_url = env.url("DATABASE_URL", DEFAULT_DATABASE_URL, &["postgres", "postgresql"])?;
         if mode == Mode::Live {
             live_links(&amqp_url, &database_url)?;
@@ -339,8 +343,8 @@ impl Config {
 /// default superuser. (The service also refuses a superuser role at start.)
 fn live_links(amqp_url: &str, database_url: &str) -> Result<(), ConfigError> {
     let amqp = |problem: &str| Err(ConfigError { var: "AMQP_URL", problem: format!("{problem} (PS_MODE=live)") });
-    if !amqp_url.starts_with("amqps://") {
-        return amqp("must be amqps:// so the broker link is encrypted");
+    if !crate::broker::nodes(amqp_url).all(|node| node.starts_with("amqps://")) {
+        return amqp("must be amqps:// (every node) so the broker link is encrypted");
     }
     if crate::broker::broker_user(amqp_url).is_none_or(|u| u == "guest") {
         return amqp("must log in as the service's own broker user, not guest");
@@ -418,9 +422,16 @@ mod tests {
         let live =
             |amqp: &str, db: &str| Config::from_env(&Env::from_pairs([("PS_MODE", "live"), ("AMQP_URL", amqp), ("DATABASE_URL", db)]), 1);
         assert!(live(good_amqp, good_db).is_ok());
+        let cluster =
+            "amqps://ps-intake:pw@rabbit-0:5671/%2f, amqps://ps-intake:pw@rabbit-1:5671/%2f,amqps://ps-intake:pw@rabbit-2:5671/%2f";
+        assert!(live(cluster, good_db).is_ok(), "three nodes of one cluster");
+        assert_eq!(crate::broker::broker_user(cluster).as_deref(), Some("ps-intake"));
         for (amqp, db, var, says) in [
             ("amqp://ps-intake:pw@rabbit:5672/%2f", good_db, "AMQP_URL", "amqps"),
             ("amqps://guest:guest@rabbit:5671/%2f", good_db, "AMQP_URL", "guest"),
+            ("amqps://ps-intake:pw@rabbit-0:5671/%2f,amqp://ps-intake:pw@rabbit-1:5672/%2f", good_db, "AMQP_URL", "every node"),
+            ("amqps://ps-intake:pw@rabbit-0:5671/%2f,amqps://ps-other:pw@rabbit-1:5671/%2f", good_db, "AMQP_URL", "same user"),
+            ("amqps://ps-intake:pw@rabbit-0:5671/%2f,amqps://rabbit 1", good_db, "AMQP_URL", "node 2"),
             (good_amqp, DEFAULT_DATABASE_URL, "DATABASE_URL", "superuser"),
             (good_amqp, "postgres://postgres:pw@db/ps?sslmode=verify-full", "DATABASE_URL", "postgres"),
             (good_amqp, "postgres://ps_intake:pw@db/ps", "DATABASE_URL", "sslmode"),
