@@ -418,6 +418,10 @@ async fn fleet(n: usize) {
         max.per_second / raw_batched
     );
     println!("  per session: {:.1} commits, {:.1} WAL syncs", max.commits_per_session, max.wal_syncs_per_session);
+    println!(
+        "  per session: {:.1} messages published by the fleet (+1, the upstream's command), {:.0} bytes a body on average",
+        max.messages_per_session, max.bytes_per_message
+    );
     match max.statements_per_session {
         Some(n) => {
             println!("  per session: {n:.1} statements (pg_stat_statements); the busiest:");
@@ -473,6 +477,8 @@ async fn fleet(n: usize) {
          | commits per session | {:.1} |\n\
          | WAL syncs per session | {:.1} |\n\
          | statements per session | {} |\n\
+         | messages the fleet published per session (the upstream's command is one more) | {:.1} |\n\
+         | mean message body | {:.0} bytes |\n\
          | paced at {rate:.0}/s: command → reply p50 / p90 / p99 / p99.9 | {:.1} / {:.1} / {:.1} / {:.1} ms |\n\
          | paced at {rate:.0}/s: command → completed p50 / p90 / p99 / p99.9 | {:.1} / {:.1} / {:.1} / {:.1} ms |\n\n\
          | worker | RSS idle (MiB) | RSS peak (MiB) | CPU at max rate (% of a core) |\n|---|---:|---:|---:|\n{workers}\n\
@@ -486,6 +492,8 @@ async fn fleet(n: usize) {
         max.commits_per_session,
         max.wal_syncs_per_session,
         max.statements_per_session.map_or("not measured (needs pg_stat_statements)".to_owned(), |n| format!("{n:.1}")),
+        max.messages_per_session,
+        max.bytes_per_message,
         paced.reply_ms.p50,
         paced.reply_ms.p90,
         paced.reply_ms.p99,

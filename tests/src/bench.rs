@@ -65,6 +65,11 @@ pub struct Run {
     /// is loaded (shared_preload_libraries); the busiest ones beside it.
     pub statements_per_session: Option<f64>,
     pub top_statements: Vec<(f64, String)>,
+    /// Messages the fleet published per session (replies, internal hops,
+    /// events; the upstream's own command is one more), and their bodies'
+    /// mean size in bytes: what the broker carries (docs/capacity.md).
+    pub messages_per_session: f64,
+    pub bytes_per_message: f64,
     /// Command → completed of each session, in milliseconds.
     #[serde(skip)]
     pub completed_samples: Vec<f64>,
@@ -171,6 +176,7 @@ impl Upstream {
     pub async fn run(&self, fleet: &Fleet, mandates: &[String], n: usize, rate: Option<f64>, tag: &str) -> Run {
         let statements = statement_counts(fleet, true).await;
         let (commits0, syncs0) = db_counters(fleet).await;
+        let since = db_now(fleet).await;
         let started = Instant::now();
         let mut confirms = Vec::with_capacity(1000);
         for i in 0..n {
@@ -201,6 +207,7 @@ impl Upstream {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let (commits1, syncs1) = db_counters(fleet).await;
+        let (messages, bytes) = published_since(fleet, since).await;
         let (statements_per_session, top_statements) = match statements {
             Some(_) => {
                 let after = statement_counts(fleet, false).await.unwrap_or_default();
@@ -241,6 +248,8 @@ impl Upstream {
             timeline,
             commits_per_session: (commits1 - commits0) as f64 / n as f64,
             wal_syncs_per_session: (syncs1 - syncs0) as f64 / n as f64,
+            messages_per_session: messages as f64 / n as f64,
+            bytes_per_message: if messages > 0 { bytes as f64 / messages as f64 } else { 0.0 },
             statements_per_session,
             top_statements,
         }
@@ -269,6 +278,24 @@ async fn statement_counts(fleet: &Fleet, reset: bool) -> Option<Vec<(i64, String
         .await
         .ok()?;
     Some(rows.iter().map(|r| (r.get(0), r.get::<_, String>(1).split_whitespace().collect::<Vec<_>>().join(" "))).collect())
+}
+
+async fn db_now(fleet: &Fleet) -> chrono::DateTime<chrono::Utc> {
+    fleet.env.pool.get().await.unwrap().query_one("SELECT now()", &[]).await.unwrap().get(0)
+}
+
+/// Messages the fleet published since `since` (its records of what each
+/// consumer and the outbox sent) and their bodies' bytes.
+async fn published_since(fleet: &Fleet, since: chrono::DateTime<chrono::Utc>) -> (i64, i64) {
+    let c = fleet.env.pool.get().await.unwrap();
+    let r = c
+        .query_one(
+            "SELECT count(*), coalesce(sum(octet_length(decode(body_base64, 'base64'))), 0)::bigint FROM sent_messages WHERE created_at >= $1",
+            &[&since],
+        )
+        .await
+        .unwrap();
+    (r.get(0), r.get(1))
 }
 
 /// Commits in the run's database, and WAL syncs of the whole server.

@@ -170,3 +170,26 @@ async fn make_demo_tells_its_story_against_a_running_fleet() {
     assert_eq!(story.matches("signature verified").count(), 3, "{story}");
     fleet.finish();
 }
+
+/// The autoscaling rules (KEDA's prometheus triggers in deploy/k8s) ask for
+/// the handle-time histogram the consumers export, by a queue label a
+/// consumer really carries: a typo there would scale nothing, silently.
+#[test]
+fn every_autoscaling_query_names_an_exported_metric_and_a_real_queue() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let queues: Vec<&str> = ps_runtime::topology::QUEUES.iter().map(|q| q.name).collect();
+    let runtime = std::fs::read_to_string(root.join("shared/runtime/src/metrics.rs")).unwrap();
+    let mut seen = 0;
+    for entry in std::fs::read_dir(root.join("deploy/k8s")).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        for query in text.lines().filter_map(|l| l.trim().strip_prefix("query: histogram_quantile(")) {
+            let metric = query.split("rate(").nth(1).and_then(|r| r.split('{').next()).unwrap();
+            let base = metric.strip_suffix("_bucket").unwrap_or_else(|| panic!("{query}: not a histogram's buckets"));
+            assert!(runtime.contains(&format!("\"{base}\"")), "{base} is not a metric the consumers export");
+            let queue = query.split("queue=\"").nth(1).and_then(|r| r.split('"').next()).unwrap();
+            assert!(queues.contains(&queue), "{queue} is no consumer's queue label ({queues:?})");
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, 5, "one handle-time rule per queue-consuming worker");
+}
