@@ -17,8 +17,9 @@ PRIMARY_PORT=${PG_PAIR_PRIMARY_PORT:-5441}
 STANDBY_PORT=${PG_PAIR_STANDBY_PORT:-5442}
 STANDBY_NAME=ps_standby
 
-say() { printf 'pg-pair: %s\n' "$*" >&2; }
-fail() { printf 'pg-pair: ERROR: %s\n' "$*" >&2; exit 1; }
+NAME=pg-pair
+# shellcheck source=lib/common.sh
+. "$(dirname "$0")/lib/common.sh"
 
 BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
 [ -n "$BIN" ] && [ -x "$BIN/initdb" ] || fail "no PostgreSQL server binaries under /usr/lib/postgresql; run scripts/ensure-services.sh (it installs them)"
@@ -31,15 +32,6 @@ as_pg() {
 
 sql() { # port, statement
     psql -h 127.0.0.1 -p "$1" -U postgres -d postgres -Atqc "$2"
-}
-
-wait_until() { # what, seconds, command...
-    local what=$1 secs=$2; shift 2
-    for _ in $(seq 1 "$((secs * 10))"); do
-        "$@" >/dev/null 2>&1 && return 0
-        sleep 0.1
-    done
-    fail "$what within ${secs}s"
 }
 
 stop_node() { # data dir

@@ -20,8 +20,9 @@ set -euo pipefail
 DIR=${RABBIT_CLUSTER_DIR:-/tmp/ps-rabbit-cluster}
 RABBIT_BIN=${RABBIT_BIN:-/usr/lib/rabbitmq/bin}
 
-say() { printf 'rabbit-cluster: %s\n' "$*" >&2; }
-fail() { printf 'rabbit-cluster: ERROR: %s\n' "$*" >&2; exit 1; }
+NAME=rabbit-cluster
+# shellcheck source=lib/common.sh
+. "$(dirname "$0")/lib/common.sh"
 
 [ -x "$RABBIT_BIN/rabbitmq-server" ] || fail "no RabbitMQ under $RABBIT_BIN; run scripts/ensure-services.sh (it installs it), or set RABBIT_BIN"
 
@@ -47,19 +48,11 @@ node_env() {
 
 ctl() { # node number, args...
     local n=$1; shift
-    env HOME="$DIR" "$RABBIT_BIN/rabbitmqctl" -q -n "$(node "$n")" "$@"
+    # A CLI that fails leaves its erl_crash.dump with the cluster's files, not in the caller's directory.
+    env HOME="$DIR" ERL_CRASH_DUMP="$DIR/erl_crash.dump" "$RABBIT_BIN/rabbitmqctl" -q -n "$(node "$n")" "$@"
 }
 
 running() { ctl "$1" status >/dev/null 2>&1; }
-
-wait_until() { # what, seconds, command...
-    local what=$1 secs=$2; shift 2
-    for _ in $(seq 1 "$((secs * 5))"); do
-        "$@" >/dev/null 2>&1 && return 0
-        sleep 0.2
-    done
-    fail "$what within ${secs}s"
-}
 
 start_node() {
     local n=$1

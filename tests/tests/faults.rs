@@ -274,12 +274,6 @@ async fn assert_quorum_queues_span_the_cluster(fleet: &Fleet) {
 
 const ENDED: &str = "SELECT count(*) FROM payment_sessions WHERE status <> 'active'";
 
-/// Waits until five more sessions have ended than `before`: the fleet works
-/// on without the node.
-async fn ended_meanwhile(fleet: &Fleet, before: i64) {
-    fleet.env.wait_for_count(ENDED, before + 5).await;
-}
-
 /// The node that leads most of the busiest queues (intake, gateway, lifecycle, webhooks).
 async fn busiest_leader(fleet: &Fleet) -> String {
     let mut count = std::collections::BTreeMap::<String, usize>::new();
@@ -296,21 +290,7 @@ async fn busiest_leader(fleet: &Fleet) -> String {
 /// again: leaders move to the survivors, services reconnect to them.
 #[tokio::test]
 async fn rabbitmq_node_leading_the_busiest_queues_killed() {
-    on_cluster("RabbitMQ leader node killed", kill_leader_node).await;
-}
-
-fn kill_leader_node<'a>(fleet: &'a Fleet, load: &'a Load) -> futures::future::BoxFuture<'a, ()> {
-    Box::pin(async move {
-        mid_batch(fleet).await;
-        let node = busiest_leader(fleet).await;
-        load.send_wave(fleet, 1, 2).await;
-        let before = fleet.env.count(ENDED).await;
-        rabbit_cluster(&["kill", &node]).await;
-        // The node stays dead until the fleet has done work on the survivors.
-        ended_meanwhile(fleet, before).await;
-        rabbit_cluster(&["start", &node]).await;
-        fleet.wait_ready().await;
-    })
+    on_cluster("RabbitMQ leader node killed", |f, l| node_away(f, l, "kill", "start")).await;
 }
 
 /// One node cut off from the other two (its distribution links refused):
@@ -319,18 +299,22 @@ fn kill_leader_node<'a>(fleet: &'a Fleet, load: &'a Load) -> futures::future::Bo
 #[tokio::test]
 #[ignore = "long: make faults"]
 async fn rabbitmq_node_partitioned_from_the_others() {
-    on_cluster("RabbitMQ node partitioned", partition_node).await;
+    on_cluster("RabbitMQ node partitioned", |f, l| node_away(f, l, "partition", "heal")).await;
 }
 
-fn partition_node<'a>(fleet: &'a Fleet, load: &'a Load) -> futures::future::BoxFuture<'a, ()> {
+/// The node leading the busiest queues taken away (`away`: kill, partition)
+/// mid-batch, kept away until the fleet has done work on the others, then
+/// brought back (`back`: start, heal).
+fn node_away<'a>(fleet: &'a Fleet, load: &'a Load, away: &'static str, back: &'static str) -> futures::future::BoxFuture<'a, ()> {
     Box::pin(async move {
         mid_batch(fleet).await;
         let node = busiest_leader(fleet).await;
         load.send_wave(fleet, 1, 2).await;
         let before = fleet.env.count(ENDED).await;
-        rabbit_cluster(&["partition", &node]).await;
-        ended_meanwhile(fleet, before).await;
-        rabbit_cluster(&["heal", &node]).await;
+        rabbit_cluster(&[away, &node]).await;
+        // Five more sessions ended: the fleet works on without the node.
+        fleet.env.wait_for_count(ENDED, before + 5).await;
+        rabbit_cluster(&[back, &node]).await;
         fleet.wait_ready().await;
     })
 }

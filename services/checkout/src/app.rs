@@ -271,9 +271,13 @@ fn not_found(t: &Lang) -> Response {
     html(StatusCode::NOT_FOUND, pages::not_found(t))
 }
 
+fn accept_language(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok())
+}
+
 /// The customer's language before a session says otherwise: their browser's.
 fn speaks(headers: &HeaderMap) -> Lang {
-    Lang::negotiate(None, headers.get(header::ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok()))
+    Lang::negotiate(None, accept_language(headers))
 }
 
 /// A page that only says something went wrong (message ids), with its status.
@@ -287,8 +291,7 @@ fn trouble(status: StatusCode, t: &Lang, title: &str, text: &str) -> Response {
 /// or not lifecycle's sweep has reached it yet (unless a payment is in
 /// flight: that one finishes).
 async fn authorised(state: &AppState, id: &str, token: Option<&str>, headers: &HeaderMap) -> Result<(StoredSession, Lang), Response> {
-    let browser = headers.get(header::ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok());
-    let t = Lang::negotiate(None, browser);
+    let t = speaks(headers);
     let Some(token) = token.filter(|t| token_shaped(t)) else { return Err(not_found(&t)) };
     if ps_contract::ids::SessionId::parse(id).is_err() {
         return Err(not_found(&t));
@@ -320,7 +323,7 @@ async fn authorised(state: &AppState, id: &str, token: Option<&str>, headers: &H
                     unavailable()
                 })?;
             }
-            let t = Lang::negotiate(s.locale.as_deref(), browser);
+            let t = Lang::negotiate(s.locale.as_deref(), accept_language(headers));
             Ok((s, t))
         }
         Ok(_) => Err(not_found(&t)),

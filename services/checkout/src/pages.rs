@@ -22,6 +22,7 @@ button.link{background:none;border:none;color:inherit;text-decoration:underline;
 
 /// What every page shows first: who is asking (the merchant's name and
 /// logo, its id when it has set none), and for how much.
+#[derive(Clone)]
 struct Header {
     merchant: String,
     amount: String,
@@ -210,7 +211,7 @@ pub fn session_page(
             t,
             title: t.text(state),
             refresh: false,
-            header: Header { merchant: header.merchant.clone(), amount: header.amount.clone(), logo: header.logo.clone() },
+            header: header.clone(),
             theme: theme.clone(),
             state: t.text(heading),
             lead: lead.map(|l| t.text(l)),
@@ -236,7 +237,7 @@ pub fn session_page(
             title: t.text(title),
             heading: t.text(heading),
             refresh: true,
-            header: Header { merchant: header.merchant.clone(), amount: header.amount.clone(), logo: header.logo.clone() },
+            header: header.clone(),
             theme: theme.clone(),
             lead: t.text(lead),
             give_up: None,

@@ -78,18 +78,18 @@ pub async fn connect(url: &str, connection_name: &str, trust: &Trust) -> Result<
     let mut last = None;
     for i in 0..nodes.len() {
         let at = (first + i) % nodes.len();
-        match tokio::time::timeout(NODE_CONNECT_TIMEOUT, connect_node(nodes[at], connection_name, trust)).await {
-            Ok(Ok(conn)) => {
+        // A node that does not answer in time counts as one that refused.
+        let attempt = tokio::time::timeout(NODE_CONNECT_TIMEOUT, connect_node(nodes[at], connection_name, trust))
+            .await
+            .unwrap_or_else(|_| Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the broker node did not answer in time").into()));
+        match attempt {
+            Ok(conn) => {
                 tracing::info!(node = at + 1, "connected to the broker");
                 return Ok(conn);
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 tracing::warn!(node = at + 1, error = %e, "broker node unreachable; trying the next");
                 last = Some(e);
-            }
-            Err(_) => {
-                tracing::warn!(node = at + 1, timeout = ?NODE_CONNECT_TIMEOUT, "broker node did not answer; trying the next");
-                last = Some(lapin::Error::from(std::io::Error::new(std::io::ErrorKind::TimedOut, "the broker node did not answer")));
             }
         }
     }
